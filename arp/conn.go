@@ -1,0 +1,78 @@
+package arp
+
+import (
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/mdlayher/packet"
+	"golang.org/x/net/bpf"
+)
+
+// Conn is one interface's raw ARP socket: whole Ethernet frames in and out.
+type Conn interface {
+	ReadFrame(b []byte) (int, error)
+	WriteFrame(b []byte, dst net.HardwareAddr) error
+	Close() error
+}
+
+var _ Conn = (*rawConn)(nil)
+
+const etherTypeARP = 0x0806
+
+// arpFilter lets only ARP frames that this host did not send itself reach
+// user space; the rest of the interface's traffic stays in the kernel.
+var arpFilter = mustAssemble([]bpf.Instruction{
+	bpf.LoadExtension{Num: bpf.ExtType},
+	bpf.JumpIf{Cond: bpf.JumpEqual, Val: 4 /* PACKET_OUTGOING */, SkipTrue: 3},
+	bpf.LoadAbsolute{Off: 12, Size: 2},
+	bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: etherTypeARP, SkipTrue: 1},
+	bpf.RetConstant{Val: 1 << 16},
+	bpf.RetConstant{Val: 0},
+})
+
+func mustAssemble(prog []bpf.Instruction) []bpf.RawInstruction {
+	raw, err := bpf.Assemble(prog)
+	if err != nil {
+		panic(err)
+	}
+	return raw
+}
+
+type rawConn struct{ c *packet.Conn }
+
+// ErrInterfaceDown is returned by Listen for an interface that exists but is
+// not up: a socket on it would only report errors until it comes up.
+var ErrInterfaceDown = errors.New("interface is down")
+
+// Listen opens a raw ARP socket on the named interface and returns it with
+// the interface's MAC address.
+func Listen(name string) (Conn, net.HardwareAddr, error) {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	if ifi.Flags&net.FlagUp == 0 {
+		return nil, nil, ErrInterfaceDown
+	}
+	if len(ifi.HardwareAddr) != 6 {
+		return nil, nil, fmt.Errorf("not an Ethernet interface (hardware address %q)", ifi.HardwareAddr)
+	}
+	c, err := packet.Listen(ifi, packet.Raw, etherTypeARP, &packet.Config{Filter: arpFilter})
+	if err != nil {
+		return nil, nil, fmt.Errorf("open raw ARP socket: %w", err)
+	}
+	return &rawConn{c: c}, ifi.HardwareAddr, nil
+}
+
+func (r *rawConn) ReadFrame(b []byte) (int, error) {
+	n, _, err := r.c.ReadFrom(b)
+	return n, err
+}
+
+func (r *rawConn) WriteFrame(b []byte, dst net.HardwareAddr) error {
+	_, err := r.c.WriteTo(b, &packet.Addr{HardwareAddr: dst})
+	return err
+}
+
+func (r *rawConn) Close() error { return r.c.Close() }

@@ -1,0 +1,213 @@
+package arp
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/mdlayher/arp"
+	"github.com/mdlayher/ethernet"
+)
+
+var (
+	vip       = netip.MustParseAddr("198.18.0.200")
+	myMAC     = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x01}
+	peerMAC   = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x02}
+	clientMAC = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99}
+	mine      = netip.MustParseAddr("198.18.0.101")
+	theirs    = netip.MustParseAddr("198.18.0.102")
+)
+
+// fakeOwnership owns mine and the unspecified address, and knows one peer.
+type fakeOwnership struct{}
+
+func (fakeOwnership) Owns(v, c netip.Addr) bool     { return v == vip && (c == mine || c.IsUnspecified()) }
+func (fakeOwnership) IsPeer(m net.HardwareAddr) bool { return m.String() == peerMAC.String() }
+
+func request(t *testing.T, op arp.Operation, sha net.HardwareAddr, spa netip.Addr, tpa netip.Addr) []byte {
+	t.Helper()
+	b, err := frameFor(op, sha, spa, net.HardwareAddr{0, 0, 0, 0, 0, 0}, tpa, ethernet.Broadcast)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// frameFor sets the Ethernet source to sha, as a real client's frame has.
+	return b
+}
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func TestHandle(t *testing.T) {
+	t.Parallel()
+	short := request(t, arp.OperationRequest, clientMAC, mine, vip)[:20]
+	ipv6ARP := request(t, arp.OperationRequest, clientMAC, mine, vip)
+	ipv6ARP[14+5] = 16 // protocol address length 16
+	notARP := request(t, arp.OperationRequest, clientMAC, mine, vip)
+	notARP[12], notARP[13] = 0x08, 0x00
+
+	tests := []struct {
+		name      string
+		frame     []byte
+		want      Outcome
+		wantReply bool
+		wantLearn bool
+	}{
+		{"owned client", request(t, arp.OperationRequest, clientMAC, mine, vip), Answered, true, true},
+		{"other host's client", request(t, arp.OperationRequest, clientMAC, theirs, vip), NotOwner, false, true},
+		{"duplicate address probe", request(t, arp.OperationRequest, clientMAC, netip.IPv4Unspecified(), vip), Answered, true, false},
+		{"reply", request(t, arp.OperationReply, clientMAC, mine, vip), Reply, false, false},
+		{"foreign target", request(t, arp.OperationRequest, clientMAC, mine, netip.MustParseAddr("198.18.0.1")), Foreign, false, false},
+		{"stranger claims the VIP", request(t, arp.OperationRequest, clientMAC, vip, vip), Conflict, false, false},
+		{"peer announces the VIP", request(t, arp.OperationRequest, peerMAC, vip, vip), Announce, false, false},
+		{"truncated", short, Malformed, false, false},
+		{"ipv6-sized addresses", ipv6ARP, Malformed, false, false},
+		{"not ARP", notARP, Malformed, false, false},
+		{"empty", nil, Malformed, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			table := NewClientTable(10, time.Hour)
+			r := NewResponder(ResponderConfig{Interface: "eth0", VIPs: []netip.Addr{vip}, Table: table, Ownership: fakeOwnership{}, Logger: quietLogger()})
+			got, reply, dst := r.handle(tt.frame, myMAC, time.Unix(100, 0))
+			if got != tt.want {
+				t.Errorf("outcome = %q, want %q", got, tt.want)
+			}
+			if (reply != nil) != tt.wantReply {
+				t.Fatalf("reply = %x, want a reply: %v", reply, tt.wantReply)
+			}
+			if reply != nil {
+				var f ethernet.Frame
+				var p arp.Packet
+				if err := f.UnmarshalBinary(reply); err != nil {
+					t.Fatal(err)
+				}
+				if err := p.UnmarshalBinary(f.Payload); err != nil {
+					t.Fatal(err)
+				}
+				if p.Operation != arp.OperationReply || p.SenderIP != vip || p.SenderHardwareAddr.String() != myMAC.String() ||
+					p.TargetHardwareAddr.String() != clientMAC.String() || dst.String() != clientMAC.String() {
+					t.Errorf("reply %+v to %s, want from %s/%s to %s", p, dst, vip, myMAC, clientMAC)
+				}
+			}
+			if learned := table.Len() == 1; learned != tt.wantLearn {
+				t.Errorf("learned = %v, want %v", learned, tt.wantLearn)
+			}
+		})
+	}
+}
+
+// fakeConn is a Conn fed from a channel that records what is written.
+type fakeConn struct {
+	in     chan []byte
+	mu     sync.Mutex
+	out    [][]byte
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newFakeConn() *fakeConn {
+	return &fakeConn{in: make(chan []byte, 16), closed: make(chan struct{})}
+}
+
+func (c *fakeConn) ReadFrame(b []byte) (int, error) {
+	select {
+	case f, ok := <-c.in:
+		if !ok {
+			return 0, errors.New("link lost")
+		}
+		return copy(b, f), nil
+	case <-c.closed:
+		return 0, net.ErrClosed
+	}
+}
+
+func (c *fakeConn) WriteFrame(b []byte, dst net.HardwareAddr) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.out = append(c.out, append([]byte(nil), b...))
+	return nil
+}
+
+func (c *fakeConn) Close() error {
+	c.once.Do(func() { close(c.closed) })
+	return nil
+}
+
+func (c *fakeConn) written() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.out)
+}
+
+func TestResponderRunWaitsAndReopens(t *testing.T) {
+	t.Parallel()
+	first, second := newFakeConn(), newFakeConn()
+	var (
+		mu     sync.Mutex
+		opens  int
+		opened []string
+	)
+	listen := func(name string) (Conn, net.HardwareAddr, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		opens++
+		switch opens {
+		case 1:
+			return nil, nil, errors.New("no such interface")
+		case 2:
+			return first, myMAC, nil
+		default:
+			return second, myMAC, nil
+		}
+	}
+	table := NewClientTable(10, time.Hour)
+	r := NewResponder(ResponderConfig{
+		Interface: "eth0", VIPs: []netip.Addr{vip}, Table: table, Ownership: fakeOwnership{},
+		Logger: quietLogger(), Listen: listen, Retry: time.Millisecond,
+		OnOpen: func(name string, mac net.HardwareAddr) error {
+			mu.Lock()
+			defer mu.Unlock()
+			opened = append(opened, name)
+			return nil
+		},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- r.Run(ctx) }()
+
+	<-r.Ready()
+	first.in <- request(t, arp.OperationRequest, clientMAC, mine, vip)
+	first.in <- []byte("garbage")
+	close(first.in) // the link goes away; the responder must reopen
+	second.in <- request(t, arp.OperationRequest, clientMAC, theirs, vip)
+	for table.Len() < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	if err := r.Repoint(vip, Client{IP: theirs, MAC: clientMAC}); err != nil {
+		t.Fatalf("Repoint: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if first.written() != 1 || second.written() != 1 {
+		t.Errorf("written: first %d (the reply), second %d (the repoint), want 1 and 1", first.written(), second.written())
+	}
+	want := map[Outcome]uint64{Answered: 1, Malformed: 1, NotOwner: 1}
+	if diff := cmp.Diff(want, r.Counts()); diff != "" {
+		t.Errorf("counts (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"eth0", "eth0"}, opened); diff != "" {
+		t.Errorf("OnOpen calls (-want +got):\n%s", diff)
+	}
+	if err := r.Repoint(vip, Client{IP: theirs, MAC: clientMAC}); !errors.Is(err, ErrNotOpen) {
+		t.Errorf("Repoint after stop = %v, want ErrNotOpen", err)
+	}
+}

@@ -1,0 +1,61 @@
+package gossip
+
+import (
+	"encoding/binary"
+	"net/netip"
+
+	"github.com/cespare/xxhash/v2"
+)
+
+// Algorithm is the version of the ownership function. It travels in every
+// host's metadata: hosts that hash differently would answer the same clients,
+// so a host running another algorithm is never eligible in this host's view.
+const Algorithm = 1
+
+// Candidate is a host that may answer for a VIP, with its share.
+type Candidate struct {
+	Name   string
+	Weight int
+}
+
+// Owner returns the name of the candidate that answers client for vip, or ""
+// when there is no candidate. It is weighted rendezvous (highest random
+// weight) hashing: a candidate of weight w holds w identities and scores the
+// best of them. Removing a candidate moves only the clients it owned, spread
+// over the others by weight; the result does not depend on candidate order.
+func Owner(candidates []Candidate, vip, client netip.Addr) string {
+	var (
+		best      string
+		bestScore uint64
+	)
+	for _, c := range candidates {
+		s := score(c, vip, client)
+		if best == "" || s > bestScore || (s == bestScore && c.Name < best) {
+			best, bestScore = c.Name, s
+		}
+	}
+	return best
+}
+
+// score is XXH64, a specified hash that is the same on every CPU and Go
+// version, over name, 0x00, identity (big endian), and the VIP and client as
+// 16-byte addresses (IPv4 mapped into IPv6).
+func score(c Candidate, vip, client netip.Addr) uint64 {
+	var buf [128]byte
+	b := append(buf[:0], c.Name...)
+	b = append(b, 0, 0, 0, 0, 0)
+	idx := len(b) - 4
+	v, cl := vip.As16(), client.As16()
+	b = append(b, v[:]...)
+	b = append(b, cl[:]...)
+
+	w := max(c.Weight, 1)
+	var top uint64
+	for i := range w {
+		binary.BigEndian.PutUint32(b[idx:], uint32(i))
+		if h := xxhash.Sum64(b); i == 0 || h > top {
+			top = h
+		}
+	}
+	return top
+}
