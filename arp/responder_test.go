@@ -28,7 +28,7 @@ var (
 // fakeOwnership owns mine and the unspecified address, and knows one peer.
 type fakeOwnership struct{}
 
-func (fakeOwnership) Owns(v, c netip.Addr) bool     { return v == vip && (c == mine || c.IsUnspecified()) }
+func (fakeOwnership) Owns(v, c netip.Addr) bool      { return v == vip && (c == mine || c.IsUnspecified()) }
 func (fakeOwnership) IsPeer(m net.HardwareAddr) bool { return m.String() == peerMAC.String() }
 
 func request(t *testing.T, op arp.Operation, sha net.HardwareAddr, spa netip.Addr, tpa netip.Addr) []byte {

@@ -19,7 +19,8 @@ type Meta struct {
 	Algorithm int          `json:"a"`
 	Weight    int          `json:"w"`
 	Draining  bool         `json:"d,omitempty"`
-	VIPs      []netip.Addr `json:"h"` // the VIPs this host is ready to serve
+	VIPs      []netip.Addr `json:"h"`           // the VIPs this host is ready to serve
+	MACs      []string     `json:"m,omitempty"` // its serving interfaces' MACs
 }
 
 // Encode returns the metadata as gossiped, or an error if it is too large.

@@ -1,0 +1,180 @@
+// Command arpshare shares one virtual IP across the hosts of an L2 segment by
+// answering ARP for each client from one host, chosen by consistent hashing.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/arpshare/arpshare/daemon"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `usage: arpshare <command> [flags]
+
+commands:
+  run      [--config FILE] [--log-level LEVEL]   run the daemon
+  check    [--config FILE]                       validate the config
+  keygen                                         print a new gossip key
+  status   [--socket PATH] [--json]              show the running daemon's view
+  version                                        print the version
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	fs := flag.NewFlagSet("arpshare "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	config := fs.String("config", daemon.DefaultConfigPath, "config file")
+	socket := fs.String("socket", daemon.DefaultSocket, "daemon's API socket")
+	asJSON := fs.Bool("json", false, "print JSON")
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "arpshare %s: unexpected argument %q\n", args[0], fs.Arg(0))
+		return 2
+	}
+
+	switch args[0] {
+	case "run":
+		return runDaemon(*config, *level, stderr)
+	case "check":
+		if _, err := daemon.LoadConfig(*config); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "%s: ok\n", *config)
+		return 0
+	case "keygen":
+		key := make([]byte, 32)
+		rand.Read(key)
+		fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(key))
+		return 0
+	case "status":
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s, err := daemon.GetStatus(ctx, *socket)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		if *asJSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			enc.Encode(s)
+			return 0
+		}
+		printStatus(stdout, s)
+		return 0
+	case "version":
+		fmt.Fprintf(stdout, "arpshare %s %s %s/%s\n", version, commit(), runtime.Version(), runtime.GOARCH)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "arpshare: unknown command %q\n%s", args[0], usage)
+	return 2
+}
+
+func commit() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				return s.Value[:min(12, len(s.Value))]
+			}
+		}
+	}
+	return "unknown"
+}
+
+func runDaemon(path, level string, stderr io.Writer) int {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		fmt.Fprintf(stderr, "arpshare run: --log-level %q: %v\n", level, err)
+		return 2
+	}
+	// journald adds its own timestamps.
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: l, ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+		if len(groups) == 0 && a.Key == slog.TimeKey && os.Getenv("JOURNAL_STREAM") != "" {
+			return slog.Attr{}
+		}
+		return a
+	}}))
+	cfg, err := daemon.LoadConfig(path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := daemon.New(cfg, log, version).Run(ctx); err != nil {
+		log.Error("arpshare failed", "error", err)
+		return 1
+	}
+	log.Info("arpshare stopped")
+	return 0
+}
+
+func printStatus(w io.Writer, s daemon.Status) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	defer tw.Flush()
+	state := "serving"
+	if s.Draining {
+		state = "draining"
+	}
+	fmt.Fprintf(tw, "node %s (%s), arpshare %s\n\n", s.Node, state, s.Version)
+	fmt.Fprintln(tw, "MEMBER\tADDRESS\tSTATE\tWEIGHT\tNOTE")
+	for _, m := range s.Members {
+		note := ""
+		switch {
+		case m.Err != "":
+			note = m.Err
+		case m.Meta.Draining:
+			note = "draining"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", m.Name, m.Addr, m.State, m.Meta.Weight, note)
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "VIP\tADDRESS\tINTERFACE\tCLIENTS\tCLIENTS PER HOST")
+	for _, v := range s.VIPs {
+		iface := v.Interface
+		if !v.Answering {
+			iface += " (down)"
+		}
+		var per []string
+		for _, h := range v.Eligible {
+			per = append(per, fmt.Sprintf("%s=%d", h, v.Owners[h]))
+		}
+		slices.Sort(per)
+		if len(per) == 0 {
+			per = []string{"no eligible host"}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", v.Name, v.Address, iface, v.Clients, strings.Join(per, " "))
+	}
+}

@@ -1,0 +1,112 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/arpshare/arpshare/gossip"
+)
+
+// Status is what `arpshare status` shows: this host's view of the cluster.
+type Status struct {
+	Node     string          `json:"node"`
+	Version  string          `json:"version"`
+	Draining bool            `json:"draining"`
+	Members  []gossip.Member `json:"members"`
+	VIPs     []VIPStatus     `json:"vips"`
+}
+
+// VIPStatus is one VIP as this host sees it.
+type VIPStatus struct {
+	Name      string     `json:"name"`
+	Address   netip.Addr `json:"address"`
+	Interface string     `json:"interface"`
+	// Answering is false while the interface is missing or down.
+	Answering bool     `json:"answering"`
+	Eligible  []string `json:"eligible"`
+	// Clients is how many clients of the VIP this host knows.
+	Clients int `json:"clients"`
+	// Owners counts the known clients each eligible host answers.
+	Owners map[string]int `json:"owners"`
+	// Frames counts the ARP frames received on the interface by outcome.
+	Frames map[string]uint64 `json:"frames"`
+}
+
+// api serves Status on a unix socket.
+type api struct {
+	path   string
+	status func() Status
+	ready  chan struct{}
+}
+
+func (a *api) String() string         { return "api on " + a.path }
+func (a *api) Ready() <-chan struct{} { return a.ready }
+func (a *api) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(a.status())
+	})
+	return mux
+}
+
+func (a *api) Run(ctx context.Context) error {
+	if err := os.MkdirAll(filepath.Dir(a.path), 0o755); err != nil {
+		return fmt.Errorf("api socket %s: %w", a.path, err)
+	}
+	// A socket file left by a killed daemon would make Listen fail.
+	if err := os.Remove(a.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("api socket %s: %w", a.path, err)
+	}
+	l, err := net.Listen("unix", a.path)
+	if err != nil {
+		return fmt.Errorf("api socket %s: %w", a.path, err)
+	}
+	if err := os.Chmod(a.path, 0o660); err != nil {
+		l.Close()
+		return fmt.Errorf("api socket %s: %w", a.path, err)
+	}
+	defer os.Remove(a.path)
+	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
+	close(a.ready)
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("api socket %s: %w", a.path, err)
+	}
+	return nil
+}
+
+// GetStatus asks the daemon listening on socket for its status.
+func GetStatus(ctx context.Context, socket string) (Status, error) {
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", socket)
+	}}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://arpshare/v1/status", nil)
+	if err != nil {
+		return Status{}, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return Status{}, fmt.Errorf("ask daemon at %s: %w", socket, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return Status{}, fmt.Errorf("ask daemon at %s: %s", socket, resp.Status)
+	}
+	var s Status
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		return Status{}, fmt.Errorf("ask daemon at %s: %w", socket, err)
+	}
+	return s, nil
+}

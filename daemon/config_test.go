@@ -1,0 +1,143 @@
+package daemon
+
+import (
+	"fmt"
+	"encoding/base64"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func writeKey(t *testing.T, dir string, n int) string {
+	t.Helper()
+	p := filepath.Join(dir, "gossip.key")
+	if err := os.WriteFile(p, []byte(base64.StdEncoding.EncodeToString(make([]byte, n))+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestReferenceConfig(t *testing.T) {
+	t.Parallel()
+	data, err := os.ReadFile("../examples/arpshare.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := writeKey(t, t.TempDir(), 32)
+	data = []byte(strings.ReplaceAll(string(data), "/etc/arpshare/gossip.key", key))
+	cfg, err := ParseConfig("arpshare.toml", data)
+	if err != nil {
+		t.Fatalf("reference config: %v", err)
+	}
+	want := &Config{
+		Path: "arpshare.toml",
+		Node: NodeConfig{Name: "h1"},
+		Gossip: GossipConfig{
+			Bind: netip.MustParseAddrPort("198.18.0.11:7946"),
+			Peers: []netip.AddrPort{
+				netip.MustParseAddrPort("198.18.0.11:7946"),
+				netip.MustParseAddrPort("198.18.0.12:7946"),
+				netip.MustParseAddrPort("198.18.0.13:7946"),
+			},
+			KeyFile: key, Key: make([]byte, 32), Cluster: "prod",
+			ProbeInterval: DefaultProbeInterval, ProbeTimeout: DefaultProbeTimeout,
+			SuspicionMult: DefaultSuspicionMult, GossipInterval: DefaultGossipInterval,
+		},
+		VIPs: []VIP{{Name: "web", Address: netip.MustParseAddr("198.18.0.200"), Interface: "eth0"}},
+		API:  APIConfig{Socket: DefaultSocket},
+	}
+	if diff := cmp.Diff(want, cfg, cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
+		cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {
+		t.Errorf("config (-want +got):\n%s", diff)
+	}
+}
+
+func TestConfigDefaults(t *testing.T) {
+	t.Parallel()
+	cfg, err := ParseConfig("/x/a.toml", []byte(`
+[gossip]
+bind = "198.18.0.11"
+insecure = true
+[[vip]]
+name = "web"
+address = "198.18.0.200"
+interface = "eth0"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, _ := os.Hostname()
+	if cfg.Node.Name != host || cfg.Gossip.Cluster != "arpshare" || cfg.API.Socket != DefaultSocket ||
+		cfg.Gossip.Bind.Port() != 7946 || cfg.Gossip.Key != nil || cfg.Gossip.ProbeInterval != 200*time.Millisecond {
+		t.Errorf("defaults not applied: %+v", cfg)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	goodKey := writeKey(t, dir, 32)
+	shortKey := filepath.Join(dir, "short.key")
+	os.WriteFile(shortKey, []byte(base64.StdEncoding.EncodeToString(make([]byte, 7))), 0o600)
+
+	head := "[gossip]\nbind = \"198.18.0.11:7946\"\nkey_file = \"" + goodKey + "\"\n"
+	vip := "[[vip]]\nname = \"web\"\naddress = \"198.18.0.200\"\ninterface = \"eth0\"\n"
+	tests := []struct {
+		name string
+		data string
+		want []string // each must appear in the error
+	}{
+		{"syntax", "[gossip\n", []string{"f.toml:2: expected"}},
+		{"unknown key", head + "colour = \"red\"\n" + vip, []string{`f.toml:4: unknown key "gossip.colour"`}},
+		{"unknown key in second vip", head + vip + vip[:0] + "[[vip]]\nname = \"b\"\naddress = \"198.18.0.201\"\ninterface = \"eth0\"\nport = 80\n",
+			[]string{`f.toml:12: unknown key "vip.port"`}},
+		{"bad address", head + "[[vip]]\nname = \"web\"\naddress = \"198.18.0.300\"\ninterface = \"eth0\"\n",
+			[]string{`f.toml:6: vip "web": address "198.18.0.300" is not an IP address`}},
+		{"duplicates", head + vip + vip, []string{`f.toml:9: vip "web": name used twice`, `f.toml:10: vip "web": address 198.18.0.200 is also vip "web"`}},
+		{"missing key file", "[gossip]\nbind = \"198.18.0.11:7946\"\nkey_file = \"/nonexistent/k\"\n" + vip,
+			[]string{"f.toml:3: gossip.key_file: open /nonexistent/k: no such file or directory"}},
+		{"short key", "[gossip]\nbind = \"198.18.0.11:7946\"\nkey_file = \"" + shortKey + "\"\n" + vip,
+			[]string{"key is 7 bytes, want 16, 24 or 32"}},
+		{"no key", "[gossip]\nbind = \"198.18.0.11:7946\"\n" + vip, []string{"f.toml:1: gossip.key_file is required"}},
+		{"no bind", "[gossip]\ninsecure = true\n" + vip, []string{"f.toml:1: gossip.bind is required"}},
+		{"no vips", head, []string{"f.toml: no [[vip]]"}},
+		{"ipv6 not yet", head + "[[vip]]\nname = \"web\"\naddress = \"fd00::1\"\ninterface = \"eth0\"\n", []string{"only IPv4"}},
+		{"lo", head + "[[vip]]\nname = \"web\"\naddress = \"198.18.0.200\"\ninterface = \"lo\"\n", []string{`f.toml:7: vip "web": interface lo`}},
+		{"bad duration", head + "probe_interval = \"soon\"\n" + vip, []string{`f.toml:4: gossip.probe_interval: "soon"`}},
+		{"timeout not below interval", head + "probe_timeout = \"1s\"\n" + vip, []string{"f.toml:4: gossip.probe_timeout (1s) must be shorter"}},
+		{"wrong type", head + "suspicion_mult = \"three\"\n" + vip, []string{"f.toml:", "suspicion_mult"}},
+		{"every error at once", "[gossip]\n[[vip]]\nname = \"\"\n", []string{"gossip.bind is required", "gossip.key_file is required", "vip #1: name is required", "address is required", "interface is required"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := ParseConfig("f.toml", []byte(tt.data))
+			if err == nil {
+				t.Fatal("config accepted")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestConfigTooManyVIPs(t *testing.T) {
+	t.Parallel()
+	var b strings.Builder
+	b.WriteString("[gossip]\nbind = \"198.18.0.11:7946\"\ninsecure = true\n")
+	for i := range 40 {
+		fmt.Fprintf(&b, "[[vip]]\nname = \"v%d\"\naddress = \"198.18.1.%d\"\ninterface = \"eth0\"\n", i, i+1)
+	}
+	if _, err := ParseConfig("f.toml", []byte(b.String())); err == nil || !strings.Contains(err.Error(), "metadata") {
+		t.Errorf("40 VIPs: err = %v, want a metadata size error", err)
+	}
+}
+

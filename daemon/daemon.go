@@ -1,0 +1,293 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/arpshare/arpshare/arp"
+	"github.com/arpshare/arpshare/gossip"
+)
+
+const (
+	// drainWait is how long a stopping host keeps accepting traffic after
+	// telling the cluster it drains: gossip reaches every host within a few
+	// gossip intervals, and the new owners send their first re-point at once.
+	drainWait = time.Second
+	// leaveTimeout bounds how long the leave message may take to go out.
+	leaveTimeout = time.Second
+	// Client table: a client refreshes by unicast to its owner only, so
+	// other hosts keep it for hours; 65,536 clients take a few MB.
+	maxClients = 65536
+	clientTTL  = 4 * time.Hour
+)
+
+// task is a long-running part of the daemon.
+type task interface {
+	Run(ctx context.Context) error
+	String() string
+}
+
+// Daemon is arpshare on one host.
+type Daemon struct {
+	cfg        *Config
+	log        *slog.Logger
+	version    string
+	table      *arp.ClientTable
+	cluster    *gossip.Cluster
+	responders map[string]*arp.Responder // by interface
+	repointer  *Repointer
+	api        *api
+
+	mu       sync.Mutex
+	draining bool
+	macs     map[string]net.HardwareAddr // by interface, while open
+}
+
+// New wires a daemon from a checked config.
+func New(cfg *Config, log *slog.Logger, version string) *Daemon {
+	d := &Daemon{
+		cfg: cfg, log: log, version: version,
+		table:      arp.NewClientTable(maxClients, clientTTL),
+		responders: map[string]*arp.Responder{},
+		macs:       map[string]net.HardwareAddr{},
+	}
+	d.repointer = NewRepointer(Repointer{
+		Table: d.table, Logger: log,
+		View: func() *gossip.View { return d.cluster.View() },
+		Send: d.repoint,
+	})
+	d.cluster = gossip.NewCluster(gossip.ClusterConfig{
+		Name: cfg.Node.Name, Bind: cfg.Gossip.Bind, Peers: cfg.Gossip.Peers,
+		Key: cfg.Gossip.Key, Label: cfg.Gossip.Cluster,
+		ProbeInterval: cfg.Gossip.ProbeInterval, ProbeTimeout: cfg.Gossip.ProbeTimeout,
+		SuspicionMult: cfg.Gossip.SuspicionMult, GossipInterval: cfg.Gossip.GossipInterval,
+		Meta:     d.meta,
+		State:    sharedTable{d.table, log},
+		OnChange: d.viewChanged,
+		Logger:   log.With("component", "gossip"),
+	})
+	for _, iface := range cfg.Interfaces() {
+		var vips []netip.Addr
+		for _, v := range cfg.VIPs {
+			if v.Interface == iface {
+				vips = append(vips, v.Address)
+			}
+		}
+		d.responders[iface] = arp.NewResponder(arp.ResponderConfig{
+			Interface: iface, VIPs: vips, Table: d.table, Ownership: d,
+			Logger: log, OnOpen: d.interfaceOpened,
+		})
+	}
+	d.api = &api{path: cfg.API.Socket, status: d.Status, ready: make(chan struct{})}
+	return d
+}
+
+// Run serves until ctx ends, then stops gracefully: it drains, gives the
+// other hosts time to re-point its clients, leaves the cluster and removes
+// its VIPs.
+func (d *Daemon) Run(ctx context.Context) error {
+	for _, v := range d.cfg.VIPs {
+		if err := addVIP(v.Address); err != nil {
+			return fmt.Errorf("vip %q: %w", v.Name, err)
+		}
+	}
+	defer d.removeVIPs()
+
+	tasks := []task{d.cluster, d.repointer, d.api}
+	ready := []<-chan struct{}{d.cluster.Ready(), d.api.Ready()}
+	for _, r := range d.responders {
+		tasks = append(tasks, r)
+		ready = append(ready, r.Ready())
+	}
+	inner, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	g, gctx := errgroup.WithContext(inner)
+	for _, t := range tasks {
+		g.Go(func() error {
+			if err := t.Run(gctx); err != nil {
+				return fmt.Errorf("%s: %w", t, err)
+			}
+			return nil
+		})
+	}
+
+	for _, r := range ready {
+		select {
+		case <-r:
+		case <-gctx.Done():
+		case <-ctx.Done():
+		}
+	}
+	if ctx.Err() == nil && gctx.Err() == nil {
+		d.log.Info("arpshare ready", "node", d.cfg.Node.Name, "version", d.version, "vips", len(d.cfg.VIPs))
+		d.notify("READY=1\nSTATUS=" + d.statusLine())
+	}
+
+	select {
+	case <-gctx.Done():
+		// A task failed; Wait returns its error.
+	case <-ctx.Done():
+		d.notify("STOPPING=1\nSTATUS=draining")
+		d.log.Info("stopping: draining so that other hosts take this host's clients")
+		d.mu.Lock()
+		d.draining = true
+		d.mu.Unlock()
+		if err := d.cluster.UpdateMeta(drainWait); err != nil {
+			d.log.Warn("announce draining", "error", err)
+		}
+		sleepCtx(gctx, drainWait)
+		if err := d.cluster.Leave(leaveTimeout); err != nil {
+			d.log.Warn("leave cluster", "error", err)
+		}
+	}
+	cancel()
+	return g.Wait()
+}
+
+func (d *Daemon) removeVIPs() {
+	for _, v := range d.cfg.VIPs {
+		if err := removeVIP(v.Address); err != nil {
+			d.log.Error("remove VIP", "vip", v.Name, "error", err)
+		}
+	}
+}
+
+func (d *Daemon) notify(state string) {
+	if _, err := daemon.SdNotify(false, state); err != nil {
+		d.log.Debug("notify systemd", "error", err)
+	}
+}
+
+func (d *Daemon) statusLine() string {
+	v := d.cluster.View()
+	live := 0
+	for _, m := range v.Members {
+		if m.State == gossip.StateAlive || m.State == gossip.StateSuspect {
+			live++
+		}
+	}
+	return fmt.Sprintf("%d VIPs, %d live hosts, %d known clients", len(d.cfg.VIPs), live, d.table.Len())
+}
+
+func (d *Daemon) viewChanged(v *gossip.View) {
+	var hosts []string
+	for _, m := range v.Members {
+		hosts = append(hosts, m.Name+"="+string(m.State))
+		if m.Err != "" {
+			d.log.Error("member not trusted with clients", "member", m.Name, "error", m.Err)
+		}
+	}
+	d.log.Info("cluster view changed", "members", strings.Join(hosts, " "))
+	d.repointer.ViewChanged(v)
+	d.notify("STATUS=" + d.statusLine())
+}
+
+func (d *Daemon) meta() gossip.Meta {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	m := d.cfg.Meta(d.draining)
+	for _, mac := range d.macs {
+		m.MACs = append(m.MACs, mac.String())
+	}
+	slices.Sort(m.MACs)
+	return m
+}
+
+func (d *Daemon) interfaceOpened(iface string, mac net.HardwareAddr) error {
+	if err := quietARP(iface); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	changed := d.macs[iface].String() != mac.String()
+	d.macs[iface] = mac
+	d.mu.Unlock()
+	if changed {
+		if err := d.cluster.UpdateMeta(500 * time.Millisecond); err != nil {
+			d.log.Debug("gossip new MAC", "interface", iface, "error", err)
+		}
+	}
+	return nil
+}
+
+func (d *Daemon) repoint(vip netip.Addr, c arp.Client) error {
+	for _, v := range d.cfg.VIPs {
+		if v.Address == vip {
+			return d.responders[v.Interface].Repoint(vip, c)
+		}
+	}
+	return errors.New("unknown VIP")
+}
+
+// Owns reports whether this host answers client for vip.
+func (d *Daemon) Owns(vip, client netip.Addr) bool { return d.cluster.View().Owns(vip, client) }
+
+// IsPeer reports whether mac is a serving interface of a cluster member.
+func (d *Daemon) IsPeer(mac net.HardwareAddr) bool {
+	s := mac.String()
+	for _, m := range d.cluster.View().Members {
+		if slices.Contains(m.Meta.MACs, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// Status reports this host's view.
+func (d *Daemon) Status() Status {
+	v := d.cluster.View()
+	d.mu.Lock()
+	s := Status{Node: d.cfg.Node.Name, Version: d.version, Draining: d.draining, Members: v.Members}
+	d.mu.Unlock()
+	clients := d.table.Clients()
+	for _, vip := range d.cfg.VIPs {
+		r := d.responders[vip.Interface]
+		vs := VIPStatus{
+			Name: vip.Name, Address: vip.Address, Interface: vip.Interface,
+			Answering: r.MAC() != nil, Owners: map[string]int{}, Frames: map[string]uint64{},
+			Eligible: []string{},
+		}
+		for _, c := range v.Eligible(vip.Address) {
+			vs.Eligible = append(vs.Eligible, c.Name)
+			vs.Owners[c.Name] = 0
+		}
+		for _, c := range clients {
+			if c.VIP == vip.Address {
+				vs.Clients++
+				if o := v.Owner(vip.Address, c.IP); o != "" {
+					vs.Owners[o]++
+				}
+			}
+		}
+		for out, n := range r.Counts() {
+			vs.Frames[string(out)] = n
+		}
+		s.VIPs = append(s.VIPs, vs)
+	}
+	return s
+}
+
+// sharedTable lets memberlist's push-pull carry the client table, so that a
+// host that starts (or heals from a partition) knows the clients it must take.
+type sharedTable struct {
+	t   *arp.ClientTable
+	log *slog.Logger
+}
+
+func (s sharedTable) MarshalBinary() ([]byte, error) { return s.t.MarshalBinary() }
+
+func (s sharedTable) MergeState(b []byte) {
+	if _, err := s.t.Merge(b, time.Now()); err != nil {
+		s.log.Warn("client table from a peer dropped", "error", err)
+	}
+}

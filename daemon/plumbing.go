@@ -1,0 +1,61 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/vishvananda/netlink"
+)
+
+// The kernel must accept the VIP's traffic but never answer ARP for it:
+// arpshare alone decides who answers. So the VIP lives on lo, and on each
+// serving interface arp_ignore=1 keeps the kernel from answering for
+// addresses that are not on that interface, and arp_announce=2 keeps it from
+// using the VIP as the sender of its own ARP requests (each such request
+// would re-point every client that hears it to this host).
+
+// addVIP puts vip on lo as a /32. It is idempotent: a daemon that was killed
+// left the address, and that is fine.
+func addVIP(vip netip.Addr) error {
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("add VIP %s to lo: %w", vip, err)
+	}
+	if err := netlink.AddrReplace(lo, vipAddr(vip)); err != nil {
+		return fmt.Errorf("add VIP %s to lo: %w", vip, err)
+	}
+	return nil
+}
+
+// removeVIP takes vip off lo; an address already gone is not an error.
+func removeVIP(vip netip.Addr) error {
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("remove VIP %s from lo: %w", vip, err)
+	}
+	if err := netlink.AddrDel(lo, vipAddr(vip)); err != nil && !errors.Is(err, syscall.EADDRNOTAVAIL) && !errors.Is(err, syscall.ENOENT) {
+		return fmt.Errorf("remove VIP %s from lo: %w", vip, err)
+	}
+	return nil
+}
+
+func vipAddr(vip netip.Addr) *netlink.Addr {
+	bits := vip.BitLen()
+	return &netlink.Addr{IPNet: &net.IPNet{IP: vip.AsSlice(), Mask: net.CIDRMask(bits, bits)}}
+}
+
+// quietARP sets arp_ignore and arp_announce on the serving interface.
+func quietARP(iface string) error {
+	for key, value := range map[string]string{"arp_ignore": "1", "arp_announce": "2"} {
+		p := filepath.Join("/proc/sys/net/ipv4/conf", iface, key)
+		if err := os.WriteFile(p, []byte(value), 0o644); err != nil {
+			return fmt.Errorf("interface %s: set %s=%s: %w", iface, key, value, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,321 @@
+package gossip
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// ClusterConfig configures a Cluster.
+type ClusterConfig struct {
+	Name           string
+	Bind           netip.AddrPort
+	Peers          []netip.AddrPort
+	Key            []byte // AES key; nil runs unencrypted
+	Label          string
+	ProbeInterval  time.Duration
+	ProbeTimeout   time.Duration
+	SuspicionMult  int
+	GossipInterval time.Duration
+	// RejoinInterval is how often peers missing from the cluster are joined
+	// again: memberlist alone never merges a partition that lasted longer
+	// than it remembers dead hosts.
+	RejoinInterval time.Duration
+	// Meta returns this host's current metadata.
+	Meta func() Meta
+	// State, if set, is exchanged in full with peers on join and every push-pull.
+	State SharedState
+	// OnChange is called, from Run's goroutine, with every new view.
+	OnChange func(*View)
+	Logger   *slog.Logger
+}
+
+// SharedState is exchanged between hosts by memberlist's push-pull: each
+// host sends its own and merges the others'.
+type SharedState interface {
+	MarshalBinary() ([]byte, error)
+	MergeState(b []byte)
+}
+
+// Cluster keeps this host in the gossip cluster and its View up to date.
+type Cluster struct {
+	cfg     ClusterConfig
+	ready   chan struct{}
+	changed chan struct{}
+
+	mu       sync.Mutex
+	ml       *memberlist.Memberlist
+	view     *View
+	departed map[string]Member // dead or left, as last reported
+}
+
+// NewCluster returns a cluster member; Run starts it.
+func NewCluster(cfg ClusterConfig) *Cluster {
+	if cfg.RejoinInterval == 0 {
+		cfg.RejoinInterval = 10 * time.Second
+	}
+	return &Cluster{
+		cfg:      cfg,
+		ready:    make(chan struct{}),
+		changed:  make(chan struct{}, 1),
+		view:     NewView(cfg.Name, nil),
+		departed: map[string]Member{},
+	}
+}
+
+func (c *Cluster) String() string { return "gossip on " + c.cfg.Bind.String() }
+
+// Ready is closed once memberlist listens.
+func (c *Cluster) Ready() <-chan struct{} { return c.ready }
+
+// View returns the current view of the cluster.
+func (c *Cluster) View() *View {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.view
+}
+
+// Run joins the cluster and keeps the view current until ctx ends, then shuts
+// memberlist down (without leaving: call Leave first for a graceful stop).
+func (c *Cluster) Run(ctx context.Context) error {
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = c.cfg.Name
+	mc.BindAddr = c.cfg.Bind.Addr().String()
+	mc.BindPort = int(c.cfg.Bind.Port())
+	mc.AdvertiseAddr = mc.BindAddr
+	mc.AdvertisePort = mc.BindPort
+	mc.ProbeInterval = c.cfg.ProbeInterval
+	mc.ProbeTimeout = c.cfg.ProbeTimeout
+	mc.SuspicionMult = c.cfg.SuspicionMult
+	mc.GossipInterval = c.cfg.GossipInterval
+	mc.TCPTimeout = 2 * time.Second // a LAN answers far sooner; joins wait on it
+	mc.Label = c.cfg.Label
+	mc.SecretKey = c.cfg.Key
+	mc.Delegate = delegate{c}
+	mc.Events = events{c}
+	mc.Logger = log.New(logWriter{c.cfg.Logger}, "", 0)
+
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return fmt.Errorf("start gossip on %s: %w", c.cfg.Bind, err)
+	}
+	c.mu.Lock()
+	c.ml = ml
+	c.mu.Unlock()
+	defer ml.Shutdown()
+	if c.cfg.Key == nil {
+		c.cfg.Logger.Warn("GOSSIP IS NOT ENCRYPTED: any machine on the segment can join this cluster (insecure = true)")
+	}
+	// Join before the first view: push-pull with the peers brings their
+	// members and shared state in during Join, so the first view this host
+	// acts on already holds the whole cluster. Acting on a view of only
+	// itself would make it claim every client it hears of.
+	c.join()
+	c.rebuild()
+	close(c.ready)
+
+	rejoin := time.NewTicker(c.cfg.RejoinInterval)
+	defer rejoin.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c.changed:
+			c.rebuild()
+		case <-rejoin.C:
+			c.join()
+		}
+	}
+}
+
+// join contacts every configured peer that is not a live member.
+func (c *Cluster) join() {
+	live := map[netip.AddrPort]bool{}
+	for _, m := range c.View().Members {
+		if m.State == StateAlive || m.State == StateSuspect {
+			live[m.Addr] = true
+		}
+	}
+	var missing []string
+	for _, p := range c.cfg.Peers {
+		if p != c.cfg.Bind && !live[p] {
+			missing = append(missing, p.String())
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	// memberlist tries peers one after another, each up to its TCP timeout;
+	// a dead peer must not hold up the live ones.
+	var wg sync.WaitGroup
+	for _, p := range missing {
+		wg.Go(func() {
+			if _, err := c.ml.Join([]string{p}); err != nil {
+				c.cfg.Logger.Debug("peer not reachable", "peer", p, "error", err)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// UpdateMeta gossips this host's metadata again, after Meta changed.
+func (c *Cluster) UpdateMeta(timeout time.Duration) error {
+	c.mu.Lock()
+	ml := c.ml
+	c.mu.Unlock()
+	if ml == nil {
+		return nil
+	}
+	err := ml.UpdateNode(timeout)
+	c.signal()
+	return err
+}
+
+// Leave tells the cluster this host is going, so it is not taken for dead.
+func (c *Cluster) Leave(timeout time.Duration) error {
+	c.mu.Lock()
+	ml := c.ml
+	c.mu.Unlock()
+	if ml == nil {
+		return nil
+	}
+	return ml.Leave(timeout)
+}
+
+func (c *Cluster) signal() {
+	select {
+	case c.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Cluster) rebuild() {
+	// memberlist calls our event delegate with its lock held, and that takes
+	// c.mu: never hold c.mu while calling into memberlist.
+	var members []Member
+	seen := map[string]bool{}
+	for _, n := range c.ml.Members() {
+		members = append(members, member(n))
+		seen[n.Name] = true
+	}
+	c.mu.Lock()
+	for name, m := range c.departed {
+		if !seen[name] {
+			members = append(members, m)
+		}
+	}
+	v := NewView(c.cfg.Name, members)
+	changed := !sameView(c.view, v)
+	c.view = v
+	c.mu.Unlock()
+	if changed && c.cfg.OnChange != nil {
+		c.cfg.OnChange(v)
+	}
+}
+
+func sameView(a, b *View) bool {
+	return slices.EqualFunc(a.Members, b.Members, func(x, y Member) bool {
+		return x.Name == y.Name && x.Addr == y.Addr && x.State == y.State && x.Err == y.Err &&
+			x.Meta.Weight == y.Meta.Weight && x.Meta.Draining == y.Meta.Draining &&
+			slices.Equal(x.Meta.VIPs, y.Meta.VIPs) && slices.Equal(x.Meta.MACs, y.Meta.MACs)
+	})
+}
+
+func member(n *memberlist.Node) Member {
+	addr, _ := netip.AddrFromSlice(n.Addr)
+	m := Member{Name: n.Name, Addr: netip.AddrPortFrom(addr.Unmap(), n.Port)}
+	switch n.State {
+	case memberlist.StateAlive:
+		m.State = StateAlive
+	case memberlist.StateSuspect:
+		m.State = StateSuspect
+	case memberlist.StateLeft:
+		m.State = StateLeft
+	default:
+		m.State = StateDead
+	}
+	meta, err := DecodeMeta(n.Meta)
+	m.Meta = meta
+	if err != nil {
+		m.Err = err.Error()
+	}
+	return m
+}
+
+// delegate and events are called by memberlist with its locks held: they
+// record and signal, and never block.
+type delegate struct{ c *Cluster }
+
+func (d delegate) NodeMeta(limit int) []byte {
+	b, err := d.c.cfg.Meta().Encode()
+	if err != nil || len(b) > limit {
+		d.c.cfg.Logger.Error("node metadata does not fit", "error", err, "limit", limit)
+		return nil
+	}
+	return b
+}
+
+func (d delegate) NotifyMsg([]byte)                           {}
+func (d delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+
+func (d delegate) LocalState(join bool) []byte {
+	if d.c.cfg.State == nil {
+		return nil
+	}
+	b, err := d.c.cfg.State.MarshalBinary()
+	if err != nil {
+		d.c.cfg.Logger.Warn("encode local state", "error", err)
+	}
+	return b
+}
+
+func (d delegate) MergeRemoteState(buf []byte, join bool) {
+	if d.c.cfg.State != nil {
+		d.c.cfg.State.MergeState(buf)
+	}
+}
+
+type events struct{ c *Cluster }
+
+func (e events) NotifyJoin(n *memberlist.Node) {
+	e.c.mu.Lock()
+	delete(e.c.departed, n.Name)
+	e.c.mu.Unlock()
+	e.c.signal()
+}
+
+func (e events) NotifyLeave(n *memberlist.Node) {
+	m := member(n)
+	if m.State != StateLeft {
+		m.State = StateDead
+	}
+	e.c.mu.Lock()
+	e.c.departed[n.Name] = m
+	e.c.mu.Unlock()
+	e.c.signal()
+}
+
+func (e events) NotifyUpdate(*memberlist.Node) { e.c.signal() }
+
+// logWriter turns memberlist's "[LEVEL] memberlist: ..." lines into slog.
+type logWriter struct{ l *slog.Logger }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	msg := string(bytes.TrimSpace(p))
+	level := slog.LevelInfo
+	for prefix, l := range map[string]slog.Level{"[DEBUG] ": slog.LevelDebug, "[INFO] ": slog.LevelInfo, "[WARN] ": slog.LevelWarn, "[ERR] ": slog.LevelError} {
+		if rest, ok := bytes.CutPrefix([]byte(msg), []byte(prefix)); ok {
+			msg, level = string(rest), l
+		}
+	}
+	w.l.Log(context.Background(), level, msg, "component", "memberlist")
+	return len(p), nil
+}
