@@ -1,0 +1,372 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/arpshare/arpshare/gossip"
+)
+
+// requirePrivileged skips a test that needs root and ip(8), unless
+// ARPSHARE_REQUIRE_PRIVILEGED is set (as CI does): then it fails, so the
+// real tests can never pass by being skipped.
+func requirePrivileged(t *testing.T) {
+	t.Helper()
+	reason := ""
+	if os.Geteuid() != 0 {
+		reason = "needs root to make network namespaces"
+	} else if _, err := exec.LookPath("ip"); err != nil {
+		reason = "needs ip(8) from iproute2"
+	}
+	if reason == "" {
+		return
+	}
+	if os.Getenv("ARPSHARE_REQUIRE_PRIVILEGED") != "" {
+		t.Fatalf("%s, and ARPSHARE_REQUIRE_PRIVILEGED is set", reason)
+	}
+	t.Skip(reason)
+}
+
+// build compiles the arpshare binary into a test-owned directory.
+func build(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "arpshare")
+	out, err := exec.Command("go", "build", "-o", bin, "../../cmd/arpshare").CombinedOutput()
+	if err != nil {
+		t.Fatalf("build arpshare: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func newLab(t *testing.T, hosts, clients int) *Lab {
+	t.Helper()
+	l, err := New(Options{Hosts: hosts, Clients: clients, Binary: build(t), Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, h := range l.Hosts {
+				if b, err := os.ReadFile(h.Log); err == nil {
+					t.Logf("--- %s log (last 4000 bytes):\n%s", h.Name, tail(b, 4000))
+				}
+			}
+		}
+		l.Close()
+	})
+	return l
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}
+
+func startAll(t *testing.T, hosts []*Host) {
+	t.Helper()
+	for _, h := range hosts {
+		if err := h.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := WaitMembers(ctx, hosts, len(hosts)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// assignment dials once from every client (retrying while its first ARP
+// resolves) and returns which host served it.
+func assignment(t *testing.T, clients []*Client) map[string]string {
+	t.Helper()
+	got := map[string]string{}
+	for _, c := range clients {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			host, err := c.Dial(time.Second)
+			if err == nil {
+				got[c.Name] = host
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("client %s never reached the VIP: %v", c.Name, err)
+			}
+		}
+	}
+	return got
+}
+
+// waitAssignment dials until every client is served as want says.
+func waitAssignment(t *testing.T, clients []*Client, want map[string]string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		got := map[string]string{}
+		for _, c := range clients {
+			if h, err := c.Dial(300 * time.Millisecond); err == nil {
+				got[c.Name] = h
+			}
+		}
+		diff := cmp.Diff(want, got)
+		if diff == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("assignment not restored within %s (-want +got):\n%s", within, diff)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func count(assign map[string]string) map[string]int {
+	m := map[string]int{}
+	for _, h := range assign {
+		m[h]++
+	}
+	return m
+}
+
+func owner(survivors []string, c *Client) string {
+	var cs []gossip.Candidate
+	for _, s := range survivors {
+		cs = append(cs, gossip.Candidate{Name: s, Weight: 1})
+	}
+	return gossip.Owner(cs, VIP, c.Addr)
+}
+
+// TestSharingAndFailover is the core promise, on real kernels: 3 hosts share
+// one VIP among 20 clients; a host's power loss moves only its clients; a
+// graceful stop moves its clients without an outage; a restarted host gets
+// its clients back.
+func TestSharingAndFailover(t *testing.T) {
+	requirePrivileged(t)
+	l := newLab(t, 3, 20)
+	startAll(t, l.Hosts)
+	names := []string{"h1", "h2", "h3"}
+
+	// Every client is served, by the host the ownership function names.
+	base := assignment(t, l.Clients)
+	for _, c := range l.Clients {
+		if want := owner(names, c); base[c.Name] != want {
+			t.Errorf("client %s served by %s, owner is %s", c.Name, base[c.Name], want)
+		}
+	}
+	perHost := count(base)
+	for _, h := range names {
+		if perHost[h] == 0 {
+			t.Errorf("host %s serves no client: %v", h, perHost)
+		}
+	}
+
+	// Every host's `arpshare status` counts the same clients per host.
+	for _, h := range l.Hosts {
+		s, err := h.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(s.VIPs) != 1 || s.VIPs[0].Clients != len(l.Clients) || !s.VIPs[0].Answering {
+			t.Fatalf("%s status: %+v", h.Name, s.VIPs)
+		}
+		if diff := cmp.Diff(perHost, s.VIPs[0].Owners); diff != "" {
+			t.Errorf("%s status: clients per host (-served +reported):\n%s", h.Name, diff)
+		}
+		if has, err := h.HasVIP(); err != nil || !has {
+			t.Errorf("%s: VIP not on lo (%v)", h.Name, err)
+		}
+	}
+	out, err := exec.Command(l.binary, "status", "--socket", l.Hosts[0].Socket).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "web") || !strings.Contains(string(out), "h3=") {
+		t.Errorf("arpshare status table: %v\n%s", err, out)
+	}
+
+	t.Run("power loss", func(t *testing.T) {
+		dead := l.Hosts[1]
+		survivors := []string{"h1", "h3"}
+		probe := StartProbe(l.Clients, 100*time.Millisecond, 200*time.Millisecond)
+		time.Sleep(500 * time.Millisecond)
+		lost := time.Now()
+		if err := dead.PowerOff(); err != nil {
+			t.Fatal(err)
+		}
+		waitMoved(t, probe, l.Clients, base, dead.Name, lost, 15*time.Second)
+		samples := probe.Stop()
+		for _, c := range l.Clients {
+			ss := samples[c.Name]
+			if base[c.Name] != dead.Name {
+				for _, s := range ss {
+					if s.Err != nil || s.Host != base[c.Name] {
+						t.Errorf("client %s of live %s: attempt at %s served by %q, error %v",
+							c.Name, base[c.Name], s.At.Sub(lost).Round(time.Millisecond), s.Host, s.Err)
+						break
+					}
+				}
+				continue
+			}
+			last := ss[len(ss)-1]
+			if want := owner(survivors, c); last.Host != want {
+				t.Errorf("client %s of dead %s now served by %q, its new owner is %s", c.Name, dead.Name, last.Host, want)
+			}
+			if s, ok := FirstServedAfter(ss, lost, dead.Name); ok {
+				t.Logf("client %s back after %s", c.Name, s.At.Sub(lost).Round(time.Millisecond))
+			}
+		}
+	})
+	if t.Failed() {
+		return
+	}
+
+	t.Run("restart after power loss", func(t *testing.T) {
+		h := l.Hosts[1]
+		if err := h.PowerOn(); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Start(); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := WaitMembers(ctx, l.Hosts, 3); err != nil {
+			t.Fatal(err)
+		}
+		waitAssignment(t, l.Clients, base, 10*time.Second)
+	})
+	if t.Failed() {
+		return
+	}
+
+	t.Run("graceful stop", func(t *testing.T) {
+		h := l.Hosts[2]
+		survivors := []string{"h1", "h2"}
+		probe := StartProbe(l.Clients, 50*time.Millisecond, 200*time.Millisecond)
+		time.Sleep(300 * time.Millisecond)
+		stopped := time.Now()
+		if err := h.Stop(10 * time.Second); err != nil {
+			t.Fatalf("%s: stop: %v", h.Name, err)
+		}
+		t.Logf("%s stopped in %s", h.Name, time.Since(stopped).Round(time.Millisecond))
+		time.Sleep(time.Second) // keep probing past the exit
+		samples := probe.Stop()
+		for _, c := range l.Clients {
+			ss := samples[c.Name]
+			if o := LongestOutage(ss); o > 500*time.Millisecond {
+				t.Errorf("client %s (of %s): outage of %s during a graceful stop", c.Name, base[c.Name], o)
+			}
+			want := base[c.Name]
+			if want == h.Name {
+				want = owner(survivors, c)
+			}
+			if last := ss[len(ss)-1]; last.Host != want {
+				t.Errorf("client %s: served by %q after the stop, want %s", c.Name, last.Host, want)
+			}
+		}
+		if has, err := h.HasVIP(); err != nil || has {
+			t.Errorf("%s: VIP still on lo after a clean stop (%v)", h.Name, err)
+		}
+		if err := h.Start(); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := WaitMembers(ctx, l.Hosts, 3); err != nil {
+			t.Fatal(err)
+		}
+		waitAssignment(t, l.Clients, base, 10*time.Second)
+	})
+}
+
+// waitMoved waits until every client of the dead host has been served by
+// another host after it died.
+func waitMoved(t *testing.T, probe *Probe, clients []*Client, base map[string]string, dead string, since time.Time, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		moved := true
+		last := probe.Last()
+		for _, c := range clients {
+			if base[c.Name] == dead {
+				if s := last[c.Name]; s.Err != nil || s.Host == dead || !s.At.After(since) {
+					moved = false
+				}
+			}
+		}
+		if moved {
+			return
+		}
+		if time.Now().After(deadline) {
+			probe.Stop()
+			t.Fatalf("clients of %s not served again within %s", dead, within)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestForeignHostsNeverJoin checks that gossip is closed: a host with the
+// wrong key and a host with another cluster label both stay alone.
+func TestForeignHostsNeverJoin(t *testing.T) {
+	requirePrivileged(t)
+	l := newLab(t, 2, 0)
+	startAll(t, l.Hosts)
+
+	wrongKey, err := l.AddHost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherKey := filepath.Join(l.Dir, "other.key")
+	if err := WriteKey(otherKey); err != nil {
+		t.Fatal(err)
+	}
+	if err := wrongKey.WriteConfig(otherKey, "lab"); err != nil {
+		t.Fatal(err)
+	}
+	otherLabel, err := l.AddHost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := otherLabel.WriteConfig(l.KeyFile, "another-cluster"); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []*Host{wrongKey, otherLabel} {
+		if err := h.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Give them many gossip rounds and a re-join attempt to get in.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := WaitMembers(ctx, []*Host{wrongKey, otherLabel}, 1); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(12 * time.Second)
+	for _, h := range l.Hosts {
+		s, err := h.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, m := range s.Members {
+			got = append(got, m.Name)
+		}
+		want := []string{"h1", "h2"}
+		if h == wrongKey || h == otherLabel {
+			want = []string{h.Name}
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("%s members (-want +got):\n%s", h.Name, diff)
+		}
+	}
+	if b, _ := os.ReadFile(wrongKey.Log); !strings.Contains(string(b), "ecrypt") && !strings.Contains(string(b), "peer not reachable") {
+		t.Logf("%s log does not show a refused join:\n%s", wrongKey.Name, tail(b, 2000))
+	}
+	_ = fmt.Sprint()
+}

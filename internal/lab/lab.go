@@ -1,0 +1,446 @@
+package lab
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/arpshare/arpshare/daemon"
+)
+
+// Addresses: everything lives in 198.18.0.0/24, inside the benchmarking range
+// 198.18.0.0/15 that is never routed on real networks.
+var (
+	VIP     = netip.MustParseAddr("198.18.0.200")
+	subnet  = 24
+	port    = 80 // the hosts' little TCP service on the VIP
+	hostIP  = func(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 0, byte(11 + i)}) }
+	cliIP   = func(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 0, byte(101 + i)}) }
+	maxHost = 50
+)
+
+// Options describe a lab.
+type Options struct {
+	Hosts   int    // hosts running arpshare, at most 50
+	Clients int    // clients, at most 99
+	Binary  string // the arpshare binary
+	// Dir holds configs, keys, sockets and logs; it is removed on Close.
+	// Empty means a new temporary directory.
+	Dir string
+}
+
+// Lab is a running lab. Close removes everything it made.
+type Lab struct {
+	Suffix  string
+	Hosts   []*Host
+	Clients []*Client
+	Dir     string
+	KeyFile string
+
+	binary   string
+	switchNS string
+	nextHost int
+	ownDir   bool
+	mu       sync.Mutex
+	cleanups []func()
+}
+
+// Host is a machine running arpshare and a TCP service that answers with its
+// name.
+type Host struct {
+	Name   string
+	NS     string
+	Addr   netip.Addr
+	Config string // path of its config file
+	Socket string
+	Log    string // path of its daemon's log
+
+	lab    *Lab
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{}
+	err    error
+}
+
+// Client is a machine whose kernel talks to the VIP.
+type Client struct {
+	Name string
+	NS   string
+	Addr netip.Addr
+}
+
+// New builds a lab. On error, whatever was made is removed.
+func New(opts Options) (l *Lab, err error) {
+	if opts.Hosts > maxHost || opts.Clients > 99 {
+		return nil, fmt.Errorf("lab: at most %d hosts and 99 clients", maxHost)
+	}
+	suffix := make([]byte, 3)
+	rand.Read(suffix)
+	l = &Lab{Suffix: hex.EncodeToString(suffix), binary: opts.Binary, Dir: opts.Dir}
+	defer func() {
+		if err != nil {
+			l.Close()
+		}
+	}()
+	if l.Dir == "" {
+		if l.Dir, err = os.MkdirTemp("", "arpshare-lab-"+l.Suffix+"-"); err != nil {
+			return nil, err
+		}
+		l.ownDir = true
+	}
+	l.KeyFile = filepath.Join(l.Dir, "gossip.key")
+	if err := WriteKey(l.KeyFile); err != nil {
+		return nil, err
+	}
+
+	l.switchNS = "arpshare-" + l.Suffix + "-sw"
+	if err := l.addNS(l.switchNS); err != nil {
+		return nil, err
+	}
+	if err := ip("-n", l.switchNS, "link", "add", "br0", "type", "bridge"); err != nil {
+		return nil, err
+	}
+	if err := ip("-n", l.switchNS, "link", "set", "br0", "up"); err != nil {
+		return nil, err
+	}
+	for range opts.Hosts {
+		if _, err := l.AddHost(); err != nil {
+			return nil, err
+		}
+	}
+	for i := range opts.Clients {
+		c := &Client{Name: fmt.Sprintf("c%02d", i+1), Addr: cliIP(i)}
+		c.NS = "arpshare-" + l.Suffix + "-" + c.Name
+		if err := l.plug(c.NS, c.Name, c.Addr); err != nil {
+			return nil, err
+		}
+		l.Clients = append(l.Clients, c)
+	}
+	return l, nil
+}
+
+// WriteKey writes a new random gossip key to path.
+func WriteKey(path string) error {
+	key := make([]byte, 32)
+	rand.Read(key)
+	return os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600)
+}
+
+func (l *Lab) addNS(name string) error {
+	if err := ip("netns", "add", name); err != nil {
+		return err
+	}
+	l.onClose(func() { ip("netns", "del", name) })
+	return ip("-n", name, "link", "set", "lo", "up")
+}
+
+// plug makes namespace ns with an eth0 at addr, cabled to the switch.
+func (l *Lab) plug(ns, port string, addr netip.Addr) error {
+	if err := l.addNS(ns); err != nil {
+		return err
+	}
+	steps := [][]string{
+		{"-n", l.switchNS, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns},
+		{"-n", l.switchNS, "link", "set", port, "master", "br0", "up"},
+		{"-n", ns, "addr", "add", netip.PrefixFrom(addr, subnet).String(), "dev", "eth0"},
+		{"-n", ns, "link", "set", "eth0", "up"},
+	}
+	for _, s := range steps {
+		if err := ip(s...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *Lab) onClose(f func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.cleanups = append(l.cleanups, f)
+}
+
+// AddHost adds a host with a config for the lab's cluster. It is not started.
+func (l *Lab) AddHost() (*Host, error) {
+	l.mu.Lock()
+	i := l.nextHost
+	l.nextHost++
+	l.mu.Unlock()
+	h := &Host{Name: fmt.Sprintf("h%d", i+1), Addr: hostIP(i), lab: l}
+	h.NS = "arpshare-" + l.Suffix + "-" + h.Name
+	h.Config = filepath.Join(l.Dir, h.Name+".toml")
+	h.Socket = filepath.Join(l.Dir, h.Name+".sock")
+	h.Log = filepath.Join(l.Dir, h.Name+".log")
+	if err := l.plug(h.NS, h.Name, h.Addr); err != nil {
+		return nil, err
+	}
+	if err := h.WriteConfig(l.KeyFile, "lab"); err != nil {
+		return nil, err
+	}
+	if err := h.serve(); err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	l.Hosts = append(l.Hosts, h)
+	l.mu.Unlock()
+	l.onClose(func() { h.Kill() })
+	return h, nil
+}
+
+// WriteConfig writes the host's config with the given key file and cluster
+// label; its peers are the lab's first three hosts.
+func (h *Host) WriteConfig(keyFile, cluster string) error {
+	var peers []string
+	for i := range 3 {
+		peers = append(peers, fmt.Sprintf("%q", hostIP(i).String()+":7946"))
+	}
+	cfg := fmt.Sprintf(`[node]
+name = %q
+
+[gossip]
+bind = "%s:7946"
+peers = [%s]
+key_file = %q
+cluster = %q
+
+[[vip]]
+name = "web"
+address = %q
+interface = "eth0"
+
+[api]
+socket = %q
+`, h.Name, h.Addr, strings.Join(peers, ", "), keyFile, cluster, VIP, h.Socket)
+	return os.WriteFile(h.Config, []byte(cfg), 0o600)
+}
+
+// serve starts the host's TCP service: it answers every connection with the
+// host's name. It listens on all addresses, so on the VIP too.
+func (h *Host) serve() error {
+	var ln net.Listener
+	err := inNS(h.NS, func() (err error) {
+		ln, err = net.Listen("tcp4", fmt.Sprintf(":%d", port))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("%s: service: %w", h.Name, err)
+	}
+	h.lab.onClose(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.SetDeadline(time.Now().Add(2 * time.Second))
+			io.WriteString(c, h.Name+"\n")
+			c.Close()
+		}
+	}()
+	return nil
+}
+
+// Start runs the host's daemon.
+func (h *Host) Start() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.cmd != nil {
+		return fmt.Errorf("%s: already running", h.Name)
+	}
+	logf, err := os.OpenFile(h.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command("ip", "netns", "exec", h.NS, h.lab.binary, "run", "--config", h.Config, "--log-level", "debug")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// The daemon must not outlive the lab, even if the lab's process dies.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := start(cmd); err != nil {
+		logf.Close()
+		return fmt.Errorf("%s: start daemon: %w", h.Name, err)
+	}
+	h.cmd, h.exited = cmd, make(chan struct{})
+	exited := h.exited
+	go func() {
+		err := cmd.Wait()
+		logf.Close()
+		h.mu.Lock()
+		h.err, h.cmd = err, nil
+		h.mu.Unlock()
+		close(exited)
+	}()
+	return nil
+}
+
+// Pdeathsig fires when the thread that started the child exits, not the
+// process, and this package ends threads on purpose (see inNS). So every
+// daemon is started from one thread that lives as long as the process.
+var (
+	starterOnce sync.Once
+	starter     = make(chan func())
+)
+
+func start(cmd *exec.Cmd) error {
+	starterOnce.Do(func() {
+		go func() {
+			runtime.LockOSThread()
+			for f := range starter {
+				f()
+			}
+		}()
+	})
+	errc := make(chan error, 1)
+	starter <- func() { errc <- cmd.Start() }
+	return <-errc
+}
+
+// Stop sends SIGTERM and waits for the daemon to exit; it returns the exit
+// error (nil for exit 0).
+func (h *Host) Stop(timeout time.Duration) error {
+	return h.signal(syscall.SIGTERM, timeout)
+}
+
+// Kill SIGKILLs the daemon, if it runs, and waits for it.
+func (h *Host) Kill() {
+	h.signal(syscall.SIGKILL, 5*time.Second)
+}
+
+func (h *Host) signal(sig syscall.Signal, timeout time.Duration) error {
+	h.mu.Lock()
+	cmd, exited := h.cmd, h.exited
+	h.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	cmd.Process.Signal(sig)
+	select {
+	case <-exited:
+	case <-time.After(timeout):
+		cmd.Process.Kill()
+		<-exited
+		return fmt.Errorf("%s: daemon did not exit within %s of %s", h.Name, timeout, sig)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if sig == syscall.SIGKILL {
+		return nil
+	}
+	return h.err
+}
+
+// PowerOff is a power loss: the host's link goes down and its daemon dies
+// with no chance to say goodbye.
+func (h *Host) PowerOff() error {
+	if err := ip("-n", h.NS, "link", "set", "eth0", "down"); err != nil {
+		return err
+	}
+	h.Kill()
+	return nil
+}
+
+// PowerOn brings the host's link back; start the daemon separately.
+func (h *Host) PowerOn() error {
+	return ip("-n", h.NS, "link", "set", "eth0", "up")
+}
+
+// Status runs `arpshare status --json` against the host's daemon.
+func (h *Host) Status() (daemon.Status, error) {
+	out, err := exec.Command(h.lab.binary, "status", "--json", "--socket", h.Socket).CombinedOutput()
+	if err != nil {
+		return daemon.Status{}, fmt.Errorf("%s: arpshare status: %w: %s", h.Name, err, out)
+	}
+	var s daemon.Status
+	if err := json.Unmarshal(out, &s); err != nil {
+		return daemon.Status{}, fmt.Errorf("%s: arpshare status: %w", h.Name, err)
+	}
+	return s, nil
+}
+
+// HasVIP reports whether the VIP is on the host's lo.
+func (h *Host) HasVIP() (bool, error) {
+	out, err := ipOut("-n", h.NS, "-o", "addr", "show", "dev", "lo")
+	return strings.Contains(out, " "+VIP.String()+"/32 "), err
+}
+
+// WaitMembers waits until every given host's status shows exactly want alive
+// members.
+func WaitMembers(ctx context.Context, hosts []*Host, want int) error {
+	for {
+		ok := true
+		var last error
+		for _, h := range hosts {
+			s, err := h.Status()
+			if err != nil {
+				ok, last = false, err
+				continue
+			}
+			alive := 0
+			for _, m := range s.Members {
+				if m.State == "alive" {
+					alive++
+				}
+			}
+			if alive != want {
+				ok, last = false, fmt.Errorf("%s sees %d alive members, want %d", h.Name, alive, want)
+			}
+		}
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %v", ctx.Err(), last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Dial connects from the client to the VIP's service and returns the name of
+// the host that answered.
+func (c *Client) Dial(timeout time.Duration) (string, error) {
+	var name string
+	err := inNS(c.NS, func() error {
+		conn, err := net.DialTimeout("tcp4", netip.AddrPortFrom(VIP, uint16(port)).String(), timeout)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(timeout))
+		name, err = bufio.NewReader(conn).ReadString('\n')
+		name = strings.TrimSpace(name)
+		if err != nil && !(errors.Is(err, io.EOF) && name != "") {
+			return err
+		}
+		return nil
+	})
+	return name, err
+}
+
+// Close stops every daemon and removes every namespace and file of the lab.
+func (l *Lab) Close() {
+	l.mu.Lock()
+	cs := l.cleanups
+	l.cleanups = nil
+	l.mu.Unlock()
+	for i := len(cs) - 1; i >= 0; i-- {
+		cs[i]()
+	}
+	if l.ownDir {
+		os.RemoveAll(l.Dir)
+	}
+}
