@@ -1,8 +1,8 @@
 package daemon
 
 import (
-	"fmt"
 	"encoding/base64"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -140,4 +140,3 @@ func TestConfigTooManyVIPs(t *testing.T) {
 		t.Errorf("40 VIPs: err = %v, want a metadata size error", err)
 	}
 }
-

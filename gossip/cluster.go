@@ -316,6 +316,6 @@ func (w logWriter) Write(p []byte) (int, error) {
 			msg, level = string(rest), l
 		}
 	}
-	w.l.Log(context.Background(), level, msg, "component", "memberlist")
+	w.l.Log(context.Background(), level, msg)
 	return len(p), nil
 }

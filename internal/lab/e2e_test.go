@@ -2,7 +2,6 @@ package lab
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -368,5 +367,81 @@ func TestForeignHostsNeverJoin(t *testing.T) {
 	if b, _ := os.ReadFile(wrongKey.Log); !strings.Contains(string(b), "ecrypt") && !strings.Contains(string(b), "peer not reachable") {
 		t.Logf("%s log does not show a refused join:\n%s", wrongKey.Name, tail(b, 2000))
 	}
-	_ = fmt.Sprint()
+}
+
+// TestInterfaceComesAndGoes checks that a serving interface missing at start
+// is waited for, and one that goes down and up is reopened, without a crash.
+func TestInterfaceComesAndGoes(t *testing.T) {
+	requirePrivileged(t)
+	l := newLab(t, 2, 6)
+	h1, h2 := l.Hosts[0], l.Hosts[1]
+
+	// h2's eth0 is missing (renamed away) when its daemon starts.
+	for _, args := range [][]string{{"down"}, {"name", "eth9"}} {
+		if err := h2.Link(args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	startAll(t, []*Host{h1})
+	if err := h2.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, h2, "interface not usable, waiting for it", 10*time.Second)
+	s, err := h2.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.VIPs[0].Answering {
+		t.Errorf("h2 answering on a missing interface: %+v", s.VIPs[0])
+	}
+	if err := ip("-n", h2.NS, "link", "set", "eth9", "name", "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h2.Link("up"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := WaitMembers(ctx, l.Hosts, 2); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{}
+	for _, c := range l.Clients {
+		want[c.Name] = owner([]string{"h1", "h2"}, c)
+	}
+	waitAssignment(t, l.Clients, want, 10*time.Second)
+
+	// h1's link flaps; its responder must reopen and answer fresh requests.
+	if err := h1.Link("down"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if err := h1.Link("up"); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, h1, "interface lost, reopening", 10*time.Second)
+	if err := WaitMembers(ctx, l.Hosts, 2); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range l.Clients {
+		if err := c.ForgetVIP(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitAssignment(t, l.Clients, want, 10*time.Second)
+}
+
+func waitLog(t *testing.T, h *Host, line string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		b, _ := os.ReadFile(h.Log)
+		if strings.Contains(string(b), line) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s log never said %q", h.Name, line)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -346,7 +346,7 @@ func (h *Host) signal(sig syscall.Signal, timeout time.Duration) error {
 // PowerOff is a power loss: the host's link goes down and its daemon dies
 // with no chance to say goodbye.
 func (h *Host) PowerOff() error {
-	if err := ip("-n", h.NS, "link", "set", "eth0", "down"); err != nil {
+	if err := h.Link("down"); err != nil {
 		return err
 	}
 	h.Kill()
@@ -354,9 +354,7 @@ func (h *Host) PowerOff() error {
 }
 
 // PowerOn brings the host's link back; start the daemon separately.
-func (h *Host) PowerOn() error {
-	return ip("-n", h.NS, "link", "set", "eth0", "up")
-}
+func (h *Host) PowerOn() error { return h.Link("up") }
 
 // Status runs `arpshare status --json` against the host's daemon.
 func (h *Host) Status() (daemon.Status, error) {
@@ -443,4 +441,15 @@ func (l *Lab) Close() {
 	if l.ownDir {
 		os.RemoveAll(l.Dir)
 	}
+}
+
+// Link runs `ip link set eth0 ARGS...` in the host's namespace.
+func (h *Host) Link(args ...string) error {
+	return ip(append([]string{"-n", h.NS, "link", "set", "eth0"}, args...)...)
+}
+
+// ForgetVIP flushes the client's ARP entry for the VIP, so that its next
+// connection starts with a broadcast ARP request.
+func (c *Client) ForgetVIP() error {
+	return ip("-n", c.NS, "neigh", "flush", "to", VIP.String(), "dev", "eth0")
 }
