@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -55,6 +56,7 @@ type Cluster struct {
 	ml       *memberlist.Memberlist
 	view     *View
 	departed map[string]Member // dead or left, as last reported
+	joinErr  map[string]string // last join error by peer
 }
 
 // NewCluster returns a cluster member; Run starts it.
@@ -68,6 +70,7 @@ func NewCluster(cfg ClusterConfig) *Cluster {
 		changed:  make(chan struct{}, 1),
 		view:     NewView(cfg.Name, nil),
 		departed: map[string]Member{},
+		joinErr:  map[string]string{},
 	}
 }
 
@@ -158,8 +161,17 @@ func (c *Cluster) join() {
 	var wg sync.WaitGroup
 	for _, p := range missing {
 		wg.Go(func() {
-			if _, err := c.ml.Join([]string{p}); err != nil {
-				c.cfg.Logger.Debug("peer not reachable", "peer", p, "error", err)
+			_, err := c.ml.Join([]string{p})
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			// Say it once per peer and cause, not every rejoin.
+			switch {
+			case err != nil && c.joinErr[p] != err.Error():
+				c.cfg.Logger.Warn("cannot join peer", "peer", p, "error", strings.TrimSpace(err.Error()))
+				c.joinErr[p] = err.Error()
+			case err == nil && c.joinErr[p] != "":
+				c.cfg.Logger.Info("joined peer", "peer", p)
+				delete(c.joinErr, p)
 			}
 		})
 	}
