@@ -1,0 +1,208 @@
+package gossip
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+)
+
+// freePort finds a port free on loopback for both UDP and TCP.
+func freePort(t *testing.T) uint16 {
+	t.Helper()
+	for range 20 {
+		l, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if u, err := net.ListenPacket("udp4", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			u.Close()
+			return uint16(port)
+		}
+	}
+	t.Fatal("no free port")
+	return 0
+}
+
+type memState struct {
+	mu   sync.Mutex
+	mine string
+	got  []string
+}
+
+func (s *memState) MarshalBinary() ([]byte, error) { return []byte(s.mine), nil }
+func (s *memState) MergeState(b []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.got = append(s.got, string(b))
+}
+
+type node struct {
+	c        *Cluster
+	cancel   context.CancelFunc
+	done     chan struct{}
+	draining bool
+	mu       sync.Mutex
+	state    *memState
+}
+
+func startNode(t *testing.T, name string, bind netip.AddrPort, peers []netip.AddrPort, key []byte, label string) *node {
+	t.Helper()
+	n := &node{done: make(chan struct{}), state: &memState{mine: "table of " + name}}
+	n.c = NewCluster(ClusterConfig{
+		Name: name, Bind: bind, Peers: peers, Key: key, Label: label,
+		ProbeInterval: 200 * time.Millisecond, ProbeTimeout: 100 * time.Millisecond,
+		SuspicionMult: 3, GossipInterval: 100 * time.Millisecond, RejoinInterval: time.Second,
+		Meta: func() Meta {
+			n.mu.Lock()
+			defer n.mu.Unlock()
+			return Meta{Version: MetaVersion, Algorithm: Algorithm, Weight: 1, Draining: n.draining, VIPs: []netip.Addr{netip.MustParseAddr("198.18.0.200")}}
+		},
+		State:  n.state,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	go func() {
+		defer close(n.done)
+		if err := n.c.Run(ctx); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}()
+	t.Cleanup(n.stop)
+	return n
+}
+
+func (n *node) stop() {
+	n.cancel()
+	<-n.done
+}
+
+// waitView waits until cond holds for the node's view.
+func waitView(t *testing.T, n *node, what string, cond func(*View) bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond(n.c.View()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: never saw %s; members %+v", n.c.cfg.Name, what, n.c.View().Members)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func states(v *View) map[string]State {
+	m := map[string]State{}
+	for _, mem := range v.Members {
+		m[mem.Name] = mem.State
+	}
+	return m
+}
+
+func TestCluster(t *testing.T) {
+	t.Parallel()
+	key := make([]byte, 32)
+	lo := netip.MustParseAddr("127.0.0.1")
+	var binds []netip.AddrPort
+	for range 3 {
+		binds = append(binds, netip.AddrPortFrom(lo, freePort(t)))
+	}
+	var nodes []*node
+	for i, b := range binds {
+		nodes = append(nodes, startNode(t, fmt.Sprintf("n%d", i+1), b, binds, key, "test"))
+	}
+	for _, n := range nodes {
+		<-n.c.Ready()
+		waitView(t, n, "three alive members", func(v *View) bool {
+			s := states(v)
+			return len(s) == 3 && s["n1"] == StateAlive && s["n2"] == StateAlive && s["n3"] == StateAlive
+		})
+	}
+
+	// Push-pull shared every host's state.
+	n1 := nodes[0]
+	n1.state.mu.Lock()
+	got := fmt.Sprint(n1.state.got)
+	n1.state.mu.Unlock()
+	if got == "[]" {
+		t.Error("n1 merged no peer state")
+	}
+
+	// Metadata changes travel: n2 drains and drops out of the candidates.
+	nodes[1].mu.Lock()
+	nodes[1].draining = true
+	nodes[1].mu.Unlock()
+	if err := nodes[1].c.UpdateMeta(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	vip := netip.MustParseAddr("198.18.0.200")
+	waitView(t, n1, "n2 draining", func(v *View) bool {
+		m, _ := v.Member("n2")
+		return m.Meta.Draining && len(v.Eligible(vip)) == 2
+	})
+
+	// A host that leaves is gone (left, or dead if its goodbye was
+	// overtaken by a failed probe); one that vanishes is declared dead.
+	if err := nodes[1].c.Leave(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	nodes[1].stop()
+	waitView(t, n1, "n2 gone", func(v *View) bool { s := states(v)["n2"]; return s == StateLeft || s == StateDead })
+	nodes[2].stop()
+	start := time.Now()
+	waitView(t, n1, "n3 dead", func(v *View) bool { return states(v)["n3"] == StateDead })
+	t.Logf("n3 declared dead after %s", time.Since(start).Round(time.Millisecond))
+	if e := n1.c.View().Eligible(vip); len(e) != 1 || e[0].Name != "n1" {
+		t.Errorf("eligible after n2 left and n3 died: %v, want only n1", e)
+	}
+}
+
+func TestClusterRefusesStrangers(t *testing.T) {
+	t.Parallel()
+	lo := netip.MustParseAddr("127.0.0.1")
+	a, b, c := netip.AddrPortFrom(lo, freePort(t)), netip.AddrPortFrom(lo, freePort(t)), netip.AddrPortFrom(lo, freePort(t))
+	key, otherKey := make([]byte, 32), make([]byte, 32)
+	otherKey[0] = 1
+	na := startNode(t, "a", a, []netip.AddrPort{b, c}, key, "test")
+	nb := startNode(t, "b", b, []netip.AddrPort{a}, otherKey, "test") // wrong key
+	nc := startNode(t, "c", c, []netip.AddrPort{a}, key, "other")     // wrong label
+	time.Sleep(3 * time.Second)                                       // three re-join rounds
+	for _, n := range []*node{na, nb, nc} {
+		if s := states(n.c.View()); len(s) != 1 {
+			t.Errorf("%s sees %v, want only itself", n.c.cfg.Name, s)
+		}
+	}
+}
+
+func TestMeta(t *testing.T) {
+	t.Parallel()
+	m := Meta{Version: MetaVersion, Algorithm: Algorithm, Weight: 2, VIPs: []netip.Addr{netip.MustParseAddr("198.18.0.200")}, MACs: []string{"02:00:00:00:00:01"}}
+	b, err := m.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeMeta(b)
+	if err != nil || got.Weight != 2 || got.VIPs[0] != m.VIPs[0] || got.MACs[0] != m.MACs[0] {
+		t.Errorf("round trip: %+v, %v", got, err)
+	}
+	for _, bad := range []string{`{"v":2,"a":1}`, `{"v":1,"a":9}`, `not json`} {
+		if _, err := DecodeMeta([]byte(bad)); err == nil {
+			t.Errorf("DecodeMeta(%s) accepted", bad)
+		}
+	}
+	// An untrusted member is shown but never a candidate.
+	v := NewView("a", []Member{
+		{Name: "a", State: StateAlive, Meta: m},
+		{Name: "b", State: StateAlive, Meta: m, Err: "ownership algorithm 9"},
+		{Name: "c", State: StateDead, Meta: m},
+	})
+	if e := v.Eligible(m.VIPs[0]); len(e) != 1 || e[0].Name != "a" {
+		t.Errorf("eligible = %v, want only a", e)
+	}
+}
