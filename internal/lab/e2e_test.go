@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -184,6 +185,11 @@ func TestSharingAndFailover(t *testing.T) {
 			t.Errorf("%s: VIP not on lo (%v)", h.Name, err)
 		}
 	}
+	for _, h := range l.Hosts {
+		if notes := h.Notes(); !slices.Contains(notes, "READY=1") || !slices.ContainsFunc(notes, func(n string) bool { return strings.HasPrefix(n, "STATUS=1 VIPs, 3 live hosts") }) {
+			t.Errorf("%s told systemd %q, want READY=1 and a STATUS", h.Name, notes)
+		}
+	}
 	out, err := exec.Command(l.binary, "status", "--socket", l.Hosts[0].Socket).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "web") || !strings.Contains(string(out), "h3=") {
 		t.Errorf("arpshare status table: %v\n%s", err, out)
@@ -271,6 +277,9 @@ func TestSharingAndFailover(t *testing.T) {
 		}
 		if has, err := h.HasVIP(); err != nil || has {
 			t.Errorf("%s: VIP still on lo after a clean stop (%v)", h.Name, err)
+		}
+		if notes := h.Notes(); !slices.Contains(notes, "STOPPING=1") {
+			t.Errorf("%s told systemd %q, want STOPPING=1", h.Name, notes)
 		}
 		if err := h.Start(); err != nil {
 			t.Fatal(err)

@@ -70,8 +70,11 @@ type Host struct {
 	Config string // path of its config file
 	Socket string
 	Log    string // path of its daemon's log
+	// Notify is the systemd notify socket the daemon reports to.
+	Notify string
 
 	lab    *Lab
+	notes  []string
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	exited chan struct{}
@@ -186,6 +189,10 @@ func (l *Lab) AddHost() (*Host, error) {
 	h.Config = filepath.Join(l.Dir, h.Name+".toml")
 	h.Socket = filepath.Join(l.Dir, h.Name+".sock")
 	h.Log = filepath.Join(l.Dir, h.Name+".log")
+	h.Notify = filepath.Join(l.Dir, h.Name+".notify")
+	if err := h.listenNotify(); err != nil {
+		return nil, err
+	}
 	if err := l.plug(h.NS, h.Name, h.Addr); err != nil {
 		return nil, err
 	}
@@ -255,6 +262,36 @@ func (h *Host) serve() error {
 	return nil
 }
 
+// listenNotify plays systemd's part: it records what the daemon sends to
+// NOTIFY_SOCKET.
+func (h *Host) listenNotify() error {
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: h.Notify, Net: "unixgram"})
+	if err != nil {
+		return fmt.Errorf("%s: notify socket: %w", h.Name, err)
+	}
+	h.lab.onClose(func() { conn.Close() })
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			h.mu.Lock()
+			h.notes = append(h.notes, strings.Split(string(buf[:n]), "\n")...)
+			h.mu.Unlock()
+		}
+	}()
+	return nil
+}
+
+// Notes returns every line the daemon sent to systemd so far.
+func (h *Host) Notes() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.notes...)
+}
+
 // Start runs the host's daemon.
 func (h *Host) Start() error {
 	h.mu.Lock()
@@ -268,6 +305,7 @@ func (h *Host) Start() error {
 	}
 	cmd := exec.Command("ip", "netns", "exec", h.NS, h.lab.binary, "run", "--config", h.Config, "--log-level", "debug")
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+h.Notify)
 	// The daemon must not outlive the lab, even if the lab's process dies.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := start(cmd); err != nil {
