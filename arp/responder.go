@@ -33,8 +33,9 @@ const (
 
 // Ownership is what the responder needs from the cluster view.
 type Ownership interface {
-	// Owns reports whether this host answers client for vip.
-	Owns(vip, client netip.Addr) bool
+	// Answer reports whether this host answers client for vip, and after
+	// how long (race mode answers after a random delay).
+	Answer(vip, client netip.Addr) (bool, time.Duration)
 	// IsPeer reports whether mac belongs to a host of the cluster.
 	IsPeer(mac net.HardwareAddr) bool
 }
@@ -149,8 +150,13 @@ func (r *Responder) serve(ctx context.Context, conn Conn, mac net.HardwareAddr) 
 		if err != nil {
 			return err
 		}
-		out, reply, dst := r.handle(buf[:n], mac, time.Now())
-		if reply != nil {
+		out, reply, dst, delay := r.handle(buf[:n], mac, time.Now())
+		switch {
+		case reply == nil:
+		case delay > 0:
+			// The conn may be closed by then; the error is then harmless.
+			time.AfterFunc(delay, func() { conn.WriteFrame(reply, dst) })
+		default:
 			if err := conn.WriteFrame(reply, dst); err != nil {
 				r.cfg.Logger.Warn("send ARP reply", "interface", r.cfg.Interface, "client", dst.String(), "error", err)
 			}
@@ -162,31 +168,31 @@ func (r *Responder) serve(ctx context.Context, conn Conn, mac net.HardwareAddr) 
 }
 
 // handle decides what to do with one frame: the outcome, and the frame to
-// send back (nil for none) with its Ethernet destination.
-func (r *Responder) handle(frame []byte, mac net.HardwareAddr, now time.Time) (Outcome, []byte, net.HardwareAddr) {
+// send back (nil for none) with its Ethernet destination and delay.
+func (r *Responder) handle(frame []byte, mac net.HardwareAddr, now time.Time) (Outcome, []byte, net.HardwareAddr, time.Duration) {
 	var f ethernet.Frame
 	if err := f.UnmarshalBinary(frame); err != nil || f.EtherType != ethernet.EtherTypeARP {
-		return Malformed, nil, nil
+		return Malformed, nil, nil, 0
 	}
 	var p arp.Packet
 	if err := p.UnmarshalBinary(f.Payload); err != nil ||
 		p.HardwareType != 1 || p.ProtocolType != uint16(ethernet.EtherTypeIPv4) ||
 		p.HardwareAddrLength != 6 || p.IPLength != 4 {
-		return Malformed, nil, nil
+		return Malformed, nil, nil, 0
 	}
 
 	if slices.Contains(r.cfg.VIPs, p.SenderIP) && !bytes.Equal(p.SenderHardwareAddr, mac) {
 		if r.cfg.Ownership.IsPeer(p.SenderHardwareAddr) {
-			return Announce, nil, nil
+			return Announce, nil, nil, 0
 		}
 		r.warnConflict(p)
-		return Conflict, nil, nil
+		return Conflict, nil, nil, 0
 	}
 	if p.Operation != arp.OperationRequest {
-		return Reply, nil, nil
+		return Reply, nil, nil, 0
 	}
 	if !slices.Contains(r.cfg.VIPs, p.TargetIP) {
-		return Foreign, nil, nil
+		return Foreign, nil, nil, 0
 	}
 	vip, client := p.TargetIP, p.SenderIP
 	// An unspecified sender is a duplicate-address probe for the VIP. It
@@ -195,14 +201,15 @@ func (r *Responder) handle(frame []byte, mac net.HardwareAddr, now time.Time) (O
 	if !client.IsUnspecified() {
 		r.cfg.Table.Learn(vip, client, p.SenderHardwareAddr, now)
 	}
-	if !r.cfg.Ownership.Owns(vip, client) {
-		return NotOwner, nil, nil
+	answer, delay := r.cfg.Ownership.Answer(vip, client)
+	if !answer {
+		return NotOwner, nil, nil, 0
 	}
 	reply, err := frameFor(arp.OperationReply, mac, vip, p.SenderHardwareAddr, client, f.Source)
 	if err != nil {
-		return Malformed, nil, nil
+		return Malformed, nil, nil, 0
 	}
-	return Answered, reply, f.Source
+	return Answered, reply, f.Source, delay
 }
 
 func (r *Responder) warnConflict(p arp.Packet) {
@@ -250,6 +257,26 @@ func (r *Responder) Repoint(vip netip.Addr, c Client) error {
 	}
 	if err := conn.WriteFrame(f, c.MAC); err != nil {
 		return fmt.Errorf("repoint %s on %s: %w", c.IP, r.cfg.Interface, err)
+	}
+	return nil
+}
+
+// Announce broadcasts a gratuitous ARP for vip with this interface's MAC:
+// every machine on the segment that has the VIP cached moves to this host.
+func (r *Responder) Announce(vip netip.Addr) error {
+	r.mu.Lock()
+	conn, mac := r.conn, r.mac
+	r.mu.Unlock()
+	if conn == nil {
+		return fmt.Errorf("announce %s on %s: %w", vip, r.cfg.Interface, ErrNotOpen)
+	}
+	zero := net.HardwareAddr{0, 0, 0, 0, 0, 0}
+	f, err := frameFor(arp.OperationRequest, mac, vip, zero, vip, ethernet.Broadcast)
+	if err == nil {
+		err = conn.WriteFrame(f, ethernet.Broadcast)
+	}
+	if err != nil {
+		return fmt.Errorf("announce %s on %s: %w", vip, r.cfg.Interface, err)
 	}
 	return nil
 }

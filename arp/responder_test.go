@@ -28,7 +28,9 @@ var (
 // fakeOwnership owns mine and the unspecified address, and knows one peer.
 type fakeOwnership struct{}
 
-func (fakeOwnership) Owns(v, c netip.Addr) bool      { return v == vip && (c == mine || c.IsUnspecified()) }
+func (fakeOwnership) Answer(v, c netip.Addr) (bool, time.Duration) {
+	return v == vip && (c == mine || c.IsUnspecified()), 0
+}
 func (fakeOwnership) IsPeer(m net.HardwareAddr) bool { return m.String() == peerMAC.String() }
 
 func request(t *testing.T, op arp.Operation, sha net.HardwareAddr, spa netip.Addr, tpa netip.Addr) []byte {
@@ -75,7 +77,7 @@ func TestHandle(t *testing.T) {
 			t.Parallel()
 			table := NewClientTable(10, time.Hour)
 			r := NewResponder(ResponderConfig{Interface: "eth0", VIPs: []netip.Addr{vip}, Table: table, Ownership: fakeOwnership{}, Logger: quietLogger()})
-			got, reply, dst := r.handle(tt.frame, myMAC, time.Unix(100, 0))
+			got, reply, dst, _ := r.handle(tt.frame, myMAC, time.Unix(100, 0))
 			if got != tt.want {
 				t.Errorf("outcome = %q, want %q", got, tt.want)
 			}

@@ -1,10 +1,12 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -17,21 +19,31 @@ import (
 
 // Status is what `arpshare status` shows: this host's view of the cluster.
 type Status struct {
-	Node     string          `json:"node"`
-	Version  string          `json:"version"`
-	Draining bool            `json:"draining"`
-	Members  []gossip.Member `json:"members"`
-	VIPs     []VIPStatus     `json:"vips"`
+	Node     string `json:"node"`
+	Version  string `json:"version"`
+	Draining bool   `json:"draining"`
+	// Quorum is false while this host sees fewer than a majority of
+	// Expect hosts (0: not set), and then it answers nobody.
+	Quorum  bool            `json:"quorum"`
+	Expect  int             `json:"expect,omitempty"`
+	Members []gossip.Member `json:"members"`
+	VIPs    []VIPStatus     `json:"vips"`
 }
 
 // VIPStatus is one VIP as this host sees it.
 type VIPStatus struct {
-	Name      string     `json:"name"`
-	Address   netip.Addr `json:"address"`
-	Interface string     `json:"interface"`
+	Name      string      `json:"name"`
+	Address   netip.Addr  `json:"address"`
+	Interface string      `json:"interface"`
+	Mode      gossip.Mode `json:"mode"`
 	// Answering is false while the interface is missing or down.
-	Answering bool     `json:"answering"`
+	Answering bool `json:"answering"`
+	// Healthy is this host's check result (true without a check).
+	Healthy bool `json:"healthy"`
+	// Fallback is true when no host passes the check, so all live hosts answer.
+	Fallback  bool     `json:"fallback"`
 	Eligible  []string `json:"eligible"`
+	Unhealthy []string `json:"unhealthy"` // live hosts failing the check
 	// Clients is how many clients of the VIP this host knows.
 	Clients int `json:"clients"`
 	// Owners counts the known clients each eligible host answers.
@@ -44,6 +56,7 @@ type VIPStatus struct {
 type api struct {
 	path   string
 	status func() Status
+	drain  func(ctx context.Context, drained bool) error
 	ready  chan struct{}
 }
 
@@ -55,6 +68,16 @@ func (a *api) handler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(a.status())
 	})
+	for path, drained := range map[string]bool{"POST /v1/drain": true, "POST /v1/resume": false} {
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			if err := a.drain(r.Context(), drained); err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(a.status())
+		})
+	}
 	return mux
 }
 
@@ -89,10 +112,23 @@ func (a *api) Run(ctx context.Context) error {
 
 // GetStatus asks the daemon listening on socket for its status.
 func GetStatus(ctx context.Context, socket string) (Status, error) {
+	return call(ctx, socket, http.MethodGet, "/v1/status")
+}
+
+// Drain asks the daemon to drain (or resume) and returns its new status.
+func Drain(ctx context.Context, socket string, drained bool) (Status, error) {
+	path := "/v1/resume"
+	if drained {
+		path = "/v1/drain"
+	}
+	return call(ctx, socket, http.MethodPost, path)
+}
+
+func call(ctx context.Context, socket, method, path string) (Status, error) {
 	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", socket)
 	}}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://arpshare/v1/status", nil)
+	req, err := http.NewRequestWithContext(ctx, method, "http://arpshare"+path, nil)
 	if err != nil {
 		return Status{}, err
 	}
@@ -102,7 +138,8 @@ func GetStatus(ctx context.Context, socket string) (Status, error) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return Status{}, fmt.Errorf("ask daemon at %s: %s", socket, resp.Status)
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return Status{}, fmt.Errorf("ask daemon at %s: %s: %s", socket, resp.Status, bytes.TrimSpace(msg))
 	}
 	var s Status
 	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {

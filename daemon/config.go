@@ -5,7 +5,9 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -38,20 +40,39 @@ const (
 	DefaultProbeTimeout   = 100 * time.Millisecond
 	DefaultSuspicionMult  = 3
 	DefaultGossipInterval = 100 * time.Millisecond
+
+	// DefaultStateDir is systemd's StateDirectory=arpshare; it keeps the
+	// drained flag across restarts.
+	DefaultStateDir = "/var/lib/arpshare"
+	// MaxWeight bounds node.weight: a host of weight w scores w hashes per
+	// client, so the cost of a lookup grows with the sum of the weights.
+	MaxWeight = 100
+
+	// Health checks, as haproxy and keepalived default them: a check a
+	// second, and two in a row to change state, so one lost check (or one
+	// slow answer) moves nobody.
+	DefaultCheckInterval = time.Second
+	DefaultCheckTimeout  = 500 * time.Millisecond
+	DefaultCheckRise     = 2
+	DefaultCheckFall     = 2
 )
 
 // Config is a checked configuration.
 type Config struct {
-	Path   string
-	Node   NodeConfig
-	Gossip GossipConfig
-	VIPs   []VIP
-	API    APIConfig
+	Path string
+	// Warnings are not errors, but an operator should read them.
+	Warnings []string
+	Node     NodeConfig
+	Gossip   GossipConfig
+	VIPs     []VIP
+	API      APIConfig
 }
 
 // NodeConfig describes this host.
 type NodeConfig struct {
-	Name string
+	Name     string
+	Weight   int
+	StateDir string
 }
 
 // GossipConfig configures memberlist.
@@ -66,6 +87,7 @@ type GossipConfig struct {
 	ProbeTimeout   time.Duration
 	SuspicionMult  int
 	GossipInterval time.Duration
+	Expect         int // 0: not set
 }
 
 // VIP is one shared address.
@@ -73,6 +95,19 @@ type VIP struct {
 	Name      string
 	Address   netip.Addr
 	Interface string
+	Mode      gossip.Mode
+	Check     *Check // nil: healthy while the daemon runs
+}
+
+// Check is a VIP's health check: exactly one of TCP, HTTP and Exec is set.
+type Check struct {
+	TCP      string   // host:port that must accept a connection
+	HTTP     string   // URL that must answer 2xx
+	Exec     []string // command that must exit 0; no shell
+	Interval time.Duration
+	Timeout  time.Duration
+	Rise     int // consecutive passes to become healthy
+	Fall     int // consecutive failures to become unhealthy
 }
 
 // APIConfig configures the local API.
@@ -83,7 +118,9 @@ type APIConfig struct {
 // The raw layer: decoded strictly from TOML, pointers mean "not set".
 type rawConfig struct {
 	Node struct {
-		Name *string `toml:"name"`
+		Name     *string `toml:"name"`
+		Weight   *int    `toml:"weight"`
+		StateDir *string `toml:"state_dir"`
 	} `toml:"node"`
 	Gossip struct {
 		Bind           *string  `toml:"bind"`
@@ -95,11 +132,22 @@ type rawConfig struct {
 		ProbeTimeout   *string  `toml:"probe_timeout"`
 		SuspicionMult  *int     `toml:"suspicion_mult"`
 		GossipInterval *string  `toml:"gossip_interval"`
+		Expect         *int     `toml:"expect"`
 	} `toml:"gossip"`
 	VIPs []struct {
 		Name      *string `toml:"name"`
 		Address   *string `toml:"address"`
 		Interface *string `toml:"interface"`
+		Mode      *string `toml:"mode"`
+		Check     *struct {
+			TCP      *string  `toml:"tcp"`
+			HTTP     *string  `toml:"http"`
+			Exec     []string `toml:"exec"`
+			Interval *string  `toml:"interval"`
+			Timeout  *string  `toml:"timeout"`
+			Rise     *int     `toml:"rise"`
+			Fall     *int     `toml:"fall"`
+		} `toml:"check"`
 	} `toml:"vip"`
 	API struct {
 		Socket *string `toml:"socket"`
@@ -154,30 +202,25 @@ func (c *checker) errAt(line int, format string, args ...any) {
 	c.errs = append(c.errs, fmt.Errorf("%s: %s", c.path, msg))
 }
 
-// line finds where key is set in table (the index-th one for an array of
-// tables such as [[vip]]), or the table's header if the key is not set, or 0.
+// line finds where key is set in table, or the table's header if the key is
+// not set there, or 0. For [[vip]] and the tables under it (vip.check), index
+// says which vip.
 func (c *checker) line(table string, index int, key string) int {
+	counted := table == "vip" || strings.HasPrefix(table, "vip.")
 	current, seen, header := "", -1, 0
 	for i, l := range c.lines {
 		l = strings.TrimSpace(l)
-		switch {
-		case strings.HasPrefix(l, "[["):
+		if strings.HasPrefix(l, "[") {
 			current = strings.TrimSpace(strings.Trim(strings.SplitN(l, "#", 2)[0], "[] \t"))
-			if current == table {
+			if strings.HasPrefix(l, "[[") && current == "vip" {
 				seen++
-				if seen == index {
-					header = i + 1
-				}
 			}
-			continue
-		case strings.HasPrefix(l, "["):
-			current = strings.TrimSpace(strings.Trim(strings.SplitN(l, "#", 2)[0], "[] \t"))
-			if current == table && index == 0 {
+			if current == table && (!counted || seen == index) && header == 0 {
 				header = i + 1
 			}
 			continue
 		}
-		if current != table || (seen != index && seen >= 0) {
+		if current != table || (counted && seen != index) {
 			continue
 		}
 		if k, _, ok := strings.Cut(l, "="); ok && strings.TrimSpace(k) == key {
@@ -193,21 +236,29 @@ func (c *checker) lineOfKey(k toml.Key) int {
 		return c.line("", 0, k[0])
 	}
 	table := strings.Join(k[:len(k)-1], ".")
-	for i := 0; ; i++ {
+	first := 0
+	for i := range len(c.lines) + 1 { // every [[vip]] index, until one has the key
 		l := c.line(table, i, k[len(k)-1])
-		if l == 0 || strings.Contains(c.lines[l-1], "=") || i > 1000 {
+		if l > 0 && strings.Contains(c.lines[l-1], "=") {
 			return l
 		}
+		if first == 0 {
+			first = l
+		}
+		if table != "vip" && !strings.HasPrefix(table, "vip.") {
+			break
+		}
 	}
+	return first
 }
 
-func (c *checker) duration(s *string, def time.Duration, key string) time.Duration {
+func (c *checker) duration(s *string, def time.Duration, line int, what string) time.Duration {
 	if s == nil {
 		return def
 	}
 	d, err := time.ParseDuration(*s)
 	if err != nil || d <= 0 {
-		c.errAt(c.line("gossip", 0, key), "gossip.%s: %q is not a positive duration such as \"200ms\"", key, *s)
+		c.errAt(line, "%s: %q is not a positive duration such as \"200ms\"", what, *s)
 		return def
 	}
 	return d
@@ -235,6 +286,20 @@ func (c *checker) check(raw *rawConfig) *Config {
 	}
 	if n := cfg.Node.Name; n == "" || len(n) > 128 || strings.ContainsAny(n, " \t\n") {
 		c.errAt(c.line("node", 0, "name"), "node.name %q must be 1 to 128 characters without spaces", n)
+	}
+	cfg.Node.Weight = 1
+	if raw.Node.Weight != nil {
+		cfg.Node.Weight = *raw.Node.Weight
+		if cfg.Node.Weight < 1 || cfg.Node.Weight > MaxWeight {
+			c.errAt(c.line("node", 0, "weight"), "node.weight %d: must be 1 to %d", cfg.Node.Weight, MaxWeight)
+		}
+	}
+	cfg.Node.StateDir = DefaultStateDir
+	if raw.Node.StateDir != nil {
+		cfg.Node.StateDir = *raw.Node.StateDir
+		if !filepath.IsAbs(cfg.Node.StateDir) {
+			c.errAt(c.line("node", 0, "state_dir"), "node.state_dir %q must be an absolute path", cfg.Node.StateDir)
+		}
 	}
 
 	// [gossip]
@@ -280,9 +345,9 @@ func (c *checker) check(raw *rawConfig) *Config {
 	case !cfg.Gossip.Insecure:
 		c.errAt(c.line("gossip", 0, "key_file"), "gossip.key_file is required (make one with `arpshare keygen`), or set insecure = true")
 	}
-	cfg.Gossip.ProbeInterval = c.duration(g.ProbeInterval, DefaultProbeInterval, "probe_interval")
-	cfg.Gossip.ProbeTimeout = c.duration(g.ProbeTimeout, DefaultProbeTimeout, "probe_timeout")
-	cfg.Gossip.GossipInterval = c.duration(g.GossipInterval, DefaultGossipInterval, "gossip_interval")
+	cfg.Gossip.ProbeInterval = c.duration(g.ProbeInterval, DefaultProbeInterval, c.line("gossip", 0, "probe_interval"), "gossip.probe_interval")
+	cfg.Gossip.ProbeTimeout = c.duration(g.ProbeTimeout, DefaultProbeTimeout, c.line("gossip", 0, "probe_timeout"), "gossip.probe_timeout")
+	cfg.Gossip.GossipInterval = c.duration(g.GossipInterval, DefaultGossipInterval, c.line("gossip", 0, "gossip_interval"), "gossip.gossip_interval")
 	if cfg.Gossip.ProbeTimeout >= cfg.Gossip.ProbeInterval {
 		c.errAt(c.line("gossip", 0, "probe_timeout"), "gossip.probe_timeout (%s) must be shorter than probe_interval (%s)", cfg.Gossip.ProbeTimeout, cfg.Gossip.ProbeInterval)
 	}
@@ -292,6 +357,15 @@ func (c *checker) check(raw *rawConfig) *Config {
 		if *g.SuspicionMult < 1 || *g.SuspicionMult > 100 {
 			c.errAt(c.line("gossip", 0, "suspicion_mult"), "gossip.suspicion_mult must be 1 to 100")
 		}
+	}
+
+	if g.Expect != nil {
+		cfg.Gossip.Expect = *g.Expect
+		if *g.Expect < 1 {
+			c.errAt(c.line("gossip", 0, "expect"), "gossip.expect %d: must be at least 1", *g.Expect)
+		}
+	} else {
+		cfg.Warnings = append(cfg.Warnings, "gossip.expect is not set: if the gossip network splits while clients still reach both sides, hosts on both sides answer the same clients")
 	}
 
 	// [[vip]]
@@ -342,10 +416,66 @@ func (c *checker) check(raw *rawConfig) *Config {
 		default:
 			v.Interface = *rv.Interface
 		}
+		v.Mode = gossip.ModeHash
+		if rv.Mode != nil {
+			switch m := gossip.Mode(*rv.Mode); m {
+			case gossip.ModeHash, gossip.ModeRace, gossip.ModeSingle:
+				v.Mode = m
+			default:
+				c.errAt(c.line("vip", i, "mode"), "%s: mode %q: want hash, race or single", where, *rv.Mode)
+			}
+		}
+		if rc := rv.Check; rc != nil {
+			at := func(key string) int { return c.line("vip.check", i, key) }
+			ch := &Check{Rise: DefaultCheckRise, Fall: DefaultCheckFall}
+			kinds := 0
+			if rc.TCP != nil {
+				kinds++
+				ch.TCP = *rc.TCP
+				if _, port, err := net.SplitHostPort(ch.TCP); err != nil || port == "" {
+					c.errAt(at("tcp"), "%s: check.tcp %q is not host:port", where, ch.TCP)
+				}
+			}
+			if rc.HTTP != nil {
+				kinds++
+				ch.HTTP = *rc.HTTP
+				if u, err := url.Parse(ch.HTTP); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+					c.errAt(at("http"), "%s: check.http %q is not an http:// or https:// URL", where, ch.HTTP)
+				}
+			}
+			if rc.Exec != nil {
+				kinds++
+				ch.Exec = rc.Exec
+				if len(ch.Exec) == 0 || !filepath.IsAbs(ch.Exec[0]) {
+					c.errAt(at("exec"), "%s: check.exec must start with an absolute path (it runs with no shell)", where)
+				}
+			}
+			if kinds != 1 {
+				c.errAt(at("tcp"), "%s: check needs exactly one of tcp, http and exec", where)
+			}
+			ch.Interval = c.duration(rc.Interval, DefaultCheckInterval, at("interval"), where+": check.interval")
+			ch.Timeout = c.duration(rc.Timeout, DefaultCheckTimeout, at("timeout"), where+": check.timeout")
+			if ch.Timeout > ch.Interval {
+				c.errAt(at("timeout"), "%s: check.timeout (%s) must not exceed check.interval (%s)", where, ch.Timeout, ch.Interval)
+			}
+			for _, n := range []struct {
+				key string
+				raw *int
+				dst *int
+			}{{"rise", rc.Rise, &ch.Rise}, {"fall", rc.Fall, &ch.Fall}} {
+				if n.raw != nil {
+					*n.dst = *n.raw
+					if *n.raw < 1 || *n.raw > 100 {
+						c.errAt(at(n.key), "%s: check.%s %d: must be 1 to 100", where, n.key, *n.raw)
+					}
+				}
+			}
+			v.Check = ch
+		}
 		cfg.VIPs = append(cfg.VIPs, v)
 	}
 	// The metadata must fit with every VIP healthy and every interface's MAC.
-	full := cfg.Meta(false)
+	full := cfg.Meta(false, nil)
 	for range cfg.Interfaces() {
 		full.MACs = append(full.MACs, "00:00:00:00:00:00")
 	}
@@ -364,11 +494,16 @@ func (c *checker) check(raw *rawConfig) *Config {
 	return cfg
 }
 
-// Meta is the gossip metadata of this host with every VIP ready.
-func (cfg *Config) Meta(draining bool) gossip.Meta {
-	m := gossip.Meta{Version: gossip.MetaVersion, Algorithm: gossip.Algorithm, Weight: 1, Draining: draining}
+// Meta is the gossip metadata of this host; healthy says which VIPs pass
+// their check (nil: all of them).
+func (cfg *Config) Meta(draining bool, healthy map[netip.Addr]bool) gossip.Meta {
+	m := gossip.Meta{Version: gossip.MetaVersion, Algorithm: gossip.Algorithm, Weight: cfg.Node.Weight, Draining: draining}
 	for _, v := range cfg.VIPs {
-		m.VIPs = append(m.VIPs, v.Address)
+		if healthy == nil || healthy[v.Address] {
+			m.VIPs = append(m.VIPs, v.Address)
+		} else {
+			m.Unhealthy = append(m.Unhealthy, v.Address)
+		}
 	}
 	return m
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/arpshare/arpshare/gossip"
 )
 
 func writeKey(t *testing.T, dir string, n int) string {
@@ -36,7 +38,7 @@ func TestReferenceConfig(t *testing.T) {
 	}
 	want := &Config{
 		Path: "arpshare.toml",
-		Node: NodeConfig{Name: "h1"},
+		Node: NodeConfig{Name: "h1", Weight: 1, StateDir: DefaultStateDir},
 		Gossip: GossipConfig{
 			Bind: netip.MustParseAddrPort("198.18.0.11:7946"),
 			Peers: []netip.AddrPort{
@@ -46,9 +48,10 @@ func TestReferenceConfig(t *testing.T) {
 			},
 			KeyFile: key, Key: make([]byte, 32), Cluster: "prod",
 			ProbeInterval: DefaultProbeInterval, ProbeTimeout: DefaultProbeTimeout,
-			SuspicionMult: DefaultSuspicionMult, GossipInterval: DefaultGossipInterval,
+			SuspicionMult: DefaultSuspicionMult, GossipInterval: DefaultGossipInterval, Expect: 3,
 		},
-		VIPs: []VIP{{Name: "web", Address: netip.MustParseAddr("198.18.0.200"), Interface: "eth0"}},
+		VIPs: []VIP{{Name: "web", Address: netip.MustParseAddr("198.18.0.200"), Interface: "eth0", Mode: gossip.ModeHash,
+			Check: &Check{TCP: "127.0.0.1:8080", Interval: time.Second, Timeout: 500 * time.Millisecond, Rise: 2, Fall: 2}}},
 		API:  APIConfig{Socket: DefaultSocket},
 	}
 	if diff := cmp.Diff(want, cfg, cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
@@ -70,6 +73,9 @@ interface = "eth0"
 `))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(cfg.Warnings) != 1 || !strings.Contains(cfg.Warnings[0], "gossip.expect is not set") {
+		t.Errorf("warnings = %q, want one about gossip.expect", cfg.Warnings)
 	}
 	host, _ := os.Hostname()
 	if cfg.Node.Name != host || cfg.Gossip.Cluster != "arpshare" || cfg.API.Socket != DefaultSocket ||
@@ -111,6 +117,18 @@ func TestConfigErrors(t *testing.T) {
 		{"bad duration", head + "probe_interval = \"soon\"\n" + vip, []string{`f.toml:4: gossip.probe_interval: "soon"`}},
 		{"timeout not below interval", head + "probe_timeout = \"1s\"\n" + vip, []string{"f.toml:4: gossip.probe_timeout (1s) must be shorter"}},
 		{"wrong type", head + "suspicion_mult = \"three\"\n" + vip, []string{"f.toml:", "suspicion_mult"}},
+		{"weight", head + "[node]\nweight = 0\n" + vip, []string{"f.toml:5: node.weight 0: must be 1 to 100"}},
+		{"expect", head + "expect = 0\n" + vip, []string{"f.toml:4: gossip.expect 0"}},
+		{"mode", head + vip + "mode = \"random\"\n", []string{`f.toml:8: vip "web": mode "random"`}},
+		{"two checks", head + vip + "[vip.check]\ntcp = \"127.0.0.1:80\"\nhttp = \"http://x/\"\n", []string{`f.toml:9: vip "web": check needs exactly one`}},
+		{"no check kind", head + vip + "[vip.check]\nrise = 3\n", []string{`f.toml:8: vip "web": check needs exactly one`}},
+		{"bad tcp check", head + vip + "[vip.check]\ntcp = \"localhost\"\n", []string{`f.toml:9: vip "web": check.tcp "localhost"`}},
+		{"bad http check", head + vip + "[vip.check]\nhttp = \"ftp://x/\"\n", []string{`f.toml:9: vip "web": check.http`}},
+		{"relative exec", head + vip + "[vip.check]\nexec = [\"check-web\"]\n", []string{`f.toml:9: vip "web": check.exec must start with an absolute path`}},
+		{"check timeout", head + vip + "[vip.check]\ntcp = \"127.0.0.1:80\"\ninterval = \"1s\"\ntimeout = \"2s\"\n", []string{`f.toml:11: vip "web": check.timeout (2s) must not exceed`}},
+		{"check rise", head + vip + "[vip.check]\ntcp = \"127.0.0.1:80\"\nrise = 0\n", []string{`f.toml:10: vip "web": check.rise 0`}},
+		{"second vip's check", head + vip + "[[vip]]\nname = \"db\"\naddress = \"198.18.0.201\"\ninterface = \"eth0\"\n[vip.check]\ntcp = \"127.0.0.1:80\"\nfall = 0\ncolour = 1\n",
+			[]string{`f.toml:14: vip "db": check.fall 0`, `f.toml:15: unknown key "vip.check.colour"`}},
 		{"every error at once", "[gossip]\n[[vip]]\nname = \"\"\n", []string{"gossip.bind is required", "gossip.key_file is required", "vip #1: name is required", "address is required", "interface is required"}},
 	}
 	for _, tt := range tests {

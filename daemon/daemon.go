@@ -5,8 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -47,12 +51,21 @@ type Daemon struct {
 	cluster    *gossip.Cluster
 	responders map[string]*arp.Responder // by interface
 	repointer  *Repointer
+	checks     []*healthCheck
 	api        *api
+	modes      map[netip.Addr]gossip.Mode
 
 	mu       sync.Mutex
-	draining bool
+	drained  bool // by the operator; survives restarts
+	stopping bool
+	healthy  map[netip.Addr]bool
+	quorum   bool
+	fallback map[netip.Addr]bool
 	macs     map[string]net.HardwareAddr // by interface, while open
 }
+
+// raceJitter bounds the random delay of a race-mode answer.
+const raceJitter = 20 * time.Millisecond
 
 // New wires a daemon from a checked config.
 func New(cfg *Config, log *slog.Logger, version string) *Daemon {
@@ -61,17 +74,34 @@ func New(cfg *Config, log *slog.Logger, version string) *Daemon {
 		table:      arp.NewClientTable(maxClients, clientTTL),
 		responders: map[string]*arp.Responder{},
 		macs:       map[string]net.HardwareAddr{},
+		modes:      map[netip.Addr]gossip.Mode{},
+		healthy:    map[netip.Addr]bool{},
+		fallback:   map[netip.Addr]bool{},
+		quorum:     true,
+	}
+	if _, err := os.Stat(d.drainedFile()); err == nil {
+		d.drained = true
+		log.Warn("starting drained: this host answers no client until `arpshare resume`")
+	}
+	for _, v := range cfg.VIPs {
+		d.modes[v.Address] = v.Mode
+		d.healthy[v.Address] = v.Check == nil
+		if v.Check != nil {
+			d.checks = append(d.checks, newHealthCheck(v, func(ok bool, err error) { d.healthChanged(v, ok, err) }))
+		}
 	}
 	d.repointer = NewRepointer(Repointer{
-		Table: d.table, Logger: log,
-		View: func() *gossip.View { return d.cluster.View() },
-		Send: d.repoint,
+		Table: d.table, Logger: log, Modes: d.modes,
+		View:      func() *gossip.View { return d.cluster.View() },
+		Send:      d.repoint,
+		Broadcast: d.announce,
 	})
 	d.cluster = gossip.NewCluster(gossip.ClusterConfig{
 		Name: cfg.Node.Name, Bind: cfg.Gossip.Bind, Peers: cfg.Gossip.Peers,
 		Key: cfg.Gossip.Key, Label: cfg.Gossip.Cluster,
 		ProbeInterval: cfg.Gossip.ProbeInterval, ProbeTimeout: cfg.Gossip.ProbeTimeout,
 		SuspicionMult: cfg.Gossip.SuspicionMult, GossipInterval: cfg.Gossip.GossipInterval,
+		Expect:   cfg.Gossip.Expect,
 		Meta:     d.meta,
 		State:    sharedTable{d.table, log},
 		OnChange: d.viewChanged,
@@ -89,7 +119,7 @@ func New(cfg *Config, log *slog.Logger, version string) *Daemon {
 			Logger: log, OnOpen: d.interfaceOpened,
 		})
 	}
-	d.api = &api{path: cfg.API.Socket, status: d.Status, ready: make(chan struct{})}
+	d.api = &api{path: cfg.API.Socket, status: d.Status, drain: d.SetDrained, ready: make(chan struct{})}
 	return d
 }
 
@@ -104,7 +134,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	defer d.removeVIPs()
 
+	if d.cfg.Gossip.Expect == 0 {
+		d.log.Warn("gossip.expect is not set: if the gossip network splits while clients still reach both sides, hosts on both sides answer the same clients")
+	}
 	tasks := []task{d.cluster, d.repointer, d.api}
+	for _, c := range d.checks {
+		tasks = append(tasks, c)
+	}
 	ready := []<-chan struct{}{d.cluster.Ready(), d.api.Ready()}
 	for _, r := range d.responders {
 		tasks = append(tasks, r)
@@ -141,7 +177,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.notify("STOPPING=1\nSTATUS=draining")
 		d.log.Info("stopping: draining so that other hosts take this host's clients")
 		d.mu.Lock()
-		d.draining = true
+		d.stopping = true
 		d.mu.Unlock()
 		if err := d.cluster.UpdateMeta(drainWait); err != nil {
 			d.log.Warn("announce draining", "error", err)
@@ -181,6 +217,33 @@ func (d *Daemon) statusLine() string {
 }
 
 func (d *Daemon) viewChanged(v *gossip.View) {
+	d.mu.Lock()
+	quorumChanged := d.quorum != v.Quorum()
+	d.quorum = v.Quorum()
+	var fallbackNow, fallbackOver []string
+	for _, vip := range d.cfg.VIPs {
+		if fb := v.Fallback(vip.Address); fb != d.fallback[vip.Address] {
+			d.fallback[vip.Address] = fb
+			if fb {
+				fallbackNow = append(fallbackNow, vip.Name)
+			} else {
+				fallbackOver = append(fallbackOver, vip.Name)
+			}
+		}
+	}
+	d.mu.Unlock()
+	switch {
+	case quorumChanged && !v.Quorum():
+		d.log.Error("lost quorum: this host sees fewer than a majority of the expected hosts and stops answering", "live", v.Live(), "expect", v.Expect)
+	case quorumChanged:
+		d.log.Info("quorum regained: answering again", "live", v.Live(), "expect", v.Expect)
+	}
+	if len(fallbackNow) > 0 {
+		d.log.Error("no host passes the health check: every live host answers anyway", "vips", fallbackNow)
+	}
+	if len(fallbackOver) > 0 {
+		d.log.Info("a host passes the health check again", "vips", fallbackOver)
+	}
 	var hosts []string
 	for _, m := range v.Members {
 		hosts = append(hosts, m.Name+"="+string(m.State))
@@ -196,7 +259,7 @@ func (d *Daemon) viewChanged(v *gossip.View) {
 func (d *Daemon) meta() gossip.Meta {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	m := d.cfg.Meta(d.draining)
+	m := d.cfg.Meta(d.drained || d.stopping, d.healthy)
 	for _, mac := range d.macs {
 		m.MACs = append(m.MACs, mac.String())
 	}
@@ -229,8 +292,77 @@ func (d *Daemon) repoint(vip netip.Addr, c arp.Client) error {
 	return errors.New("unknown VIP")
 }
 
-// Owns reports whether this host answers client for vip.
-func (d *Daemon) Owns(vip, client netip.Addr) bool { return d.cluster.View().Owns(vip, client) }
+func (d *Daemon) announce(vip netip.Addr) error {
+	for _, v := range d.cfg.VIPs {
+		if v.Address == vip {
+			return d.responders[v.Interface].Announce(vip)
+		}
+	}
+	return errors.New("unknown VIP")
+}
+
+func (d *Daemon) healthChanged(v VIP, healthy bool, err error) {
+	if healthy {
+		d.log.Info("health check passes: serving", "vip", v.Name)
+	} else {
+		d.log.Warn("health check fails: handing clients to other hosts", "vip", v.Name, "error", err)
+	}
+	d.mu.Lock()
+	d.healthy[v.Address] = healthy
+	d.mu.Unlock()
+	if err := d.cluster.UpdateMeta(500 * time.Millisecond); err != nil {
+		d.log.Debug("gossip health", "vip", v.Name, "error", err)
+	}
+}
+
+func (d *Daemon) drainedFile() string { return filepath.Join(d.cfg.Node.StateDir, "drained") }
+
+// SetDrained drains this host (or resumes it). The state is written to disk
+// first, so that it survives a restart. Draining returns once the other
+// hosts have had the time to re-point this host's clients.
+func (d *Daemon) SetDrained(ctx context.Context, drained bool) error {
+	if drained {
+		if err := os.MkdirAll(d.cfg.Node.StateDir, 0o755); err != nil {
+			return fmt.Errorf("drain: %w", err)
+		}
+		if err := os.WriteFile(d.drainedFile(), []byte("drained by `arpshare drain`; `arpshare resume` undoes it\n"), 0o644); err != nil {
+			return fmt.Errorf("drain: %w", err)
+		}
+	} else if err := os.Remove(d.drainedFile()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("resume: %w", err)
+	}
+	d.mu.Lock()
+	changed := d.drained != drained
+	d.drained = drained
+	d.mu.Unlock()
+	if !changed {
+		return nil
+	}
+	if drained {
+		d.log.Info("draining: other hosts take this host's clients")
+	} else {
+		d.log.Info("resuming: taking this host's clients back")
+	}
+	if err := d.cluster.UpdateMeta(drainWait); err != nil {
+		d.log.Warn("gossip drain state", "error", err)
+	}
+	if drained {
+		sleepCtx(ctx, drainWait)
+	}
+	return nil
+}
+
+// Answer reports whether this host answers client for vip, and when.
+func (d *Daemon) Answer(vip, client netip.Addr) (bool, time.Duration) {
+	mode := d.modes[vip]
+	if !d.cluster.View().Answers(vip, mode, client) {
+		return false, 0
+	}
+	if mode == gossip.ModeRace {
+		return true, rand.N(raceJitter)
+	}
+	return true, 0
+}
 
 // IsPeer reports whether mac is a serving interface of a cluster member.
 func (d *Daemon) IsPeer(mac net.HardwareAddr) bool {
@@ -247,24 +379,34 @@ func (d *Daemon) IsPeer(mac net.HardwareAddr) bool {
 func (d *Daemon) Status() Status {
 	v := d.cluster.View()
 	d.mu.Lock()
-	s := Status{Node: d.cfg.Node.Name, Version: d.version, Draining: d.draining, Members: v.Members}
+	s := Status{
+		Node: d.cfg.Node.Name, Version: d.version, Draining: d.drained || d.stopping, Members: v.Members,
+		Quorum: v.Quorum(), Expect: v.Expect,
+	}
+	healthy := maps.Clone(d.healthy)
 	d.mu.Unlock()
 	clients := d.table.Clients()
 	for _, vip := range d.cfg.VIPs {
 		r := d.responders[vip.Interface]
 		vs := VIPStatus{
-			Name: vip.Name, Address: vip.Address, Interface: vip.Interface,
-			Answering: r.MAC() != nil, Owners: map[string]int{}, Frames: map[string]uint64{},
-			Eligible: []string{},
+			Name: vip.Name, Address: vip.Address, Interface: vip.Interface, Mode: vip.Mode,
+			Answering: r.MAC() != nil, Healthy: healthy[vip.Address], Fallback: v.Fallback(vip.Address),
+			Owners: map[string]int{}, Frames: map[string]uint64{}, Eligible: []string{}, Unhealthy: []string{},
 		}
 		for _, c := range v.Eligible(vip.Address) {
 			vs.Eligible = append(vs.Eligible, c.Name)
 			vs.Owners[c.Name] = 0
 		}
+		for _, m := range v.Members {
+			if m.Live() && slices.Contains(m.Meta.Unhealthy, vip.Address) {
+				vs.Unhealthy = append(vs.Unhealthy, m.Name)
+			}
+		}
 		for _, c := range clients {
 			if c.VIP == vip.Address {
 				vs.Clients++
-				if o := v.Owner(vip.Address, c.IP); o != "" {
+				// Race mode has no single owner: count none.
+				if o := v.Owner(vip.Address, vip.Mode, c.IP); o != "" && vip.Mode != gossip.ModeRace {
 					vs.Owners[o]++
 				}
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/arpshare/arpshare/arp"
@@ -14,32 +15,47 @@ import (
 // client still has the old owner's MAC cached (possibly a dead host), so this
 // host sends it a unicast gratuitous ARP. One packet can be lost, so each
 // client gets a few, spaced; the whole burst is paced so that a big client
-// table does not flood the segment.
+// table does not flood the segment. A health check that flaps is damped by
+// its rise/fall counts before it gets here.
 const (
 	repointRounds  = 3                      // packets per client
 	repointSpacing = 250 * time.Millisecond // between a client's packets
 	repointRate    = 5000                   // packets per second at most
-	expireEvery    = time.Minute            // how often stale clients are forgotten
+	// A single-mode VIP taking over is announced by broadcast, as MetalLB
+	// does, several times over more than a second, for the machines that
+	// miss one.
+	announceCount   = 4
+	announceSpacing = 500 * time.Millisecond
+	expireEvery     = time.Minute // how often stale clients are forgotten
 )
 
 type clientKey struct{ vip, ip netip.Addr }
 
-// Repointer sends gratuitous ARP to the clients this host newly owns.
+// Repointer sends gratuitous ARP when the view gives this host clients.
 type Repointer struct {
-	Table  *arp.ClientTable
-	View   func() *gossip.View
-	Send   func(vip netip.Addr, c arp.Client) error
-	Logger *slog.Logger
+	Table     *arp.ClientTable
+	Modes     map[netip.Addr]gossip.Mode // by VIP
+	View      func() *gossip.View
+	Send      func(vip netip.Addr, c arp.Client) error // unicast to one client
+	Broadcast func(vip netip.Addr) error               // to the whole segment
+	Logger    *slog.Logger
 
-	kick    chan struct{}
-	last    *gossip.View
-	pending map[clientKey]int // rounds left per client
+	kick     chan struct{}
+	last     *gossip.View
+	pending  map[clientKey]int // rounds left per client
+	announce map[netip.Addr]announcement
+}
+
+type announcement struct {
+	left int
+	next time.Time
 }
 
 // NewRepointer returns a repointer; Run starts it.
 func NewRepointer(r Repointer) *Repointer {
 	r.kick = make(chan struct{}, 1)
 	r.pending = map[clientKey]int{}
+	r.announce = map[netip.Addr]announcement{}
 	return &r
 }
 
@@ -65,10 +81,10 @@ func (r *Repointer) Run(ctx context.Context) error {
 			return nil
 		case <-r.kick:
 			v := r.View()
-			r.plan(v, r.Table.Clients())
-			r.round(ctx, v)
-		case <-rounds.C:
-			r.round(ctx, r.View())
+			r.plan(v, r.Table.Clients(), time.Now())
+			r.round(ctx, v, time.Now())
+		case now := <-rounds.C:
+			r.round(ctx, r.View(), now)
 		case now := <-expire.C:
 			if n := r.Table.Expire(now); n > 0 {
 				r.Logger.Debug("forgot stale clients", "count", n)
@@ -77,15 +93,52 @@ func (r *Repointer) Run(ctx context.Context) error {
 	}
 }
 
-// plan queues the clients that v gives to this host and the previous view
-// did not.
-func (r *Repointer) plan(v *gossip.View, clients []arp.Client) {
+// claims reports whether this host should re-point client c of vip in v.
+// In race mode every eligible host answers, so nobody knows whom a client
+// picked; when a host is lost, its clients (and, as a harmless side effect,
+// some others) are re-pointed by their rendezvous owner among the rest.
+func (r *Repointer) claims(v *gossip.View, vip, c netip.Addr) bool {
+	mode := r.Modes[vip]
+	if mode == gossip.ModeRace {
+		return v.Quorum() && v.Owner(vip, mode, c) == v.Self
+	}
+	return v.Answers(vip, mode, c)
+}
+
+// plan queues what v gives this host that the previous view did not.
+func (r *Repointer) plan(v *gossip.View, clients []arp.Client, now time.Time) {
+	lost := map[netip.Addr]bool{} // race VIPs that lost an eligible host
+	for vip, mode := range r.Modes {
+		switch mode {
+		case gossip.ModeSingle:
+			if v.Answers(vip, mode, netip.Addr{}) && !r.last.Answers(vip, mode, netip.Addr{}) {
+				r.Logger.Info("taking over single-mode VIP", "vip", vip)
+				r.announce[vip] = announcement{left: announceCount, next: now}
+			}
+		case gossip.ModeRace:
+			for _, c := range r.last.Eligible(vip) {
+				if !slices.Contains(v.Eligible(vip), c) {
+					lost[vip] = true
+				}
+			}
+		}
+	}
 	n := 0
 	for _, c := range clients {
-		if v.Owns(c.VIP, c.IP) && !r.last.Owns(c.VIP, c.IP) {
-			r.pending[clientKey{c.VIP, c.IP}] = repointRounds
-			n++
+		switch r.Modes[c.VIP] {
+		case gossip.ModeSingle:
+			continue
+		case gossip.ModeRace:
+			if !lost[c.VIP] || !r.claims(v, c.VIP, c.IP) {
+				continue
+			}
+		default:
+			if !v.Answers(c.VIP, gossip.ModeHash, c.IP) || r.last.Answers(c.VIP, gossip.ModeHash, c.IP) {
+				continue
+			}
 		}
+		r.pending[clientKey{c.VIP, c.IP}] = repointRounds
+		n++
 	}
 	if n > 0 {
 		r.Logger.Info("re-pointing clients to this host", "clients", n)
@@ -93,12 +146,29 @@ func (r *Repointer) plan(v *gossip.View, clients []arp.Client) {
 	r.last = v
 }
 
-// round sends one packet to every pending client that this host still owns.
-func (r *Repointer) round(ctx context.Context, v *gossip.View) {
+// round sends one packet to every pending client that this host still
+// claims, and any announcement that is due.
+func (r *Repointer) round(ctx context.Context, v *gossip.View, now time.Time) {
+	for vip, a := range r.announce {
+		switch {
+		case !v.Answers(vip, gossip.ModeSingle, netip.Addr{}):
+			delete(r.announce, vip)
+		case !now.Before(a.next):
+			if err := r.Broadcast(vip); err != nil {
+				r.Logger.Warn("announce VIP", "vip", vip, "error", err)
+			}
+			if a.left <= 1 {
+				delete(r.announce, vip)
+			} else {
+				r.announce[vip] = announcement{left: a.left - 1, next: a.next.Add(announceSpacing)}
+			}
+		}
+	}
+
 	start, sent := time.Now(), 0
 	for k, left := range r.pending {
 		c, known := r.Table.Get(k.vip, k.ip)
-		if !known || !v.Owns(k.vip, k.ip) {
+		if !known || !r.claims(v, k.vip, k.ip) {
 			delete(r.pending, k)
 			continue
 		}

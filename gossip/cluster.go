@@ -30,6 +30,9 @@ type ClusterConfig struct {
 	// again: memberlist alone never merges a partition that lasted longer
 	// than it remembers dead hosts.
 	RejoinInterval time.Duration
+	// Expect is the number of hosts the cluster should have (0: unknown);
+	// see View.Expect.
+	Expect int
 	// Meta returns this host's current metadata.
 	Meta func() Meta
 	// State, if set, is exchanged in full with peers on join and every push-pull.
@@ -68,7 +71,7 @@ func NewCluster(cfg ClusterConfig) *Cluster {
 		cfg:      cfg,
 		ready:    make(chan struct{}),
 		changed:  make(chan struct{}, 1),
-		view:     NewView(cfg.Name, nil),
+		view:     NewView(cfg.Name, nil, cfg.Expect),
 		departed: map[string]Member{},
 		joinErr:  map[string]string{},
 	}
@@ -224,7 +227,7 @@ func (c *Cluster) rebuild() {
 			members = append(members, m)
 		}
 	}
-	v := NewView(c.cfg.Name, members)
+	v := NewView(c.cfg.Name, members, c.cfg.Expect)
 	changed := !sameView(c.view, v)
 	c.view = v
 	c.mu.Unlock()
@@ -237,7 +240,8 @@ func sameView(a, b *View) bool {
 	return slices.EqualFunc(a.Members, b.Members, func(x, y Member) bool {
 		return x.Name == y.Name && x.Addr == y.Addr && x.State == y.State && x.Err == y.Err &&
 			x.Meta.Weight == y.Meta.Weight && x.Meta.Draining == y.Meta.Draining &&
-			slices.Equal(x.Meta.VIPs, y.Meta.VIPs) && slices.Equal(x.Meta.MACs, y.Meta.MACs)
+			slices.Equal(x.Meta.VIPs, y.Meta.VIPs) && slices.Equal(x.Meta.Unhealthy, y.Meta.Unhealthy) &&
+			slices.Equal(x.Meta.MACs, y.Meta.MACs)
 	})
 }
 

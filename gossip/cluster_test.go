@@ -201,7 +201,7 @@ func TestMeta(t *testing.T) {
 		{Name: "a", State: StateAlive, Meta: m},
 		{Name: "b", State: StateAlive, Meta: m, Err: "ownership algorithm 9"},
 		{Name: "c", State: StateDead, Meta: m},
-	})
+	}, 0)
 	if e := v.Eligible(m.VIPs[0]); len(e) != 1 || e[0].Name != "a" {
 		t.Errorf("eligible = %v, want only a", e)
 	}

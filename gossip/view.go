@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 )
 
 // MetaVersion is the version of the metadata format below.
@@ -19,7 +20,8 @@ type Meta struct {
 	Algorithm int          `json:"a"`
 	Weight    int          `json:"w"`
 	Draining  bool         `json:"d,omitempty"`
-	VIPs      []netip.Addr `json:"h"`           // the VIPs this host is ready to serve
+	VIPs      []netip.Addr `json:"h"`           // the VIPs this host serves and whose check passes
+	Unhealthy []netip.Addr `json:"u,omitempty"` // the VIPs it serves whose check fails
 	MACs      []string     `json:"m,omitempty"` // its serving interfaces' MACs
 }
 
@@ -72,47 +74,99 @@ type Member struct {
 	Err string `json:"error,omitempty"`
 }
 
-// Eligible reports whether the member may answer clients of vip.
-func (m Member) Eligible(vip netip.Addr) bool {
-	// A suspect host still counts: memberlist suspects on one lost probe, and
-	// moving clients away and back on every blip costs more than the short
-	// wait for the verdict.
-	live := m.State == StateAlive || m.State == StateSuspect
-	return live && m.Err == "" && !m.Meta.Draining && slices.Contains(m.Meta.VIPs, vip)
+// Live reports whether the member is up and trusted. A suspect host still
+// counts: memberlist suspects on one lost probe, and moving clients away and
+// back on every blip costs more than the short wait for the verdict.
+func (m Member) Live() bool {
+	return (m.State == StateAlive || m.State == StateSuspect) && m.Err == ""
 }
+
+// Serves reports whether the member serves vip, healthy or not.
+func (m Member) Serves(vip netip.Addr) bool {
+	return slices.Contains(m.Meta.VIPs, vip) || slices.Contains(m.Meta.Unhealthy, vip)
+}
+
+// Mode is how a VIP's clients are shared.
+type Mode string
+
+// Modes.
+const (
+	// ModeHash: each client is answered by one host, by rendezvous hash.
+	ModeHash Mode = "hash"
+	// ModeRace: every eligible host answers, after a random delay; the
+	// client keeps the first answer.
+	ModeRace Mode = "race"
+	// ModeSingle: one host answers every client, as a classic VIP owner.
+	ModeSingle Mode = "single"
+)
 
 // View is an immutable snapshot of the cluster as this host sees it. Every
 // host holding the same members computes the same owners.
 type View struct {
 	Self    string
 	Members []Member // sorted by name
-	byVIP   map[netip.Addr][]Candidate
+	// Expect is how many hosts the cluster should have; 0 means unknown.
+	// With it set, a host that sees fewer than a majority answers nobody.
+	Expect   int
+	byVIP    map[netip.Addr][]Candidate
+	fallback map[netip.Addr]bool
 }
 
 // NewView builds a view; the order of members does not matter.
-func NewView(self string, members []Member) *View {
+//
+// The hosts eligible for a VIP are the live, not draining ones whose check
+// for it passes. If no host passes, every live, not draining host that
+// serves the VIP is eligible: answering is better than silence.
+func NewView(self string, members []Member, expect int) *View {
 	ms := slices.Clone(members)
-	slices.SortFunc(ms, func(a, b Member) int {
-		switch {
-		case a.Name < b.Name:
-			return -1
-		case a.Name > b.Name:
-			return 1
+	slices.SortFunc(ms, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
+	v := &View{Self: self, Members: ms, Expect: expect, byVIP: map[netip.Addr][]Candidate{}, fallback: map[netip.Addr]bool{}}
+	add := func(vip netip.Addr, m Member) {
+		if !slices.ContainsFunc(v.byVIP[vip], func(c Candidate) bool { return c.Name == m.Name }) {
+			v.byVIP[vip] = append(v.byVIP[vip], Candidate{Name: m.Name, Weight: m.Meta.Weight})
 		}
-		return 0
-	})
-	v := &View{Self: self, Members: ms, byVIP: map[netip.Addr][]Candidate{}}
+	}
 	for _, m := range ms {
-		for _, vip := range m.Meta.VIPs {
-			if m.Eligible(vip) && !slices.ContainsFunc(v.byVIP[vip], func(c Candidate) bool { return c.Name == m.Name }) {
-				v.byVIP[vip] = append(v.byVIP[vip], Candidate{Name: m.Name, Weight: m.Meta.Weight})
+		if m.Live() && !m.Meta.Draining {
+			for _, vip := range m.Meta.VIPs {
+				add(vip, m)
+			}
+		}
+	}
+	for _, m := range ms {
+		if m.Live() && !m.Meta.Draining {
+			for _, vip := range m.Meta.Unhealthy {
+				if len(v.byVIP[vip]) == 0 || v.fallback[vip] {
+					v.fallback[vip] = true
+					add(vip, m)
+				}
 			}
 		}
 	}
 	return v
 }
 
-// Eligible returns the hosts that may answer for vip, by name.
+// Live returns how many members are live.
+func (v *View) Live() int {
+	n := 0
+	for _, m := range v.Members {
+		if m.State == StateAlive || m.State == StateSuspect {
+			n++
+		}
+	}
+	return n
+}
+
+// Quorum reports whether this host sees a majority of the expected hosts.
+func (v *View) Quorum() bool {
+	return v != nil && (v.Expect == 0 || v.Live() >= v.Expect/2+1)
+}
+
+// Fallback reports whether no host is healthy for vip, so that every live
+// host serving it is eligible.
+func (v *View) Fallback(vip netip.Addr) bool { return v != nil && v.fallback[vip] }
+
+// Eligible returns the hosts that may answer for vip.
 func (v *View) Eligible(vip netip.Addr) []Candidate {
 	if v == nil {
 		return nil
@@ -120,14 +174,26 @@ func (v *View) Eligible(vip netip.Addr) []Candidate {
 	return v.byVIP[vip]
 }
 
-// Owner returns the host that answers client for vip, or "" if none may.
-func (v *View) Owner(vip, client netip.Addr) string {
+// Owner returns the host that answers client for vip in mode, or "" if none
+// may. In single mode one host owns every client; in race mode every
+// eligible host answers, and Owner names the one that re-points the client
+// when its host is lost.
+func (v *View) Owner(vip netip.Addr, mode Mode, client netip.Addr) string {
+	if mode == ModeSingle {
+		client = netip.IPv6Unspecified()
+	}
 	return Owner(v.Eligible(vip), vip, client)
 }
 
-// Owns reports whether this host answers client for vip.
-func (v *View) Owns(vip, client netip.Addr) bool {
-	return v != nil && v.Owner(vip, client) == v.Self
+// Answers reports whether this host answers client's requests for vip.
+func (v *View) Answers(vip netip.Addr, mode Mode, client netip.Addr) bool {
+	if !v.Quorum() {
+		return false
+	}
+	if mode == ModeRace {
+		return slices.ContainsFunc(v.Eligible(vip), func(c Candidate) bool { return c.Name == v.Self })
+	}
+	return v.Owner(vip, mode, client) == v.Self
 }
 
 // Member returns the named member.

@@ -34,6 +34,8 @@ commands:
   check    [--config FILE]                       validate the config
   keygen                                         print a new gossip key
   status   [--socket PATH] [--json]              show the running daemon's view
+  drain    [--socket PATH]                       hand this host's clients to the others
+  resume   [--socket PATH]                       take this host's share back
   version                                        print the version
 `
 
@@ -64,11 +66,26 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "run":
 		return runDaemon(*config, *level, stderr)
 	case "check":
-		if _, err := daemon.LoadConfig(*config); err != nil {
+		cfg, err := daemon.LoadConfig(*config)
+		if err != nil {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
+		for _, w := range cfg.Warnings {
+			fmt.Fprintf(stderr, "%s: warning: %s\n", *config, w)
+		}
 		fmt.Fprintf(stdout, "%s: ok\n", *config)
+		return 0
+	case "drain", "resume":
+		// Draining waits for the other hosts to take over; allow for it.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		s, err := daemon.Drain(ctx, *socket, args[0] == "drain")
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		printStatus(stdout, s)
 		return 0
 	case "keygen":
 		key := make([]byte, 32)
@@ -148,6 +165,9 @@ func printStatus(w io.Writer, s daemon.Status) {
 	if s.Draining {
 		state = "draining"
 	}
+	if !s.Quorum {
+		state += ", NO QUORUM: answering nobody"
+	}
 	fmt.Fprintf(tw, "node %s (%s), arpshare %s\n\n", s.Node, state, s.Version)
 	fmt.Fprintln(tw, "MEMBER\tADDRESS\tSTATE\tWEIGHT\tNOTE")
 	for _, m := range s.Members {
@@ -161,20 +181,35 @@ func printStatus(w io.Writer, s daemon.Status) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", m.Name, m.Addr, m.State, m.Meta.Weight, note)
 	}
 	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "VIP\tADDRESS\tINTERFACE\tCLIENTS\tCLIENTS PER HOST")
+	fmt.Fprintln(tw, "VIP\tADDRESS\tINTERFACE\tMODE\tHERE\tCLIENTS\tCLIENTS PER HOST\tUNHEALTHY")
 	for _, v := range s.VIPs {
 		iface := v.Interface
 		if !v.Answering {
 			iface += " (down)"
 		}
+		here := "healthy"
+		if !v.Healthy {
+			here = "unhealthy"
+		}
 		var per []string
 		for _, h := range v.Eligible {
-			per = append(per, fmt.Sprintf("%s=%d", h, v.Owners[h]))
+			if v.Mode == "race" {
+				per = append(per, h)
+			} else {
+				per = append(per, fmt.Sprintf("%s=%d", h, v.Owners[h]))
+			}
 		}
 		slices.Sort(per)
-		if len(per) == 0 {
+		switch {
+		case len(per) == 0:
 			per = []string{"no eligible host"}
+		case v.Fallback:
+			per = append(per, "(no host healthy: all answer)")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", v.Name, v.Address, iface, v.Clients, strings.Join(per, " "))
+		sick := strings.Join(v.Unhealthy, " ")
+		if sick == "" {
+			sick = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", v.Name, v.Address, iface, v.Mode, here, v.Clients, strings.Join(per, " "), sick)
 	}
 }

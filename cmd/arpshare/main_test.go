@@ -33,12 +33,13 @@ func TestCommands(t *testing.T) {
 		code     int
 		out, err string
 	}{
-		{[]string{"check", "--config", good}, 0, "ok", ""},
+		{[]string{"check", "--config", good}, 0, "ok", "warning: gossip.expect is not set"},
 		{[]string{"check", "--config", bad}, 1, "", "bad.toml:2: gossip.bind"},
 		{[]string{"check", "--config", bad}, 1, "", `bad.toml:5: vip "web": address "198.18.0.300"`},
 		{[]string{"check", "--config", filepath.Join(dir, "missing.toml")}, 1, "", "no such file"},
 		{[]string{"version"}, 0, "arpshare dev", ""},
 		{[]string{"status", "--socket", filepath.Join(dir, "none.sock")}, 1, "", "ask daemon at"},
+		{[]string{"drain", "--socket", filepath.Join(dir, "none.sock")}, 1, "", "ask daemon at"},
 		{[]string{"frobnicate"}, 2, "", "unknown command"},
 		{[]string{"check", "extra"}, 2, "", "unexpected argument"},
 		{nil, 2, "", "usage"},

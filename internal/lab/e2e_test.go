@@ -334,14 +334,14 @@ func TestForeignHostsNeverJoin(t *testing.T) {
 	if err := WriteKey(otherKey); err != nil {
 		t.Fatal(err)
 	}
-	if err := wrongKey.WriteConfig(otherKey, "lab"); err != nil {
+	if err := wrongKey.WriteConfig(HostConfig{KeyFile: otherKey}); err != nil {
 		t.Fatal(err)
 	}
 	otherLabel, err := l.AddHost()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := otherLabel.WriteConfig(l.KeyFile, "another-cluster"); err != nil {
+	if err := otherLabel.WriteConfig(HostConfig{Cluster: "another-cluster"}); err != nil {
 		t.Fatal(err)
 	}
 	for _, h := range []*Host{wrongKey, otherLabel} {

@@ -43,6 +43,20 @@ type Options struct {
 	// Dir holds configs, keys, sockets and logs; it is removed on Close.
 	// Empty means a new temporary directory.
 	Dir string
+	// Config is every host's config to start with.
+	Config HostConfig
+}
+
+// HostConfig is what varies between the hosts' configs.
+type HostConfig struct {
+	KeyFile string // "": the lab's key
+	Cluster string // "": "lab"
+	Weight  int    // 0: not set
+	Mode    string // "": not set (hash)
+	Expect  int    // 0: not set
+	// Check adds a TCP health check on the host's service, fast for tests:
+	// every 200ms, rise 2, fall 2.
+	Check bool
 }
 
 // Lab is a running lab. Close removes everything it made.
@@ -54,6 +68,7 @@ type Lab struct {
 	KeyFile string
 
 	binary   string
+	config   HostConfig
 	switchNS string
 	nextHost int
 	ownDir   bool
@@ -73,12 +88,13 @@ type Host struct {
 	// Notify is the systemd notify socket the daemon reports to.
 	Notify string
 
-	lab    *Lab
-	notes  []string
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	exited chan struct{}
-	err    error
+	lab     *Lab
+	notes   []string
+	service net.Listener
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	err     error
 }
 
 // Client is a machine whose kernel talks to the VIP.
@@ -95,7 +111,7 @@ func New(opts Options) (l *Lab, err error) {
 	}
 	suffix := make([]byte, 3)
 	rand.Read(suffix)
-	l = &Lab{Suffix: hex.EncodeToString(suffix), binary: opts.Binary, Dir: opts.Dir}
+	l = &Lab{Suffix: hex.EncodeToString(suffix), binary: opts.Binary, Dir: opts.Dir, config: opts.Config}
 	defer func() {
 		if err != nil {
 			l.Close()
@@ -196,12 +212,13 @@ func (l *Lab) AddHost() (*Host, error) {
 	if err := l.plug(h.NS, h.Name, h.Addr); err != nil {
 		return nil, err
 	}
-	if err := h.WriteConfig(l.KeyFile, "lab"); err != nil {
+	if err := h.WriteConfig(l.config); err != nil {
 		return nil, err
 	}
-	if err := h.serve(); err != nil {
+	if err := h.StartService(); err != nil {
 		return nil, err
 	}
+	l.onClose(h.StopService)
 	l.mu.Lock()
 	l.Hosts = append(l.Hosts, h)
 	l.mu.Unlock()
@@ -209,36 +226,43 @@ func (l *Lab) AddHost() (*Host, error) {
 	return h, nil
 }
 
-// WriteConfig writes the host's config with the given key file and cluster
-// label; its peers are the lab's first three hosts.
-func (h *Host) WriteConfig(keyFile, cluster string) error {
+// WriteConfig writes the host's config; its peers are the lab's first three
+// hosts. A running daemon keeps its old config until restarted.
+func (h *Host) WriteConfig(hc HostConfig) error {
+	if hc.KeyFile == "" {
+		hc.KeyFile = h.lab.KeyFile
+	}
+	if hc.Cluster == "" {
+		hc.Cluster = "lab"
+	}
 	var peers []string
 	for i := range 3 {
 		peers = append(peers, fmt.Sprintf("%q", hostIP(i).String()+":7946"))
 	}
-	cfg := fmt.Sprintf(`[node]
-name = %q
-
-[gossip]
-bind = "%s:7946"
-peers = [%s]
-key_file = %q
-cluster = %q
-
-[[vip]]
-name = "web"
-address = %q
-interface = "eth0"
-
-[api]
-socket = %q
-`, h.Name, h.Addr, strings.Join(peers, ", "), keyFile, cluster, VIP, h.Socket)
-	return os.WriteFile(h.Config, []byte(cfg), 0o600)
+	var b strings.Builder
+	fmt.Fprintf(&b, "[node]\nname = %q\nstate_dir = %q\n", h.Name, filepath.Join(h.lab.Dir, h.Name+".state"))
+	if hc.Weight != 0 {
+		fmt.Fprintf(&b, "weight = %d\n", hc.Weight)
+	}
+	fmt.Fprintf(&b, "\n[gossip]\nbind = \"%s:7946\"\npeers = [%s]\nkey_file = %q\ncluster = %q\n",
+		h.Addr, strings.Join(peers, ", "), hc.KeyFile, hc.Cluster)
+	if hc.Expect != 0 {
+		fmt.Fprintf(&b, "expect = %d\n", hc.Expect)
+	}
+	fmt.Fprintf(&b, "\n[[vip]]\nname = \"web\"\naddress = %q\ninterface = \"eth0\"\n", VIP)
+	if hc.Mode != "" {
+		fmt.Fprintf(&b, "mode = %q\n", hc.Mode)
+	}
+	if hc.Check {
+		fmt.Fprintf(&b, "[vip.check]\ntcp = \"127.0.0.1:%d\"\ninterval = \"200ms\"\ntimeout = \"100ms\"\n", port)
+	}
+	fmt.Fprintf(&b, "\n[api]\nsocket = %q\n", h.Socket)
+	return os.WriteFile(h.Config, []byte(b.String()), 0o600)
 }
 
-// serve starts the host's TCP service: it answers every connection with the
-// host's name. It listens on all addresses, so on the VIP too.
-func (h *Host) serve() error {
+// StartService starts the host's TCP service: it answers every connection
+// with the host's name. It listens on all addresses, so on the VIP too.
+func (h *Host) StartService() error {
 	var ln net.Listener
 	err := inNS(h.NS, func() (err error) {
 		ln, err = net.Listen("tcp4", fmt.Sprintf(":%d", port))
@@ -247,7 +271,9 @@ func (h *Host) serve() error {
 	if err != nil {
 		return fmt.Errorf("%s: service: %w", h.Name, err)
 	}
-	h.lab.onClose(func() { ln.Close() })
+	h.mu.Lock()
+	h.service = ln
+	h.mu.Unlock()
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -260,6 +286,48 @@ func (h *Host) serve() error {
 		}
 	}()
 	return nil
+}
+
+// StopService stops the host's TCP service, as a crashed server would.
+func (h *Host) StopService() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.service != nil {
+		h.service.Close()
+		h.service = nil
+	}
+}
+
+// Partition cuts the host off from its peers' gossip, both ways, with
+// nftables in its own namespace; clients still reach it.
+func (h *Host) Partition() error {
+	rules := `table inet arpshare_lab {
+	chain input { type filter hook input priority 0; udp dport 7946 drop; tcp dport 7946 drop; }
+	chain output { type filter hook output priority 0; udp dport 7946 drop; tcp dport 7946 drop; }
+}`
+	cmd := exec.Command("ip", "netns", "exec", h.NS, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s: nft: %w: %s", h.Name, err, out)
+	}
+	return nil
+}
+
+// Heal undoes Partition.
+func (h *Host) Heal() error {
+	if out, err := exec.Command("ip", "netns", "exec", h.NS, "nft", "delete", "table", "inet", "arpshare_lab").CombinedOutput(); err != nil {
+		return fmt.Errorf("%s: nft: %w: %s", h.Name, err, out)
+	}
+	return nil
+}
+
+// Run runs the arpshare binary (drain, resume...) against the host's daemon.
+func (h *Host) Run(args ...string) (string, error) {
+	out, err := exec.Command(h.lab.binary, append(args, "--socket", h.Socket)...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s: arpshare %s: %w: %s", h.Name, strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
 }
 
 // listenNotify plays systemd's part: it records what the daemon sends to
