@@ -52,7 +52,7 @@ func TestReferenceConfig(t *testing.T) {
 		},
 		VIPs: []VIP{{Name: "web", Address: netip.MustParseAddr("198.18.0.200"), Interface: "eth0", Mode: gossip.ModeHash,
 			Check: &Check{TCP: "127.0.0.1:8080", Interval: time.Second, Timeout: 500 * time.Millisecond, Rise: 2, Fall: 2}}},
-		API:  APIConfig{Socket: DefaultSocket},
+		API: APIConfig{Socket: DefaultSocket},
 	}
 	if diff := cmp.Diff(want, cfg, cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
 		cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {

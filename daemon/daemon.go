@@ -234,9 +234,9 @@ func (d *Daemon) viewChanged(v *gossip.View) {
 	d.mu.Unlock()
 	switch {
 	case quorumChanged && !v.Quorum():
-		d.log.Error("lost quorum: this host sees fewer than a majority of the expected hosts and stops answering", "live", v.Live(), "expect", v.Expect)
+		d.log.Error("lost quorum: this host sees fewer than a majority of the expected hosts and stops answering", "alive", v.Alive(), "expect", v.Expect)
 	case quorumChanged:
-		d.log.Info("quorum regained: answering again", "live", v.Live(), "expect", v.Expect)
+		d.log.Info("quorum regained: answering again", "alive", v.Alive(), "expect", v.Expect)
 	}
 	if len(fallbackNow) > 0 {
 		d.log.Error("no host passes the health check: every live host answers anyway", "vips", fallbackNow)

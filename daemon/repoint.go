@@ -26,7 +26,13 @@ const (
 	// miss one.
 	announceCount   = 4
 	announceSpacing = 500 * time.Millisecond
-	expireEvery     = time.Minute // how often stale clients are forgotten
+	// While hosts' views differ (a host joining, a check changing), a
+	// client may be answered by a host that soon no longer owns it, and the
+	// owner does not know to re-point it. So once the eligible hosts of a
+	// VIP have been stable this long, every owner re-points each of its
+	// clients once more. Gossip reaches every host well within it.
+	settleDelay = time.Second
+	expireEvery = time.Minute // how often stale clients are forgotten
 )
 
 type clientKey struct{ vip, ip netip.Addr }
@@ -44,6 +50,9 @@ type Repointer struct {
 	last     *gossip.View
 	pending  map[clientKey]int // rounds left per client
 	announce map[netip.Addr]announcement
+	// VIPs whose eligible hosts changed, and when to settle them.
+	unsettled map[netip.Addr]bool
+	settleAt  time.Time
 }
 
 type announcement struct {
@@ -56,6 +65,7 @@ func NewRepointer(r Repointer) *Repointer {
 	r.kick = make(chan struct{}, 1)
 	r.pending = map[clientKey]int{}
 	r.announce = map[netip.Addr]announcement{}
+	r.unsettled = map[netip.Addr]bool{}
 	return &r
 }
 
@@ -109,6 +119,10 @@ func (r *Repointer) claims(v *gossip.View, vip, c netip.Addr) bool {
 func (r *Repointer) plan(v *gossip.View, clients []arp.Client, now time.Time) {
 	lost := map[netip.Addr]bool{} // race VIPs that lost an eligible host
 	for vip, mode := range r.Modes {
+		if !slices.Equal(v.Eligible(vip), r.last.Eligible(vip)) && mode != gossip.ModeRace {
+			r.unsettled[vip] = true
+			r.settleAt = now.Add(settleDelay)
+		}
 		switch mode {
 		case gossip.ModeSingle:
 			if v.Answers(vip, mode, netip.Addr{}) && !r.last.Answers(vip, mode, netip.Addr{}) {
@@ -149,6 +163,9 @@ func (r *Repointer) plan(v *gossip.View, clients []arp.Client, now time.Time) {
 // round sends one packet to every pending client that this host still
 // claims, and any announcement that is due.
 func (r *Repointer) round(ctx context.Context, v *gossip.View, now time.Time) {
+	if len(r.unsettled) > 0 && !now.Before(r.settleAt) {
+		r.settle(v, now)
+	}
 	for vip, a := range r.announce {
 		switch {
 		case !v.Answers(vip, gossip.ModeSingle, netip.Addr{}):
@@ -189,6 +206,28 @@ func (r *Repointer) round(ctx context.Context, v *gossip.View, now time.Time) {
 			}
 		}
 	}
+}
+
+// settle re-points, once, every client of the unsettled VIPs that this host
+// owns, and announces the single-mode ones it holds.
+func (r *Repointer) settle(v *gossip.View, now time.Time) {
+	n := 0
+	for _, c := range r.Table.Clients() {
+		k := clientKey{c.VIP, c.IP}
+		if r.unsettled[c.VIP] && r.Modes[c.VIP] == gossip.ModeHash && r.claims(v, c.VIP, c.IP) && r.pending[k] == 0 {
+			r.pending[k] = 1
+			n++
+		}
+	}
+	for vip := range r.unsettled {
+		if _, ok := r.announce[vip]; !ok && r.Modes[vip] == gossip.ModeSingle && v.Answers(vip, gossip.ModeSingle, netip.Addr{}) {
+			r.announce[vip] = announcement{left: 1, next: now}
+		}
+	}
+	if n > 0 {
+		r.Logger.Debug("cluster settled: re-pointing this host's clients once more", "clients", n)
+	}
+	clear(r.unsettled)
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {

@@ -55,11 +55,15 @@ type Cluster struct {
 	ready   chan struct{}
 	changed chan struct{}
 
+	// memberlist calls the delegates with its own lock held, and they take
+	// mu: never call into memberlist while holding mu.
 	mu       sync.Mutex
 	ml       *memberlist.Memberlist
 	view     *View
-	departed map[string]Member // dead or left, as last reported
-	joinErr  map[string]string // last join error by peer
+	live     map[string]Member    // as memberlist last reported them
+	departed map[string]Member    // dead or left, as last reported
+	joinErr  map[string]string    // last join error by peer
+	heard    map[string]time.Time // last probe ack, by member
 }
 
 // NewCluster returns a cluster member; Run starts it.
@@ -72,8 +76,10 @@ func NewCluster(cfg ClusterConfig) *Cluster {
 		ready:    make(chan struct{}),
 		changed:  make(chan struct{}, 1),
 		view:     NewView(cfg.Name, nil, cfg.Expect),
+		live:     map[string]Member{},
 		departed: map[string]Member{},
 		joinErr:  map[string]string{},
+		heard:    map[string]time.Time{},
 	}
 }
 
@@ -107,6 +113,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 	mc.SecretKey = c.cfg.Key
 	mc.Delegate = delegate{c}
 	mc.Events = events{c}
+	mc.Ping = pings{c}
 	mc.Logger = log.New(logWriter{c.cfg.Logger}, "", 0)
 
 	ml, err := memberlist.Create(mc)
@@ -128,16 +135,34 @@ func (c *Cluster) Run(ctx context.Context) error {
 	c.rebuild()
 	close(c.ready)
 
+	// memberlist reports joins and deaths as events, but not suspicion:
+	// look at the members every probe interval as well.
+	poll := time.NewTicker(c.cfg.ProbeInterval)
+	defer poll.Stop()
 	rejoin := time.NewTicker(c.cfg.RejoinInterval)
 	defer rejoin.Stop()
+	// A join waits for TCP to unreachable peers: never in this loop.
+	var joining sync.WaitGroup
+	defer joining.Wait()
+	joined := make(chan struct{}, 1)
+	joined <- struct{}{}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-c.changed:
 			c.rebuild()
+		case <-poll.C:
+			c.rebuild()
 		case <-rejoin.C:
-			c.join()
+			select {
+			case <-joined:
+				joining.Go(func() {
+					c.join()
+					joined <- struct{}{}
+				})
+			default: // the last join is still running
+			}
 		}
 	}
 }
@@ -213,17 +238,23 @@ func (c *Cluster) signal() {
 }
 
 func (c *Cluster) rebuild() {
-	// memberlist calls our event delegate with its lock held, and that takes
-	// c.mu: never hold c.mu while calling into memberlist.
-	var members []Member
-	seen := map[string]bool{}
-	for _, n := range c.ml.Members() {
-		members = append(members, member(n))
-		seen[n.Name] = true
-	}
 	c.mu.Lock()
+	// A member counts as reachable while this host's probes of it get
+	// acks: memberlist probes each member once per round of n-1 probe
+	// intervals, so two rounds without an ack means none came.
+	window := 2*time.Duration(max(1, len(c.live)-1))*c.cfg.ProbeInterval + 2*c.cfg.ProbeTimeout
+	now := time.Now()
+	var members []Member
+	for name, m := range c.live {
+		if _, ok := c.heard[name]; !ok {
+			c.heard[name] = now // new: give it a round to answer
+		}
+		m.Unreachable = name != c.cfg.Name && now.Sub(c.heard[name]) > window
+		members = append(members, m)
+	}
 	for name, m := range c.departed {
-		if !seen[name] {
+		delete(c.heard, name)
+		if _, ok := c.live[name]; !ok {
 			members = append(members, m)
 		}
 	}
@@ -238,7 +269,7 @@ func (c *Cluster) rebuild() {
 
 func sameView(a, b *View) bool {
 	return slices.EqualFunc(a.Members, b.Members, func(x, y Member) bool {
-		return x.Name == y.Name && x.Addr == y.Addr && x.State == y.State && x.Err == y.Err &&
+		return x.Name == y.Name && x.Addr == y.Addr && x.State == y.State && x.Err == y.Err && x.Unreachable == y.Unreachable &&
 			x.Meta.Weight == y.Meta.Weight && x.Meta.Draining == y.Meta.Draining &&
 			slices.Equal(x.Meta.VIPs, y.Meta.VIPs) && slices.Equal(x.Meta.Unhealthy, y.Meta.Unhealthy) &&
 			slices.Equal(x.Meta.MACs, y.Meta.MACs)
@@ -247,17 +278,9 @@ func sameView(a, b *View) bool {
 
 func member(n *memberlist.Node) Member {
 	addr, _ := netip.AddrFromSlice(n.Addr)
-	m := Member{Name: n.Name, Addr: netip.AddrPortFrom(addr.Unmap(), n.Port)}
-	switch n.State {
-	case memberlist.StateAlive:
-		m.State = StateAlive
-	case memberlist.StateSuspect:
-		m.State = StateSuspect
-	case memberlist.StateLeft:
-		m.State = StateLeft
-	default:
-		m.State = StateDead
-	}
+	// memberlist never updates the exported Node.State: the members it
+	// lists are alive, and NotifyLeave says otherwise.
+	m := Member{Name: n.Name, Addr: netip.AddrPortFrom(addr.Unmap(), n.Port), State: StateAlive}
 	meta, err := DecodeMeta(n.Meta)
 	m.Meta = meta
 	if err != nil {
@@ -299,27 +322,40 @@ func (d delegate) MergeRemoteState(buf []byte, join bool) {
 	}
 }
 
+// events copy what they are told: the nodes memberlist passes (and lists in
+// Members) change under its lock after the call returns.
 type events struct{ c *Cluster }
 
 func (e events) NotifyJoin(n *memberlist.Node) {
+	m := member(n)
 	e.c.mu.Lock()
+	e.c.live[n.Name] = m
 	delete(e.c.departed, n.Name)
 	e.c.mu.Unlock()
 	e.c.signal()
 }
 
+func (e events) NotifyUpdate(n *memberlist.Node) { e.NotifyJoin(n) }
+
 func (e events) NotifyLeave(n *memberlist.Node) {
 	m := member(n)
-	if m.State != StateLeft {
-		m.State = StateDead
-	}
+	m.State = StateDead
 	e.c.mu.Lock()
+	delete(e.c.live, n.Name)
 	e.c.departed[n.Name] = m
 	e.c.mu.Unlock()
 	e.c.signal()
 }
 
-func (e events) NotifyUpdate(*memberlist.Node) { e.c.signal() }
+type pings struct{ c *Cluster }
+
+func (p pings) AckPayload() []byte { return nil }
+
+func (p pings) NotifyPingComplete(other *memberlist.Node, _ time.Duration, _ []byte) {
+	p.c.mu.Lock()
+	defer p.c.mu.Unlock()
+	p.c.heard[other.Name] = time.Now()
+}
 
 // logWriter turns memberlist's "[LEVEL] memberlist: ..." lines into slog.
 type logWriter struct{ l *slog.Logger }

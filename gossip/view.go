@@ -72,6 +72,9 @@ type Member struct {
 	Meta  Meta           `json:"meta"`
 	// Err says why the member's metadata is not trusted; empty when it is.
 	Err string `json:"error,omitempty"`
+	// Unreachable: gossip still lists the member, but this host's own
+	// probes of it have gone unanswered lately.
+	Unreachable bool `json:"unreachable,omitempty"`
 }
 
 // Live reports whether the member is up and trusted. A suspect host still
@@ -146,11 +149,16 @@ func NewView(self string, members []Member, expect int) *View {
 	return v
 }
 
-// Live returns how many members are live.
-func (v *View) Live() int {
+// Alive returns how many members are alive and reachable from here. Quorum
+// counts these: a host cut off from the others stops hearing them within two
+// probe rounds, but, with nobody to confirm its suspicions, takes the longest
+// suspicion timeout to declare them dead. Counting them until then, it would
+// keep a quorum long enough to re-point the first "dead" host's clients to
+// itself.
+func (v *View) Alive() int {
 	n := 0
 	for _, m := range v.Members {
-		if m.State == StateAlive || m.State == StateSuspect {
+		if (m.State == StateAlive || m.State == StateSuspect) && !m.Unreachable {
 			n++
 		}
 	}
@@ -159,7 +167,7 @@ func (v *View) Live() int {
 
 // Quorum reports whether this host sees a majority of the expected hosts.
 func (v *View) Quorum() bool {
-	return v != nil && (v.Expect == 0 || v.Live() >= v.Expect/2+1)
+	return v != nil && (v.Expect == 0 || v.Alive() >= v.Expect/2+1)
 }
 
 // Fallback reports whether no host is healthy for vip, so that every live

@@ -175,6 +175,8 @@ func printStatus(w io.Writer, s daemon.Status) {
 		switch {
 		case m.Err != "":
 			note = m.Err
+		case m.Unreachable:
+			note = "unreachable from here"
 		case m.Meta.Draining:
 			note = "draining"
 		}

@@ -65,6 +65,11 @@ func newLab(t *testing.T, hosts, clients int) *Lab {
 	return l
 }
 
+func readTail(path string, n int) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	return tail(b, n), err
+}
+
 func tail(b []byte, n int) []byte {
 	if len(b) > n {
 		return b[len(b)-n:]

@@ -1,0 +1,239 @@
+package lab
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/arpshare/arpshare/gossip"
+)
+
+// expected computes who should serve every client, given the eligible hosts
+// and their weights.
+func expected(clients []*Client, mode gossip.Mode, weights map[string]int) map[string]string {
+	var cs []gossip.Candidate
+	for h, w := range weights {
+		cs = append(cs, gossip.Candidate{Name: h, Weight: w})
+	}
+	want := map[string]string{}
+	for _, c := range clients {
+		client := c.Addr
+		if mode == gossip.ModeSingle {
+			client = netip.IPv6Unspecified()
+		}
+		want[c.Name] = gossip.Owner(cs, VIP, client)
+	}
+	return want
+}
+
+func failures(samples map[string][]Sample) []string {
+	var out []string
+	for c, ss := range samples {
+		for _, s := range ss {
+			if s.Err != nil {
+				out = append(out, c+": "+s.Err.Error())
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func waitQuorum(t *testing.T, h *Host, want bool, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		s, err := h.Status()
+		if err == nil && s.Quorum == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: quorum never became %v (%v)", h.Name, want, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestServiceAware covers health, drain and partition safety on one lab of
+// three hosts with a TCP check on their service and expect = 3.
+func TestServiceAware(t *testing.T) {
+	requirePrivileged(t)
+	l, err := New(Options{Hosts: 3, Clients: 24, Binary: build(t), Dir: t.TempDir(), Config: HostConfig{Check: true, Expect: 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dumpLogs(t, l); l.Close() })
+	startAll(t, l.Hosts)
+	h1, h2, h3 := l.Hosts[0], l.Hosts[1], l.Hosts[2]
+	all := map[string]int{"h1": 1, "h2": 1, "h3": 1}
+	base := expected(l.Clients, gossip.ModeHash, all)
+	waitAssignment(t, l.Clients, base, 10*time.Second)
+
+	t.Run("unhealthy host loses its clients and gets them back", func(t *testing.T) {
+		h2.StopService()
+		waitAssignment(t, l.Clients, expected(l.Clients, gossip.ModeHash, map[string]int{"h1": 1, "h3": 1}), 10*time.Second)
+		s, err := h1.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v := s.VIPs[0]; !slices.Equal(v.Unhealthy, []string{"h2"}) || slices.Contains(v.Eligible, "h2") {
+			t.Errorf("h1's status with h2 failing its check: unhealthy %v, eligible %v", v.Unhealthy, v.Eligible)
+		}
+		if err := h2.StartService(); err != nil {
+			t.Fatal(err)
+		}
+		waitAssignment(t, l.Clients, base, 10*time.Second)
+	})
+
+	t.Run("drain and resume lose no connection", func(t *testing.T) {
+		probe := StartProbe(l.Clients, 50*time.Millisecond, 300*time.Millisecond)
+		if _, err := h3.Run("drain"); err != nil {
+			t.Fatal(err)
+		}
+		drained := expected(l.Clients, gossip.ModeHash, map[string]int{"h1": 1, "h2": 1})
+		time.Sleep(500 * time.Millisecond)
+		for c, s := range probe.Last() {
+			if s.Host != drained[c] {
+				t.Errorf("after drain, client %s served by %q, want %s", c, s.Host, drained[c])
+			}
+		}
+		// The drain survives a restart.
+		if err := h3.Stop(10 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if err := h3.Start(); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := WaitMembers(ctx, l.Hosts, 3); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		if s, err := h3.Status(); err != nil || !s.Draining {
+			t.Errorf("h3 after a restart: draining %v (%v), want true", s.Draining, err)
+		}
+		out, err := h3.Run("resume")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out, "h3 (serving)") {
+			t.Errorf("resume printed:\n%s", out)
+		}
+		time.Sleep(time.Second)
+		samples := probe.Stop()
+		if f := failures(samples); len(f) > 0 {
+			t.Errorf("%d failed connection attempts during drain, restart and resume: %v", len(f), f)
+		}
+		for c, ss := range samples {
+			if last := ss[len(ss)-1]; last.Host != base[c] {
+				t.Errorf("after resume, client %s served by %q, want %s", c, last.Host, base[c])
+			}
+		}
+	})
+
+	t.Run("a cut-off minority stops answering", func(t *testing.T) {
+		if err := h1.Partition(); err != nil {
+			t.Fatal(err)
+		}
+		waitQuorum(t, h1, false, 15*time.Second)
+		majority := expected(l.Clients, gossip.ModeHash, map[string]int{"h2": 1, "h3": 1})
+		waitAssignment(t, l.Clients, majority, 10*time.Second)
+		// Even clients that ask afresh get only the majority's answer.
+		for _, c := range l.Clients {
+			if err := c.ForgetVIP(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitAssignment(t, l.Clients, majority, 5*time.Second)
+		if err := h1.Heal(); err != nil {
+			t.Fatal(err)
+		}
+		waitQuorum(t, h1, true, 30*time.Second)
+		waitAssignment(t, l.Clients, base, 10*time.Second)
+	})
+}
+
+func dumpLogs(t *testing.T, l *Lab) {
+	if !t.Failed() {
+		return
+	}
+	for _, h := range l.Hosts {
+		if b, err := readTail(h.Log, 4000); err == nil {
+			t.Logf("--- %s log (tail):\n%s", h.Name, b)
+			if os.Getenv("LAB_KEEP_LOGS") != "" {
+				os.WriteFile("/tmp/"+h.Name+".log", mustRead(h.Log), 0o644)
+			}
+		}
+	}
+}
+
+// TestWeights: a weight-3 host among weight-1 hosts serves about three
+// times as many clients: exactly the clients weighted rendezvous gives it.
+func TestWeights(t *testing.T) {
+	requirePrivileged(t)
+	l := newLab(t, 3, 40)
+	if err := l.Hosts[0].WriteConfig(HostConfig{Weight: 3}); err != nil {
+		t.Fatal(err)
+	}
+	startAll(t, l.Hosts)
+	want := expected(l.Clients, gossip.ModeHash, map[string]int{"h1": 3, "h2": 1, "h3": 1})
+	waitAssignment(t, l.Clients, want, 10*time.Second)
+	n := count(want)
+	t.Logf("clients per host with weights 3:1:1: %v", n)
+	if n["h1"] <= n["h2"]+n["h3"]/2 || n["h1"] <= n["h3"]+n["h2"]/2 {
+		t.Errorf("weight-3 host serves %d clients, others %d and %d", n["h1"], n["h2"], n["h3"])
+	}
+}
+
+// TestModes: single puts every client on one host and moves them all when it
+// dies; race serves every client.
+func TestModes(t *testing.T) {
+	requirePrivileged(t)
+	t.Run("single", func(t *testing.T) {
+		l, err := New(Options{Hosts: 3, Clients: 10, Binary: build(t), Dir: t.TempDir(), Config: HostConfig{Mode: "single"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { dumpLogs(t, l); l.Close() })
+		startAll(t, l.Hosts)
+		all := map[string]int{"h1": 1, "h2": 1, "h3": 1}
+		want := expected(l.Clients, gossip.ModeSingle, all)
+		waitAssignment(t, l.Clients, want, 10*time.Second)
+		owner := want["c01"]
+		for _, h := range l.Hosts {
+			if h.Name == owner {
+				if err := h.PowerOff(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		delete(all, owner)
+		next := expected(l.Clients, gossip.ModeSingle, all)
+		waitAssignment(t, l.Clients, next, 10*time.Second)
+		if next["c01"] == owner || len(count(next)) != 1 {
+			t.Errorf("after %s died: %v", owner, count(next))
+		}
+	})
+	t.Run("race", func(t *testing.T) {
+		l, err := New(Options{Hosts: 3, Clients: 20, Binary: build(t), Dir: t.TempDir(), Config: HostConfig{Mode: "race"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { dumpLogs(t, l); l.Close() })
+		startAll(t, l.Hosts)
+		got := assignment(t, l.Clients)
+		t.Logf("race mode: clients per host %v", count(got))
+		for c, h := range got {
+			if !slices.Contains([]string{"h1", "h2", "h3"}, h) {
+				t.Errorf("client %s served by %q", c, h)
+			}
+		}
+	})
+}
+
+func mustRead(p string) []byte { b, _ := os.ReadFile(p); return b }
