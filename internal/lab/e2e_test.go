@@ -55,8 +55,8 @@ func newLab(t *testing.T, hosts, clients int) *Lab {
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, h := range l.Hosts {
-				if b, err := os.ReadFile(h.Log); err == nil {
-					t.Logf("--- %s log (last 4000 bytes):\n%s", h.Name, tail(b, 4000))
+				if b, err := readTail(h.Log, 6000); err == nil {
+					t.Logf("--- %s log (tail, no debug):\n%s", h.Name, b)
 				}
 			}
 		}
@@ -65,9 +65,17 @@ func newLab(t *testing.T, hosts, clients int) *Lab {
 	return l
 }
 
+// readTail returns the end of a daemon's log, without memberlist's debug
+// chatter.
 func readTail(path string, n int) ([]byte, error) {
 	b, err := os.ReadFile(path)
-	return tail(b, n), err
+	var keep []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if !strings.Contains(l, "level=DEBUG") {
+			keep = append(keep, l)
+		}
+	}
+	return tail([]byte(strings.Join(keep, "\n")), n), err
 }
 
 func tail(b []byte, n int) []byte {

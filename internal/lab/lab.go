@@ -55,7 +55,7 @@ type HostConfig struct {
 	Mode    string // "": not set (hash)
 	Expect  int    // 0: not set
 	// Check adds a TCP health check on the host's service, fast for tests:
-	// every 200ms, rise 2, fall 2.
+	// every 200ms, rise 2, fall 3.
 	Check bool
 }
 
@@ -254,7 +254,7 @@ func (h *Host) WriteConfig(hc HostConfig) error {
 		fmt.Fprintf(&b, "mode = %q\n", hc.Mode)
 	}
 	if hc.Check {
-		fmt.Fprintf(&b, "[vip.check]\ntcp = \"127.0.0.1:%d\"\ninterval = \"200ms\"\ntimeout = \"100ms\"\n", port)
+		fmt.Fprintf(&b, "[vip.check]\ntcp = \"127.0.0.1:%d\"\ninterval = \"200ms\"\ntimeout = \"200ms\"\nfall = 3\n", port)
 	}
 	fmt.Fprintf(&b, "\n[api]\nsocket = %q\n", h.Socket)
 	return os.WriteFile(h.Config, []byte(b.String()), 0o600)

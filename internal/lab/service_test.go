@@ -163,7 +163,7 @@ func dumpLogs(t *testing.T, l *Lab) {
 		return
 	}
 	for _, h := range l.Hosts {
-		if b, err := readTail(h.Log, 4000); err == nil {
+		if b, err := readTail(h.Log, 6000); err == nil {
 			t.Logf("--- %s log (tail):\n%s", h.Name, b)
 			if os.Getenv("LAB_KEEP_LOGS") != "" {
 				os.WriteFile("/tmp/"+h.Name+".log", mustRead(h.Log), 0o644)
