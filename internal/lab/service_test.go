@@ -69,6 +69,19 @@ func TestServiceAware(t *testing.T) {
 	t.Cleanup(func() { dumpLogs(t, l); l.Close() })
 	startAll(t, l.Hosts)
 	h1, h2, h3 := l.Hosts[0], l.Hosts[1], l.Hosts[2]
+	// Hosts start unhealthy; wait for every check to pass, or the sharing
+	// below would be the no-host-healthy fallback, which looks the same.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s, err := h1.Status()
+		if err == nil && len(s.VIPs[0].Unhealthy) == 0 && len(s.VIPs[0].Eligible) == 3 && !s.VIPs[0].Fallback {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("checks never all passed: %+v (%v)", s.VIPs, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	all := map[string]int{"h1": 1, "h2": 1, "h3": 1}
 	base := expected(l.Clients, gossip.ModeHash, all)
 	waitAssignment(t, l.Clients, base, 10*time.Second)
