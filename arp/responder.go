@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mdlayher/arp"
@@ -62,11 +64,38 @@ type Responder struct {
 	ready chan struct{}
 	once  sync.Once
 
+	vips atomic.Pointer[[]netip.Addr]
+
 	mu       sync.Mutex
 	conn     Conn
 	mac      net.HardwareAddr
-	counts   map[Outcome]uint64
+	stats    Stats
 	lastWarn time.Time
+}
+
+// Key says what a count is about: the VIP concerned (the zero Addr for
+// frames about no VIP of ours) and the outcome.
+type Key struct {
+	VIP     netip.Addr
+	Outcome Outcome
+}
+
+// Stats counts what a responder saw and sent.
+type Stats struct {
+	Frames    map[Key]uint64        // received frames by VIP and outcome
+	Replies   map[netip.Addr]uint64 // ARP replies sent, by VIP
+	Repoints  map[netip.Addr]uint64 // unicast gratuitous ARP sent, by VIP
+	Announces map[netip.Addr]uint64 // broadcast gratuitous ARP sent, by VIP
+}
+
+func newStats() Stats {
+	return Stats{Frames: map[Key]uint64{}, Replies: map[netip.Addr]uint64{}, Repoints: map[netip.Addr]uint64{}, Announces: map[netip.Addr]uint64{}}
+}
+
+func (r *Responder) count(f func(*Stats)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f(&r.stats)
 }
 
 // NewResponder returns a responder; Run starts it.
@@ -77,7 +106,15 @@ func NewResponder(cfg ResponderConfig) *Responder {
 	if cfg.Retry == 0 {
 		cfg.Retry = time.Second
 	}
-	return &Responder{cfg: cfg, ready: make(chan struct{}), counts: map[Outcome]uint64{}}
+	r := &Responder{cfg: cfg, ready: make(chan struct{}), stats: newStats()}
+	r.SetVIPs(cfg.VIPs)
+	return r
+}
+
+// SetVIPs changes the VIPs served on the interface (on a config reload).
+func (r *Responder) SetVIPs(vips []netip.Addr) {
+	vips = slices.Clone(vips)
+	r.vips.Store(&vips)
 }
 
 func (r *Responder) String() string { return "arp responder on " + r.cfg.Interface }
@@ -107,7 +144,7 @@ func (r *Responder) Run(ctx context.Context) error {
 			continue
 		}
 		lastErr = ""
-		log.Info("answering ARP", "mac", mac.String(), "vips", r.cfg.VIPs)
+		log.Info("answering ARP", "mac", mac.String(), "vips", *r.vips.Load())
 		r.mu.Lock()
 		r.conn, r.mac = conn, mac
 		r.mu.Unlock()
@@ -150,49 +187,55 @@ func (r *Responder) serve(ctx context.Context, conn Conn, mac net.HardwareAddr) 
 		if err != nil {
 			return err
 		}
-		out, reply, dst, delay := r.handle(buf[:n], mac, time.Now())
+		out, vip, reply, dst, delay := r.handle(buf[:n], mac, time.Now())
+		send := func() {
+			if err := conn.WriteFrame(reply, dst); err != nil {
+				// After a delay, the conn may have been closed meanwhile.
+				r.cfg.Logger.Debug("send ARP reply", "interface", r.cfg.Interface, "client", dst.String(), "error", err)
+				return
+			}
+			r.count(func(s *Stats) { s.Replies[vip]++ })
+		}
 		switch {
 		case reply == nil:
 		case delay > 0:
-			// The conn may be closed by then; the error is then harmless.
-			time.AfterFunc(delay, func() { conn.WriteFrame(reply, dst) })
+			time.AfterFunc(delay, send)
 		default:
-			if err := conn.WriteFrame(reply, dst); err != nil {
-				r.cfg.Logger.Warn("send ARP reply", "interface", r.cfg.Interface, "client", dst.String(), "error", err)
-			}
+			send()
 		}
-		r.mu.Lock()
-		r.counts[out]++
-		r.mu.Unlock()
+		r.count(func(s *Stats) { s.Frames[Key{vip, out}]++ })
 	}
 }
 
-// handle decides what to do with one frame: the outcome, and the frame to
-// send back (nil for none) with its Ethernet destination and delay.
-func (r *Responder) handle(frame []byte, mac net.HardwareAddr, now time.Time) (Outcome, []byte, net.HardwareAddr, time.Duration) {
+// handle decides what to do with one frame: the outcome, the VIP concerned
+// (if any), and the frame to send back (nil for none) with its Ethernet
+// destination and delay.
+func (r *Responder) handle(frame []byte, mac net.HardwareAddr, now time.Time) (Outcome, netip.Addr, []byte, net.HardwareAddr, time.Duration) {
+	var none netip.Addr
 	var f ethernet.Frame
 	if err := f.UnmarshalBinary(frame); err != nil || f.EtherType != ethernet.EtherTypeARP {
-		return Malformed, nil, nil, 0
+		return Malformed, none, nil, nil, 0
 	}
 	var p arp.Packet
 	if err := p.UnmarshalBinary(f.Payload); err != nil ||
 		p.HardwareType != 1 || p.ProtocolType != uint16(ethernet.EtherTypeIPv4) ||
 		p.HardwareAddrLength != 6 || p.IPLength != 4 {
-		return Malformed, nil, nil, 0
+		return Malformed, none, nil, nil, 0
 	}
 
-	if slices.Contains(r.cfg.VIPs, p.SenderIP) && !bytes.Equal(p.SenderHardwareAddr, mac) {
+	vips := *r.vips.Load()
+	if slices.Contains(vips, p.SenderIP) && !bytes.Equal(p.SenderHardwareAddr, mac) {
 		if r.cfg.Ownership.IsPeer(p.SenderHardwareAddr) {
-			return Announce, nil, nil, 0
+			return Announce, p.SenderIP, nil, nil, 0
 		}
 		r.warnConflict(p)
-		return Conflict, nil, nil, 0
+		return Conflict, p.SenderIP, nil, nil, 0
 	}
 	if p.Operation != arp.OperationRequest {
-		return Reply, nil, nil, 0
+		return Reply, none, nil, nil, 0
 	}
-	if !slices.Contains(r.cfg.VIPs, p.TargetIP) {
-		return Foreign, nil, nil, 0
+	if !slices.Contains(vips, p.TargetIP) {
+		return Foreign, none, nil, nil, 0
 	}
 	vip, client := p.TargetIP, p.SenderIP
 	// An unspecified sender is a duplicate-address probe for the VIP. It
@@ -203,13 +246,13 @@ func (r *Responder) handle(frame []byte, mac net.HardwareAddr, now time.Time) (O
 	}
 	answer, delay := r.cfg.Ownership.Answer(vip, client)
 	if !answer {
-		return NotOwner, nil, nil, 0
+		return NotOwner, vip, nil, nil, 0
 	}
 	reply, err := frameFor(arp.OperationReply, mac, vip, p.SenderHardwareAddr, client, f.Source)
 	if err != nil {
-		return Malformed, nil, nil, 0
+		return Malformed, none, nil, nil, 0
 	}
-	return Answered, reply, f.Source, delay
+	return Answered, vip, reply, f.Source, delay
 }
 
 func (r *Responder) warnConflict(p arp.Packet) {
@@ -258,6 +301,7 @@ func (r *Responder) Repoint(vip netip.Addr, c Client) error {
 	if err := conn.WriteFrame(f, c.MAC); err != nil {
 		return fmt.Errorf("repoint %s on %s: %w", c.IP, r.cfg.Interface, err)
 	}
+	r.count(func(s *Stats) { s.Repoints[vip]++ })
 	return nil
 }
 
@@ -278,6 +322,7 @@ func (r *Responder) Announce(vip netip.Addr) error {
 	if err != nil {
 		return fmt.Errorf("announce %s on %s: %w", vip, r.cfg.Interface, err)
 	}
+	r.count(func(s *Stats) { s.Announces[vip]++ })
 	return nil
 }
 
@@ -291,13 +336,10 @@ func (r *Responder) MAC() net.HardwareAddr {
 	return r.mac
 }
 
-// Counts returns how many frames met each outcome.
-func (r *Responder) Counts() map[Outcome]uint64 {
+// Stats returns a copy of the responder's counts.
+func (r *Responder) Stats() Stats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	m := make(map[Outcome]uint64, len(r.counts))
-	for k, v := range r.counts {
-		m[k] = v
-	}
-	return m
+	return Stats{Frames: maps.Clone(r.stats.Frames), Replies: maps.Clone(r.stats.Replies),
+		Repoints: maps.Clone(r.stats.Repoints), Announces: maps.Clone(r.stats.Announces)}
 }

@@ -77,7 +77,7 @@ func TestHandle(t *testing.T) {
 			t.Parallel()
 			table := NewClientTable(10, time.Hour)
 			r := NewResponder(ResponderConfig{Interface: "eth0", VIPs: []netip.Addr{vip}, Table: table, Ownership: fakeOwnership{}, Logger: quietLogger()})
-			got, reply, dst, _ := r.handle(tt.frame, myMAC, time.Unix(100, 0))
+			got, _, reply, dst, _ := r.handle(tt.frame, myMAC, time.Unix(100, 0))
 			if got != tt.want {
 				t.Errorf("outcome = %q, want %q", got, tt.want)
 			}
@@ -202,9 +202,14 @@ func TestResponderRunWaitsAndReopens(t *testing.T) {
 	if first.written() != 1 || second.written() != 1 {
 		t.Errorf("written: first %d (the reply), second %d (the repoint), want 1 and 1", first.written(), second.written())
 	}
-	want := map[Outcome]uint64{Answered: 1, Malformed: 1, NotOwner: 1}
-	if diff := cmp.Diff(want, r.Counts()); diff != "" {
-		t.Errorf("counts (-want +got):\n%s", diff)
+	want := Stats{
+		Frames:    map[Key]uint64{{vip, Answered}: 1, {netip.Addr{}, Malformed}: 1, {vip, NotOwner}: 1},
+		Replies:   map[netip.Addr]uint64{vip: 1},
+		Repoints:  map[netip.Addr]uint64{vip: 1},
+		Announces: map[netip.Addr]uint64{},
+	}
+	if diff := cmp.Diff(want, r.Stats(), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+		t.Errorf("stats (-want +got):\n%s", diff)
 	}
 	if diff := cmp.Diff([]string{"eth0", "eth0"}, opened); diff != "" {
 		t.Errorf("OnOpen calls (-want +got):\n%s", diff)

@@ -99,6 +99,20 @@ func (t *ClientTable) Expire(now time.Time) int {
 	return n
 }
 
+// Forget drops every client of vip (a VIP no longer served).
+func (t *ClientTable) Forget(vip netip.Addr) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for e := t.lru.Front(); e != nil; {
+		next := e.Next()
+		if c := e.Value.(*Client); c.VIP == vip {
+			delete(t.byKey, clientKey{c.VIP, c.IP})
+			t.lru.Remove(e)
+		}
+		e = next
+	}
+}
+
 // Len returns the number of clients known.
 func (t *ClientTable) Len() int {
 	t.mu.Lock()

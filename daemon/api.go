@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -55,27 +56,62 @@ type VIPStatus struct {
 // api serves Status on a unix socket.
 type api struct {
 	path   string
-	status func() Status
-	drain  func(ctx context.Context, drained bool) error
+	daemon *Daemon
 	ready  chan struct{}
+}
+
+// ClientStatus is one known client, for `arpshare clients`.
+type ClientStatus struct {
+	VIP      string     `json:"vip"` // the VIP's name
+	IP       netip.Addr `json:"ip"`
+	MAC      string     `json:"mac"`
+	LastSeen time.Time  `json:"last_seen"`
+	Owner    string     `json:"owner"` // empty in race mode, or when no host may answer
+}
+
+// OwnerStatus answers `arpshare owner VIP CLIENT`.
+type OwnerStatus struct {
+	VIP      string      `json:"vip"`
+	Address  netip.Addr  `json:"address"`
+	Mode     gossip.Mode `json:"mode"`
+	Client   netip.Addr  `json:"client"`
+	Owner    string      `json:"owner"`    // who answers it (race: who re-points it)
+	Eligible []string    `json:"eligible"` // who could
+	Known    bool        `json:"known"`    // whether this host has seen the client
+	MAC      string      `json:"mac,omitempty"`
+	Quorum   bool        `json:"quorum"`
 }
 
 func (a *api) String() string         { return "api on " + a.path }
 func (a *api) Ready() <-chan struct{} { return a.ready }
 func (a *api) handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+	reply := func(w http.ResponseWriter, v any, err error) {
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(a.status())
+		json.NewEncoder(w).Encode(v)
+	}
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, a.daemon.Status(), nil)
+	})
+	mux.HandleFunc("GET /v1/clients", func(w http.ResponseWriter, r *http.Request) {
+		cs, err := a.daemon.Clients(r.URL.Query().Get("vip"))
+		reply(w, cs, err)
+	})
+	mux.HandleFunc("GET /v1/owner", func(w http.ResponseWriter, r *http.Request) {
+		o, err := a.daemon.Owner(r.URL.Query().Get("vip"), r.URL.Query().Get("client"))
+		reply(w, o, err)
 	})
 	for path, drained := range map[string]bool{"POST /v1/drain": true, "POST /v1/resume": false} {
 		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
-			if err := a.drain(r.Context(), drained); err != nil {
+			if err := a.daemon.SetDrained(r.Context(), drained); err != nil {
 				http.Error(w, err.Error(), http.StatusInternalServerError)
 				return
 			}
-			w.Header().Set("Content-Type", "application/json")
-			json.NewEncoder(w).Encode(a.status())
+			reply(w, a.daemon.Status(), nil)
 		})
 	}
 	return mux
@@ -112,7 +148,8 @@ func (a *api) Run(ctx context.Context) error {
 
 // GetStatus asks the daemon listening on socket for its status.
 func GetStatus(ctx context.Context, socket string) (Status, error) {
-	return call(ctx, socket, http.MethodGet, "/v1/status")
+	var s Status
+	return s, call(ctx, socket, http.MethodGet, "/v1/status", &s)
 }
 
 // Drain asks the daemon to drain (or resume) and returns its new status.
@@ -121,29 +158,42 @@ func Drain(ctx context.Context, socket string, drained bool) (Status, error) {
 	if drained {
 		path = "/v1/drain"
 	}
-	return call(ctx, socket, http.MethodPost, path)
+	var s Status
+	return s, call(ctx, socket, http.MethodPost, path, &s)
 }
 
-func call(ctx context.Context, socket, method, path string) (Status, error) {
+// GetClients asks the daemon for its known clients, of one VIP (by name or
+// address) or, with vip empty, of all.
+func GetClients(ctx context.Context, socket, vip string) ([]ClientStatus, error) {
+	var cs []ClientStatus
+	return cs, call(ctx, socket, http.MethodGet, "/v1/clients?"+url.Values{"vip": {vip}}.Encode(), &cs)
+}
+
+// GetOwner asks the daemon which host answers client for vip.
+func GetOwner(ctx context.Context, socket, vip, client string) (OwnerStatus, error) {
+	var o OwnerStatus
+	return o, call(ctx, socket, http.MethodGet, "/v1/owner?"+url.Values{"vip": {vip}, "client": {client}}.Encode(), &o)
+}
+
+func call(ctx context.Context, socket, method, path string, out any) error {
 	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", socket)
 	}}}
 	req, err := http.NewRequestWithContext(ctx, method, "http://arpshare"+path, nil)
 	if err != nil {
-		return Status{}, err
+		return err
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return Status{}, fmt.Errorf("ask daemon at %s: %w", socket, err)
+		return fmt.Errorf("ask daemon at %s: %w", socket, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return Status{}, fmt.Errorf("ask daemon at %s: %s: %s", socket, resp.Status, bytes.TrimSpace(msg))
+		return fmt.Errorf("daemon at %s: %s", socket, bytes.TrimSpace(msg))
 	}
-	var s Status
-	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
-		return Status{}, fmt.Errorf("ask daemon at %s: %w", socket, err)
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("ask daemon at %s: %w", socket, err)
 	}
-	return s, nil
+	return nil
 }

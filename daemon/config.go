@@ -112,7 +112,9 @@ type Check struct {
 
 // APIConfig configures the local API.
 type APIConfig struct {
-	Socket string
+	Socket  string
+	Metrics string // host:port for Prometheus; empty: none
+	Pprof   bool
 }
 
 // The raw layer: decoded strictly from TOML, pointers mean "not set".
@@ -150,7 +152,9 @@ type rawConfig struct {
 		} `toml:"check"`
 	} `toml:"vip"`
 	API struct {
-		Socket *string `toml:"socket"`
+		Socket  *string `toml:"socket"`
+		Metrics *string `toml:"metrics"`
+		Pprof   *bool   `toml:"pprof"`
 	} `toml:"api"`
 }
 
@@ -489,6 +493,18 @@ func (c *checker) check(raw *rawConfig) *Config {
 		cfg.API.Socket = *raw.API.Socket
 		if !filepath.IsAbs(cfg.API.Socket) {
 			c.errAt(c.line("api", 0, "socket"), "api.socket %q must be an absolute path", cfg.API.Socket)
+		}
+	}
+	if raw.API.Metrics != nil {
+		cfg.API.Metrics = *raw.API.Metrics
+		if _, port, err := net.SplitHostPort(cfg.API.Metrics); err != nil || port == "" {
+			c.errAt(c.line("api", 0, "metrics"), "api.metrics %q is not host:port", cfg.API.Metrics)
+		}
+	}
+	if raw.API.Pprof != nil {
+		cfg.API.Pprof = *raw.API.Pprof
+		if cfg.API.Pprof && cfg.API.Metrics == "" {
+			c.errAt(c.line("api", 0, "pprof"), "api.pprof needs api.metrics: it is served on the same listener")
 		}
 	}
 	return cfg

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/arpshare/arpshare/arp"
@@ -44,24 +45,36 @@ type task interface {
 
 // Daemon is arpshare on one host.
 type Daemon struct {
-	cfg        *Config
-	log        *slog.Logger
-	version    string
-	table      *arp.ClientTable
-	cluster    *gossip.Cluster
-	responders map[string]*arp.Responder // by interface
-	repointer  *Repointer
-	checks     []*healthCheck
-	api        *api
-	modes      map[netip.Addr]gossip.Mode
+	log       *slog.Logger
+	version   string
+	table     *arp.ClientTable
+	cluster   *gossip.Cluster
+	repointer *Repointer
+	api       *api
+	metrics   *metricsServer // nil without [api] metrics
 
-	mu       sync.Mutex
-	drained  bool // by the operator; survives restarts
-	stopping bool
-	healthy  map[netip.Addr]bool
-	quorum   bool
-	fallback map[netip.Addr]bool
-	macs     map[string]net.HardwareAddr // by interface, while open
+	reloads    *prometheus.CounterVec
+	lastReload prometheus.Gauge
+
+	mu         sync.Mutex
+	cfg        *Config
+	responders map[string]*running[*arp.Responder] // by interface
+	checks     map[netip.Addr]*running[*healthCheck]
+	dynamic    context.Context // parent of responders and checks, once Run starts
+	dynWG      sync.WaitGroup
+	drained    bool // by the operator; survives restarts
+	stopping   bool
+	healthy    map[netip.Addr]bool
+	quorum     bool
+	fallback   map[netip.Addr]bool
+	macs       map[string]net.HardwareAddr // by interface, while open
+}
+
+// running is a task the daemon starts and stops as the config changes.
+type running[T task] struct {
+	t      T
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 // raceJitter bounds the random delay of a race-mode answer.
@@ -70,28 +83,29 @@ const raceJitter = 20 * time.Millisecond
 // New wires a daemon from a checked config.
 func New(cfg *Config, log *slog.Logger, version string) *Daemon {
 	d := &Daemon{
-		cfg: cfg, log: log, version: version,
+		log: log, version: version,
 		table:      arp.NewClientTable(maxClients, clientTTL),
-		responders: map[string]*arp.Responder{},
+		responders: map[string]*running[*arp.Responder]{},
+		checks:     map[netip.Addr]*running[*healthCheck]{},
 		macs:       map[string]net.HardwareAddr{},
-		modes:      map[netip.Addr]gossip.Mode{},
 		healthy:    map[netip.Addr]bool{},
 		fallback:   map[netip.Addr]bool{},
 		quorum:     true,
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricConfigReloads, Help: "Config reloads (SIGHUP), by result: applied or refused.",
+		}, []string{"result"}),
+		lastReload: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: MetricConfigLastLoad, Help: "1 if the last config reload was applied, 0 if it was refused.",
+		}),
 	}
+	d.lastReload.Set(1)
+	d.cfg = cfg
 	if _, err := os.Stat(d.drainedFile()); err == nil {
 		d.drained = true
 		log.Warn("starting drained: this host answers no client until `arpshare resume`")
 	}
-	for _, v := range cfg.VIPs {
-		d.modes[v.Address] = v.Mode
-		d.healthy[v.Address] = v.Check == nil
-		if v.Check != nil {
-			d.checks = append(d.checks, newHealthCheck(v, func(ok bool, err error) { d.healthChanged(v, ok, err) }))
-		}
-	}
 	d.repointer = NewRepointer(Repointer{
-		Table: d.table, Logger: log, Modes: d.modes,
+		Table: d.table, Logger: log, Mode: d.mode, VIPs: d.vips,
 		View:      func() *gossip.View { return d.cluster.View() },
 		Send:      d.repoint,
 		Broadcast: d.announce,
@@ -107,48 +121,81 @@ func New(cfg *Config, log *slog.Logger, version string) *Daemon {
 		OnChange: d.viewChanged,
 		Logger:   log.With("component", "gossip"),
 	})
-	for _, iface := range cfg.Interfaces() {
-		var vips []netip.Addr
-		for _, v := range cfg.VIPs {
-			if v.Interface == iface {
-				vips = append(vips, v.Address)
-			}
-		}
-		d.responders[iface] = arp.NewResponder(arp.ResponderConfig{
-			Interface: iface, VIPs: vips, Table: d.table, Ownership: d,
-			Logger: log, OnOpen: d.interfaceOpened,
-		})
+	d.api = &api{path: cfg.API.Socket, daemon: d, ready: make(chan struct{})}
+	if cfg.API.Metrics != "" {
+		d.metrics = &metricsServer{addr: cfg.API.Metrics, reg: d.NewRegistry(), pprof: cfg.API.Pprof, ready: make(chan struct{})}
 	}
-	d.api = &api{path: cfg.API.Socket, status: d.Status, drain: d.SetDrained, ready: make(chan struct{})}
 	return d
+}
+
+// config returns the config in force.
+func (d *Daemon) config() *Config {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfg
+}
+
+// mode returns a VIP's mode.
+func (d *Daemon) mode(vip netip.Addr) gossip.Mode {
+	for _, v := range d.config().VIPs {
+		if v.Address == vip {
+			return v.Mode
+		}
+	}
+	return gossip.ModeHash
+}
+
+// vips returns the VIPs in force.
+func (d *Daemon) vips() []netip.Addr {
+	var out []netip.Addr
+	for _, v := range d.config().VIPs {
+		out = append(out, v.Address)
+	}
+	return out
+}
+
+func (d *Daemon) responderSnapshot() map[string]*arp.Responder {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	m := map[string]*arp.Responder{}
+	for iface, r := range d.responders {
+		m[iface] = r.t
+	}
+	return m
 }
 
 // Run serves until ctx ends, then stops gracefully: it drains, gives the
 // other hosts time to re-point its clients, leaves the cluster and removes
-// its VIPs.
-func (d *Daemon) Run(ctx context.Context) error {
-	for _, v := range d.cfg.VIPs {
-		if err := addVIP(v.Address); err != nil {
-			return fmt.Errorf("vip %q: %w", v.Name, err)
-		}
-	}
-	defer d.removeVIPs()
-
-	if d.cfg.Gossip.Expect == 0 {
-		d.log.Warn("gossip.expect is not set: if the gossip network splits while clients still reach both sides, hosts on both sides answer the same clients")
-	}
-	tasks := []task{d.cluster, d.repointer, d.api}
-	for _, c := range d.checks {
-		tasks = append(tasks, c)
-	}
-	ready := []<-chan struct{}{d.cluster.Ready(), d.api.Ready()}
-	for _, r := range d.responders {
-		tasks = append(tasks, r)
-		ready = append(ready, r.Ready())
-	}
+// its VIPs. SIGHUP reloads the config.
+func (d *Daemon) Run(ctx context.Context, configPath string) error {
 	inner, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	g, gctx := errgroup.WithContext(inner)
+
+	cfg := d.config()
+	if cfg.Gossip.Expect == 0 {
+		d.log.Warn("gossip.expect is not set: if the gossip network splits while clients still reach both sides, hosts on both sides answer the same clients")
+	}
+	d.mu.Lock()
+	d.dynamic = gctx
+	d.mu.Unlock()
+	defer func() {
+		d.stopAll()
+		d.removeVIPs()
+	}()
+	if err := d.apply(nil, cfg); err != nil {
+		return err
+	}
+
+	tasks := []task{d.cluster, d.repointer, d.api, &reloader{d: d, path: configPath}, &watchdog{d: d}}
+	ready := []<-chan struct{}{d.cluster.Ready(), d.api.Ready()}
+	if d.metrics != nil {
+		tasks = append(tasks, d.metrics)
+		ready = append(ready, d.metrics.Ready())
+	}
+	for _, r := range d.responderSnapshot() {
+		ready = append(ready, r.Ready())
+	}
 	for _, t := range tasks {
 		g.Go(func() error {
 			if err := t.Run(gctx); err != nil {
@@ -166,7 +213,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}
 	if ctx.Err() == nil && gctx.Err() == nil {
-		d.log.Info("arpshare ready", "node", d.cfg.Node.Name, "version", d.version, "vips", len(d.cfg.VIPs))
+		d.log.Info("arpshare ready", "node", cfg.Node.Name, "version", d.version, "vips", len(cfg.VIPs))
 		d.notify("READY=1\nSTATUS=" + d.statusLine())
 	}
 
@@ -192,7 +239,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 }
 
 func (d *Daemon) removeVIPs() {
-	for _, v := range d.cfg.VIPs {
+	for _, v := range d.config().VIPs {
 		if err := removeVIP(v.Address); err != nil {
 			d.log.Error("remove VIP", "vip", v.Name, "error", err)
 		}
@@ -213,7 +260,7 @@ func (d *Daemon) statusLine() string {
 			live++
 		}
 	}
-	return fmt.Sprintf("%d VIPs, %d live hosts, %d known clients", len(d.cfg.VIPs), live, d.table.Len())
+	return fmt.Sprintf("%d VIPs, %d live hosts, %d known clients", len(d.config().VIPs), live, d.table.Len())
 }
 
 func (d *Daemon) viewChanged(v *gossip.View) {
@@ -283,46 +330,61 @@ func (d *Daemon) interfaceOpened(iface string, mac net.HardwareAddr) error {
 	return nil
 }
 
-func (d *Daemon) repoint(vip netip.Addr, c arp.Client) error {
+// responderFor returns the responder serving vip.
+func (d *Daemon) responderFor(vip netip.Addr) (*arp.Responder, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	for _, v := range d.cfg.VIPs {
-		if v.Address == vip {
-			return d.responders[v.Interface].Repoint(vip, c)
+		if r, ok := d.responders[v.Interface]; ok && v.Address == vip {
+			return r.t, nil
 		}
 	}
-	return errors.New("unknown VIP")
+	return nil, fmt.Errorf("VIP %s is no longer served", vip)
+}
+
+func (d *Daemon) repoint(vip netip.Addr, c arp.Client) error {
+	r, err := d.responderFor(vip)
+	if err != nil {
+		return err
+	}
+	return r.Repoint(vip, c)
 }
 
 func (d *Daemon) announce(vip netip.Addr) error {
-	for _, v := range d.cfg.VIPs {
-		if v.Address == vip {
-			return d.responders[v.Interface].Announce(vip)
-		}
+	r, err := d.responderFor(vip)
+	if err != nil {
+		return err
 	}
-	return errors.New("unknown VIP")
+	return r.Announce(vip)
 }
 
-func (d *Daemon) healthChanged(v VIP, healthy bool, err error) {
+func (d *Daemon) healthChanged(h *healthCheck, healthy bool, err error) {
+	v := h.vip
+	d.mu.Lock()
+	if c, ok := d.checks[v.Address]; !ok || c.t != h {
+		d.mu.Unlock()
+		return // a check replaced by a reload
+	}
+	d.healthy[v.Address] = healthy
+	d.mu.Unlock()
 	if healthy {
 		d.log.Info("health check passes: serving", "vip", v.Name)
 	} else {
 		d.log.Warn("health check fails: handing clients to other hosts", "vip", v.Name, "error", err)
 	}
-	d.mu.Lock()
-	d.healthy[v.Address] = healthy
-	d.mu.Unlock()
 	if err := d.cluster.UpdateMeta(500 * time.Millisecond); err != nil {
 		d.log.Debug("gossip health", "vip", v.Name, "error", err)
 	}
 }
 
-func (d *Daemon) drainedFile() string { return filepath.Join(d.cfg.Node.StateDir, "drained") }
+func (d *Daemon) drainedFile() string { return filepath.Join(d.config().Node.StateDir, "drained") }
 
 // SetDrained drains this host (or resumes it). The state is written to disk
 // first, so that it survives a restart. Draining returns once the other
 // hosts have had the time to re-point this host's clients.
 func (d *Daemon) SetDrained(ctx context.Context, drained bool) error {
 	if drained {
-		if err := os.MkdirAll(d.cfg.Node.StateDir, 0o755); err != nil {
+		if err := os.MkdirAll(d.config().Node.StateDir, 0o755); err != nil {
 			return fmt.Errorf("drain: %w", err)
 		}
 		if err := os.WriteFile(d.drainedFile(), []byte("drained by `arpshare drain`; `arpshare resume` undoes it\n"), 0o644); err != nil {
@@ -354,7 +416,7 @@ func (d *Daemon) SetDrained(ctx context.Context, drained bool) error {
 
 // Answer reports whether this host answers client for vip, and when.
 func (d *Daemon) Answer(vip, client netip.Addr) (bool, time.Duration) {
-	mode := d.modes[vip]
+	mode := d.mode(vip)
 	if !d.cluster.View().Answers(vip, mode, client) {
 		return false, 0
 	}
@@ -384,10 +446,12 @@ func (d *Daemon) Status() Status {
 		Quorum: v.Quorum(), Expect: v.Expect,
 	}
 	healthy := maps.Clone(d.healthy)
+	cfg := d.cfg
 	d.mu.Unlock()
 	clients := d.table.Clients()
-	for _, vip := range d.cfg.VIPs {
-		r := d.responders[vip.Interface]
+	responders := d.responderSnapshot()
+	for _, vip := range cfg.VIPs {
+		r := responders[vip.Interface]
 		vs := VIPStatus{
 			Name: vip.Name, Address: vip.Address, Interface: vip.Interface, Mode: vip.Mode,
 			Answering: r.MAC() != nil, Healthy: healthy[vip.Address], Fallback: v.Fallback(vip.Address),
@@ -411,8 +475,10 @@ func (d *Daemon) Status() Status {
 				}
 			}
 		}
-		for out, n := range r.Counts() {
-			vs.Frames[string(out)] = n
+		for k, n := range r.Stats().Frames {
+			if k.VIP == vip.Address {
+				vs.Frames[string(k.Outcome)] = n
+			}
 		}
 		s.VIPs = append(s.VIPs, vs)
 	}
@@ -432,4 +498,75 @@ func (s sharedTable) MergeState(b []byte) {
 	if _, err := s.t.Merge(b, time.Now()); err != nil {
 		s.log.Warn("client table from a peer dropped", "error", err)
 	}
+}
+
+// findVIP finds a VIP by name or address.
+func (cfg *Config) findVIP(nameOrAddr string) (VIP, bool) {
+	for _, v := range cfg.VIPs {
+		if v.Name == nameOrAddr || v.Address.String() == nameOrAddr {
+			return v, true
+		}
+	}
+	return VIP{}, false
+}
+
+// Clients lists the known clients of vip (a name or address; empty: all),
+// each with the host that answers it.
+func (d *Daemon) Clients(vip string) ([]ClientStatus, error) {
+	cfg := d.config()
+	var only netip.Addr
+	if vip != "" {
+		v, ok := cfg.findVIP(vip)
+		if !ok {
+			return nil, fmt.Errorf("no VIP %q here", vip)
+		}
+		only = v.Address
+	}
+	names := map[netip.Addr]VIP{}
+	for _, v := range cfg.VIPs {
+		names[v.Address] = v
+	}
+	view := d.cluster.View()
+	out := []ClientStatus{}
+	for _, c := range d.table.Clients() {
+		v, ok := names[c.VIP]
+		if !ok || (only.IsValid() && c.VIP != only) {
+			continue
+		}
+		cs := ClientStatus{VIP: v.Name, IP: c.IP, MAC: c.MAC.String(), LastSeen: c.LastSeen}
+		if v.Mode != gossip.ModeRace {
+			cs.Owner = view.Owner(c.VIP, v.Mode, c.IP)
+		}
+		out = append(out, cs)
+	}
+	slices.SortFunc(out, func(a, b ClientStatus) int {
+		if a.VIP != b.VIP {
+			return strings.Compare(a.VIP, b.VIP)
+		}
+		return a.IP.Compare(b.IP)
+	})
+	return out, nil
+}
+
+// Owner says which host answers client for vip (a name or address), from
+// this host's live view: the first question when a user complains.
+func (d *Daemon) Owner(vip, client string) (OwnerStatus, error) {
+	v, ok := d.config().findVIP(vip)
+	if !ok {
+		return OwnerStatus{}, fmt.Errorf("no VIP %q here", vip)
+	}
+	ip, err := netip.ParseAddr(client)
+	if err != nil {
+		return OwnerStatus{}, fmt.Errorf("client %q is not an IP address", client)
+	}
+	view := d.cluster.View()
+	o := OwnerStatus{VIP: v.Name, Address: v.Address, Mode: v.Mode, Client: ip,
+		Owner: view.Owner(v.Address, v.Mode, ip), Eligible: []string{}, Quorum: view.Quorum()}
+	for _, c := range view.Eligible(v.Address) {
+		o.Eligible = append(o.Eligible, c.Name)
+	}
+	if c, ok := d.table.Get(v.Address, ip); ok {
+		o.Known, o.MAC = true, c.MAC.String()
+	}
+	return o, nil
 }

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/arpshare/arpshare/arp"
@@ -40,7 +41,8 @@ type clientKey struct{ vip, ip netip.Addr }
 // Repointer sends gratuitous ARP when the view gives this host clients.
 type Repointer struct {
 	Table     *arp.ClientTable
-	Modes     map[netip.Addr]gossip.Mode // by VIP
+	Mode      func(vip netip.Addr) gossip.Mode
+	VIPs      func() []netip.Addr // the VIPs served now
 	View      func() *gossip.View
 	Send      func(vip netip.Addr, c arp.Client) error // unicast to one client
 	Broadcast func(vip netip.Addr) error               // to the whole segment
@@ -53,7 +55,11 @@ type Repointer struct {
 	// VIPs whose eligible hosts changed, and when to settle them.
 	unsettled map[netip.Addr]bool
 	settleAt  time.Time
+	heartbeat *atomic.Int64 // Unix ns of the last loop turn
 }
+
+// Heartbeat returns when the repointer's loop last turned.
+func (r *Repointer) Heartbeat() time.Time { return time.Unix(0, r.heartbeat.Load()) }
 
 type announcement struct {
 	left int
@@ -66,6 +72,7 @@ func NewRepointer(r Repointer) *Repointer {
 	r.pending = map[clientKey]int{}
 	r.announce = map[netip.Addr]announcement{}
 	r.unsettled = map[netip.Addr]bool{}
+	r.heartbeat = new(atomic.Int64)
 	return &r
 }
 
@@ -86,6 +93,7 @@ func (r *Repointer) Run(ctx context.Context) error {
 	expire := time.NewTicker(expireEvery)
 	defer expire.Stop()
 	for {
+		r.heartbeat.Store(time.Now().UnixNano())
 		select {
 		case <-ctx.Done():
 			return nil
@@ -108,7 +116,7 @@ func (r *Repointer) Run(ctx context.Context) error {
 // picked; when a host is lost, its clients (and, as a harmless side effect,
 // some others) are re-pointed by their rendezvous owner among the rest.
 func (r *Repointer) claims(v *gossip.View, vip, c netip.Addr) bool {
-	mode := r.Modes[vip]
+	mode := r.Mode(vip)
 	if mode == gossip.ModeRace {
 		return v.Quorum() && v.Owner(vip, mode, c) == v.Self
 	}
@@ -118,7 +126,8 @@ func (r *Repointer) claims(v *gossip.View, vip, c netip.Addr) bool {
 // plan queues what v gives this host that the previous view did not.
 func (r *Repointer) plan(v *gossip.View, clients []arp.Client, now time.Time) {
 	lost := map[netip.Addr]bool{} // race VIPs that lost an eligible host
-	for vip, mode := range r.Modes {
+	for _, vip := range r.VIPs() {
+		mode := r.Mode(vip)
 		if !slices.Equal(v.Eligible(vip), r.last.Eligible(vip)) && mode != gossip.ModeRace {
 			r.unsettled[vip] = true
 			r.settleAt = now.Add(settleDelay)
@@ -139,7 +148,7 @@ func (r *Repointer) plan(v *gossip.View, clients []arp.Client, now time.Time) {
 	}
 	n := 0
 	for _, c := range clients {
-		switch r.Modes[c.VIP] {
+		switch r.Mode(c.VIP) {
 		case gossip.ModeSingle:
 			continue
 		case gossip.ModeRace:
@@ -214,13 +223,13 @@ func (r *Repointer) settle(v *gossip.View, now time.Time) {
 	n := 0
 	for _, c := range r.Table.Clients() {
 		k := clientKey{c.VIP, c.IP}
-		if r.unsettled[c.VIP] && r.Modes[c.VIP] == gossip.ModeHash && r.claims(v, c.VIP, c.IP) && r.pending[k] == 0 {
+		if r.unsettled[c.VIP] && r.Mode(c.VIP) == gossip.ModeHash && r.claims(v, c.VIP, c.IP) && r.pending[k] == 0 {
 			r.pending[k] = 1
 			n++
 		}
 	}
 	for vip := range r.unsettled {
-		if _, ok := r.announce[vip]; !ok && r.Modes[vip] == gossip.ModeSingle && v.Answers(vip, gossip.ModeSingle, netip.Addr{}) {
+		if _, ok := r.announce[vip]; !ok && r.Mode(vip) == gossip.ModeSingle && v.Answers(vip, gossip.ModeSingle, netip.Addr{}) {
 			r.announce[vip] = announcement{left: 1, next: now}
 		}
 	}

@@ -34,7 +34,8 @@ func TestRepointer(t *testing.T) {
 	var current *gossip.View
 	r := NewRepointer(Repointer{
 		Table:  table,
-		Modes:  map[netip.Addr]gossip.Mode{testVIP: gossip.ModeHash},
+		Mode:   func(netip.Addr) gossip.Mode { return gossip.ModeHash },
+		VIPs:   func() []netip.Addr { return []netip.Addr{testVIP} },
 		View:   func() *gossip.View { return current },
 		Send:   func(vip netip.Addr, c arp.Client) error { sent[c.IP]++; return nil },
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -115,7 +116,8 @@ func TestRepointerSingleAndRace(t *testing.T) {
 	for _, self := range others {
 		unicast, broadcasts := 0, []time.Time{}
 		r := NewRepointer(Repointer{
-			Table: table, Modes: map[netip.Addr]gossip.Mode{testVIP: gossip.ModeSingle},
+			Table: table, Mode: func(netip.Addr) gossip.Mode { return gossip.ModeSingle },
+			VIPs:      func() []netip.Addr { return []netip.Addr{testVIP} },
 			Send:      func(netip.Addr, arp.Client) error { unicast++; return nil },
 			Broadcast: func(netip.Addr) error { broadcasts = append(broadcasts, time.Time{}); return nil },
 			Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -142,7 +144,8 @@ func TestRepointerSingleAndRace(t *testing.T) {
 	got := map[netip.Addr]int{}
 	for _, self := range []string{"h1", "h3"} {
 		r := NewRepointer(Repointer{
-			Table: table, Modes: map[netip.Addr]gossip.Mode{testVIP: gossip.ModeRace},
+			Table: table, Mode: func(netip.Addr) gossip.Mode { return gossip.ModeRace },
+			VIPs:   func() []netip.Addr { return []netip.Addr{testVIP} },
 			Send:   func(_ netip.Addr, c arp.Client) error { got[c.IP]++; return nil },
 			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		})

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -64,6 +65,32 @@ type Cluster struct {
 	departed map[string]Member    // dead or left, as last reported
 	joinErr  map[string]string    // last join error by peer
 	heard    map[string]time.Time // last probe ack, by member
+	changeAt time.Time            // when the view last changed
+
+	heartbeat atomic.Int64 // Unix ns of the last loop turn
+}
+
+// Heartbeat returns when the cluster's loop last turned (every probe
+// interval while it is healthy).
+func (c *Cluster) Heartbeat() time.Time { return time.Unix(0, c.heartbeat.Load()) }
+
+// LastChange returns when the view last changed.
+func (c *Cluster) LastChange() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.changeAt
+}
+
+// HealthScore is memberlist's awareness of its own health: 0 is good,
+// higher means this host's probes fail in ways that point at itself.
+func (c *Cluster) HealthScore() int {
+	c.mu.Lock()
+	ml := c.ml
+	c.mu.Unlock()
+	if ml == nil {
+		return 0
+	}
+	return ml.GetHealthScore()
 }
 
 // NewCluster returns a cluster member; Run starts it.
@@ -147,6 +174,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 	joined := make(chan struct{}, 1)
 	joined <- struct{}{}
 	for {
+		c.heartbeat.Store(time.Now().UnixNano())
 		select {
 		case <-ctx.Done():
 			return nil
@@ -261,6 +289,9 @@ func (c *Cluster) rebuild() {
 	v := NewView(c.cfg.Name, members, c.cfg.Expect)
 	changed := !sameView(c.view, v)
 	c.view = v
+	if changed {
+		c.changeAt = now
+	}
 	c.mu.Unlock()
 	if changed && c.cfg.OnChange != nil {
 		c.cfg.OnChange(v)

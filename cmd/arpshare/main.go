@@ -24,8 +24,11 @@ import (
 	"github.com/arpshare/arpshare/daemon"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// Set at build time: go build -ldflags "-X main.version=1.2.3 -X main.commit=abc123".
+var (
+	version = "dev"
+	commit  = ""
+)
 
 const usage = `usage: arpshare <command> [flags]
 
@@ -34,6 +37,8 @@ commands:
   check    [--config FILE]                       validate the config
   keygen                                         print a new gossip key
   status   [--socket PATH] [--json]              show the running daemon's view
+  clients  [--socket PATH] [--vip NAME] [--json] list known clients and who answers each
+  owner    [--socket PATH] [--json] VIP CLIENT   which host answers CLIENT for VIP
   drain    [--socket PATH]                       hand this host's clients to the others
   resume   [--socket PATH]                       take this host's share back
   version                                        print the version
@@ -54,12 +59,33 @@ func run(args []string, stdout, stderr io.Writer) int {
 	socket := fs.String("socket", daemon.DefaultSocket, "daemon's API socket")
 	asJSON := fs.Bool("json", false, "print JSON")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	vip := fs.String("vip", "", "only this VIP (name or address)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "arpshare %s: unexpected argument %q\n", args[0], fs.Arg(0))
+	wantArgs := 0
+	if args[0] == "owner" {
+		wantArgs = 2
+	}
+	if fs.NArg() != wantArgs {
+		if wantArgs > 0 {
+			fmt.Fprintf(stderr, "usage: arpshare owner [--socket PATH] [--json] VIP CLIENT\n")
+		} else {
+			fmt.Fprintf(stderr, "arpshare %s: unexpected argument %q\n", args[0], fs.Arg(0))
+		}
 		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	print := func(v any, table func()) int {
+		if *asJSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			enc.Encode(v)
+		} else {
+			table()
+		}
+		return 0
 	}
 
 	switch args[0] {
@@ -76,10 +102,50 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "%s: ok\n", *config)
 		return 0
+	case "clients":
+		cs, err := daemon.GetClients(ctx, *socket, *vip)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		return print(cs, func() {
+			tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "VIP\tCLIENT\tMAC\tLAST SEEN\tOWNER")
+			for _, c := range cs {
+				owner := c.Owner
+				if owner == "" {
+					owner = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%s\n", c.VIP, c.IP, c.MAC, time.Since(c.LastSeen).Round(time.Second), owner)
+			}
+			tw.Flush()
+		})
+	case "owner":
+		o, err := daemon.GetOwner(ctx, *socket, fs.Arg(0), fs.Arg(1))
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		return print(o, func() {
+			owner := o.Owner
+			switch {
+			case owner == "":
+				owner = "nobody (no eligible host)"
+			case o.Mode == "race":
+				owner = "every eligible host races to answer; " + owner + " re-points it on failover"
+			}
+			fmt.Fprintf(stdout, "%s for vip %s (%s, mode %s): %s\n", o.Client, o.VIP, o.Address, o.Mode, owner)
+			fmt.Fprintf(stdout, "eligible hosts: %s\n", strings.Join(o.Eligible, " "))
+			if o.Known {
+				fmt.Fprintf(stdout, "this host knows the client at %s\n", o.MAC)
+			} else {
+				fmt.Fprintln(stdout, "this host has not seen this client ask for the VIP")
+			}
+			if !o.Quorum {
+				fmt.Fprintln(stdout, "WARNING: this host has no quorum; its view may be wrong")
+			}
+		})
 	case "drain", "resume":
-		// Draining waits for the other hosts to take over; allow for it.
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
 		s, err := daemon.Drain(ctx, *socket, args[0] == "drain")
 		if err != nil {
 			fmt.Fprintln(stderr, err)
@@ -93,23 +159,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(key))
 		return 0
 	case "status":
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
 		s, err := daemon.GetStatus(ctx, *socket)
 		if err != nil {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
-		if *asJSON {
-			enc := json.NewEncoder(stdout)
-			enc.SetIndent("", "  ")
-			enc.Encode(s)
-			return 0
-		}
-		printStatus(stdout, s)
-		return 0
+		return print(s, func() { printStatus(stdout, s) })
 	case "version":
-		fmt.Fprintf(stdout, "arpshare %s %s %s/%s\n", version, commit(), runtime.Version(), runtime.GOARCH)
+		fmt.Fprintf(stdout, "arpshare %s (commit %s, %s %s/%s)\n", version, buildCommit(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return 0
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
@@ -119,7 +176,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
-func commit() string {
+func buildCommit() string {
+	if commit != "" {
+		return commit
+	}
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, s := range bi.Settings {
 			if s.Key == "vcs.revision" {
@@ -150,7 +210,7 @@ func runDaemon(path, level string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := daemon.New(cfg, log, version).Run(ctx); err != nil {
+	if err := daemon.New(cfg, log, version).Run(ctx, path); err != nil {
 		log.Error("arpshare failed", "error", err)
 		return 1
 	}

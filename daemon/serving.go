@@ -1,0 +1,243 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/signal"
+	"reflect"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"golang.org/x/sys/unix"
+
+	"github.com/arpshare/arpshare/arp"
+)
+
+// apply makes the VIPs of cfg served, starting from those of old (nil at
+// start): VIPs on lo, a responder per interface, a health check per VIP.
+// Unchanged VIPs keep their responder, check and health, so their clients
+// notice nothing. Only an error at start is returned; on reload, a VIP that
+// cannot be plumbed is logged and the rest applied.
+func (d *Daemon) apply(old, cfg *Config) error {
+	oldVIPs := map[netip.Addr]VIP{}
+	if old != nil {
+		for _, v := range old.VIPs {
+			oldVIPs[v.Address] = v
+		}
+	}
+	newVIPs := map[netip.Addr]VIP{}
+	for _, v := range cfg.VIPs {
+		newVIPs[v.Address] = v
+		if _, ok := oldVIPs[v.Address]; ok {
+			continue
+		}
+		if err := addVIP(v.Address); err != nil {
+			if old == nil {
+				return fmt.Errorf("vip %q: %w", v.Name, err)
+			}
+			d.log.Error("reload: cannot add VIP", "vip", v.Name, "error", err)
+		}
+	}
+	for addr, v := range oldVIPs {
+		if _, ok := newVIPs[addr]; !ok {
+			if err := removeVIP(addr); err != nil {
+				d.log.Error("reload: cannot remove VIP", "vip", v.Name, "error", err)
+			}
+			d.table.Forget(addr)
+		}
+	}
+
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.cfg = cfg
+
+	// Health checks: keep the unchanged ones, with their state.
+	for addr, c := range d.checks {
+		if v, ok := newVIPs[addr]; !ok || !reflect.DeepEqual(v.Check, oldVIPs[addr].Check) {
+			c.cancel()
+			delete(d.checks, addr)
+			delete(d.healthy, addr)
+		}
+	}
+	for addr, v := range newVIPs {
+		if _, ok := d.checks[addr]; ok {
+			continue
+		}
+		if v.Check == nil {
+			d.healthy[addr] = true
+			continue
+		}
+		d.healthy[addr] = false
+		var h *healthCheck
+		h = newHealthCheck(v, func(ok bool, err error) { d.healthChanged(h, ok, err) })
+		d.checks[addr] = start(d, h)
+	}
+	for addr := range d.healthy {
+		if _, ok := newVIPs[addr]; !ok {
+			delete(d.healthy, addr)
+		}
+	}
+
+	// Responders: one per interface that serves at least one VIP.
+	byIface := map[string][]netip.Addr{}
+	for _, v := range cfg.VIPs {
+		byIface[v.Interface] = append(byIface[v.Interface], v.Address)
+	}
+	for iface, r := range d.responders {
+		if vips, ok := byIface[iface]; ok {
+			r.t.SetVIPs(vips)
+			continue
+		}
+		r.cancel()
+		delete(d.responders, iface)
+		delete(d.macs, iface)
+	}
+	for iface, vips := range byIface {
+		if _, ok := d.responders[iface]; ok {
+			continue
+		}
+		d.responders[iface] = start(d, arp.NewResponder(arp.ResponderConfig{
+			Interface: iface, VIPs: vips, Table: d.table, Ownership: d,
+			Logger: d.log, OnOpen: d.interfaceOpened,
+		}))
+	}
+	return nil
+}
+
+// start runs t until it is cancelled or the daemon stops. Call with d.mu held.
+func start[T task](d *Daemon, t T) *running[T] {
+	ctx, cancel := context.WithCancel(d.dynamic)
+	r := &running[T]{t: t, cancel: cancel, done: make(chan struct{})}
+	d.dynWG.Go(func() {
+		defer close(r.done)
+		if err := t.Run(ctx); err != nil {
+			d.log.Error("task failed", "task", t.String(), "error", err)
+		}
+	})
+	return r
+}
+
+// stopAll ends every responder and check and waits for them.
+func (d *Daemon) stopAll() {
+	d.mu.Lock()
+	for _, r := range d.responders {
+		r.cancel()
+	}
+	for _, c := range d.checks {
+		c.cancel()
+	}
+	d.mu.Unlock()
+	d.dynWG.Wait()
+}
+
+// Reload reads the config at path again and applies it. A config that does
+// not pass `arpshare check` is refused and the running one stays in force.
+// VIPs and node.weight change live; other settings need a restart, and the
+// log says which.
+func (d *Daemon) Reload(path string) error {
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		d.reloads.WithLabelValues("refused").Inc()
+		d.lastReload.Set(0)
+		return fmt.Errorf("config refused, the running one stays in force: %w", err)
+	}
+	old := d.config()
+	var needRestart []string
+	if !reflect.DeepEqual(cfg.Gossip, old.Gossip) {
+		needRestart = append(needRestart, "[gossip]")
+	}
+	if cfg.API != old.API {
+		needRestart = append(needRestart, "[api]")
+	}
+	if cfg.Node.Name != old.Node.Name || cfg.Node.StateDir != old.Node.StateDir {
+		needRestart = append(needRestart, "[node] name/state_dir")
+	}
+	if len(needRestart) > 0 {
+		d.log.Warn("reload: these settings changed but only apply at restart", "settings", strings.Join(needRestart, ", "))
+	}
+	applied := *cfg
+	applied.Gossip, applied.API = old.Gossip, old.API
+	applied.Node.Name, applied.Node.StateDir = old.Node.Name, old.Node.StateDir
+
+	if err := d.apply(old, &applied); err != nil {
+		d.reloads.WithLabelValues("refused").Inc()
+		d.lastReload.Set(0)
+		return err
+	}
+	d.reloads.WithLabelValues("applied").Inc()
+	d.lastReload.Set(1)
+	if err := d.cluster.UpdateMeta(500 * time.Millisecond); err != nil {
+		d.log.Debug("gossip reloaded config", "error", err)
+	}
+	d.repointer.ViewChanged(nil)
+	var names []string
+	for _, v := range applied.VIPs {
+		names = append(names, v.Name)
+	}
+	d.log.Info("config reloaded", "vips", names, "weight", applied.Node.Weight)
+	return nil
+}
+
+// reloader reloads the config on SIGHUP, telling systemd as its
+// notify-reload protocol asks.
+type reloader struct {
+	d    *Daemon
+	path string
+}
+
+func (r *reloader) String() string { return "reloader" }
+
+func (r *reloader) Run(ctx context.Context) error {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-hup:
+		}
+		var ts unix.Timespec
+		unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+		r.d.notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", ts.Nano()/1000))
+		if err := r.d.Reload(r.path); err != nil {
+			r.d.log.Error("reload", "error", err)
+		}
+		r.d.notify("READY=1\nSTATUS=" + r.d.statusLine())
+	}
+}
+
+// watchdog pings systemd's watchdog (WatchdogSec=) while the loops that do
+// the work still turn: the gossip loop and the re-pointing loop. If either
+// hangs, the pings stop and systemd restarts the daemon.
+type watchdog struct{ d *Daemon }
+
+func (w *watchdog) String() string { return "watchdog" }
+
+func (w *watchdog) Run(ctx context.Context) error {
+	interval, err := daemon.SdWatchdogEnabled(false)
+	if err != nil || interval == 0 {
+		<-ctx.Done()
+		return nil
+	}
+	t := time.NewTicker(interval / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-t.C:
+			beats := []time.Time{w.d.cluster.Heartbeat(), w.d.repointer.Heartbeat()}
+			if slices.ContainsFunc(beats, func(b time.Time) bool { return now.Sub(b) > interval/2 }) {
+				w.d.log.Error("a main loop is stuck: not pinging the systemd watchdog", "gossip", beats[0], "repointer", beats[1])
+				continue
+			}
+			w.d.notify("WATCHDOG=1")
+		}
+	}
+}
