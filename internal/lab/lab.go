@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -57,7 +58,20 @@ type HostConfig struct {
 	// Check adds a TCP health check on the host's service, fast for tests:
 	// every 200ms, rise 2, fall 3.
 	Check bool
+	// Metrics serves Prometheus metrics on MetricsAddr in the host.
+	Metrics bool
+	// SecondVIP adds the VIP "db" at SecondVIP.
+	SecondVIP bool
+	// Broken writes a config that does not parse.
+	Broken bool
 }
+
+// SecondVIP is the address of the optional second VIP, "db".
+var SecondVIP = netip.MustParseAddr("198.18.0.201")
+
+// MetricsAddr is where a host with HostConfig.Metrics serves metrics,
+// inside its namespace.
+const MetricsAddr = "127.0.0.1:9947"
 
 // Lab is a running lab. Close removes everything it made.
 type Lab struct {
@@ -256,7 +270,16 @@ func (h *Host) WriteConfig(hc HostConfig) error {
 	if hc.Check {
 		fmt.Fprintf(&b, "[vip.check]\ntcp = \"127.0.0.1:%d\"\ninterval = \"200ms\"\ntimeout = \"200ms\"\nfall = 3\n", port)
 	}
+	if hc.SecondVIP {
+		fmt.Fprintf(&b, "\n[[vip]]\nname = \"db\"\naddress = %q\ninterface = \"eth0\"\n", SecondVIP)
+	}
 	fmt.Fprintf(&b, "\n[api]\nsocket = %q\n", h.Socket)
+	if hc.Metrics {
+		fmt.Fprintf(&b, "metrics = %q\n", MetricsAddr)
+	}
+	if hc.Broken {
+		b.WriteString("this is not toml\n")
+	}
 	return os.WriteFile(h.Config, []byte(b.String()), 0o600)
 }
 
@@ -323,7 +346,8 @@ func (h *Host) Heal() error {
 
 // Run runs the arpshare binary (drain, resume...) against the host's daemon.
 func (h *Host) Run(args ...string) (string, error) {
-	out, err := exec.Command(h.lab.binary, append(args, "--socket", h.Socket)...).CombinedOutput()
+	argv := append([]string{args[0], "--socket", h.Socket}, args[1:]...)
+	out, err := exec.Command(h.lab.binary, argv...).CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("%s: arpshare %s: %w: %s", h.Name, strings.Join(args, " "), err, out)
 	}
@@ -413,6 +437,36 @@ func start(cmd *exec.Cmd) error {
 	errc := make(chan error, 1)
 	starter <- func() { errc <- cmd.Start() }
 	return <-errc
+}
+
+// Signal sends sig to the daemon.
+func (h *Host) Signal(sig syscall.Signal) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.cmd == nil {
+		return fmt.Errorf("%s: not running", h.Name)
+	}
+	return h.cmd.Process.Signal(sig)
+}
+
+// Scrape fetches the host's metrics page.
+func (h *Host) Scrape() (string, error) {
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
+			err = inNS(h.NS, func() error {
+				conn, err = (&net.Dialer{Timeout: 2 * time.Second}).Dial(network, addr)
+				return err
+			})
+			return conn, err
+		},
+	}}
+	resp, err := client.Get("http://" + MetricsAddr + "/metrics")
+	if err != nil {
+		return "", fmt.Errorf("%s: scrape: %w", h.Name, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
 }
 
 // Stop sends SIGTERM and waits for the daemon to exit; it returns the exit
@@ -517,9 +571,14 @@ func WaitMembers(ctx context.Context, hosts []*Host, want int) error {
 // Dial connects from the client to the VIP's service and returns the name of
 // the host that answered.
 func (c *Client) Dial(timeout time.Duration) (string, error) {
+	return c.DialVIP(VIP, timeout)
+}
+
+// DialVIP is Dial to another VIP.
+func (c *Client) DialVIP(vip netip.Addr, timeout time.Duration) (string, error) {
 	var name string
 	err := inNS(c.NS, func() error {
-		conn, err := net.DialTimeout("tcp4", netip.AddrPortFrom(VIP, uint16(port)).String(), timeout)
+		conn, err := net.DialTimeout("tcp4", netip.AddrPortFrom(vip, uint16(port)).String(), timeout)
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,235 @@
+package lab
+
+import (
+	"encoding/json"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/arpshare/arpshare/daemon"
+)
+
+// metric returns the value of the sample of name whose labels include all
+// of want, or -1.
+func metric(t *testing.T, page, name string, want map[string]string) float64 {
+	t.Helper()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(strings.NewReader(page))
+	if err != nil {
+		t.Fatalf("parse metrics: %v", err)
+	}
+	f, ok := families[name]
+	if !ok {
+		return -1
+	}
+	for _, m := range f.GetMetric() {
+		labels := map[string]string{}
+		for _, l := range m.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		match := true
+		for k, v := range want {
+			match = match && labels[k] == v
+		}
+		if !match {
+			continue
+		}
+		switch {
+		case m.Counter != nil:
+			return m.GetCounter().GetValue()
+		case m.Gauge != nil:
+			return m.GetGauge().GetValue()
+		}
+	}
+	return -1
+}
+
+// TestOperations covers what an operator touches: metrics that move with the
+// traffic, `arpshare clients` and `arpshare owner`, and live reload.
+func TestOperations(t *testing.T) {
+	requirePrivileged(t)
+	l, err := New(Options{Hosts: 3, Clients: 10, Binary: build(t), Dir: t.TempDir(), Config: HostConfig{Metrics: true, Expect: 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dumpLogs(t, l); l.Close() })
+	startAll(t, l.Hosts)
+	h1 := l.Hosts[0]
+	base := assignment(t, l.Clients)
+	mine := count(base)["h1"]
+	vip := map[string]string{"vip": VIP.String()}
+
+	t.Run("metrics", func(t *testing.T) {
+		page, err := h1.Scrape()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, want := range map[string]float64{
+			daemon.MetricClientsKnown: 10,
+			daemon.MetricClientsOwned: float64(mine),
+		} {
+			if got := metric(t, page, name, vip); got != want {
+				t.Errorf("%s = %v, want %v", name, got, want)
+			}
+		}
+		if got := metric(t, page, daemon.MetricMembers, map[string]string{"state": "alive"}); got != 3 {
+			t.Errorf("alive members = %v, want 3", got)
+		}
+		for _, name := range []string{daemon.MetricBuildInfo, daemon.MetricQuorum, daemon.MetricHealthScore, daemon.MetricLastViewChange, "go_goroutines"} {
+			if metric(t, page, name, nil) < 0 {
+				t.Errorf("%s missing", name)
+			}
+		}
+		if got := metric(t, page, daemon.MetricVIPEligible, map[string]string{"vip": "web", "host": "h2"}); got != 1 {
+			t.Errorf("h2 eligible for web = %v, want 1", got)
+		}
+		answered := metric(t, page, daemon.MetricARPRequests, map[string]string{"vip": VIP.String(), "outcome": "answered"})
+		notOwner := metric(t, page, daemon.MetricARPRequests, map[string]string{"vip": VIP.String(), "outcome": "not_owner"})
+		replies := metric(t, page, daemon.MetricARPReplies, vip)
+
+		// Every client asks afresh: h1 answers its own and hears the rest.
+		for _, c := range l.Clients {
+			if err := c.ForgetVIP(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		assignment(t, l.Clients)
+		page, err = h1.Scrape()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := metric(t, page, daemon.MetricARPRequests, map[string]string{"vip": VIP.String(), "outcome": "answered"}); got < answered+float64(mine) {
+			t.Errorf("answered went from %v to %v, want at least +%d", answered, got, mine)
+		}
+		if got := metric(t, page, daemon.MetricARPRequests, map[string]string{"vip": VIP.String(), "outcome": "not_owner"}); got < notOwner+float64(10-mine) {
+			t.Errorf("not_owner went from %v to %v, want at least +%d", notOwner, got, 10-mine)
+		}
+		if got := metric(t, page, daemon.MetricARPReplies, vip); got < replies+float64(mine) {
+			t.Errorf("replies went from %v to %v, want at least +%d", replies, got, mine)
+		}
+	})
+
+	t.Run("clients and owner", func(t *testing.T) {
+		out, err := l.Hosts[1].Run("clients", "--json", "--vip", "web")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cs []daemon.ClientStatus
+		if err := json.Unmarshal([]byte(out), &cs); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if len(cs) != len(l.Clients) {
+			t.Errorf("h2 lists %d clients, want %d", len(cs), len(l.Clients))
+		}
+		byIP := map[string]string{}
+		for _, c := range cs {
+			byIP[c.IP.String()] = c.Owner
+		}
+		for _, c := range l.Clients {
+			if byIP[c.Addr.String()] != base[c.Name] {
+				t.Errorf("arpshare clients: %s owned by %q, but served by %s", c.Addr, byIP[c.Addr.String()], base[c.Name])
+			}
+			out, err := l.Hosts[2].Run("owner", "web", c.Addr.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(out, ": "+base[c.Name]+"\n") {
+				t.Errorf("arpshare owner web %s said %q, want %s", c.Addr, out, base[c.Name])
+			}
+		}
+		if _, err := h1.Run("owner", "nosuch", "198.18.0.101"); err == nil || !strings.Contains(err.Error(), `no VIP "nosuch"`) {
+			t.Errorf("owner of an unknown VIP: %v", err)
+		}
+	})
+
+	t.Run("reload", func(t *testing.T) {
+		probe := StartProbe(l.Clients, 50*time.Millisecond, 300*time.Millisecond)
+		for _, h := range l.Hosts {
+			if err := h.WriteConfig(HostConfig{Metrics: true, Expect: 3, SecondVIP: true}); err != nil {
+				t.Fatal(err)
+			}
+			if err := h.Signal(syscall.SIGHUP); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, h := range l.Hosts {
+			waitLog(t, h, "config reloaded", 5*time.Second)
+		}
+		// The new VIP is served, by all hosts, with no restart.
+		deadline := time.Now().Add(10 * time.Second)
+		served := map[string]bool{}
+		for _, c := range l.Clients {
+			for {
+				h, err := c.DialVIP(SecondVIP, 300*time.Millisecond)
+				if err == nil {
+					served[h] = true
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("client %s never reached the new VIP: %v", c.Name, err)
+				}
+			}
+		}
+		if len(served) < 2 {
+			t.Errorf("new VIP served by %v only", served)
+		}
+
+		// A broken config is refused; everything keeps working.
+		if err := h1.WriteConfig(HostConfig{Broken: true}); err != nil {
+			t.Fatal(err)
+		}
+		if err := h1.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		waitLog(t, h1, "config refused, the running one stays in force", 5*time.Second)
+		page, err := h1.Scrape()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := metric(t, page, daemon.MetricConfigReloads, map[string]string{"result": "refused"}); got != 1 {
+			t.Errorf("refused reloads = %v, want 1", got)
+		}
+
+		// Removing the VIP takes it off lo.
+		if err := h1.WriteConfig(HostConfig{Metrics: true, Expect: 3}); err != nil {
+			t.Fatal(err)
+		}
+		if err := h1.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		deadline = time.Now().Add(5 * time.Second)
+		for {
+			out, _ := ipOut("-n", h1.NS, "-o", "addr", "show", "dev", "lo")
+			if !strings.Contains(out, SecondVIP.String()) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s still has the removed VIP on lo", h1.Name)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		time.Sleep(500 * time.Millisecond)
+		samples := probe.Stop()
+		if f := failures(samples); len(f) > 0 {
+			t.Errorf("the web VIP's clients saw %d failures during reloads: %v", len(f), f)
+		}
+		for c, ss := range samples {
+			for _, s := range ss {
+				if s.Host != base[c] {
+					t.Errorf("client %s of web moved to %q during reloads", c, s.Host)
+					break
+				}
+			}
+		}
+		for _, h := range l.Hosts {
+			notes := strings.Join(h.Notes(), "\n")
+			if !strings.Contains(notes, "RELOADING=1\nMONOTONIC_USEC=") {
+				t.Errorf("%s did not tell systemd it reloads: %q", h.Name, notes)
+			}
+		}
+	})
+}
