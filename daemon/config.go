@@ -77,10 +77,12 @@ type NodeConfig struct {
 
 // GossipConfig configures memberlist.
 type GossipConfig struct {
-	Bind           netip.AddrPort
-	Peers          []netip.AddrPort
-	KeyFile        string
-	Key            []byte // nil only when Insecure
+	Bind    netip.AddrPort
+	Peers   []netip.AddrPort
+	KeyFile string
+	// Keys from key_file: the first encrypts, all decrypt (for rotation).
+	// Nil only when Insecure.
+	Keys           [][]byte
 	Cluster        string
 	Insecure       bool
 	ProbeInterval  time.Duration
@@ -341,11 +343,11 @@ func (c *checker) check(raw *rawConfig) *Config {
 		if !filepath.IsAbs(cfg.Gossip.KeyFile) {
 			cfg.Gossip.KeyFile = filepath.Join(filepath.Dir(c.path), cfg.Gossip.KeyFile)
 		}
-		key, err := ReadKey(cfg.Gossip.KeyFile)
+		keys, err := ReadKeys(cfg.Gossip.KeyFile)
 		if err != nil {
 			c.errAt(c.line("gossip", 0, "key_file"), "gossip.key_file: %v", err)
 		}
-		cfg.Gossip.Key = key
+		cfg.Gossip.Keys = keys
 	case !cfg.Gossip.Insecure:
 		c.errAt(c.line("gossip", 0, "key_file"), "gossip.key_file is required (make one with `arpshare keygen`), or set insecure = true")
 	}
@@ -535,19 +537,34 @@ func (cfg *Config) Interfaces() []string {
 	return out
 }
 
-// ReadKey reads a gossip key written by `arpshare keygen`.
-func ReadKey(path string) ([]byte, error) {
+// ReadKeys reads a gossip key file: one base64 key per line, as `arpshare
+// keygen` prints them. The first line is the key gossip is encrypted with;
+// the others are accepted too, which is how keys are rotated without a
+// split (see operations.md). Empty lines and # comments are ignored.
+func ReadKeys(path string) ([][]byte, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b)))
-	if err != nil {
-		return nil, fmt.Errorf("%s: not base64 (make one with `arpshare keygen`)", path)
+	var keys [][]byte
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		key, err := base64.StdEncoding.DecodeString(line)
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: not base64 (make a key with `arpshare keygen`)", path, i+1)
+		}
+		switch len(key) {
+		case 16, 24, 32:
+		default:
+			return nil, fmt.Errorf("%s:%d: key is %d bytes, want 16, 24 or 32 (AES-128, -192 or -256)", path, i+1, len(key))
+		}
+		keys = append(keys, key)
 	}
-	switch len(key) {
-	case 16, 24, 32:
-		return key, nil
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("%s: no key (make one with `arpshare keygen`)", path)
 	}
-	return nil, fmt.Errorf("%s: key is %d bytes, want 16, 24 or 32 (AES-128, -192 or -256)", path, len(key))
+	return keys, nil
 }

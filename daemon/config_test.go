@@ -46,13 +46,13 @@ func TestReferenceConfig(t *testing.T) {
 				netip.MustParseAddrPort("198.18.0.12:7946"),
 				netip.MustParseAddrPort("198.18.0.13:7946"),
 			},
-			KeyFile: key, Key: make([]byte, 32), Cluster: "prod",
+			KeyFile: key, Keys: [][]byte{make([]byte, 32)}, Cluster: "prod",
 			ProbeInterval: DefaultProbeInterval, ProbeTimeout: DefaultProbeTimeout,
 			SuspicionMult: DefaultSuspicionMult, GossipInterval: DefaultGossipInterval, Expect: 3,
 		},
 		VIPs: []VIP{{Name: "web", Address: netip.MustParseAddr("198.18.0.200"), Interface: "eth0", Mode: gossip.ModeHash,
 			Check: &Check{TCP: "127.0.0.1:8080", Interval: time.Second, Timeout: 500 * time.Millisecond, Rise: 2, Fall: 2}}},
-		API: APIConfig{Socket: DefaultSocket},
+		API: APIConfig{Socket: DefaultSocket, Metrics: "127.0.0.1:9947"},
 	}
 	if diff := cmp.Diff(want, cfg, cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
 		cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {
@@ -79,7 +79,7 @@ interface = "eth0"
 	}
 	host, _ := os.Hostname()
 	if cfg.Node.Name != host || cfg.Gossip.Cluster != "arpshare" || cfg.API.Socket != DefaultSocket ||
-		cfg.Gossip.Bind.Port() != 7946 || cfg.Gossip.Key != nil || cfg.Gossip.ProbeInterval != 200*time.Millisecond {
+		cfg.Gossip.Bind.Port() != 7946 || cfg.Gossip.Keys != nil || cfg.Gossip.ProbeInterval != 200*time.Millisecond {
 		t.Errorf("defaults not applied: %+v", cfg)
 	}
 }
@@ -108,7 +108,7 @@ func TestConfigErrors(t *testing.T) {
 		{"missing key file", "[gossip]\nbind = \"198.18.0.11:7946\"\nkey_file = \"/nonexistent/k\"\n" + vip,
 			[]string{"f.toml:3: gossip.key_file: open /nonexistent/k: no such file or directory"}},
 		{"short key", "[gossip]\nbind = \"198.18.0.11:7946\"\nkey_file = \"" + shortKey + "\"\n" + vip,
-			[]string{"key is 7 bytes, want 16, 24 or 32"}},
+			[]string{"short.key:1: key is 7 bytes, want 16, 24 or 32"}},
 		{"no key", "[gossip]\nbind = \"198.18.0.11:7946\"\n" + vip, []string{"f.toml:1: gossip.key_file is required"}},
 		{"no bind", "[gossip]\ninsecure = true\n" + vip, []string{"f.toml:1: gossip.bind is required"}},
 		{"no vips", head, []string{"f.toml: no [[vip]]"}},

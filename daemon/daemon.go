@@ -112,7 +112,7 @@ func New(cfg *Config, log *slog.Logger, version string) *Daemon {
 	})
 	d.cluster = gossip.NewCluster(gossip.ClusterConfig{
 		Name: cfg.Node.Name, Bind: cfg.Gossip.Bind, Peers: cfg.Gossip.Peers,
-		Key: cfg.Gossip.Key, Label: cfg.Gossip.Cluster,
+		Keys: cfg.Gossip.Keys, Label: cfg.Gossip.Cluster,
 		ProbeInterval: cfg.Gossip.ProbeInterval, ProbeTimeout: cfg.Gossip.ProbeTimeout,
 		SuspicionMult: cfg.Gossip.SuspicionMult, GossipInterval: cfg.Gossip.GossipInterval,
 		Expect:   cfg.Gossip.Expect,

@@ -38,7 +38,7 @@ func TestRepointer(t *testing.T) {
 		VIPs:   func() []netip.Addr { return []netip.Addr{testVIP} },
 		View:   func() *gossip.View { return current },
 		Send:   func(vip netip.Addr, c arp.Client) error { sent[c.IP]++; return nil },
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger: quietLog(),
 	})
 	ctx := context.Background()
 
@@ -120,7 +120,7 @@ func TestRepointerSingleAndRace(t *testing.T) {
 			VIPs:      func() []netip.Addr { return []netip.Addr{testVIP} },
 			Send:      func(netip.Addr, arp.Client) error { unicast++; return nil },
 			Broadcast: func(netip.Addr) error { broadcasts = append(broadcasts, time.Time{}); return nil },
-			Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Logger:    quietLog(),
 		})
 		now := time.Unix(1000, 0)
 		r.plan(view(self, "h1", "h2", "h3"), table.Clients(), now)
@@ -147,7 +147,7 @@ func TestRepointerSingleAndRace(t *testing.T) {
 			Table: table, Mode: func(netip.Addr) gossip.Mode { return gossip.ModeRace },
 			VIPs:   func() []netip.Addr { return []netip.Addr{testVIP} },
 			Send:   func(_ netip.Addr, c arp.Client) error { got[c.IP]++; return nil },
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Logger: quietLog(),
 		})
 		r.plan(view(self, "h1", "h2", "h3"), table.Clients(), time.Now())
 		if len(r.pending) != 0 {
@@ -163,3 +163,5 @@ func TestRepointerSingleAndRace(t *testing.T) {
 		}
 	}
 }
+
+func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

@@ -21,7 +21,7 @@ type ClusterConfig struct {
 	Name           string
 	Bind           netip.AddrPort
 	Peers          []netip.AddrPort
-	Key            []byte // AES key; nil runs unencrypted
+	Keys           [][]byte // AES keys, the first one in use; none: unencrypted
 	Label          string
 	ProbeInterval  time.Duration
 	ProbeTimeout   time.Duration
@@ -137,7 +137,13 @@ func (c *Cluster) Run(ctx context.Context) error {
 	mc.GossipInterval = c.cfg.GossipInterval
 	mc.TCPTimeout = 2 * time.Second // a LAN answers far sooner; joins wait on it
 	mc.Label = c.cfg.Label
-	mc.SecretKey = c.cfg.Key
+	if len(c.cfg.Keys) > 0 {
+		kr, err := memberlist.NewKeyring(c.cfg.Keys, c.cfg.Keys[0])
+		if err != nil {
+			return fmt.Errorf("gossip keys: %w", err)
+		}
+		mc.Keyring = kr
+	}
 	mc.Delegate = delegate{c}
 	mc.Events = events{c}
 	mc.Ping = pings{c}
@@ -151,7 +157,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 	c.ml = ml
 	c.mu.Unlock()
 	defer ml.Shutdown()
-	if c.cfg.Key == nil {
+	if len(c.cfg.Keys) == 0 {
 		c.cfg.Logger.Warn("GOSSIP IS NOT ENCRYPTED: any machine on the segment can join this cluster (insecure = true)")
 	}
 	// Join before the first view: push-pull with the peers brings their

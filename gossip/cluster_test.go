@@ -53,11 +53,11 @@ type node struct {
 	state    *memState
 }
 
-func startNode(t *testing.T, name string, bind netip.AddrPort, peers []netip.AddrPort, key []byte, label string) *node {
+func startNode(t *testing.T, name string, bind netip.AddrPort, peers []netip.AddrPort, key []byte, label string, more ...[]byte) *node {
 	t.Helper()
 	n := &node{done: make(chan struct{}), state: &memState{mine: "table of " + name}}
 	n.c = NewCluster(ClusterConfig{
-		Name: name, Bind: bind, Peers: peers, Key: key, Label: label,
+		Name: name, Bind: bind, Peers: peers, Keys: append([][]byte{key}, more...), Label: label,
 		ProbeInterval: 200 * time.Millisecond, ProbeTimeout: 100 * time.Millisecond,
 		SuspicionMult: 3, GossipInterval: 100 * time.Millisecond, RejoinInterval: time.Second,
 		Meta: func() Meta {
@@ -173,6 +173,14 @@ func TestClusterRefusesStrangers(t *testing.T) {
 	nb := startNode(t, "b", b, []netip.AddrPort{a}, otherKey, "test") // wrong key
 	nc := startNode(t, "c", c, []netip.AddrPort{a}, key, "other")     // wrong label
 	time.Sleep(3 * time.Second)                                       // three re-join rounds
+	// Key rotation: d has learned the new key but still speaks the old one,
+	// e already speaks the new one; each understands the other.
+	d := netip.AddrPortFrom(lo, freePort(t))
+	nd := startNode(t, "d", d, nil, key, "test", otherKey)
+	ne := startNode(t, "e", netip.AddrPortFrom(lo, freePort(t)), []netip.AddrPort{d}, otherKey, "test", key)
+	waitView(t, nd, "e during a key rotation", func(v *View) bool { return states(v)["e"] == StateAlive })
+	nd.stop()
+	ne.stop()
 	for _, n := range []*node{na, nb, nc} {
 		if s := states(n.c.View()); len(s) != 1 {
 			t.Errorf("%s sees %v, want only itself", n.c.cfg.Name, s)
