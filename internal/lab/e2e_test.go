@@ -202,6 +202,15 @@ func TestSharingAndFailover(t *testing.T) {
 		if notes := h.Notes(); !slices.Contains(notes, "READY=1") || !slices.ContainsFunc(notes, func(n string) bool { return strings.HasPrefix(n, "STATUS=1 VIPs, 3 live hosts") }) {
 			t.Errorf("%s told systemd %q, want READY=1 and a STATUS", h.Name, notes)
 		}
+		// WatchdogSec=3s: a ping every second while the loops turn.
+		deadline := time.Now().Add(5 * time.Second)
+		for !slices.Contains(h.Notes(), "WATCHDOG=1") {
+			if time.Now().After(deadline) {
+				t.Errorf("%s never pinged the watchdog", h.Name)
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
 	}
 	out, err := exec.Command(l.binary, "status", "--socket", l.Hosts[0].Socket).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "web") || !strings.Contains(string(out), "h3=") {

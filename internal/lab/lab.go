@@ -397,7 +397,8 @@ func (h *Host) Start() error {
 	}
 	cmd := exec.Command("ip", "netns", "exec", h.NS, h.lab.binary, "run", "--config", h.Config, "--log-level", "debug")
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+h.Notify)
+	// As systemd with WatchdogSec=3s would.
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+h.Notify, "WATCHDOG_USEC=3000000")
 	// The daemon must not outlive the lab, even if the lab's process dies.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := start(cmd); err != nil {
