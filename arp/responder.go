@@ -45,12 +45,17 @@ type Ownership interface {
 // ResponderConfig configures a Responder.
 type ResponderConfig struct {
 	Interface string
+	// IPv6 makes it answer Neighbor Discovery for IPv6 VIPs instead of ARP
+	// for IPv4 ones.
+	IPv6      bool
 	VIPs      []netip.Addr // the VIPs served on this interface
 	Table     *ClientTable
 	Ownership Ownership
 	Logger    *slog.Logger
-	// Listen opens the interface; nil means Listen (a raw socket).
+	// Listen opens the interface for ARP; nil means Listen (a raw socket).
 	Listen func(name string) (Conn, net.HardwareAddr, error)
+	// ListenNDP opens it for NDP; nil means ListenNDP (an ICMPv6 socket).
+	ListenNDP func(name string) (NDPConn, net.HardwareAddr, error)
 	// OnOpen runs each time the interface is (re)opened, before any frame is
 	// read: host plumbing belongs here, as the interface may be new.
 	OnOpen func(name string, mac net.HardwareAddr) error
@@ -58,7 +63,7 @@ type ResponderConfig struct {
 	Retry time.Duration
 }
 
-// Responder answers ARP for the VIPs of one interface.
+// Responder answers ARP (or NDP) for the VIPs of one interface.
 type Responder struct {
 	cfg   ResponderConfig
 	ready chan struct{}
@@ -67,7 +72,7 @@ type Responder struct {
 	vips atomic.Pointer[[]netip.Addr]
 
 	mu       sync.Mutex
-	conn     Conn
+	link     link // nil while the interface is not open
 	mac      net.HardwareAddr
 	stats    Stats
 	lastWarn time.Time
@@ -103,6 +108,9 @@ func NewResponder(cfg ResponderConfig) *Responder {
 	if cfg.Listen == nil {
 		cfg.Listen = Listen
 	}
+	if cfg.ListenNDP == nil {
+		cfg.ListenNDP = ListenNDP
+	}
 	if cfg.Retry == 0 {
 		cfg.Retry = time.Second
 	}
@@ -111,13 +119,55 @@ func NewResponder(cfg ResponderConfig) *Responder {
 	return r
 }
 
+// link is one open interface, for one protocol.
+type link interface {
+	// serve reads and handles messages until the link fails or closes.
+	serve(r *Responder) error
+	// repoint tells one client that vip is at mac; announce tells everyone.
+	repoint(mac net.HardwareAddr, vip netip.Addr, c Client) error
+	announce(mac net.HardwareAddr, vip netip.Addr) error
+	// setVIPs follows a change of the VIPs served.
+	setVIPs(old, new []netip.Addr)
+	Close() error
+}
+
+func (r *Responder) open() (link, net.HardwareAddr, error) {
+	if r.cfg.IPv6 {
+		c, mac, err := r.cfg.ListenNDP(r.cfg.Interface)
+		if err != nil {
+			return nil, nil, err
+		}
+		l := &ndpLink{conn: c, mac: mac}
+		l.setVIPs(nil, *r.vips.Load())
+		return l, mac, nil
+	}
+	c, mac, err := r.cfg.Listen(r.cfg.Interface)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &arpLink{conn: c, mac: mac}, mac, nil
+}
+
 // SetVIPs changes the VIPs served on the interface (on a config reload).
 func (r *Responder) SetVIPs(vips []netip.Addr) {
 	vips = slices.Clone(vips)
-	r.vips.Store(&vips)
+	old := r.vips.Swap(&vips)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.link != nil && old != nil {
+		r.link.setVIPs(*old, vips)
+	}
 }
 
-func (r *Responder) String() string { return "arp responder on " + r.cfg.Interface }
+func (r *Responder) String() string {
+	if r.cfg.IPv6 {
+		return "ndp responder on " + r.cfg.Interface
+	}
+	return "arp responder on " + r.cfg.Interface
+}
+
+// Interface returns the interface's name.
+func (r *Responder) Interface() string { return r.cfg.Interface }
 
 // Ready is closed once the interface has been opened the first time.
 func (r *Responder) Ready() <-chan struct{} { return r.ready }
@@ -127,7 +177,7 @@ func (r *Responder) Run(ctx context.Context) error {
 	log := r.cfg.Logger.With("interface", r.cfg.Interface)
 	var lastErr string
 	for ctx.Err() == nil {
-		conn, mac, err := r.cfg.Listen(r.cfg.Interface)
+		conn, mac, err := r.open()
 		if err == nil && r.cfg.OnOpen != nil {
 			if err = r.cfg.OnOpen(r.cfg.Interface, mac); err != nil {
 				conn.Close()
@@ -144,16 +194,18 @@ func (r *Responder) Run(ctx context.Context) error {
 			continue
 		}
 		lastErr = ""
-		log.Info("answering ARP", "mac", mac.String(), "vips", *r.vips.Load())
+		log.Info("answering", "protocol", map[bool]string{false: "ARP", true: "NDP"}[r.cfg.IPv6], "mac", mac.String(), "vips", *r.vips.Load())
 		r.mu.Lock()
-		r.conn, r.mac = conn, mac
+		r.link, r.mac = conn, mac
 		r.mu.Unlock()
 		r.once.Do(func() { close(r.ready) })
 
-		err = r.serve(ctx, conn, mac)
+		stop := context.AfterFunc(ctx, func() { conn.Close() })
+		err = conn.serve(r)
+		stop()
 
 		r.mu.Lock()
-		r.conn = nil
+		r.link = nil
 		r.mu.Unlock()
 		conn.Close()
 		if ctx.Err() != nil {
@@ -178,33 +230,47 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-func (r *Responder) serve(ctx context.Context, conn Conn, mac net.HardwareAddr) error {
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
+// arpLink is an interface open for ARP.
+type arpLink struct {
+	conn Conn
+	mac  net.HardwareAddr
+}
+
+func (l *arpLink) Close() error                  { return l.conn.Close() }
+func (l *arpLink) setVIPs(old, new []netip.Addr) {}
+
+func (l *arpLink) serve(r *Responder) error {
 	buf := make([]byte, 1514)
 	for {
-		n, err := conn.ReadFrame(buf)
+		n, err := l.conn.ReadFrame(buf)
 		if err != nil {
 			return err
 		}
-		out, vip, reply, dst, delay := r.handle(buf[:n], mac, time.Now())
-		send := func() {
-			if err := conn.WriteFrame(reply, dst); err != nil {
-				// After a delay, the conn may have been closed meanwhile.
-				r.cfg.Logger.Debug("send ARP reply", "interface", r.cfg.Interface, "client", dst.String(), "error", err)
-				return
-			}
-			r.count(func(s *Stats) { s.Replies[vip]++ })
-		}
-		switch {
-		case reply == nil:
-		case delay > 0:
-			time.AfterFunc(delay, send)
-		default:
-			send()
-		}
-		r.count(func(s *Stats) { s.Frames[Key{vip, out}]++ })
+		out, vip, reply, dst, delay := r.handle(buf[:n], l.mac, time.Now())
+		r.answer(out, vip, delay, reply != nil, func() error { return l.conn.WriteFrame(reply, dst) })
 	}
+}
+
+// answer counts one message's outcome and sends its answer, if any, at once
+// or after delay.
+func (r *Responder) answer(out Outcome, vip netip.Addr, delay time.Duration, send bool, write func() error) {
+	r.count(func(s *Stats) { s.Frames[Key{vip, out}]++ })
+	if !send {
+		return
+	}
+	do := func() {
+		if err := write(); err != nil {
+			// After a delay, the link may have been closed meanwhile.
+			r.cfg.Logger.Debug("send answer", "interface", r.cfg.Interface, "vip", vip, "error", err)
+			return
+		}
+		r.count(func(s *Stats) { s.Replies[vip]++ })
+	}
+	if delay > 0 {
+		time.AfterFunc(delay, do)
+		return
+	}
+	do()
 }
 
 // handle decides what to do with one frame: the outcome, the VIP concerned
@@ -228,7 +294,7 @@ func (r *Responder) handle(frame []byte, mac net.HardwareAddr, now time.Time) (O
 		if r.cfg.Ownership.IsPeer(p.SenderHardwareAddr) {
 			return Announce, p.SenderIP, nil, nil, 0
 		}
-		r.warnConflict(p)
+		r.warnConflict(p.SenderIP, p.SenderHardwareAddr)
 		return Conflict, p.SenderIP, nil, nil, 0
 	}
 	if p.Operation != arp.OperationRequest {
@@ -255,7 +321,7 @@ func (r *Responder) handle(frame []byte, mac net.HardwareAddr, now time.Time) (O
 	return Answered, vip, reply, f.Source, delay
 }
 
-func (r *Responder) warnConflict(p arp.Packet) {
+func (r *Responder) warnConflict(vip netip.Addr, mac net.HardwareAddr) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if time.Since(r.lastWarn) < 10*time.Second {
@@ -263,7 +329,7 @@ func (r *Responder) warnConflict(p arp.Packet) {
 	}
 	r.lastWarn = time.Now()
 	r.cfg.Logger.Warn("another machine claims a VIP (logged at most every 10s)",
-		"interface", r.cfg.Interface, "vip", p.SenderIP, "mac", p.SenderHardwareAddr.String())
+		"interface", r.cfg.Interface, "vip", vip, "mac", mac.String())
 }
 
 func frameFor(op arp.Operation, srcMAC net.HardwareAddr, srcIP netip.Addr, dstMAC net.HardwareAddr, dstIP netip.Addr, ethDst net.HardwareAddr) ([]byte, error) {
@@ -282,55 +348,65 @@ func frameFor(op arp.Operation, srcMAC net.HardwareAddr, srcIP netip.Addr, dstMA
 // ErrNotOpen is returned when the interface is not open right now.
 var ErrNotOpen = errors.New("interface not open")
 
-// Repoint sends client a unicast gratuitous ARP for vip with this interface's
-// MAC. Linux takes a gratuitous ARP even within its neighbour locktime, where
-// it would ignore a plain reply, and updates an existing entry only: a client
-// that never asked for the VIP learns nothing.
+// Repoint tells client that vip is now at this interface's MAC: for ARP, a
+// unicast gratuitous ARP (Linux takes one even within its neighbour
+// locktime, where it would ignore a plain reply, and updates an existing
+// entry only: a client that never asked learns nothing); for NDP, an
+// unsolicited Neighbor Advertisement with Override set.
 func (r *Responder) Repoint(vip netip.Addr, c Client) error {
 	r.mu.Lock()
-	conn, mac := r.conn, r.mac
+	l, mac := r.link, r.mac
 	r.mu.Unlock()
-	if conn == nil {
+	if l == nil {
 		return fmt.Errorf("repoint %s on %s: %w", c.IP, r.cfg.Interface, ErrNotOpen)
 	}
-	zero := net.HardwareAddr{0, 0, 0, 0, 0, 0}
-	f, err := frameFor(arp.OperationRequest, mac, vip, zero, vip, c.MAC)
-	if err != nil {
-		return fmt.Errorf("repoint %s on %s: %w", c.IP, r.cfg.Interface, err)
-	}
-	if err := conn.WriteFrame(f, c.MAC); err != nil {
+	if err := l.repoint(mac, vip, c); err != nil {
 		return fmt.Errorf("repoint %s on %s: %w", c.IP, r.cfg.Interface, err)
 	}
 	r.count(func(s *Stats) { s.Repoints[vip]++ })
 	return nil
 }
 
-// Announce broadcasts a gratuitous ARP for vip with this interface's MAC:
-// every machine on the segment that has the VIP cached moves to this host.
+// Announce tells every machine on the segment that vip is at this
+// interface's MAC: a broadcast gratuitous ARP, or an unsolicited Neighbor
+// Advertisement to all nodes.
 func (r *Responder) Announce(vip netip.Addr) error {
 	r.mu.Lock()
-	conn, mac := r.conn, r.mac
+	l, mac := r.link, r.mac
 	r.mu.Unlock()
-	if conn == nil {
+	if l == nil {
 		return fmt.Errorf("announce %s on %s: %w", vip, r.cfg.Interface, ErrNotOpen)
 	}
-	zero := net.HardwareAddr{0, 0, 0, 0, 0, 0}
-	f, err := frameFor(arp.OperationRequest, mac, vip, zero, vip, ethernet.Broadcast)
-	if err == nil {
-		err = conn.WriteFrame(f, ethernet.Broadcast)
-	}
-	if err != nil {
+	if err := l.announce(mac, vip); err != nil {
 		return fmt.Errorf("announce %s on %s: %w", vip, r.cfg.Interface, err)
 	}
 	r.count(func(s *Stats) { s.Announces[vip]++ })
 	return nil
 }
 
+var zeroMAC = net.HardwareAddr{0, 0, 0, 0, 0, 0}
+
+func (l *arpLink) repoint(mac net.HardwareAddr, vip netip.Addr, c Client) error {
+	f, err := frameFor(arp.OperationRequest, mac, vip, zeroMAC, vip, c.MAC)
+	if err != nil {
+		return err
+	}
+	return l.conn.WriteFrame(f, c.MAC)
+}
+
+func (l *arpLink) announce(mac net.HardwareAddr, vip netip.Addr) error {
+	f, err := frameFor(arp.OperationRequest, mac, vip, zeroMAC, vip, ethernet.Broadcast)
+	if err != nil {
+		return err
+	}
+	return l.conn.WriteFrame(f, ethernet.Broadcast)
+}
+
 // MAC returns the interface's MAC while it is open, or nil.
 func (r *Responder) MAC() net.HardwareAddr {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.conn == nil {
+	if r.link == nil {
 		return nil
 	}
 	return r.mac

@@ -400,8 +400,10 @@ func (c *checker) check(raw *rawConfig) *Config {
 			switch {
 			case err != nil:
 				c.errAt(c.line("vip", i, "address"), "%s: address %q is not an IP address", where, *rv.Address)
-			case !a.Is4():
-				c.errAt(c.line("vip", i, "address"), "%s: address %s: only IPv4 VIPs are supported", where, a)
+			case a.Zone() != "" || a.Is4In6():
+				c.errAt(c.line("vip", i, "address"), "%s: address %s: write an IPv4 address plainly and an IPv6 one without a zone", where, a)
+			case a.IsLinkLocalUnicast():
+				c.errAt(c.line("vip", i, "address"), "%s: address %s is link-local: it cannot be shared", where, a)
 			case a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
 				c.errAt(c.line("vip", i, "address"), "%s: address %s cannot be shared", where, a)
 			default:

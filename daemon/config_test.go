@@ -74,6 +74,9 @@ interface = "eth0"
 	if err != nil {
 		t.Fatal(err)
 	}
+	if cfg, err := ParseConfig("/x/b.toml", []byte("[gossip]\nbind = \"198.18.0.11\"\ninsecure = true\n[[vip]]\nname = \"v6\"\naddress = \"fd00::200\"\ninterface = \"eth0\"\n")); err != nil || !cfg.VIPs[0].Address.Is6() {
+		t.Errorf("IPv6 VIP: %v", err)
+	}
 	if len(cfg.Warnings) != 1 || !strings.Contains(cfg.Warnings[0], "gossip.expect is not set") {
 		t.Errorf("warnings = %q, want one about gossip.expect", cfg.Warnings)
 	}
@@ -112,7 +115,9 @@ func TestConfigErrors(t *testing.T) {
 		{"no key", "[gossip]\nbind = \"198.18.0.11:7946\"\n" + vip, []string{"f.toml:1: gossip.key_file is required"}},
 		{"no bind", "[gossip]\ninsecure = true\n" + vip, []string{"f.toml:1: gossip.bind is required"}},
 		{"no vips", head, []string{"f.toml: no [[vip]]"}},
-		{"ipv6 not yet", head + "[[vip]]\nname = \"web\"\naddress = \"fd00::1\"\ninterface = \"eth0\"\n", []string{"only IPv4"}},
+		{"ipv6 link-local", head + "[[vip]]\nname = \"web\"\naddress = \"fe80::1\"\ninterface = \"eth0\"\n", []string{`f.toml:6: vip "web": address fe80::1 is link-local`}},
+		{"ipv6 multicast", head + "[[vip]]\nname = \"web\"\naddress = \"ff02::1\"\ninterface = \"eth0\"\n", []string{`f.toml:6: vip "web": address ff02::1 cannot be shared`}},
+		{"ipv6 zone", head + "[[vip]]\nname = \"web\"\naddress = \"fd00::1%eth0\"\ninterface = \"eth0\"\n", []string{`without a zone`}},
 		{"lo", head + "[[vip]]\nname = \"web\"\naddress = \"198.18.0.200\"\ninterface = \"lo\"\n", []string{`f.toml:7: vip "web": interface lo`}},
 		{"bad duration", head + "probe_interval = \"soon\"\n" + vip, []string{`f.toml:4: gossip.probe_interval: "soon"`}},
 		{"timeout not below interval", head + "probe_timeout = \"1s\"\n" + vip, []string{"f.toml:4: gossip.probe_timeout (1s) must be shorter"}},

@@ -58,7 +58,7 @@ type Daemon struct {
 
 	mu         sync.Mutex
 	cfg        *Config
-	responders map[string]*running[*arp.Responder] // by interface
+	responders map[linkKey]*running[*arp.Responder]
 	checks     map[netip.Addr]*running[*healthCheck]
 	dynamic    context.Context // parent of responders and checks, once Run starts
 	dynWG      sync.WaitGroup
@@ -85,7 +85,7 @@ func New(cfg *Config, log *slog.Logger, version string) *Daemon {
 	d := &Daemon{
 		log: log, version: version,
 		table:      arp.NewClientTable(maxClients, clientTTL),
-		responders: map[string]*running[*arp.Responder]{},
+		responders: map[linkKey]*running[*arp.Responder]{},
 		checks:     map[netip.Addr]*running[*healthCheck]{},
 		macs:       map[string]net.HardwareAddr{},
 		healthy:    map[netip.Addr]bool{},
@@ -154,12 +154,20 @@ func (d *Daemon) vips() []netip.Addr {
 	return out
 }
 
-func (d *Daemon) responderSnapshot() map[string]*arp.Responder {
+// linkKey names a responder: an interface and an address family.
+type linkKey struct {
+	iface string
+	ipv6  bool
+}
+
+func (v VIP) link() linkKey { return linkKey{v.Interface, v.Address.Is6()} }
+
+func (d *Daemon) responderSnapshot() map[linkKey]*arp.Responder {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	m := map[string]*arp.Responder{}
-	for iface, r := range d.responders {
-		m[iface] = r.t
+	m := map[linkKey]*arp.Responder{}
+	for k, r := range d.responders {
+		m[k] = r.t
 	}
 	return m
 }
@@ -318,6 +326,13 @@ func (d *Daemon) interfaceOpened(iface string, mac net.HardwareAddr) error {
 	if err := quietARP(iface); err != nil {
 		return err
 	}
+	return d.interfaceOpened6(iface, mac)
+}
+
+// interfaceOpened6 is interfaceOpened for NDP, which needs no sysctl: the
+// kernel answers solicitations only for addresses on the interface they
+// arrive on, and the VIP is on lo.
+func (d *Daemon) interfaceOpened6(iface string, mac net.HardwareAddr) error {
 	d.mu.Lock()
 	changed := d.macs[iface].String() != mac.String()
 	d.macs[iface] = mac
@@ -335,7 +350,7 @@ func (d *Daemon) responderFor(vip netip.Addr) (*arp.Responder, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, v := range d.cfg.VIPs {
-		if r, ok := d.responders[v.Interface]; ok && v.Address == vip {
+		if r, ok := d.responders[v.link()]; ok && v.Address == vip {
 			return r.t, nil
 		}
 	}
@@ -451,7 +466,7 @@ func (d *Daemon) Status() Status {
 	clients := d.table.Clients()
 	responders := d.responderSnapshot()
 	for _, vip := range cfg.VIPs {
-		r := responders[vip.Interface]
+		r := responders[vip.link()]
 		vs := VIPStatus{
 			Name: vip.Name, Address: vip.Address, Interface: vip.Interface, Mode: vip.Mode,
 			Answering: r.MAC() != nil, Healthy: healthy[vip.Address], Fallback: v.Fallback(vip.Address),

@@ -100,7 +100,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 
 	cfg := d.config()
-	for iface, r := range d.responderSnapshot() {
+	up := map[string]bool{}
+	for k, r := range d.responderSnapshot() {
+		iface := k.iface
 		s := r.Stats()
 		for k, n := range s.Frames {
 			vip := ""
@@ -121,7 +123,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		for vip, n := range s.Announces {
 			counter(descRepoints, n, vip.String(), "broadcast")
 		}
-		gauge(descIfaceUp, bool01(r.MAC() != nil), iface)
+		up[iface] = up[iface] || r.MAC() != nil
+	}
+	for iface, ok := range up {
+		gauge(descIfaceUp, bool01(ok), iface)
 	}
 
 	v := d.cluster.View()

@@ -83,28 +83,39 @@ func (d *Daemon) apply(old, cfg *Config) error {
 		}
 	}
 
-	// Responders: one per interface that serves at least one VIP.
-	byIface := map[string][]netip.Addr{}
+	// Responders: one per interface and address family that serves at
+	// least one VIP.
+	byLink := map[linkKey][]netip.Addr{}
 	for _, v := range cfg.VIPs {
-		byIface[v.Interface] = append(byIface[v.Interface], v.Address)
+		byLink[v.link()] = append(byLink[v.link()], v.Address)
 	}
-	for iface, r := range d.responders {
-		if vips, ok := byIface[iface]; ok {
+	for k, r := range d.responders {
+		if vips, ok := byLink[k]; ok {
 			r.t.SetVIPs(vips)
 			continue
 		}
 		r.cancel()
-		delete(d.responders, iface)
-		delete(d.macs, iface)
+		delete(d.responders, k)
 	}
-	for iface, vips := range byIface {
-		if _, ok := d.responders[iface]; ok {
+	for k, vips := range byLink {
+		if _, ok := d.responders[k]; ok {
 			continue
 		}
-		d.responders[iface] = start(d, arp.NewResponder(arp.ResponderConfig{
-			Interface: iface, VIPs: vips, Table: d.table, Ownership: d,
-			Logger: d.log, OnOpen: d.interfaceOpened,
+		onOpen := d.interfaceOpened
+		if k.ipv6 {
+			onOpen = d.interfaceOpened6
+		}
+		d.responders[k] = start(d, arp.NewResponder(arp.ResponderConfig{
+			Interface: k.iface, IPv6: k.ipv6, VIPs: vips, Table: d.table, Ownership: d,
+			Logger: d.log, OnOpen: onOpen,
 		}))
+	}
+	for iface := range d.macs {
+		if _, v4 := byLink[linkKey{iface, false}]; !v4 {
+			if _, v6 := byLink[linkKey{iface, true}]; !v6 {
+				delete(d.macs, iface)
+			}
+		}
 	}
 	return nil
 }

@@ -165,7 +165,7 @@ func demo(l *lab.Lab) error {
 
 	dead := l.Hosts[1]
 	say("power loss on %s: its link goes down and its daemon is SIGKILLed", dead.Name)
-	probe := lab.StartProbe(l.Clients, 50*time.Millisecond, 100*time.Millisecond)
+	probe := lab.StartProbe(l.Clients, lab.VIP, 50*time.Millisecond, 100*time.Millisecond)
 	time.Sleep(300 * time.Millisecond)
 	lost := time.Now()
 	if err := dead.PowerOff(); err != nil {
@@ -215,7 +215,7 @@ func measure(l *lab.Lab, runs int, out string) error {
 				theirs = append(theirs, c)
 			}
 		}
-		probe := lab.StartProbe(theirs, 10*time.Millisecond, 50*time.Millisecond)
+		probe := lab.StartProbe(theirs, lab.VIP, 10*time.Millisecond, 50*time.Millisecond)
 		time.Sleep(300 * time.Millisecond)
 		lost := time.Now()
 		if err := dead.PowerOff(); err != nil {

@@ -220,7 +220,7 @@ func TestSharingAndFailover(t *testing.T) {
 	t.Run("power loss", func(t *testing.T) {
 		dead := l.Hosts[1]
 		survivors := []string{"h1", "h3"}
-		probe := StartProbe(l.Clients, 100*time.Millisecond, 200*time.Millisecond)
+		probe := StartProbe(l.Clients, VIP, 100*time.Millisecond, 200*time.Millisecond)
 		time.Sleep(500 * time.Millisecond)
 		lost := time.Now()
 		if err := dead.PowerOff(); err != nil {
@@ -275,7 +275,7 @@ func TestSharingAndFailover(t *testing.T) {
 	t.Run("graceful stop", func(t *testing.T) {
 		h := l.Hosts[2]
 		survivors := []string{"h1", "h2"}
-		probe := StartProbe(l.Clients, 50*time.Millisecond, 200*time.Millisecond)
+		probe := StartProbe(l.Clients, VIP, 50*time.Millisecond, 200*time.Millisecond)
 		time.Sleep(300 * time.Millisecond)
 		stopped := time.Now()
 		if err := h.Stop(10 * time.Second); err != nil {

@@ -29,6 +29,10 @@ import (
 // 198.18.0.0/15 that is never routed on real networks.
 var (
 	VIP     = netip.MustParseAddr("198.18.0.200")
+	VIP6    = netip.MustParseAddr("fd00::200") // with HostConfig.IPv6VIP
+	subnet6 = 64
+	hostIP6 = func(i int) netip.Addr { return netip.MustParseAddr(fmt.Sprintf("fd00::%d", 11+i)) }
+	cliIP6  = func(i int) netip.Addr { return netip.MustParseAddr(fmt.Sprintf("fd00::%d", 101+i)) }
 	subnet  = 24
 	port    = 80 // the hosts' little TCP service on the VIP
 	hostIP  = func(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 0, byte(11 + i)}) }
@@ -62,6 +66,8 @@ type HostConfig struct {
 	Metrics bool
 	// SecondVIP adds the VIP "db" at SecondVIP.
 	SecondVIP bool
+	// IPv6VIP adds the IPv6 VIP "web6" at VIP6.
+	IPv6VIP bool
 	// Broken writes a config that does not parse.
 	Broken bool
 }
@@ -96,6 +102,7 @@ type Host struct {
 	Name   string
 	NS     string
 	Addr   netip.Addr
+	Addr6  netip.Addr
 	Config string // path of its config file
 	Socket string
 	Log    string // path of its daemon's log
@@ -113,9 +120,10 @@ type Host struct {
 
 // Client is a machine whose kernel talks to the VIP.
 type Client struct {
-	Name string
-	NS   string
-	Addr netip.Addr
+	Name  string
+	NS    string
+	Addr  netip.Addr
+	Addr6 netip.Addr
 }
 
 // New builds a lab. On error, whatever was made is removed.
@@ -146,7 +154,9 @@ func New(opts Options) (l *Lab, err error) {
 	if err := l.addNS(l.switchNS); err != nil {
 		return nil, err
 	}
-	if err := ip("-n", l.switchNS, "link", "add", "br0", "type", "bridge"); err != nil {
+	// Without multicast snooping the bridge floods Neighbor Solicitations
+	// like a plain switch, whoever has joined which group.
+	if err := ip("-n", l.switchNS, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0"); err != nil {
 		return nil, err
 	}
 	if err := ip("-n", l.switchNS, "link", "set", "br0", "up"); err != nil {
@@ -158,9 +168,9 @@ func New(opts Options) (l *Lab, err error) {
 		}
 	}
 	for i := range opts.Clients {
-		c := &Client{Name: fmt.Sprintf("c%02d", i+1), Addr: cliIP(i)}
+		c := &Client{Name: fmt.Sprintf("c%02d", i+1), Addr: cliIP(i), Addr6: cliIP6(i)}
 		c.NS = "arpshare-" + l.Suffix + "-" + c.Name
-		if err := l.plug(c.NS, c.Name, c.Addr); err != nil {
+		if err := l.plug(c.NS, c.Name, c.Addr, c.Addr6); err != nil {
 			return nil, err
 		}
 		l.Clients = append(l.Clients, c)
@@ -183,15 +193,22 @@ func (l *Lab) addNS(name string) error {
 	return ip("-n", name, "link", "set", "lo", "up")
 }
 
-// plug makes namespace ns with an eth0 at addr, cabled to the switch.
-func (l *Lab) plug(ns, port string, addr netip.Addr) error {
+// plug makes namespace ns with an eth0 at addr and addr6, cabled to the
+// switch.
+func (l *Lab) plug(ns, port string, addr, addr6 netip.Addr) error {
 	if err := l.addNS(ns); err != nil {
 		return err
+	}
+	// Addresses usable at once: no duplicate address detection in the lab.
+	if out, err := exec.Command("ip", "netns", "exec", ns, "sysctl", "-q", "-w",
+		"net.ipv6.conf.default.accept_dad=0", "net.ipv6.conf.all.accept_dad=0").CombinedOutput(); err != nil {
+		return fmt.Errorf("%s: sysctl: %w: %s", ns, err, out)
 	}
 	steps := [][]string{
 		{"-n", l.switchNS, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns},
 		{"-n", l.switchNS, "link", "set", port, "master", "br0", "up"},
 		{"-n", ns, "addr", "add", netip.PrefixFrom(addr, subnet).String(), "dev", "eth0"},
+		{"-n", ns, "addr", "add", netip.PrefixFrom(addr6, subnet6).String(), "dev", "eth0", "nodad"},
 		{"-n", ns, "link", "set", "eth0", "up"},
 	}
 	for _, s := range steps {
@@ -214,7 +231,7 @@ func (l *Lab) AddHost() (*Host, error) {
 	i := l.nextHost
 	l.nextHost++
 	l.mu.Unlock()
-	h := &Host{Name: fmt.Sprintf("h%d", i+1), Addr: hostIP(i), lab: l}
+	h := &Host{Name: fmt.Sprintf("h%d", i+1), Addr: hostIP(i), Addr6: hostIP6(i), lab: l}
 	h.NS = "arpshare-" + l.Suffix + "-" + h.Name
 	h.Config = filepath.Join(l.Dir, h.Name+".toml")
 	h.Socket = filepath.Join(l.Dir, h.Name+".sock")
@@ -223,7 +240,7 @@ func (l *Lab) AddHost() (*Host, error) {
 	if err := h.listenNotify(); err != nil {
 		return nil, err
 	}
-	if err := l.plug(h.NS, h.Name, h.Addr); err != nil {
+	if err := l.plug(h.NS, h.Name, h.Addr, h.Addr6); err != nil {
 		return nil, err
 	}
 	if err := h.WriteConfig(l.config); err != nil {
@@ -270,6 +287,12 @@ func (h *Host) WriteConfig(hc HostConfig) error {
 	if hc.Check {
 		fmt.Fprintf(&b, "[vip.check]\ntcp = \"127.0.0.1:%d\"\ninterval = \"200ms\"\ntimeout = \"200ms\"\nfall = 3\n", port)
 	}
+	if hc.IPv6VIP {
+		fmt.Fprintf(&b, "\n[[vip]]\nname = \"web6\"\naddress = %q\ninterface = \"eth0\"\n", VIP6)
+		if hc.Mode != "" {
+			fmt.Fprintf(&b, "mode = %q\n", hc.Mode)
+		}
+	}
 	if hc.SecondVIP {
 		fmt.Fprintf(&b, "\n[[vip]]\nname = \"db\"\naddress = %q\ninterface = \"eth0\"\n", SecondVIP)
 	}
@@ -288,7 +311,7 @@ func (h *Host) WriteConfig(hc HostConfig) error {
 func (h *Host) StartService() error {
 	var ln net.Listener
 	err := inNS(h.NS, func() (err error) {
-		ln, err = net.Listen("tcp4", fmt.Sprintf(":%d", port))
+		ln, err = net.Listen("tcp", fmt.Sprintf(":%d", port))
 		return err
 	})
 	if err != nil {
@@ -579,7 +602,7 @@ func (c *Client) Dial(timeout time.Duration) (string, error) {
 func (c *Client) DialVIP(vip netip.Addr, timeout time.Duration) (string, error) {
 	var name string
 	err := inNS(c.NS, func() error {
-		conn, err := net.DialTimeout("tcp4", netip.AddrPortFrom(vip, uint16(port)).String(), timeout)
+		conn, err := net.DialTimeout("tcp", netip.AddrPortFrom(vip, uint16(port)).String(), timeout)
 		if err != nil {
 			return err
 		}
@@ -616,6 +639,9 @@ func (h *Host) Link(args ...string) error {
 
 // ForgetVIP flushes the client's ARP entry for the VIP, so that its next
 // connection starts with a broadcast ARP request.
-func (c *Client) ForgetVIP() error {
-	return ip("-n", c.NS, "neigh", "flush", "to", VIP.String(), "dev", "eth0")
+func (c *Client) ForgetVIP() error { return c.Forget(VIP) }
+
+// Forget flushes the client's neighbour entry for vip.
+func (c *Client) Forget(vip netip.Addr) error {
+	return ip("-n", c.NS, "neigh", "flush", "to", vip.String(), "dev", "eth0")
 }

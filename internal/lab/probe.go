@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -22,9 +23,9 @@ type Probe struct {
 	samples map[string][]Sample
 }
 
-// StartProbe starts a connection attempt from every client each interval,
-// each bounded by timeout, until Stop.
-func StartProbe(clients []*Client, interval, timeout time.Duration) *Probe {
+// StartProbe starts a connection attempt to vip from every client each
+// interval, each bounded by timeout, until Stop.
+func StartProbe(clients []*Client, vip netip.Addr, interval, timeout time.Duration) *Probe {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Probe{cancel: cancel, samples: map[string][]Sample{}}
 	for _, c := range clients {
@@ -32,7 +33,7 @@ func StartProbe(clients []*Client, interval, timeout time.Duration) *Probe {
 			t := time.NewTicker(interval)
 			defer t.Stop()
 			for {
-				host, err := c.Dial(timeout)
+				host, err := c.DialVIP(vip, timeout)
 				p.mu.Lock()
 				p.samples[c.Name] = append(p.samples[c.Name], Sample{At: time.Now(), Host: host, Err: err})
 				p.mu.Unlock()

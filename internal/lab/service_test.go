@@ -103,7 +103,7 @@ func TestServiceAware(t *testing.T) {
 	})
 
 	t.Run("drain and resume lose no connection", func(t *testing.T) {
-		probe := StartProbe(l.Clients, 50*time.Millisecond, 300*time.Millisecond)
+		probe := StartProbe(l.Clients, VIP, 50*time.Millisecond, 300*time.Millisecond)
 		if _, err := h3.Run("drain"); err != nil {
 			t.Fatal(err)
 		}

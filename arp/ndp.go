@@ -1,0 +1,183 @@
+package arp
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/mdlayher/ndp"
+	"golang.org/x/net/ipv6"
+)
+
+// NDPConn is one interface's ICMPv6 socket for Neighbor Discovery.
+type NDPConn interface {
+	ReadRaw(b []byte) (int, *ipv6.ControlMessage, netip.Addr, error)
+	WriteTo(m ndp.Message, cm *ipv6.ControlMessage, dst netip.Addr) error
+	JoinGroup(group netip.Addr) error
+	LeaveGroup(group netip.Addr) error
+	Close() error
+}
+
+var _ NDPConn = (*ndp.Conn)(nil)
+
+// ListenNDP opens an ICMPv6 socket on the named interface, bound to its
+// link-local address, that receives only Neighbor Solicitations and
+// Advertisements, and returns it with the interface's MAC address. The
+// kernel keeps answering for the host's own addresses; the VIPs live on lo,
+// so it never answers for them on this interface.
+func ListenNDP(name string) (NDPConn, net.HardwareAddr, error) {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	if ifi.Flags&net.FlagUp == 0 {
+		return nil, nil, ErrInterfaceDown
+	}
+	if len(ifi.HardwareAddr) != 6 {
+		return nil, nil, fmt.Errorf("not an Ethernet interface (hardware address %q)", ifi.HardwareAddr)
+	}
+	c, _, err := ndp.Listen(ifi, ndp.LinkLocal)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open ICMPv6 socket: %w", err)
+	}
+	var f ipv6.ICMPFilter
+	f.SetAll(true)
+	f.Accept(ipv6.ICMPTypeNeighborSolicitation)
+	f.Accept(ipv6.ICMPTypeNeighborAdvertisement)
+	if err := c.SetICMPFilter(&f); err != nil {
+		c.Close()
+		return nil, nil, fmt.Errorf("filter ICMPv6: %w", err)
+	}
+	// The hop limit proves a message was not routed (RFC 4861, 7.1.1).
+	if err := c.SetControlMessage(ipv6.FlagHopLimit, true); err != nil {
+		c.Close()
+		return nil, nil, fmt.Errorf("ICMPv6 hop limit: %w", err)
+	}
+	return c, ifi.HardwareAddr, nil
+}
+
+// ndpLink is an interface open for NDP.
+type ndpLink struct {
+	conn NDPConn
+	mac  net.HardwareAddr
+}
+
+func (l *ndpLink) Close() error { return l.conn.Close() }
+
+// setVIPs joins each VIP's solicited-node multicast group, so that the
+// interface receives the solicitations for it, and leaves the old ones.
+func (l *ndpLink) setVIPs(old, new []netip.Addr) {
+	for _, v := range old {
+		if !slices.Contains(new, v) {
+			if g, err := ndp.SolicitedNodeMulticast(v); err == nil {
+				l.conn.LeaveGroup(g)
+			}
+		}
+	}
+	for _, v := range new {
+		if g, err := ndp.SolicitedNodeMulticast(v); err == nil && !slices.Contains(old, v) {
+			l.conn.JoinGroup(g)
+		}
+	}
+}
+
+var allNodes = netip.MustParseAddr("ff02::1")
+
+func (l *ndpLink) serve(r *Responder) error {
+	buf := make([]byte, 1500)
+	for {
+		n, cm, src, err := l.conn.ReadRaw(buf)
+		if err != nil {
+			return err
+		}
+		hops := -1
+		if cm != nil {
+			hops = cm.HopLimit
+		}
+		out, vip, reply, dst, delay := r.handleNDP(buf[:n], hops, src, l.mac, time.Now())
+		r.answer(out, vip, delay, reply != nil, func() error { return l.conn.WriteTo(reply, nil, dst) })
+	}
+}
+
+// advertise builds a Neighbor Advertisement of vip at mac. Override is
+// always set: the point is to replace whatever MAC the receiver has.
+func advertise(vip netip.Addr, mac net.HardwareAddr, solicited bool) *ndp.NeighborAdvertisement {
+	return &ndp.NeighborAdvertisement{
+		Solicited: solicited, Override: true, TargetAddress: vip,
+		Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: mac}},
+	}
+}
+
+func (l *ndpLink) repoint(mac net.HardwareAddr, vip netip.Addr, c Client) error {
+	return l.conn.WriteTo(advertise(vip, mac, false), nil, c.IP)
+}
+
+func (l *ndpLink) announce(mac net.HardwareAddr, vip netip.Addr) error {
+	return l.conn.WriteTo(advertise(vip, mac, false), nil, allNodes)
+}
+
+func linkLayer(opts []ndp.Option, d ndp.Direction) net.HardwareAddr {
+	for _, o := range opts {
+		if lla, ok := o.(*ndp.LinkLayerAddress); ok && lla.Direction == d && len(lla.Addr) == 6 {
+			return lla.Addr
+		}
+	}
+	return nil
+}
+
+var errHopLimit = errors.New("hop limit is not 255")
+
+// handleNDP decides on one ICMPv6 message from src, received with hop limit
+// hops: the outcome, the VIP concerned, and the answer (nil for none) with
+// its destination and delay.
+func (r *Responder) handleNDP(b []byte, hops int, src netip.Addr, mac net.HardwareAddr, now time.Time) (Outcome, netip.Addr, ndp.Message, netip.Addr, time.Duration) {
+	var none netip.Addr
+	m, err := ndp.ParseMessage(b)
+	if err == nil && hops != ndp.HopLimit {
+		err = errHopLimit
+	}
+	if err != nil {
+		return Malformed, none, nil, none, 0
+	}
+	vips := *r.vips.Load()
+	switch m := m.(type) {
+	case *ndp.NeighborAdvertisement:
+		other := linkLayer(m.Options, ndp.Target)
+		if !slices.Contains(vips, m.TargetAddress) || other == nil || bytes.Equal(other, mac) {
+			return Reply, none, nil, none, 0
+		}
+		if r.cfg.Ownership.IsPeer(other) {
+			return Announce, m.TargetAddress, nil, none, 0
+		}
+		r.warnConflict(m.TargetAddress, other)
+		return Conflict, m.TargetAddress, nil, none, 0
+	case *ndp.NeighborSolicitation:
+		vip := m.TargetAddress
+		if !slices.Contains(vips, vip) {
+			return Foreign, none, nil, none, 0
+		}
+		// An unspecified source is duplicate address detection for the VIP:
+		// the owner of :: answers, to all nodes, so the prober backs off.
+		if src.IsUnspecified() {
+			if ok, delay := r.cfg.Ownership.Answer(vip, src); ok {
+				return Answered, vip, advertise(vip, mac, false), allNodes, delay
+			}
+			return NotOwner, vip, nil, none, 0
+		}
+		// A solicitation to check reachability may come without the
+		// sender's MAC; only those that carry it teach the table.
+		if from := linkLayer(m.Options, ndp.Source); from != nil {
+			r.cfg.Table.Learn(vip, src, from, now)
+		}
+		ok, delay := r.cfg.Ownership.Answer(vip, src)
+		if !ok {
+			return NotOwner, vip, nil, none, 0
+		}
+		return Answered, vip, advertise(vip, mac, true), src, delay
+	}
+	return Reply, none, nil, none, 0
+}

@@ -1,0 +1,117 @@
+package lab
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/arpshare/arpshare/gossip"
+)
+
+// assignmentTo dials vip once from every client (retrying while its first
+// neighbour resolution runs) and returns which host served it.
+func assignmentTo(t *testing.T, clients []*Client, vip netip.Addr) map[string]string {
+	t.Helper()
+	got := map[string]string{}
+	for _, c := range clients {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			host, err := c.DialVIP(vip, time.Second)
+			if err == nil {
+				got[c.Name] = host
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("client %s never reached %s: %v", c.Name, vip, err)
+			}
+		}
+	}
+	return got
+}
+
+func owners6(clients []*Client, hosts ...string) map[string]string {
+	var cs []gossip.Candidate
+	for _, h := range hosts {
+		cs = append(cs, gossip.Candidate{Name: h, Weight: 1})
+	}
+	want := map[string]string{}
+	for _, c := range clients {
+		want[c.Name] = gossip.Owner(cs, VIP6, c.Addr6)
+	}
+	return want
+}
+
+// TestIPv6 shares an IPv6 VIP over Neighbor Discovery, next to an IPv4 one
+// (dual stack), and fails a host over.
+func TestIPv6(t *testing.T) {
+	requirePrivileged(t)
+	l, err := New(Options{Hosts: 3, Clients: 20, Binary: build(t), Dir: t.TempDir(), Config: HostConfig{IPv6VIP: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dumpLogs(t, l); l.Close() })
+	startAll(t, l.Hosts)
+
+	base := assignmentTo(t, l.Clients, VIP6)
+	if diff := cmp.Diff(owners6(l.Clients, "h1", "h2", "h3"), base); diff != "" {
+		t.Errorf("IPv6 clients not served by their owners (-want +got):\n%s", diff)
+	}
+	perHost := count(base)
+	if len(perHost) != 3 {
+		t.Errorf("IPv6 clients per host: %v, want all three hosts", perHost)
+	}
+	// Dual stack: the IPv4 VIP is shared too, each family by its own hash.
+	v4 := assignment(t, l.Clients)
+	for _, c := range l.Clients {
+		if want := owner([]string{"h1", "h2", "h3"}, c); v4[c.Name] != want {
+			t.Errorf("IPv4: client %s served by %s, owner is %s", c.Name, v4[c.Name], want)
+		}
+	}
+	for _, h := range l.Hosts {
+		s, err := h.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range s.VIPs {
+			if v.Address == VIP6 {
+				if v.Clients != len(l.Clients) || !v.Answering {
+					t.Errorf("%s status for web6: %d clients, answering %v", h.Name, v.Clients, v.Answering)
+				}
+				if diff := cmp.Diff(perHost, v.Owners); diff != "" {
+					t.Errorf("%s status: IPv6 clients per host (-served +reported):\n%s", h.Name, diff)
+				}
+			}
+		}
+	}
+
+	dead := l.Hosts[1]
+	probe := StartProbe(l.Clients, VIP6, 100*time.Millisecond, 200*time.Millisecond)
+	time.Sleep(500 * time.Millisecond)
+	lost := time.Now()
+	if err := dead.PowerOff(); err != nil {
+		t.Fatal(err)
+	}
+	waitMoved(t, probe, l.Clients, base, dead.Name, lost, 15*time.Second)
+	samples := probe.Stop()
+	after := owners6(l.Clients, "h1", "h3")
+	for _, c := range l.Clients {
+		ss := samples[c.Name]
+		if base[c.Name] != dead.Name {
+			for _, s := range ss {
+				if s.Err != nil || s.Host != base[c.Name] {
+					t.Errorf("IPv6 client %s of live %s: attempt served by %q, error %v", c.Name, base[c.Name], s.Host, s.Err)
+					break
+				}
+			}
+			continue
+		}
+		if last := ss[len(ss)-1]; last.Host != after[c.Name] {
+			t.Errorf("IPv6 client %s of dead %s served by %q, its new owner is %s", c.Name, dead.Name, last.Host, after[c.Name])
+		}
+		if s, ok := FirstServedAfter(ss, lost, dead.Name); ok {
+			t.Logf("IPv6 client %s back after %s", c.Name, s.At.Sub(lost).Round(time.Millisecond))
+		}
+	}
+}
