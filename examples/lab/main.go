@@ -12,6 +12,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -52,7 +53,7 @@ func run(bench bool, runs int, out string, hosts, clients int) error {
 	if b, err := exec.Command("go", "build", "-o", bin, "./cmd/arpshare").CombinedOutput(); err != nil {
 		return fmt.Errorf("build: %v\n%s", err, b)
 	}
-	l, err := lab.New(lab.Options{Hosts: hosts, Clients: clients, Binary: bin, Dir: dir})
+	l, err := lab.New(lab.Options{Hosts: hosts, Clients: clients, Binary: bin, Dir: dir, Config: lab.HostConfig{IPv6VIP: bench}})
 	if err != nil {
 		return err
 	}
@@ -114,12 +115,14 @@ func waitMembers(hosts []*lab.Host, n int) error {
 	}
 }
 
-// serve dials once from every client and returns who served it.
-func serve(l *lab.Lab) map[string]string {
+// serve dials the IPv4 VIP once from every client and returns who served it.
+func serve(l *lab.Lab) map[string]string { return serveVIP(l, lab.VIP) }
+
+func serveVIP(l *lab.Lab, vip netip.Addr) map[string]string {
 	m := map[string]string{}
 	for _, c := range l.Clients {
 		for range 20 {
-			if h, err := c.Dial(500 * time.Millisecond); err == nil {
+			if h, err := c.DialVIP(vip, 500*time.Millisecond); err == nil {
 				m[c.Name] = h
 				break
 			}
@@ -201,13 +204,61 @@ func demo(l *lab.Lab) error {
 	return nil
 }
 
-// measure powers off a host runs times, and records how long each of its
-// clients went without service.
+// measure powers off a host runs times for each address family, records
+// how long each of its clients went without service, and writes the results.
 func measure(l *lab.Lab, runs int, out string) error {
-	var all []time.Duration
-	var lines []string
+	var sections []string
+	for _, fam := range []struct {
+		name string
+		vip  netip.Addr
+		how  string
+	}{
+		{"IPv4", lab.VIP, "gratuitous ARP"},
+		{"IPv6", lab.VIP6, "unsolicited Neighbor Advertisement"},
+	} {
+		lines, all, err := failovers(l, runs, fam.vip)
+		if err != nil {
+			return fmt.Errorf("%s: %w", fam.name, err)
+		}
+		say("%s, all runs: %d failovers, median %s, worst %s", fam.name, len(all), ms(median(all)), ms(all[len(all)-1]))
+		sections = append(sections, fmt.Sprintf(`## Failover after a power loss (%s)
+
+VIP %s, re-pointed by unicast %s.
+
+| run | host lost | its clients | median | worst |
+|---|---|---|---|---|
+%s
+
+**All runs: %d client failovers, median %s, worst %s.**
+`, fam.name, fam.vip, fam.how, strings.Join(lines, "\n"), len(all), ms(median(all)), ms(all[len(all)-1])))
+	}
+	doc := fmt.Sprintf(`# Benchmarks
+
+Written by `+"`go run ./examples/lab -bench -runs %d`"+` on %s (%s, %d CPUs shown by nproc).
+Lab: %d hosts, %d dual-stack clients, default gossip timings (probe 200ms,
+timeout 100ms, suspicion x3, gossip 100ms). Each run cuts one host's link and
+SIGKILLs its daemon; each of its clients connects to the VIP every 10 ms
+(50 ms timeout), and the time is from the power loss to the client's first
+connection served by a surviving host. The target is a median under 1.5 s.
+
+%s
+Most of the time is memberlist declaring the host dead (one probe interval
+to notice, the probe timeout, then suspicion_mult probe intervals of
+suspicion); the re-pointing packets go out as soon as the view changes.
+Lower the gossip timings for faster failover at the cost of more false
+suspicions on a busy network.
+`, runs, time.Now().UTC().Format("2006-01-02"), cpuModel(), nproc(), len(l.Hosts), len(l.Clients), strings.Join(sections, "\n"))
+	if err := os.WriteFile(out, []byte(doc), 0o644); err != nil {
+		return err
+	}
+	say("written to %s", out)
+	return nil
+}
+
+// failovers runs the power losses for one VIP.
+func failovers(l *lab.Lab, runs int, vip netip.Addr) (lines []string, all []time.Duration, err error) {
 	for r := range runs {
-		base := serve(l)
+		base := serveVIP(l, vip)
 		dead := l.Hosts[r%len(l.Hosts)]
 		var theirs []*lab.Client
 		for _, c := range l.Clients {
@@ -215,11 +266,14 @@ func measure(l *lab.Lab, runs int, out string) error {
 				theirs = append(theirs, c)
 			}
 		}
-		probe := lab.StartProbe(theirs, lab.VIP, 10*time.Millisecond, 50*time.Millisecond)
+		if len(theirs) == 0 {
+			continue
+		}
+		probe := lab.StartProbe(theirs, vip, 10*time.Millisecond, 50*time.Millisecond)
 		time.Sleep(300 * time.Millisecond)
 		lost := time.Now()
 		if err := dead.PowerOff(); err != nil {
-			return err
+			return nil, nil, err
 		}
 		time.Sleep(5 * time.Second)
 		samples := probe.Stop()
@@ -227,57 +281,31 @@ func measure(l *lab.Lab, runs int, out string) error {
 		for _, c := range theirs {
 			s, ok := lab.FirstServedAfter(samples[c.Name], lost, dead.Name)
 			if !ok {
-				return fmt.Errorf("run %d: client %s of %s not served within 5s", r+1, c.Name, dead.Name)
+				return nil, nil, fmt.Errorf("run %d: client %s of %s not served within 5s", r+1, c.Name, dead.Name)
 			}
 			ds = append(ds, s.At.Sub(lost))
 		}
 		slices.Sort(ds)
 		all = append(all, ds...)
-		line := fmt.Sprintf("| %d | %s | %d | %s | %s |", r+1, dead.Name, len(ds), ms(median(ds)), ms(ds[len(ds)-1]))
-		lines = append(lines, line)
-		say("run %d: %s lost power; %d clients back after median %s, worst %s", r+1, dead.Name, len(ds), ms(median(ds)), ms(ds[len(ds)-1]))
+		lines = append(lines, fmt.Sprintf("| %d | %s | %d | %s | %s |", r+1, dead.Name, len(ds), ms(median(ds)), ms(ds[len(ds)-1])))
+		say("run %d (%s): %s lost power; %d clients back after median %s, worst %s", r+1, vip, dead.Name, len(ds), ms(median(ds)), ms(ds[len(ds)-1]))
 
 		if err := dead.PowerOn(); err != nil {
-			return err
+			return nil, nil, err
 		}
 		if err := dead.Start(); err != nil {
-			return err
+			return nil, nil, err
 		}
 		if err := waitMembers(l.Hosts, len(l.Hosts)); err != nil {
-			return err
+			return nil, nil, err
 		}
 		time.Sleep(2 * time.Second)
 	}
-	slices.Sort(all)
-	doc := fmt.Sprintf(`# Benchmarks
-
-## Failover after a power loss (IPv4)
-
-Written by `+"`go run ./examples/lab -bench -runs %d`"+` on %s (%s, %d CPUs shown by nproc).
-Lab: %d hosts, %d clients, default gossip timings (probe 200ms, timeout 100ms,
-suspicion x3, gossip 100ms). Each run cuts one host's link and SIGKILLs its
-daemon; each of its clients connects to the VIP every 10 ms (50 ms timeout)
-and the time is from the power loss to the client's first connection served
-by a surviving host. The target is a median under 1.5 s.
-
-| run | host lost | its clients | median | worst |
-|---|---|---|---|---|
-%s
-
-**All runs: %d client failovers, median %s, worst %s.**
-
-Most of the time is memberlist declaring the host dead (one probe interval
-to notice, the probe timeout, then suspicion_mult probe intervals of
-suspicion); the re-pointing gratuitous ARP goes out as soon as the view
-changes. Lower the gossip timings for faster failover at the cost of more
-false suspicions on a busy network.
-`, runs, time.Now().UTC().Format("2006-01-02"), cpuModel(), nproc(), len(l.Hosts), len(l.Clients),
-		strings.Join(lines, "\n"), len(all), ms(median(all)), ms(all[len(all)-1]))
-	if err := os.WriteFile(out, []byte(doc), 0o644); err != nil {
-		return err
+	if len(all) == 0 {
+		return nil, nil, fmt.Errorf("no run had clients to move")
 	}
-	say("all runs: %d failovers, median %s, worst %s; written to %s", len(all), ms(median(all)), ms(all[len(all)-1]), out)
-	return nil
+	slices.Sort(all)
+	return lines, all, nil
 }
 
 func median(ds []time.Duration) time.Duration { return ds[len(ds)/2] }

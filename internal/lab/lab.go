@@ -199,9 +199,12 @@ func (l *Lab) plug(ns, port string, addr, addr6 netip.Addr) error {
 	if err := l.addNS(ns); err != nil {
 		return err
 	}
-	// Addresses usable at once: no duplicate address detection in the lab.
+	// Addresses usable at once (no duplicate address detection in the
+	// lab), and kept while the link is down, as a real host's network
+	// configuration puts them back when it comes up.
 	if out, err := exec.Command("ip", "netns", "exec", ns, "sysctl", "-q", "-w",
-		"net.ipv6.conf.default.accept_dad=0", "net.ipv6.conf.all.accept_dad=0").CombinedOutput(); err != nil {
+		"net.ipv6.conf.default.accept_dad=0", "net.ipv6.conf.all.accept_dad=0",
+		"net.ipv6.conf.default.keep_addr_on_down=1", "net.ipv6.conf.all.keep_addr_on_down=1").CombinedOutput(); err != nil {
 		return fmt.Errorf("%s: sysctl: %w: %s", ns, err, out)
 	}
 	steps := [][]string{
