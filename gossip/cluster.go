@@ -68,6 +68,7 @@ type Cluster struct {
 	changeAt time.Time            // when the view last changed
 
 	heartbeat atomic.Int64 // Unix ns of the last loop turn
+	updating  sync.Mutex   // one metadata update at a time
 }
 
 // Heartbeat returns when the cluster's loop last turned (every probe
@@ -174,9 +175,13 @@ func (c *Cluster) Run(ctx context.Context) error {
 	defer poll.Stop()
 	rejoin := time.NewTicker(c.cfg.RejoinInterval)
 	defer rejoin.Stop()
-	// A join waits for TCP to unreachable peers: never in this loop.
-	var joining sync.WaitGroup
+	// A join waits for TCP to unreachable peers, and an update for its
+	// broadcast: never in this loop.
+	var joining, resync sync.WaitGroup
 	defer joining.Wait()
+	defer resync.Wait()
+	resyncing := make(chan struct{}, 1)
+	resyncing <- struct{}{}
 	joined := make(chan struct{}, 1)
 	joined <- struct{}{}
 	for {
@@ -188,6 +193,18 @@ func (c *Cluster) Run(ctx context.Context) error {
 			c.rebuild()
 		case <-poll.C:
 			c.rebuild()
+			if !c.metaStale() {
+				continue
+			}
+			select {
+			case <-resyncing:
+				resync.Go(func() {
+					c.cfg.Logger.Debug("gossiping this host's metadata again: the last update did not stick")
+					c.UpdateMeta(time.Second)
+					resyncing <- struct{}{}
+				})
+			default:
+			}
 		case <-rejoin.C:
 			select {
 			case <-joined:
@@ -248,9 +265,30 @@ func (c *Cluster) UpdateMeta(timeout time.Duration) error {
 	if ml == nil {
 		return nil
 	}
+	// memberlist reads the metadata before it numbers the update: two
+	// concurrent updates can publish the older metadata last.
+	c.updating.Lock()
+	defer c.updating.Unlock()
 	err := ml.UpdateNode(timeout)
 	c.signal()
 	return err
+}
+
+// metaStale reports whether what gossip says of this host differs from its
+// metadata now: an update was lost or overtaken.
+func (c *Cluster) metaStale() bool {
+	want, err := c.cfg.Meta().Encode()
+	if err != nil {
+		return false
+	}
+	c.mu.Lock()
+	self, ok := c.live[c.cfg.Name]
+	c.mu.Unlock()
+	if !ok {
+		return false
+	}
+	have, err := self.Meta.Encode()
+	return err == nil && string(have) != string(want)
 }
 
 // Leave tells the cluster this host is going, so it is not taken for dead.
@@ -275,8 +313,11 @@ func (c *Cluster) rebuild() {
 	c.mu.Lock()
 	// A member counts as reachable while this host's probes of it get
 	// acks: memberlist probes each member once per round of n-1 probe
-	// intervals, so two rounds without an ack means none came.
-	window := 2*time.Duration(max(1, len(c.live)-1))*c.cfg.ProbeInterval + 2*c.cfg.ProbeTimeout
+	// intervals, so four rounds without an ack means none came, even on a
+	// busy host. It must stay shorter than the longest suspicion (with no
+	// peer to confirm it), 6 x suspicion_mult probe intervals, so that a
+	// cut-off host notices before it declares the others dead.
+	window := 4*time.Duration(max(1, len(c.live)-1))*c.cfg.ProbeInterval + 2*c.cfg.ProbeTimeout
 	now := time.Now()
 	var members []Member
 	for name, m := range c.live {

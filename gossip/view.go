@@ -150,7 +150,7 @@ func NewView(self string, members []Member, expect int) *View {
 }
 
 // Alive returns how many members are alive and reachable from here. Quorum
-// counts these: a host cut off from the others stops hearing them within two
+// counts these: a host cut off from the others stops hearing them within four
 // probe rounds, but, with nobody to confirm its suspicions, takes the longest
 // suspicion timeout to declare them dead. Counting them until then, it would
 // keep a quorum long enough to re-point the first "dead" host's clients to

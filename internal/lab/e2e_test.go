@@ -71,7 +71,7 @@ func readTail(path string, n int) ([]byte, error) {
 	b, err := os.ReadFile(path)
 	var keep []string
 	for _, l := range strings.Split(string(b), "\n") {
-		if !strings.Contains(l, "level=DEBUG") {
+		if !strings.Contains(l, `level=DEBUG msg="memberlist:`) {
 			keep = append(keep, l)
 		}
 	}

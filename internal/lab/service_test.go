@@ -78,6 +78,9 @@ func TestServiceAware(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
+			for _, h := range l.Hosts {
+				os.WriteFile("/tmp/keep-"+h.Name+".log", mustRead(h.Log), 0o644)
+			}
 			t.Fatalf("checks never all passed: %+v (%v)", s.VIPs, err)
 		}
 		time.Sleep(100 * time.Millisecond)
