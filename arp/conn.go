@@ -48,21 +48,31 @@ var ErrInterfaceDown = errors.New("interface is down")
 // Listen opens a raw ARP socket on the named interface and returns it with
 // the interface's MAC address.
 func Listen(name string) (Conn, net.HardwareAddr, error) {
-	ifi, err := net.InterfaceByName(name)
+	ifi, err := usable(name)
 	if err != nil {
 		return nil, nil, err
-	}
-	if ifi.Flags&net.FlagUp == 0 {
-		return nil, nil, ErrInterfaceDown
-	}
-	if len(ifi.HardwareAddr) != 6 {
-		return nil, nil, fmt.Errorf("not an Ethernet interface (hardware address %q)", ifi.HardwareAddr)
 	}
 	c, err := packet.Listen(ifi, packet.Raw, etherTypeARP, &packet.Config{Filter: arpFilter})
 	if err != nil {
 		return nil, nil, fmt.Errorf("open raw ARP socket: %w", err)
 	}
 	return &rawConn{c: c}, ifi.HardwareAddr, nil
+}
+
+// usable returns the named interface if it is an Ethernet interface that is
+// up.
+func usable(name string) (*net.Interface, error) {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return nil, err
+	}
+	if ifi.Flags&net.FlagUp == 0 {
+		return nil, ErrInterfaceDown
+	}
+	if len(ifi.HardwareAddr) != 6 {
+		return nil, fmt.Errorf("not an Ethernet interface (hardware address %q)", ifi.HardwareAddr)
+	}
+	return ifi, nil
 }
 
 func (r *rawConn) ReadFrame(b []byte) (int, error) {

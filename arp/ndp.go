@@ -30,15 +30,9 @@ var _ NDPConn = (*ndp.Conn)(nil)
 // kernel keeps answering for the host's own addresses; the VIPs live on lo,
 // so it never answers for them on this interface.
 func ListenNDP(name string) (NDPConn, net.HardwareAddr, error) {
-	ifi, err := net.InterfaceByName(name)
+	ifi, err := usable(name)
 	if err != nil {
 		return nil, nil, err
-	}
-	if ifi.Flags&net.FlagUp == 0 {
-		return nil, nil, ErrInterfaceDown
-	}
-	if len(ifi.HardwareAddr) != 6 {
-		return nil, nil, fmt.Errorf("not an Ethernet interface (hardware address %q)", ifi.HardwareAddr)
 	}
 	c, _, err := ndp.Listen(ifi, ndp.LinkLocal)
 	if err != nil {

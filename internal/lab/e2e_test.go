@@ -258,15 +258,7 @@ func TestSharingAndFailover(t *testing.T) {
 		if err := h.PowerOn(); err != nil {
 			t.Fatal(err)
 		}
-		if err := h.Start(); err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := WaitMembers(ctx, l.Hosts, 3); err != nil {
-			t.Fatal(err)
-		}
-		waitAssignment(t, l.Clients, base, 10*time.Second)
+		rejoin(t, l, h, base)
 	})
 	if t.Failed() {
 		return
@@ -303,16 +295,23 @@ func TestSharingAndFailover(t *testing.T) {
 		if notes := h.Notes(); !slices.Contains(notes, "STOPPING=1") {
 			t.Errorf("%s told systemd %q, want STOPPING=1", h.Name, notes)
 		}
-		if err := h.Start(); err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := WaitMembers(ctx, l.Hosts, 3); err != nil {
-			t.Fatal(err)
-		}
-		waitAssignment(t, l.Clients, base, 10*time.Second)
+		rejoin(t, l, h, base)
 	})
+}
+
+// rejoin starts h's daemon again and waits until it is back in the cluster
+// and every client is served as in base.
+func rejoin(t *testing.T, l *Lab, h *Host, base map[string]string) {
+	t.Helper()
+	if err := h.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := WaitMembers(ctx, l.Hosts, len(l.Hosts)); err != nil {
+		t.Fatal(err)
+	}
+	waitAssignment(t, l.Clients, base, 10*time.Second)
 }
 
 // waitMoved waits until every client of the dead host has been served by
