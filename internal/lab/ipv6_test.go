@@ -114,4 +114,23 @@ func TestIPv6(t *testing.T) {
 			t.Logf("IPv6 client %s back after %s", c.Name, s.At.Sub(lost).Round(time.Millisecond))
 		}
 	}
+
+	// A graceful stop moves the IPv6 clients without an outage, as for IPv4.
+	stopping := l.Hosts[2]
+	probe = StartProbe(l.Clients, VIP6, 50*time.Millisecond, 200*time.Millisecond)
+	time.Sleep(300 * time.Millisecond)
+	if err := stopping.Stop(10 * time.Second); err != nil {
+		t.Fatalf("%s: stop: %v", stopping.Name, err)
+	}
+	time.Sleep(time.Second)
+	samples = probe.Stop()
+	for _, c := range l.Clients {
+		ss := samples[c.Name]
+		if o := LongestOutage(ss); o > 500*time.Millisecond {
+			t.Errorf("IPv6 client %s: outage of %s during a graceful stop", c.Name, o)
+		}
+		if last := ss[len(ss)-1]; last.Host != "h1" {
+			t.Errorf("IPv6 client %s served by %q with only h1 left", c.Name, last.Host)
+		}
+	}
 }
