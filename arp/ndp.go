@@ -145,7 +145,7 @@ func (r *Responder) handleNDP(b []byte, hops int, src netip.Addr, mac net.Hardwa
 			return Reply, none, nil, none, 0
 		}
 		if r.cfg.Ownership.IsPeer(other) {
-			return Announce, m.TargetAddress, nil, none, 0
+			return PeerAnnounce, m.TargetAddress, nil, none, 0
 		}
 		r.warnConflict(m.TargetAddress, other)
 		return Conflict, m.TargetAddress, nil, none, 0

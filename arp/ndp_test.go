@@ -61,7 +61,7 @@ func TestHandleNDP(t *testing.T) {
 		{"routed (hop limit 64)", ns(vip6, clientMAC), 64, mine6, Malformed, netip.Addr{}, false, false},
 		{"garbage", []byte{135, 0, 0}, 255, mine6, Malformed, netip.Addr{}, false, false},
 		{"stranger advertises the VIP", na(vip6, clientMAC), 255, theirs6, Conflict, netip.Addr{}, false, false},
-		{"peer advertises the VIP", na(vip6, peerMAC), 255, theirs6, Announce, netip.Addr{}, false, false},
+		{"peer advertises the VIP", na(vip6, peerMAC), 255, theirs6, PeerAnnounce, netip.Addr{}, false, false},
 		{"advertisement of another address", na(theirs6, clientMAC), 255, theirs6, Reply, netip.Addr{}, false, false},
 	}
 	for _, tt := range tests {

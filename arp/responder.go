@@ -19,18 +19,18 @@ import (
 )
 
 // Outcome is what became of one received frame. Every frame gets exactly one;
-// they are counted, and later become a metric label.
+// they are counted, and become the outcome label of the requests metric.
 type Outcome string
 
 // Outcomes of a received frame.
 const (
-	Answered  Outcome = "answered"  // a request for a VIP from a client this host owns
-	NotOwner  Outcome = "not_owner" // a request for a VIP from another host's client
-	Conflict  Outcome = "conflict"  // someone outside the cluster claims a VIP
-	Announce  Outcome = "peer_announce"
-	Reply     Outcome = "reply"          // not a request: nothing to answer
-	Foreign   Outcome = "foreign_target" // a request for an address that is not our VIP
-	Malformed Outcome = "malformed"      // not a well-formed Ethernet/IPv4 ARP packet
+	Answered     Outcome = "answered"       // a request for a VIP from a client this host owns
+	NotOwner     Outcome = "not_owner"      // a request for a VIP from another host's client
+	Conflict     Outcome = "conflict"       // someone outside the cluster claims a VIP
+	PeerAnnounce Outcome = "peer_announce"  // a cluster member announces a VIP
+	Reply        Outcome = "reply"          // not a request: nothing to answer
+	Foreign      Outcome = "foreign_target" // a request for an address that is not our VIP
+	Malformed    Outcome = "malformed"      // not a well-formed ARP packet or NDP message
 )
 
 // Ownership is what the responder needs from the cluster view.
@@ -292,7 +292,7 @@ func (r *Responder) handle(frame []byte, mac net.HardwareAddr, now time.Time) (O
 	vips := *r.vips.Load()
 	if slices.Contains(vips, p.SenderIP) && !bytes.Equal(p.SenderHardwareAddr, mac) {
 		if r.cfg.Ownership.IsPeer(p.SenderHardwareAddr) {
-			return Announce, p.SenderIP, nil, nil, 0
+			return PeerAnnounce, p.SenderIP, nil, nil, 0
 		}
 		r.warnConflict(p.SenderIP, p.SenderHardwareAddr)
 		return Conflict, p.SenderIP, nil, nil, 0

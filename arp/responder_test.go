@@ -66,7 +66,7 @@ func TestHandle(t *testing.T) {
 		{"reply", request(t, arp.OperationReply, clientMAC, mine, vip), Reply, false, false},
 		{"foreign target", request(t, arp.OperationRequest, clientMAC, mine, netip.MustParseAddr("198.18.0.1")), Foreign, false, false},
 		{"stranger claims the VIP", request(t, arp.OperationRequest, clientMAC, vip, vip), Conflict, false, false},
-		{"peer announces the VIP", request(t, arp.OperationRequest, peerMAC, vip, vip), Announce, false, false},
+		{"peer announces the VIP", request(t, arp.OperationRequest, peerMAC, vip, vip), PeerAnnounce, false, false},
 		{"truncated", short, Malformed, false, false},
 		{"ipv6-sized addresses", ipv6ARP, Malformed, false, false},
 		{"not ARP", notARP, Malformed, false, false},

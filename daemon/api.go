@@ -49,7 +49,7 @@ type VIPStatus struct {
 	Clients int `json:"clients"`
 	// Owners counts the known clients each eligible host answers.
 	Owners map[string]int `json:"owners"`
-	// Frames counts the ARP frames received on the interface by outcome.
+	// Frames counts the ARP or NDP messages about this VIP, by outcome.
 	Frames map[string]uint64 `json:"frames"`
 }
 
