@@ -99,3 +99,16 @@ func TestViewModesAndQuorum(t *testing.T) {
 		t.Error("no expect: always quorum")
 	}
 }
+
+func FuzzDecodeMeta(f *testing.F) {
+	b, _ := meta([]netip.Addr{testVIP}, nil).Encode()
+	f.Add(b)
+	f.Add([]byte(`{"v":1,"a":1,"h":["::1"]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := DecodeMeta(b)
+		if err == nil && (m.Version != MetaVersion || m.Algorithm != Algorithm) {
+			t.Fatalf("accepted %+v", m)
+		}
+		NewView("a", []Member{{Name: "a", State: StateAlive, Meta: m}}, 3).Owner(testVIP, ModeHash, testVIP)
+	})
+}
