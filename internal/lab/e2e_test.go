@@ -46,9 +46,11 @@ func build(t *testing.T) string {
 	return bin
 }
 
-func newLab(t *testing.T, hosts, clients int) *Lab {
+// newLab builds a lab whose hosts all start with cfg; it is removed when the
+// test ends, after the daemons' logs are shown if the test failed.
+func newLab(t *testing.T, hosts, clients int, cfg HostConfig) *Lab {
 	t.Helper()
-	l, err := New(Options{Hosts: hosts, Clients: clients, Binary: build(t), Dir: t.TempDir()})
+	l, err := New(Options{Hosts: hosts, Clients: clients, Binary: build(t), Dir: t.TempDir(), Config: cfg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +166,7 @@ func owner(survivors []string, c *Client) string {
 // its clients back.
 func TestSharingAndFailover(t *testing.T) {
 	requirePrivileged(t)
-	l := newLab(t, 3, 20)
+	l := newLab(t, 3, 20, HostConfig{})
 	startAll(t, l.Hosts)
 	names := []string{"h1", "h2", "h3"}
 
@@ -344,7 +346,7 @@ func waitMoved(t *testing.T, probe *Probe, clients []*Client, base map[string]st
 // wrong key and a host with another cluster label both stay alone.
 func TestForeignHostsNeverJoin(t *testing.T) {
 	requirePrivileged(t)
-	l := newLab(t, 2, 0)
+	l := newLab(t, 2, 0, HostConfig{})
 	startAll(t, l.Hosts)
 
 	wrongKey, err := l.AddHost()
@@ -403,7 +405,7 @@ func TestForeignHostsNeverJoin(t *testing.T) {
 // is waited for, and one that goes down and up is reopened, without a crash.
 func TestInterfaceComesAndGoes(t *testing.T) {
 	requirePrivileged(t)
-	l := newLab(t, 2, 6)
+	l := newLab(t, 2, 6, HostConfig{})
 	h1, h2 := l.Hosts[0], l.Hosts[1]
 
 	// h2's eth0 is missing (renamed away) when its daemon starts.

@@ -47,11 +47,7 @@ func owners6(clients []*Client, hosts ...string) map[string]string {
 // (dual stack), and fails a host over.
 func TestIPv6(t *testing.T) {
 	requirePrivileged(t)
-	l, err := New(Options{Hosts: 3, Clients: 20, Binary: build(t), Dir: t.TempDir(), Config: HostConfig{IPv6VIP: true}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dumpLogs(t, l); l.Close() })
+	l := newLab(t, 3, 20, HostConfig{IPv6VIP: true})
 	startAll(t, l.Hosts)
 
 	base := assignmentTo(t, l.Clients, VIP6)

@@ -52,11 +52,7 @@ func metric(t *testing.T, page, name string, want map[string]string) float64 {
 // traffic, `arpshare clients` and `arpshare owner`, and live reload.
 func TestOperations(t *testing.T) {
 	requirePrivileged(t)
-	l, err := New(Options{Hosts: 3, Clients: 10, Binary: build(t), Dir: t.TempDir(), Config: HostConfig{Metrics: true, Expect: 3}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dumpLogs(t, l); l.Close() })
+	l := newLab(t, 3, 10, HostConfig{Metrics: true, Expect: 3})
 	startAll(t, l.Hosts)
 	h1 := l.Hosts[0]
 	base := assignment(t, l.Clients)

@@ -3,7 +3,6 @@ package lab
 import (
 	"context"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -62,11 +61,7 @@ func waitQuorum(t *testing.T, h *Host, want bool, within time.Duration) {
 // three hosts with a TCP check on their service and expect = 3.
 func TestServiceAware(t *testing.T) {
 	requirePrivileged(t)
-	l, err := New(Options{Hosts: 3, Clients: 24, Binary: build(t), Dir: t.TempDir(), Config: HostConfig{Check: true, Expect: 3}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dumpLogs(t, l); l.Close() })
+	l := newLab(t, 3, 24, HostConfig{Check: true, Expect: 3})
 	startAll(t, l.Hosts)
 	h1, h2, h3 := l.Hosts[0], l.Hosts[1], l.Hosts[2]
 	// Hosts start unhealthy; wait for every check to pass, or the sharing
@@ -78,9 +73,6 @@ func TestServiceAware(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			for _, h := range l.Hosts {
-				os.WriteFile("/tmp/keep-"+h.Name+".log", mustRead(h.Log), 0o644)
-			}
 			t.Fatalf("checks never all passed: %+v (%v)", s.VIPs, err)
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -174,25 +166,11 @@ func TestServiceAware(t *testing.T) {
 	})
 }
 
-func dumpLogs(t *testing.T, l *Lab) {
-	if !t.Failed() {
-		return
-	}
-	for _, h := range l.Hosts {
-		if b, err := readTail(h.Log, 6000); err == nil {
-			t.Logf("--- %s log (tail):\n%s", h.Name, b)
-			if os.Getenv("LAB_KEEP_LOGS") != "" {
-				os.WriteFile("/tmp/"+h.Name+".log", mustRead(h.Log), 0o644)
-			}
-		}
-	}
-}
-
 // TestWeights: a weight-3 host among weight-1 hosts serves about three
 // times as many clients: exactly the clients weighted rendezvous gives it.
 func TestWeights(t *testing.T) {
 	requirePrivileged(t)
-	l := newLab(t, 3, 40)
+	l := newLab(t, 3, 40, HostConfig{})
 	if err := l.Hosts[0].WriteConfig(HostConfig{Weight: 3}); err != nil {
 		t.Fatal(err)
 	}
@@ -211,11 +189,7 @@ func TestWeights(t *testing.T) {
 func TestModes(t *testing.T) {
 	requirePrivileged(t)
 	t.Run("single", func(t *testing.T) {
-		l, err := New(Options{Hosts: 3, Clients: 10, Binary: build(t), Dir: t.TempDir(), Config: HostConfig{Mode: "single"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { dumpLogs(t, l); l.Close() })
+		l := newLab(t, 3, 10, HostConfig{Mode: "single"})
 		startAll(t, l.Hosts)
 		all := map[string]int{"h1": 1, "h2": 1, "h3": 1}
 		want := expected(l.Clients, gossip.ModeSingle, all)
@@ -236,11 +210,7 @@ func TestModes(t *testing.T) {
 		}
 	})
 	t.Run("race", func(t *testing.T) {
-		l, err := New(Options{Hosts: 3, Clients: 20, Binary: build(t), Dir: t.TempDir(), Config: HostConfig{Mode: "race"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { dumpLogs(t, l); l.Close() })
+		l := newLab(t, 3, 20, HostConfig{Mode: "race"})
 		startAll(t, l.Hosts)
 		got := assignment(t, l.Clients)
 		t.Logf("race mode: clients per host %v", count(got))
@@ -251,5 +221,3 @@ func TestModes(t *testing.T) {
 		}
 	})
 }
-
-func mustRead(p string) []byte { b, _ := os.ReadFile(p); return b }
