@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -475,5 +476,58 @@ func waitLog(t *testing.T, h *Host, line string, within time.Duration) {
 			t.Fatalf("%s log never said %q", h.Name, line)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestUnprivileged runs the daemons as the systemd unit does: not root, with
+// only CAP_NET_RAW and CAP_NET_ADMIN. They must plumb the VIP, set the
+// sysctls, open raw sockets, share and fail over.
+func TestUnprivileged(t *testing.T) {
+	requirePrivileged(t)
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		if os.Getenv("ARPSHARE_REQUIRE_PRIVILEGED") != "" {
+			t.Fatal("setpriv (util-linux) not installed, and ARPSHARE_REQUIRE_PRIVILEGED is set")
+		}
+		t.Skip("needs setpriv from util-linux")
+	}
+	l, err := New(Options{Hosts: 2, Clients: 8, Binary: build(t), User: 65534, Config: HostConfig{IPv6VIP: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	startAll(t, l.Hosts)
+	for _, h := range l.Hosts {
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", h.PID()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// CAP_NET_ADMIN is bit 12, CAP_NET_RAW bit 13.
+		for _, want := range []string{"Uid:\t65534\t65534\t65534\t65534\n", "CapEff:\t0000000000003000\n"} {
+			if !strings.Contains(string(st), want) {
+				t.Errorf("%s's daemon: no %q in its status:\n%s", h.Name, want, st)
+			}
+		}
+	}
+	base := assignment(t, l.Clients)
+	if len(count(base)) != 2 {
+		t.Errorf("clients per host: %v, want both hosts", count(base))
+	}
+	assignmentTo(t, l.Clients, VIP6)
+	for _, h := range l.Hosts {
+		out, err := ipOut("netns", "exec", h.NS, "cat", "/proc/sys/net/ipv4/conf/eth0/arp_ignore", "/proc/sys/net/ipv4/conf/eth0/arp_announce")
+		if err != nil || strings.Fields(out)[0] != "1" || strings.Fields(out)[1] != "2" {
+			t.Errorf("%s: arp_ignore, arp_announce = %q (%v), want 1 and 2", h.Name, out, err)
+		}
+	}
+	if err := l.Hosts[0].Stop(10 * time.Second); err != nil {
+		t.Fatalf("graceful stop as non-root: %v", err)
+	}
+	if has, err := l.Hosts[0].HasVIP(); err != nil || has {
+		t.Errorf("VIP still on lo after a non-root daemon stopped (%v)", err)
+	}
+	for _, c := range l.Clients {
+		if h, err := c.Dial(time.Second); err != nil || h != "h2" {
+			t.Errorf("client %s after h1 stopped: served by %q (%v), want h2", c.Name, h, err)
+		}
 	}
 }

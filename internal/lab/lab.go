@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -50,6 +51,9 @@ type Options struct {
 	Dir string
 	// Config is every host's config to start with.
 	Config HostConfig
+	// User, if not 0, runs the daemons as this uid with only CAP_NET_RAW and
+	// CAP_NET_ADMIN, as the systemd unit does. It needs Dir empty.
+	User int
 }
 
 // HostConfig is what varies between the hosts' configs.
@@ -89,6 +93,7 @@ type Lab struct {
 
 	binary   string
 	config   HostConfig
+	user     int
 	switchNS string
 	nextHost int
 	ownDir   bool
@@ -133,7 +138,10 @@ func New(opts Options) (l *Lab, err error) {
 	}
 	suffix := make([]byte, 3)
 	rand.Read(suffix)
-	l = &Lab{Suffix: hex.EncodeToString(suffix), binary: opts.Binary, Dir: opts.Dir, config: opts.Config}
+	l = &Lab{Suffix: hex.EncodeToString(suffix), binary: opts.Binary, Dir: opts.Dir, config: opts.Config, user: opts.User}
+	if l.user != 0 && l.Dir != "" {
+		return nil, fmt.Errorf("lab: a User needs a lab-made Dir")
+	}
 	defer func() {
 		if err != nil {
 			l.Close()
@@ -148,6 +156,20 @@ func New(opts Options) (l *Lab, err error) {
 	l.KeyFile = filepath.Join(l.Dir, "gossip.key")
 	if err := WriteKey(l.KeyFile); err != nil {
 		return nil, err
+	}
+	if err := l.own(l.Dir, l.KeyFile); err != nil {
+		return nil, err
+	}
+	if l.user != 0 {
+		// The user must reach the binary: keep a copy in the lab's folder.
+		b, err := os.ReadFile(l.binary)
+		if err != nil {
+			return nil, err
+		}
+		l.binary = filepath.Join(l.Dir, "arpshare")
+		if err := os.WriteFile(l.binary, b, 0o755); err != nil {
+			return nil, err
+		}
 	}
 
 	l.switchNS = "arpshare-" + l.Suffix + "-sw"
@@ -183,6 +205,19 @@ func WriteKey(path string) error {
 	key := make([]byte, 32)
 	rand.Read(key)
 	return os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600)
+}
+
+// own gives the daemons' user the lab's files (the folder, keys, configs).
+func (l *Lab) own(paths ...string) error {
+	if l.user == 0 {
+		return nil
+	}
+	for _, p := range paths {
+		if err := os.Chown(p, l.user, l.user); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (l *Lab) addNS(name string) error {
@@ -306,7 +341,10 @@ func (h *Host) WriteConfig(hc HostConfig) error {
 	if hc.Broken {
 		b.WriteString("this is not toml\n")
 	}
-	return os.WriteFile(h.Config, []byte(b.String()), 0o600)
+	if err := os.WriteFile(h.Config, []byte(b.String()), 0o600); err != nil {
+		return err
+	}
+	return h.lab.own(h.Config)
 }
 
 // StartService starts the host's TCP service: it answers every connection
@@ -388,6 +426,9 @@ func (h *Host) listenNotify() error {
 		return fmt.Errorf("%s: notify socket: %w", h.Name, err)
 	}
 	h.lab.onClose(func() { conn.Close() })
+	if err := os.Chmod(h.Notify, 0o666); err != nil { // for a daemon that is not root
+		return err
+	}
 	go func() {
 		buf := make([]byte, 4096)
 		for {
@@ -421,7 +462,14 @@ func (h *Host) Start() error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command("ip", "netns", "exec", h.NS, h.lab.binary, "run", "--config", h.Config, "--log-level", "debug")
+	argv := []string{"netns", "exec", h.NS}
+	if u := strconv.Itoa(h.lab.user); h.lab.user != 0 {
+		argv = append(argv, "setpriv", "--reuid="+u, "--regid="+u, "--clear-groups",
+			"--inh-caps=-all,+net_admin,+net_raw", "--ambient-caps=-all,+net_admin,+net_raw",
+			"--bounding-set=-all,+net_admin,+net_raw", "--no-new-privs")
+	}
+	argv = append(argv, h.lab.binary, "run", "--config", h.Config, "--log-level", "debug")
+	cmd := exec.Command("ip", argv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// As systemd with WatchdogSec=3s would.
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+h.Notify, "WATCHDOG_USEC=3000000")
@@ -464,6 +512,16 @@ func start(cmd *exec.Cmd) error {
 	errc := make(chan error, 1)
 	starter <- func() { errc <- cmd.Start() }
 	return <-errc
+}
+
+// PID returns the daemon's process ID, or 0 when it is not running.
+func (h *Host) PID() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.cmd == nil {
+		return 0
+	}
+	return h.cmd.Process.Pid
 }
 
 // Signal sends sig to the daemon.
