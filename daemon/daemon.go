@@ -264,7 +264,7 @@ func (d *Daemon) statusLine() string {
 	v := d.cluster.View()
 	live := 0
 	for _, m := range v.Members {
-		if m.State == gossip.StateAlive || m.State == gossip.StateSuspect {
+		if m.State == gossip.StateAlive {
 			live++
 		}
 	}

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"net/netip"
 	"runtime"
 	"slices"
 	"time"
@@ -145,7 +144,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descOwned, float64(owned[vip]), vip)
 	}
 
-	states := map[string]int{"alive": 0, "suspect": 0, "dead": 0, "unreachable": 0}
+	states := map[string]int{"alive": 0, "dead": 0, "unreachable": 0}
 	for _, m := range v.Members {
 		state := string(m.State)
 		if m.Unreachable {
@@ -164,7 +163,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	for _, vip := range cfg.VIPs {
 		eligible := v.Eligible(vip.Address)
 		for _, m := range v.Members {
-			if !m.Serves(vip.Address) || m.State == gossip.StateDead || m.State == gossip.StateLeft {
+			if !m.Serves(vip.Address) || m.State == gossip.StateDead {
 				continue
 			}
 			isEligible := false
@@ -172,7 +171,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 				isEligible = isEligible || c.Name == m.Name
 			}
 			gauge(descEligible, bool01(isEligible), vip.Name, m.Name)
-			gauge(descHealthy, bool01(!containsAddr(m.Meta.Unhealthy, vip.Address)), vip.Name, m.Name)
+			gauge(descHealthy, bool01(!slices.Contains(m.Meta.Unhealthy, vip.Address)), vip.Name, m.Name)
 		}
 	}
 	gauge(descBuild, 1, d.version, runtime.Version())
@@ -221,5 +220,3 @@ func (m *metricsServer) Run(ctx context.Context) error {
 	}
 	return nil
 }
-
-func containsAddr(as []netip.Addr, a netip.Addr) bool { return slices.Contains(as, a) }

@@ -222,7 +222,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 func (c *Cluster) join() {
 	live := map[netip.AddrPort]bool{}
 	for _, m := range c.View().Members {
-		if m.State == StateAlive || m.State == StateSuspect {
+		if m.State == StateAlive {
 			live[m.Addr] = true
 		}
 	}

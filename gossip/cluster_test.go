@@ -147,13 +147,13 @@ func TestCluster(t *testing.T) {
 		return m.Meta.Draining && len(v.Eligible(vip)) == 2
 	})
 
-	// A host that leaves or vanishes is gone (memberlist does not tell
+	// A host that leaves or vanishes is dead (memberlist does not tell
 	// which).
 	if err := nodes[1].c.Leave(time.Second); err != nil {
 		t.Fatal(err)
 	}
 	nodes[1].stop()
-	waitView(t, n1, "n2 gone", func(v *View) bool { s := states(v)["n2"]; return s == StateLeft || s == StateDead })
+	waitView(t, n1, "n2 gone", func(v *View) bool { return states(v)["n2"] == StateDead })
 	nodes[2].stop()
 	start := time.Now()
 	waitView(t, n1, "n3 dead", func(v *View) bool { return states(v)["n3"] == StateDead })

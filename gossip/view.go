@@ -53,15 +53,15 @@ func DecodeMeta(b []byte) (Meta, error) {
 	return m, nil
 }
 
-// State is a member's liveness as memberlist reports it.
+// State is a member's liveness as memberlist reports it: alive until it is
+// declared dead or leaves (memberlist does not say which, nor when it merely
+// suspects a host).
 type State string
 
 // Member states.
 const (
-	StateAlive   State = "alive"
-	StateSuspect State = "suspect"
-	StateDead    State = "dead"
-	StateLeft    State = "left"
+	StateAlive State = "alive"
+	StateDead  State = "dead"
 )
 
 // Member is one host as seen in a View.
@@ -77,11 +77,9 @@ type Member struct {
 	Unreachable bool `json:"unreachable,omitempty"`
 }
 
-// Live reports whether the member is up and trusted. A suspect host still
-// counts: memberlist suspects on one lost probe, and moving clients away and
-// back on every blip costs more than the short wait for the verdict.
+// Live reports whether the member is up and trusted.
 func (m Member) Live() bool {
-	return (m.State == StateAlive || m.State == StateSuspect) && m.Err == ""
+	return m.State == StateAlive && m.Err == ""
 }
 
 // Serves reports whether the member serves vip, healthy or not.
@@ -158,7 +156,7 @@ func NewView(self string, members []Member, expect int) *View {
 func (v *View) Alive() int {
 	n := 0
 	for _, m := range v.Members {
-		if (m.State == StateAlive || m.State == StateSuspect) && !m.Unreachable {
+		if m.State == StateAlive && !m.Unreachable {
 			n++
 		}
 	}

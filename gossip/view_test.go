@@ -28,7 +28,7 @@ func TestViewEligibility(t *testing.T) {
 	v := NewView("a", []Member{
 		{Name: "c", State: StateAlive, Meta: meta([]netip.Addr{web}, []netip.Addr{db})},
 		{Name: "a", State: StateAlive, Meta: meta(nil, both)},
-		{Name: "b", State: StateSuspect, Meta: meta(both, nil)},
+		{Name: "b", State: StateAlive, Meta: meta(both, nil)},
 		{Name: "d", State: StateAlive, Meta: draining},
 		{Name: "e", State: StateDead, Meta: meta(both, nil)},
 		{Name: "f", State: StateAlive, Meta: meta(both, nil), Err: "unknown version"},

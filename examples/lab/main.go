@@ -10,6 +10,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"net/netip"
@@ -92,27 +93,9 @@ func startAll(hosts []*lab.Host) error {
 }
 
 func waitMembers(hosts []*lab.Host, n int) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ok := true
-		for _, h := range hosts {
-			s, err := h.Status()
-			alive := 0
-			for _, m := range s.Members {
-				if m.State == "alive" {
-					alive++
-				}
-			}
-			ok = ok && err == nil && alive == n
-		}
-		if ok {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("hosts did not form a cluster of %d", n)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return lab.WaitMembers(ctx, hosts, n)
 }
 
 // serve dials the IPv4 VIP once from every client and returns who served it.

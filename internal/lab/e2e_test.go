@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -221,36 +222,11 @@ func TestSharingAndFailover(t *testing.T) {
 	}
 
 	t.Run("power loss", func(t *testing.T) {
-		dead := l.Hosts[1]
-		survivors := []string{"h1", "h3"}
-		probe := StartProbe(l.Clients, VIP, 100*time.Millisecond, 200*time.Millisecond)
-		time.Sleep(500 * time.Millisecond)
-		lost := time.Now()
-		if err := dead.PowerOff(); err != nil {
-			t.Fatal(err)
-		}
-		waitMoved(t, probe, l.Clients, base, dead.Name, lost, 15*time.Second)
-		samples := probe.Stop()
+		after := map[string]string{}
 		for _, c := range l.Clients {
-			ss := samples[c.Name]
-			if base[c.Name] != dead.Name {
-				for _, s := range ss {
-					if s.Err != nil || s.Host != base[c.Name] {
-						t.Errorf("client %s of live %s: attempt at %s served by %q, error %v",
-							c.Name, base[c.Name], s.At.Sub(lost).Round(time.Millisecond), s.Host, s.Err)
-						break
-					}
-				}
-				continue
-			}
-			last := ss[len(ss)-1]
-			if want := owner(survivors, c); last.Host != want {
-				t.Errorf("client %s of dead %s now served by %q, its new owner is %s", c.Name, dead.Name, last.Host, want)
-			}
-			if s, ok := FirstServedAfter(ss, lost, dead.Name); ok {
-				t.Logf("client %s back after %s", c.Name, s.At.Sub(lost).Round(time.Millisecond))
-			}
+			after[c.Name] = owner([]string{"h1", "h3"}, c)
 		}
+		powerLoss(t, l, l.Hosts[1], VIP, base, after)
 	})
 	if t.Failed() {
 		return
@@ -315,6 +291,40 @@ func rejoin(t *testing.T, l *Lab, h *Host, base map[string]string) {
 		t.Fatal(err)
 	}
 	waitAssignment(t, l.Clients, base, 10*time.Second)
+}
+
+// powerLoss cuts dead's power while every client connects to vip, waits
+// until dead's clients are served again, and checks that they went to the
+// owners in after while no client of a live host failed or moved.
+func powerLoss(t *testing.T, l *Lab, dead *Host, vip netip.Addr, base, after map[string]string) {
+	t.Helper()
+	probe := StartProbe(l.Clients, vip, 100*time.Millisecond, 200*time.Millisecond)
+	time.Sleep(500 * time.Millisecond)
+	lost := time.Now()
+	if err := dead.PowerOff(); err != nil {
+		t.Fatal(err)
+	}
+	waitMoved(t, probe, l.Clients, base, dead.Name, lost, 15*time.Second)
+	samples := probe.Stop()
+	for _, c := range l.Clients {
+		ss := samples[c.Name]
+		if base[c.Name] != dead.Name {
+			for _, s := range ss {
+				if s.Err != nil || s.Host != base[c.Name] {
+					t.Errorf("client %s of live %s (%s): attempt at %s served by %q, error %v",
+						c.Name, base[c.Name], vip, s.At.Sub(lost).Round(time.Millisecond), s.Host, s.Err)
+					break
+				}
+			}
+			continue
+		}
+		if last := ss[len(ss)-1]; last.Host != after[c.Name] {
+			t.Errorf("client %s of dead %s (%s) now served by %q, its new owner is %s", c.Name, dead.Name, vip, last.Host, after[c.Name])
+		}
+		if s, ok := FirstServedAfter(ss, lost, dead.Name); ok {
+			t.Logf("client %s (%s) back after %s", c.Name, vip, s.At.Sub(lost).Round(time.Millisecond))
+		}
+	}
 }
 
 // waitMoved waits until every client of the dead host has been served by

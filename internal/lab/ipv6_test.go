@@ -82,44 +82,17 @@ func TestIPv6(t *testing.T) {
 		}
 	}
 
-	dead := l.Hosts[1]
-	probe := StartProbe(l.Clients, VIP6, 100*time.Millisecond, 200*time.Millisecond)
-	time.Sleep(500 * time.Millisecond)
-	lost := time.Now()
-	if err := dead.PowerOff(); err != nil {
-		t.Fatal(err)
-	}
-	waitMoved(t, probe, l.Clients, base, dead.Name, lost, 15*time.Second)
-	samples := probe.Stop()
-	after := owners6(l.Clients, "h1", "h3")
-	for _, c := range l.Clients {
-		ss := samples[c.Name]
-		if base[c.Name] != dead.Name {
-			for _, s := range ss {
-				if s.Err != nil || s.Host != base[c.Name] {
-					t.Errorf("IPv6 client %s of live %s: attempt served by %q, error %v", c.Name, base[c.Name], s.Host, s.Err)
-					break
-				}
-			}
-			continue
-		}
-		if last := ss[len(ss)-1]; last.Host != after[c.Name] {
-			t.Errorf("IPv6 client %s of dead %s served by %q, its new owner is %s", c.Name, dead.Name, last.Host, after[c.Name])
-		}
-		if s, ok := FirstServedAfter(ss, lost, dead.Name); ok {
-			t.Logf("IPv6 client %s back after %s", c.Name, s.At.Sub(lost).Round(time.Millisecond))
-		}
-	}
+	powerLoss(t, l, l.Hosts[1], VIP6, base, owners6(l.Clients, "h1", "h3"))
 
 	// A graceful stop moves the IPv6 clients without an outage, as for IPv4.
 	stopping := l.Hosts[2]
-	probe = StartProbe(l.Clients, VIP6, 50*time.Millisecond, 200*time.Millisecond)
+	probe := StartProbe(l.Clients, VIP6, 50*time.Millisecond, 200*time.Millisecond)
 	time.Sleep(300 * time.Millisecond)
 	if err := stopping.Stop(10 * time.Second); err != nil {
 		t.Fatalf("%s: stop: %v", stopping.Name, err)
 	}
 	time.Sleep(time.Second)
-	samples = probe.Stop()
+	samples := probe.Stop()
 	for _, c := range l.Clients {
 		ss := samples[c.Name]
 		if o := LongestOutage(ss); o > 500*time.Millisecond {
