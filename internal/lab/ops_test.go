@@ -210,7 +210,7 @@ func TestOperations(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 		samples := probe.Stop()
-		if f := failures(samples); len(f) > 0 {
+		if f, _ := failures(samples); len(f) > 0 {
 			t.Errorf("the web VIP's clients saw %d failures during reloads: %v", len(f), f)
 		}
 		for c, ss := range samples {

@@ -2,9 +2,11 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -29,17 +31,27 @@ func expected(clients []*Client, mode gossip.Mode, weights map[string]int) map[s
 	return want
 }
 
-func failures(samples map[string][]Sample) []string {
-	var out []string
+// failures lists the failed connection attempts in samples, except one
+// kind: a single reset between two successes on different hosts. That is a
+// handshake in flight at the instant the client moved (its SYN went to the
+// old host, its ACK to the new one, which answers with a reset; see
+// docs/limitations.md). Such resets are counted in handovers.
+func failures(samples map[string][]Sample) (failed []string, handovers int) {
 	for c, ss := range samples {
-		for _, s := range ss {
-			if s.Err != nil {
-				out = append(out, c+": "+s.Err.Error())
+		for i, s := range ss {
+			if s.Err == nil {
+				continue
 			}
+			if errors.Is(s.Err, syscall.ECONNRESET) && i > 0 && i+1 < len(ss) &&
+				ss[i-1].Err == nil && ss[i+1].Err == nil && ss[i-1].Host != ss[i+1].Host {
+				handovers++
+				continue
+			}
+			failed = append(failed, c+": "+s.Err.Error())
 		}
 	}
-	slices.Sort(out)
-	return out
+	slices.Sort(failed)
+	return failed, handovers
 }
 
 func waitQuorum(t *testing.T, h *Host, want bool, within time.Duration) {
@@ -134,9 +146,11 @@ func TestServiceAware(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 		samples := probe.Stop()
-		if f := failures(samples); len(f) > 0 {
+		f, handovers := failures(samples)
+		if len(f) > 0 {
 			t.Errorf("%d failed connection attempts during drain, restart and resume: %v", len(f), f)
 		}
+		t.Logf("handshakes reset as their client moved: %d", handovers)
 		for c, ss := range samples {
 			if last := ss[len(ss)-1]; last.Host != base[c] {
 				t.Errorf("after resume, client %s served by %q, want %s", c, last.Host, base[c])
