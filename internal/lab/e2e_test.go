@@ -127,11 +127,17 @@ func assignment(t *testing.T, clients []*Client) map[string]string {
 // waitAssignment dials until every client is served as want says.
 func waitAssignment(t *testing.T, clients []*Client, want map[string]string, within time.Duration) {
 	t.Helper()
+	waitAssignmentTo(t, clients, VIP, want, within)
+}
+
+// waitAssignmentTo is waitAssignment for another VIP.
+func waitAssignmentTo(t *testing.T, clients []*Client, vip netip.Addr, want map[string]string, within time.Duration) {
+	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
 		got := map[string]string{}
 		for _, c := range clients {
-			if h, err := c.Dial(300 * time.Millisecond); err == nil {
+			if h, err := c.DialVIP(vip, 300*time.Millisecond); err == nil {
 				got[c.Name] = h
 			}
 		}
