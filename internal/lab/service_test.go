@@ -13,20 +13,16 @@ import (
 	"github.com/arpshare/arpshare/gossip"
 )
 
-// expected computes who should serve every client, given the eligible hosts
-// and their weights.
-func expected(clients []*Client, mode gossip.Mode, weights map[string]int) map[string]string {
+// expected computes who should serve every client in hash mode, given the
+// eligible hosts and their weights.
+func expected(clients []*Client, weights map[string]int) map[string]string {
 	var cs []gossip.Candidate
 	for h, w := range weights {
 		cs = append(cs, gossip.Candidate{Name: h, Weight: w})
 	}
 	want := map[string]string{}
 	for _, c := range clients {
-		client := c.Addr
-		if mode == gossip.ModeSingle {
-			client = netip.IPv6Unspecified()
-		}
-		want[c.Name] = gossip.Owner(cs, VIP, client)
+		want[c.Name] = gossip.Owner(cs, VIP, c.Addr)
 	}
 	return want
 }
@@ -90,12 +86,12 @@ func TestServiceAware(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	all := map[string]int{"h1": 1, "h2": 1, "h3": 1}
-	base := expected(l.Clients, gossip.ModeHash, all)
+	base := expected(l.Clients, all)
 	waitAssignment(t, l.Clients, base, 10*time.Second)
 
 	t.Run("unhealthy host loses its clients and gets them back", func(t *testing.T) {
 		h2.StopService()
-		waitAssignment(t, l.Clients, expected(l.Clients, gossip.ModeHash, map[string]int{"h1": 1, "h3": 1}), 10*time.Second)
+		waitAssignment(t, l.Clients, expected(l.Clients, map[string]int{"h1": 1, "h3": 1}), 10*time.Second)
 		s, err := h1.Status()
 		if err != nil {
 			t.Fatal(err)
@@ -114,7 +110,7 @@ func TestServiceAware(t *testing.T) {
 		if _, err := h3.Run("drain"); err != nil {
 			t.Fatal(err)
 		}
-		drained := expected(l.Clients, gossip.ModeHash, map[string]int{"h1": 1, "h2": 1})
+		drained := expected(l.Clients, map[string]int{"h1": 1, "h2": 1})
 		time.Sleep(500 * time.Millisecond)
 		for c, s := range probe.Last() {
 			if s.Host != drained[c] {
@@ -163,7 +159,7 @@ func TestServiceAware(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitQuorum(t, h1, false, 15*time.Second)
-		majority := expected(l.Clients, gossip.ModeHash, map[string]int{"h2": 1, "h3": 1})
+		majority := expected(l.Clients, map[string]int{"h2": 1, "h3": 1})
 		waitAssignment(t, l.Clients, majority, 10*time.Second)
 		// Even clients that ask afresh get only the majority's answer.
 		for _, c := range l.Clients {
@@ -189,7 +185,7 @@ func TestWeights(t *testing.T) {
 		t.Fatal(err)
 	}
 	startAll(t, l.Hosts)
-	want := expected(l.Clients, gossip.ModeHash, map[string]int{"h1": 3, "h2": 1, "h3": 1})
+	want := expected(l.Clients, map[string]int{"h1": 3, "h2": 1, "h3": 1})
 	waitAssignment(t, l.Clients, want, 10*time.Second)
 	n := count(want)
 	t.Logf("clients per host with weights 3:1:1: %v", n)
