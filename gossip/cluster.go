@@ -69,6 +69,8 @@ type Cluster struct {
 
 	heartbeat atomic.Int64 // Unix ns of the last loop turn
 	updating  sync.Mutex   // one metadata update at a time
+	unsent    atomic.Bool  // the last update's broadcast was not confirmed
+	left      atomic.Bool  // Leave was called: updates go nowhere now
 }
 
 // Heartbeat returns when the cluster's loop last turned (every probe
@@ -193,13 +195,13 @@ func (c *Cluster) Run(ctx context.Context) error {
 			c.rebuild()
 		case <-poll.C:
 			c.rebuild()
-			if !c.metaStale() {
+			if c.left.Load() || !c.unsent.Load() && !c.metaStale() {
 				continue
 			}
 			select {
 			case <-resyncing:
 				resync.Go(func() {
-					c.cfg.Logger.Debug("gossiping this host's metadata again: the last update did not stick")
+					c.cfg.Logger.Debug("gossiping this host's metadata again: the last update was lost or overtaken")
 					c.UpdateMeta(time.Second)
 					resyncing <- struct{}{}
 				})
@@ -270,6 +272,11 @@ func (c *Cluster) UpdateMeta(timeout time.Duration) error {
 	c.updating.Lock()
 	defer c.updating.Unlock()
 	err := ml.UpdateNode(timeout)
+	// memberlist's broadcast queue can drop a queued message when two
+	// collide on its internal key (hashicorp/memberlist#263, #324), and
+	// then never confirms it: the peers would not learn of this update
+	// until the next push-pull. Until one is confirmed, send it again.
+	c.unsent.Store(err != nil)
 	c.signal()
 	return err
 }
@@ -299,6 +306,7 @@ func (c *Cluster) Leave(timeout time.Duration) error {
 	if ml == nil {
 		return nil
 	}
+	c.left.Store(true)
 	return ml.Leave(timeout)
 }
 

@@ -214,3 +214,35 @@ func TestMeta(t *testing.T) {
 		t.Errorf("eligible = %v, want only a", e)
 	}
 }
+
+// TestUnconfirmedUpdateIsSentAgain: an update whose broadcast memberlist
+// does not confirm (it can drop one, hashicorp/memberlist#263) is sent again
+// until one is confirmed.
+func TestUnconfirmedUpdateIsSentAgain(t *testing.T) {
+	t.Parallel()
+	key := make([]byte, 32)
+	lo := netip.MustParseAddr("127.0.0.1")
+	binds := []netip.AddrPort{netip.AddrPortFrom(lo, freePort(t)), netip.AddrPortFrom(lo, freePort(t))}
+	n1 := startNode(t, "n1", binds[0], binds, key, "test")
+	n2 := startNode(t, "n2", binds[1], binds, key, "test")
+	waitView(t, n1, "n2 alive", func(v *View) bool { return states(v)["n2"] == StateAlive })
+
+	n1.mu.Lock()
+	n1.draining = true
+	n1.mu.Unlock()
+	// Too short for any broadcast: the update is not confirmed.
+	if err := n1.c.UpdateMeta(time.Nanosecond); err == nil {
+		t.Fatal("an update with a 1 ns timeout was confirmed")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for n1.c.unsent.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("the unconfirmed update was never sent again")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	waitView(t, n2, "n1 draining", func(v *View) bool {
+		m, _ := v.Member("n1")
+		return m.Meta.Draining
+	})
+}
