@@ -31,8 +31,11 @@ const (
 	// client may be answered by a host that soon no longer owns it, and the
 	// owner does not know to re-point it. So once the eligible hosts of a
 	// VIP have been stable this long, every owner re-points each of its
-	// clients once more. Gossip reaches every host well within it.
-	settleDelay = time.Second
+	// clients once more. It must outlast a metadata update that has to be
+	// sent twice (the first unconfirmed after 500 ms, see
+	// gossip.Cluster.UpdateMeta): a host that settles on a view that old
+	// pulls back clients their new owner has just taken.
+	settleDelay = 2 * time.Second
 	expireEvery = time.Minute // how often stale clients are forgotten
 )
 

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"sync"
 	"time"
@@ -18,6 +19,7 @@ type Sample struct {
 // records each attempt.
 type Probe struct {
 	cancel  context.CancelFunc
+	clients int
 	wg      sync.WaitGroup
 	mu      sync.Mutex
 	samples map[string][]Sample
@@ -27,7 +29,7 @@ type Probe struct {
 // interval, each bounded by timeout, until Stop.
 func StartProbe(clients []*Client, vip netip.Addr, interval, timeout time.Duration) *Probe {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Probe{cancel: cancel, samples: map[string][]Sample{}}
+	p := &Probe{cancel: cancel, clients: len(clients), samples: map[string][]Sample{}}
 	for _, c := range clients {
 		p.wg.Go(func() {
 			t := time.NewTicker(interval)
@@ -59,6 +61,26 @@ func (p *Probe) Last() map[string]Sample {
 		}
 	}
 	return m
+}
+
+// WaitServed waits until every client's latest attempt succeeded.
+func (p *Probe) WaitServed(within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		served := 0
+		for _, s := range p.Last() {
+			if s.Err == nil {
+				served++
+			}
+		}
+		if served == p.clients {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("probe: %d of %d clients served within %s", served, p.clients, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // Stop ends the probe and returns every sample by client name.

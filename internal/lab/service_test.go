@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -43,7 +44,15 @@ func failures(samples map[string][]Sample) (failed []string, handovers int) {
 				handovers++
 				continue
 			}
-			failed = append(failed, c+": "+s.Err.Error())
+			var before, after string
+			if i > 0 {
+				before = ss[i-1].Host
+			}
+			if i+1 < len(ss) {
+				after = ss[i+1].Host
+			}
+			failed = append(failed, fmt.Sprintf("%s at %s (served by %q before, %q after): %v",
+				c, s.At.Sub(ss[0].At).Round(time.Millisecond), before, after, s.Err))
 		}
 	}
 	slices.Sort(failed)
@@ -107,6 +116,11 @@ func TestServiceAware(t *testing.T) {
 
 	t.Run("drain and resume lose no connection", func(t *testing.T) {
 		probe := StartProbe(l.Clients, VIP, 50*time.Millisecond, 300*time.Millisecond)
+		// Every client has been served once before the drain starts, so a
+		// handover is always between two answers.
+		if err := probe.WaitServed(5 * time.Second); err != nil {
+			t.Fatal(err)
+		}
 		if _, err := h3.Run("drain"); err != nil {
 			t.Fatal(err)
 		}
