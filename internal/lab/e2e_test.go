@@ -107,21 +107,7 @@ func startAll(t *testing.T, hosts []*Host) {
 // resolves) and returns which host served it.
 func assignment(t *testing.T, clients []*Client) map[string]string {
 	t.Helper()
-	got := map[string]string{}
-	for _, c := range clients {
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			host, err := c.Dial(time.Second)
-			if err == nil {
-				got[c.Name] = host
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("client %s never reached the VIP: %v", c.Name, err)
-			}
-		}
-	}
-	return got
+	return assignmentTo(t, clients, VIP)
 }
 
 // waitAssignment dials until every client is served as want says.
