@@ -1,0 +1,174 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (MIT OR GPL-2.0-only)
+//
+// Hand-over of open TCP connections after a planned move (see doc.go).
+//
+// Runs at tcx ingress on a VIP's interface. A TCP segment to a VIP, from a
+// client that moved here from a live host, that is not a SYN and matches no
+// socket here belongs to a connection the previous owner still holds: its
+// Ethernet destination becomes the previous owner's MAC and it leaves by the
+// same interface. Everything else goes on to the next program or the stack.
+
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/in.h>
+#include <linux/tcp.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+// A moved client: the VIP (IPv4 as ::ffff:a.b.c.d) and the Ethernet source
+// of the client's frames. The MAC, not the IP: a router's clients arrive
+// with their own IPs but the router's MAC, and the router is what moved. It
+// also keeps a frame that was handed over from being handed on again: it
+// arrives with the previous owner's MAC as source, which is no client.
+struct client_key {
+	__u8 vip[16];
+	__u8 mac[6];
+	__u8 pad[2];
+};
+
+struct client_value {
+	__u8 prev_mac[6];  // the previous owner's interface
+	__u8 own_mac[6];   // this host's interface, the new Ethernet source
+	__u8 pad[4];
+	__u64 deadline_ns; // CLOCK_MONOTONIC (bpf_ktime_get_ns); later: not handed
+	__u64 packets;     // handed over so far
+	__u64 last_ns;     // when the last one was handed over
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct client_key);
+	__type(value, struct client_value);
+} moved SEC(".maps");
+
+// Outcomes of a TCP segment whose client moved, for metrics.
+enum outcome {
+	OUTCOME_HANDED = 0, // to the previous owner
+	OUTCOME_LOCAL,      // a socket here knows it
+	OUTCOME_SYN,        // a new connection: stays here
+	OUTCOME_EXPIRED,    // the entry's deadline passed
+	OUTCOME_MAX,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, OUTCOME_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} outcomes SEC(".maps");
+
+static __always_inline void count(__u32 o)
+{
+	__u64 *n = bpf_map_lookup_elem(&outcomes, &o);
+	if (n)
+		(*n)++;
+}
+
+#define TCX_NEXT_ (-1) // TC_ACT_UNSPEC: the next program, or the stack
+
+// has_socket reports whether a socket here owns the segment's flow: an
+// established (or closing, or time-wait) socket, or a handshake in progress.
+// A listener alone does not count: the segment is not a SYN, so a listener
+// would answer it with a reset.
+static __always_inline int has_socket(struct __sk_buff *skb, struct bpf_sock_tuple *t, __u32 size)
+{
+	struct bpf_sock *sk = bpf_skc_lookup_tcp(skb, t, size, BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 0;
+	int local = sk->state != BPF_TCP_LISTEN;
+	bpf_sk_release(sk);
+	return local;
+}
+
+SEC("tcx/ingress")
+int handover(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		return TCX_NEXT_;
+
+	struct client_key key = {};
+	struct bpf_sock_tuple tuple = {};
+	__u32 tuple_size;
+	struct tcphdr *tcp;
+	int syn;
+
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+		if ((void *)(ip + 1) > end || ip->protocol != IPPROTO_TCP || ip->ihl < 5)
+			return TCX_NEXT_;
+		if (ip->frag_off & bpf_htons(0x3fff)) // a fragment: no TCP header to read
+			return TCX_NEXT_;
+		tcp = (void *)ip + ip->ihl * 4;
+		if ((void *)(tcp + 1) > end)
+			return TCX_NEXT_;
+		key.vip[10] = 0xff;
+		key.vip[11] = 0xff;
+		__builtin_memcpy(&key.vip[12], &ip->daddr, 4);
+		tuple.ipv4.saddr = ip->saddr;
+		tuple.ipv4.daddr = ip->daddr;
+		tuple.ipv4.sport = tcp->source;
+		tuple.ipv4.dport = tcp->dest;
+		syn = tcp->syn;
+		tuple_size = sizeof(tuple.ipv4);
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		// Extension headers are left to the stack: rare on TCP.
+		if ((void *)(ip6 + 1) > end || ip6->nexthdr != IPPROTO_TCP)
+			return TCX_NEXT_;
+		tcp = (void *)(ip6 + 1);
+		if ((void *)(tcp + 1) > end)
+			return TCX_NEXT_;
+		__builtin_memcpy(key.vip, &ip6->daddr, 16);
+		__builtin_memcpy(tuple.ipv6.saddr, &ip6->saddr, 16);
+		__builtin_memcpy(tuple.ipv6.daddr, &ip6->daddr, 16);
+		tuple.ipv6.sport = tcp->source;
+		tuple.ipv6.dport = tcp->dest;
+		syn = tcp->syn;
+		tuple_size = sizeof(tuple.ipv6);
+	} else {
+		return TCX_NEXT_;
+	}
+
+	__builtin_memcpy(key.mac, eth->h_source, 6);
+	struct client_value *v = bpf_map_lookup_elem(&moved, &key);
+	if (!v)
+		return TCX_NEXT_;
+	if (syn) {
+		count(OUTCOME_SYN);
+		return TCX_NEXT_;
+	}
+	__u64 now = bpf_ktime_get_ns();
+	if (now > v->deadline_ns) {
+		count(OUTCOME_EXPIRED);
+		return TCX_NEXT_;
+	}
+	if (has_socket(skb, &tuple, tuple_size)) {
+		count(OUTCOME_LOCAL);
+		return TCX_NEXT_;
+	}
+
+	// The lookup helper may have moved the packet's data: check again.
+	data = (void *)(long)skb->data;
+	end = (void *)(long)skb->data_end;
+	eth = data;
+	if ((void *)(eth + 1) > end)
+		return TCX_NEXT_;
+	__builtin_memcpy(eth->h_dest, v->prev_mac, 6);
+	__builtin_memcpy(eth->h_source, v->own_mac, 6);
+	__sync_fetch_and_add(&v->packets, 1);
+	v->last_ns = now;
+	count(OUTCOME_HANDED);
+	return bpf_redirect(skb->ifindex, 0);
+}
+
+char _license[] SEC("license") = "Dual MIT/GPL";

@@ -1,0 +1,163 @@
+package handover
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+)
+
+// Outcomes of a TCP segment from a moved client, as the kernel program
+// counts them (enum outcome in handover.c), by metric label.
+var outcomeNames = []string{"handed", "local", "syn", "expired"}
+
+// Key names a moved client: a VIP and the Ethernet address the client's
+// frames come from.
+type Key struct {
+	VIP netip.Addr
+	MAC [6]byte
+}
+
+func (k Key) String() string { return k.VIP.String() + " " + net.HardwareAddr(k.MAC[:]).String() }
+
+// Entry is what the kernel program needs to hand a client's flows over.
+type Entry struct {
+	Prev, Own [6]byte       // the previous owner's MAC and this host's
+	Deadline  time.Duration // on the monotonic clock (CLOCK_MONOTONIC)
+}
+
+// Usage is what the kernel program counted for an entry.
+type Usage struct {
+	Packets uint64
+	Last    time.Duration // monotonic; 0: none yet
+}
+
+// Map is the kernel's table of moved clients.
+type Map interface {
+	Put(Key, Entry) error
+	Delete(Key) error
+	Usage(Key) (Usage, error)
+}
+
+// Program is the loaded kernel program and its maps.
+type Program struct {
+	objs  handoverBPFObjects
+	links map[int]link.Link // by interface index
+}
+
+var _ Map = (*Program)(nil)
+
+// Load loads the program into the kernel. It needs CAP_BPF and
+// CAP_NET_ADMIN (or root) and a kernel with tcx (Linux 6.6).
+func Load() (*Program, error) {
+	p := &Program{links: map[int]link.Link{}}
+	if err := loadHandoverBPFObjects(&p.objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("load handover program: %w (verifier: %+v)", err, ve)
+		}
+		return nil, fmt.Errorf("load handover program: %w", err)
+	}
+	return p, nil
+}
+
+// Attach runs the program on the ingress of the interface. Other tcx
+// programs on it keep running: this one passes on what it does not hand
+// over.
+func (p *Program) Attach(ifindex int) error {
+	if _, ok := p.links[ifindex]; ok {
+		return nil
+	}
+	l, err := link.AttachTCX(link.TCXOptions{
+		Interface: ifindex, Program: p.objs.Handover, Attach: ebpf.AttachTCXIngress,
+	})
+	if err != nil {
+		return fmt.Errorf("attach handover program to tcx ingress: %w", err)
+	}
+	p.links[ifindex] = l
+	return nil
+}
+
+// Detach takes the program off the interface.
+func (p *Program) Detach(ifindex int) error {
+	l, ok := p.links[ifindex]
+	if !ok {
+		return nil
+	}
+	delete(p.links, ifindex)
+	return l.Close()
+}
+
+// Attached returns the interfaces the program runs on.
+func (p *Program) Attached() []int {
+	var out []int
+	for i := range p.links {
+		out = append(out, i)
+	}
+	return out
+}
+
+// Close detaches the program everywhere and unloads it.
+func (p *Program) Close() error {
+	var errs []error
+	for i, l := range p.links {
+		errs = append(errs, l.Close())
+		delete(p.links, i)
+	}
+	errs = append(errs, p.objs.Close())
+	return errors.Join(errs...)
+}
+
+func kernelKey(k Key) handoverBPFClientKey {
+	var kk handoverBPFClientKey
+	kk.Vip = k.VIP.As16()
+	kk.Mac = k.MAC
+	return kk
+}
+
+// Put adds or replaces a moved client; its counters start from zero.
+func (p *Program) Put(k Key, e Entry) error {
+	v := handoverBPFClientValue{PrevMac: e.Prev, OwnMac: e.Own, DeadlineNs: uint64(e.Deadline)}
+	if err := p.objs.Moved.Put(kernelKey(k), v); err != nil {
+		return fmt.Errorf("handover map: put %s: %w", k, err)
+	}
+	return nil
+}
+
+// Delete removes a moved client; one already gone is not an error.
+func (p *Program) Delete(k Key) error {
+	if err := p.objs.Moved.Delete(kernelKey(k)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("handover map: delete %s: %w", k, err)
+	}
+	return nil
+}
+
+// Usage returns what the program counted for a moved client.
+func (p *Program) Usage(k Key) (Usage, error) {
+	var v handoverBPFClientValue
+	if err := p.objs.Moved.Lookup(kernelKey(k), &v); err != nil {
+		return Usage{}, fmt.Errorf("handover map: lookup %s: %w", k, err)
+	}
+	return Usage{Packets: v.Packets, Last: time.Duration(v.LastNs)}, nil
+}
+
+// Outcomes returns the program's counters by outcome, summed over CPUs.
+func (p *Program) Outcomes() (map[string]uint64, error) {
+	out := map[string]uint64{}
+	for i, name := range outcomeNames {
+		var perCPU []uint64
+		if err := p.objs.Outcomes.Lookup(uint32(i), &perCPU); err != nil {
+			return nil, fmt.Errorf("handover outcomes: %w", err)
+		}
+		var sum uint64
+		for _, n := range perCPU {
+			sum += n
+		}
+		out[name] = sum
+	}
+	return out, nil
+}
