@@ -68,12 +68,6 @@ const (
 	flagPSH = 0x08
 )
 
-func monotonic() time.Duration {
-	var ts unix.Timespec
-	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return time.Duration(ts.Nano())
-}
-
 // TestProgram runs the kernel program on crafted frames (BPF_PROG_TEST_RUN):
 // which are handed over, and how they are rewritten.
 func TestProgram(t *testing.T) {

@@ -1,0 +1,337 @@
+package handover
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/arpshare/arpshare/arp"
+	"github.com/arpshare/arpshare/gossip"
+)
+
+// Defaults, each with where its number comes from.
+const (
+	// DefaultGrace is how long the new owner hands a moved client's
+	// unknown flows to the previous owner: long enough for most sessions
+	// that a planned move interrupts (a deploy, a drain for maintenance).
+	DefaultGrace = 10 * time.Minute
+	// DefaultIdle ends an entry early when nothing was handed over for
+	// that long: the client has most likely no connection left on the
+	// previous owner. It is longer than the keepalive of most database
+	// drivers and gRPC (a minute or less), so a quiet but alive session
+	// still sends something in time.
+	DefaultIdle = 2 * time.Minute
+	// DefaultStopWait bounds how long a graceful stop waits for the
+	// connections handed over to it to end, after draining; the systemd
+	// unit's TimeoutStopSec allows for it.
+	DefaultStopWait = 30 * time.Second
+	// newcomerWindow: for this long after it first sees a peer, a host
+	// takes the previous owner of a client to be the host that would own
+	// it without this one (memberlist may show the cluster to a joining
+	// host in steps, and the first steps do not say who owned what).
+	newcomerWindow = 5 * time.Second
+	sweepEvery     = time.Second
+)
+
+// Config is the [handover] section, checked.
+type Config struct {
+	Enabled  bool
+	Grace    time.Duration
+	Idle     time.Duration
+	StopWait time.Duration
+}
+
+// DefaultConfig is the config when [handover] sets nothing.
+func DefaultConfig() Config {
+	return Config{Enabled: true, Grace: DefaultGrace, Idle: DefaultIdle, StopWait: DefaultStopWait}
+}
+
+// Served is a VIP this host serves, as the handover needs it.
+type Served struct {
+	VIP       netip.Addr
+	Mode      gossip.Mode
+	Interface string
+	MAC       net.HardwareAddr // of Interface; nil while it is not open
+}
+
+// moved is one moved client, as this host tracks it.
+type moved struct {
+	client  netip.Addr
+	prev    string // the previous owner's name
+	entry   Entry
+	added   time.Duration
+	packets uint64
+	active  time.Duration // when it last handed a packet over (or was added)
+}
+
+// Handover keeps the kernel's table of moved clients in step with the view.
+type Handover struct {
+	cfg  Config
+	self string
+	log  *slog.Logger
+	now  func() time.Duration // monotonic
+
+	mu        sync.Mutex
+	kmap      Map      // nil: handover unavailable
+	prog      *Program // nil: not loaded (or a test map)
+	loadErr   error
+	attachErr map[string]error // by interface, logged once
+	ifaces    map[string]int   // attached: interface -> index
+	served    []Served
+	last      *gossip.View
+	firstPeer time.Duration // when this host first saw a live peer
+	moved     map[Key]*moved
+	ended     map[string]uint64 // entries ended, by reason
+}
+
+// New returns a Handover for host self. With cfg.Enabled it loads the
+// kernel program; if that fails it says so once and hands nothing over.
+func New(cfg Config, self string, log *slog.Logger) *Handover {
+	h := newHandover(cfg, self, log, monotonic)
+	if !cfg.Enabled {
+		return h
+	}
+	p, err := Load()
+	if err != nil {
+		h.loadErr = err
+		log.Warn("connection handover unavailable: planned moves reset the moved clients' open connections", "error", err)
+		return h
+	}
+	h.prog, h.kmap = p, p
+	return h
+}
+
+// NewWithMap returns a Handover over a given map, without a kernel program:
+// for tests of the bookkeeping.
+func NewWithMap(cfg Config, self string, log *slog.Logger, m Map, now func() time.Duration) *Handover {
+	h := newHandover(cfg, self, log, now)
+	h.kmap = m
+	return h
+}
+
+func newHandover(cfg Config, self string, log *slog.Logger, now func() time.Duration) *Handover {
+	return &Handover{cfg: cfg, self: self, log: log, now: now,
+		attachErr: map[string]error{}, ifaces: map[string]int{}, moved: map[Key]*moved{}, ended: map[string]uint64{}}
+}
+
+func monotonic() time.Duration {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return time.Duration(ts.Nano())
+}
+
+func (h *Handover) String() string { return "handover" }
+
+// Run sweeps the table until ctx ends, then unloads the program.
+func (h *Handover) Run(ctx context.Context) error {
+	t := time.NewTicker(sweepEvery)
+	defer t.Stop()
+	defer h.close()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			h.Sweep()
+		}
+	}
+}
+
+func (h *Handover) close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.prog != nil {
+		if err := h.prog.Close(); err != nil {
+			h.log.Warn("unload handover program", "error", err)
+		}
+		h.prog, h.kmap = nil, nil
+	}
+}
+
+// Update takes a new view (nil: the same view, after a reload changed what
+// this host serves) and the known clients: it adds the clients that moved
+// here from a live host and drops those no longer here or whose previous
+// owner is gone.
+func (h *Handover) Update(v *gossip.View, served []Served, clients []arp.Client) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.kmap == nil {
+		return
+	}
+	h.served = served
+	h.attach()
+	if v == nil {
+		v = h.last
+	}
+	if v == nil {
+		return
+	}
+	old := h.last
+	h.last = v
+	now := h.now()
+	if h.firstPeer == 0 && livePeers(v, h.self) {
+		h.firstPeer = now
+	}
+	newcomer := h.firstPeer == 0 || now-h.firstPeer < newcomerWindow || old == nil || !livePeers(old, h.self)
+
+	byVIP := map[netip.Addr]Served{}
+	for _, s := range served {
+		byVIP[s.VIP] = s
+	}
+	keep, gone := map[Key]bool{}, map[Key]bool{}
+	for _, c := range clients {
+		s, ok := byVIP[c.VIP]
+		if !ok || s.Mode == gossip.ModeRace || len(c.MAC) != 6 || s.MAC == nil {
+			continue // race mode has no single owner to hand back to
+		}
+		if v.Owner(c.VIP, s.Mode, c.IP) != h.self || !v.Quorum() {
+			continue
+		}
+		k := Key{VIP: c.VIP, MAC: [6]byte(c.MAC)}
+		prev := ""
+		if newcomer {
+			prev = ownerWithout(v, s.Mode, c.VIP, c.IP, h.self)
+		} else if o := old.Owner(c.VIP, s.Mode, c.IP); o != h.self {
+			prev = o
+		} else if m, ok := h.moved[k]; ok && m.client == c.IP {
+			prev = m.prev // owned here before too: keep handing over
+		}
+		if prev == "" || prev == h.self {
+			continue
+		}
+		pm, ok := v.Member(prev)
+		if !ok || !pm.Live() {
+			gone[k] = true // a dead host has nothing left to hand to
+			continue
+		}
+		if len(pm.Meta.MACs) != 1 {
+			// A host with several interfaces does not say which
+			// MAC is on this segment (see docs/limitations.md).
+			continue
+		}
+		prevMAC, err := net.ParseMAC(pm.Meta.MACs[0])
+		if err != nil || len(prevMAC) != 6 {
+			continue
+		}
+		keep[k] = true
+		e := Entry{Prev: [6]byte(prevMAC), Own: [6]byte(s.MAC), Deadline: now + h.cfg.Grace}
+		if m, ok := h.moved[k]; ok && m.prev == prev && m.entry.Prev == e.Prev && m.entry.Own == e.Own {
+			continue // already handing over; the deadline stands
+		}
+		if err := h.kmap.Put(k, e); err != nil {
+			h.log.Warn("hand over a moved client", "vip", c.VIP, "client", c.IP, "error", err)
+			continue
+		}
+		h.log.Info("handing a moved client's open connections to its previous owner", "vip", c.VIP, "client", c.IP, "previous", prev, "grace", h.cfg.Grace)
+		h.moved[k] = &moved{client: c.IP, prev: prev, entry: e, added: now, active: now}
+	}
+	for k := range h.moved {
+		switch {
+		case gone[k]:
+			h.end(k, "previous_gone")
+		case !keep[k]:
+			h.end(k, "moved")
+		}
+	}
+}
+
+// end removes an entry; reason labels the metric.
+func (h *Handover) end(k Key, reason string) {
+	if err := h.kmap.Delete(k); err != nil {
+		h.log.Warn("end a handover", "client", k, "error", err)
+		return
+	}
+	m := h.moved[k]
+	delete(h.moved, k)
+	h.ended[reason]++
+	h.log.Debug("handover ended", "vip", k.VIP, "client", m.client, "previous", m.prev, "reason", reason, "packets", m.packets)
+}
+
+// Sweep ends the entries past their grace period or idle for too long, and
+// retries the interfaces the program could not be attached to.
+func (h *Handover) Sweep() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.kmap == nil {
+		return
+	}
+	h.attach()
+	now := h.now()
+	for k, m := range h.moved {
+		if u, err := h.kmap.Usage(k); err == nil {
+			if u.Packets != m.packets && u.Last > m.active {
+				m.active = u.Last
+			}
+			m.packets = u.Packets
+		}
+		switch {
+		case now > m.entry.Deadline:
+			h.end(k, "grace")
+		case now-m.active > h.cfg.Idle:
+			h.end(k, "idle")
+		}
+	}
+}
+
+// attach puts the program on every interface that serves a VIP, and takes
+// it off the others. Call with h.mu held.
+func (h *Handover) attach() {
+	if h.prog == nil {
+		return
+	}
+	want := map[string]bool{}
+	for _, s := range h.served {
+		want[s.Interface] = true
+	}
+	for name := range want {
+		ifi, err := net.InterfaceByName(name)
+		if err == nil && h.ifaces[name] == ifi.Index {
+			continue
+		}
+		if index, ok := h.ifaces[name]; ok { // gone, or made anew
+			h.prog.Detach(index)
+			delete(h.ifaces, name)
+		}
+		if err == nil {
+			err = h.prog.Attach(ifi.Index)
+		}
+		if err != nil {
+			if h.attachErr[name] == nil {
+				h.log.Warn("connection handover unavailable on this interface: planned moves reset its clients' open connections", "interface", name, "error", err)
+			}
+			h.attachErr[name] = err
+			continue
+		}
+		if h.attachErr[name] != nil {
+			h.log.Info("connection handover available on this interface again", "interface", name)
+		}
+		delete(h.attachErr, name)
+		h.ifaces[name] = ifi.Index
+	}
+	for name, index := range h.ifaces {
+		if !want[name] {
+			h.prog.Detach(index)
+			delete(h.ifaces, name)
+		}
+	}
+}
+
+// livePeers reports whether v shows a live host other than self.
+func livePeers(v *gossip.View, self string) bool {
+	return slices.ContainsFunc(v.Members, func(m gossip.Member) bool { return m.Name != self && m.Live() })
+}
+
+// ownerWithout is who would own client in v if self were not there.
+func ownerWithout(v *gossip.View, mode gossip.Mode, vip, client netip.Addr, self string) string {
+	if mode == gossip.ModeSingle {
+		client = netip.IPv6Unspecified()
+	}
+	cs := slices.DeleteFunc(slices.Clone(v.Eligible(vip)), func(c gossip.Candidate) bool { return c.Name == self })
+	return gossip.Owner(cs, vip, client)
+}

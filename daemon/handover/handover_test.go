@@ -1,0 +1,251 @@
+package handover
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/arpshare/arpshare/arp"
+	"github.com/arpshare/arpshare/gossip"
+)
+
+// fakeMap is the kernel map, in memory.
+type fakeMap struct {
+	entries map[Key]Entry
+	usage   map[Key]Usage
+}
+
+func (m *fakeMap) Put(k Key, e Entry) error { m.entries[k] = e; m.usage[k] = Usage{}; return nil }
+func (m *fakeMap) Delete(k Key) error       { delete(m.entries, k); delete(m.usage, k); return nil }
+func (m *fakeMap) Usage(k Key) (Usage, error) {
+	if _, ok := m.entries[k]; !ok {
+		return Usage{}, fmt.Errorf("no %s", k)
+	}
+	return m.usage[k], nil
+}
+
+var vip = netip.MustParseAddr("198.18.0.200")
+
+func mac(host string) string { return fmt.Sprintf("02:00:00:00:00:%02x", host[0]) }
+
+// host is a member serving vip with one MAC.
+func host(name string, draining bool, state gossip.State) gossip.Member {
+	return gossip.Member{Name: name, State: state, Meta: gossip.Meta{
+		Version: gossip.MetaVersion, Algorithm: gossip.Algorithm, Weight: 1, Draining: draining,
+		VIPs: []netip.Addr{vip}, MACs: []string{mac(name)},
+	}}
+}
+
+func view(self string, ms ...gossip.Member) *gossip.View { return gossip.NewView(self, ms, 0) }
+
+func clients(n int) []arp.Client {
+	var cs []arp.Client
+	for i := range n {
+		cs = append(cs, arp.Client{VIP: vip, IP: netip.AddrFrom4([4]byte{198, 18, 0, byte(101 + i)}),
+			MAC: net.HardwareAddr{0x02, 0xcc, 0, 0, 0, byte(i)}})
+	}
+	return cs
+}
+
+type clock struct{ t time.Duration }
+
+func (c *clock) now() time.Duration { return c.t }
+
+func newTest(self string) (*Handover, *fakeMap, *clock) {
+	m := &fakeMap{entries: map[Key]Entry{}, usage: map[Key]Usage{}}
+	c := &clock{t: time.Hour}
+	cfg := Config{Enabled: true, Grace: 10 * time.Minute, Idle: 2 * time.Minute}
+	h := NewWithMap(cfg, self, slog.New(slog.NewTextHandler(io.Discard, nil)), m, c.now)
+	h.firstPeer = time.Nanosecond // an old member of the cluster, unless a test says otherwise
+	return h, m, c
+}
+
+var served = []Served{{VIP: vip, Mode: gossip.ModeHash, Interface: "eth0", MAC: net.HardwareAddr{0x02, 0, 0, 0, 0, 'b'}}}
+
+// handed returns the previous owner's host letter by client IP, from the map.
+func handed(m *fakeMap, cs []arp.Client) map[netip.Addr]string {
+	out := map[netip.Addr]string{}
+	for _, c := range cs {
+		if e, ok := m.entries[Key{vip, [6]byte(c.MAC)}]; ok {
+			out[c.IP] = string(rune(e.Prev[5]))
+		}
+	}
+	return out
+}
+
+// want computes, from the views, which clients moved from a live host to self.
+func want(old, cur *gossip.View, self string, cs []arp.Client) map[netip.Addr]string {
+	out := map[netip.Addr]string{}
+	for _, c := range cs {
+		o, n := old.Owner(vip, gossip.ModeHash, c.IP), cur.Owner(vip, gossip.ModeHash, c.IP)
+		if n == self && o != self && o != "" {
+			out[c.IP] = o
+		}
+	}
+	return out
+}
+
+func TestDrainResumeAndFailure(t *testing.T) {
+	t.Parallel()
+	h, m, _ := newTest("b")
+	cs := clients(60)
+	all := view("b", host("a", false, gossip.StateAlive), host("b", false, gossip.StateAlive), host("c", false, gossip.StateAlive))
+	h.last = all // a member for a while
+	h.Update(all, served, cs)
+	if len(m.entries) != 0 {
+		t.Fatalf("%d entries in a steady cluster, want none", len(m.entries))
+	}
+
+	// a drains: its clients split between b and c; b hands its share to a.
+	drained := view("b", host("a", true, gossip.StateAlive), host("b", false, gossip.StateAlive), host("c", false, gossip.StateAlive))
+	h.Update(drained, served, cs)
+	w := want(all, drained, "b", cs)
+	if len(w) == 0 {
+		t.Fatal("test setup: no client moves from a to b")
+	}
+	if d := cmp.Diff(w, handed(m, cs)); d != "" {
+		t.Errorf("handed over after a drains (-want +got):\n%s", d)
+	}
+	for k, e := range m.entries {
+		if e.Own != [6]byte(served[0].MAC) || e.Deadline != time.Hour+10*time.Minute {
+			t.Errorf("entry %s = %+v: want own MAC %s and deadline in 10m", k, e, served[0].MAC)
+		}
+	}
+	// Another view change that moves nothing keeps the entries.
+	h.Update(drained, served, cs)
+	if d := cmp.Diff(w, handed(m, cs)); d != "" {
+		t.Errorf("handed over after a view change that moves nothing (-want +got):\n%s", d)
+	}
+
+	// a resumes: its clients go back, b hands nothing any more.
+	h.Update(all, served, cs)
+	if len(m.entries) != 0 {
+		t.Errorf("%d entries after a resumes, want none", len(m.entries))
+	}
+	if h.Status().Ended["moved"] != uint64(len(w)) {
+		t.Errorf("ended = %v, want %d moved", h.Status().Ended, len(w))
+	}
+
+	// a drains, then dies: nothing is handed to a dead host.
+	h.Update(drained, served, cs)
+	dead := view("b", host("a", true, gossip.StateDead), host("b", false, gossip.StateAlive), host("c", false, gossip.StateAlive))
+	h.Update(dead, served, cs)
+	if len(m.entries) != 0 {
+		t.Errorf("%d entries after a died, want none", len(m.entries))
+	}
+	if h.Status().Ended["previous_gone"] != uint64(len(w)) {
+		t.Errorf("ended = %v, want %d previous_gone", h.Status().Ended, len(w))
+	}
+
+	// A failure is not a planned move: a's clients that b takes when a
+	// dies unannounced are not handed to anyone.
+	h.Update(all, served, cs)
+	h.Update(dead, served, cs)
+	if len(m.entries) != 0 {
+		t.Errorf("%d entries after a failed, want none", len(m.entries))
+	}
+}
+
+func TestGraceAndIdle(t *testing.T) {
+	t.Parallel()
+	h, m, c := newTest("b")
+	cs := clients(60)
+	all := view("b", host("a", false, gossip.StateAlive), host("b", false, gossip.StateAlive))
+	drained := view("b", host("a", true, gossip.StateAlive), host("b", false, gossip.StateAlive))
+	h.last = all
+	h.Update(drained, served, cs)
+	n := len(m.entries)
+	if n == 0 {
+		t.Fatal("test setup: nothing handed over")
+	}
+	// Keep one client busy: the kernel hands its packets over.
+	var busy Key
+	for k := range m.entries {
+		busy = k
+		break
+	}
+	for range 9 {
+		c.t += time.Minute
+		m.usage[busy] = Usage{Packets: m.usage[busy].Packets + 10, Last: c.t}
+		h.Sweep()
+	}
+	if len(m.entries) != 1 {
+		t.Fatalf("%d entries after 9 minutes with one busy client, want 1", len(m.entries))
+	}
+	if _, ok := m.entries[busy]; !ok {
+		t.Fatal("the busy client's entry ended")
+	}
+	if s := h.Status(); s.Ended["idle"] != uint64(n-1) || len(s.Clients) != 1 || s.Clients[0].Packets != 90 {
+		t.Errorf("status = %+v, want %d idle ends and one client with 90 packets", s, n-1)
+	}
+	c.t += time.Minute + time.Second
+	m.usage[busy] = Usage{Packets: m.usage[busy].Packets + 10, Last: c.t}
+	h.Sweep()
+	if len(m.entries) != 0 || h.Status().Ended["grace"] != 1 {
+		t.Errorf("after the grace period: %d entries, ended %v; want none, one by grace", len(m.entries), h.Status().Ended)
+	}
+}
+
+func TestJoinAndWeight(t *testing.T) {
+	t.Parallel()
+	cs := clients(80)
+	three := []gossip.Member{host("a", false, gossip.StateAlive), host("b", false, gossip.StateAlive), host("c", false, gossip.StateAlive)}
+	before := view("x", three...)
+
+	// A host joining takes clients from each of the others, and knows
+	// which, though its first view is itself alone.
+	h, m, c := newTest("d")
+	h.firstPeer = 0
+	h.Update(view("d", host("d", false, gossip.StateAlive)), served, cs)
+	c.t += time.Second
+	joined := view("d", append(three, host("d", false, gossip.StateAlive))...)
+	h.Update(joined, served, cs)
+	w := want(before, joined, "d", cs)
+	if d := cmp.Diff(w, handed(m, cs)); d != "" {
+		t.Errorf("handed over by a joining host (-want +got):\n%s", d)
+	}
+	prevs := map[string]bool{}
+	for _, p := range w {
+		prevs[p] = true
+	}
+	if len(prevs) != 3 {
+		t.Errorf("the joining host takes clients from %v, want all three", prevs)
+	}
+
+	// c's weight goes up and c takes clients from a and b: b hands
+	// nothing over.
+	hb, mb, _ := newTest("b")
+	hb.last = view("b", three...)
+	heavy := host("c", false, gossip.StateAlive)
+	heavy.Meta.Weight = 3
+	after := view("b", host("a", false, gossip.StateAlive), host("b", false, gossip.StateAlive), heavy)
+	hb.Update(after, served, cs)
+	if len(mb.entries) != 0 {
+		t.Errorf("b hands over %d clients after c's weight went up, want none", len(mb.entries))
+	}
+	// On c, every client it takes is handed to its previous owner.
+	hc, mc, _ := newTest("c")
+	hc.last = view("c", three...)
+	after = view("c", host("a", false, gossip.StateAlive), host("b", false, gossip.StateAlive), heavy)
+	hc.Update(after, served, cs)
+	if d := cmp.Diff(want(view("c", three...), after, "c", cs), handed(mc, cs)); d != "" {
+		t.Errorf("handed over by c after its weight went up (-want +got):\n%s", d)
+	}
+}
+
+// A host without the kernel program hands nothing over and says why.
+func TestUnavailable(t *testing.T) {
+	t.Parallel()
+	h := New(Config{Enabled: false}, "b", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h.Update(view("b", host("a", true, gossip.StateAlive), host("b", false, gossip.StateAlive)), served, clients(10))
+	s := h.Status()
+	if s.Active || s.Error == "" || len(s.Clients) != 0 {
+		t.Errorf("status = %+v, want inactive with a reason", s)
+	}
+}
