@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/arpshare/arpshare/daemon/handover"
 	"github.com/arpshare/arpshare/gossip"
 )
 
@@ -29,6 +30,9 @@ type Status struct {
 	Expect  int             `json:"expect,omitempty"`
 	Members []gossip.Member `json:"members"`
 	VIPs    []VIPStatus     `json:"vips"`
+	// Handover: whether moved clients' open connections are handed to
+	// their previous owner, and which are now.
+	Handover handover.Status `json:"handover"`
 }
 
 // VIPStatus is one VIP as this host sees it.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/arpshare/arpshare/daemon/handover"
 	"github.com/arpshare/arpshare/gossip"
 )
 
@@ -66,6 +67,7 @@ type Config struct {
 	Gossip   GossipConfig
 	VIPs     []VIP
 	API      APIConfig
+	Handover handover.Config
 }
 
 // NodeConfig describes this host.
@@ -158,6 +160,12 @@ type rawConfig struct {
 		Metrics *string `toml:"metrics"`
 		Pprof   *bool   `toml:"pprof"`
 	} `toml:"api"`
+	Handover struct {
+		Enabled  *bool   `toml:"enabled"`
+		Grace    *string `toml:"grace"`
+		Idle     *string `toml:"idle"`
+		StopWait *string `toml:"stop_wait"`
+	} `toml:"handover"`
 }
 
 // LoadConfig reads and checks the config file at path. The error lists every
@@ -511,6 +519,16 @@ func (c *checker) check(raw *rawConfig) *Config {
 			c.errAt(c.line("api", 0, "pprof"), "api.pprof needs api.metrics: it is served on the same listener")
 		}
 	}
+
+	// [handover]
+	rh, hc := &raw.Handover, handover.DefaultConfig()
+	if rh.Enabled != nil {
+		hc.Enabled = *rh.Enabled
+	}
+	hc.Grace = c.duration(rh.Grace, hc.Grace, c.line("handover", 0, "grace"), "handover.grace")
+	hc.Idle = c.duration(rh.Idle, hc.Idle, c.line("handover", 0, "idle"), "handover.idle")
+	hc.StopWait = c.duration(rh.StopWait, hc.StopWait, c.line("handover", 0, "stop_wait"), "handover.stop_wait")
+	cfg.Handover = hc
 	return cfg
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/arpshare/arpshare/daemon/handover"
 	"github.com/arpshare/arpshare/gossip"
 )
 
@@ -52,7 +53,8 @@ func TestReferenceConfig(t *testing.T) {
 		},
 		VIPs: []VIP{{Name: "web", Address: netip.MustParseAddr("198.18.0.200"), Interface: "eth0", Mode: gossip.ModeHash,
 			Check: &Check{TCP: "127.0.0.1:8080", Interval: time.Second, Timeout: 500 * time.Millisecond, Rise: 2, Fall: 2}}},
-		API: APIConfig{Socket: DefaultSocket, Metrics: "127.0.0.1:9947"},
+		API:      APIConfig{Socket: DefaultSocket, Metrics: "127.0.0.1:9947"},
+		Handover: handover.DefaultConfig(),
 	}
 	if diff := cmp.Diff(want, cfg, cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
 		cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {
@@ -115,6 +117,8 @@ func TestConfigErrors(t *testing.T) {
 		{"no key", "[gossip]\nbind = \"198.18.0.11:7946\"\n" + vip, []string{"f.toml:1: gossip.key_file is required"}},
 		{"no bind", "[gossip]\ninsecure = true\n" + vip, []string{"f.toml:1: gossip.bind is required"}},
 		{"no vips", head, []string{"f.toml: no [[vip]]"}},
+		{"bad handover grace", head + vip + "[handover]\nenabled = false\ngrace = \"ten minutes\"\n",
+			[]string{`f.toml:10: handover.grace: "ten minutes" is not a positive duration`}},
 		{"ipv6 link-local", head + "[[vip]]\nname = \"web\"\naddress = \"fe80::1\"\ninterface = \"eth0\"\n", []string{`f.toml:6: vip "web": address fe80::1 is link-local`}},
 		{"ipv6 multicast", head + "[[vip]]\nname = \"web\"\naddress = \"ff02::1\"\ninterface = \"eth0\"\n", []string{`f.toml:6: vip "web": address ff02::1 cannot be shared`}},
 		{"ipv6 zone", head + "[[vip]]\nname = \"web\"\naddress = \"fd00::1%eth0\"\ninterface = \"eth0\"\n", []string{`without a zone`}},

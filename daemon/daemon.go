@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/arpshare/arpshare/arp"
+	"github.com/arpshare/arpshare/daemon/handover"
 	"github.com/arpshare/arpshare/gossip"
 )
 
@@ -50,6 +51,7 @@ type Daemon struct {
 	table     *arp.ClientTable
 	cluster   *gossip.Cluster
 	repointer *Repointer
+	handover  *handover.Handover
 	api       *api
 	metrics   *metricsServer // nil without [api] metrics
 
@@ -110,6 +112,7 @@ func New(cfg *Config, log *slog.Logger, version string) *Daemon {
 		Send:      d.repoint,
 		Broadcast: d.announce,
 	})
+	d.handover = handover.New(cfg.Handover, cfg.Node.Name, handoverSource{d}, log.With("component", "handover"))
 	d.cluster = gossip.NewCluster(gossip.ClusterConfig{
 		Name: cfg.Node.Name, Bind: cfg.Gossip.Bind, Peers: cfg.Gossip.Peers,
 		Keys: cfg.Gossip.Keys, Label: cfg.Gossip.Cluster,
@@ -195,7 +198,7 @@ func (d *Daemon) Run(ctx context.Context, configPath string) error {
 		return err
 	}
 
-	tasks := []task{d.cluster, d.repointer, d.api, &reloader{d: d, path: configPath}, &watchdog{d: d}}
+	tasks := []task{d.cluster, d.repointer, d.handover, d.api, &reloader{d: d, path: configPath}, &watchdog{d: d}}
 	ready := []<-chan struct{}{d.cluster.Ready(), d.api.Ready()}
 	if d.metrics != nil {
 		tasks = append(tasks, d.metrics)
@@ -238,6 +241,7 @@ func (d *Daemon) Run(ctx context.Context, configPath string) error {
 			d.log.Warn("announce draining", "error", err)
 		}
 		sleepCtx(gctx, drainWait)
+		d.waitHandedOver(gctx)
 		if err := d.cluster.Leave(leaveTimeout); err != nil {
 			d.log.Warn("leave cluster", "error", err)
 		}
@@ -307,6 +311,7 @@ func (d *Daemon) viewChanged(v *gossip.View) {
 		}
 	}
 	d.log.Info("cluster view changed", "members", strings.Join(hosts, " "))
+	d.handover.Update(v) // before re-pointing: a moved client's flows must be handed over at once
 	d.repointer.ViewChanged(v)
 	d.notify("STATUS=" + d.statusLine())
 }
@@ -458,7 +463,7 @@ func (d *Daemon) Status() Status {
 	d.mu.Lock()
 	s := Status{
 		Node: d.cfg.Node.Name, Version: d.version, Draining: d.drained || d.stopping, Members: v.Members,
-		Quorum: v.Quorum(), Expect: v.Expect,
+		Quorum: v.Quorum(), Expect: v.Expect, Handover: d.handover.Status(),
 	}
 	healthy := maps.Clone(d.healthy)
 	cfg := d.cfg

@@ -181,7 +181,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 // runtime's and process's own.
 func (d *Daemon) NewRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collector{d}, d.reloads, d.lastReload,
+	reg.MustRegister(collector{d}, d.reloads, d.lastReload, d.handover.Collector(),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return reg
 }

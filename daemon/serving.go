@@ -165,6 +165,9 @@ func (d *Daemon) Reload(path string) error {
 	if cfg.API != old.API {
 		needRestart = append(needRestart, "[api]")
 	}
+	if cfg.Handover != old.Handover {
+		needRestart = append(needRestart, "[handover]")
+	}
 	if cfg.Node.Name != old.Node.Name || cfg.Node.StateDir != old.Node.StateDir {
 		needRestart = append(needRestart, "[node] name/state_dir")
 	}
@@ -172,7 +175,7 @@ func (d *Daemon) Reload(path string) error {
 		d.log.Warn("reload: these settings changed but only apply at restart", "settings", strings.Join(needRestart, ", "))
 	}
 	applied := *cfg
-	applied.Gossip, applied.API = old.Gossip, old.API
+	applied.Gossip, applied.API, applied.Handover = old.Gossip, old.API, old.Handover
 	applied.Node.Name, applied.Node.StateDir = old.Node.Name, old.Node.StateDir
 
 	if err := d.apply(old, &applied); err != nil {
@@ -185,6 +188,7 @@ func (d *Daemon) Reload(path string) error {
 	if err := d.cluster.UpdateMeta(500 * time.Millisecond); err != nil {
 		d.log.Debug("gossip reloaded config", "error", err)
 	}
+	d.handover.Update(nil)
 	d.repointer.ViewChanged(nil)
 	var names []string
 	for _, v := range applied.VIPs {

@@ -60,6 +60,14 @@ type Served struct {
 	MAC       net.HardwareAddr // of Interface; nil while it is not open
 }
 
+// Source tells the handover what this host serves and which clients it
+// knows.
+type Source interface {
+	Served() []Served
+	Clients() []arp.Client
+	Len() int // how many clients, cheaply
+}
+
 // moved is one moved client, as this host tracks it.
 type moved struct {
 	client  netip.Addr
@@ -76,6 +84,7 @@ type Handover struct {
 	self string
 	log  *slog.Logger
 	now  func() time.Duration // monotonic
+	src  Source
 
 	mu        sync.Mutex
 	kmap      Map      // nil: handover unavailable
@@ -84,39 +93,46 @@ type Handover struct {
 	attachErr map[string]error // by interface, logged once
 	ifaces    map[string]int   // attached: interface -> index
 	served    []Served
+	known     int // clients known at the last update
 	last      *gossip.View
 	firstPeer time.Duration // when this host first saw a live peer
 	moved     map[Key]*moved
 	ended     map[string]uint64 // entries ended, by reason
 }
 
-// New returns a Handover for host self. With cfg.Enabled it loads the
-// kernel program; if that fails it says so once and hands nothing over.
-func New(cfg Config, self string, log *slog.Logger) *Handover {
-	h := newHandover(cfg, self, log, monotonic)
-	if !cfg.Enabled {
-		return h
+// New returns a Handover for host self; Run loads the kernel program.
+func New(cfg Config, self string, src Source, log *slog.Logger) *Handover {
+	return newHandover(cfg, self, src, log, monotonic)
+}
+
+// load loads the kernel program, if enabled; if that fails it says so once
+// and the host hands nothing over.
+func (h *Handover) load() {
+	if !h.cfg.Enabled {
+		return
 	}
 	p, err := Load()
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	if err != nil {
 		h.loadErr = err
-		log.Warn("connection handover unavailable: planned moves reset the moved clients' open connections", "error", err)
-		return h
+		h.log.Warn("connection handover unavailable: planned moves reset the moved clients' open connections", "error", err)
+		return
 	}
 	h.prog, h.kmap = p, p
-	return h
+	h.update(nil)
 }
 
 // NewWithMap returns a Handover over a given map, without a kernel program:
 // for tests of the bookkeeping.
-func NewWithMap(cfg Config, self string, log *slog.Logger, m Map, now func() time.Duration) *Handover {
-	h := newHandover(cfg, self, log, now)
+func NewWithMap(cfg Config, self string, src Source, log *slog.Logger, m Map, now func() time.Duration) *Handover {
+	h := newHandover(cfg, self, src, log, now)
 	h.kmap = m
 	return h
 }
 
-func newHandover(cfg Config, self string, log *slog.Logger, now func() time.Duration) *Handover {
-	return &Handover{cfg: cfg, self: self, log: log, now: now,
+func newHandover(cfg Config, self string, src Source, log *slog.Logger, now func() time.Duration) *Handover {
+	return &Handover{cfg: cfg, self: self, src: src, log: log, now: now,
 		attachErr: map[string]error{}, ifaces: map[string]int{}, moved: map[Key]*moved{}, ended: map[string]uint64{}}
 }
 
@@ -128,8 +144,10 @@ func monotonic() time.Duration {
 
 func (h *Handover) String() string { return "handover" }
 
-// Run sweeps the table until ctx ends, then unloads the program.
+// Run loads the program, sweeps the table until ctx ends, then unloads
+// the program.
 func (h *Handover) Run(ctx context.Context) error {
+	h.load()
 	t := time.NewTicker(sweepEvery)
 	defer t.Stop()
 	defer h.close()
@@ -155,16 +173,24 @@ func (h *Handover) close() {
 }
 
 // Update takes a new view (nil: the same view, after a reload changed what
-// this host serves) and the known clients: it adds the clients that moved
-// here from a live host and drops those no longer here or whose previous
-// owner is gone.
-func (h *Handover) Update(v *gossip.View, served []Served, clients []arp.Client) {
+// this host serves): it adds the clients that moved here from a live host
+// and drops those no longer here or whose previous owner is gone.
+func (h *Handover) Update(v *gossip.View) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.update(v)
+}
+
+// update is Update with h.mu held.
+func (h *Handover) update(v *gossip.View) {
 	if h.kmap == nil {
+		if v != nil {
+			h.last = v // for when the program is loaded
+		}
 		return
 	}
-	h.served = served
+	served, clients := h.src.Served(), h.src.Clients()
+	h.served, h.known = served, len(clients)
 	h.attach()
 	if v == nil {
 		v = h.last
@@ -254,15 +280,21 @@ func (h *Handover) end(k Key, reason string) {
 }
 
 // Sweep ends the entries past their grace period or idle for too long, and
-// retries the interfaces the program could not be attached to.
+// retries the interfaces the program could not be attached to. A host that
+// has just joined learns most clients from its peers' tables after its
+// view changed: it looks at them again.
 func (h *Handover) Sweep() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.kmap == nil {
 		return
 	}
-	h.attach()
 	now := h.now()
+	if h.firstPeer == 0 || now-h.firstPeer < newcomerWindow || h.src.Len() != h.known {
+		h.update(nil)
+	} else {
+		h.attach()
+	}
 	for k, m := range h.moved {
 		if u, err := h.kmap.Usage(k); err == nil {
 			if u.Packets != m.packets && u.Last > m.active {

@@ -53,15 +53,25 @@ func clients(n int) []arp.Client {
 	return cs
 }
 
+// source is what the daemon serves and knows.
+type source struct {
+	served  []Served
+	clients []arp.Client
+}
+
+func (s *source) Served() []Served      { return s.served }
+func (s *source) Clients() []arp.Client { return s.clients }
+func (s *source) Len() int              { return len(s.clients) }
+
 type clock struct{ t time.Duration }
 
 func (c *clock) now() time.Duration { return c.t }
 
-func newTest(self string) (*Handover, *fakeMap, *clock) {
+func newTest(self string, cs []arp.Client) (*Handover, *fakeMap, *clock) {
 	m := &fakeMap{entries: map[Key]Entry{}, usage: map[Key]Usage{}}
 	c := &clock{t: time.Hour}
 	cfg := Config{Enabled: true, Grace: 10 * time.Minute, Idle: 2 * time.Minute}
-	h := NewWithMap(cfg, self, slog.New(slog.NewTextHandler(io.Discard, nil)), m, c.now)
+	h := NewWithMap(cfg, self, &source{served, cs}, slog.New(slog.NewTextHandler(io.Discard, nil)), m, c.now)
 	h.firstPeer = time.Nanosecond // an old member of the cluster, unless a test says otherwise
 	return h, m, c
 }
@@ -93,18 +103,18 @@ func want(old, cur *gossip.View, self string, cs []arp.Client) map[netip.Addr]st
 
 func TestDrainResumeAndFailure(t *testing.T) {
 	t.Parallel()
-	h, m, _ := newTest("b")
 	cs := clients(60)
+	h, m, _ := newTest("b", cs)
 	all := view("b", host("a", false, gossip.StateAlive), host("b", false, gossip.StateAlive), host("c", false, gossip.StateAlive))
 	h.last = all // a member for a while
-	h.Update(all, served, cs)
+	h.Update(all)
 	if len(m.entries) != 0 {
 		t.Fatalf("%d entries in a steady cluster, want none", len(m.entries))
 	}
 
 	// a drains: its clients split between b and c; b hands its share to a.
 	drained := view("b", host("a", true, gossip.StateAlive), host("b", false, gossip.StateAlive), host("c", false, gossip.StateAlive))
-	h.Update(drained, served, cs)
+	h.Update(drained)
 	w := want(all, drained, "b", cs)
 	if len(w) == 0 {
 		t.Fatal("test setup: no client moves from a to b")
@@ -118,13 +128,13 @@ func TestDrainResumeAndFailure(t *testing.T) {
 		}
 	}
 	// Another view change that moves nothing keeps the entries.
-	h.Update(drained, served, cs)
+	h.Update(drained)
 	if d := cmp.Diff(w, handed(m, cs)); d != "" {
 		t.Errorf("handed over after a view change that moves nothing (-want +got):\n%s", d)
 	}
 
 	// a resumes: its clients go back, b hands nothing any more.
-	h.Update(all, served, cs)
+	h.Update(all)
 	if len(m.entries) != 0 {
 		t.Errorf("%d entries after a resumes, want none", len(m.entries))
 	}
@@ -133,9 +143,9 @@ func TestDrainResumeAndFailure(t *testing.T) {
 	}
 
 	// a drains, then dies: nothing is handed to a dead host.
-	h.Update(drained, served, cs)
+	h.Update(drained)
 	dead := view("b", host("a", true, gossip.StateDead), host("b", false, gossip.StateAlive), host("c", false, gossip.StateAlive))
-	h.Update(dead, served, cs)
+	h.Update(dead)
 	if len(m.entries) != 0 {
 		t.Errorf("%d entries after a died, want none", len(m.entries))
 	}
@@ -145,8 +155,8 @@ func TestDrainResumeAndFailure(t *testing.T) {
 
 	// A failure is not a planned move: a's clients that b takes when a
 	// dies unannounced are not handed to anyone.
-	h.Update(all, served, cs)
-	h.Update(dead, served, cs)
+	h.Update(all)
+	h.Update(dead)
 	if len(m.entries) != 0 {
 		t.Errorf("%d entries after a failed, want none", len(m.entries))
 	}
@@ -154,12 +164,12 @@ func TestDrainResumeAndFailure(t *testing.T) {
 
 func TestGraceAndIdle(t *testing.T) {
 	t.Parallel()
-	h, m, c := newTest("b")
 	cs := clients(60)
+	h, m, c := newTest("b", cs)
 	all := view("b", host("a", false, gossip.StateAlive), host("b", false, gossip.StateAlive))
 	drained := view("b", host("a", true, gossip.StateAlive), host("b", false, gossip.StateAlive))
 	h.last = all
-	h.Update(drained, served, cs)
+	h.Update(drained)
 	n := len(m.entries)
 	if n == 0 {
 		t.Fatal("test setup: nothing handed over")
@@ -200,12 +210,20 @@ func TestJoinAndWeight(t *testing.T) {
 
 	// A host joining takes clients from each of the others, and knows
 	// which, though its first view is itself alone.
-	h, m, c := newTest("d")
+	// It learns the clients from its peers' tables only after its view
+	// changed.
+	h, m, c := newTest("d", nil)
 	h.firstPeer = 0
-	h.Update(view("d", host("d", false, gossip.StateAlive)), served, cs)
+	h.Update(view("d", host("d", false, gossip.StateAlive)))
 	c.t += time.Second
 	joined := view("d", append(three, host("d", false, gossip.StateAlive))...)
-	h.Update(joined, served, cs)
+	h.Update(joined)
+	if len(m.entries) != 0 {
+		t.Fatalf("%d entries before any client is known", len(m.entries))
+	}
+	h.src.(*source).clients = cs
+	c.t += time.Second
+	h.Sweep()
 	w := want(before, joined, "d", cs)
 	if d := cmp.Diff(w, handed(m, cs)); d != "" {
 		t.Errorf("handed over by a joining host (-want +got):\n%s", d)
@@ -220,20 +238,20 @@ func TestJoinAndWeight(t *testing.T) {
 
 	// c's weight goes up and c takes clients from a and b: b hands
 	// nothing over.
-	hb, mb, _ := newTest("b")
+	hb, mb, _ := newTest("b", cs)
 	hb.last = view("b", three...)
 	heavy := host("c", false, gossip.StateAlive)
 	heavy.Meta.Weight = 3
 	after := view("b", host("a", false, gossip.StateAlive), host("b", false, gossip.StateAlive), heavy)
-	hb.Update(after, served, cs)
+	hb.Update(after)
 	if len(mb.entries) != 0 {
 		t.Errorf("b hands over %d clients after c's weight went up, want none", len(mb.entries))
 	}
 	// On c, every client it takes is handed to its previous owner.
-	hc, mc, _ := newTest("c")
+	hc, mc, _ := newTest("c", cs)
 	hc.last = view("c", three...)
 	after = view("c", host("a", false, gossip.StateAlive), host("b", false, gossip.StateAlive), heavy)
-	hc.Update(after, served, cs)
+	hc.Update(after)
 	if d := cmp.Diff(want(view("c", three...), after, "c", cs), handed(mc, cs)); d != "" {
 		t.Errorf("handed over by c after its weight went up (-want +got):\n%s", d)
 	}
@@ -242,8 +260,8 @@ func TestJoinAndWeight(t *testing.T) {
 // A host without the kernel program hands nothing over and says why.
 func TestUnavailable(t *testing.T) {
 	t.Parallel()
-	h := New(Config{Enabled: false}, "b", slog.New(slog.NewTextHandler(io.Discard, nil)))
-	h.Update(view("b", host("a", true, gossip.StateAlive), host("b", false, gossip.StateAlive)), served, clients(10))
+	h := New(Config{Enabled: false}, "b", &source{served, clients(10)}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h.Update(view("b", host("a", true, gossip.StateAlive), host("b", false, gossip.StateAlive)))
 	s := h.Status()
 	if s.Active || s.Error == "" || len(s.Clients) != 0 {
 		t.Errorf("status = %+v, want inactive with a reason", s)
