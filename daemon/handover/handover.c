@@ -18,18 +18,25 @@
 #include <linux/in.h>
 #include <linux/tcp.h>
 #include <linux/pkt_cls.h>
+#include <stddef.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-// A moved client: the VIP (IPv4 as ::ffff:a.b.c.d) and the Ethernet source
-// of the client's frames. The MAC, not the IP: a router's clients arrive
-// with their own IPs but the router's MAC, and the router is what moved. It
-// also keeps a frame that was handed over from being handed on again: it
-// arrives with the previous owner's MAC as source, which is no client.
+// A moved client, found in one of two ways (kind). By the Ethernet source
+// of its frames (KIND_MAC): a router's clients arrive with their own IPs but
+// the router's MAC, and the router is what moved. By its IP (KIND_IP), for
+// a frame another host handed over: it comes with that host's MAC, and the
+// flow may sit one more host back (a client that moved twice).
 struct client_key {
-	__u8 vip[16];
-	__u8 mac[6];
-	__u8 pad[2];
+	__u8 vip[16]; // IPv4 as ::ffff:a.b.c.d
+	__u8 id[16];  // the MAC (6 bytes, then zeros) or the IP (as vip)
+	__u8 kind;
+	__u8 pad[3];
+};
+
+enum key_kind {
+	KIND_MAC = 0,
+	KIND_IP = 1,
 };
 
 struct client_value {
@@ -54,6 +61,7 @@ enum outcome {
 	OUTCOME_LOCAL,      // a socket here knows it
 	OUTCOME_SYN,        // a new connection: stays here
 	OUTCOME_EXPIRED,    // the entry's deadline passed
+	OUTCOME_LOOP,       // it came from the previous owner, or its TTL is spent
 	OUTCOME_MAX,
 };
 
@@ -69,6 +77,11 @@ static __always_inline void count(__u32 o)
 	__u64 *n = bpf_map_lookup_elem(&outcomes, &o);
 	if (n)
 		(*n)++;
+}
+
+static __always_inline int same_mac(const __u8 *a, const __u8 *b)
+{
+	return ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) | (a[5] ^ b[5])) == 0;
 }
 
 #define TCX_NEXT_ (-1) // TC_ACT_UNSPEC: the next program, or the stack
@@ -97,10 +110,12 @@ int handover(struct __sk_buff *skb)
 		return TCX_NEXT_;
 
 	struct client_key key = {};
+	__u8 src_ip[16] = {};
 	struct bpf_sock_tuple tuple = {};
 	__u32 tuple_size;
 	struct tcphdr *tcp;
-	int syn;
+	int syn, ipv6;
+	__u8 ttl;
 
 	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = (void *)(eth + 1);
@@ -114,6 +129,11 @@ int handover(struct __sk_buff *skb)
 		key.vip[10] = 0xff;
 		key.vip[11] = 0xff;
 		__builtin_memcpy(&key.vip[12], &ip->daddr, 4);
+		src_ip[10] = 0xff;
+		src_ip[11] = 0xff;
+		__builtin_memcpy(&src_ip[12], &ip->saddr, 4);
+		ttl = ip->ttl;
+		ipv6 = 0;
 		tuple.ipv4.saddr = ip->saddr;
 		tuple.ipv4.daddr = ip->daddr;
 		tuple.ipv4.sport = tcp->source;
@@ -129,6 +149,9 @@ int handover(struct __sk_buff *skb)
 		if ((void *)(tcp + 1) > end)
 			return TCX_NEXT_;
 		__builtin_memcpy(key.vip, &ip6->daddr, 16);
+		__builtin_memcpy(src_ip, &ip6->saddr, 16);
+		ttl = ip6->hop_limit;
+		ipv6 = 1;
 		__builtin_memcpy(tuple.ipv6.saddr, &ip6->saddr, 16);
 		__builtin_memcpy(tuple.ipv6.daddr, &ip6->daddr, 16);
 		tuple.ipv6.sport = tcp->source;
@@ -139,10 +162,23 @@ int handover(struct __sk_buff *skb)
 		return TCX_NEXT_;
 	}
 
-	__builtin_memcpy(key.mac, eth->h_source, 6);
+	__builtin_memcpy(key.id, eth->h_source, 6);
+	key.kind = KIND_MAC;
 	struct client_value *v = bpf_map_lookup_elem(&moved, &key);
+	if (!v) {
+		__builtin_memcpy(key.id, src_ip, 16);
+		key.kind = KIND_IP;
+		v = bpf_map_lookup_elem(&moved, &key);
+	}
 	if (!v)
 		return TCX_NEXT_;
+	// Never back to where it came from; and, as a router does, never
+	// forever: each hand-over takes one from the TTL (hop limit), so
+	// hosts whose tables point in a circle drop a stray segment soon.
+	if (same_mac(eth->h_source, v->prev_mac) || ttl <= 1) {
+		count(OUTCOME_LOOP);
+		return TCX_NEXT_;
+	}
 	if (syn) {
 		count(OUTCOME_SYN);
 		return TCX_NEXT_;
@@ -157,14 +193,22 @@ int handover(struct __sk_buff *skb)
 		return TCX_NEXT_;
 	}
 
-	// The lookup helper may have moved the packet's data: check again.
-	data = (void *)(long)skb->data;
-	end = (void *)(long)skb->data_end;
-	eth = data;
-	if ((void *)(eth + 1) > end)
+	// One hop less. The helpers below may move the packet's data, so
+	// the headers are written by offset.
+	__u8 hop = ttl - 1;
+	if (ipv6) {
+		if (bpf_skb_store_bytes(skb, ETH_HLEN + offsetof(struct ipv6hdr, hop_limit), &hop, 1, 0))
+			return TCX_NEXT_;
+	} else {
+		__u16 old_word = bpf_htons((__u16)ttl << 8), new_word = bpf_htons((__u16)hop << 8);
+		if (bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), old_word, new_word, 2))
+			return TCX_NEXT_;
+		if (bpf_skb_store_bytes(skb, ETH_HLEN + offsetof(struct iphdr, ttl), &hop, 1, 0))
+			return TCX_NEXT_;
+	}
+	if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_dest), v->prev_mac, 6, 0) ||
+	    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_source), v->own_mac, 6, 0))
 		return TCX_NEXT_;
-	__builtin_memcpy(eth->h_dest, v->prev_mac, 6);
-	__builtin_memcpy(eth->h_source, v->own_mac, 6);
 	__sync_fetch_and_add(&v->packets, 1);
 	v->last_ns = now;
 	count(OUTCOME_HANDED);

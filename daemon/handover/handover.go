@@ -210,7 +210,6 @@ func (h *Handover) update(v *gossip.View) {
 	for _, s := range served {
 		byVIP[s.VIP] = s
 	}
-	keep, gone := map[Key]bool{}, map[Key]bool{}
 	for _, c := range clients {
 		s, ok := byVIP[c.VIP]
 		if !ok || s.Mode == gossip.ModeRace || len(c.MAC) != 6 || s.MAC == nil {
@@ -220,21 +219,20 @@ func (h *Handover) update(v *gossip.View) {
 			continue
 		}
 		k := Key{VIP: c.VIP, MAC: [6]byte(c.MAC)}
-		prev := ""
+		prev, newly := "", true
 		if newcomer {
 			prev = ownerWithout(v, s.Mode, c.VIP, c.IP, h.self)
 		} else if o := old.Owner(c.VIP, s.Mode, c.IP); o != h.self {
 			prev = o
 		} else if m, ok := h.moved[k]; ok && m.client == c.IP {
-			prev = m.prev // owned here before too: keep handing over
+			prev, newly = m.prev, false // owned here before too: keep handing over
 		}
 		if prev == "" || prev == h.self {
 			continue
 		}
 		pm, ok := v.Member(prev)
 		if !ok || !pm.Live() {
-			gone[k] = true // a dead host has nothing left to hand to
-			continue
+			continue // a dead host has nothing left to hand to
 		}
 		if len(pm.Meta.MACs) != 1 {
 			// A host with several interfaces does not say which
@@ -245,9 +243,8 @@ func (h *Handover) update(v *gossip.View) {
 		if err != nil || len(prevMAC) != 6 {
 			continue
 		}
-		keep[k] = true
-		e := Entry{Prev: [6]byte(prevMAC), Own: [6]byte(s.MAC), Deadline: now + h.cfg.Grace}
-		if m, ok := h.moved[k]; ok && m.prev == prev && m.entry.Prev == e.Prev && m.entry.Own == e.Own {
+		e := Entry{Client: c.IP, Prev: [6]byte(prevMAC), Own: [6]byte(s.MAC), Deadline: now + h.cfg.Grace}
+		if m, ok := h.moved[k]; ok && (!newly || newcomer) && m.prev == prev && m.entry.Own == e.Own {
 			continue // already handing over; the deadline stands
 		}
 		if err := h.kmap.Put(k, e); err != nil {
@@ -257,23 +254,28 @@ func (h *Handover) update(v *gossip.View) {
 		h.log.Info("handing a moved client's open connections to its previous owner", "vip", c.VIP, "client", c.IP, "previous", prev, "grace", h.cfg.Grace)
 		h.moved[k] = &moved{client: c.IP, prev: prev, entry: e, added: now, active: now}
 	}
-	for k := range h.moved {
-		switch {
-		case gone[k]:
+	// An entry outlives the client's next move: a host the client left
+	// hands on, to the host before it, what it does not know itself. It
+	// ends with its grace period, when idle, when its previous owner is
+	// gone or when the VIP is no longer served here.
+	for k, m := range h.moved {
+		pm, ok := v.Member(m.prev)
+		switch _, served := byVIP[k.VIP]; {
+		case !ok || !pm.Live():
 			h.end(k, "previous_gone")
-		case !keep[k]:
-			h.end(k, "moved")
+		case !served:
+			h.end(k, "unserved")
 		}
 	}
 }
 
 // end removes an entry; reason labels the metric.
 func (h *Handover) end(k Key, reason string) {
-	if err := h.kmap.Delete(k); err != nil {
+	m := h.moved[k]
+	if err := h.kmap.Delete(k, m.entry); err != nil {
 		h.log.Warn("end a handover", "client", k, "error", err)
 		return
 	}
-	m := h.moved[k]
 	delete(h.moved, k)
 	h.ended[reason]++
 	h.log.Debug("handover ended", "vip", k.VIP, "client", m.client, "previous", m.prev, "reason", reason, "packets", m.packets)
@@ -296,7 +298,7 @@ func (h *Handover) Sweep() {
 		h.attach()
 	}
 	for k, m := range h.moved {
-		if u, err := h.kmap.Usage(k); err == nil {
+		if u, err := h.kmap.Usage(k, m.entry); err == nil {
 			if u.Packets != m.packets && u.Last > m.active {
 				m.active = u.Last
 			}

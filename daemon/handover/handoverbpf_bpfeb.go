@@ -14,10 +14,11 @@ import (
 )
 
 type handoverBPFClientKey struct {
-	_   structs.HostLayout
-	Vip [16]uint8
-	Mac [6]uint8
-	Pad [2]uint8
+	_    structs.HostLayout
+	Vip  [16]uint8
+	Id   [16]uint8
+	Kind uint8
+	Pad  [3]uint8
 }
 
 type handoverBPFClientValue struct {

@@ -13,7 +13,7 @@ import (
 
 // Outcomes of a TCP segment from a moved client, as the kernel program
 // counts them (enum outcome in handover.c), by metric label.
-var outcomeNames = []string{"handed", "local", "syn", "expired"}
+var outcomeNames = []string{"handed", "local", "syn", "expired", "loop"}
 
 // Key names a moved client: a VIP and the Ethernet address the client's
 // frames come from.
@@ -26,6 +26,7 @@ func (k Key) String() string { return k.VIP.String() + " " + net.HardwareAddr(k.
 
 // Entry is what the kernel program needs to hand a client's flows over.
 type Entry struct {
+	Client    netip.Addr    // the client's IP: frames other hosts hand on are found by it
 	Prev, Own [6]byte       // the previous owner's MAC and this host's
 	Deadline  time.Duration // on the monotonic clock (CLOCK_MONOTONIC)
 }
@@ -39,8 +40,8 @@ type Usage struct {
 // Map is the kernel's table of moved clients.
 type Map interface {
 	Put(Key, Entry) error
-	Delete(Key) error
-	Usage(Key) (Usage, error)
+	Delete(Key, Entry) error
+	Usage(Key, Entry) (Usage, error)
 }
 
 // Program is the loaded kernel program and its maps.
@@ -112,37 +113,57 @@ func (p *Program) Close() error {
 	return errors.Join(errs...)
 }
 
-func kernelKey(k Key) handoverBPFClientKey {
-	var kk handoverBPFClientKey
-	kk.Vip = k.VIP.As16()
-	kk.Mac = k.MAC
-	return kk
+// Kinds of kernel keys (enum key_kind in handover.c).
+const (
+	kindMAC = 0
+	kindIP  = 1
+)
+
+// kernelKeys are the two keys of a moved client: by its MAC, and by its IP.
+func kernelKeys(k Key, e Entry) []handoverBPFClientKey {
+	byMAC := handoverBPFClientKey{Vip: k.VIP.As16(), Kind: kindMAC}
+	copy(byMAC.Id[:], k.MAC[:])
+	keys := []handoverBPFClientKey{byMAC}
+	if e.Client.IsValid() {
+		keys = append(keys, handoverBPFClientKey{Vip: k.VIP.As16(), Id: e.Client.As16(), Kind: kindIP})
+	}
+	return keys
 }
 
 // Put adds or replaces a moved client; its counters start from zero.
 func (p *Program) Put(k Key, e Entry) error {
 	v := handoverBPFClientValue{PrevMac: e.Prev, OwnMac: e.Own, DeadlineNs: uint64(e.Deadline)}
-	if err := p.objs.Moved.Put(kernelKey(k), v); err != nil {
-		return fmt.Errorf("handover map: put %s: %w", k, err)
+	for _, kk := range kernelKeys(k, e) {
+		if err := p.objs.Moved.Put(kk, v); err != nil {
+			return fmt.Errorf("handover map: put %s: %w", k, err)
+		}
 	}
 	return nil
 }
 
 // Delete removes a moved client; one already gone is not an error.
-func (p *Program) Delete(k Key) error {
-	if err := p.objs.Moved.Delete(kernelKey(k)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("handover map: delete %s: %w", k, err)
+func (p *Program) Delete(k Key, e Entry) error {
+	for _, kk := range kernelKeys(k, e) {
+		if err := p.objs.Moved.Delete(kk); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("handover map: delete %s: %w", k, err)
+		}
 	}
 	return nil
 }
 
-// Usage returns what the program counted for a moved client.
-func (p *Program) Usage(k Key) (Usage, error) {
-	var v handoverBPFClientValue
-	if err := p.objs.Moved.Lookup(kernelKey(k), &v); err != nil {
-		return Usage{}, fmt.Errorf("handover map: lookup %s: %w", k, err)
+// Usage returns what the program counted for a moved client, both ways it
+// is found.
+func (p *Program) Usage(k Key, e Entry) (Usage, error) {
+	var u Usage
+	for _, kk := range kernelKeys(k, e) {
+		var v handoverBPFClientValue
+		if err := p.objs.Moved.Lookup(kk, &v); err != nil {
+			return Usage{}, fmt.Errorf("handover map: lookup %s: %w", k, err)
+		}
+		u.Packets += v.Packets
+		u.Last = max(u.Last, time.Duration(v.LastNs))
 	}
-	return Usage{Packets: v.Packets, Last: time.Duration(v.LastNs)}, nil
+	return u, nil
 }
 
 // Outcomes returns the program's counters by outcome, summed over CPUs.

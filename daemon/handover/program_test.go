@@ -28,35 +28,53 @@ func privileged(t *testing.T) {
 	}
 }
 
-// frame builds an Ethernet frame carrying a TCP segment from src to dst.
-func frame(srcMAC [6]byte, src, dst netip.AddrPort, flags byte) []byte {
+// segment is a TCP segment in an Ethernet frame.
+type segment struct {
+	dstMAC, srcMAC [6]byte
+	src, dst       netip.AddrPort
+	flags, ttl     byte
+}
+
+// frame builds the frame, with a correct IPv4 header checksum.
+func (s segment) frame() []byte {
+	if s.ttl == 0 {
+		s.ttl = 64
+	}
 	b := make([]byte, 0, 128)
-	b = append(b, 0x02, 0, 0, 0, 0, 0xbb) // destination: this host
-	b = append(b, srcMAC[:]...)
+	b = append(b, s.dstMAC[:]...)
+	b = append(b, s.srcMAC[:]...)
 	tcp := make([]byte, 20)
-	binary.BigEndian.PutUint16(tcp[0:], src.Port())
-	binary.BigEndian.PutUint16(tcp[2:], dst.Port())
+	binary.BigEndian.PutUint16(tcp[0:], s.src.Port())
+	binary.BigEndian.PutUint16(tcp[2:], s.dst.Port())
 	tcp[12] = 5 << 4
-	tcp[13] = flags
-	if src.Addr().Is4() {
+	tcp[13] = s.flags
+	if s.src.Addr().Is4() {
 		b = binary.BigEndian.AppendUint16(b, unix.ETH_P_IP)
 		ip := make([]byte, 20)
 		ip[0] = 0x45
 		binary.BigEndian.PutUint16(ip[2:], uint16(20+len(tcp)))
-		ip[8], ip[9] = 64, unix.IPPROTO_TCP
-		s, d := src.Addr().As4(), dst.Addr().As4()
-		copy(ip[12:], s[:])
-		copy(ip[16:], d[:])
+		ip[8], ip[9] = s.ttl, unix.IPPROTO_TCP
+		sa, da := s.src.Addr().As4(), s.dst.Addr().As4()
+		copy(ip[12:], sa[:])
+		copy(ip[16:], da[:])
+		var sum uint32
+		for i := 0; i < 20; i += 2 {
+			sum += uint32(binary.BigEndian.Uint16(ip[i:]))
+		}
+		for sum > 0xffff {
+			sum = sum&0xffff + sum>>16
+		}
+		binary.BigEndian.PutUint16(ip[10:], ^uint16(sum))
 		b = append(b, ip...)
 	} else {
 		b = binary.BigEndian.AppendUint16(b, unix.ETH_P_IPV6)
 		ip := make([]byte, 40)
 		ip[0] = 0x60
 		binary.BigEndian.PutUint16(ip[4:], uint16(len(tcp)))
-		ip[6], ip[7] = unix.IPPROTO_TCP, 64
-		s, d := src.Addr().As16(), dst.Addr().As16()
-		copy(ip[8:], s[:])
-		copy(ip[24:], d[:])
+		ip[6], ip[7] = unix.IPPROTO_TCP, s.ttl
+		sa, da := s.src.Addr().As16(), s.dst.Addr().As16()
+		copy(ip[8:], sa[:])
+		copy(ip[24:], da[:])
 		b = append(b, ip...)
 	}
 	return append(b, tcp...)
@@ -95,15 +113,20 @@ func TestProgram(t *testing.T) {
 
 	moved := [6]byte{0x02, 0, 0, 0, 0, 0x01}
 	other := [6]byte{0x02, 0, 0, 0, 0, 0x02}
+	peer := [6]byte{0x02, 0, 0, 0, 0, 0xcc} // another host handing a frame on
 	prev := [6]byte{0x02, 0, 0, 0, 0, 0xaa}
 	own := [6]byte{0x02, 0, 0, 0, 0, 0xbb}
 	vip4 := netip.MustParseAddrPort("198.18.0.200:80")
 	vip6 := netip.MustParseAddrPort("[fd00::200]:80")
 	cli4 := netip.MustParseAddrPort("198.18.0.101:40000")
 	cli6 := netip.MustParseAddrPort("[fd00::101]:40000")
+	stranger := netip.MustParseAddrPort("198.18.0.102:40000")
 	expired := [6]byte{0x02, 0, 0, 0, 0, 0x03}
-	for _, k := range []Key{{vip4.Addr(), moved}, {vip6.Addr(), moved}, {server.Addr(), moved}} {
-		if err := p.Put(k, Entry{Prev: prev, Own: own, Deadline: monotonic() + time.Minute}); err != nil {
+	for _, k := range []struct {
+		Key
+		client netip.Addr
+	}{{Key{vip4.Addr(), moved}, cli4.Addr()}, {Key{vip6.Addr(), moved}, cli6.Addr()}, {Key{server.Addr(), moved}, netip.Addr{}}} {
+		if err := p.Put(k.Key, Entry{Client: k.client, Prev: prev, Own: own, Deadline: monotonic() + time.Minute}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -112,50 +135,57 @@ func TestProgram(t *testing.T) {
 	}
 
 	for _, tc := range []struct {
-		name   string
-		frame  []byte
-		want   int
-		handed bool
+		name string
+		in   segment
+		want int
 	}{
-		{"IPv4 ACK of a moved client, no socket", frame(moved, cli4, vip4, flagACK|flagPSH), tcxRedirect, true},
-		{"IPv6 ACK of a moved client, no socket", frame(moved, cli6, vip6, flagACK), tcxRedirect, true},
-		{"SYN of a moved client", frame(moved, cli4, vip4, flagSYN), tcxNext, false},
-		{"IPv6 SYN of a moved client", frame(moved, cli6, vip6, flagSYN), tcxNext, false},
-		{"client that did not move", frame(other, cli4, vip4, flagACK), tcxNext, false},
-		{"entry past its deadline", frame(expired, cli4, vip4, flagACK), tcxNext, false},
-		{"segment of an established socket here", frame(moved, clientEnd, server, flagACK), tcxNext, false},
-		{"segment only a listener matches", frame(moved, netip.AddrPortFrom(clientEnd.Addr(), 1), server, flagACK), tcxRedirect, true},
+		{"IPv4 ACK of a moved client, no socket", segment{own, moved, cli4, vip4, flagACK | flagPSH, 64}, tcxRedirect},
+		{"IPv6 ACK of a moved client, no socket", segment{own, moved, cli6, vip6, flagACK, 64}, tcxRedirect},
+		{"handed on by another host, found by IP", segment{own, peer, cli4, vip4, flagACK, 63}, tcxRedirect},
+		{"IPv6, handed on by another host", segment{own, peer, cli6, vip6, flagACK, 63}, tcxRedirect},
+		{"from the previous owner: not back", segment{own, prev, cli4, vip4, flagACK, 63}, tcxNext},
+		{"TTL spent", segment{own, moved, cli4, vip4, flagACK, 1}, tcxNext},
+		{"SYN of a moved client", segment{own, moved, cli4, vip4, flagSYN, 64}, tcxNext},
+		{"IPv6 SYN of a moved client", segment{own, moved, cli6, vip6, flagSYN, 64}, tcxNext},
+		{"client that did not move", segment{own, other, stranger, vip4, flagACK, 64}, tcxNext},
+		{"entry past its deadline", segment{own, expired, stranger, vip4, flagACK, 64}, tcxNext},
+		{"segment of an established socket here", segment{own, moved, clientEnd, server, flagACK, 64}, tcxNext},
+		{"segment only a listener matches", segment{own, moved, netip.AddrPortFrom(clientEnd.Addr(), 1), server, flagACK, 64}, tcxRedirect},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			out := make([]byte, len(tc.frame))
-			ret, err := p.objs.Handover.Run(&ebpf.RunOptions{Data: tc.frame, DataOut: out})
+			in := tc.in.frame()
+			out := make([]byte, len(in))
+			ret, err := p.objs.Handover.Run(&ebpf.RunOptions{Data: in, DataOut: out})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if int32(ret) != int32(tc.want) {
 				t.Errorf("program returned %d, want %d", int32(ret), tc.want)
 			}
-			want := tc.frame
-			if tc.handed {
-				want = append(append(append([]byte{}, prev[:]...), own[:]...), tc.frame[12:]...)
+			want := in
+			if tc.want == tcxRedirect {
+				// To the previous owner, from here, one hop less.
+				s := tc.in
+				s.dstMAC, s.srcMAC, s.ttl = prev, own, s.ttl-1
+				want = s.frame()
 			}
 			if d := cmp.Diff(want, out); d != "" {
 				t.Errorf("frame out (-want +got):\n%s", d)
 			}
 		})
 	}
-	u, err := p.Usage(Key{vip4.Addr(), moved})
+	u, err := p.Usage(Key{vip4.Addr(), moved}, Entry{Client: cli4.Addr()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if u.Packets != 1 || u.Last == 0 {
-		t.Errorf("usage of the IPv4 entry = %+v, want 1 packet and a time", u)
+	if u.Packets != 2 || u.Last == 0 {
+		t.Errorf("usage of the IPv4 entry = %+v, want 2 packets (by MAC and by IP) and a time", u)
 	}
 	o, err := p.Outcomes()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := cmp.Diff(map[string]uint64{"handed": 3, "local": 1, "syn": 2, "expired": 1}, o); d != "" {
+	if d := cmp.Diff(map[string]uint64{"handed": 5, "local": 1, "syn": 2, "expired": 1, "loop": 2}, o); d != "" {
 		t.Errorf("outcomes (-want +got):\n%s", d)
 	}
 }

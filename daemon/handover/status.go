@@ -97,9 +97,9 @@ var (
 	descClients = prometheus.NewDesc(MetricClients,
 		"Moved clients whose unknown TCP flows this host hands to their previous owner.", nil, nil)
 	descPackets = prometheus.NewDesc(MetricPackets,
-		"TCP segments from moved clients, by outcome: handed (to the previous owner), local (a socket here), syn (a new connection, kept), expired.", []string{"outcome"}, nil)
+		"TCP segments from moved clients, by outcome: handed (to the previous owner), local (a socket here), syn (a new connection, kept), expired, loop (from the previous owner, or TTL spent: not handed back).", []string{"outcome"}, nil)
 	descEnded = prometheus.NewDesc(MetricEnded,
-		"Handovers ended, by reason: grace (period over), idle (nothing handed over lately), moved (the client is no longer this host's), previous_gone (its previous owner left).", []string{"reason"}, nil)
+		"Handovers ended, by reason: grace (period over), idle (nothing handed over lately), previous_gone (its previous owner left), unserved (the VIP is no longer served here).", []string{"reason"}, nil)
 )
 
 // Collector exports the handover's metrics.
@@ -125,7 +125,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	for _, o := range outcomeNames {
 		ch <- prometheus.MustNewConstMetric(descPackets, prometheus.CounterValue, float64(s.Packets[o]), o)
 	}
-	for _, r := range []string{"grace", "idle", "moved", "previous_gone"} {
+	for _, r := range []string{"grace", "idle", "previous_gone", "unserved"} {
 		ch <- prometheus.MustNewConstMetric(descEnded, prometheus.CounterValue, float64(s.Ended[r]), r)
 	}
 }
