@@ -21,7 +21,7 @@ type fakeMap struct {
 	usage   map[Key]Usage
 }
 
-func (m *fakeMap) Put(k Key, e Entry) error { m.entries[k] = e; m.usage[k] = Usage{}; return nil }
+func (m *fakeMap) Put(k Key, e Entry) error    { m.entries[k] = e; m.usage[k] = Usage{}; return nil }
 func (m *fakeMap) Delete(k Key, _ Entry) error { delete(m.entries, k); delete(m.usage, k); return nil }
 func (m *fakeMap) Usage(k Key, _ Entry) (Usage, error) {
 	if _, ok := m.entries[k]; !ok {
