@@ -197,6 +197,7 @@ func (d *Daemon) Run(ctx context.Context, configPath string) error {
 	if err := d.apply(nil, cfg); err != nil {
 		return err
 	}
+	d.handover.Open()
 
 	tasks := []task{d.cluster, d.repointer, d.handover, d.api, &reloader{d: d, path: configPath}, &watchdog{d: d}}
 	ready := []<-chan struct{}{d.cluster.Ready(), d.api.Ready()}

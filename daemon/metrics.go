@@ -100,6 +100,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 
 	cfg := d.config()
 	up := map[string]bool{}
+	// The ARP and the NDP responder of one interface both count frames
+	// about no VIP: one sample each, summed.
+	type frameKey struct{ iface, vip, outcome string }
+	frames := map[frameKey]uint64{}
 	for k, r := range d.responderSnapshot() {
 		iface := k.iface
 		s := r.Stats()
@@ -108,7 +112,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			if k.VIP.IsValid() {
 				vip = k.VIP.String()
 			}
-			counter(descRequests, n, iface, vip, string(k.Outcome))
+			frames[frameKey{iface, vip, string(k.Outcome)}] += n
 			if k.Outcome == "conflict" {
 				counter(descConflicts, n, vip)
 			}
@@ -123,6 +127,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			counter(descRepoints, n, vip.String(), "broadcast")
 		}
 		up[iface] = up[iface] || r.MAC() != nil
+	}
+	for k, n := range frames {
+		counter(descRequests, n, k.iface, k.vip, k.outcome)
 	}
 	for iface, ok := range up {
 		gauge(descIfaceUp, bool01(ok), iface)

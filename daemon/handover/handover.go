@@ -31,12 +31,7 @@ const (
 	// connections handed over to it to end, after draining; the systemd
 	// unit's TimeoutStopSec allows for it.
 	DefaultStopWait = 30 * time.Second
-	// newcomerWindow: for this long after it first sees a peer, a host
-	// takes the previous owner of a client to be the host that would own
-	// it without this one (memberlist may show the cluster to a joining
-	// host in steps, and the first steps do not say who owned what).
-	newcomerWindow = 5 * time.Second
-	sweepEvery     = time.Second
+	sweepEvery = time.Second
 )
 
 // Config is the [handover] section, checked.
@@ -95,23 +90,30 @@ type Handover struct {
 	served    []Served
 	known     int // clients known at the last update
 	last      *gossip.View
-	firstPeer time.Duration // when this host first saw a live peer
+	// primed: the VIP's clients were looked at once, with its interface's
+	// MAC known. Before that, this host has just started (or the VIP was
+	// just added), and a client it owns was owned by whoever would own it
+	// without this host: that is who took it while this host was away.
+	// The first view already holds the whole cluster (see gossip.Cluster).
+	primed map[netip.Addr]bool
 	moved     map[Key]*moved
 	ended     map[string]uint64 // entries ended, by reason
 }
 
-// New returns a Handover for host self; Run loads the kernel program.
+// New returns a Handover for host self; Open loads the kernel program.
 func New(cfg Config, self string, src Source, log *slog.Logger) *Handover {
 	return newHandover(cfg, self, src, log, monotonic)
 }
 
-// load loads the kernel program, if enabled; if that fails it says so once
-// and the host hands nothing over.
-func (h *Handover) load() {
+// Open loads the kernel program, if enabled; if that fails it says so once
+// and the host hands nothing over. Call it before the first view: a host
+// that starts re-points the clients it owns at once, and must hand their
+// connections over from the first packet.
+func (h *Handover) Open() {
 	if !h.cfg.Enabled {
 		return
 	}
-	p, err := Load()
+	p, err := LoadProgram()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err != nil {
@@ -133,7 +135,8 @@ func NewWithMap(cfg Config, self string, src Source, log *slog.Logger, m Map, no
 
 func newHandover(cfg Config, self string, src Source, log *slog.Logger, now func() time.Duration) *Handover {
 	return &Handover{cfg: cfg, self: self, src: src, log: log, now: now,
-		attachErr: map[string]error{}, ifaces: map[string]int{}, moved: map[Key]*moved{}, ended: map[string]uint64{}}
+		attachErr: map[string]error{}, ifaces: map[string]int{}, moved: map[Key]*moved{}, ended: map[string]uint64{},
+		primed: map[netip.Addr]bool{}}
 }
 
 func monotonic() time.Duration {
@@ -144,10 +147,8 @@ func monotonic() time.Duration {
 
 func (h *Handover) String() string { return "handover" }
 
-// Run loads the program, sweeps the table until ctx ends, then unloads
-// the program.
+// Run sweeps the table until ctx ends, then unloads the program.
 func (h *Handover) Run(ctx context.Context) error {
-	h.load()
 	t := time.NewTicker(sweepEvery)
 	defer t.Stop()
 	defer h.close()
@@ -199,12 +200,11 @@ func (h *Handover) update(v *gossip.View) {
 		return
 	}
 	old := h.last
+	if old == nil {
+		old = v
+	}
 	h.last = v
 	now := h.now()
-	if h.firstPeer == 0 && livePeers(v, h.self) {
-		h.firstPeer = now
-	}
-	newcomer := h.firstPeer == 0 || now-h.firstPeer < newcomerWindow || old == nil || !livePeers(old, h.self)
 
 	byVIP := map[netip.Addr]Served{}
 	for _, s := range served {
@@ -219,8 +219,8 @@ func (h *Handover) update(v *gossip.View) {
 			continue
 		}
 		k := Key{VIP: c.VIP, MAC: [6]byte(c.MAC)}
-		prev, newly := "", true
-		if newcomer {
+		prev, newly, first := "", true, !h.primed[c.VIP]
+		if first {
 			prev = ownerWithout(v, s.Mode, c.VIP, c.IP, h.self)
 		} else if o := old.Owner(c.VIP, s.Mode, c.IP); o != h.self {
 			prev = o
@@ -244,7 +244,7 @@ func (h *Handover) update(v *gossip.View) {
 			continue
 		}
 		e := Entry{Client: c.IP, Prev: [6]byte(prevMAC), Own: [6]byte(s.MAC), Deadline: now + h.cfg.Grace}
-		if m, ok := h.moved[k]; ok && (!newly || newcomer) && m.prev == prev && m.entry.Own == e.Own {
+		if m, ok := h.moved[k]; ok && (!newly || first) && m.prev == prev && m.entry.Own == e.Own {
 			continue // already handing over; the deadline stands
 		}
 		if err := h.kmap.Put(k, e); err != nil {
@@ -253,6 +253,16 @@ func (h *Handover) update(v *gossip.View) {
 		}
 		h.log.Info("handing a moved client's open connections to its previous owner", "vip", c.VIP, "client", c.IP, "previous", prev, "grace", h.cfg.Grace)
 		h.moved[k] = &moved{client: c.IP, prev: prev, entry: e, added: now, active: now}
+	}
+	for _, s := range served {
+		if s.MAC != nil {
+			h.primed[s.VIP] = true
+		}
+	}
+	for vip := range h.primed {
+		if _, ok := byVIP[vip]; !ok {
+			delete(h.primed, vip)
+		}
 	}
 	// An entry outlives the client's next move: a host the client left
 	// hands on, to the host before it, what it does not know itself. It
@@ -292,7 +302,8 @@ func (h *Handover) Sweep() {
 		return
 	}
 	now := h.now()
-	if h.firstPeer == 0 || now-h.firstPeer < newcomerWindow || h.src.Len() != h.known {
+	unprimed := slices.ContainsFunc(h.served, func(s Served) bool { return !h.primed[s.VIP] })
+	if unprimed || h.src.Len() != h.known {
 		h.update(nil)
 	} else {
 		h.attach()
@@ -354,11 +365,6 @@ func (h *Handover) attach() {
 			delete(h.ifaces, name)
 		}
 	}
-}
-
-// livePeers reports whether v shows a live host other than self.
-func livePeers(v *gossip.View, self string) bool {
-	return slices.ContainsFunc(v.Members, func(m gossip.Member) bool { return m.Name != self && m.Live() })
 }
 
 // ownerWithout is who would own client in v if self were not there.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/gossip"
@@ -72,7 +73,7 @@ func newTest(self string, cs []arp.Client) (*Handover, *fakeMap, *clock) {
 	c := &clock{t: time.Hour}
 	cfg := Config{Enabled: true, Grace: 10 * time.Minute, Idle: 2 * time.Minute}
 	h := NewWithMap(cfg, self, &source{served, cs}, slog.New(slog.NewTextHandler(io.Discard, nil)), m, c.now)
-	h.firstPeer = time.Nanosecond // an old member of the cluster, unless a test says otherwise
+	h.primed[vip] = true // an old member of the cluster, unless a test says otherwise
 	return h, m, c
 }
 
@@ -216,19 +217,19 @@ func TestJoinAndWeight(t *testing.T) {
 	before := view("x", three...)
 
 	// A host joining takes clients from each of the others, and knows
-	// which, though its first view is itself alone.
-	// It learns the clients from its peers' tables only after its view
-	// changed.
-	h, m, c := newTest("d", nil)
-	h.firstPeer = 0
-	h.Update(view("d", host("d", false, gossip.StateAlive)))
-	c.t += time.Second
+	// which: its first view holds the whole cluster and the clients its
+	// peers know (gossip.Cluster joins before its first view). Its
+	// interface opens only after that view.
+	h, m, c := newTest("d", cs)
+	delete(h.primed, vip)
+	src := h.src.(*source)
+	src.served = []Served{{VIP: vip, Mode: gossip.ModeHash, Interface: "eth0"}}
 	joined := view("d", append(three, host("d", false, gossip.StateAlive))...)
 	h.Update(joined)
 	if len(m.entries) != 0 {
-		t.Fatalf("%d entries before any client is known", len(m.entries))
+		t.Fatalf("%d entries before the interface opened", len(m.entries))
 	}
-	h.src.(*source).clients = cs
+	src.served = served
 	c.t += time.Second
 	h.Sweep()
 	w := want(before, joined, "d", cs)
@@ -272,5 +273,32 @@ func TestUnavailable(t *testing.T) {
 	s := h.Status()
 	if s.Active || s.Error == "" || len(s.Clients) != 0 {
 		t.Errorf("status = %+v, want inactive with a reason", s)
+	}
+}
+
+// The metrics show what the status shows.
+func TestMetrics(t *testing.T) {
+	t.Parallel()
+	h, m, _ := newTest("b", clients(60))
+	h.last = view("b", host("a", false, gossip.StateAlive), host("b", false, gossip.StateAlive))
+	h.Update(view("b", host("a", true, gossip.StateAlive), host("b", false, gossip.StateAlive)))
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(h.Collector())
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			name := f.GetName()
+			for _, l := range m.GetLabel() {
+				name += "/" + l.GetValue()
+			}
+			got[name] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	if got[MetricClients] != float64(len(m.entries)) || got[MetricActive] != 1 || len(got) != 2+len(outcomeNames)+4 {
+		t.Errorf("metrics %v: want %d clients, active, %d samples", got, len(m.entries), 2+len(outcomeNames)+4)
 	}
 }

@@ -52,9 +52,9 @@ type Program struct {
 
 var _ Map = (*Program)(nil)
 
-// Load loads the program into the kernel. It needs CAP_BPF and
+// LoadProgram loads the program into the kernel. It needs CAP_BPF and
 // CAP_NET_ADMIN (or root) and a kernel with tcx (Linux 6.6).
-func Load() (*Program, error) {
+func LoadProgram() (*Program, error) {
 	p := &Program{links: map[int]link.Link{}}
 	if err := loadHandoverBPFObjects(&p.objs, nil); err != nil {
 		var ve *ebpf.VerifierError

@@ -90,7 +90,7 @@ const (
 // which are handed over, and how they are rewritten.
 func TestProgram(t *testing.T) {
 	privileged(t)
-	p, err := Load()
+	p, err := LoadProgram()
 	if err != nil {
 		t.Fatal(err)
 	}

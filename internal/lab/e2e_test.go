@@ -482,8 +482,9 @@ func waitLog(t *testing.T, h *Host, line string, within time.Duration) {
 }
 
 // TestUnprivileged runs the daemons as the systemd unit does: not root, with
-// only CAP_NET_RAW and CAP_NET_ADMIN. They must plumb the VIP, set the
-// sysctls, open raw sockets, share and fail over.
+// only CAP_NET_RAW, CAP_NET_ADMIN and CAP_BPF. They must plumb the VIP, set
+// the sysctls, open raw sockets, load the handover program, share and fail
+// over.
 func TestUnprivileged(t *testing.T) {
 	requirePrivileged(t)
 	if _, err := exec.LookPath("setpriv"); err != nil {
@@ -503,8 +504,8 @@ func TestUnprivileged(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// CAP_NET_ADMIN is bit 12, CAP_NET_RAW bit 13.
-		for _, want := range []string{"Uid:\t65534\t65534\t65534\t65534\n", "CapEff:\t0000000000003000\n"} {
+		// CAP_NET_ADMIN is bit 12, CAP_NET_RAW bit 13, CAP_BPF bit 39.
+		for _, want := range []string{"Uid:\t65534\t65534\t65534\t65534\n", "CapEff:\t0000008000003000\n"} {
 			if !strings.Contains(string(st), want) {
 				t.Errorf("%s's daemon: no %q in its status:\n%s", h.Name, want, st)
 			}
@@ -515,6 +516,11 @@ func TestUnprivileged(t *testing.T) {
 		t.Errorf("clients per host: %v, want both hosts", count(base))
 	}
 	assignmentTo(t, l.Clients, VIP6)
+	for _, h := range l.Hosts {
+		if s, err := h.Status(); err != nil || !s.Handover.Active || len(s.Handover.Interfaces) != 1 {
+			t.Errorf("%s: handover %+v (%v), want active on eth0", h.Name, s.Handover, err)
+		}
+	}
 	for _, h := range l.Hosts {
 		out, err := ipOut("netns", "exec", h.NS, "cat", "/proc/sys/net/ipv4/conf/eth0/arp_ignore", "/proc/sys/net/ipv4/conf/eth0/arp_announce")
 		if err != nil || strings.Fields(out)[0] != "1" || strings.Fields(out)[1] != "2" {

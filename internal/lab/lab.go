@@ -51,8 +51,9 @@ type Options struct {
 	Dir string
 	// Config is every host's config to start with.
 	Config HostConfig
-	// User, if not 0, runs the daemons as this uid with only CAP_NET_RAW and
-	// CAP_NET_ADMIN, as the systemd unit does. It needs Dir empty.
+	// User, if not 0, runs the daemons as this uid with only CAP_NET_RAW,
+	// CAP_NET_ADMIN and CAP_BPF, as the systemd unit does. It needs Dir
+	// empty.
 	User int
 }
 
@@ -74,6 +75,8 @@ type HostConfig struct {
 	IPv6VIP bool
 	// Broken writes a config that does not parse.
 	Broken bool
+	// Handover, if set, is the body of the [handover] table.
+	Handover string
 }
 
 // SecondVIP is the address of the optional second VIP, "db".
@@ -338,6 +341,9 @@ func (h *Host) WriteConfig(hc HostConfig) error {
 	if hc.Metrics {
 		fmt.Fprintf(&b, "metrics = %q\n", MetricsAddr)
 	}
+	if hc.Handover != "" {
+		fmt.Fprintf(&b, "\n[handover]\n%s\n", hc.Handover)
+	}
 	if hc.Broken {
 		b.WriteString("this is not toml\n")
 	}
@@ -465,8 +471,8 @@ func (h *Host) Start() error {
 	argv := []string{"netns", "exec", h.NS}
 	if u := strconv.Itoa(h.lab.user); h.lab.user != 0 {
 		argv = append(argv, "setpriv", "--reuid="+u, "--regid="+u, "--clear-groups",
-			"--inh-caps=-all,+net_admin,+net_raw", "--ambient-caps=-all,+net_admin,+net_raw",
-			"--bounding-set=-all,+net_admin,+net_raw", "--no-new-privs")
+			"--inh-caps=-all,+net_admin,+net_raw,+bpf", "--ambient-caps=-all,+net_admin,+net_raw,+bpf",
+			"--bounding-set=-all,+net_admin,+net_raw,+bpf", "--no-new-privs")
 	}
 	argv = append(argv, h.lab.binary, "run", "--config", h.Config, "--log-level", "debug")
 	cmd := exec.Command("ip", argv...)
