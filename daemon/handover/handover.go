@@ -31,7 +31,7 @@ const (
 	// connections handed over to it to end, after draining; the systemd
 	// unit's TimeoutStopSec allows for it.
 	DefaultStopWait = 30 * time.Second
-	sweepEvery = time.Second
+	sweepEvery      = time.Second
 )
 
 // Config is the [handover] section, checked.
@@ -96,8 +96,8 @@ type Handover struct {
 	// without this host: that is who took it while this host was away.
 	// The first view already holds the whole cluster (see gossip.Cluster).
 	primed map[netip.Addr]bool
-	moved     map[Key]*moved
-	ended     map[string]uint64 // entries ended, by reason
+	moved  map[Key]*moved
+	ended  map[string]uint64 // entries ended, by reason
 }
 
 // New returns a Handover for host self; Open loads the kernel program.
