@@ -1,5 +1,8 @@
 package handover
 
-// The generated files are committed, so that building needs no clang; .ci/run
-// regenerates them when clang is present and fails if they differ.
+// The generated files are committed, so that building needs no clang.
+// handover.c.sha256 records the source they were made from: a test fails
+// when handover.c changed without them, and .ci/run regenerates them and
+// fails if they differ when clang is installed.
 //go:generate go tool bpf2go -tags linux -type client_key -type client_value handoverBPF handover.c -- -O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu -I/usr/include/aarch64-linux-gnu
+//go:generate sh -c "sha256sum handover.c > handover.c.sha256"
