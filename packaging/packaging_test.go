@@ -98,7 +98,7 @@ func TestPackages(t *testing.T) {
 		}
 		for _, line := range []string{
 			"Type=notify", "ExecReload=/bin/kill -HUP $MAINPID", "Restart=on-failure",
-			"AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN", "CapabilityBoundingSet=CAP_NET_RAW CAP_NET_ADMIN",
+			"AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN CAP_BPF", "CapabilityBoundingSet=CAP_NET_RAW CAP_NET_ADMIN CAP_BPF",
 			"NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
 			"RuntimeDirectory=arpshare", "WatchdogSec=", "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK AF_PACKET",
 		} {
