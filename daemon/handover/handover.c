@@ -48,9 +48,12 @@ struct client_value {
 	__u64 last_ns;     // when the last one was handed over
 };
 
+// Two entries per moved client (by MAC and by IP), for as many clients as
+// the daemon's client table holds; allocated as used, not up front.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, 2 * 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct client_key);
 	__type(value, struct client_value);
 } moved SEC(".maps");
