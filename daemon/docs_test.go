@@ -87,6 +87,7 @@ func TestDocsNameRealMetrics(t *testing.T) {
 	collector{d}.Describe(descs)
 	d.reloads.Describe(descs)
 	d.lastReload.Describe(descs)
+	d.handover.Collector().Describe(descs)
 	close(descs)
 	names := map[string]bool{}
 	for desc := range descs {

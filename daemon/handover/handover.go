@@ -215,7 +215,7 @@ func (h *Handover) update(v *gossip.View) {
 		if !ok || s.Mode == gossip.ModeRace || len(c.MAC) != 6 || s.MAC == nil {
 			continue // race mode has no single owner to hand back to
 		}
-		if v.Owner(c.VIP, s.Mode, c.IP) != h.self || !v.Quorum() {
+		if !v.Answers(c.VIP, s.Mode, c.IP) {
 			continue
 		}
 		k := Key{VIP: c.VIP, MAC: [6]byte(c.MAC)}
