@@ -210,6 +210,20 @@ func (h *Handover) update(v *gossip.View) {
 	for _, s := range served {
 		byVIP[s.VIP] = s
 	}
+	// A MAC with several IPs (a host with two addresses, a router) is one
+	// entry: the first IP that needs it keeps it.
+	known := map[Key]map[netip.Addr]bool{}
+	for _, c := range clients {
+		if len(c.MAC) == 6 {
+			k := Key{VIP: c.VIP, MAC: [6]byte(c.MAC)}
+			if known[k] == nil {
+				known[k] = map[netip.Addr]bool{}
+			}
+			known[k][c.IP] = true
+		}
+	}
+	added, failed := map[string]int{}, 0
+	var failure error
 	for _, c := range clients {
 		s, ok := byVIP[c.VIP]
 		if !ok || s.Mode == gossip.ModeRace || len(c.MAC) != 6 || s.MAC == nil {
@@ -219,6 +233,9 @@ func (h *Handover) update(v *gossip.View) {
 			continue
 		}
 		k := Key{VIP: c.VIP, MAC: [6]byte(c.MAC)}
+		if m, ok := h.moved[k]; ok && m.client != c.IP && known[k][m.client] {
+			continue
+		}
 		prev, newly, first := "", true, !h.primed[c.VIP]
 		if first {
 			prev = ownerWithout(v, s.Mode, c.VIP, c.IP, h.self)
@@ -247,12 +264,22 @@ func (h *Handover) update(v *gossip.View) {
 		if m, ok := h.moved[k]; ok && (!newly || first) && m.prev == prev && m.entry.Own == e.Own {
 			continue // already handing over; the deadline stands
 		}
+		if m, ok := h.moved[k]; ok && m.client != c.IP {
+			h.kmap.Delete(k, m.entry) // the MAC's other IP: its key by IP goes
+		}
 		if err := h.kmap.Put(k, e); err != nil {
-			h.log.Warn("hand over a moved client", "vip", c.VIP, "client", c.IP, "error", err)
+			failed, failure = failed+1, err
 			continue
 		}
-		h.log.Info("handing a moved client's open connections to its previous owner", "vip", c.VIP, "client", c.IP, "previous", prev, "grace", h.cfg.Grace)
+		h.log.Debug("handing a moved client's open connections to its previous owner", "vip", c.VIP, "client", c.IP, "previous", prev)
 		h.moved[k] = &moved{client: c.IP, prev: prev, entry: e, added: now, active: now}
+		added[prev]++
+	}
+	if len(added) > 0 {
+		h.log.Info("handing moved clients' open connections to their previous owners", "clients_by_previous_owner", added, "grace", h.cfg.Grace)
+	}
+	if failed > 0 {
+		h.log.Warn("cannot hand some moved clients over: their open connections will be reset", "clients", failed, "error", failure)
 	}
 	for _, s := range served {
 		if s.MAC != nil {

@@ -20,9 +20,14 @@ import (
 type fakeMap struct {
 	entries map[Key]Entry
 	usage   map[Key]Usage
+	puts    int
 }
 
-func (m *fakeMap) Put(k Key, e Entry) error    { m.entries[k] = e; m.usage[k] = Usage{}; return nil }
+func (m *fakeMap) Put(k Key, e Entry) error {
+	m.entries[k], m.usage[k] = e, Usage{}
+	m.puts++
+	return nil
+}
 func (m *fakeMap) Delete(k Key, _ Entry) error { delete(m.entries, k); delete(m.usage, k); return nil }
 func (m *fakeMap) Usage(k Key, _ Entry) (Usage, error) {
 	if _, ok := m.entries[k]; !ok {
@@ -300,5 +305,30 @@ func TestMetrics(t *testing.T) {
 	}
 	if got[MetricClients] != float64(len(m.entries)) || got[MetricActive] != 1 || len(got) != 2+len(outcomeNames)+4 {
 		t.Errorf("metrics %v: want %d clients, active, %d samples", got, len(m.entries), 2+len(outcomeNames)+4)
+	}
+}
+
+// Two IPs behind one MAC (a host with two addresses, a router) make one
+// entry, which stays put across view changes.
+func TestSharedMAC(t *testing.T) {
+	t.Parallel()
+	cs := clients(60)
+	for i := range cs {
+		cs[i].MAC = cs[0].MAC
+	}
+	h, m, _ := newTest("b", cs)
+	all := view("b", host("a", false, gossip.StateAlive), host("b", false, gossip.StateAlive))
+	drained := view("b", host("a", true, gossip.StateAlive), host("b", false, gossip.StateAlive))
+	h.last = all
+	h.Update(drained)
+	if len(m.entries) != 1 || m.puts != 1 {
+		t.Fatalf("%d entries after %d puts, want 1 after 1", len(m.entries), m.puts)
+	}
+	for range 5 {
+		h.Update(drained)
+		h.Update(nil)
+	}
+	if m.puts != 1 {
+		t.Errorf("%d puts after view changes that move nothing, want 1", m.puts)
 	}
 }
