@@ -116,7 +116,7 @@ int handover(struct __sk_buff *skb)
 	__u8 src_ip[16] = {};
 	struct bpf_sock_tuple tuple = {};
 	__u32 tuple_size;
-	struct tcphdr *tcp;
+	struct tcphdr tcp;
 	int syn, ipv6;
 	__u8 ttl;
 
@@ -126,8 +126,10 @@ int handover(struct __sk_buff *skb)
 			return TCX_NEXT_;
 		if (ip->frag_off & bpf_htons(0x3fff)) // a fragment: no TCP header to read
 			return TCX_NEXT_;
-		tcp = (void *)ip + ip->ihl * 4;
-		if ((void *)(tcp + 1) > end)
+		// Copied, not pointed to: a pointer at a variable offset into
+		// the packet needs CAP_PERFMON (Spectre hardening), and the
+		// daemon has CAP_BPF only.
+		if (bpf_skb_load_bytes(skb, ETH_HLEN + ip->ihl * 4, &tcp, sizeof(tcp)))
 			return TCX_NEXT_;
 		key.vip[10] = 0xff;
 		key.vip[11] = 0xff;
@@ -139,17 +141,16 @@ int handover(struct __sk_buff *skb)
 		ipv6 = 0;
 		tuple.ipv4.saddr = ip->saddr;
 		tuple.ipv4.daddr = ip->daddr;
-		tuple.ipv4.sport = tcp->source;
-		tuple.ipv4.dport = tcp->dest;
-		syn = tcp->syn;
+		tuple.ipv4.sport = tcp.source;
+		tuple.ipv4.dport = tcp.dest;
+		syn = tcp.syn;
 		tuple_size = sizeof(tuple.ipv4);
 	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
 		// Extension headers are left to the stack: rare on TCP.
 		if ((void *)(ip6 + 1) > end || ip6->nexthdr != IPPROTO_TCP)
 			return TCX_NEXT_;
-		tcp = (void *)(ip6 + 1);
-		if ((void *)(tcp + 1) > end)
+		if (bpf_skb_load_bytes(skb, ETH_HLEN + sizeof(*ip6), &tcp, sizeof(tcp)))
 			return TCX_NEXT_;
 		__builtin_memcpy(key.vip, &ip6->daddr, 16);
 		__builtin_memcpy(src_ip, &ip6->saddr, 16);
@@ -157,9 +158,9 @@ int handover(struct __sk_buff *skb)
 		ipv6 = 1;
 		__builtin_memcpy(tuple.ipv6.saddr, &ip6->saddr, 16);
 		__builtin_memcpy(tuple.ipv6.daddr, &ip6->daddr, 16);
-		tuple.ipv6.sport = tcp->source;
-		tuple.ipv6.dport = tcp->dest;
-		syn = tcp->syn;
+		tuple.ipv6.sport = tcp.source;
+		tuple.ipv6.dport = tcp.dest;
+		syn = tcp.syn;
 		tuple_size = sizeof(tuple.ipv6);
 	} else {
 		return TCX_NEXT_;
