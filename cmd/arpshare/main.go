@@ -281,4 +281,6 @@ func printStatus(w io.Writer, s daemon.Status) {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", v.Name, v.Address, iface, v.Mode, here, v.Clients, strings.Join(per, " "), sick)
 	}
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "handover: "+s.Handover.Summary())
 }

@@ -279,6 +279,9 @@ func TestUnavailable(t *testing.T) {
 	if s.Active || s.Error == "" || len(s.Clients) != 0 {
 		t.Errorf("status = %+v, want inactive with a reason", s)
 	}
+	if got, want := s.Summary(), "OFF, moves reset open connections: disabled by handover.enabled = false"; got != want {
+		t.Errorf("summary %q, want %q", got, want)
+	}
 }
 
 // The metrics show what the status shows.
@@ -302,6 +305,9 @@ func TestMetrics(t *testing.T) {
 			}
 			got[name] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
 		}
+	}
+	if got, want := h.Status().Summary(), fmt.Sprintf("on no interface yet, %d moved clients (to a=%d), 0 segments handed over", len(m.entries), len(m.entries)); got != want {
+		t.Errorf("summary %q, want %q", got, want)
 	}
 	if got[MetricClients] != float64(len(m.entries)) || got[MetricActive] != 1 || len(got) != 2+len(outcomeNames)+4 {
 		t.Errorf("metrics %v: want %d clients, active, %d samples", got, len(m.entries), 2+len(outcomeNames)+4)

@@ -3,9 +3,11 @@ package handover
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -180,4 +182,40 @@ func (h *Handover) WaitConnections(ctx context.Context, vips []netip.Addr, limit
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// Summary is the status in one line, for `arpshare status`.
+func (s Status) Summary() string {
+	if !s.Active {
+		why := s.Error
+		if why == "" {
+			why = "not loaded"
+		}
+		return "OFF, moves reset open connections: " + why
+	}
+	var b strings.Builder
+	b.WriteString("on")
+	if len(s.Interfaces) == 0 {
+		b.WriteString(" no interface yet")
+	}
+	for _, name := range s.Interfaces {
+		b.WriteString(" " + name)
+	}
+	for name, err := range s.Unattached {
+		fmt.Fprintf(&b, ", OFF on %s (%s)", name, err)
+	}
+	by := map[string]int{}
+	for _, c := range s.Clients {
+		by[c.Previous]++
+	}
+	fmt.Fprintf(&b, ", %d moved clients", len(s.Clients))
+	if len(by) > 0 {
+		var per []string
+		for _, p := range slices.Sorted(maps.Keys(by)) {
+			per = append(per, fmt.Sprintf("%s=%d", p, by[p]))
+		}
+		fmt.Fprintf(&b, " (to %s)", strings.Join(per, " "))
+	}
+	fmt.Fprintf(&b, ", %d segments handed over", s.Packets["handed"])
+	return b.String()
 }
