@@ -189,3 +189,41 @@ func TestProgram(t *testing.T) {
 		t.Errorf("outcomes (-want +got):\n%s", d)
 	}
 }
+
+// BenchmarkProgram measures the program's cost per TCP segment in the
+// kernel (BPF_PROG_TEST_RUN): for a client that did not move (one map
+// lookup), and for a moved client's segment that is handed over (two
+// lookups, a socket lookup, the rewrite).
+func BenchmarkProgram(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("loading a BPF program needs root")
+	}
+	p, err := LoadProgram()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	moved := [6]byte{0x02, 0, 0, 0, 0, 0x01}
+	vip := netip.MustParseAddrPort("198.18.0.200:80")
+	cli := netip.MustParseAddrPort("198.18.0.101:40000")
+	if err := p.Put(Key{vip.Addr(), moved}, Entry{Client: cli.Addr(), Prev: [6]byte{2, 0, 0, 0, 0, 0xaa}, Own: [6]byte{2, 0, 0, 0, 0, 0xbb}, Deadline: monotonic() + time.Hour}); err != nil {
+		b.Fatal(err)
+	}
+	for _, bc := range []struct {
+		name string
+		from [6]byte
+		want int32
+	}{{"not moved", [6]byte{2, 0, 0, 0, 0, 0x02}, tcxNext}, {"handed over", moved, tcxRedirect}} {
+		b.Run(bc.name, func(b *testing.B) {
+			in := segment{[6]byte{2, 0, 0, 0, 0, 0xbb}, bc.from, cli, vip, flagACK, 64}.frame()
+			ret, d, err := p.objs.Handover.Benchmark(in, b.N, b.ResetTimer)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if int32(ret) != bc.want {
+				b.Fatalf("program returned %d, want %d", int32(ret), bc.want)
+			}
+			b.ReportMetric(float64(d.Nanoseconds()), "ns/segment")
+		})
+	}
+}
