@@ -275,6 +275,34 @@ func TestHandover(t *testing.T) {
 		weights["h1"] = 3
 		l.settle(t, weights)
 		l.check(t, "h1's weight to 3")
+		// Some connections are two hand-overs away: their client moved
+		// h1 → h4 at the join (or h2 → h4), then on to h1 (or h2).
+		prev := map[string]map[string]string{} // host → "vip client" → previous owner
+		for _, h := range []*Host{h1, h2, h4} {
+			st, err := h.Status()
+			if err != nil {
+				t.Fatal(err)
+			}
+			prev[h.Name] = map[string]string{}
+			for _, c := range st.Handover.Clients {
+				prev[h.Name][c.VIP.String()+" "+c.Client.WithZone("").String()] = c.Previous
+			}
+		}
+		chained := 0
+		for _, s := range l.streams {
+			addr := s.Client.Addr
+			if s.VIP.Is6() {
+				addr = s.Client.Addr6
+			}
+			owner := ownersOf([]*Client{s.Client}, s.VIP, weights)[s.Client.Name]
+			if p := prev[owner][s.VIP.String()+" "+addr.String()]; owner != s.Host && p != s.Host {
+				chained++
+			}
+		}
+		t.Logf("%d connections reached through two hand-overs", chained)
+		if chained == 0 {
+			t.Error("no connection two hand-overs away: the test no longer covers a client that moved twice")
+		}
 		t.Logf("streams per host at the end: %v; %d segments handed over in all", l.perHost(), handed(t, h1, h2, h4))
 
 		// The clients finish; the handovers end once idle.
