@@ -62,10 +62,7 @@ func TestClientTableMerge(t *testing.T) {
 	src.Learn(vip, ip(1), clientMAC, now.Add(-time.Minute))
 	src.Learn(vip, ip(2), peerMAC, now.Add(-2*time.Hour)) // too old to share
 	src.Learn(vip, ip(3), clientMAC, now)
-	b, err := src.MarshalBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := src.Encode(now, time.Time{})
 
 	dst := NewClientTable(10, time.Hour)
 	dst.Learn(vip, ip(3), clientMAC, now)
