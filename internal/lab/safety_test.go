@@ -1,0 +1,189 @@
+package lab
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/arpshare/arpshare/gossip"
+)
+
+// TestStrangersAnswerNobody is the split-brain guard: a host with the wrong
+// gossip key, one with another cluster label and one with a member's name
+// each answer no client's ARP request, say why, and move no client; the
+// cluster neither counts them nor notices them otherwise.
+func TestStrangersAnswerNobody(t *testing.T) {
+	requirePrivileged(t)
+	l := newLab(t, 3, 12, HostConfig{})
+	startAll(t, l.Hosts)
+	before := assignment(t, l.Clients)
+	macOf := map[string]string{} // host name -> MAC
+	for _, h := range l.Hosts {
+		mac, err := h.MAC()
+		if err != nil {
+			t.Fatal(err)
+		}
+		macOf[h.Name] = mac
+	}
+
+	otherKey := filepath.Join(l.Dir, "other.key")
+	if err := WriteKey(otherKey); err != nil {
+		t.Fatal(err)
+	}
+	strangers := []struct {
+		what  string
+		cfg   HostConfig
+		cause string
+	}{
+		{"wrong key", HostConfig{KeyFile: otherKey}, "gossip key does not match peer 198.18.0.11:7946: copy " + otherKey + " from a cluster member"},
+		{"wrong label", HostConfig{Cluster: "another-cluster"}, `cluster label is not "another-cluster"`},
+		{"name taken", HostConfig{Name: "h1"}, `node name "h1" is taken by the live member at 198.18.0.11:7946`},
+	}
+	var bad []*Host
+	for _, s := range strangers {
+		h, err := l.AddHost()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.WriteConfig(s.cfg); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Start(); err != nil {
+			t.Fatal(err)
+		}
+		bad = append(bad, h)
+	}
+	for i, h := range bad {
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			s, err := h.Status()
+			if err == nil && s.Join == gossip.JoinRejected && strings.Contains(s.JoinCause, strangers[i].cause) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s (%s): status %+v, %v; want rejected: %s", h.Name, strangers[i].what, s, err, strangers[i].cause)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		waitLog(t, h, "REJECTED by the cluster", time.Second)
+	}
+
+	// Over more than one re-join round (every 10 s), each client's request
+	// is answered by its own host, and only by it.
+	for end := time.Now().Add(12 * time.Second); time.Now().Before(end); {
+		for _, c := range l.Clients {
+			macs, err := c.ARPAnswers(VIP, 300*time.Millisecond)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff([]string{macOf[before[c.Name]]}, macs); diff != "" {
+				t.Fatalf("%s, served by %s: ARP answers (-want +got):\n%s", c.Name, before[c.Name], diff)
+			}
+		}
+	}
+	if diff := cmp.Diff(before, assignment(t, l.Clients)); diff != "" {
+		t.Errorf("clients moved (-before +after):\n%s", diff)
+	}
+	for _, h := range l.Hosts[:3] {
+		s, err := h.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, m := range s.Members {
+			got = append(got, m.Name+"@"+m.Addr.Addr().String()+"="+string(m.State))
+		}
+		want := []string{"h1@198.18.0.11=alive", "h2@198.18.0.12=alive", "h3@198.18.0.13=alive"}
+		if diff := cmp.Diff(want, got); diff != "" || s.Join != gossip.JoinMember {
+			t.Errorf("%s: join %q, members (-want +got):\n%s", h.Name, s.Join, diff)
+		}
+	}
+}
+
+// deathsIn returns the lines of a host's log where its view showed one of
+// alive dead.
+func deathsIn(t *testing.T, h *Host, alive []string) []string {
+	t.Helper()
+	b, err := os.ReadFile(h.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bad []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.Contains(line, "cluster view changed") {
+			continue
+		}
+		for _, name := range alive {
+			if strings.Contains(line, name+"=dead") {
+				bad = append(bad, line)
+			}
+		}
+	}
+	return bad
+}
+
+// TestStarvedHostGrabsNothing throttles one daemon to 5 % of a CPU for 30 s
+// while the others serve: no host may see a live member dead, during or
+// after, and no client may move.
+func TestStarvedHostGrabsNothing(t *testing.T) {
+	requirePrivileged(t)
+	l := newLab(t, 3, 12, HostConfig{})
+	startAll(t, l.Hosts)
+	before := assignment(t, l.Clients)
+	undo, err := l.Hosts[2].Throttle(5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(30 * time.Second)
+	undo()
+	time.Sleep(5 * time.Second) // stale suspicions, if acted on, would fire now
+	names := []string{"h1", "h2", "h3"}
+	for _, h := range l.Hosts {
+		if lines := deathsIn(t, h, names); len(lines) > 0 {
+			t.Errorf("%s saw a live member dead:\n%s", h.Name, strings.Join(lines, "\n"))
+		}
+	}
+	if diff := cmp.Diff(before, assignment(t, l.Clients)); diff != "" {
+		t.Errorf("clients moved (-before +after):\n%s", diff)
+	}
+}
+
+// TestFloodKillsNoMember floods the segment with ARP requests for the VIP
+// from many fake clients for 60 s, at a rate that saturates this machine:
+// no member may be declared dead, and the hosts go on serving.
+func TestFloodKillsNoMember(t *testing.T) {
+	requirePrivileged(t)
+	l := newLab(t, 3, 4, HostConfig{})
+	startAll(t, l.Hosts)
+	before := assignment(t, l.Clients[1:])
+	const rate, length = 50000, 60 * time.Second
+	start := time.Now()
+	sent, err := l.Clients[0].Flood(context.Background(), VIP, 1000, rate, length)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("flood: %d ARP requests in %s (%.0f/s)", sent, time.Since(start).Round(time.Millisecond), float64(sent)/time.Since(start).Seconds())
+	time.Sleep(2 * time.Second)
+	names := []string{"h1", "h2", "h3"}
+	for _, h := range l.Hosts {
+		if lines := deathsIn(t, h, names); len(lines) > 0 {
+			t.Errorf("%s saw a live member dead during the flood:\n%s", h.Name, strings.Join(lines, "\n"))
+		}
+		s, err := h.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if alive := slices.IndexFunc(s.Members, func(m gossip.Member) bool { return m.State != gossip.StateAlive }); alive >= 0 || len(s.Members) != 3 {
+			t.Errorf("%s after the flood: members %+v", h.Name, s.Members)
+		}
+	}
+	if diff := cmp.Diff(before, assignment(t, l.Clients[1:])); diff != "" {
+		t.Errorf("clients moved (-before +after):\n%s", diff)
+	}
+}
