@@ -482,7 +482,7 @@ type sharedTable struct {
 	log *slog.Logger
 }
 
-func (s sharedTable) MarshalBinary() ([]byte, error) { return s.t.MarshalBinary() }
+func (s sharedTable) LocalState(since time.Time) []byte { return s.t.Encode(time.Now(), since) }
 
 func (s sharedTable) MergeState(b []byte) {
 	if _, err := s.t.Merge(b, time.Now()); err != nil {
