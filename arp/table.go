@@ -141,9 +141,14 @@ func (t *ClientTable) remove(i uint32) {
 // maxProtected is how many clients the protected list holds at most.
 func (t *ClientTable) maxProtected() int { return max(1, t.max-t.max/8) }
 
-// learn records a client seen at seen (Unix ms), protected or not. It
-// reports whether the client is new or changed its MAC.
-func (t *ClientTable) learn(k tableKey, mac [6]byte, seen int64, protect bool, now int64) bool {
+// learn records a client seen at seen (Unix ms), protected or not. A change
+// that peers cannot have seen themselves is marked to be gossiped at mark
+// (Unix ms; 0 marks nothing): a new MAC, a newly protected client, a last
+// seen time that moved a lot, and a new client if markNew is set (a client
+// heard on the wire is new to every host at once). It reports whether the
+// client is new or changed its MAC.
+func (t *ClientTable) learn(k tableKey, mac [6]byte, seen int64, protect bool, mark int64, markNew bool) bool {
+	now := mark
 	if i, ok := t.byKey[k]; ok {
 		s := &t.slots[i]
 		if seen < s.seen {
@@ -154,8 +159,8 @@ func (t *ClientTable) learn(k tableKey, mac [6]byte, seen int64, protect bool, n
 			return false
 		}
 		changed := s.mac != mac
-		if changed || seen-s.seen >= refreshShare.Milliseconds() {
-			s.shared = now
+		if mark != 0 && (changed || seen-s.seen >= refreshShare.Milliseconds()) {
+			s.shared = mark
 		}
 		s.mac, s.seen = mac, seen
 		t.unlink(i)
@@ -184,7 +189,10 @@ func (t *ClientTable) learn(k tableKey, mac [6]byte, seen int64, protect bool, n
 		i = uint32(len(t.slots))
 		t.slots = append(t.slots, slot{})
 	}
-	t.slots[i] = slot{key: k, mac: mac, seen: seen, shared: now}
+	t.slots[i] = slot{key: k, mac: mac, seen: seen}
+	if markNew {
+		t.slots[i].shared = mark
+	}
 	t.byKey[k] = i
 	if protect {
 		t.protect(i, now)
@@ -195,10 +203,11 @@ func (t *ClientTable) learn(k tableKey, mac [6]byte, seen int64, protect bool, n
 }
 
 // protect puts unlinked slot i at the front of the protected list, making
-// room there by moving its least recent client back to probation.
-func (t *ClientTable) protect(i uint32, now int64) {
-	if t.slots[i].list != listProtected {
-		t.slots[i].shared = now
+// room there by moving its least recent client back to probation. A newly
+// protected client is marked to be gossiped at mark, unless it is 0.
+func (t *ClientTable) protect(i uint32, mark int64) {
+	if t.slots[i].list != listProtected && mark != 0 {
+		t.slots[i].shared = mark
 	}
 	t.pushFront(i, listProtected)
 	for t.lens[listProtected] > t.maxProtected() {
@@ -220,7 +229,7 @@ func (t *ClientTable) Learn(vip, ip netip.Addr, mac net.HardwareAddr, now time.T
 	k, _ := t.key(vip, ip, true)
 	_, known := t.byKey[k]
 	ms := now.UnixMilli()
-	return t.learn(k, [6]byte(mac), ms, known, ms)
+	return t.learn(k, [6]byte(mac), ms, known, ms, false)
 }
 
 // Protect marks client ip of vip as one this host answers or re-points, so
@@ -422,8 +431,20 @@ var (
 
 // Merge learns the clients in another host's encoded table and returns those
 // that were new here. Entries older than the ttl are skipped; those the
-// other host protects are protected here too.
+// other host protects are protected here too. What it learns is not
+// gossiped again: Merge is for a whole table, sent to a host that joins.
 func (t *ClientTable) Merge(b []byte, now time.Time) ([]Client, error) {
+	return t.merge(b, now, false)
+}
+
+// MergeChanges is Merge for the changes a peer sends in a periodic
+// exchange: what is news here is passed on in this host's own exchanges, so
+// that it reaches every host of a big cluster.
+func (t *ClientTable) MergeChanges(b []byte, now time.Time) ([]Client, error) {
+	return t.merge(b, now, true)
+}
+
+func (t *ClientTable) merge(b []byte, now time.Time, relay bool) ([]Client, error) {
 	if len(b) == 0 {
 		return nil, nil
 	}
@@ -476,7 +497,11 @@ func (t *ClientTable) Merge(b []byte, now time.Time) ([]Client, error) {
 		k, _ := t.key(vips[vi], ip, true)
 		_, known := t.byKey[k]
 		seen := nowMS - age.Milliseconds()
-		if t.learn(k, [6]byte(rest[:6]), seen, e[0]&flagProtected != 0, nowMS) && !known {
+		mark := int64(0)
+		if relay {
+			mark = nowMS
+		}
+		if t.learn(k, [6]byte(rest[:6]), seen, e[0]&flagProtected != 0, mark, relay) && !known {
 			added = append(added, t.client(&t.slots[t.byKey[k]]))
 		}
 	}

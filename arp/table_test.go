@@ -178,17 +178,33 @@ func TestClientTableEncodeChanges(t *testing.T) {
 		got = append(got, c.IP)
 	}
 	slices.SortFunc(got, netip.Addr.Compare)
-	want := []netip.Addr{ip(1), ip(2), ip(4), ip(20)}
+	want := []netip.Addr{ip(1), ip(2), ip(4)}
 	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
 		t.Errorf("changes sent (-want +got):\n%s", diff)
 	}
-	if !dst.Protected(vip, ip(2)) || dst.Protected(vip, ip(20)) {
-		t.Error("protection did not travel as it should")
+	if !dst.Protected(vip, ip(2)) {
+		t.Error("protection did not travel")
 	}
 	if c, _ := dst.Get(vip, ip(1)); c.MAC.String() != peerMAC.String() {
 		t.Errorf("client 1's MAC %s, want %s", c.MAC, peerMAC)
 	}
 	if full := len(tb.Encode(t1, time.Time{})); full != 3+16+11*entrySize4 {
 		t.Errorf("whole table is %d bytes, want %d", full, 3+16+11*entrySize4)
+	}
+
+	// A whole table (a join) is not passed on; changes are.
+	later := t0.Add(2 * time.Hour)
+	joined := NewClientTable(100, 8*time.Hour)
+	joined.Merge(tb.Encode(later, time.Time{}), later)
+	if n := joined.Len(); n != 11 {
+		t.Errorf("joined host knows %d clients, want 11", n)
+	}
+	if b := joined.Encode(later, later.Add(-time.Second)); len(b) != 3+16 {
+		t.Errorf("joined host passes on %d bytes, want none", len(b)-3-16)
+	}
+	relay := NewClientTable(100, 8*time.Hour)
+	relay.MergeChanges(tb.Encode(later, t1), later)
+	if b := relay.Encode(later, later.Add(-time.Second)); len(b) != 3+16+3*entrySize4 {
+		t.Errorf("relaying host passes on %d bytes, want 3 clients", len(b)-3-16)
 	}
 }

@@ -484,8 +484,12 @@ type sharedTable struct {
 
 func (s sharedTable) LocalState(since time.Time) []byte { return s.t.Encode(time.Now(), since) }
 
-func (s sharedTable) MergeState(b []byte) {
-	if _, err := s.t.Merge(b, time.Now()); err != nil {
+func (s sharedTable) MergeState(b []byte, join bool) {
+	merge := s.t.MergeChanges
+	if join {
+		merge = s.t.Merge
+	}
+	if _, err := merge(b, time.Now()); err != nil {
 		s.log.Warn("client table from a peer dropped", "error", err)
 	}
 }

@@ -55,7 +55,9 @@ type SharedState interface {
 	// zero (the peer joins, or heals from a partition), else only what
 	// changed after since.
 	LocalState(since time.Time) []byte
-	MergeState(b []byte)
+	// MergeState takes a peer's state: everything it has if join is set,
+	// else what changed there lately.
+	MergeState(b []byte, join bool)
 }
 
 // Cluster keeps this host in the gossip cluster and its View up to date.
@@ -621,7 +623,7 @@ func (d delegate) LocalState(join bool) []byte {
 
 func (d delegate) MergeRemoteState(buf []byte, join bool) {
 	if d.c.cfg.State != nil {
-		d.c.cfg.State.MergeState(buf)
+		d.c.cfg.State.MergeState(buf, join)
 	}
 }
 

@@ -46,7 +46,7 @@ func (s *memState) LocalState(since time.Time) []byte {
 	}
 	return []byte("changes of " + s.mine)
 }
-func (s *memState) MergeState(b []byte) {
+func (s *memState) MergeState(b []byte, _ bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.got = append(s.got, string(b))
