@@ -1,7 +1,9 @@
 package arp
 
 import (
+	"fmt"
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
@@ -120,5 +122,30 @@ func BenchmarkLearnFlood(b *testing.B) {
 	for b.Loop() {
 		i++
 		tb.Learn(vip, netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), clientMAC, now)
+	}
+}
+
+// BenchmarkClientTableMemory reports the heap a full table takes, per
+// client, at 100,000 and 1,000,000 clients (IPv4, one VIP).
+func BenchmarkClientTableMemory(b *testing.B) {
+	for _, n := range []int{100_000, 1_000_000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			var perClient float64
+			for b.Loop() {
+				runtime.GC()
+				var before, after runtime.MemStats
+				runtime.ReadMemStats(&before)
+				tb := NewClientTable(n, time.Hour)
+				now := time.Unix(100, 0)
+				for i := range n {
+					tb.Learn(vip, fake(i), clientMAC, now)
+				}
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				perClient = float64(after.HeapAlloc-before.HeapAlloc) / float64(n)
+				runtime.KeepAlive(tb)
+			}
+			b.ReportMetric(perClient, "bytes/client")
+		})
 	}
 }
