@@ -39,7 +39,10 @@ func mustAssemble(prog []bpf.Instruction) []bpf.RawInstruction {
 	return raw
 }
 
-type rawConn struct{ c *packet.Conn }
+type rawConn struct {
+	c     *packet.Conn
+	batch *batch // see ReadBatch; only the reading goroutine touches it
+}
 
 // ErrInterfaceDown is returned by Listen for an interface that exists but is
 // not up: a socket on it would only report errors until it comes up.

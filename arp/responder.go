@@ -365,28 +365,50 @@ type arpLink struct {
 func (l *arpLink) Close() error                  { return l.conn.Close() }
 func (l *arpLink) setVIPs(old, new []netip.Addr) {}
 
+// readBatch is how many frames one read brings in at most.
+const readBatch = 32
+
 func (l *arpLink) serve(r *Responder) error {
-	buf := make([]byte, 1514)
 	reply := make([]byte, arpFrameLen)
 	mac := [6]byte(l.mac)
+	handle := func(frame []byte, now time.Time) {
+		s := r.snap.Load()
+		v := r.decideARP(s, frame, mac, now)
+		r.count(s, v.vip, v.out)
+		if !v.send {
+			return
+		}
+		arpReply(reply, frame, mac)
+		if v.delay > 0 {
+			later := slices.Clone(reply)
+			time.AfterFunc(v.delay, func() { r.sent(s, v.vip, l.conn.WriteFrame(later, later[:6])) })
+			return
+		}
+		r.sent(s, v.vip, l.conn.WriteFrame(reply, reply[:6]))
+	}
+	if br, ok := l.conn.(BatchReader); ok {
+		bufs, sizes := make([][]byte, readBatch), make([]int, readBatch)
+		for i := range bufs {
+			bufs[i] = make([]byte, 1514)
+		}
+		for {
+			n, err := br.ReadBatch(bufs, sizes)
+			if err != nil {
+				return err
+			}
+			now := time.Now()
+			for i := range n {
+				handle(bufs[i][:sizes[i]], now)
+			}
+		}
+	}
+	buf := make([]byte, 1514)
 	for {
 		n, err := l.conn.ReadFrame(buf)
 		if err != nil {
 			return err
 		}
-		s := r.snap.Load()
-		v := r.decideARP(s, buf[:n], mac, time.Now())
-		r.count(s, v.vip, v.out)
-		if !v.send {
-			continue
-		}
-		arpReply(reply, buf[:n], mac)
-		if v.delay > 0 {
-			later := slices.Clone(reply)
-			time.AfterFunc(v.delay, func() { r.sent(s, v.vip, l.conn.WriteFrame(later, later[:6])) })
-			continue
-		}
-		r.sent(s, v.vip, l.conn.WriteFrame(reply, reply[:6]))
+		handle(buf[:n], time.Now())
 	}
 }
 

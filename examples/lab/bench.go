@@ -18,12 +18,18 @@ type benchOptions struct {
 	table int // clients the table mode makes up
 	runs  int // power losses per address family
 	out   string
+	// binary, if set, is the arpshare binary to run instead of this
+	// tree's.
+	binary string
 }
 
 // section is one "## " section of docs/benchmarks.md.
 type section struct{ title, body string }
 
-func today() string { return time.Now().UTC().Format("2006-01-02") }
+func today() string {
+	load, _ := os.ReadFile("/proc/loadavg")
+	return time.Now().UTC().Format("2006-01-02 15:04 UTC") + " (load average " + strings.Join(strings.Fields(string(load))[:3], " ") + ")"
+}
 
 // measure runs the modes asked for and writes their sections into the
 // benchmarks page, keeping the sections of the modes not run.

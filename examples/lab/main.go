@@ -37,8 +37,9 @@ func main() {
 	out := flag.String("out", "docs/benchmarks.md", "where -bench writes its results")
 	hosts := flag.Int("hosts", 3, "hosts")
 	clients := flag.Int("clients", 20, "clients")
+	binary := flag.String("binary", "", "an arpshare binary to run instead of building ./cmd/arpshare (to compare builds)")
 	flag.Parse()
-	opts := benchOptions{modes: strings.Split(*modes, ","), table: *tableSize, runs: *runs, out: *out}
+	opts := benchOptions{modes: strings.Split(*modes, ","), table: *tableSize, runs: *runs, out: *out, binary: *binary}
 	if err := run(*bench, opts, *hosts, *clients); err != nil {
 		fmt.Fprintln(os.Stderr, "lab:", err)
 		os.Exit(1)
@@ -55,9 +56,13 @@ func run(bench bool, opts benchOptions, hosts, clients int) error {
 	}
 	defer os.RemoveAll(dir)
 	bin := filepath.Join(dir, "arpshare")
-	say("building arpshare")
-	if b, err := exec.Command("go", "build", "-o", bin, "./cmd/arpshare").CombinedOutput(); err != nil {
-		return fmt.Errorf("build: %v\n%s", err, b)
+	if opts.binary != "" {
+		bin = opts.binary
+	} else {
+		say("building arpshare")
+		if b, err := exec.Command("go", "build", "-o", bin, "./cmd/arpshare").CombinedOutput(); err != nil {
+			return fmt.Errorf("build: %v\n%s", err, b)
+		}
 	}
 	l, err := lab.New(lab.Options{Hosts: hosts, Clients: clients, Binary: bin, Dir: dir, Config: lab.HostConfig{IPv6VIP: bench}})
 	if err != nil {
