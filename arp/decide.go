@@ -70,9 +70,6 @@ func (r *Responder) decideARP(s *snapshot, f []byte, mac [6]byte, now time.Time)
 	if !ok {
 		return verdict{out: NotOwner, vip: i}
 	}
-	if !client.IsUnspecified() {
-		r.cfg.Table.Protect(s.vips[i].Address, client)
-	}
 	return verdict{out: Answered, vip: i, send: true, delay: delay}
 }
 
@@ -191,6 +188,5 @@ func (r *Responder) decideNDP(s *snapshot, b []byte, hops int, src netip.Addr, m
 	if !ok {
 		return ndpVerdict{verdict: verdict{out: NotOwner, vip: i}}
 	}
-	r.cfg.Table.Protect(vip, src)
 	return ndpVerdict{verdict: verdict{out: Answered, vip: i, send: true, delay: delay}}
 }

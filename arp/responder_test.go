@@ -245,3 +245,22 @@ func TestResponderRunWaitsAndReopens(t *testing.T) {
 		t.Errorf("Repoint after stop = %v, want ErrNotOpen", err)
 	}
 }
+
+// Answering a client once does not protect it: each host answers its share
+// of a flood. Asking again does.
+func TestAnswerOnceDoesNotProtect(t *testing.T) {
+	t.Parallel()
+	table := NewClientTable(10, time.Hour)
+	r := NewResponder(ResponderConfig{Interface: "eth0", VIPs: hashVIPs, Table: table, View: view, Logger: quietLogger()})
+	frame := request(t, arp.OperationRequest, clientMAC, mine, vip)
+	if v := r.decideARP(r.snap.Load(), frame, [6]byte(myMAC), time.Unix(100, 0)); v.out != Answered {
+		t.Fatalf("outcome %s, want answered", v.out)
+	}
+	if table.Protected(vip, mine) {
+		t.Error("a client answered once is protected")
+	}
+	r.decideARP(r.snap.Load(), frame, [6]byte(myMAC), time.Unix(130, 0))
+	if !table.Protected(vip, mine) {
+		t.Error("a client that asked again is not protected")
+	}
+}

@@ -56,9 +56,10 @@ const refreshShare = 10 * time.Minute
 //
 // Eviction is a segmented LRU that a flood of spoofed senders cannot use to
 // push out real clients: a client seen once is on probation and evicted
-// first; a client that asks again, that this host answers or re-points, or
-// that another host marks protected, moves to the protected list, which
-// holds at most 7/8 of the table (its least recent fall back to probation).
+// first; a client that asks again, that this host re-points, or that
+// another host marks protected, moves to the protected list, which holds at
+// most 7/8 of the table (its least recent fall back to probation). Being
+// answered once protects nobody: each host answers its share of a flood.
 type ClientTable struct {
 	max int
 	ttl time.Duration
@@ -232,8 +233,8 @@ func (t *ClientTable) Learn(vip, ip netip.Addr, mac net.HardwareAddr, now time.T
 	return t.learn(k, [6]byte(mac), ms, known, ms, false)
 }
 
-// Protect marks client ip of vip as one this host answers or re-points, so
-// that a flood of new senders does not evict it.
+// Protect marks client ip of vip as one this host re-points, so that a
+// flood of new senders does not evict it.
 func (t *ClientTable) Protect(vip, ip netip.Addr) {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -106,13 +106,13 @@ func TestClientTableFloodKeepsRealClients(t *testing.T) {
 		case 0: // asks again
 			tb.Learn(vip, c, clientMAC, now)
 			tb.Learn(vip, c, clientMAC, now.Add(time.Second))
-		case 1: // answered by this host
+		case 1: // re-pointed by this host
 			tb.Learn(vip, c, clientMAC, now)
 			tb.Protect(vip, c)
-		case 2: // answered by a peer, heard once here
+		case 2: // asked its owner again, heard once here
 			tb.Learn(vip, c, clientMAC, now)
 			peer.Learn(vip, c, clientMAC, now)
-			peer.Protect(vip, c)
+			peer.Learn(vip, c, clientMAC, now.Add(30*time.Second))
 		}
 	}
 	if _, err := tb.Merge(peer.Encode(now, time.Time{}), now); err != nil {
