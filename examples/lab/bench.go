@@ -267,7 +267,7 @@ func tableSections(l *lab.Lab, n int) ([]section, error) {
 	if err != nil {
 		return nil, err
 	}
-	const rate = 20000
+	const rate = 10000
 	say("table: %d made-up clients ask for %s once each, %d a second", n, lab.VIP, rate)
 	run, err := l.Clients[0].ARPBench(ctx, lab.ARPLoad{Target: lab.VIP, First: tableSenders, Senders: n, Rate: rate,
 		For: time.Duration(n/rate+5) * time.Second, Count: n})
