@@ -38,6 +38,8 @@ const (
 // protocol IPv4, address lengths 6 and 4.
 var arpHeader = [8]byte{0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4}
 
+var broadcast = [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+
 // decideARP decides on one Ethernet frame received on an interface whose
 // MAC is mac, learning the sender of a request for a VIP into the table.
 func (r *Responder) decideARP(s *snapshot, f []byte, mac [6]byte, now time.Time) verdict {
@@ -64,7 +66,14 @@ func (r *Responder) decideARP(s *snapshot, f []byte, mac [6]byte, now time.Time)
 	// teaches nothing, but one host must answer it so that whoever probes
 	// learns the address is taken; ownership of 0.0.0.0 picks that host.
 	if !client.IsUnspecified() {
-		r.cfg.Table.Learn(s.vips[i].Address, client, sha, now)
+		// Every host hears a broadcast and learns the same from it; only
+		// this host hears a unicast request (a client refreshing its
+		// entry for the VIP), and tells the others.
+		if [6]byte(f[0:6]) == broadcast {
+			r.cfg.Table.LearnBroadcast(s.vips[i].Address, client, sha, now)
+		} else {
+			r.cfg.Table.Learn(s.vips[i].Address, client, sha, now)
+		}
 	}
 	ok, delay := s.answer(i, client)
 	if !ok {

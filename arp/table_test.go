@@ -162,11 +162,12 @@ func TestClientTableEncodeChanges(t *testing.T) {
 	}
 	tb.Learn(vip, ip(3), clientMAC, t0.Add(time.Second)) // asks again: protected
 	t1 := t0.Add(time.Minute)
-	tb.Learn(vip, ip(1), peerMAC, t1)                    // new MAC
-	tb.Protect(vip, ip(2))                               // newly protected (now, real time)
-	tb.Learn(vip, ip(3), clientMAC, t1.Add(time.Second)) // seen again soon: not worth it
-	tb.Learn(vip, ip(4), clientMAC, t0.Add(time.Hour))   // seen again much later
-	tb.Learn(vip, ip(20), clientMAC, t1)                 // new
+	tb.Learn(vip, ip(1), peerMAC, t1)                             // new MAC
+	tb.Protect(vip, ip(2))                                        // newly protected (now, real time)
+	tb.Learn(vip, ip(3), clientMAC, t1.Add(time.Second))          // seen again soon: not worth it
+	tb.Learn(vip, ip(4), clientMAC, t0.Add(time.Hour))            // seen again much later
+	tb.Learn(vip, ip(20), clientMAC, t1)                          // new: every host heard its first request
+	tb.LearnBroadcast(vip, ip(5), clientMAC, t1.Add(time.Second)) // asks again by broadcast: every host heard it
 
 	dst := NewClientTable(100, 8*time.Hour)
 	added, err := dst.Merge(tb.Encode(t0.Add(time.Hour), t1), t0.Add(time.Hour))
@@ -184,6 +185,9 @@ func TestClientTableEncodeChanges(t *testing.T) {
 	}
 	if !dst.Protected(vip, ip(2)) {
 		t.Error("protection did not travel")
+	}
+	if !tb.Protected(vip, ip(5)) {
+		t.Error("a client that asked again by broadcast is not protected")
 	}
 	if c, _ := dst.Get(vip, ip(1)); c.MAC.String() != peerMAC.String() {
 		t.Errorf("client 1's MAC %s, want %s", c.MAC, peerMAC)
