@@ -74,6 +74,7 @@ type ClientTable struct {
 	tails  [2]uint32
 	lens   [2]int
 	evicts uint64
+	cursor int // where the next EncodeAtMost starts
 }
 
 // NewClientTable returns a table of at most max entries that forgets a client
@@ -394,6 +395,14 @@ func (t *ClientTable) MarshalBinary() ([]byte, error) {
 // worth gossiping (new, new MAC, newly protected, or seen again long after)
 // since since; the zero since encodes every client.
 func (t *ClientTable) Encode(now, since time.Time) []byte {
+	return t.EncodeAtMost(now, since, 0)
+}
+
+// EncodeAtMost is Encode of at most limit bytes (0: no limit). When the
+// changes do not fit, each call starts where the last one stopped, so that
+// every change goes out in turn; one that never does is sent again when its
+// client's last-seen time next moves far enough.
+func (t *ClientTable) EncodeAtMost(now, since time.Time, limit int) []byte {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	nowMS, sinceMS := now.UnixMilli(), since.UnixMilli()
@@ -406,17 +415,30 @@ func (t *ClientTable) Encode(now, since time.Time) []byte {
 			n++
 		}
 	}
-	b := make([]byte, 0, 3+16*len(t.vips)+n*entrySize4)
+	size := 3 + 16*len(t.vips) + n*entrySize4
+	if limit > 0 {
+		size = min(size, limit)
+	}
+	b := make([]byte, 0, size)
 	b = append(b, tableWireVersion)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(t.vips)))
 	for _, v := range t.vips {
 		a := v.As16()
 		b = append(b, a[:]...)
 	}
-	for i := range t.slots {
+	start := 0
+	if limit > 0 && len(t.slots) > 0 {
+		start = t.cursor % len(t.slots)
+	}
+	for j := range t.slots {
+		i := (start + j) % len(t.slots)
 		s := &t.slots[i]
 		if s.list == listFree || s.shared < sinceMS {
 			continue
+		}
+		if limit > 0 && len(b)+entrySize6 > limit {
+			t.cursor = i
+			break
 		}
 		var flags byte
 		if s.list == listProtected {

@@ -212,3 +212,34 @@ func TestClientTableEncodeChanges(t *testing.T) {
 		t.Errorf("relaying host passes on %d bytes, want 3 clients", len(b)-3-16)
 	}
 }
+
+// EncodeAtMost bounds what one exchange carries, and the next exchange
+// carries the rest.
+func TestClientTableEncodeAtMost(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(100_000, 0)
+	tb := NewClientTable(100, time.Hour)
+	for i := range 50 {
+		tb.Learn(vip, ip(i), clientMAC, now)
+		tb.Learn(vip, ip(i), clientMAC, now.Add(time.Second)) // protected: a change
+	}
+	const limit = 3 + 16 + 20*entrySize4
+	seen := map[netip.Addr]bool{}
+	for range 3 {
+		b := tb.EncodeAtMost(now, now.Add(-time.Minute), limit)
+		if len(b) > limit {
+			t.Fatalf("encoded %d bytes, limit %d", len(b), limit)
+		}
+		dst := NewClientTable(100, time.Hour)
+		added, err := dst.Merge(b, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range added {
+			seen[c.IP] = true
+		}
+	}
+	if len(seen) != 50 {
+		t.Errorf("three bounded exchanges carried %d of 50 changes", len(seen))
+	}
+}

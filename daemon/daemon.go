@@ -482,7 +482,19 @@ type sharedTable struct {
 	log *slog.Logger
 }
 
-func (s sharedTable) LocalState(since time.Time) []byte { return s.t.Encode(time.Now(), since) }
+// maxChanges bounds the client-table changes one periodic exchange
+// carries: a host takes part in about two exchanges every 30 s, so at most
+// about 35 KB/s, whatever happens to the table (100,000 clients re-asking at
+// once would be 1.7 MB an exchange). Changes that do not fit go in the next
+// exchanges. A joining host gets the whole table regardless.
+const maxChanges = 512 << 10
+
+func (s sharedTable) LocalState(since time.Time) []byte {
+	if since.IsZero() {
+		return s.t.Encode(time.Now(), since)
+	}
+	return s.t.EncodeAtMost(time.Now(), since, maxChanges)
+}
 
 func (s sharedTable) MergeState(b []byte, join bool) {
 	merge := s.t.MergeChanges
