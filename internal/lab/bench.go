@@ -57,6 +57,9 @@ type ARPLoad struct {
 	Rate    int        // requests a second
 	For     time.Duration
 	Count   int // stop after this many requests; 0: no limit
+	// To, if set, gives the Ethernet destination of sender i's requests,
+	// as a client refreshing its entry sends them; nil: broadcast.
+	To func(i int) net.HardwareAddr
 }
 
 // ARPBench sends broadcast ARP requests out of the client's port as load
@@ -112,6 +115,13 @@ func (c *Client) ARPBench(ctx context.Context, load ARPLoad) (ARPRun, error) {
 		}()
 
 		bcast := net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+		dst := func(int) net.HardwareAddr { return bcast }
+		if load.To != nil {
+			dst = load.To
+			for i, f := range frames {
+				copy(f[0:6], dst(i))
+			}
+		}
 		start := time.Now()
 		for time.Since(start) < d && ctx.Err() == nil && (load.Count == 0 || run.Sent < load.Count) {
 			// Pace by the clock, not by a ticker: a late tick sends its
@@ -125,7 +135,7 @@ func (c *Client) ARPBench(ctx context.Context, load ARPLoad) (ARPRun, error) {
 				mu.Lock()
 				sentAt[i] = time.Now()
 				mu.Unlock()
-				if err := conn.WriteFrame(frames[i], bcast); err != nil {
+				if err := conn.WriteFrame(frames[i], dst(i)); err != nil {
 					return fmt.Errorf("send ARP request: %w", err)
 				}
 				run.Sent++
