@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -53,11 +54,21 @@ func measure(l *lab.Lab, opts benchOptions) error {
 			err = fmt.Errorf("no bench mode %q", mode)
 		}
 		if err != nil {
-			return fmt.Errorf("%s: %w", mode, err)
+			// Keep what the modes before measured.
+			return errors.Join(fmt.Errorf("%s: %w", mode, err), write(opts.out, fresh))
 		}
 		fresh = append(fresh, s...)
 	}
-	old, _ := os.ReadFile(opts.out)
+	return write(opts.out, fresh)
+}
+
+// write puts fresh sections into the page at out, in place of those of the
+// same title, keeping the others.
+func write(out string, fresh []section) error {
+	if len(fresh) == 0 {
+		return nil
+	}
+	old, _ := os.ReadFile(out)
 	sections := parseSections(string(old))
 	for _, f := range fresh {
 		if i := slices.IndexFunc(sections, func(s section) bool { return s.title == f.title }); i >= 0 {
@@ -77,10 +88,10 @@ a difference. Every number below comes from that command.
 	for _, s := range sections {
 		fmt.Fprintf(&b, "\n## %s\n\n%s", s.title, strings.TrimLeft(s.body, "\n"))
 	}
-	if err := os.WriteFile(opts.out, []byte(b.String()), 0o644); err != nil {
+	if err := os.WriteFile(out, []byte(b.String()), 0o644); err != nil {
 		return err
 	}
-	say("written to %s", opts.out)
+	say("written to %s", out)
 	return nil
 }
 
