@@ -37,6 +37,7 @@ func (h *Host) Throttle(pct int) (undo func(), err error) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("make cgroup: %w", err)
 	}
+	h.throttled = dir
 	undo = func() {
 		os.WriteFile(filepath.Join(home, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0)
 		os.Remove(dir)
@@ -69,4 +70,10 @@ func cgroupOf(pid int, controller string) string {
 		}
 	}
 	return "/"
+}
+
+// ThrottleStats returns what the kernel says of the throttling so far.
+func (h *Host) ThrottleStats() string {
+	b, _ := os.ReadFile(filepath.Join(h.throttled, "cpu.stat"))
+	return strings.Join(strings.Fields(string(b)), " ")
 }

@@ -117,13 +117,14 @@ type Host struct {
 	// Notify is the systemd notify socket the daemon reports to.
 	Notify string
 
-	lab     *Lab
-	notes   []string
-	service net.Listener
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	err     error
+	lab       *Lab
+	throttled string // its cgroup while Throttle holds it
+	notes     []string
+	service   net.Listener
+	mu        sync.Mutex
+	cmd       *exec.Cmd
+	exited    chan struct{}
+	err       error
 }
 
 // Client is a machine whose kernel talks to the VIP.
