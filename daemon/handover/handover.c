@@ -48,8 +48,9 @@ struct client_value {
 	__u64 last_ns;     // when the last one was handed over
 };
 
-// Two entries per moved client (by MAC and by IP), for as many clients as
-// the daemon's client table holds; allocated as used, not up front.
+// Two entries per moved client (by MAC and by IP); the loader makes room
+// for as many clients as the daemon's client table holds. Allocated as
+// used, not up front.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 2 * 65536);

@@ -80,6 +80,8 @@ type Handover struct {
 	log  *slog.Logger
 	now  func() time.Duration // monotonic
 	src  Source
+	// capacity is how many moved clients the kernel's table holds.
+	capacity int
 
 	mu        sync.Mutex
 	kmap      Map      // nil: handover unavailable
@@ -100,9 +102,12 @@ type Handover struct {
 	ended  map[string]uint64 // entries ended, by reason
 }
 
-// New returns a Handover for host self; Open loads the kernel program.
-func New(cfg Config, self string, src Source, log *slog.Logger) *Handover {
-	return newHandover(cfg, self, src, log, monotonic)
+// New returns a Handover for host self, with room for as many moved
+// clients as the client table holds; Open loads the kernel program.
+func New(cfg Config, self string, maxClients int, src Source, log *slog.Logger) *Handover {
+	h := newHandover(cfg, self, src, log, monotonic)
+	h.capacity = maxClients
+	return h
 }
 
 // Open loads the kernel program, if enabled; if that fails it says so once
@@ -113,7 +118,7 @@ func (h *Handover) Open() {
 	if !h.cfg.Enabled {
 		return
 	}
-	p, err := LoadProgram()
+	p, err := LoadProgram(h.capacity)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err != nil {

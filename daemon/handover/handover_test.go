@@ -273,7 +273,7 @@ func TestJoinAndWeight(t *testing.T) {
 // A host without the kernel program hands nothing over and says why.
 func TestUnavailable(t *testing.T) {
 	t.Parallel()
-	h := New(Config{Enabled: false}, "b", &source{served, clients(10)}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h := New(Config{Enabled: false}, "b", 0, &source{served, clients(10)}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	h.Update(view("b", host("a", true, gossip.StateAlive), host("b", false, gossip.StateAlive)))
 	s := h.Status()
 	if s.Active || s.Error == "" || len(s.Clients) != 0 {

@@ -52,11 +52,21 @@ type Program struct {
 
 var _ Map = (*Program)(nil)
 
-// LoadProgram loads the program into the kernel. It needs CAP_BPF and
+// LoadProgram loads the program into the kernel, with room for clients
+// moved clients (0: as compiled, 65,536). It needs CAP_BPF and
 // CAP_NET_ADMIN (or root) and a kernel with tcx (Linux 6.6).
-func LoadProgram() (*Program, error) {
+func LoadProgram(clients int) (*Program, error) {
 	p := &Program{links: map[int]link.Link{}}
-	if err := loadHandoverBPFObjects(&p.objs, nil); err != nil {
+	spec, err := loadHandoverBPF()
+	if err != nil {
+		return nil, fmt.Errorf("load handover program: %w", err)
+	}
+	if clients > 0 {
+		// By MAC and by IP. The kernel allocates the hash buckets up
+		// front, 16 bytes per entry: capped at 8 MB.
+		spec.Maps["moved"].MaxEntries = uint32(2 * min(clients, maxMoved))
+	}
+	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("load handover program: %w (verifier: %+v)", err, ve)
@@ -112,6 +122,9 @@ func (p *Program) Close() error {
 	errs = append(errs, p.objs.Close())
 	return errors.Join(errs...)
 }
+
+// maxMoved bounds how many moved clients the kernel's table holds at once.
+const maxMoved = 262144
 
 // Kinds of kernel keys (enum key_kind in handover.c).
 const (

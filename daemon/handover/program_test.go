@@ -90,7 +90,7 @@ const (
 // which are handed over, and how they are rewritten.
 func TestProgram(t *testing.T) {
 	privileged(t)
-	p, err := LoadProgram()
+	p, err := LoadProgram(0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +198,7 @@ func BenchmarkProgram(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("loading a BPF program needs root")
 	}
-	p, err := LoadProgram()
+	p, err := LoadProgram(0)
 	if err != nil {
 		b.Fatal(err)
 	}
