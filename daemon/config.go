@@ -570,3 +570,25 @@ func ReadKeys(path string) ([][]byte, error) {
 	}
 	return keys, nil
 }
+
+// SocketFromConfig returns api.socket from the config file at path, or the
+// default when the file does not set it. Only that key is read: a client
+// command must not need the gossip key, nor fail on an unrelated error.
+func SocketFromConfig(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read config: %w", err)
+	}
+	var raw struct {
+		API struct {
+			Socket *string `toml:"socket"`
+		} `toml:"api"`
+	}
+	if _, err := toml.Decode(string(data), &raw); err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	if raw.API.Socket == nil || *raw.API.Socket == "" {
+		return DefaultSocket, nil
+	}
+	return *raw.API.Socket, nil
+}

@@ -457,7 +457,7 @@ func (d *Daemon) Status() Status {
 	v := d.cluster.View()
 	d.mu.Lock()
 	s := Status{
-		Node: d.cfg.Node.Name, Version: d.version, Draining: d.drained || d.stopping, Members: v.Members,
+		Node: d.cfg.Node.Name, Version: d.version, Draining: d.drained || d.stopping, Members: memberStatuses(v.Members),
 		Quorum: v.Quorum(), Expect: v.Expect,
 	}
 	healthy := maps.Clone(d.healthy)
@@ -497,6 +497,7 @@ func (d *Daemon) Status() Status {
 		}
 		s.VIPs = append(s.VIPs, vs)
 	}
+	s.explain()
 	return s
 }
 
