@@ -78,8 +78,8 @@ func memberStatuses(ms []gossip.Member) []MemberStatus {
 	return out
 }
 
-// explain sets Serving and NotServing from the rest of the status.
-func (s *Status) explain() {
+// Explain sets Serving and NotServing from the rest of the status.
+func (s *Status) Explain() {
 	s.NotServing = []string{}
 	if !s.Quorum {
 		s.NotServing = append(s.NotServing, fmt.Sprintf("no quorum: fewer than a majority of gossip.expect = %d hosts in sight", s.Expect))

@@ -497,7 +497,7 @@ func (d *Daemon) Status() Status {
 		}
 		s.VIPs = append(s.VIPs, vs)
 	}
-	s.explain()
+	s.Explain()
 	return s
 }
 

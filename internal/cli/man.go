@@ -61,6 +61,15 @@ func roff(s string) string {
 		parts := regexp.MustCompile(`\[([^\]]+)\]\(([^)]+)\)`).FindStringSubmatch(m)
 		return parts[1]
 	})
+	var ascii strings.Builder
+	for _, r := range s {
+		if r > 127 {
+			fmt.Fprintf(&ascii, `\[u%04X]`, r)
+		} else {
+			ascii.WriteRune(r)
+		}
+	}
+	s = ascii.String()
 	var lines []string
 	for _, l := range strings.Split(s, "\n") {
 		if strings.HasPrefix(l, ".") || strings.HasPrefix(l, "'") {

@@ -601,9 +601,13 @@ func (h *Host) PowerOff() error {
 // PowerOn brings the host's link back; start the daemon separately.
 func (h *Host) PowerOn() error { return h.Link("up") }
 
-// Status runs `arpshare status --json` against the host's daemon.
+// Status runs `arpshare status --json` against the host's daemon. Exit
+// status 5 (the host does not serve) is a status too.
 func (h *Host) Status() (daemon.Status, error) {
-	out, err := exec.Command(h.lab.binary, "status", "--json", "--socket", h.Socket).CombinedOutput()
+	out, err := exec.Command(h.lab.binary, "status", "--json", "--socket", h.Socket).Output()
+	if ee := (*exec.ExitError)(nil); errors.As(err, &ee) && ee.ExitCode() == 5 {
+		err = nil
+	}
 	if err != nil {
 		return daemon.Status{}, fmt.Errorf("%s: arpshare status: %w: %s", h.Name, err, out)
 	}
