@@ -113,4 +113,3 @@ func quoteAll(words []string) []string {
 	}
 	return out
 }
-
