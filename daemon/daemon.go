@@ -201,9 +201,8 @@ func (d *Daemon) Run(ctx context.Context, configPath string) error {
 		tasks = append(tasks, d.metrics)
 		ready = append(ready, d.metrics.Ready())
 	}
-	for _, r := range d.responderSnapshot() {
-		ready = append(ready, r.Ready())
-	}
+	// A missing interface does not hold READY back: systemd would time the
+	// start out. STATUS says what the daemon waits for.
 	for _, t := range tasks {
 		g.Go(func() error {
 			if err := t.Run(gctx); err != nil {
@@ -223,6 +222,9 @@ func (d *Daemon) Run(ctx context.Context, configPath string) error {
 	if ctx.Err() == nil && gctx.Err() == nil {
 		d.log.Info("arpshare ready", "node", cfg.Node.Name, "version", d.version, "vips", len(cfg.VIPs))
 		d.notify("READY=1\nSTATUS=" + d.statusLine())
+		if w := d.waitingFor(); len(w) > 0 {
+			d.log.Warn("ready, but not answering on every interface yet: waiting for it to appear", "interfaces", w)
+		}
 	}
 
 	select {
@@ -268,7 +270,11 @@ func (d *Daemon) statusLine() string {
 			live++
 		}
 	}
-	return fmt.Sprintf("%d VIPs, %d live hosts, %d known clients", len(d.config().VIPs), live, d.table.Len())
+	line := fmt.Sprintf("%d VIPs, %d live hosts, %d known clients", len(d.config().VIPs), live, d.table.Len())
+	if w := d.waitingFor(); len(w) > 0 {
+		line += "; waiting for interface " + strings.Join(w, ", ")
+	}
+	return line
 }
 
 func (d *Daemon) viewChanged(v *gossip.View) {
@@ -341,6 +347,7 @@ func (d *Daemon) interfaceOpened6(iface string, mac net.HardwareAddr) error {
 		if err := d.cluster.UpdateMeta(500 * time.Millisecond); err != nil {
 			d.log.Debug("gossip new MAC", "interface", iface, "error", err)
 		}
+		d.notify("STATUS=" + d.statusLine())
 	}
 	return nil
 }

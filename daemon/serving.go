@@ -252,3 +252,24 @@ func (w *watchdog) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// waitingFor lists the serving interfaces never opened yet, as "eth0 (vip
+// web)".
+func (d *Daemon) waitingFor() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []string
+	for _, iface := range d.cfg.Interfaces() {
+		if _, ok := d.macs[iface]; ok {
+			continue
+		}
+		var names []string
+		for _, v := range d.cfg.VIPs {
+			if v.Interface == iface {
+				names = append(names, v.Name)
+			}
+		}
+		out = append(out, fmt.Sprintf("%s (vip %s)", iface, strings.Join(names, ", ")))
+	}
+	return out
+}
