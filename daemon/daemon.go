@@ -123,7 +123,7 @@ func New(cfg *Config, log *slog.Logger, version string) *Daemon {
 	})
 	d.api = &api{path: cfg.API.Socket, daemon: d, ready: make(chan struct{})}
 	if cfg.API.Metrics != "" {
-		d.metrics = &metricsServer{addr: cfg.API.Metrics, reg: d.NewRegistry(), pprof: cfg.API.Pprof, ready: make(chan struct{})}
+		d.metrics = &metricsServer{errorLog: scrapeErrors{log}, addr: cfg.API.Metrics, reg: d.NewRegistry(), pprof: cfg.API.Pprof, ready: make(chan struct{})}
 	}
 	return d
 }

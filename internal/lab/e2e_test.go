@@ -432,7 +432,9 @@ func TestInterfaceComesAndGoes(t *testing.T) {
 	}
 	// systemd hears READY at once, with what the daemon waits for, and
 	// `arpshare status` says the host does not serve.
-	waiting := func(n string) bool { return strings.HasPrefix(n, "STATUS=") && strings.Contains(n, "waiting for interface eth0 (vip web)") }
+	waiting := func(n string) bool {
+		return strings.HasPrefix(n, "STATUS=") && strings.Contains(n, "waiting for interface eth0 (vip web)")
+	}
 	if notes := h2.Notes(); !slices.Contains(notes, "READY=1") || !slices.ContainsFunc(notes, waiting) {
 		t.Errorf("h2 told systemd %q; want READY=1 and a STATUS saying it waits for eth0", notes)
 	}

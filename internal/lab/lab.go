@@ -114,6 +114,10 @@ type Host struct {
 	// Notify is the systemd notify socket the daemon reports to.
 	Notify string
 
+	// Journal makes the daemon's log the "journal": its stderr is the
+	// stream $JOURNAL_STREAM names, as under systemd. Set before Start.
+	Journal bool
+
 	lab     *Lab
 	notes   []string
 	service net.Listener
@@ -473,6 +477,14 @@ func (h *Host) Start() error {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// As systemd with WatchdogSec=3s would.
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+h.Notify, "WATCHDOG_USEC=3000000")
+	if h.Journal {
+		var st syscall.Stat_t
+		if err := syscall.Fstat(int(logf.Fd()), &st); err != nil {
+			logf.Close()
+			return err
+		}
+		cmd.Env = append(cmd.Env, fmt.Sprintf("JOURNAL_STREAM=%d:%d", st.Dev, st.Ino))
+	}
 	// The daemon must not outlive the lab, even if the lab's process dies.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := start(cmd); err != nil {
@@ -551,6 +563,9 @@ func (h *Host) Scrape() (string, error) {
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("%s: scrape: %s: %s", h.Name, resp.Status, b)
+	}
 	return string(b), err
 }
 
