@@ -216,10 +216,14 @@ func (r *reloader) Run(ctx context.Context) error {
 		var ts unix.Timespec
 		unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 		r.d.notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", ts.Nano()/1000))
+		status := ""
 		if err := r.d.Reload(r.path); err != nil {
 			r.d.log.Error("reload", "error", err)
+			// `systemctl status` shows it until the next status change.
+			first, _, _ := strings.Cut(err.Error(), "\n")
+			status = "last reload refused (" + first + "); "
 		}
-		r.d.notify("READY=1\nSTATUS=" + r.d.statusLine())
+		r.d.notify("READY=1\nSTATUS=" + status + r.d.statusLine())
 	}
 }
 

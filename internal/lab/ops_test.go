@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -198,6 +199,9 @@ func TestOperations(t *testing.T) {
 		}
 		if got := metric(t, page, daemon.MetricConfigLastLoad, nil); got != 0 {
 			t.Errorf("%s = %v after a refused reload, want 0", daemon.MetricConfigLastLoad, got)
+		}
+		if !slices.ContainsFunc(h1.Notes(), func(n string) bool { return strings.HasPrefix(n, "STATUS=last reload refused (") }) {
+			t.Errorf("h1 did not tell systemd that the reload was refused: %q", h1.Notes())
 		}
 		// h1 logs to the "journal": every line carries its syslog
 		// priority, the refusal an error's.
