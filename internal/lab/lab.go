@@ -117,6 +117,9 @@ type Host struct {
 	// Journal makes the daemon's log the "journal": its stderr is the
 	// stream $JOURNAL_STREAM names, as under systemd. Set before Start.
 	Journal bool
+	// Strace, if set, is where `strace -f -c` writes a summary of the
+	// system calls the daemon made, when it exits. Set before Start.
+	Strace string
 
 	lab     *Lab
 	notes   []string
@@ -471,6 +474,9 @@ func (h *Host) Start() error {
 		argv = append(argv, "setpriv", "--reuid="+u, "--regid="+u, "--clear-groups",
 			"--inh-caps=-all,+net_admin,+net_raw", "--ambient-caps=-all,+net_admin,+net_raw",
 			"--bounding-set=-all,+net_admin,+net_raw", "--no-new-privs")
+	}
+	if h.Strace != "" {
+		argv = append(argv, "strace", "-f", "-qq", "-c", "-o", h.Strace)
 	}
 	argv = append(argv, h.lab.binary, "run", "--config", h.Config, "--log-level", "debug")
 	cmd := exec.Command("ip", argv...)
