@@ -375,9 +375,7 @@ func runCheck(e *env) int {
 	res := CheckResult{Config: e.opts.config, Errors: []string{}, Warnings: []string{}}
 	cfg, err := daemon.LoadConfig(e.opts.config)
 	if err != nil {
-		for _, line := range strings.Split(err.Error(), "\n") {
-			res.Errors = append(res.Errors, line)
-		}
+		res.Errors = append(res.Errors, strings.Split(err.Error(), "\n")...)
 	} else {
 		res.Warnings = append(res.Warnings, cfg.Warnings...)
 		if !e.opts.offline {
