@@ -31,10 +31,14 @@ type Status struct {
 	Draining   bool     `json:"draining"`
 	// Quorum is false while this host sees fewer than a majority of
 	// Expect hosts (0: not set), and then it answers nobody.
-	Quorum  bool           `json:"quorum"`
-	Expect  int            `json:"expect,omitempty"`
-	Members []MemberStatus `json:"members"`
-	VIPs    []VIPStatus    `json:"vips"`
+	Quorum bool `json:"quorum"`
+	Expect int  `json:"expect,omitempty"`
+	// Join is member, alone or rejected (see gossip.View.JoinState);
+	// JoinCause says why peers refuse this host, and what to do.
+	Join      string         `json:"join"`
+	JoinCause string         `json:"join_cause,omitempty"`
+	Members   []MemberStatus `json:"members"`
+	VIPs      []VIPStatus    `json:"vips"`
 }
 
 // MemberStatus is one cluster member as this host sees it.
@@ -83,6 +87,9 @@ func (s *Status) Explain() {
 	s.NotServing = []string{}
 	if !s.Quorum {
 		s.NotServing = append(s.NotServing, fmt.Sprintf("no quorum: fewer than a majority of gossip.expect = %d hosts in sight", s.Expect))
+	}
+	if s.Join == gossip.JoinRejected {
+		s.NotServing = append(s.NotServing, "rejected by its peers: "+s.JoinCause)
 	}
 	if s.Draining {
 		s.NotServing = append(s.NotServing, "draining (arpshare resume undoes it)")

@@ -112,7 +112,7 @@ func New(cfg *Config, log *slog.Logger, version string) *Daemon {
 	})
 	d.cluster = gossip.NewCluster(gossip.ClusterConfig{
 		Name: cfg.Node.Name, Bind: cfg.Gossip.Bind, Peers: cfg.Gossip.Peers,
-		Keys: cfg.Gossip.Keys, Label: cfg.Gossip.Cluster,
+		Keys: cfg.Gossip.Keys, KeyFile: cfg.Gossip.KeyFile, Label: cfg.Gossip.Cluster,
 		ProbeInterval: cfg.Gossip.ProbeInterval, ProbeTimeout: cfg.Gossip.ProbeTimeout,
 		SuspicionMult: cfg.Gossip.SuspicionMult, GossipInterval: cfg.Gossip.GossipInterval,
 		Expect:   cfg.Gossip.Expect,
@@ -465,7 +465,7 @@ func (d *Daemon) Status() Status {
 	d.mu.Lock()
 	s := Status{
 		Node: d.cfg.Node.Name, Version: d.version, Draining: d.drained || d.stopping, Members: memberStatuses(v.Members),
-		Quorum: v.Quorum(), Expect: v.Expect,
+		Quorum: v.Quorum(), Expect: v.Expect, Join: v.JoinState(), JoinCause: v.Rejected,
 	}
 	healthy := maps.Clone(d.healthy)
 	cfg := d.cfg

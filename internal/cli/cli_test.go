@@ -145,6 +145,10 @@ func TestStatusExitCode(t *testing.T) {
 	serving := daemon.Status{Node: "h1", Quorum: true, VIPs: []daemon.VIPStatus{{Name: "web", Answering: true, Healthy: true}}}
 	notServing := serving
 	notServing.Draining = true
+	rejected := serving
+	rejected.Join, rejected.JoinCause = "rejected", "no installed keys could decrypt the message"
+	waiting := serving
+	waiting.VIPs = []daemon.VIPStatus{{Name: "web", Interface: "eth0", Healthy: true}}
 	for _, tt := range []struct {
 		s    daemon.Status
 		code int
@@ -152,6 +156,8 @@ func TestStatusExitCode(t *testing.T) {
 	}{
 		{serving, ExitOK, "node h1 (serving)"},
 		{notServing, ExitNotServing, "node h1 (NOT SERVING: draining"},
+		{rejected, ExitNotServing, "node h1 (NOT SERVING: rejected by its peers: no installed keys could decrypt the message, rejected)"},
+		{waiting, ExitNotServing, "node h1 (NOT SERVING: vip web: interface eth0 missing or down)"},
 	} {
 		tt.s.Explain()
 		sock := fakeDaemon(t, tt.s)

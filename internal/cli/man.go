@@ -22,6 +22,8 @@ var StatusFields = []struct{ Name, Meaning string }{
 	{"draining", "this host is drained, or stopping"},
 	{"quorum", "false while this host sees fewer than a majority of expect hosts: it then answers nobody"},
 	{"expect", "gossip.expect, absent when not set"},
+	{"join", "member (in the cluster, with live peers), alone (no peer answers at all) or rejected (peers answer but refuse this host: it answers nobody, and status exits 5)"},
+	{"join_cause", "why the peers refuse this host (wrong key, wrong cluster label, its name taken) and what to do; absent unless rejected"},
 	{"members", "the cluster members this host knows, each with:"},
 	{"members[].name", "its node.name"},
 	{"members[].address", "its gossip address, IP:port"},
