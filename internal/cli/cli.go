@@ -146,7 +146,7 @@ func init() {
 		{
 			name: "status", summary: "show this host's view of the cluster; exit 5 when it does not serve",
 			help: "Shows the running daemon's view: the members of the cluster with their state, weight and health, and for each VIP its interface, mode, this host's health, the clients known and how many each host answers. " +
-				"Exits 0 when this host serves every VIP, 5 when it runs but does not serve (no quorum, draining, an interface missing, a health check failing) and says why, so it can be a monitoring check.",
+				"Exits 0 when this host serves every VIP, 5 when it runs but does not serve (no quorum, rejected by its peers, draining, an interface missing, a health check failing) and says why, so it can be a monitoring check.",
 			examples: []string{"arpshare status", "arpshare status --json | jq .members"},
 			flags:    []flagDef{flagConfig, flagSocket, flagJSON},
 			run:      runStatus,

@@ -129,7 +129,7 @@ func ManPage8(version string) string {
 		{ExitUsage, "Bad command line."},
 		{ExitNotRunning, "No daemon listens on the API socket: arpshare is not running (try: systemctl status arpshare)."},
 		{ExitDenied, "Permission denied on the API socket: run as root, or join the arpshare group."},
-		{ExitNotServing, "For `status`: the daemon runs but this host does not serve every VIP (no quorum, draining, an interface missing or down, a health check failing); the output says why."},
+		{ExitNotServing, "For `status`: the daemon runs but this host does not serve every VIP (no quorum, rejected by its peers, draining, an interface missing or down, a health check failing); the output says why."},
 	} {
 		fmt.Fprintf(&b, ".TP\n.B %d\n%s\n", x.code, roff(x.text))
 	}
