@@ -480,6 +480,17 @@ func (c *checker) check(raw *rawConfig) *Config {
 	if !slices.ContainsFunc(cfg.Gossip.Peers, func(p netip.AddrPort) bool { return p != cfg.Gossip.Bind }) {
 		cfg.Warnings = append(cfg.Warnings, "gossip.peers names no host but this one: it joins nobody and answers every client of its VIPs alone; list the cluster's hosts in peers")
 	}
+	// Every host of the cluster should be in peers (this one may be): more
+	// expected hosts than named ones is a typo, or a peers list to finish.
+	named := map[netip.AddrPort]bool{}
+	for _, p := range append([]netip.AddrPort{cfg.Gossip.Bind}, cfg.Gossip.Peers...) {
+		if p.IsValid() {
+			named[p] = true
+		}
+	}
+	if n := len(named); cfg.Gossip.Expect > n && len(cfg.Gossip.Peers) > 0 {
+		cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("gossip.expect = %d is more than the %d hosts gossip.bind and gossip.peers name: this host loses its quorum whenever a named host is down; list every host in peers", cfg.Gossip.Expect, n))
+	}
 
 	// [[vip]]
 	if len(raw.VIPs) == 0 {

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -196,6 +197,23 @@ func TestConfigErrorLines(t *testing.T) {
 		_, err := ParseConfig("a.toml", []byte(tt.config))
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("config:\n%s\nerror %v, want %q", tt.config, err, tt.want)
+		}
+	}
+}
+
+func TestExpectMoreThanPeers(t *testing.T) {
+	t.Parallel()
+	base := "[gossip]\nbind = \"198.18.0.11\"\ninsecure = true\npeers = [\"198.18.0.11\", \"198.18.0.12\"]\nexpect = %d\n[[vip]]\nname = \"web\"\naddress = \"198.18.0.200\"\ninterface = \"eth0\"\n"
+	for expect, warn := range map[int]bool{2: false, 3: true} {
+		cfg, err := ParseConfig("a.toml", []byte(fmt.Sprintf(base, expect)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := slices.ContainsFunc(cfg.Warnings, func(w string) bool {
+			return strings.Contains(w, "is more than the 2 hosts gossip.bind and gossip.peers name")
+		})
+		if got != warn {
+			t.Errorf("expect = %d: warnings %q", expect, cfg.Warnings)
 		}
 	}
 }
