@@ -39,7 +39,7 @@ func TestReferenceConfig(t *testing.T) {
 	}
 	want := &Config{
 		Path: "arpshare.toml",
-		Node: NodeConfig{Name: "h1", Weight: 1, StateDir: DefaultStateDir},
+		Node: NodeConfig{Name: "h1", Weight: 1, StateDir: DefaultStateDir, MaxClients: DefaultMaxClients},
 		Gossip: GossipConfig{
 			Bind: netip.MustParseAddrPort("198.18.0.11:7946"),
 			Peers: []netip.AddrPort{
@@ -128,6 +128,7 @@ func TestConfigErrors(t *testing.T) {
 		{"timeout not below interval", head + "probe_timeout = \"1s\"\n" + vip, []string{"f.toml:4: gossip.probe_timeout (1s) must be shorter"}},
 		{"wrong type", head + "suspicion_mult = \"three\"\n" + vip, []string{"f.toml:", "suspicion_mult"}},
 		{"weight", head + "[node]\nweight = 0\n" + vip, []string{"f.toml:5: node.weight 0: must be 1 to 100"}},
+		{"max clients", head + "[node]\nmax_clients = 10\n" + vip, []string{"f.toml:5: node.max_clients 10: must be 256 to 10000000"}},
 		{"expect", head + "expect = 0\n" + vip, []string{"f.toml:4: gossip.expect 0"}},
 		{"mode", head + vip + "mode = \"random\"\n", []string{`f.toml:8: vip "web": mode "random"`}},
 		{"two checks", head + vip + "[vip.check]\ntcp = \"127.0.0.1:80\"\nhttp = \"http://x/\"\n", []string{`f.toml:9: vip "web": check needs exactly one`}},
