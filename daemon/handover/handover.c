@@ -1,6 +1,6 @@
 //go:build ignore
 
-// SPDX-License-Identifier: (MIT OR GPL-2.0-only)
+// SPDX-License-Identifier: Apache-2.0
 //
 // Hand-over of open TCP connections after a planned move (see doc.go).
 //
@@ -220,4 +220,5 @@ int handover(struct __sk_buff *skb)
 	return bpf_redirect(skb->ifindex, 0);
 }
 
-char _license[] SEC("license") = "Dual MIT/GPL";
+// The project's licence; the program uses no GPL-only helper.
+char _license[] SEC("license") = "Apache-2.0";
