@@ -56,8 +56,9 @@ func ListenNDP(name string) (NDPConn, net.HardwareAddr, error) {
 
 // ndpLink is an interface open for NDP.
 type ndpLink struct {
-	conn NDPConn
-	mac  net.HardwareAddr
+	conn  NDPConn
+	mac   net.HardwareAddr
+	index int // the interface's index, for messages sent from a VIP
 }
 
 func (l *ndpLink) Close() error { return l.conn.Close() }
@@ -106,8 +107,20 @@ func advertise(vip netip.Addr, mac net.HardwareAddr, solicited bool) *ndp.Neighb
 	}
 }
 
+// solicit builds a Neighbor Solicitation for client's address that carries
+// mac as its source link-layer address.
+func solicit(client netip.Addr, mac net.HardwareAddr) *ndp.NeighborSolicitation {
+	return &ndp.NeighborSolicitation{
+		TargetAddress: client,
+		Options:       []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Source, Addr: mac}},
+	}
+}
+
+// repoint solicits the client from the VIP (the VIP is on lo, so the kernel
+// takes it as a source), unicast to the client's address.
 func (l *ndpLink) repoint(mac net.HardwareAddr, vip netip.Addr, c Client) error {
-	return l.conn.WriteTo(advertise(vip, mac, false), nil, c.IP)
+	cm := &ipv6.ControlMessage{HopLimit: ndp.HopLimit, Src: vip.AsSlice(), IfIndex: l.index}
+	return l.conn.WriteTo(solicit(c.IP, mac), cm, c.IP)
 }
 
 func (l *ndpLink) announce(mac net.HardwareAddr, vip netip.Addr) error {

@@ -6,7 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mdlayher/arp"
+	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/ndp"
+	"golang.org/x/net/ipv6"
 )
 
 var (
@@ -86,5 +89,52 @@ func TestHandleNDP(t *testing.T) {
 				t.Errorf("learned = %v, want %v", learned, tt.wantLearn)
 			}
 		})
+	}
+}
+
+// sentNDP records the messages written to an NDPConn.
+type sentNDP struct {
+	NDPConn
+	msgs []ndp.Message
+	cms  []*ipv6.ControlMessage
+	dsts []netip.Addr
+}
+
+func (s *sentNDP) WriteTo(m ndp.Message, cm *ipv6.ControlMessage, dst netip.Addr) error {
+	s.msgs, s.cms, s.dsts = append(s.msgs, m), append(s.cms, cm), append(s.dsts, dst)
+	return nil
+}
+
+// TestRepointPackets: re-pointing sends a request addressed to the client
+// from the VIP, with this host's MAC, in both families.
+func TestRepointPackets(t *testing.T) {
+	t.Parallel()
+	conn := newFakeConn()
+	if err := (&arpLink{conn: conn, mac: myMAC}).repoint(myMAC, vip, Client{IP: theirs, MAC: clientMAC}); err != nil {
+		t.Fatal(err)
+	}
+	var f ethernet.Frame
+	var p arp.Packet
+	if err := f.UnmarshalBinary(conn.out[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.UnmarshalBinary(f.Payload); err != nil {
+		t.Fatal(err)
+	}
+	if f.Destination.String() != clientMAC.String() || f.Source.String() != myMAC.String() ||
+		p.Operation != arp.OperationRequest || p.SenderHardwareAddr.String() != myMAC.String() || p.SenderIP != vip || p.TargetIP != theirs {
+		t.Errorf("ARP re-point: %s -> %s, %+v; want who-has %s tell %s from %s to %s", f.Source, f.Destination, p, theirs, vip, myMAC, clientMAC)
+	}
+
+	s := &sentNDP{}
+	if err := (&ndpLink{conn: s, mac: myMAC, index: 7}).repoint(myMAC, vip6, Client{IP: theirs6, MAC: clientMAC}); err != nil {
+		t.Fatal(err)
+	}
+	ns, ok := s.msgs[0].(*ndp.NeighborSolicitation)
+	if !ok || ns.TargetAddress != theirs6 || linkLayer(ns.Options, ndp.Source).String() != myMAC.String() {
+		t.Fatalf("NDP re-point: %+v, want a solicitation for %s with source link-layer %s", s.msgs[0], theirs6, myMAC)
+	}
+	if cm := s.cms[0]; cm == nil || !net.IP(cm.Src).Equal(vip6.AsSlice()) || cm.HopLimit != 255 || cm.IfIndex != 7 || s.dsts[0] != theirs6 {
+		t.Errorf("NDP re-point sent with %+v to %s, want from %s, hop limit 255, interface 7, to %s", cm, s.dsts[0], vip6, theirs6)
 	}
 }

@@ -29,6 +29,8 @@ type Status struct {
 	Expect  int             `json:"expect,omitempty"`
 	Members []gossip.Member `json:"members"`
 	VIPs    []VIPStatus     `json:"vips"`
+	// Repointing is the re-pointing round in progress, at node.repoint_rate.
+	Repointing RepointStatus `json:"repointing"`
 }
 
 // VIPStatus is one VIP as this host sees it.

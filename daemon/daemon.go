@@ -109,6 +109,8 @@ func New(cfg *Config, log *slog.Logger, version string) *Daemon {
 		View:      func() *gossip.View { return d.cluster.View() },
 		Send:      d.repoint,
 		Broadcast: d.announce,
+		Rate:      cfg.Node.RepointRate,
+		Reassert:  cfg.Node.ReassertInterval,
 	})
 	d.cluster = gossip.NewCluster(gossip.ClusterConfig{
 		Name: cfg.Node.Name, Bind: cfg.Gossip.Bind, Peers: cfg.Gossip.Peers,
@@ -119,6 +121,7 @@ func New(cfg *Config, log *slog.Logger, version string) *Daemon {
 		Meta:     d.meta,
 		State:    sharedTable{d.table, log},
 		OnChange: d.viewChanged,
+		OnRefute: d.repointer.Refuted,
 		Logger:   log.With("component", "gossip"),
 	})
 	d.api = &api{path: cfg.API.Socket, daemon: d, ready: make(chan struct{})}
@@ -458,7 +461,7 @@ func (d *Daemon) Status() Status {
 	d.mu.Lock()
 	s := Status{
 		Node: d.cfg.Node.Name, Version: d.version, Draining: d.drained || d.stopping, Members: v.Members,
-		Quorum: v.Quorum(), Expect: v.Expect,
+		Quorum: v.Quorum(), Expect: v.Expect, Repointing: d.repointer.Status(),
 	}
 	healthy := maps.Clone(d.healthy)
 	cfg := d.cfg

@@ -165,8 +165,9 @@ func (d *Daemon) Reload(path string) error {
 	if cfg.API != old.API {
 		needRestart = append(needRestart, "[api]")
 	}
-	if cfg.Node.Name != old.Node.Name || cfg.Node.StateDir != old.Node.StateDir {
-		needRestart = append(needRestart, "[node] name/state_dir")
+	if cfg.Node.Name != old.Node.Name || cfg.Node.StateDir != old.Node.StateDir ||
+		cfg.Node.RepointRate != old.Node.RepointRate || cfg.Node.ReassertInterval != old.Node.ReassertInterval {
+		needRestart = append(needRestart, "[node] name/state_dir/repoint_rate/reassert_interval")
 	}
 	if len(needRestart) > 0 {
 		d.log.Warn("reload: these settings changed but only apply at restart", "settings", strings.Join(needRestart, ", "))
@@ -174,6 +175,7 @@ func (d *Daemon) Reload(path string) error {
 	applied := *cfg
 	applied.Gossip, applied.API = old.Gossip, old.API
 	applied.Node.Name, applied.Node.StateDir = old.Node.Name, old.Node.StateDir
+	applied.Node.RepointRate, applied.Node.ReassertInterval = old.Node.RepointRate, old.Node.ReassertInterval
 
 	if err := d.apply(old, &applied); err != nil {
 		d.reloads.WithLabelValues("refused").Inc()

@@ -40,6 +40,12 @@ type ClusterConfig struct {
 	State SharedState
 	// OnChange is called, from Run's goroutine, with every new view.
 	OnChange func(*View)
+	// OnRefute, if set, is called when this host refutes a suspicion or
+	// its own death. memberlist has no event for it (it only logs it), and
+	// this host's view does not change, while the others may have moved its
+	// clients away meanwhile. Called with memberlist's locks held: it must
+	// not block.
+	OnRefute func()
 	Logger   *slog.Logger
 }
 
@@ -150,7 +156,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 	mc.Delegate = delegate{c}
 	mc.Events = events{c}
 	mc.Ping = pings{c}
-	mc.Logger = log.New(logWriter{c.cfg.Logger}, "", 0)
+	mc.Logger = log.New(logWriter{l: c.cfg.Logger, refuted: c.cfg.OnRefute}, "", 0)
 
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -443,8 +449,13 @@ func (p pings) NotifyPingComplete(other *memberlist.Node, _ time.Duration, _ []b
 	p.c.heard[other.Name] = time.Now()
 }
 
-// logWriter turns memberlist's "[LEVEL] memberlist: ..." lines into slog.
-type logWriter struct{ l *slog.Logger }
+// logWriter turns memberlist's "[LEVEL] memberlist: ..." lines into slog,
+// and calls refuted, if set, when memberlist says it refutes a suspect or
+// dead message about this host.
+type logWriter struct {
+	l       *slog.Logger
+	refuted func()
+}
 
 func (w logWriter) Write(p []byte) (int, error) {
 	msg := string(bytes.TrimSpace(p))
@@ -455,5 +466,8 @@ func (w logWriter) Write(p []byte) (int, error) {
 		}
 	}
 	w.l.Log(context.Background(), level, msg)
+	if w.refuted != nil && (strings.Contains(msg, "Refuting a suspect message") || strings.Contains(msg, "Refuting a dead message")) {
+		w.refuted()
+	}
 	return len(p), nil
 }
