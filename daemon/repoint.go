@@ -51,6 +51,10 @@ const (
 	refuteDelay    = 500 * time.Millisecond
 	reassertRounds = 2
 	expireEvery    = time.Minute // how often stale clients are forgotten
+	// A packet that cannot be sent (the interface is down or being
+	// reopened, which takes up to a second after a link comes back) is
+	// tried again every repointSpacing, up to this many times: 5 s.
+	maxSendFailures = 20
 )
 
 type clientKey struct{ vip, ip netip.Addr }
@@ -62,6 +66,7 @@ type queued struct {
 	left  int       // packets still to send
 	first time.Time // when the first packet went out; zero before
 	next  time.Time // when the next packet is due
+	fails int       // packets that could not be sent
 }
 
 // awaited is a client that got its packets and has yet to answer.
@@ -352,6 +357,7 @@ func (r *Repointer) round(v *gossip.View, now time.Time) {
 	r.lastTick = now
 	r.tokens = min(r.tokens, max(1, float64(r.Rate)*repointTick.Seconds()))
 
+	failed, lastErr := 0, error(nil)
 	for _, firsts := range []bool{true, false} {
 		for _, q := range r.queue {
 			if r.tokens < 1 {
@@ -370,10 +376,19 @@ func (r *Repointer) round(v *gossip.View, now time.Time) {
 				r.count(func(s *RepointStatus) { s.Confirmed++ })
 				continue
 			}
-			if err := r.Send(q.key.vip, c); err != nil {
-				r.Logger.Warn("re-point client", "vip", q.key.vip, "client", q.key.ip, "error", err)
-			}
 			r.tokens--
+			if err := r.Send(q.key.vip, c); err != nil {
+				// The interface may be down or reopening (a link flap):
+				// the packet is owed still, for a while.
+				failed++
+				lastErr = err
+				q.fails++
+				q.next = now.Add(repointSpacing)
+				if q.fails >= maxSendFailures {
+					q.left = 0
+				}
+				continue
+			}
 			if q.first.IsZero() {
 				q.first = now
 			}
@@ -383,6 +398,9 @@ func (r *Repointer) round(v *gossip.View, now time.Time) {
 				r.awaiting = append(r.awaiting, awaited{key: q.key, first: q.first, deadline: now.Add(confirmWait)})
 			}
 		}
+	}
+	if failed > 0 {
+		r.Logger.Warn("re-pointing packets not sent, trying again", "packets", failed, "error", lastErr)
 	}
 	r.queue = slices.DeleteFunc(r.queue, func(q *queued) bool {
 		if q.left == 0 {

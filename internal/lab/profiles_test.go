@@ -1,0 +1,264 @@
+package lab
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// failoverGoal is how long a dead host's clients may wait for a survivor, of
+// every client profile: about 1 s is typical, the rest is room for a busy
+// test machine.
+const failoverGoal = 5 * time.Second
+
+// family is one of the lab's VIPs, with its name and each client's address.
+type family struct {
+	vip  netip.Addr
+	name string
+	addr func(*Client) netip.Addr
+}
+
+var families = []family{
+	{VIP, "web", func(c *Client) netip.Addr { return c.Addr }},
+	{VIP6, "web6", func(c *Client) netip.Addr { return c.Addr6 }},
+}
+
+// failover cuts dead's power while every client connects to both VIPs, and
+// returns how long each of dead's clients waited for a survivor, by VIP and
+// client. It fails the test if a client of a live host failed or moved, or
+// a client of dead's waited longer than failoverGoal.
+func failover(t *testing.T, l *Lab, dead *Host, base map[netip.Addr]map[string]string) map[netip.Addr]map[string]time.Duration {
+	t.Helper()
+	var survivors []string
+	for _, h := range l.Hosts {
+		if h != dead {
+			survivors = append(survivors, h.Name)
+		}
+	}
+	after := ownersOf(l.Clients, survivors...)
+	probes := map[netip.Addr]*Probe{}
+	for _, f := range families {
+		probes[f.vip] = StartProbe(l.Clients, f.vip, 100*time.Millisecond, 200*time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond)
+	lost := time.Now()
+	if err := dead.PowerOff(); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		waitMoved(t, probes[f.vip], l.Clients, base[f.vip], dead.Name, lost, 4*failoverGoal)
+	}
+	took := map[netip.Addr]map[string]time.Duration{}
+	for _, f := range families {
+		took[f.vip] = map[string]time.Duration{}
+		samples := probes[f.vip].Stop()
+		for _, c := range l.Clients {
+			ss := samples[c.Name]
+			if base[f.vip][c.Name] != dead.Name {
+				for _, s := range ss {
+					if s.Err != nil || s.Host != base[f.vip][c.Name] {
+						t.Errorf("client %s of live %s (%s): attempt at %s served by %q, error %v",
+							c.Name, base[f.vip][c.Name], f.vip, s.At.Sub(lost).Round(time.Millisecond), s.Host, s.Err)
+						break
+					}
+				}
+				continue
+			}
+			if last := ss[len(ss)-1]; last.Host != after[f.vip][c.Name] {
+				t.Errorf("client %s of dead %s (%s) now served by %q, its new owner is %s", c.Name, dead.Name, f.vip, last.Host, after[f.vip][c.Name])
+			}
+			s, _ := FirstServedAfter(ss, lost, dead.Name)
+			took[f.vip][c.Name] = s.At.Sub(lost)
+			if took[f.vip][c.Name] > failoverGoal {
+				t.Errorf("client %s of dead %s (%s) served again after %s, want within %s", c.Name, dead.Name, f.vip, took[f.vip][c.Name].Round(time.Millisecond), failoverGoal)
+			}
+		}
+	}
+	return took
+}
+
+// ownersOf returns each client's owner among hosts, for both VIPs.
+func ownersOf(clients []*Client, hosts ...string) map[netip.Addr]map[string]string {
+	m := map[netip.Addr]map[string]string{VIP: {}, VIP6: owners6(clients, hosts...)}
+	for _, c := range clients {
+		m[VIP][c.Name] = owner(hosts, c)
+	}
+	return m
+}
+
+// assignProfiles gives each profile clients of dead in both families (so
+// that every profile is failed over in each), then the rest in turn.
+func assignProfiles(clients []*Client, base map[netip.Addr]map[string]string, dead string) map[string]Profile {
+	got := map[string]Profile{}
+	take := func(p Profile, want func(*Client) bool) {
+		for _, c := range clients {
+			if _, taken := got[c.Name]; !taken && want(c) {
+				got[c.Name] = p
+				return
+			}
+		}
+	}
+	for _, p := range Profiles {
+		both := func(c *Client) bool { return base[VIP][c.Name] == dead && base[VIP6][c.Name] == dead }
+		if take(p, both); !slices.ContainsFunc(clients, func(c *Client) bool { return got[c.Name].Name == p.Name && both(c) }) {
+			take(p, func(c *Client) bool { return base[VIP][c.Name] == dead })
+			take(p, func(c *Client) bool { return base[VIP6][c.Name] == dead })
+		}
+	}
+	i := 0
+	for _, c := range clients {
+		if _, taken := got[c.Name]; !taken {
+			got[c.Name] = Profiles[i%len(Profiles)]
+			i++
+		}
+	}
+	return got
+}
+
+// TestClientProfiles: clients configured in every way the lab knows (some
+// ignore gratuitous ARP or unsolicited advertisements) are all moved within
+// the failover goal when their host loses power, in both families.
+func TestClientProfiles(t *testing.T) {
+	requirePrivileged(t)
+	l := newLab(t, 3, 35, HostConfig{IPv6VIP: true})
+	base := ownersOf(l.Clients, "h1", "h2", "h3")
+	profiles := assignProfiles(l.Clients, base, "h2")
+	for _, c := range l.Clients {
+		if err := c.Apply(profiles[c.Name]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	startAll(t, l.Hosts)
+	for _, f := range families {
+		if diff := diffAssign(base[f.vip], assignmentTo(t, l.Clients, f.vip)); diff != "" {
+			t.Fatalf("%s: clients not served by their owners: %s", f.vip, diff)
+		}
+	}
+
+	took := failover(t, l, l.Hosts[1], base)
+	for _, f := range families {
+		for _, p := range Profiles {
+			var ds []string
+			for _, c := range l.Clients {
+				if d, ok := took[f.vip][c.Name]; ok && profiles[c.Name].Name == p.Name {
+					ds = append(ds, d.Round(time.Millisecond).String())
+				}
+			}
+			if len(ds) == 0 {
+				t.Errorf("%s: no client of profile %s was failed over; the test proves nothing for it", f.vip, p.Name)
+			}
+			t.Logf("%s %-20s failover %s", f.vip, p.Name, strings.Join(ds, " "))
+		}
+	}
+}
+
+func diffAssign(want, got map[string]string) string {
+	var d []string
+	for c, h := range want {
+		if got[c] != h {
+			d = append(d, fmt.Sprintf("%s: %q, want %q", c, got[c], h))
+		}
+	}
+	slices.Sort(d)
+	return strings.Join(d, "; ")
+}
+
+// TestFlapConverges: a host's link goes down for 2 s, long enough for the
+// others to declare it dead and re-point its clients, but not for it to see
+// itself dead. Within 5 s of the link coming back every client's own
+// neighbour table points at the host `arpshare owner` names, in both
+// families; a power loss of another host right after moves its clients in
+// the usual time.
+func TestFlapConverges(t *testing.T) {
+	requirePrivileged(t)
+	l := newLab(t, 3, 20, HostConfig{IPv6VIP: true})
+	startAll(t, l.Hosts)
+	base := ownersOf(l.Clients, "h1", "h2", "h3")
+	for _, f := range families {
+		if diff := diffAssign(base[f.vip], assignmentTo(t, l.Clients, f.vip)); diff != "" {
+			t.Fatalf("%s: clients not served by their owners: %s", f.vip, diff)
+		}
+	}
+	macs := map[string]string{} // MAC -> host
+	for _, h := range l.Hosts {
+		mac, err := h.MAC()
+		if err != nil {
+			t.Fatal(err)
+		}
+		macs[mac] = h.Name
+	}
+	// pointedAt reads, without sending anything, which host each client's
+	// kernel sends the VIP's traffic to.
+	pointedAt := func(f family) map[string]string {
+		m := map[string]string{}
+		for _, c := range l.Clients {
+			mac, _, err := c.Neighbour(f.vip)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m[c.Name] = macs[mac]
+		}
+		return m
+	}
+
+	flapped := l.Hosts[0]
+	if err := flapped.Link("down"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	moved := 0
+	for _, f := range families {
+		for c, h := range pointedAt(f) {
+			if base[f.vip][c] == flapped.Name && h != flapped.Name {
+				moved++
+			}
+		}
+	}
+	if err := flapped.Link("up"); err != nil {
+		t.Fatal(err)
+	}
+	up := time.Now()
+	if moved == 0 {
+		t.Fatalf("no client of %s was re-pointed during its 2 s flap; the test proves nothing", flapped.Name)
+	}
+	t.Logf("%d clients of %s re-pointed to other hosts during the flap", moved, flapped.Name)
+
+	for {
+		var wrong []string
+		for _, f := range families {
+			at := pointedAt(f)
+			for _, c := range l.Clients {
+				want, err := l.Hosts[2].Owner(f.name, f.addr(c))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if at[c.Name] != want {
+					wrong = append(wrong, fmt.Sprintf("%s (%s) at %q, owner %s", c.Name, f.vip, at[c.Name], want))
+				}
+			}
+		}
+		if len(wrong) == 0 {
+			t.Logf("every client pointed at its owner %s after the link came back", time.Since(up).Round(time.Millisecond))
+			break
+		}
+		if time.Since(up) > 5*time.Second {
+			t.Fatalf("5 s after the flap, clients not pointed at their owner: %s", strings.Join(wrong, "; "))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for _, f := range families {
+		if diff := diffAssign(base[f.vip], assignmentTo(t, l.Clients, f.vip)); diff != "" {
+			t.Fatalf("%s after the flap: clients not served by their owners: %s", f.vip, diff)
+		}
+	}
+
+	took := failover(t, l, l.Hosts[1], base)
+	for _, f := range families {
+		for c, d := range took[f.vip] {
+			t.Logf("%s: client %s back after %s", f.vip, c, d.Round(time.Millisecond))
+		}
+	}
+}
