@@ -24,9 +24,8 @@ type NDPConn interface {
 
 var _ NDPConn = (*ndp.Conn)(nil)
 
-// ListenNDP opens an ICMPv6 socket on the named interface, bound to its
-// link-local address, that receives only Neighbor Solicitations and
-// Advertisements, and returns it with the interface's MAC address. The
+// ListenNDP opens an ICMPv6 socket for the named interface that receives
+// only Neighbor Solicitations and Advertisements, and returns it with the interface's MAC address. The
 // kernel keeps answering for the host's own addresses; the VIPs live on lo,
 // so it never answers for them on this interface.
 func ListenNDP(name string) (NDPConn, net.HardwareAddr, error) {
@@ -34,7 +33,13 @@ func ListenNDP(name string) (NDPConn, net.HardwareAddr, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	c, _, err := ndp.Listen(ifi, ndp.LinkLocal)
+	// Bound to no address: a socket bound to the link-local address
+	// receives only messages to it and to the groups it joined, and would
+	// miss the unicast solicitations for a VIP with which clients check
+	// that their entry still works (RFC 4861 7.3.1), and the answers to
+	// re-pointing solicitations, sent to the VIP. Messages from other
+	// interfaces are dropped by interface index (see serve).
+	c, _, err := ndp.Listen(ifi, ndp.Unspecified)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open ICMPv6 socket: %w", err)
 	}
@@ -47,7 +52,7 @@ func ListenNDP(name string) (NDPConn, net.HardwareAddr, error) {
 		return nil, nil, fmt.Errorf("filter ICMPv6: %w", err)
 	}
 	// The hop limit proves a message was not routed (RFC 4861, 7.1.1).
-	if err := c.SetControlMessage(ipv6.FlagHopLimit, true); err != nil {
+	if err := c.SetControlMessage(ipv6.FlagHopLimit|ipv6.FlagInterface, true); err != nil {
 		c.Close()
 		return nil, nil, fmt.Errorf("ICMPv6 hop limit: %w", err)
 	}
@@ -91,9 +96,14 @@ func (l *ndpLink) serve(r *Responder) error {
 		}
 		hops := -1
 		if cm != nil {
+			if l.index != 0 && cm.IfIndex != 0 && cm.IfIndex != l.index {
+				continue // another interface's, for its own responder
+			}
 			hops = cm.HopLimit
 		}
-		out, vip, reply, dst, delay := r.handleNDP(buf[:n], hops, src, l.mac, time.Now())
+		// The socket names the interface as the zone of every source; the
+		// client table and the gossiped wire form key clients without it.
+		out, vip, reply, dst, delay := r.handleNDP(buf[:n], hops, src.WithZone(""), l.mac, time.Now())
 		r.answer(out, vip, delay, reply != nil, func() error { return l.conn.WriteTo(reply, nil, dst) })
 	}
 }
@@ -154,6 +164,15 @@ func (r *Responder) handleNDP(b []byte, hops int, src netip.Addr, mac net.Hardwa
 	switch m := m.(type) {
 	case *ndp.NeighborAdvertisement:
 		other := linkLayer(m.Options, ndp.Target)
+		if !slices.Contains(vips, m.TargetAddress) && other != nil && m.Solicited {
+			// A client's answer to this host's re-pointing solicitation
+			// (sent to the VIP): it confirms the client is there.
+			for _, vip := range vips {
+				if _, known := r.cfg.Table.Get(vip, m.TargetAddress); known {
+					r.cfg.Table.Learn(vip, m.TargetAddress, other, now)
+				}
+			}
+		}
 		if !slices.Contains(vips, m.TargetAddress) || other == nil || bytes.Equal(other, mac) {
 			return Reply, none, nil, none, 0
 		}

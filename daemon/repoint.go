@@ -44,11 +44,11 @@ const (
 	// pulls back clients their new owner has just taken.
 	settleDelay = 2 * time.Second
 	// When this host refutes a suspicion or its own death, others may have
-	// re-pointed its clients while its view did not change: it re-asserts
-	// every client it owns, twice, once the refutation has had the time to
-	// reach them (a few gossip intervals), so that they no longer answer
-	// those clients themselves.
-	refuteDelay    = 500 * time.Millisecond
+	// re-pointed its clients while its view did not change: it settles
+	// every VIP as after a view change, twice per client. Not at once: the
+	// views of the hosts involved are stale until the refutation has
+	// spread, and a host that re-asserts on a view in which a live host is
+	// still dead claims that host's clients.
 	reassertRounds = 2
 	expireEvery    = time.Minute // how often stale clients are forgotten
 	// A packet that cannot be sent (the interface is down or being
@@ -83,7 +83,7 @@ type RepointStatus struct {
 	Packets int `json:"packets"` // packets still to send
 	// Remaining is how long the round will take at that rate.
 	Remaining time.Duration `json:"remaining"`
-	// Confirmed and Unanswered count, since start, the IPv4 clients that
+	// Confirmed and Unanswered count, since start, the clients that
 	// answered their re-pointing request and those that did not.
 	Confirmed  uint64 `json:"confirmed"`
 	Unanswered uint64 `json:"unanswered"`
@@ -112,12 +112,14 @@ type Repointer struct {
 	awaiting []awaited // in deadline order
 	announce map[netip.Addr]announcement
 	// VIPs whose eligible hosts changed, and when to settle them.
-	unsettled  map[netip.Addr]bool
-	settleAt   time.Time
-	reassertAt time.Time // after a refutation; zero: none due
-	tokens     float64
-	lastTick   time.Time
-	heartbeat  *atomic.Int64 // Unix ns of the last loop turn
+	unsettled map[netip.Addr]bool
+	settleAt  time.Time
+	// Packets per client at the next settle: 1, or reassertRounds after
+	// a refutation.
+	settleRounds int
+	tokens       float64
+	lastTick     time.Time
+	heartbeat    *atomic.Int64 // Unix ns of the last loop turn
 
 	status *lockedStatus
 }
@@ -199,9 +201,7 @@ func (r *Repointer) Run(ctx context.Context) error {
 			r.plan(v, r.Table.Clients(), time.Now())
 			r.round(v, time.Now())
 		case <-r.refuted:
-			if r.reassertAt.IsZero() {
-				r.reassertAt = time.Now().Add(refuteDelay)
-			}
+			r.refute(time.Now())
 		case now := <-tick.C:
 			r.round(r.View(), now)
 		case now := <-reassert:
@@ -327,10 +327,6 @@ func (r *Repointer) round(v *gossip.View, now time.Time) {
 	if len(r.unsettled) > 0 && !now.Before(r.settleAt) {
 		r.settle(v, now)
 	}
-	if !r.reassertAt.IsZero() && !now.Before(r.reassertAt) {
-		r.reassertAt = time.Time{}
-		r.reassert(v, "this host refuted a suspicion or its death", reassertRounds, now)
-	}
 	for vip, a := range r.announce {
 		switch {
 		case !v.Answers(vip, gossip.ModeSingle, netip.Addr{}):
@@ -394,7 +390,7 @@ func (r *Repointer) round(v *gossip.View, now time.Time) {
 			}
 			q.left--
 			q.next = now.Add(repointSpacing)
-			if q.left == 0 && q.key.ip.Is4() {
+			if q.left == 0 {
 				r.awaiting = append(r.awaiting, awaited{key: q.key, first: q.first, deadline: now.Add(confirmWait)})
 			}
 		}
@@ -423,12 +419,10 @@ func (r *Repointer) round(v *gossip.View, now time.Time) {
 }
 
 // answered reports whether client c was heard since first, when its first
-// packet went out: an IPv4 client answers the request, and the responder
-// learns the answer. (The answer to a solicitation from the VIP goes to the
-// VIP, which the NDP socket, bound to the link-local address, does not
-// receive; IPv6 clients get all their packets.)
+// packet went out: a client answers the request (or solicitation), and the
+// responder learns the answer.
 func (r *Repointer) answered(c arp.Client, first time.Time) bool {
-	return c.IP.Is4() && !first.IsZero() && !c.LastSeen.Before(first)
+	return !first.IsZero() && !c.LastSeen.Before(first)
 }
 
 // confirm counts the awaited clients whose time is up, as answered or not.
@@ -460,12 +454,30 @@ func (r *Repointer) count(f func(*RepointStatus)) {
 	f(&r.status.s)
 }
 
+// refute settles every VIP, after settleDelay from now (or from the last
+// view change after now), with reassertRounds packets per client.
+func (r *Repointer) refute(now time.Time) {
+	r.Logger.Info("this host refuted a suspicion or its death: others may have taken its clients; re-asserting them once the views agree")
+	for _, vip := range r.VIPs() {
+		r.unsettled[vip] = true
+	}
+	r.settleAt = later(r.settleAt, now.Add(settleDelay))
+	r.settleRounds = reassertRounds
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
 // settle re-points, once, every client of the unsettled VIPs that this host
 // owns, and announces the single-mode ones it holds.
 func (r *Repointer) settle(v *gossip.View, now time.Time) {
 	n := 0
 	for _, c := range r.Table.Clients() {
-		if r.unsettled[c.VIP] && r.Mode(c.VIP) == gossip.ModeHash && r.claims(v, c.VIP, c.IP) && r.enqueue(c, 1, now) {
+		if r.unsettled[c.VIP] && r.Mode(c.VIP) != gossip.ModeRace && r.claims(v, c.VIP, c.IP) && r.enqueue(c, max(1, r.settleRounds), now) {
 			n++
 		}
 	}
@@ -479,6 +491,7 @@ func (r *Repointer) settle(v *gossip.View, now time.Time) {
 		r.Logger.Debug("cluster settled: re-pointing this host's clients once more", "clients", n)
 	}
 	clear(r.unsettled)
+	r.settleRounds = 0
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {

@@ -69,6 +69,7 @@ type Cluster struct {
 	view     *View
 	live     map[string]Member    // as memberlist last reported them
 	departed map[string]Member    // dead or left, as last reported
+	diedAt   map[string]time.Time // when each departed member was reported
 	joinErr  map[string]string    // last join error by peer
 	heard    map[string]time.Time // last probe ack, by member
 	changeAt time.Time            // when the view last changed
@@ -114,6 +115,7 @@ func NewCluster(cfg ClusterConfig) *Cluster {
 		view:     NewView(cfg.Name, nil, cfg.Expect),
 		live:     map[string]Member{},
 		departed: map[string]Member{},
+		diedAt:   map[string]time.Time{},
 		joinErr:  map[string]string{},
 		heard:    map[string]time.Time{},
 	}
@@ -183,6 +185,8 @@ func (c *Cluster) Run(ctx context.Context) error {
 	defer poll.Stop()
 	rejoin := time.NewTicker(c.cfg.RejoinInterval)
 	defer rejoin.Stop()
+	recheck := time.NewTicker(recheckEvery * c.cfg.ProbeInterval)
+	defer recheck.Stop()
 	// A join waits for TCP to unreachable peers, and an update for its
 	// broadcast: never in this loop.
 	var joining, resync sync.WaitGroup
@@ -222,8 +226,48 @@ func (c *Cluster) Run(ctx context.Context) error {
 				})
 			default: // the last join is still running
 			}
+		case <-recheck.C:
+			select {
+			case <-joined:
+				joining.Go(func() {
+					c.recheckDead()
+					joined <- struct{}{}
+				})
+			default:
+			}
 		}
 	}
+}
+
+// A member declared dead is contacted again every recheckEvery probe
+// intervals for recheckFor. A host that was cut off briefly (a link flap)
+// never hears that it was declared dead: the death was gossiped while it
+// could not hear, and peers no longer probe it. It keeps answering its
+// clients, which the others re-pointed to themselves, and nobody tells it.
+// A push-pull with it (a join) shows it its death, it refutes at once, and
+// each side re-asserts its clients (daemon.Repointer); without this, the
+// next periodic re-join, up to RejoinInterval later, does it.
+const (
+	recheckEvery = 2
+	recheckFor   = time.Minute
+)
+
+// recheckDead joins the members that died less than recheckFor ago.
+func (c *Cluster) recheckDead() {
+	c.mu.Lock()
+	var addrs []string
+	for name, m := range c.departed {
+		if time.Since(c.diedAt[name]) < recheckFor {
+			addrs = append(addrs, m.Addr.String())
+		}
+	}
+	c.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, a := range addrs {
+		// A dead host does not answer: that is expected, and not logged.
+		wg.Go(func() { c.ml.Join([]string{a}) })
+	}
+	wg.Wait()
 }
 
 // join contacts every configured peer that is not a live member.
@@ -423,6 +467,7 @@ func (e events) NotifyJoin(n *memberlist.Node) {
 	e.c.mu.Lock()
 	e.c.live[n.Name] = m
 	delete(e.c.departed, n.Name)
+	delete(e.c.diedAt, n.Name)
 	e.c.mu.Unlock()
 	e.c.signal()
 }
@@ -435,6 +480,7 @@ func (e events) NotifyLeave(n *memberlist.Node) {
 	e.c.mu.Lock()
 	delete(e.c.live, n.Name)
 	e.c.departed[n.Name] = m
+	e.c.diedAt[n.Name] = time.Now()
 	e.c.mu.Unlock()
 	e.c.signal()
 }

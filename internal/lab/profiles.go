@@ -59,23 +59,38 @@ func (c *Client) Apply(p Profile) error {
 	return nil
 }
 
-// Neighbour returns the MAC the client's kernel has for addr on eth0 and
-// the entry's state ("" and "" when it has none), without sending anything.
-func (c *Client) Neighbour(addr netip.Addr) (mac, state string, err error) {
-	out, err := ipOut("-n", c.NS, "neigh", "show", "to", addr.String(), "dev", "eth0")
+// Neighbour is one entry of a client's neighbour table.
+type Neighbour struct {
+	MAC   string // "" while it has none (FAILED, INCOMPLETE)
+	State string
+}
+
+// Neighbours returns the client's neighbour table on eth0, both families, by
+// address, without sending anything.
+func (c *Client) Neighbours() (map[netip.Addr]Neighbour, error) {
+	out, err := ipOut("-n", c.NS, "neigh", "show", "dev", "eth0")
 	if err != nil {
-		return "", "", err
+		return nil, err
 	}
-	f := strings.Fields(out)
-	for i := range f {
-		if f[i] == "lladdr" && i+1 < len(f) {
-			mac = f[i+1]
+	m := map[netip.Addr]Neighbour{}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
 		}
+		a, err := netip.ParseAddr(f[0])
+		if err != nil {
+			continue
+		}
+		n := Neighbour{State: f[len(f)-1]}
+		for i := range f {
+			if f[i] == "lladdr" && i+1 < len(f) {
+				n.MAC = f[i+1]
+			}
+		}
+		m[a] = n
 	}
-	if len(f) > 0 {
-		state = f[len(f)-1]
-	}
-	return mac, state, nil
+	return m, nil
 }
 
 // MAC returns the MAC of the host's eth0.
