@@ -24,6 +24,8 @@ const (
 	MetricARPReplies     = "arpshare_arp_replies_sent_total"
 	MetricConflicts      = "arpshare_arp_conflicts_total"
 	MetricRepoints       = "arpshare_repoint_packets_sent_total"
+	MetricRepointClients = "arpshare_repoint_clients_total"
+	MetricRepointBacklog = "arpshare_repoint_backlog_seconds"
 	MetricClientsKnown   = "arpshare_clients_known"
 	MetricClientsOwned   = "arpshare_clients_owned"
 	MetricMembers        = "arpshare_gossip_members"
@@ -47,8 +49,13 @@ var (
 	descConflicts = prometheus.NewDesc(MetricConflicts,
 		"ARP frames from a machine outside the cluster that claims a VIP.", []string{"vip"}, nil)
 	descRepoints = prometheus.NewDesc(MetricRepoints,
-		"Gratuitous ARP sent to move clients to this host: unicast to one client, or broadcast for a single-mode VIP.",
+		"Packets sent to move clients to this host: unicast, a request addressed to one client (ARP) or a solicitation (NDP); broadcast, a gratuitous ARP or unsolicited advertisement for a single-mode VIP.",
 		[]string{"vip", "kind"}, nil)
+	descRepointClients = prometheus.NewDesc(MetricRepointClients,
+		"Clients re-pointed, by result: answered (the client answered a re-pointing request) or unanswered (not within a second of its last one).",
+		[]string{"result"}, nil)
+	descRepointBacklog = prometheus.NewDesc(MetricRepointBacklog,
+		"How long the re-pointing round in progress will take at node.repoint_rate; 0 when idle.", nil, nil)
 	descKnown = prometheus.NewDesc(MetricClientsKnown,
 		"Clients of the VIP in this host's client table.", []string{"vip"}, nil)
 	descOwned = prometheus.NewDesc(MetricClientsOwned,
@@ -78,7 +85,7 @@ type collector struct{ d *Daemon }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descReplies, descConflicts, descRepoints, descKnown, descOwned,
-		descMembers, descHealth, descQuorum, descLastChange, descEligible, descHealthy, descIfaceUp, descBuild} {
+		descRepointClients, descRepointBacklog, descMembers, descHealth, descQuorum, descLastChange, descEligible, descHealthy, descIfaceUp, descBuild} {
 		ch <- d
 	}
 }
@@ -127,6 +134,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	for iface, ok := range up {
 		gauge(descIfaceUp, bool01(ok), iface)
 	}
+	rs := d.repointer.Status()
+	counter(descRepointClients, rs.Confirmed, "answered")
+	counter(descRepointClients, rs.Unanswered, "unanswered")
+	gauge(descRepointBacklog, rs.Remaining.Seconds())
 
 	v := d.cluster.View()
 	known, owned := map[string]int{}, map[string]int{}

@@ -133,7 +133,7 @@ func TestRepointerSingleAndRace(t *testing.T) {
 		owner := after.Owner(testVIP, gossip.ModeSingle, netip.Addr{})
 		want, wantUnicast := 0, 0
 		if self == owner {
-			want = announceCount + 1 // and once more when the cluster settles
+			want = announceCount + 1                        // and once more when the cluster settles
 			wantUnicast = (repointRounds + 1) * table.Len() // once more at the settle
 		}
 		if len(broadcasts) != want || unicast != wantUnicast {

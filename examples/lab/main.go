@@ -5,8 +5,10 @@
 //	go run ./examples/lab
 //
 // With -bench it measures failover instead: over several power losses, the
-// time until each of the dead host's clients is served again, written to
-// docs/benchmarks.md.
+// time until each of the dead host's clients is served again, with the
+// clients set up in each of the lab's profiles (lab.Profiles: default Linux,
+// clients that drop gratuitous ARP or unsolicited advertisements, ...),
+// written to docs/benchmarks.md.
 package main
 
 import (
@@ -32,8 +34,14 @@ func main() {
 	runs := flag.Int("runs", 5, "power losses to measure with -bench")
 	out := flag.String("out", "docs/benchmarks.md", "where -bench writes its results")
 	hosts := flag.Int("hosts", 3, "hosts")
-	clients := flag.Int("clients", 20, "clients")
+	clients := flag.Int("clients", 0, "clients (default 20, and 35 with -bench: 5 per client profile)")
 	flag.Parse()
+	if *clients == 0 {
+		*clients = 20
+		if *bench {
+			*clients = 5 * len(lab.Profiles)
+		}
+	}
 	if err := run(*bench, *runs, *out, *hosts, *clients); err != nil {
 		fmt.Fprintln(os.Stderr, "lab:", err)
 		os.Exit(1)
@@ -74,6 +82,11 @@ func run(bench bool, runs int, out string, hosts, clients int) error {
 		return err
 	}
 	if bench {
+		for i, c := range l.Clients {
+			if err := c.Apply(lab.Profiles[i%len(lab.Profiles)]); err != nil {
+				return err
+			}
+		}
 		return measure(l, runs, out)
 	}
 	return demo(l)
@@ -190,39 +203,66 @@ func demo(l *lab.Lab) error {
 // measure powers off a host runs times for each address family, records
 // how long each of its clients went without service, and writes the results.
 func measure(l *lab.Lab, runs int, out string) error {
+	profile := map[string]string{}
+	for i, c := range l.Clients {
+		profile[c.Name] = lab.Profiles[i%len(lab.Profiles)].Name
+	}
 	var sections []string
 	for _, fam := range []struct {
 		name string
 		vip  netip.Addr
 		how  string
 	}{
-		{"IPv4", lab.VIP, "gratuitous ARP"},
-		{"IPv6", lab.VIP6, "unsolicited Neighbor Advertisement"},
+		{"IPv4", lab.VIP, "ARP request addressed to the client from the VIP"},
+		{"IPv6", lab.VIP6, "Neighbor Solicitation addressed to the client from the VIP"},
 	} {
-		lines, all, err := failovers(l, runs, fam.vip)
+		lines, all, byProfile, err := failovers(l, runs, fam.vip, profile)
 		if err != nil {
 			return fmt.Errorf("%s: %w", fam.name, err)
 		}
 		say("%s, all runs: %d failovers, median %s, worst %s", fam.name, len(all), ms(median(all)), ms(all[len(all)-1]))
+		var perProfile []string
+		for _, p := range lab.Profiles {
+			ds := byProfile[p.Name]
+			if len(ds) == 0 {
+				perProfile = append(perProfile, fmt.Sprintf("| %s | 0 | - | - |", p.Name))
+				continue
+			}
+			slices.Sort(ds)
+			perProfile = append(perProfile, fmt.Sprintf("| %s | %d | %s | %s |", p.Name, len(ds), ms(median(ds)), ms(ds[len(ds)-1])))
+			say("%s, clients %s: %d failovers, median %s, worst %s", fam.name, p.Name, len(ds), ms(median(ds)), ms(ds[len(ds)-1]))
+		}
 		sections = append(sections, fmt.Sprintf(`## Failover after a power loss (%s)
 
-VIP %s, re-pointed by unicast %s.
+VIP %s, re-pointed by an %s.
 
 | run | host lost | its clients | median | worst |
 |---|---|---|---|---|
 %s
 
 **All runs: %d client failovers, median %s, worst %s.**
-`, fam.name, fam.vip, fam.how, strings.Join(lines, "\n"), len(all), ms(median(all)), ms(all[len(all)-1])))
+
+By client profile (see docs/limitations.md for what each one changes):
+
+| client profile | failovers | median | worst |
+|---|---|---|---|
+%s
+`, fam.name, fam.vip, fam.how, strings.Join(lines, "\n"), len(all), ms(median(all)), ms(all[len(all)-1]), strings.Join(perProfile, "\n")))
+	}
+	var names []string
+	for _, p := range lab.Profiles {
+		names = append(names, p.Name)
 	}
 	doc := fmt.Sprintf(`# Benchmarks
 
 Written by `+"`go run ./examples/lab -bench -runs %d`"+` on %s (%s, %d CPUs shown by nproc).
 Lab: %d hosts, %d dual-stack clients, default gossip timings (probe 200ms,
-timeout 100ms, suspicion x3, gossip 100ms). Each run cuts one host's link and
+timeout 100ms, suspicion x3, gossip 100ms). The clients take the lab's
+client profiles in turn (%s). Each run cuts one host's link and
 SIGKILLs its daemon; each of its clients connects to the VIP every 10 ms
 (50 ms timeout), and the time is from the power loss to the client's first
-connection served by a surviving host. The target is a median under 1.5 s.
+connection served by a surviving host. The target is a median under 1.5 s,
+for every client profile.
 
 %s
 Most of the time is memberlist declaring the host dead (one probe interval
@@ -230,7 +270,7 @@ to notice, the probe timeout, then suspicion_mult probe intervals of
 suspicion); the re-pointing packets go out as soon as the view changes.
 Lower the gossip timings for faster failover at the cost of more false
 suspicions on a busy network.
-`, runs, time.Now().UTC().Format("2006-01-02"), cpuModel(), nproc(), len(l.Hosts), len(l.Clients), strings.Join(sections, "\n"))
+`, runs, time.Now().UTC().Format("2006-01-02"), cpuModel(), nproc(), len(l.Hosts), len(l.Clients), strings.Join(names, ", "), strings.Join(sections, "\n"))
 	if err := os.WriteFile(out, []byte(doc), 0o644); err != nil {
 		return err
 	}
@@ -238,8 +278,10 @@ suspicions on a busy network.
 	return nil
 }
 
-// failovers runs the power losses for one VIP.
-func failovers(l *lab.Lab, runs int, vip netip.Addr) (lines []string, all []time.Duration, err error) {
+// failovers runs the power losses for one VIP; it returns a table line per
+// run, every failover time, and the times by client profile.
+func failovers(l *lab.Lab, runs int, vip netip.Addr, profile map[string]string) (lines []string, all []time.Duration, byProfile map[string][]time.Duration, err error) {
+	byProfile = map[string][]time.Duration{}
 	for r := range runs {
 		base := serveVIP(l, vip)
 		dead := l.Hosts[r%len(l.Hosts)]
@@ -256,7 +298,7 @@ func failovers(l *lab.Lab, runs int, vip netip.Addr) (lines []string, all []time
 		time.Sleep(300 * time.Millisecond)
 		lost := time.Now()
 		if err := dead.PowerOff(); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		time.Sleep(5 * time.Second)
 		samples := probe.Stop()
@@ -264,9 +306,10 @@ func failovers(l *lab.Lab, runs int, vip netip.Addr) (lines []string, all []time
 		for _, c := range theirs {
 			s, ok := lab.FirstServedAfter(samples[c.Name], lost, dead.Name)
 			if !ok {
-				return nil, nil, fmt.Errorf("run %d: client %s of %s not served within 5s", r+1, c.Name, dead.Name)
+				return nil, nil, nil, fmt.Errorf("run %d: client %s (%s) of %s not served within 5s", r+1, c.Name, profile[c.Name], dead.Name)
 			}
 			ds = append(ds, s.At.Sub(lost))
+			byProfile[profile[c.Name]] = append(byProfile[profile[c.Name]], s.At.Sub(lost))
 		}
 		slices.Sort(ds)
 		all = append(all, ds...)
@@ -274,21 +317,21 @@ func failovers(l *lab.Lab, runs int, vip netip.Addr) (lines []string, all []time
 		say("run %d (%s): %s lost power; %d clients back after median %s, worst %s", r+1, vip, dead.Name, len(ds), ms(median(ds)), ms(ds[len(ds)-1]))
 
 		if err := dead.PowerOn(); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		if err := dead.Start(); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		if err := waitMembers(l.Hosts, len(l.Hosts)); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		time.Sleep(2 * time.Second)
 	}
 	if len(all) == 0 {
-		return nil, nil, fmt.Errorf("no run had clients to move")
+		return nil, nil, nil, fmt.Errorf("no run had clients to move")
 	}
 	slices.Sort(all)
-	return lines, all, nil
+	return lines, all, byProfile, nil
 }
 
 func median(ds []time.Duration) time.Duration { return ds[len(ds)/2] }
