@@ -303,3 +303,54 @@ func TestRepointerRefuted(t *testing.T) {
 		}
 	}
 }
+
+// TestRepointerPeriodic: every Reassert, each client this host owns gets one
+// packet, though nothing changed.
+func TestRepointerPeriodic(t *testing.T) {
+	t.Parallel()
+	table := arp.NewClientTable(1000, time.Hour)
+	for i := range 30 {
+		table.Learn(testVIP, netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}), net.HardwareAddr{2, 0, 0, 0, 1, byte(i)}, time.Unix(500, 0))
+	}
+	all := view("h1", "h1", "h2")
+	var mu sync.Mutex
+	sent := map[netip.Addr]int{}
+	r := NewRepointer(Repointer{
+		Table: table, Mode: func(netip.Addr) gossip.Mode { return gossip.ModeHash },
+		VIPs: func() []netip.Addr { return []netip.Addr{testVIP} },
+		View: func() *gossip.View { return all },
+		Send: func(_ netip.Addr, c arp.Client) error {
+			mu.Lock()
+			defer mu.Unlock()
+			sent[c.IP]++
+			return nil
+		},
+		Logger: quietLog(), Reassert: 300 * time.Millisecond,
+	})
+	r.last = all
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- r.Run(ctx) }()
+	time.Sleep(1500 * time.Millisecond) // four or five rounds
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	owned := 0
+	for _, c := range table.Clients() {
+		n := sent[c.IP]
+		if !all.Answers(testVIP, gossip.ModeHash, c.IP) {
+			if n != 0 {
+				t.Errorf("client %s of h2 got %d packets", c.IP, n)
+			}
+			continue
+		}
+		owned++
+		if n < 2 {
+			t.Errorf("client %s got %d packets in 1.5 s, re-asserted every 300 ms", c.IP, n)
+		}
+	}
+	if owned == 0 {
+		t.Fatal("h1 owns no client; the test proves nothing")
+	}
+}
