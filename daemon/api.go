@@ -25,10 +25,14 @@ type Status struct {
 	Draining bool   `json:"draining"`
 	// Quorum is false while this host sees fewer than a majority of
 	// Expect hosts (0: not set), and then it answers nobody.
-	Quorum  bool            `json:"quorum"`
-	Expect  int             `json:"expect,omitempty"`
-	Members []gossip.Member `json:"members"`
-	VIPs    []VIPStatus     `json:"vips"`
+	Quorum bool `json:"quorum"`
+	Expect int  `json:"expect,omitempty"`
+	// Join is member, alone or rejected (see gossip.View.JoinState);
+	// JoinCause says why peers refuse this host, and what to do.
+	Join      string          `json:"join"`
+	JoinCause string          `json:"join_cause,omitempty"`
+	Members   []gossip.Member `json:"members"`
+	VIPs      []VIPStatus     `json:"vips"`
 	// Repointing is the re-pointing round in progress, at node.repoint_rate.
 	Repointing RepointStatus `json:"repointing"`
 }

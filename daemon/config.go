@@ -410,7 +410,11 @@ func (c *checker) check(raw *rawConfig) *Config {
 			c.errAt(c.line("gossip", 0, "expect"), "gossip.expect %d: must be at least 1", *g.Expect)
 		}
 	} else {
-		cfg.Warnings = append(cfg.Warnings, "gossip.expect is not set: if the gossip network splits while clients still reach both sides, hosts on both sides answer the same clients")
+		cfg.Warnings = append(cfg.Warnings, "gossip.expect is not set: if the gossip network splits while clients still reach both sides, hosts on both sides answer the same clients; "+
+			"a host whose peers do not answer at all (down, or a firewall dropping the gossip port) answers every client alone")
+	}
+	if !slices.ContainsFunc(cfg.Gossip.Peers, func(p netip.AddrPort) bool { return p != cfg.Gossip.Bind }) {
+		cfg.Warnings = append(cfg.Warnings, "gossip.peers names no host but this one: it joins nobody and answers every client of its VIPs alone; list the cluster's hosts in peers")
 	}
 
 	// [[vip]]

@@ -77,8 +77,12 @@ interface = "eth0"
 	if cfg, err := ParseConfig("/x/b.toml", []byte("[gossip]\nbind = \"198.18.0.11\"\ninsecure = true\n[[vip]]\nname = \"v6\"\naddress = \"fd00::200\"\ninterface = \"eth0\"\n")); err != nil || !cfg.VIPs[0].Address.Is6() {
 		t.Errorf("IPv6 VIP: %v", err)
 	}
-	if len(cfg.Warnings) != 1 || !strings.Contains(cfg.Warnings[0], "gossip.expect is not set") {
-		t.Errorf("warnings = %q, want one about gossip.expect", cfg.Warnings)
+	if len(cfg.Warnings) != 2 || !strings.Contains(cfg.Warnings[0], "gossip.expect is not set") || !strings.Contains(cfg.Warnings[1], "gossip.peers names no host but this one") {
+		t.Errorf("warnings = %q, want one about gossip.expect and one about gossip.peers", cfg.Warnings)
+	}
+	withPeers, err := ParseConfig("/x/c.toml", []byte("[gossip]\nbind = \"198.18.0.11\"\npeers = [\"198.18.0.11\", \"198.18.0.12\"]\nexpect = 2\ninsecure = true\n[[vip]]\nname = \"web\"\naddress = \"198.18.0.200\"\ninterface = \"eth0\"\n"))
+	if err != nil || len(withPeers.Warnings) != 0 {
+		t.Errorf("a config with peers and expect: %v, warnings %q", err, withPeers.Warnings)
 	}
 	host, _ := os.Hostname()
 	if cfg.Node.Name != host || cfg.Gossip.Cluster != "arpshare" || cfg.API.Socket != DefaultSocket ||

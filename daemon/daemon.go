@@ -114,7 +114,7 @@ func New(cfg *Config, log *slog.Logger, version string) *Daemon {
 	})
 	d.cluster = gossip.NewCluster(gossip.ClusterConfig{
 		Name: cfg.Node.Name, Bind: cfg.Gossip.Bind, Peers: cfg.Gossip.Peers,
-		Keys: cfg.Gossip.Keys, Label: cfg.Gossip.Cluster,
+		Keys: cfg.Gossip.Keys, KeyFile: cfg.Gossip.KeyFile, Label: cfg.Gossip.Cluster,
 		ProbeInterval: cfg.Gossip.ProbeInterval, ProbeTimeout: cfg.Gossip.ProbeTimeout,
 		SuspicionMult: cfg.Gossip.SuspicionMult, GossipInterval: cfg.Gossip.GossipInterval,
 		Expect:   cfg.Gossip.Expect,
@@ -461,7 +461,8 @@ func (d *Daemon) Status() Status {
 	d.mu.Lock()
 	s := Status{
 		Node: d.cfg.Node.Name, Version: d.version, Draining: d.drained || d.stopping, Members: v.Members,
-		Quorum: v.Quorum(), Expect: v.Expect, Repointing: d.repointer.Status(),
+		Quorum: v.Quorum(), Expect: v.Expect, Join: v.JoinState(), JoinCause: v.Rejected,
+		Repointing: d.repointer.Status(),
 	}
 	healthy := maps.Clone(d.healthy)
 	cfg := d.cfg

@@ -31,6 +31,7 @@ const (
 	MetricMembers        = "arpshare_gossip_members"
 	MetricHealthScore    = "arpshare_gossip_health_score"
 	MetricQuorum         = "arpshare_gossip_quorum"
+	MetricJoinState      = "arpshare_gossip_join_state"
 	MetricLastViewChange = "arpshare_gossip_last_view_change_timestamp_seconds"
 	MetricVIPEligible    = "arpshare_vip_eligible"
 	MetricVIPHealthy     = "arpshare_vip_healthy"
@@ -67,6 +68,9 @@ var (
 		"memberlist's awareness score of this host: 0 is healthy, higher means its own probes are failing.", nil, nil)
 	descQuorum = prometheus.NewDesc(MetricQuorum,
 		"1 while this host sees a majority of gossip.expect hosts (always 1 when it is not set), else 0 and it answers nobody.", nil, nil)
+	descJoin = prometheus.NewDesc(MetricJoinState,
+		"1 for this host's join state, 0 for the others: member (in the cluster with live peers), alone (no peer answers at all) or rejected (peers answer but refuse it: it answers nobody).",
+		[]string{"state"}, nil)
 	descLastChange = prometheus.NewDesc(MetricLastViewChange,
 		"When this host's view of the cluster last changed, in seconds since the epoch.", nil, nil)
 	descEligible = prometheus.NewDesc(MetricVIPEligible,
@@ -85,7 +89,7 @@ type collector struct{ d *Daemon }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descReplies, descConflicts, descRepoints, descKnown, descOwned,
-		descRepointClients, descRepointBacklog, descMembers, descHealth, descQuorum, descLastChange, descEligible, descHealthy, descIfaceUp, descBuild} {
+		descRepointClients, descRepointBacklog, descMembers, descHealth, descQuorum, descJoin, descLastChange, descEligible, descHealthy, descIfaceUp, descBuild} {
 		ch <- d
 	}
 }
@@ -168,6 +172,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descHealth, float64(d.cluster.HealthScore()))
 	gauge(descQuorum, bool01(v.Quorum()))
+	for _, s := range []string{gossip.JoinMember, gossip.JoinAlone, gossip.JoinRejected} {
+		gauge(descJoin, bool01(v.JoinState() == s), s)
+	}
 	if t := d.cluster.LastChange(); !t.IsZero() {
 		gauge(descLastChange, float64(t.UnixNano())/1e9)
 	}

@@ -224,7 +224,7 @@ func (r *Repointer) Run(ctx context.Context) error {
 func (r *Repointer) claims(v *gossip.View, vip, c netip.Addr) bool {
 	mode := r.Mode(vip)
 	if mode == gossip.ModeRace {
-		return v.Quorum() && v.Owner(vip, mode, c) == v.Self
+		return v.Serving() && v.Owner(vip, mode, c) == v.Self
 	}
 	return v.Answers(vip, mode, c)
 }

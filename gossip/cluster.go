@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"maps"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -22,6 +24,7 @@ type ClusterConfig struct {
 	Bind           netip.AddrPort
 	Peers          []netip.AddrPort
 	Keys           [][]byte // AES keys, the first one in use; none: unencrypted
+	KeyFile        string   // where Keys came from, to name it in errors
 	Label          string
 	ProbeInterval  time.Duration
 	ProbeTimeout   time.Duration
@@ -71,8 +74,22 @@ type Cluster struct {
 	departed map[string]Member    // dead or left, as last reported
 	diedAt   map[string]time.Time // when each departed member was reported
 	joinErr  map[string]string    // last join error by peer
+	refused  map[string]string    // why each peer that answered refused this host
 	heard    map[string]time.Time // last probe ack, by member
 	changeAt time.Time            // when the view last changed
+	// A member memberlist reports dead stays alive in the view until this
+	// time while the report is in doubt (see doubt).
+	hold     map[string]time.Time
+	toVerify []string // held, and not yet pinged
+	// Another host claimed this host's name; see rejection.
+	conflictAt   time.Time
+	conflictWith string
+	// Until then, this host does not trust its own verdicts on others: its
+	// timers ran late, or memberlist's health score says its probes fail
+	// because of itself.
+	doubtUntil time.Time
+
+	probedAt atomic.Int64 // Unix ns of the last probe of this host by a peer
 
 	heartbeat atomic.Int64 // Unix ns of the last loop turn
 	updating  sync.Mutex   // one metadata update at a time
@@ -117,7 +134,9 @@ func NewCluster(cfg ClusterConfig) *Cluster {
 		departed: map[string]Member{},
 		diedAt:   map[string]time.Time{},
 		joinErr:  map[string]string{},
+		refused:  map[string]string{},
 		heard:    map[string]time.Time{},
+		hold:     map[string]time.Time{},
 	}
 }
 
@@ -158,6 +177,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 	mc.Delegate = delegate{c}
 	mc.Events = events{c}
 	mc.Ping = pings{c}
+	mc.Conflict = conflicts{c}
 	mc.Logger = log.New(logWriter{l: c.cfg.Logger, refuted: c.cfg.OnRefute}, "", 0)
 
 	ml, err := memberlist.Create(mc)
@@ -183,6 +203,8 @@ func (c *Cluster) Run(ctx context.Context) error {
 	// look at the members every probe interval as well.
 	poll := time.NewTicker(c.cfg.ProbeInterval)
 	defer poll.Stop()
+	var verifying sync.WaitGroup
+	defer verifying.Wait()
 	rejoin := time.NewTicker(c.cfg.RejoinInterval)
 	defer rejoin.Stop()
 	recheck := time.NewTicker(recheckEvery * c.cfg.ProbeInterval)
@@ -196,15 +218,22 @@ func (c *Cluster) Run(ctx context.Context) error {
 	resyncing <- struct{}{}
 	joined := make(chan struct{}, 1)
 	joined <- struct{}{}
+	rechecking := make(chan struct{}, 1)
+	rechecking <- struct{}{}
 	for {
 		c.heartbeat.Store(time.Now().UnixNano())
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-c.changed:
-			c.rebuild()
-		case <-poll.C:
-			c.rebuild()
+			for _, name := range c.rebuild() {
+				verifying.Go(func() { c.verify(ctx, name) })
+			}
+		case tick := <-poll.C:
+			c.checkSelf(time.Since(tick))
+			for _, name := range c.rebuild() {
+				verifying.Go(func() { c.verify(ctx, name) })
+			}
 			if c.left.Load() || !c.unsent.Load() && !c.metaStale() {
 				continue
 			}
@@ -228,10 +257,10 @@ func (c *Cluster) Run(ctx context.Context) error {
 			}
 		case <-recheck.C:
 			select {
-			case <-joined:
+			case <-rechecking: // its own token: it must not hold up join
 				joining.Go(func() {
 					c.recheckDead()
-					joined <- struct{}{}
+					rechecking <- struct{}{}
 				})
 			default:
 			}
@@ -278,9 +307,12 @@ func (c *Cluster) join() {
 			live[m.Addr] = true
 		}
 	}
+	// A rejected host asks every peer again, so that it learns as soon as
+	// they take it (or, with its name taken, that they still do not).
+	rejected := c.View().Rejected != ""
 	var missing []string
 	for _, p := range c.cfg.Peers {
-		if p != c.cfg.Bind && !live[p] {
+		if p != c.cfg.Bind && (!live[p] || rejected) {
 			missing = append(missing, p.String())
 		}
 	}
@@ -295,6 +327,11 @@ func (c *Cluster) join() {
 			_, err := c.ml.Join([]string{p})
 			c.mu.Lock()
 			defer c.mu.Unlock()
+			if why := c.refusal(p, err); why != "" {
+				c.refused[p] = why
+			} else {
+				delete(c.refused, p)
+			}
 			// Say it once per peer and cause, not every rejoin.
 			switch {
 			case err != nil && c.joinErr[p] != err.Error():
@@ -367,15 +404,11 @@ func (c *Cluster) signal() {
 	}
 }
 
-func (c *Cluster) rebuild() {
+// rebuild publishes a new view from what memberlist last reported, and
+// returns the members whose reported death this host must check itself.
+func (c *Cluster) rebuild() (verify []string) {
 	c.mu.Lock()
-	// A member counts as reachable while this host's probes of it get
-	// acks: memberlist probes each member once per round of n-1 probe
-	// intervals, so four rounds without an ack means none came, even on a
-	// busy host. It must stay shorter than the longest suspicion (with no
-	// peer to confirm it), 6 x suspicion_mult probe intervals, so that a
-	// cut-off host notices before it declares the others dead.
-	window := 4*time.Duration(max(1, len(c.live)-1))*c.cfg.ProbeInterval + 2*c.cfg.ProbeTimeout
+	window := c.probeWindow()
 	now := time.Now()
 	var members []Member
 	for name, m := range c.live {
@@ -384,22 +417,180 @@ func (c *Cluster) rebuild() {
 		}
 		m.Unreachable = name != c.cfg.Name && now.Sub(c.heard[name]) > window
 		members = append(members, m)
+		delete(c.hold, name)
 	}
 	for name, m := range c.departed {
-		delete(c.heard, name)
-		if _, ok := c.live[name]; !ok {
-			members = append(members, m)
+		if _, ok := c.live[name]; ok {
+			continue
 		}
+		until, held := c.hold[name]
+		switch {
+		case held && (now.Before(until) || now.Before(c.doubtUntil)):
+			m.State = StateAlive // not proven dead yet: see doubt
+		case held:
+			delete(c.hold, name)
+			fallthrough
+		default:
+			delete(c.heard, name)
+		}
+		members = append(members, m)
 	}
 	v := NewView(c.cfg.Name, members, c.cfg.Expect)
+	v.Rejected = c.rejection(now, window)
 	changed := !sameView(c.view, v)
+	was := c.view.Rejected
 	c.view = v
 	if changed {
 		c.changeAt = now
 	}
+	verify, c.toVerify = c.toVerify, nil
 	c.mu.Unlock()
+	switch {
+	case v.Rejected != "" && v.Rejected != was:
+		c.cfg.Logger.Error("REJECTED by the cluster: this host answers no client until its peers take it", "cause", v.Rejected)
+	case v.Rejected == "" && was != "":
+		c.cfg.Logger.Info("no longer rejected: answering again", "state", v.JoinState())
+	}
 	if changed && c.cfg.OnChange != nil {
 		c.cfg.OnChange(v)
+	}
+	return verify
+}
+
+// probeWindow is how long a member may go without acking this host's
+// probes before it counts as unreachable, and this host without being probed
+// before it counts as unknown to its peers. memberlist probes each member
+// once per round of n-1 probe intervals, so four rounds without an ack means
+// none came, even on a busy host. It must stay shorter than the longest
+// suspicion (with no peer to confirm it), 6 x suspicion_mult probe
+// intervals, so that a cut-off host notices before it declares the others
+// dead. Call with mu held.
+func (c *Cluster) probeWindow() time.Duration {
+	return 4*time.Duration(max(1, len(c.live)-1))*c.cfg.ProbeInterval + 2*c.cfg.ProbeTimeout
+}
+
+// maxHold is how long a reported death stays in doubt at most: memberlist's
+// longest suspicion (6 x suspicion_mult probe intervals), time enough for a
+// member wrongly reported dead to hear of it and refute it.
+func (c *Cluster) maxHold() time.Duration {
+	return 6 * time.Duration(max(1, c.cfg.SuspicionMult)) * c.cfg.ProbeInterval
+}
+
+// rejection says why this host's peers refuse it, or "" if they do not.
+// Call with mu held.
+//
+// A host with no live peer whose peers answered its join and refused it is
+// rejected: wrong key, wrong label, or not arpshare at all. A host whose
+// name another host claims is rejected unless its peers probe it, which
+// shows that the name is theirs for this host: memberlist tells both hosts
+// of the conflict, and only the member is probed.
+func (c *Cluster) rejection(now time.Time, window time.Duration) string {
+	probed := time.Unix(0, c.probedAt.Load())
+	if now.Sub(c.conflictAt) < 3*c.cfg.RejoinInterval && now.Sub(probed) > window {
+		return fmt.Sprintf("node name %q is taken by the live member at %s: give this host a name of its own ([node] name)", c.cfg.Name, c.conflictWith)
+	}
+	for name, m := range c.live {
+		if name != c.cfg.Name && m.State == StateAlive {
+			return ""
+		}
+	}
+	peers := slices.Sorted(maps.Keys(c.refused))
+	if len(peers) == 0 {
+		return ""
+	}
+	return c.refused[peers[0]]
+}
+
+// refusal says why peer refused this host's join, or "" when it took it or
+// did not answer at all (it is down, or not up yet: the host is alone).
+func (c *Cluster) refusal(peer string, err error) string {
+	if err == nil {
+		return ""
+	}
+	msg := err.Error()
+	has := func(s ...string) bool {
+		return slices.ContainsFunc(s, func(s string) bool { return strings.Contains(msg, s) })
+	}
+	keyFile := c.cfg.KeyFile
+	if keyFile == "" {
+		keyFile = "the gossip key file"
+	}
+	switch {
+	case has("connection refused", "i/o timeout", "no route to host", "network is unreachable", "host is down", "deadline exceeded"):
+		return ""
+	case has("no installed keys could decrypt"):
+		return fmt.Sprintf("gossip key does not match peer %s: copy %s from a cluster member", peer, keyFile)
+	case has("encryption is not configured"):
+		return fmt.Sprintf("peer %s encrypts gossip and this host does not: copy the cluster's key to this host and set gossip.key_file", peer)
+	case has("remote state is not encrypted"):
+		return fmt.Sprintf("peer %s does not encrypt gossip and this host does: use the same gossip.key_file (or insecure) on every host", peer)
+	case has("EOF", "connection reset by peer", "broken pipe"):
+		return fmt.Sprintf("peer %s hangs up on this host: its cluster label is not %q, or it is not arpshare; set gossip.cluster to the cluster's label", peer, c.cfg.Label)
+	default:
+		return fmt.Sprintf("peer %s refuses this host: %s", peer, strings.TrimSpace(msg))
+	}
+}
+
+// checkSelf notes when this host cannot trust its own verdicts on others:
+// its loop ran lag late (so memberlist's timers and the acks it waits for
+// did too: a starved CPU, a throttled cgroup, a long pause), or memberlist's
+// health score (Lifeguard's local health awareness) says its probes fail
+// because of this host: its peers' nacks came late or not at all. Deaths reported
+// then stay in doubt until well after it recovers, so that stale
+// suspicions never re-point healthy peers' clients to this host.
+func (c *Cluster) checkSelf(lag time.Duration) {
+	c.mu.Lock()
+	ml := c.ml
+	c.mu.Unlock()
+	score := ml.GetHealthScore()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	// Without two peers to send nacks, memberlist counts every failed
+	// probe against itself: its score then says nothing about this host.
+	if lag < c.cfg.ProbeTimeout/2 && (score == 0 || len(c.live) < 3) {
+		return
+	}
+	if time.Now().After(c.doubtUntil) {
+		c.cfg.Logger.Warn("this host is slow: it does not act on deaths it sees until it has kept up for a while",
+			"lag", lag.Round(time.Millisecond), "health_score", score, "for", c.maxHold())
+	}
+	c.doubtUntil = time.Now().Add(c.maxHold())
+}
+
+// verify pings a member reported dead while its death is held in doubt: an
+// answer keeps it alive until it refutes the report through gossip, or the
+// hold ends; silence ends the hold at once, unless this host doubts itself.
+func (c *Cluster) verify(ctx context.Context, name string) {
+	for ctx.Err() == nil {
+		c.mu.Lock()
+		m, departed := c.departed[name]
+		until, held := c.hold[name]
+		doubt := time.Now().Before(c.doubtUntil)
+		ml := c.ml
+		c.mu.Unlock()
+		if !departed || !held || time.Now().After(until) {
+			return
+		}
+		addr := net.UDPAddrFromAddrPort(m.Addr)
+		if _, err := ml.Ping(name, addr); err != nil && !doubt {
+			c.mu.Lock()
+			delete(c.hold, name)
+			c.mu.Unlock()
+			c.signal()
+			return
+		} else if err == nil {
+			c.cfg.Logger.Info("a member reported dead answers this host's ping: keeping it until it refutes the report", "member", name)
+		}
+		sleepCtx(ctx, c.cfg.ProbeInterval)
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
 	}
 }
 
@@ -478,6 +669,19 @@ func (e events) NotifyLeave(n *memberlist.Node) {
 	m := member(n)
 	m.State = StateDead
 	e.c.mu.Lock()
+	if old, ok := e.c.live[n.Name]; ok && n.Name != e.c.cfg.Name {
+		// A death is in doubt while this host doubts itself, or while the
+		// member answered its own probes lately: the report may come from
+		// a starved peer acting on stale suspicions. Keep the member as
+		// it was until verify settles it.
+		now := time.Now()
+		if now.Before(e.c.doubtUntil) || now.Sub(e.c.heard[n.Name]) < e.c.probeWindow()/2 {
+			e.c.hold[n.Name] = now.Add(e.c.maxHold())
+			e.c.toVerify = append(e.c.toVerify, n.Name)
+			m = old
+			m.State = StateDead
+		}
+	}
 	delete(e.c.live, n.Name)
 	e.c.departed[n.Name] = m
 	e.c.diedAt[n.Name] = time.Now()
@@ -487,12 +691,32 @@ func (e events) NotifyLeave(n *memberlist.Node) {
 
 type pings struct{ c *Cluster }
 
-func (p pings) AckPayload() []byte { return nil }
+// AckPayload is called as this host answers a peer's probe: the peer counts
+// it as a member.
+func (p pings) AckPayload() []byte {
+	p.c.probedAt.Store(time.Now().UnixNano())
+	return nil
+}
 
 func (p pings) NotifyPingComplete(other *memberlist.Node, _ time.Duration, _ []byte) {
 	p.c.mu.Lock()
 	defer p.c.mu.Unlock()
 	p.c.heard[other.Name] = time.Now()
+}
+
+// conflicts hears of two hosts claiming one name; see rejection.
+type conflicts struct{ c *Cluster }
+
+func (f conflicts) NotifyConflict(existing, other *memberlist.Node) {
+	if existing.Name != f.c.cfg.Name {
+		return // two other hosts: they sort it out
+	}
+	addr, _ := netip.AddrFromSlice(other.Addr)
+	f.c.mu.Lock()
+	defer f.c.mu.Unlock()
+	f.c.conflictAt = time.Now()
+	f.c.conflictWith = netip.AddrPortFrom(addr.Unmap(), other.Port).String()
+	f.c.cfg.Logger.Error("another host claims this host's node name", "name", f.c.cfg.Name, "other", f.c.conflictWith)
 }
 
 // logWriter turns memberlist's "[LEVEL] memberlist: ..." lines into slog,

@@ -108,7 +108,11 @@ type View struct {
 	Members []Member // sorted by name
 	// Expect is how many hosts the cluster should have; 0 means unknown.
 	// With it set, a host that sees fewer than a majority answers nobody.
-	Expect   int
+	Expect int
+	// Rejected says why this host's peers refuse it (wrong key, wrong
+	// label, its name taken); empty when they do not. A rejected host
+	// answers nobody: see Serving.
+	Rejected string
 	byVIP    map[netip.Addr][]Candidate
 	fallback map[netip.Addr]bool
 }
@@ -168,6 +172,32 @@ func (v *View) Quorum() bool {
 	return v != nil && (v.Expect == 0 || v.Alive() >= v.Expect/2+1)
 }
 
+// Serving reports whether this host may answer and re-point clients at all:
+// it has a quorum and its peers do not refuse it.
+func (v *View) Serving() bool {
+	return v != nil && v.Rejected == "" && v.Quorum()
+}
+
+// Join states, as `arpshare status` shows them.
+const (
+	JoinMember   = "member"   // in the cluster, with other live members
+	JoinAlone    = "alone"    // no live peer: they do not answer at all
+	JoinRejected = "rejected" // peers answer but refuse this host
+)
+
+// JoinState says whether this host is a member of its cluster, alone, or
+// rejected by its peers.
+func (v *View) JoinState() string {
+	switch {
+	case v.Rejected != "":
+		return JoinRejected
+	case slices.ContainsFunc(v.Members, func(m Member) bool { return m.Name != v.Self && m.State == StateAlive }):
+		return JoinMember
+	default:
+		return JoinAlone
+	}
+}
+
 // Fallback reports whether no host is healthy for vip, so that every live
 // host serving it is eligible.
 func (v *View) Fallback(vip netip.Addr) bool { return v != nil && v.fallback[vip] }
@@ -193,7 +223,7 @@ func (v *View) Owner(vip netip.Addr, mode Mode, client netip.Addr) string {
 
 // Answers reports whether this host answers client's requests for vip.
 func (v *View) Answers(vip netip.Addr, mode Mode, client netip.Addr) bool {
-	if !v.Quorum() {
+	if !v.Serving() {
 		return false
 	}
 	if mode == ModeRace {

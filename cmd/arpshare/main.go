@@ -228,7 +228,14 @@ func printStatus(w io.Writer, s daemon.Status) {
 	if !s.Quorum {
 		state += ", NO QUORUM: answering nobody"
 	}
-	fmt.Fprintf(tw, "node %s (%s), arpshare %s\n\n", s.Node, state, s.Version)
+	if s.Join != "" {
+		state += ", " + s.Join
+	}
+	fmt.Fprintf(tw, "node %s (%s), arpshare %s\n", s.Node, state, s.Version)
+	if s.JoinCause != "" {
+		fmt.Fprintf(tw, "REJECTED, answering nobody: %s\n", s.JoinCause)
+	}
+	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "MEMBER\tADDRESS\tSTATE\tWEIGHT\tNOTE")
 	for _, m := range s.Members {
 		note := ""

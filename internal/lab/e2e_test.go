@@ -345,65 +345,6 @@ func waitMoved(t *testing.T, probe *Probe, clients []*Client, base map[string]st
 	}
 }
 
-// TestForeignHostsNeverJoin checks that gossip is closed: a host with the
-// wrong key and a host with another cluster label both stay alone.
-func TestForeignHostsNeverJoin(t *testing.T) {
-	requirePrivileged(t)
-	l := newLab(t, 2, 0, HostConfig{})
-	startAll(t, l.Hosts)
-
-	wrongKey, err := l.AddHost()
-	if err != nil {
-		t.Fatal(err)
-	}
-	otherKey := filepath.Join(l.Dir, "other.key")
-	if err := WriteKey(otherKey); err != nil {
-		t.Fatal(err)
-	}
-	if err := wrongKey.WriteConfig(HostConfig{KeyFile: otherKey}); err != nil {
-		t.Fatal(err)
-	}
-	otherLabel, err := l.AddHost()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := otherLabel.WriteConfig(HostConfig{Cluster: "another-cluster"}); err != nil {
-		t.Fatal(err)
-	}
-	for _, h := range []*Host{wrongKey, otherLabel} {
-		if err := h.Start(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Give them many gossip rounds and a re-join attempt to get in.
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := WaitMembers(ctx, []*Host{wrongKey, otherLabel}, 1); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(12 * time.Second)
-	for _, h := range l.Hosts {
-		s, err := h.Status()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var got []string
-		for _, m := range s.Members {
-			got = append(got, m.Name)
-		}
-		want := []string{"h1", "h2"}
-		if h == wrongKey || h == otherLabel {
-			want = []string{h.Name}
-		}
-		if diff := cmp.Diff(want, got); diff != "" {
-			t.Errorf("%s members (-want +got):\n%s", h.Name, diff)
-		}
-	}
-	// And they are told why.
-	waitLog(t, wrongKey, "no installed keys could decrypt the message", time.Second)
-	waitLog(t, l.Hosts[0], `unacceptable label \"another-cluster\"`, time.Second)
-}
-
 // TestInterfaceComesAndGoes checks that a serving interface missing at start
 // is waited for, and one that goes down and up is reopened, without a crash.
 func TestInterfaceComesAndGoes(t *testing.T) {

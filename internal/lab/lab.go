@@ -58,6 +58,7 @@ type Options struct {
 
 // HostConfig is what varies between the hosts' configs.
 type HostConfig struct {
+	Name    string // node.name; "": the host's own name
 	KeyFile string // "": the lab's key
 	Cluster string // "": "lab"
 	Weight  int    // 0: not set
@@ -114,13 +115,14 @@ type Host struct {
 	// Notify is the systemd notify socket the daemon reports to.
 	Notify string
 
-	lab     *Lab
-	notes   []string
-	service net.Listener
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	err     error
+	lab       *Lab
+	throttled string // its cgroup while Throttle holds it
+	notes     []string
+	service   net.Listener
+	mu        sync.Mutex
+	cmd       *exec.Cmd
+	exited    chan struct{}
+	err       error
 }
 
 // Client is a machine whose kernel talks to the VIP.
@@ -308,8 +310,11 @@ func (h *Host) WriteConfig(hc HostConfig) error {
 	for i := range 3 {
 		peers = append(peers, fmt.Sprintf("%q", hostIP(i).String()+":7946"))
 	}
+	if hc.Name == "" {
+		hc.Name = h.Name
+	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "[node]\nname = %q\nstate_dir = %q\n", h.Name, filepath.Join(h.lab.Dir, h.Name+".state"))
+	fmt.Fprintf(&b, "[node]\nname = %q\nstate_dir = %q\n", hc.Name, filepath.Join(h.lab.Dir, h.Name+".state"))
 	if hc.Weight != 0 {
 		fmt.Fprintf(&b, "weight = %d\n", hc.Weight)
 	}
@@ -612,6 +617,20 @@ func (h *Host) Status() (daemon.Status, error) {
 		return daemon.Status{}, fmt.Errorf("%s: arpshare status: %w", h.Name, err)
 	}
 	return s, nil
+}
+
+// MAC returns the MAC address of the host's eth0.
+func (h *Host) MAC() (string, error) {
+	var mac string
+	err := inNS(h.NS, func() error {
+		ifi, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		mac = ifi.HardwareAddr.String()
+		return nil
+	})
+	return mac, err
 }
 
 // HasVIP reports whether the VIP is on the host's lo.

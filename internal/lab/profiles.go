@@ -93,19 +93,6 @@ func (c *Client) Neighbours() (map[netip.Addr]Neighbour, error) {
 	return m, nil
 }
 
-// MAC returns the MAC of the host's eth0.
-func (h *Host) MAC() (string, error) {
-	out, err := ipOut("-n", h.NS, "-br", "link", "show", "eth0")
-	if err != nil {
-		return "", err
-	}
-	f := strings.Fields(out)
-	if len(f) < 3 {
-		return "", fmt.Errorf("%s: eth0: %q", h.Name, out)
-	}
-	return f[2], nil
-}
-
 // Owner asks the host's daemon which host answers client for the VIP named
 // vip (`arpshare owner`).
 func (h *Host) Owner(vip string, client netip.Addr) (string, error) {

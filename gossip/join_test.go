@@ -1,0 +1,163 @@
+package gossip
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+func TestRefusal(t *testing.T) {
+	t.Parallel()
+	c := NewCluster(ClusterConfig{Name: "a", Label: "lab", KeyFile: "/etc/arpshare/gossip.key"})
+	for _, tc := range []struct {
+		err  string
+		want string // substring; "" means not a refusal
+	}{
+		{"1 error occurred:\n\t* failed to join 198.18.0.12:7946: dial tcp 198.18.0.12:7946: connect: connection refused", ""},
+		{"failed to join 198.18.0.12:7946: dial tcp 198.18.0.12:7946: i/o timeout", ""},
+		{"failed to join 198.18.0.12:7946: dial tcp 198.18.0.12:7946: connect: no route to host", ""},
+		{"failed to join 198.18.0.12:7946: no installed keys could decrypt the message", "gossip key does not match peer 198.18.0.12:7946: copy /etc/arpshare/gossip.key from a cluster member"},
+		{"failed to join 198.18.0.12:7946: remote state is encrypted and encryption is not configured", "encrypts gossip and this host does not"},
+		{"failed to join 198.18.0.12:7946: encryption is configured but remote state is not encrypted", "does not encrypt gossip"},
+		{"failed to join 198.18.0.12:7946: EOF", `cluster label is not "lab"`},
+		{"failed to join 198.18.0.12:7946: read tcp 198.18.0.11:4000->198.18.0.12:7946: read: connection reset by peer", `cluster label is not "lab"`},
+		{"failed to join 198.18.0.12:7946: remote error: incompatible protocol", "refuses this host: failed to join"},
+	} {
+		got := c.refusal("198.18.0.12:7946", errors.New(tc.err))
+		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+			t.Errorf("refusal(%q) = %q, want %q", tc.err, got, tc.want)
+		}
+	}
+	if got := c.refusal("198.18.0.12:7946", nil); got != "" {
+		t.Errorf("refusal(nil) = %q", got)
+	}
+}
+
+// TestJoinStates runs real memberlist instances on loopback: a host whose
+// peers are down is alone and serves; hosts whose peers refuse them (wrong
+// key, wrong label) are rejected and serve nobody, until they are taken.
+func TestJoinStates(t *testing.T) {
+	t.Parallel()
+	lo := netip.MustParseAddr("127.0.0.1")
+	key, otherKey := make([]byte, 32), make([]byte, 32)
+	otherKey[0] = 1
+	a, b := netip.AddrPortFrom(lo, freePort(t)), netip.AddrPortFrom(lo, freePort(t))
+	down := netip.AddrPortFrom(lo, freePort(t)) // nothing listens there
+
+	lonely := startNode(t, "lonely", netip.AddrPortFrom(lo, freePort(t)), []netip.AddrPort{down}, key, "test")
+	na := startNode(t, "a", a, []netip.AddrPort{b}, key, "test")
+	wrongKey := startNode(t, "wrong-key", netip.AddrPortFrom(lo, freePort(t)), []netip.AddrPort{a}, otherKey, "test")
+	wrongLabel := startNode(t, "wrong-label", netip.AddrPortFrom(lo, freePort(t)), []netip.AddrPort{a}, key, "other")
+
+	waitView(t, wrongKey, "rejected for its key", func(v *View) bool {
+		return strings.Contains(v.Rejected, "gossip key does not match peer "+a.String())
+	})
+	waitView(t, wrongLabel, "rejected for its label", func(v *View) bool {
+		return strings.Contains(v.Rejected, `cluster label is not "other"`)
+	})
+	vip := netip.MustParseAddr("198.18.0.200")
+	client := netip.MustParseAddr("198.18.0.50")
+	for _, n := range []*node{wrongKey, wrongLabel} {
+		v := n.c.View()
+		if v.Serving() || v.Answers(vip, ModeHash, client) || v.JoinState() != JoinRejected {
+			t.Errorf("%s: serving %v, answers %v, state %q; want a silent rejected host", n.c.cfg.Name, v.Serving(), v.Answers(vip, ModeHash, client), v.JoinState())
+		}
+	}
+	for _, n := range []*node{lonely, na} {
+		v := n.c.View()
+		if !v.Serving() || v.JoinState() != JoinAlone || !v.Answers(vip, ModeHash, client) {
+			t.Errorf("%s: serving %v, state %q, rejected %q; want alone and answering", n.c.cfg.Name, v.Serving(), v.JoinState(), v.Rejected)
+		}
+	}
+
+	// The peer a was waiting for comes up: both are members.
+	nb := startNode(t, "b", b, []netip.AddrPort{a}, key, "test")
+	for _, n := range []*node{na, nb} {
+		waitView(t, n, "a member", func(v *View) bool { return v.JoinState() == JoinMember && v.Serving() })
+	}
+}
+
+// TestNameTaken checks that a host started with the name of a live member
+// is rejected, and the member is not.
+func TestNameTaken(t *testing.T) {
+	t.Parallel()
+	lo := netip.MustParseAddr("127.0.0.1")
+	key := make([]byte, 32)
+	a, b := netip.AddrPortFrom(lo, freePort(t)), netip.AddrPortFrom(lo, freePort(t))
+	na := startNode(t, "a", a, []netip.AddrPort{b}, key, "test")
+	nb := startNode(t, "b", b, []netip.AddrPort{a}, key, "test")
+	for _, n := range []*node{na, nb} {
+		waitView(t, n, "a member", func(v *View) bool { return v.JoinState() == JoinMember })
+	}
+	dup := netip.AddrPortFrom(lo, freePort(t))
+	nd := startNode(t, "a", dup, []netip.AddrPort{a, b}, key, "test")
+	waitView(t, nd, "rejected for its name", func(v *View) bool {
+		return strings.Contains(v.Rejected, `node name "a" is taken by the live member at `+a.String())
+	})
+	// Several re-join rounds later, the real a still serves, and b still
+	// knows a at its own address.
+	time.Sleep(3 * time.Second)
+	if v := na.c.View(); !v.Serving() || v.Rejected != "" {
+		t.Errorf("the real a: serving %v, rejected %q", v.Serving(), v.Rejected)
+	}
+	if v := nd.c.View(); v.Serving() {
+		t.Errorf("the duplicate serves: %+v", v)
+	}
+	if m, _ := nb.c.View().Member("a"); m.Addr != a || m.State != StateAlive {
+		t.Errorf("b sees a as %+v, want alive at %s", m, a)
+	}
+}
+
+// TestDeathInDoubt checks that a death reported of a member that still
+// answers this host's probes is held until the member is seen again, while a
+// real death is not held.
+func TestDeathInDoubt(t *testing.T) {
+	t.Parallel()
+	lo := netip.MustParseAddr("127.0.0.1")
+	key := make([]byte, 32)
+	var binds []netip.AddrPort
+	for range 3 {
+		binds = append(binds, netip.AddrPortFrom(lo, freePort(t)))
+	}
+	n1 := startNode(t, "n1", binds[0], binds, key, "test")
+	n2 := startNode(t, "n2", binds[1], binds, key, "test")
+	n3 := startNode(t, "n3", binds[2], binds, key, "test")
+	for _, n := range []*node{n1, n2, n3} {
+		waitView(t, n, "three members", func(v *View) bool { return v.Alive() == 3 })
+	}
+	// A report that n2 is dead, as a starved peer would gossip it, while n2
+	// is alive and answers: n1 keeps n2.
+	waitView(t, n1, "n2 heard lately", func(*View) bool {
+		n1.c.mu.Lock()
+		defer n1.c.mu.Unlock()
+		return time.Since(n1.c.heard["n2"]) < n1.c.probeWindow()/4
+	})
+	n1.c.mu.Lock()
+	ml := n1.c.ml
+	n1.c.mu.Unlock()
+	var node2 *memberlist.Node
+	for _, m := range ml.Members() {
+		if m.Name == "n2" {
+			node2 = m
+		}
+	}
+	events{n1.c}.NotifyLeave(node2)
+	deadline := time.Now().Add(n1.c.maxHold() - 500*time.Millisecond)
+	for time.Now().Before(deadline) {
+		if m, _ := n1.c.View().Member("n2"); m.State != StateAlive {
+			t.Fatalf("n2, alive and answering, shown %s after a false report", m.State)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// A real death: n3 stops. Its death is not held for long.
+	n3.stop()
+	start := time.Now()
+	waitView(t, n1, "n3 dead", func(v *View) bool { return states(v)["n3"] == StateDead })
+	if took := time.Since(start); took > 4*time.Second {
+		t.Errorf("n3's death took %s to show", took)
+	}
+}
