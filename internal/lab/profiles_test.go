@@ -11,9 +11,11 @@ import (
 )
 
 // failoverGoal is how long a dead host's clients may wait for a survivor, of
-// every client profile: about 1 s is typical, the rest is room for a busy
-// test machine.
-const failoverGoal = 5 * time.Second
+// every client profile: about 1 s is typical (docs/benchmarks.md); a
+// survivor that finds itself slow on a busy test machine holds the death in
+// doubt for up to 6 suspicion_mult probe intervals (3.6 s) first, and the
+// rest is room for the busy machine.
+const failoverGoal = 6 * time.Second
 
 // family is one of the lab's VIPs, with its name and each client's address.
 type family struct {
@@ -238,31 +240,42 @@ func TestFlapConverges(t *testing.T) {
 		return m
 	}
 
-	// The link goes down for exactly 2 s; meanwhile, once the others have
-	// had the time to declare the host dead, see that they moved its
-	// clients.
+	// The link goes down for 2 s. The others must have declared the host
+	// dead and moved its clients meanwhile, or the test proves nothing; a
+	// host that finds itself slow holds deaths in doubt for a while (on a
+	// busy test machine), so the link stays down until they have, up to
+	// 10 s.
 	flapped := l.Hosts[0]
+	down := time.Now()
 	if err := flapped.Link("down"); err != nil {
 		t.Fatal(err)
 	}
-	upErr := make(chan error, 1)
-	time.AfterFunc(2*time.Second, func() { upErr <- flapped.Link("up") })
-	time.Sleep(1500 * time.Millisecond)
-	moved := 0
-	for vip, at := range pointedAt() {
-		for c, h := range at {
-			if base[vip][c] == flapped.Name && h != flapped.Name {
-				moved++
+	movedAway := func() int {
+		n := 0
+		for vip, at := range pointedAt() {
+			for c, h := range at {
+				if base[vip][c] == flapped.Name && h != flapped.Name && h != "nobody yet" {
+					n++
+				}
 			}
 		}
+		return n
 	}
-	if err := <-upErr; err != nil {
+	time.Sleep(1500 * time.Millisecond)
+	moved := movedAway()
+	for moved == 0 && time.Since(down) < 10*time.Second {
+		time.Sleep(250 * time.Millisecond)
+		moved = movedAway()
+	}
+	time.Sleep(time.Until(down.Add(2 * time.Second)))
+	if err := flapped.Link("up"); err != nil {
 		t.Fatal(err)
 	}
 	up := time.Now()
 	if moved == 0 {
-		t.Fatalf("no client of %s was re-pointed during its 2 s flap; the test proves nothing", flapped.Name)
+		t.Fatalf("no client of %s was re-pointed while its link was down for %s; the test proves nothing", flapped.Name, up.Sub(down).Round(time.Millisecond))
 	}
+	t.Logf("link down for %s", up.Sub(down).Round(time.Millisecond))
 	t.Logf("%d clients of %s re-pointed to other hosts during the flap", moved, flapped.Name)
 
 	// wrong lists the clients whose kernel does not point at their owner.
