@@ -171,6 +171,21 @@ func TestClientProfiles(t *testing.T) {
 	}
 
 	took := failover(t, l, l.Hosts[1], base)
+	// Every client answered its re-pointing request, in both families: the
+	// survivors say so.
+	time.Sleep(2 * time.Second) // the last answers are counted a second after the last packet
+	var confirmed, unanswered uint64
+	for _, h := range []*Host{l.Hosts[0], l.Hosts[2]} {
+		s, err := h.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		confirmed += s.Repointing.Confirmed
+		unanswered += s.Repointing.Unanswered
+	}
+	if moved := uint64(len(took[VIP]) + len(took[VIP6])); confirmed < moved || unanswered != 0 {
+		t.Errorf("survivors counted %d clients answering re-pointing and %d not; want at least the %d moved, and none not", confirmed, unanswered, moved)
+	}
 	for _, f := range families {
 		for _, p := range Profiles {
 			var ds []string
