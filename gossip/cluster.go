@@ -88,6 +88,7 @@ type Cluster struct {
 	// timers ran late, or memberlist's health score says its probes fail
 	// because of itself.
 	doubtUntil time.Time
+	lagAt      time.Time // when it last ran late
 
 	probedAt atomic.Int64 // Unix ns of the last probe of this host by a peer
 
@@ -425,7 +426,7 @@ func (c *Cluster) rebuild() (verify []string) {
 		}
 		until, held := c.hold[name]
 		switch {
-		case held && (now.Before(until) || now.Before(c.doubtUntil)):
+		case held && now.Before(until):
 			m.State = StateAlive // not proven dead yet: see doubt
 		case held:
 			delete(c.hold, name)
@@ -550,6 +551,9 @@ func (c *Cluster) checkSelf(lag time.Duration) {
 	if lag < c.cfg.ProbeTimeout/2 && (score == 0 || len(c.live) < 3) {
 		return
 	}
+	if lag >= c.cfg.ProbeTimeout/2 {
+		c.lagAt = time.Now()
+	}
 	if time.Now().After(c.doubtUntil) {
 		c.cfg.Logger.Warn("this host is slow: it does not act on deaths it sees until it has kept up for a while",
 			"lag", lag.Round(time.Millisecond), "health_score", score, "for", c.maxHold())
@@ -559,27 +563,41 @@ func (c *Cluster) checkSelf(lag time.Duration) {
 
 // verify pings a member reported dead while its death is held in doubt: an
 // answer keeps it alive until it refutes the report through gossip, or the
-// hold ends; silence ends the hold at once, unless this host doubts itself.
+// hold ends; two pings in a row unanswered end the hold, unless this host
+// ran late in the last two probe intervals (then its own ping may be what
+// was late, and the hold goes on for as long as it keeps running late).
 func (c *Cluster) verify(ctx context.Context, name string) {
+	c.cfg.Logger.Debug("a member reported dead answered this host's probes lately, or this host is slow: checking it", "member", name)
+	misses, said := 0, false
 	for ctx.Err() == nil {
 		c.mu.Lock()
 		m, departed := c.departed[name]
 		until, held := c.hold[name]
-		doubt := time.Now().Before(c.doubtUntil)
+		doubt := time.Since(c.lagAt) < 2*c.cfg.ProbeInterval
+		if doubt && departed && held {
+			until = time.Now().Add(c.maxHold())
+			c.hold[name] = until
+		}
 		ml := c.ml
 		c.mu.Unlock()
 		if !departed || !held || time.Now().After(until) {
 			return
 		}
-		addr := net.UDPAddrFromAddrPort(m.Addr)
-		if _, err := ml.Ping(name, addr); err != nil && !doubt {
-			c.mu.Lock()
-			delete(c.hold, name)
-			c.mu.Unlock()
-			c.signal()
-			return
-		} else if err == nil {
+		if _, err := ml.Ping(name, net.UDPAddrFromAddrPort(m.Addr)); err != nil {
+			// One lost ping on a busy segment is not a death: two are.
+			if misses++; misses >= 2 && !doubt {
+				c.mu.Lock()
+				delete(c.hold, name)
+				c.mu.Unlock()
+				c.signal()
+				return
+			}
+			continue
+		}
+		misses = 0
+		if !said {
 			c.cfg.Logger.Info("a member reported dead answers this host's ping: keeping it until it refutes the report", "member", name)
+			said = true
 		}
 		sleepCtx(ctx, c.cfg.ProbeInterval)
 	}
