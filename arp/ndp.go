@@ -164,12 +164,18 @@ func (r *Responder) handleNDP(b []byte, hops int, src netip.Addr, mac net.Hardwa
 	switch m := m.(type) {
 	case *ndp.NeighborAdvertisement:
 		other := linkLayer(m.Options, ndp.Target)
-		if !slices.Contains(vips, m.TargetAddress) && other != nil && m.Solicited {
+		if !slices.Contains(vips, m.TargetAddress) && m.Solicited {
 			// A client's answer to this host's re-pointing solicitation
-			// (sent to the VIP): it confirms the client is there.
+			// (sent to the VIP): it confirms the client is there. Linux
+			// leaves the target link-layer option out of an answer to a
+			// unicast solicitation; the MAC is then the one known.
 			for _, vip := range vips {
-				if _, known := r.cfg.Table.Get(vip, m.TargetAddress); known {
-					r.cfg.Table.Learn(vip, m.TargetAddress, other, now)
+				if c, known := r.cfg.Table.Get(vip, m.TargetAddress); known {
+					mac := other
+					if mac == nil {
+						mac = c.MAC
+					}
+					r.cfg.Table.Learn(vip, m.TargetAddress, mac, now)
 				}
 			}
 		}

@@ -138,3 +138,32 @@ func TestRepointPackets(t *testing.T) {
 		t.Errorf("NDP re-point sent with %+v to %s, want from %s, hop limit 255, interface 7, to %s", cm, s.dsts[0], vip6, theirs6)
 	}
 }
+
+// TestNDPAnswerConfirms: a client's solicited advertisement of its own
+// address (its answer to a re-pointing solicitation) refreshes it in the
+// table, with or without a target link-layer option (Linux omits it when
+// answering a unicast solicitation); a stranger's teaches nothing.
+func TestNDPAnswerConfirms(t *testing.T) {
+	t.Parallel()
+	for _, withMAC := range []bool{true, false} {
+		table := NewClientTable(10, time.Hour)
+		table.Learn(vip6, mine6, clientMAC, time.Unix(100, 0))
+		r := NewResponder(ResponderConfig{Interface: "eth0", IPv6: true, VIPs: []netip.Addr{vip6}, Table: table, Ownership: fakeOwnership6{}, Logger: quietLogger()})
+		na := &ndp.NeighborAdvertisement{Solicited: true, TargetAddress: mine6}
+		if withMAC {
+			na.Options = []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: clientMAC}}
+		}
+		stranger := &ndp.NeighborAdvertisement{Solicited: true, TargetAddress: theirs6}
+		for _, m := range []*ndp.NeighborAdvertisement{na, stranger} {
+			if out, _, _, _, _ := r.handleNDP(marshal(t, m), 255, m.TargetAddress, myMAC, time.Unix(200, 0)); out != Reply {
+				t.Errorf("outcome %q, want %q", out, Reply)
+			}
+		}
+		if c, _ := table.Get(vip6, mine6); !c.LastSeen.Equal(time.Unix(200, 0)) || c.MAC.String() != clientMAC.String() {
+			t.Errorf("with MAC %v: client %+v, want seen at 200 with %s", withMAC, c, clientMAC)
+		}
+		if table.Len() != 1 {
+			t.Errorf("with MAC %v: %d clients, want the one known", withMAC, table.Len())
+		}
+	}
+}
