@@ -25,11 +25,15 @@ func FuzzHandle(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add([]byte{})
-	r := NewResponder(ResponderConfig{Interface: "eth0", VIPs: []netip.Addr{vip}, Table: NewClientTable(100, time.Hour), Ownership: fakeOwnership{}, Logger: quietLogger()})
+	r := NewResponder(ResponderConfig{Interface: "eth0", VIPs: hashVIPs, Table: NewClientTable(100, time.Hour), View: view, Logger: quietLogger()})
+	reply := make([]byte, arpFrameLen)
 	f.Fuzz(func(t *testing.T, frame []byte) {
-		out, _, reply, _, _ := r.handle(frame, myMAC, time.Unix(100, 0))
-		if reply != nil && out != Answered {
-			t.Fatalf("a reply for outcome %s", out)
+		v := r.decideARP(r.snap.Load(), frame, [6]byte(myMAC), time.Unix(100, 0))
+		if v.send && v.out != Answered {
+			t.Fatalf("a reply for outcome %s", v.out)
+		}
+		if v.send {
+			arpReply(reply, frame, [6]byte(myMAC))
 		}
 	})
 }
@@ -41,12 +45,16 @@ func FuzzHandleNDP(f *testing.F) {
 	f.Add(ns, 255, mine6.AsSlice())
 	f.Add(na, 255, theirs6.AsSlice())
 	f.Add([]byte{135}, 64, []byte{})
-	r := NewResponder(ResponderConfig{Interface: "eth0", IPv6: true, VIPs: []netip.Addr{vip6}, Table: NewClientTable(100, time.Hour), Ownership: fakeOwnership6{}, Logger: quietLogger()})
+	r := NewResponder(ResponderConfig{Interface: "eth0", IPv6: true, VIPs: hashVIPs6, Table: NewClientTable(100, time.Hour), View: view, Logger: quietLogger()})
 	f.Fuzz(func(t *testing.T, msg []byte, hops int, src []byte) {
 		from, _ := netip.AddrFromSlice(src)
-		out, _, reply, _, _ := r.handleNDP(msg, hops, from, myMAC, time.Unix(100, 0))
-		if reply != nil && out != Answered {
-			t.Fatalf("an answer for outcome %s", out)
+		s := r.snap.Load()
+		v := r.decideNDP(s, msg, hops, from, [6]byte(myMAC), time.Unix(100, 0))
+		if v.send && v.out != Answered {
+			t.Fatalf("an answer for outcome %s", v.out)
+		}
+		if v.send {
+			v.message(s, from, myMAC)
 		}
 	})
 }

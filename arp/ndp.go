@@ -1,8 +1,6 @@
 package arp
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -25,8 +23,8 @@ type NDPConn interface {
 var _ NDPConn = (*ndp.Conn)(nil)
 
 // ListenNDP opens an ICMPv6 socket for the named interface that receives
-// only Neighbor Solicitations and Advertisements, and returns it with the interface's MAC address. The
-// kernel keeps answering for the host's own addresses; the VIPs live on lo,
+// only Neighbor Solicitations and Advertisements, and returns it with the
+// interface's MAC address. The kernel keeps answering for the host's own addresses; the VIPs live on lo,
 // so it never answers for them on this interface.
 func ListenNDP(name string) (NDPConn, net.HardwareAddr, error) {
 	ifi, err := usable(name)
@@ -89,6 +87,7 @@ var allNodes = netip.MustParseAddr("ff02::1")
 
 func (l *ndpLink) serve(r *Responder) error {
 	buf := make([]byte, 1500)
+	mac := [6]byte(l.mac)
 	for {
 		n, cm, src, err := l.conn.ReadRaw(buf)
 		if err != nil {
@@ -103,9 +102,31 @@ func (l *ndpLink) serve(r *Responder) error {
 		}
 		// The socket names the interface as the zone of every source; the
 		// client table and the gossiped wire form key clients without it.
-		out, vip, reply, dst, delay := r.handleNDP(buf[:n], hops, src.WithZone(""), l.mac, time.Now())
-		r.answer(out, vip, delay, reply != nil, func() error { return l.conn.WriteTo(reply, nil, dst) })
+		src = src.WithZone("")
+		s := r.snap.Load()
+		v := r.decideNDP(s, buf[:n], hops, src, mac, time.Now())
+		r.count(s, v.vip, v.out)
+		if !v.send {
+			continue
+		}
+		m, dst := v.message(s, src, l.mac)
+		send := func() { r.sent(s, v.vip, l.conn.WriteTo(m, nil, dst)) }
+		if v.delay > 0 {
+			time.AfterFunc(v.delay, send)
+			continue
+		}
+		send()
 	}
+}
+
+// message returns the advertisement that answers a solicitation from src,
+// and where it goes.
+func (v ndpVerdict) message(s *snapshot, src netip.Addr, mac net.HardwareAddr) (ndp.Message, netip.Addr) {
+	vip := s.vips[v.vip].Address
+	if v.answer == answerAllNodes {
+		return advertise(vip, mac, false), allNodes
+	}
+	return advertise(vip, mac, true), src
 }
 
 // advertise builds a Neighbor Advertisement of vip at mac. Override is
@@ -135,81 +156,4 @@ func (l *ndpLink) repoint(mac net.HardwareAddr, vip netip.Addr, c Client) error 
 
 func (l *ndpLink) announce(mac net.HardwareAddr, vip netip.Addr) error {
 	return l.conn.WriteTo(advertise(vip, mac, false), nil, allNodes)
-}
-
-func linkLayer(opts []ndp.Option, d ndp.Direction) net.HardwareAddr {
-	for _, o := range opts {
-		if lla, ok := o.(*ndp.LinkLayerAddress); ok && lla.Direction == d && len(lla.Addr) == 6 {
-			return lla.Addr
-		}
-	}
-	return nil
-}
-
-var errHopLimit = errors.New("hop limit is not 255")
-
-// handleNDP decides on one ICMPv6 message from src, received with hop limit
-// hops: the outcome, the VIP concerned, and the answer (nil for none) with
-// its destination and delay.
-func (r *Responder) handleNDP(b []byte, hops int, src netip.Addr, mac net.HardwareAddr, now time.Time) (Outcome, netip.Addr, ndp.Message, netip.Addr, time.Duration) {
-	var none netip.Addr
-	m, err := ndp.ParseMessage(b)
-	if err == nil && hops != ndp.HopLimit {
-		err = errHopLimit
-	}
-	if err != nil {
-		return Malformed, none, nil, none, 0
-	}
-	vips := *r.vips.Load()
-	switch m := m.(type) {
-	case *ndp.NeighborAdvertisement:
-		other := linkLayer(m.Options, ndp.Target)
-		if !slices.Contains(vips, m.TargetAddress) && m.Solicited {
-			// A client's answer to this host's re-pointing solicitation
-			// (sent to the VIP): it confirms the client is there. Linux
-			// leaves the target link-layer option out of an answer to a
-			// unicast solicitation; the MAC is then the one known.
-			for _, vip := range vips {
-				if c, known := r.cfg.Table.Get(vip, m.TargetAddress); known {
-					mac := other
-					if mac == nil {
-						mac = c.MAC
-					}
-					r.cfg.Table.Learn(vip, m.TargetAddress, mac, now)
-				}
-			}
-		}
-		if !slices.Contains(vips, m.TargetAddress) || other == nil || bytes.Equal(other, mac) {
-			return Reply, none, nil, none, 0
-		}
-		if r.cfg.Ownership.IsPeer(other) {
-			return PeerAnnounce, m.TargetAddress, nil, none, 0
-		}
-		r.warnConflict(m.TargetAddress, other)
-		return Conflict, m.TargetAddress, nil, none, 0
-	case *ndp.NeighborSolicitation:
-		vip := m.TargetAddress
-		if !slices.Contains(vips, vip) {
-			return Foreign, none, nil, none, 0
-		}
-		// An unspecified source is duplicate address detection for the VIP:
-		// the owner of :: answers, to all nodes, so the prober backs off.
-		if src.IsUnspecified() {
-			if ok, delay := r.cfg.Ownership.Answer(vip, src); ok {
-				return Answered, vip, advertise(vip, mac, false), allNodes, delay
-			}
-			return NotOwner, vip, nil, none, 0
-		}
-		// A solicitation to check reachability may come without the
-		// sender's MAC; only those that carry it teach the table.
-		if from := linkLayer(m.Options, ndp.Source); from != nil {
-			r.cfg.Table.Learn(vip, src, from, now)
-		}
-		ok, delay := r.cfg.Ownership.Answer(vip, src)
-		if !ok {
-			return NotOwner, vip, nil, none, 0
-		}
-		return Answered, vip, advertise(vip, mac, true), src, delay
-	}
-	return Reply, none, nil, none, 0
 }

@@ -10,20 +10,20 @@ import (
 	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/ndp"
 	"golang.org/x/net/ipv6"
+
+	"github.com/arpshare/arpshare/gossip"
 )
 
-var (
-	vip6    = netip.MustParseAddr("fd00::200")
-	mine6   = netip.MustParseAddr("fd00::101")
-	theirs6 = netip.MustParseAddr("fd00::102")
-)
-
-type fakeOwnership6 struct{}
-
-func (fakeOwnership6) Answer(v, c netip.Addr) (bool, time.Duration) {
-	return v == vip6 && (c == mine6 || c.IsUnspecified()), 0
+func targetMAC(a *ndp.NeighborAdvertisement) net.HardwareAddr {
+	for _, o := range a.Options {
+		if lla, ok := o.(*ndp.LinkLayerAddress); ok && lla.Direction == ndp.Target {
+			return lla.Addr
+		}
+	}
+	return nil
 }
-func (fakeOwnership6) IsPeer(m net.HardwareAddr) bool { return m.String() == peerMAC.String() }
+
+var vip6 = netip.MustParseAddr("fd00::200")
 
 func marshal(t *testing.T, m ndp.Message) []byte {
 	t.Helper()
@@ -46,6 +46,10 @@ func TestHandleNDP(t *testing.T) {
 	na := func(target netip.Addr, mac net.HardwareAddr) []byte {
 		return marshal(t, advertise(target, mac, false))
 	}
+	dad, dadDst := NotOwner, netip.Addr{}
+	if view.Answers(vip6, gossip.ModeHash, netip.IPv6Unspecified()) {
+		dad, dadDst = Answered, allNodes
+	}
 	tests := []struct {
 		name      string
 		msg       []byte
@@ -59,7 +63,7 @@ func TestHandleNDP(t *testing.T) {
 		{"owned client", ns(vip6, clientMAC), 255, mine6, Answered, mine6, true, true},
 		{"other host's client", ns(vip6, clientMAC), 255, theirs6, NotOwner, netip.Addr{}, false, true},
 		{"reachability check without MAC", ns(vip6, nil), 255, mine6, Answered, mine6, true, false},
-		{"duplicate address detection", ns(vip6, nil), 255, netip.IPv6Unspecified(), Answered, allNodes, false, false},
+		{"duplicate address detection", ns(vip6, nil), 255, netip.IPv6Unspecified(), dad, dadDst, false, false},
 		{"foreign target", ns(netip.MustParseAddr("fd00::1"), clientMAC), 255, mine6, Foreign, netip.Addr{}, false, false},
 		{"routed (hop limit 64)", ns(vip6, clientMAC), 64, mine6, Malformed, netip.Addr{}, false, false},
 		{"garbage", []byte{135, 0, 0}, 255, mine6, Malformed, netip.Addr{}, false, false},
@@ -71,17 +75,22 @@ func TestHandleNDP(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			table := NewClientTable(10, time.Hour)
-			r := NewResponder(ResponderConfig{Interface: "eth0", IPv6: true, VIPs: []netip.Addr{vip6}, Table: table, Ownership: fakeOwnership6{}, Logger: quietLogger()})
-			got, _, reply, dst, _ := r.handleNDP(tt.msg, tt.hops, tt.src, myMAC, time.Unix(100, 0))
-			if got != tt.want {
-				t.Errorf("outcome = %q, want %q", got, tt.want)
+			r := NewResponder(ResponderConfig{Interface: "eth0", IPv6: true, VIPs: hashVIPs6, Table: table, View: view, Logger: quietLogger()})
+			s := r.snap.Load()
+			v := r.decideNDP(s, tt.msg, tt.hops, tt.src, [6]byte(myMAC), time.Unix(100, 0))
+			if v.out != tt.want {
+				t.Errorf("outcome = %q, want %q", v.out, tt.want)
 			}
-			if (reply != nil) != tt.wantDst.IsValid() || dst != tt.wantDst {
-				t.Fatalf("answer %v to %v, want one to %v", reply, dst, tt.wantDst)
+			if v.send != tt.wantDst.IsValid() {
+				t.Fatalf("send = %v, want an answer to %v", v.send, tt.wantDst)
 			}
-			if reply != nil {
+			if v.send {
+				reply, dst := v.message(s, tt.src, myMAC)
+				if dst != tt.wantDst {
+					t.Errorf("answer to %v, want to %v", dst, tt.wantDst)
+				}
 				a := reply.(*ndp.NeighborAdvertisement)
-				if a.TargetAddress != vip6 || !a.Override || a.Solicited != tt.solicited || linkLayer(a.Options, ndp.Target).String() != myMAC.String() {
+				if a.TargetAddress != vip6 || !a.Override || a.Solicited != tt.solicited || targetMAC(a).String() != myMAC.String() {
 					t.Errorf("answer %+v, want an override advertisement of %s at %s (solicited %v)", a, vip6, myMAC, tt.solicited)
 				}
 			}
@@ -131,7 +140,8 @@ func TestRepointPackets(t *testing.T) {
 		t.Fatal(err)
 	}
 	ns, ok := s.msgs[0].(*ndp.NeighborSolicitation)
-	if !ok || ns.TargetAddress != theirs6 || linkLayer(ns.Options, ndp.Source).String() != myMAC.String() {
+	if !ok || ns.TargetAddress != theirs6 || len(ns.Options) != 1 || ns.Options[0].(*ndp.LinkLayerAddress).Direction != ndp.Source ||
+		ns.Options[0].(*ndp.LinkLayerAddress).Addr.String() != myMAC.String() {
 		t.Fatalf("NDP re-point: %+v, want a solicitation for %s with source link-layer %s", s.msgs[0], theirs6, myMAC)
 	}
 	if cm := s.cms[0]; cm == nil || !net.IP(cm.Src).Equal(vip6.AsSlice()) || cm.HopLimit != 255 || cm.IfIndex != 7 || s.dsts[0] != theirs6 {
@@ -148,15 +158,15 @@ func TestNDPAnswerConfirms(t *testing.T) {
 	for _, withMAC := range []bool{true, false} {
 		table := NewClientTable(10, time.Hour)
 		table.Learn(vip6, mine6, clientMAC, time.Unix(100, 0))
-		r := NewResponder(ResponderConfig{Interface: "eth0", IPv6: true, VIPs: []netip.Addr{vip6}, Table: table, Ownership: fakeOwnership6{}, Logger: quietLogger()})
+		r := NewResponder(ResponderConfig{Interface: "eth0", IPv6: true, VIPs: hashVIPs6, Table: table, View: view, Logger: quietLogger()})
 		na := &ndp.NeighborAdvertisement{Solicited: true, TargetAddress: mine6}
 		if withMAC {
 			na.Options = []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: clientMAC}}
 		}
 		stranger := &ndp.NeighborAdvertisement{Solicited: true, TargetAddress: theirs6}
 		for _, m := range []*ndp.NeighborAdvertisement{na, stranger} {
-			if out, _, _, _, _ := r.handleNDP(marshal(t, m), 255, m.TargetAddress, myMAC, time.Unix(200, 0)); out != Reply {
-				t.Errorf("outcome %q, want %q", out, Reply)
+			if v := r.decideNDP(r.snap.Load(), marshal(t, m), 255, m.TargetAddress, [6]byte(myMAC), time.Unix(200, 0)); v.out != Reply {
+				t.Errorf("outcome %q, want %q", v.out, Reply)
 			}
 		}
 		if c, _ := table.Get(vip6, mine6); !c.LastSeen.Equal(time.Unix(200, 0)) || c.MAC.String() != clientMAC.String() {

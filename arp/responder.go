@@ -1,12 +1,11 @@
 package arp
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
@@ -16,6 +15,8 @@ import (
 
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
+
+	"github.com/arpshare/arpshare/gossip"
 )
 
 // Outcome is what became of one received frame. Every frame gets exactly one;
@@ -33,13 +34,10 @@ const (
 	Malformed    Outcome = "malformed"      // not a well-formed ARP packet or NDP message
 )
 
-// Ownership is what the responder needs from the cluster view.
-type Ownership interface {
-	// Answer reports whether this host answers client for vip, and after
-	// how long (race mode answers after a random delay).
-	Answer(vip, client netip.Addr) (bool, time.Duration)
-	// IsPeer reports whether mac belongs to a host of the cluster.
-	IsPeer(mac net.HardwareAddr) bool
+// VIP is a VIP a responder serves, and how its clients are shared.
+type VIP struct {
+	Address netip.Addr
+	Mode    gossip.Mode
 }
 
 // ResponderConfig configures a Responder.
@@ -47,11 +45,13 @@ type ResponderConfig struct {
 	Interface string
 	// IPv6 makes it answer Neighbor Discovery for IPv6 VIPs instead of ARP
 	// for IPv4 ones.
-	IPv6      bool
-	VIPs      []netip.Addr // the VIPs served on this interface
-	Table     *ClientTable
-	Ownership Ownership
-	Logger    *slog.Logger
+	IPv6  bool
+	VIPs  []VIP // the VIPs served on this interface
+	Table *ClientTable
+	// View is the cluster as this host sees it when the responder starts;
+	// SetView follows its changes. Nil answers nobody.
+	View   *gossip.View
+	Logger *slog.Logger
 	// Listen opens the interface for ARP; nil means Listen (a raw socket).
 	Listen func(name string) (Conn, net.HardwareAddr, error)
 	// ListenNDP opens it for NDP; nil means ListenNDP (an ICMPv6 socket).
@@ -69,13 +69,116 @@ type Responder struct {
 	ready chan struct{}
 	once  sync.Once
 
-	vips atomic.Pointer[[]netip.Addr]
+	// snap is everything a frame's decision reads, swapped whole on a
+	// change: the reading goroutine takes no lock.
+	snap atomic.Pointer[snapshot]
+	none counts // frames about no VIP of ours
 
 	mu       sync.Mutex
-	link     link // nil while the interface is not open
+	counts   map[netip.Addr]*counts // kept across reloads: counters only grow
+	link     link                   // nil while the interface is not open
 	mac      net.HardwareAddr
-	stats    Stats
 	lastWarn time.Time
+}
+
+// snapshot is the immutable state a decision reads.
+type snapshot struct {
+	vips  []servedVIP
+	view  *gossip.View
+	peers map[[6]byte]bool // the cluster members' serving MACs
+}
+
+type servedVIP struct {
+	VIP
+	counts *counts
+}
+
+// find returns the index of addr among the VIPs, or -1.
+func (s *snapshot) find(addr netip.Addr) int {
+	for i := range s.vips {
+		if s.vips[i].Address == addr {
+			return i
+		}
+	}
+	return -1
+}
+
+// find4 is find for an IPv4 address as 4 bytes of a frame.
+func (s *snapshot) find4(b []byte) int {
+	a := netip.AddrFrom4([4]byte(b))
+	return s.find(a)
+}
+
+func (s *snapshot) addrs() []netip.Addr {
+	out := make([]netip.Addr, len(s.vips))
+	for i, v := range s.vips {
+		out[i] = v.Address
+	}
+	return out
+}
+
+// answer reports whether this host answers client for VIP i, and after how
+// long: the view decides, so whatever keeps a host from answering (no
+// quorum, not a member) travels with it.
+func (s *snapshot) answer(i int, client netip.Addr) (bool, time.Duration) {
+	v := s.vips[i]
+	if !s.view.Answers(v.Address, v.Mode, client) {
+		return false, 0
+	}
+	if v.Mode == gossip.ModeRace {
+		return true, rand.N(raceJitter)
+	}
+	return true, 0
+}
+
+// raceJitter bounds the random delay of a race-mode answer.
+const raceJitter = 20 * time.Millisecond
+
+// counts are one VIP's counters, bumped without a lock.
+type counts struct {
+	frames                       [len(outcomes)]atomic.Uint64
+	replies, repoints, announces atomic.Uint64
+}
+
+var outcomes = [...]Outcome{Answered, NotOwner, Conflict, PeerAnnounce, Reply, Foreign, Malformed}
+
+func outcomeIndex(o Outcome) int {
+	switch o {
+	case Answered:
+		return 0
+	case NotOwner:
+		return 1
+	case Conflict:
+		return 2
+	case PeerAnnounce:
+		return 3
+	case Reply:
+		return 4
+	case Foreign:
+		return 5
+	}
+	return 6
+}
+
+// count counts one frame's outcome, for VIP i (-1: none).
+func (r *Responder) count(s *snapshot, i int, o Outcome) {
+	c := &r.none
+	if i >= 0 {
+		c = s.vips[i].counts
+	}
+	c.frames[outcomeIndex(o)].Add(1)
+}
+
+// countsOf returns vip's counters, making them if need be.
+func (r *Responder) countsOf(vip netip.Addr) *counts {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, ok := r.counts[vip]
+	if !ok {
+		c = new(counts)
+		r.counts[vip] = c
+	}
+	return c
 }
 
 // Key says what a count is about: the VIP concerned (the zero Addr for
@@ -93,16 +196,6 @@ type Stats struct {
 	Announces map[netip.Addr]uint64 // broadcast gratuitous ARP sent, by VIP
 }
 
-func newStats() Stats {
-	return Stats{Frames: map[Key]uint64{}, Replies: map[netip.Addr]uint64{}, Repoints: map[netip.Addr]uint64{}, Announces: map[netip.Addr]uint64{}}
-}
-
-func (r *Responder) count(f func(*Stats)) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	f(&r.stats)
-}
-
 // NewResponder returns a responder; Run starts it.
 func NewResponder(cfg ResponderConfig) *Responder {
 	if cfg.Listen == nil {
@@ -114,9 +207,35 @@ func NewResponder(cfg ResponderConfig) *Responder {
 	if cfg.Retry == 0 {
 		cfg.Retry = time.Second
 	}
-	r := &Responder{cfg: cfg, ready: make(chan struct{}), stats: newStats()}
+	r := &Responder{cfg: cfg, ready: make(chan struct{}), counts: map[netip.Addr]*counts{}}
+	r.snap.Store(&snapshot{view: cfg.View, peers: peerMACs(cfg.View)})
 	r.SetVIPs(cfg.VIPs)
 	return r
+}
+
+func peerMACs(v *gossip.View) map[[6]byte]bool {
+	peers := map[[6]byte]bool{}
+	if v == nil {
+		return peers
+	}
+	for _, m := range v.Members {
+		for _, s := range m.Meta.MACs {
+			if mac, err := net.ParseMAC(s); err == nil && len(mac) == 6 {
+				peers[[6]byte(mac)] = true
+			}
+		}
+	}
+	return peers
+}
+
+// SetView gives the responder a new view of the cluster.
+func (r *Responder) SetView(v *gossip.View) {
+	peers := peerMACs(v)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := *r.snap.Load()
+	s.view, s.peers = v, peers
+	r.snap.Store(&s)
 }
 
 // link is one open interface, for one protocol.
@@ -141,7 +260,7 @@ func (r *Responder) open() (link, net.HardwareAddr, error) {
 		if ifi, err := net.InterfaceByName(r.cfg.Interface); err == nil {
 			l.index = ifi.Index
 		}
-		l.setVIPs(nil, *r.vips.Load())
+		l.setVIPs(nil, r.snap.Load().addrs())
 		return l, mac, nil
 	}
 	c, mac, err := r.cfg.Listen(r.cfg.Interface)
@@ -151,14 +270,21 @@ func (r *Responder) open() (link, net.HardwareAddr, error) {
 	return &arpLink{conn: c, mac: mac}, mac, nil
 }
 
-// SetVIPs changes the VIPs served on the interface (on a config reload).
-func (r *Responder) SetVIPs(vips []netip.Addr) {
-	vips = slices.Clone(vips)
-	old := r.vips.Swap(&vips)
+// SetVIPs changes the VIPs served on the interface, or their modes (on a
+// config reload).
+func (r *Responder) SetVIPs(vips []VIP) {
+	served := make([]servedVIP, len(vips))
+	for i, v := range vips {
+		served[i] = servedVIP{VIP: v, counts: r.countsOf(v.Address)}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.link != nil && old != nil {
-		r.link.setVIPs(*old, vips)
+	old := r.snap.Load()
+	s := *old
+	s.vips = served
+	r.snap.Store(&s)
+	if r.link != nil {
+		r.link.setVIPs(old.addrs(), s.addrs())
 	}
 }
 
@@ -197,7 +323,7 @@ func (r *Responder) Run(ctx context.Context) error {
 			continue
 		}
 		lastErr = ""
-		log.Info("answering", "protocol", map[bool]string{false: "ARP", true: "NDP"}[r.cfg.IPv6], "mac", mac.String(), "vips", *r.vips.Load())
+		log.Info("answering", "protocol", map[bool]string{false: "ARP", true: "NDP"}[r.cfg.IPv6], "mac", mac.String(), "vips", r.snap.Load().addrs())
 		r.mu.Lock()
 		r.link, r.mac = conn, mac
 		r.mu.Unlock()
@@ -242,91 +368,61 @@ type arpLink struct {
 func (l *arpLink) Close() error                  { return l.conn.Close() }
 func (l *arpLink) setVIPs(old, new []netip.Addr) {}
 
+// readBatch is how many frames one read brings in at most.
+const readBatch = 32
+
 func (l *arpLink) serve(r *Responder) error {
+	reply := make([]byte, arpFrameLen)
+	mac := [6]byte(l.mac)
+	handle := func(frame []byte, now time.Time) {
+		s := r.snap.Load()
+		v := r.decideARP(s, frame, mac, now)
+		r.count(s, v.vip, v.out)
+		if !v.send {
+			return
+		}
+		arpReply(reply, frame, mac)
+		if v.delay > 0 {
+			later := slices.Clone(reply)
+			time.AfterFunc(v.delay, func() { r.sent(s, v.vip, l.conn.WriteFrame(later, later[:6])) })
+			return
+		}
+		r.sent(s, v.vip, l.conn.WriteFrame(reply, reply[:6]))
+	}
+	if br, ok := l.conn.(BatchReader); ok {
+		bufs, sizes := make([][]byte, readBatch), make([]int, readBatch)
+		for i := range bufs {
+			bufs[i] = make([]byte, 1514)
+		}
+		for {
+			n, err := br.ReadBatch(bufs, sizes)
+			if err != nil {
+				return err
+			}
+			now := time.Now()
+			for i := range n {
+				handle(bufs[i][:sizes[i]], now)
+			}
+		}
+	}
 	buf := make([]byte, 1514)
 	for {
 		n, err := l.conn.ReadFrame(buf)
 		if err != nil {
 			return err
 		}
-		out, vip, reply, dst, delay := r.handle(buf[:n], l.mac, time.Now())
-		r.answer(out, vip, delay, reply != nil, func() error { return l.conn.WriteFrame(reply, dst) })
+		handle(buf[:n], time.Now())
 	}
 }
 
-// answer counts one message's outcome and sends its answer, if any, at once
-// or after delay.
-func (r *Responder) answer(out Outcome, vip netip.Addr, delay time.Duration, send bool, write func() error) {
-	r.count(func(s *Stats) { s.Frames[Key{vip, out}]++ })
-	if !send {
-		return
-	}
-	do := func() {
-		if err := write(); err != nil {
-			// After a delay, the link may have been closed meanwhile.
-			r.cfg.Logger.Debug("send answer", "interface", r.cfg.Interface, "vip", vip, "error", err)
-			return
-		}
-		r.count(func(s *Stats) { s.Replies[vip]++ })
-	}
-	if delay > 0 {
-		time.AfterFunc(delay, do)
-		return
-	}
-	do()
-}
-
-// handle decides what to do with one frame: the outcome, the VIP concerned
-// (if any), and the frame to send back (nil for none) with its Ethernet
-// destination and delay.
-func (r *Responder) handle(frame []byte, mac net.HardwareAddr, now time.Time) (Outcome, netip.Addr, []byte, net.HardwareAddr, time.Duration) {
-	var none netip.Addr
-	var f ethernet.Frame
-	if err := f.UnmarshalBinary(frame); err != nil || f.EtherType != ethernet.EtherTypeARP {
-		return Malformed, none, nil, nil, 0
-	}
-	var p arp.Packet
-	if err := p.UnmarshalBinary(f.Payload); err != nil ||
-		p.HardwareType != 1 || p.ProtocolType != uint16(ethernet.EtherTypeIPv4) ||
-		p.HardwareAddrLength != 6 || p.IPLength != 4 {
-		return Malformed, none, nil, nil, 0
-	}
-
-	vips := *r.vips.Load()
-	if slices.Contains(vips, p.SenderIP) && !bytes.Equal(p.SenderHardwareAddr, mac) {
-		if r.cfg.Ownership.IsPeer(p.SenderHardwareAddr) {
-			return PeerAnnounce, p.SenderIP, nil, nil, 0
-		}
-		r.warnConflict(p.SenderIP, p.SenderHardwareAddr)
-		return Conflict, p.SenderIP, nil, nil, 0
-	}
-	if p.Operation != arp.OperationRequest {
-		// A reply to the VIP answers this host's re-pointing request (the
-		// kernel never asks from the VIP): it confirms the client is there.
-		if slices.Contains(vips, p.TargetIP) && !p.SenderIP.IsUnspecified() {
-			r.cfg.Table.Learn(p.TargetIP, p.SenderIP, p.SenderHardwareAddr, now)
-		}
-		return Reply, none, nil, nil, 0
-	}
-	if !slices.Contains(vips, p.TargetIP) {
-		return Foreign, none, nil, nil, 0
-	}
-	vip, client := p.TargetIP, p.SenderIP
-	// An unspecified sender is a duplicate-address probe for the VIP. It
-	// teaches nothing, but one host must answer it so that whoever probes
-	// learns the address is taken; ownership of 0.0.0.0 picks that host.
-	if !client.IsUnspecified() {
-		r.cfg.Table.Learn(vip, client, p.SenderHardwareAddr, now)
-	}
-	answer, delay := r.cfg.Ownership.Answer(vip, client)
-	if !answer {
-		return NotOwner, vip, nil, nil, 0
-	}
-	reply, err := frameFor(arp.OperationReply, mac, vip, p.SenderHardwareAddr, client, f.Source)
+// sent counts an answer sent for VIP i, or logs why it was not: after a
+// delay, the link may have been closed meanwhile.
+func (r *Responder) sent(s *snapshot, i int, err error) {
 	if err != nil {
-		return Malformed, none, nil, nil, 0
+		r.cfg.Logger.Debug("send answer", "interface", r.cfg.Interface, "vip", s.vips[i].Address, "error", err)
+		return
 	}
-	return Answered, vip, reply, f.Source, delay
+	s.vips[i].counts.replies.Add(1)
 }
 
 func (r *Responder) warnConflict(vip netip.Addr, mac net.HardwareAddr) {
@@ -377,7 +473,9 @@ func (r *Responder) Repoint(vip netip.Addr, c Client) error {
 	if err := l.repoint(mac, vip, c); err != nil {
 		return fmt.Errorf("repoint %s on %s: %w", c.IP, r.cfg.Interface, err)
 	}
-	r.count(func(s *Stats) { s.Repoints[vip]++ })
+	r.countsOf(vip).repoints.Add(1)
+	// A client this host re-points is one it answers: keep it.
+	r.cfg.Table.Protect(vip, c.IP)
 	return nil
 }
 
@@ -394,7 +492,7 @@ func (r *Responder) Announce(vip netip.Addr) error {
 	if err := l.announce(mac, vip); err != nil {
 		return fmt.Errorf("announce %s on %s: %w", vip, r.cfg.Interface, err)
 	}
-	r.count(func(s *Stats) { s.Announces[vip]++ })
+	r.countsOf(vip).announces.Add(1)
 	return nil
 }
 
@@ -426,10 +524,30 @@ func (r *Responder) MAC() net.HardwareAddr {
 	return r.mac
 }
 
-// Stats returns a copy of the responder's counts.
+// Stats returns the responder's counts; a count that is zero is left out.
 func (r *Responder) Stats() Stats {
+	st := Stats{Frames: map[Key]uint64{}, Replies: map[netip.Addr]uint64{}, Repoints: map[netip.Addr]uint64{}, Announces: map[netip.Addr]uint64{}}
+	add := func(vip netip.Addr, c *counts) {
+		for i, o := range outcomes {
+			if n := c.frames[i].Load(); n > 0 {
+				st.Frames[Key{vip, o}] = n
+			}
+		}
+		if n := c.replies.Load(); n > 0 {
+			st.Replies[vip] = n
+		}
+		if n := c.repoints.Load(); n > 0 {
+			st.Repoints[vip] = n
+		}
+		if n := c.announces.Load(); n > 0 {
+			st.Announces[vip] = n
+		}
+	}
+	add(netip.Addr{}, &r.none)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return Stats{Frames: maps.Clone(r.stats.Frames), Replies: maps.Clone(r.stats.Replies),
-		Repoints: maps.Clone(r.stats.Repoints), Announces: maps.Clone(r.stats.Announces)}
+	for vip, c := range r.counts {
+		add(vip, c)
+	}
+	return st
 }

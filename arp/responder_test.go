@@ -14,6 +14,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
+
+	"github.com/arpshare/arpshare/gossip"
 )
 
 var (
@@ -21,19 +23,37 @@ var (
 	myMAC     = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x01}
 	peerMAC   = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x02}
 	clientMAC = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99}
-	mine      = netip.MustParseAddr("198.18.0.101")
-	theirs    = netip.MustParseAddr("198.18.0.102")
+	// view: this host "me" and its peer share vip and vip6 in hash mode.
+	view = gossip.NewView("me", []gossip.Member{
+		{Name: "me", State: gossip.StateAlive, Meta: gossip.Meta{Version: gossip.MetaVersion, Algorithm: gossip.Algorithm, Weight: 1, VIPs: []netip.Addr{vip, vip6}, MACs: []string{myMAC.String()}}},
+		{Name: "peer", State: gossip.StateAlive, Meta: gossip.Meta{Version: gossip.MetaVersion, Algorithm: gossip.Algorithm, Weight: 1, VIPs: []netip.Addr{vip, vip6}, MACs: []string{peerMAC.String()}}},
+	}, 0)
+	// Clients of vip (and vip6) that this host answers, and that it does not.
+	mine, theirs   = split(vip, netip.MustParseAddr("198.18.0.101"))
+	mine6, theirs6 = split(vip6, netip.MustParseAddr("fd00::101"))
+	hashVIPs       = []VIP{{vip, gossip.ModeHash}}
+	hashVIPs6      = []VIP{{vip6, gossip.ModeHash}}
 )
 
-// fakeOwnership owns mine and the unspecified address, and knows one peer.
-type fakeOwnership struct{}
-
-func (fakeOwnership) Answer(v, c netip.Addr) (bool, time.Duration) {
-	return v == vip && (c == mine || c.IsUnspecified()), 0
+// split returns the first address from start on that this host owns in
+// view, and the first that its peer owns.
+func split(vip, start netip.Addr) (mine, theirs netip.Addr) {
+	for a := start; !mine.IsValid() || !theirs.IsValid(); a = a.Next() {
+		switch view.Owner(vip, gossip.ModeHash, a) {
+		case "me":
+			if !mine.IsValid() {
+				mine = a
+			}
+		default:
+			if !theirs.IsValid() {
+				theirs = a
+			}
+		}
+	}
+	return mine, theirs
 }
-func (fakeOwnership) IsPeer(m net.HardwareAddr) bool { return m.String() == peerMAC.String() }
 
-func request(t *testing.T, op arp.Operation, sha net.HardwareAddr, spa netip.Addr, tpa netip.Addr) []byte {
+func request(t testing.TB, op arp.Operation, sha net.HardwareAddr, spa netip.Addr, tpa netip.Addr) []byte {
 	t.Helper()
 	b, err := frameFor(op, sha, spa, net.HardwareAddr{0, 0, 0, 0, 0, 0}, tpa, ethernet.Broadcast)
 	if err != nil {
@@ -53,6 +73,10 @@ func TestHandle(t *testing.T) {
 	notARP := request(t, arp.OperationRequest, clientMAC, mine, vip)
 	notARP[12], notARP[13] = 0x08, 0x00
 
+	dadOutcome := NotOwner
+	if view.Answers(vip, gossip.ModeHash, netip.IPv4Unspecified()) {
+		dadOutcome = Answered
+	}
 	tests := []struct {
 		name      string
 		frame     []byte
@@ -62,7 +86,7 @@ func TestHandle(t *testing.T) {
 	}{
 		{"owned client", request(t, arp.OperationRequest, clientMAC, mine, vip), Answered, true, true},
 		{"other host's client", request(t, arp.OperationRequest, clientMAC, theirs, vip), NotOwner, false, true},
-		{"duplicate address probe", request(t, arp.OperationRequest, clientMAC, netip.IPv4Unspecified(), vip), Answered, true, false},
+		{"duplicate address probe", request(t, arp.OperationRequest, clientMAC, netip.IPv4Unspecified(), vip), dadOutcome, dadOutcome == Answered, false},
 		{"reply to a re-pointing request", request(t, arp.OperationReply, clientMAC, mine, vip), Reply, false, true},
 		{"reply to another address", request(t, arp.OperationReply, clientMAC, mine, netip.MustParseAddr("198.18.0.1")), Reply, false, false},
 		{"foreign target", request(t, arp.OperationRequest, clientMAC, mine, netip.MustParseAddr("198.18.0.1")), Foreign, false, false},
@@ -77,15 +101,18 @@ func TestHandle(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			table := NewClientTable(10, time.Hour)
-			r := NewResponder(ResponderConfig{Interface: "eth0", VIPs: []netip.Addr{vip}, Table: table, Ownership: fakeOwnership{}, Logger: quietLogger()})
-			got, _, reply, dst, _ := r.handle(tt.frame, myMAC, time.Unix(100, 0))
-			if got != tt.want {
-				t.Errorf("outcome = %q, want %q", got, tt.want)
+			r := NewResponder(ResponderConfig{Interface: "eth0", VIPs: hashVIPs, Table: table, View: view, Logger: quietLogger()})
+			v := r.decideARP(r.snap.Load(), tt.frame, [6]byte(myMAC), time.Unix(100, 0))
+			if v.out != tt.want {
+				t.Errorf("outcome = %q, want %q", v.out, tt.want)
 			}
-			if (reply != nil) != tt.wantReply {
-				t.Fatalf("reply = %x, want a reply: %v", reply, tt.wantReply)
+			if v.send != tt.wantReply {
+				t.Fatalf("send = %v, want %v", v.send, tt.wantReply)
 			}
-			if reply != nil {
+			if v.send {
+				reply := make([]byte, arpFrameLen)
+				arpReply(reply, tt.frame, [6]byte(myMAC))
+				dst := net.HardwareAddr(reply[:6])
 				var f ethernet.Frame
 				var p arp.Packet
 				if err := f.UnmarshalBinary(reply); err != nil {
@@ -172,7 +199,7 @@ func TestResponderRunWaitsAndReopens(t *testing.T) {
 	}
 	table := NewClientTable(10, time.Hour)
 	r := NewResponder(ResponderConfig{
-		Interface: "eth0", VIPs: []netip.Addr{vip}, Table: table, Ownership: fakeOwnership{},
+		Interface: "eth0", VIPs: hashVIPs, Table: table, View: view,
 		Logger: quietLogger(), Listen: listen, Retry: time.Millisecond,
 		OnOpen: func(name string, mac net.HardwareAddr) error {
 			mu.Lock()
@@ -217,5 +244,24 @@ func TestResponderRunWaitsAndReopens(t *testing.T) {
 	}
 	if err := r.Repoint(vip, Client{IP: theirs, MAC: clientMAC}); !errors.Is(err, ErrNotOpen) {
 		t.Errorf("Repoint after stop = %v, want ErrNotOpen", err)
+	}
+}
+
+// Answering a client once does not protect it: each host answers its share
+// of a flood. Asking again does.
+func TestAnswerOnceDoesNotProtect(t *testing.T) {
+	t.Parallel()
+	table := NewClientTable(10, time.Hour)
+	r := NewResponder(ResponderConfig{Interface: "eth0", VIPs: hashVIPs, Table: table, View: view, Logger: quietLogger()})
+	frame := request(t, arp.OperationRequest, clientMAC, mine, vip)
+	if v := r.decideARP(r.snap.Load(), frame, [6]byte(myMAC), time.Unix(100, 0)); v.out != Answered {
+		t.Fatalf("outcome %s, want answered", v.out)
+	}
+	if table.Protected(vip, mine) {
+		t.Error("a client answered once is protected")
+	}
+	r.decideARP(r.snap.Load(), frame, [6]byte(myMAC), time.Unix(130, 0))
+	if !table.Protected(vip, mine) {
+		t.Error("a client that asked again is not protected")
 	}
 }

@@ -47,6 +47,17 @@ const (
 	// MaxWeight bounds node.weight: a host of weight w scores w hashes per
 	// client, so the cost of a lookup grows with the sum of the weights.
 	MaxWeight = 100
+	// DefaultMaxClients caps the client table: four /16s of clients. The
+	// table takes ~100 bytes a client, the process ~200 with the garbage
+	// collector's headroom: about 75 MB of RSS when full, 40 MB with
+	// 100,000 clients (docs/benchmarks.md).
+	DefaultMaxClients = 262144
+	// MinMaxClients bounds node.max_clients from below: a table smaller
+	// than a few hundred clients is a typo, and would churn.
+	MinMaxClients = 256
+	// MaxMaxClients bounds it from above: ten million clients is about a
+	// gigabyte of table.
+	MaxMaxClients = 10_000_000
 
 	// DefaultRepointRate is how many re-pointing packets a host sends per
 	// second at most, as before it was a setting: a segment of 65,536
@@ -89,6 +100,8 @@ type NodeConfig struct {
 	Name     string
 	Weight   int
 	StateDir string
+	// MaxClients caps the client table (all VIPs together).
+	MaxClients int
 	// RepointRate is how many re-pointing packets per second this host
 	// sends at most.
 	RepointRate int
@@ -144,9 +157,10 @@ type APIConfig struct {
 // The raw layer: decoded strictly from TOML, pointers mean "not set".
 type rawConfig struct {
 	Node struct {
-		Name     *string `toml:"name"`
-		Weight   *int    `toml:"weight"`
-		StateDir *string `toml:"state_dir"`
+		Name       *string `toml:"name"`
+		Weight     *int    `toml:"weight"`
+		StateDir   *string `toml:"state_dir"`
+		MaxClients *int    `toml:"max_clients"`
 		// RepointRate is packets per second.
 		RepointRate      *int    `toml:"repoint_rate"`
 		ReassertInterval *string `toml:"reassert_interval"`
@@ -323,6 +337,13 @@ func (c *checker) check(raw *rawConfig) *Config {
 		cfg.Node.Weight = *raw.Node.Weight
 		if cfg.Node.Weight < 1 || cfg.Node.Weight > MaxWeight {
 			c.errAt(c.line("node", 0, "weight"), "node.weight %d: must be 1 to %d", cfg.Node.Weight, MaxWeight)
+		}
+	}
+	cfg.Node.MaxClients = DefaultMaxClients
+	if raw.Node.MaxClients != nil {
+		cfg.Node.MaxClients = *raw.Node.MaxClients
+		if cfg.Node.MaxClients < MinMaxClients || cfg.Node.MaxClients > MaxMaxClients {
+			c.errAt(c.line("node", 0, "max_clients"), "node.max_clients %d: must be %d to %d", cfg.Node.MaxClients, MinMaxClients, MaxMaxClients)
 		}
 	}
 	cfg.Node.StateDir = DefaultStateDir

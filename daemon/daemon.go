@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -32,9 +31,8 @@ const (
 	// leaveTimeout bounds how long the leave message may take to go out.
 	leaveTimeout = time.Second
 	// Client table: a client refreshes by unicast to its owner only, so
-	// other hosts keep it for hours; 65,536 clients take a few MB.
-	maxClients = 65536
-	clientTTL  = 4 * time.Hour
+	// other hosts keep it for hours.
+	clientTTL = 4 * time.Hour
 )
 
 // task is a long-running part of the daemon.
@@ -77,14 +75,11 @@ type running[T task] struct {
 	done   chan struct{}
 }
 
-// raceJitter bounds the random delay of a race-mode answer.
-const raceJitter = 20 * time.Millisecond
-
 // New wires a daemon from a checked config.
 func New(cfg *Config, log *slog.Logger, version string) *Daemon {
 	d := &Daemon{
 		log: log, version: version,
-		table:      arp.NewClientTable(maxClients, clientTTL),
+		table:      arp.NewClientTable(cfg.Node.MaxClients, clientTTL),
 		responders: map[linkKey]*running[*arp.Responder]{},
 		checks:     map[netip.Addr]*running[*healthCheck]{},
 		macs:       map[string]net.HardwareAddr{},
@@ -310,6 +305,9 @@ func (d *Daemon) viewChanged(v *gossip.View) {
 		}
 	}
 	d.log.Info("cluster view changed", "members", strings.Join(hosts, " "))
+	for _, r := range d.responderSnapshot() {
+		r.SetView(v)
+	}
 	d.repointer.ViewChanged(v)
 	d.notify("STATUS=" + d.statusLine())
 }
@@ -432,29 +430,6 @@ func (d *Daemon) SetDrained(ctx context.Context, drained bool) error {
 	return nil
 }
 
-// Answer reports whether this host answers client for vip, and when.
-func (d *Daemon) Answer(vip, client netip.Addr) (bool, time.Duration) {
-	mode := d.mode(vip)
-	if !d.cluster.View().Answers(vip, mode, client) {
-		return false, 0
-	}
-	if mode == gossip.ModeRace {
-		return true, rand.N(raceJitter)
-	}
-	return true, 0
-}
-
-// IsPeer reports whether mac is a serving interface of a cluster member.
-func (d *Daemon) IsPeer(mac net.HardwareAddr) bool {
-	s := mac.String()
-	for _, m := range d.cluster.View().Members {
-		if slices.Contains(m.Meta.MACs, s) {
-			return true
-		}
-	}
-	return false
-}
-
 // Status reports this host's view.
 func (d *Daemon) Status() Status {
 	v := d.cluster.View()
@@ -511,10 +486,26 @@ type sharedTable struct {
 	log *slog.Logger
 }
 
-func (s sharedTable) MarshalBinary() ([]byte, error) { return s.t.MarshalBinary() }
+// maxChanges bounds the client-table changes one periodic exchange
+// carries: a host takes part in about two exchanges every 30 s, so at most
+// about 35 KB/s, whatever happens to the table (100,000 clients re-asking at
+// once would be 1.7 MB an exchange). Changes that do not fit go in the next
+// exchanges. A joining host gets the whole table regardless.
+const maxChanges = 512 << 10
 
-func (s sharedTable) MergeState(b []byte) {
-	if _, err := s.t.Merge(b, time.Now()); err != nil {
+func (s sharedTable) LocalState(since time.Time) []byte {
+	if since.IsZero() {
+		return s.t.Encode(time.Now(), since)
+	}
+	return s.t.EncodeAtMost(time.Now(), since, maxChanges)
+}
+
+func (s sharedTable) MergeState(b []byte, join bool) {
+	merge := s.t.MergeChanges
+	if join {
+		merge = s.t.Merge
+	}
+	if _, err := merge(b, time.Now()); err != nil {
 		s.log.Warn("client table from a peer dropped", "error", err)
 	}
 }

@@ -27,6 +27,7 @@ const (
 	MetricRepointClients = "arpshare_repoint_clients_total"
 	MetricRepointBacklog = "arpshare_repoint_backlog_seconds"
 	MetricClientsKnown   = "arpshare_clients_known"
+	MetricClientsEvicted = "arpshare_clients_evicted_total"
 	MetricClientsOwned   = "arpshare_clients_owned"
 	MetricMembers        = "arpshare_gossip_members"
 	MetricHealthScore    = "arpshare_gossip_health_score"
@@ -59,6 +60,8 @@ var (
 		"How long the re-pointing round in progress will take at node.repoint_rate; 0 when idle.", nil, nil)
 	descKnown = prometheus.NewDesc(MetricClientsKnown,
 		"Clients of the VIP in this host's client table.", []string{"vip"}, nil)
+	descEvicted = prometheus.NewDesc(MetricClientsEvicted,
+		"Clients dropped from the full client table to make room for new ones (a flood of new senders, or node.max_clients too small).", nil, nil)
 	descOwned = prometheus.NewDesc(MetricClientsOwned,
 		"Known clients of the VIP that this host answers.", []string{"vip"}, nil)
 	descMembers = prometheus.NewDesc(MetricMembers,
@@ -88,7 +91,7 @@ var (
 type collector struct{ d *Daemon }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRequests, descReplies, descConflicts, descRepoints, descKnown, descOwned,
+	for _, d := range []*prometheus.Desc{descRequests, descReplies, descConflicts, descRepoints, descKnown, descEvicted, descOwned,
 		descRepointClients, descRepointBacklog, descMembers, descHealth, descQuorum, descJoin, descLastChange, descEligible, descHealthy, descIfaceUp, descBuild} {
 		ch <- d
 	}
@@ -158,6 +161,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descKnown, float64(n), vip)
 		gauge(descOwned, float64(owned[vip]), vip)
 	}
+	counter(descEvicted, d.table.Stats().Evicted)
 
 	states := map[string]int{"alive": 0, "dead": 0, "unreachable": 0}
 	for _, m := range v.Members {

@@ -85,9 +85,9 @@ func (d *Daemon) apply(old, cfg *Config) error {
 
 	// Responders: one per interface and address family that serves at
 	// least one VIP.
-	byLink := map[linkKey][]netip.Addr{}
+	byLink := map[linkKey][]arp.VIP{}
 	for _, v := range cfg.VIPs {
-		byLink[v.link()] = append(byLink[v.link()], v.Address)
+		byLink[v.link()] = append(byLink[v.link()], arp.VIP{Address: v.Address, Mode: v.Mode})
 	}
 	for k, r := range d.responders {
 		if vips, ok := byLink[k]; ok {
@@ -106,7 +106,7 @@ func (d *Daemon) apply(old, cfg *Config) error {
 			onOpen = d.interfaceOpened6
 		}
 		d.responders[k] = start(d, arp.NewResponder(arp.ResponderConfig{
-			Interface: k.iface, IPv6: k.ipv6, VIPs: vips, Table: d.table, Ownership: d,
+			Interface: k.iface, IPv6: k.ipv6, VIPs: vips, Table: d.table, View: d.cluster.View(),
 			Logger: d.log, OnOpen: onOpen,
 		}))
 	}
@@ -165,16 +165,16 @@ func (d *Daemon) Reload(path string) error {
 	if cfg.API != old.API {
 		needRestart = append(needRestart, "[api]")
 	}
-	if cfg.Node.Name != old.Node.Name || cfg.Node.StateDir != old.Node.StateDir ||
+	if cfg.Node.Name != old.Node.Name || cfg.Node.StateDir != old.Node.StateDir || cfg.Node.MaxClients != old.Node.MaxClients ||
 		cfg.Node.RepointRate != old.Node.RepointRate || cfg.Node.ReassertInterval != old.Node.ReassertInterval {
-		needRestart = append(needRestart, "[node] name/state_dir/repoint_rate/reassert_interval")
+		needRestart = append(needRestart, "[node] name/state_dir/max_clients/repoint_rate/reassert_interval")
 	}
 	if len(needRestart) > 0 {
 		d.log.Warn("reload: these settings changed but only apply at restart", "settings", strings.Join(needRestart, ", "))
 	}
 	applied := *cfg
 	applied.Gossip, applied.API = old.Gossip, old.API
-	applied.Node.Name, applied.Node.StateDir = old.Node.Name, old.Node.StateDir
+	applied.Node.Name, applied.Node.StateDir, applied.Node.MaxClients = old.Node.Name, old.Node.StateDir, old.Node.MaxClients
 	applied.Node.RepointRate, applied.Node.ReassertInterval = old.Node.RepointRate, old.Node.ReassertInterval
 
 	if err := d.apply(old, &applied); err != nil {

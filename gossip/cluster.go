@@ -7,6 +7,7 @@ import (
 	"log"
 	"log/slog"
 	"maps"
+	"math"
 	"net"
 	"net/netip"
 	"slices"
@@ -39,7 +40,8 @@ type ClusterConfig struct {
 	Expect int
 	// Meta returns this host's current metadata.
 	Meta func() Meta
-	// State, if set, is exchanged in full with peers on join and every push-pull.
+	// State, if set, is exchanged with peers: in full when a host joins,
+	// and what changed lately on every periodic push-pull.
 	State SharedState
 	// OnChange is called, from Run's goroutine, with every new view.
 	OnChange func(*View)
@@ -55,8 +57,13 @@ type ClusterConfig struct {
 // SharedState is exchanged between hosts by memberlist's push-pull: each
 // host sends its own and merges the others'.
 type SharedState interface {
-	MarshalBinary() ([]byte, error)
-	MergeState(b []byte)
+	// LocalState returns what to send a peer: everything if since is
+	// zero (the peer joins, or heals from a partition), else only what
+	// changed after since.
+	LocalState(since time.Time) []byte
+	// MergeState takes a peer's state: everything it has if join is set,
+	// else what changed there lately.
+	MergeState(b []byte, join bool)
 }
 
 // Cluster keeps this host in the gossip cluster and its View up to date.
@@ -167,6 +174,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 	mc.SuspicionMult = c.cfg.SuspicionMult
 	mc.GossipInterval = c.cfg.GossipInterval
 	mc.TCPTimeout = 2 * time.Second // a LAN answers far sooner; joins wait on it
+	mc.PushPullInterval = PushPullInterval
 	mc.Label = c.cfg.Label
 	if len(c.cfg.Keys) > 0 {
 		kr, err := memberlist.NewKeyring(c.cfg.Keys, c.cfg.Keys[0])
@@ -650,20 +658,42 @@ func (d delegate) NodeMeta(limit int) []byte {
 func (d delegate) NotifyMsg([]byte)                           {}
 func (d delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 
+// PushPullInterval is how often memberlist exchanges state with a random
+// peer (its LAN default); it stretches the interval in clusters of more
+// than 32 hosts, as changesWindow follows.
+const PushPullInterval = 30 * time.Second
+
+// changesWindow is how far back a periodic push-pull reaches: a change is
+// offered in every exchange for four push-pull intervals, so that each host
+// hears it first or second hand. Memberlist scales the interval by
+// log2(n/32)+1 above 32 hosts; so does this.
+func changesWindow(n int) time.Duration {
+	scale := 1.0
+	if n > 32 {
+		scale = math.Ceil(math.Log2(float64(n))-math.Log2(32)) + 1
+	}
+	return time.Duration(4 * scale * float64(PushPullInterval))
+}
+
+// LocalState is memberlist asking what to send in a push-pull. Sending the
+// whole client table every time is 17 bytes a client per exchange (and
+// memberlist refuses more than 20 MB): only a joining peer gets it all.
 func (d delegate) LocalState(join bool) []byte {
 	if d.c.cfg.State == nil {
 		return nil
 	}
-	b, err := d.c.cfg.State.MarshalBinary()
-	if err != nil {
-		d.c.cfg.Logger.Warn("encode local state", "error", err)
+	if join {
+		return d.c.cfg.State.LocalState(time.Time{})
 	}
-	return b
+	d.c.mu.Lock()
+	n := len(d.c.live)
+	d.c.mu.Unlock()
+	return d.c.cfg.State.LocalState(time.Now().Add(-changesWindow(n)))
 }
 
 func (d delegate) MergeRemoteState(buf []byte, join bool) {
 	if d.c.cfg.State != nil {
-		d.c.cfg.State.MergeState(buf)
+		d.c.cfg.State.MergeState(buf, join)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -37,8 +38,15 @@ type memState struct {
 	got  []string
 }
 
-func (s *memState) MarshalBinary() ([]byte, error) { return []byte(s.mine), nil }
-func (s *memState) MergeState(b []byte) {
+// LocalState sends the whole "table" to a joining peer, and says "changes"
+// otherwise.
+func (s *memState) LocalState(since time.Time) []byte {
+	if since.IsZero() {
+		return []byte("table of " + s.mine)
+	}
+	return []byte("changes of " + s.mine)
+}
+func (s *memState) MergeState(b []byte, _ bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.got = append(s.got, string(b))
@@ -55,7 +63,7 @@ type node struct {
 
 func startNode(t *testing.T, name string, bind netip.AddrPort, peers []netip.AddrPort, key []byte, label string, more ...[]byte) *node {
 	t.Helper()
-	n := &node{done: make(chan struct{}), state: &memState{mine: "table of " + name}}
+	n := &node{done: make(chan struct{}), state: &memState{mine: name}}
 	n.c = NewCluster(ClusterConfig{
 		Name: name, Bind: bind, Peers: peers, Keys: append([][]byte{key}, more...), Label: label,
 		ProbeInterval: 200 * time.Millisecond, ProbeTimeout: 100 * time.Millisecond,
@@ -130,8 +138,8 @@ func TestCluster(t *testing.T) {
 	n1.state.mu.Lock()
 	got := fmt.Sprint(n1.state.got)
 	n1.state.mu.Unlock()
-	if got == "[]" {
-		t.Error("n1 merged no peer state")
+	if !strings.Contains(got, "table of n") {
+		t.Errorf("n1 merged %s, want a whole table from a peer that joined", got)
 	}
 
 	// Metadata changes travel: n2 drains and drops out of the candidates.
@@ -265,5 +273,14 @@ func TestLogWriterRefutes(t *testing.T) {
 	}
 	if n != 2 {
 		t.Errorf("refuted called %d times, want 2 (suspect and dead)", n)
+	}
+}
+
+func TestChangesWindow(t *testing.T) {
+	t.Parallel()
+	for n, want := range map[int]time.Duration{1: 2 * time.Minute, 32: 2 * time.Minute, 33: 4 * time.Minute, 64: 4 * time.Minute, 65: 6 * time.Minute} {
+		if got := changesWindow(n); got != want {
+			t.Errorf("changesWindow(%d) = %v, want %v", n, got, want)
+		}
 	}
 }

@@ -41,8 +41,16 @@ func Owner(candidates []Candidate, vip, client netip.Addr) string {
 // version, over name, 0x00, identity (big endian), and the VIP and client as
 // 16-byte addresses (IPv4 mapped into IPv6).
 func score(c Candidate, vip, client netip.Addr) uint64 {
-	var buf [128]byte
-	b := append(buf[:0], c.Name...)
+	// Most names fit the small buffer; zeroing a big one for every
+	// candidate of every frame costs as much as the hash.
+	var small [80]byte
+	var big []byte
+	b := small[:0]
+	if len(c.Name)+5+32 > len(small) {
+		big = make([]byte, 0, len(c.Name)+5+32)
+		b = big
+	}
+	b = append(b, c.Name...)
 	b = append(b, 0, 0, 0, 0, 0)
 	idx := len(b) - 4
 	v, cl := vip.As16(), client.As16()

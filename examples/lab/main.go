@@ -4,11 +4,13 @@
 //
 //	go run ./examples/lab
 //
-// With -bench it measures failover instead: over several power losses, the
-// time until each of the dead host's clients is served again, with the
-// clients set up in each of the lab's profiles (lab.Profiles: default Linux,
-// clients that drop gratuitous ARP or unsolicited advertisements, ...),
-// written to docs/benchmarks.md.
+// With -bench it measures instead, and writes docs/benchmarks.md: the reply
+// path against the kernel's own ARP replies (latency, loss and CPU per frame
+// at rising rates), memory and gossip with 100,000 clients, and failover
+// over several power losses, with the clients set up in each of the lab's
+// client profiles in turn (lab.Profiles: default Linux, clients that drop
+// gratuitous ARP or unsolicited advertisements, ...). -modes picks some of them; the sections of the
+// others stay as they were.
 package main
 
 import (
@@ -30,25 +32,23 @@ import (
 )
 
 func main() {
-	bench := flag.Bool("bench", false, "measure failover time and write it to -out")
+	bench := flag.Bool("bench", false, "measure and write the results to -out")
+	modes := flag.String("modes", "reply,failover,table", "what -bench measures: reply, failover, table (memory and gossip with -table clients; its made-up clients stay, so it goes last)")
+	tableSize := flag.Int("table", 100_000, "clients the table mode of -bench makes up")
 	runs := flag.Int("runs", 5, "power losses to measure with -bench")
 	out := flag.String("out", "docs/benchmarks.md", "where -bench writes its results")
 	hosts := flag.Int("hosts", 3, "hosts")
-	clients := flag.Int("clients", 0, "clients (default 20, and 35 with -bench: 5 per client profile)")
+	clients := flag.Int("clients", 20, "clients")
+	binary := flag.String("binary", "", "an arpshare binary to run instead of building ./cmd/arpshare (to compare builds)")
 	flag.Parse()
-	if *clients == 0 {
-		*clients = 20
-		if *bench {
-			*clients = 5 * len(lab.Profiles)
-		}
-	}
-	if err := run(*bench, *runs, *out, *hosts, *clients); err != nil {
+	opts := benchOptions{modes: strings.Split(*modes, ","), table: *tableSize, runs: *runs, out: *out, binary: *binary}
+	if err := run(*bench, opts, *hosts, *clients); err != nil {
 		fmt.Fprintln(os.Stderr, "lab:", err)
 		os.Exit(1)
 	}
 }
 
-func run(bench bool, runs int, out string, hosts, clients int) error {
+func run(bench bool, opts benchOptions, hosts, clients int) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("needs root: it makes network namespaces")
 	}
@@ -58,9 +58,13 @@ func run(bench bool, runs int, out string, hosts, clients int) error {
 	}
 	defer os.RemoveAll(dir)
 	bin := filepath.Join(dir, "arpshare")
-	say("building arpshare")
-	if b, err := exec.Command("go", "build", "-o", bin, "./cmd/arpshare").CombinedOutput(); err != nil {
-		return fmt.Errorf("build: %v\n%s", err, b)
+	if opts.binary != "" {
+		bin = opts.binary
+	} else {
+		say("building arpshare")
+		if b, err := exec.Command("go", "build", "-o", bin, "./cmd/arpshare").CombinedOutput(); err != nil {
+			return fmt.Errorf("build: %v\n%s", err, b)
+		}
 	}
 	l, err := lab.New(lab.Options{Hosts: hosts, Clients: clients, Binary: bin, Dir: dir, Config: lab.HostConfig{IPv6VIP: bench}})
 	if err != nil {
@@ -82,12 +86,7 @@ func run(bench bool, runs int, out string, hosts, clients int) error {
 		return err
 	}
 	if bench {
-		for i, c := range l.Clients {
-			if err := c.Apply(lab.Profiles[i%len(lab.Profiles)]); err != nil {
-				return err
-			}
-		}
-		return measure(l, runs, out)
+		return measure(l, opts)
 	}
 	return demo(l)
 }
@@ -200,25 +199,34 @@ func demo(l *lab.Lab) error {
 	return nil
 }
 
-// measure powers off a host runs times for each address family, records
-// how long each of its clients went without service, and writes the results.
-func measure(l *lab.Lab, runs int, out string) error {
+// failoverSections powers off a host runs times for each address family,
+// records how long each of its clients went without service, and returns
+// the sections for docs/benchmarks.md.
+func failoverSections(l *lab.Lab, runs int) ([]section, error) {
 	profile := map[string]string{}
-	for i, c := range l.Clients {
-		profile[c.Name] = lab.Profiles[i%len(lab.Profiles)].Name
+	var names []string
+	for _, p := range lab.Profiles {
+		names = append(names, p.Name)
 	}
-	var sections []string
+	for i, c := range l.Clients {
+		p := lab.Profiles[i%len(lab.Profiles)]
+		if err := c.Apply(p); err != nil {
+			return nil, err
+		}
+		profile[c.Name] = p.Name
+	}
+	var sections []section
 	for _, fam := range []struct {
 		name string
 		vip  netip.Addr
 		how  string
 	}{
-		{"IPv4", lab.VIP, "ARP request addressed to the client from the VIP"},
-		{"IPv6", lab.VIP6, "Neighbor Solicitation addressed to the client from the VIP"},
+		{"IPv4", lab.VIP, "an ARP request addressed to the client from the VIP"},
+		{"IPv6", lab.VIP6, "a Neighbor Solicitation addressed to the client from the VIP"},
 	} {
 		lines, all, byProfile, err := failovers(l, runs, fam.vip, profile)
 		if err != nil {
-			return fmt.Errorf("%s: %w", fam.name, err)
+			return nil, fmt.Errorf("%s: %w", fam.name, err)
 		}
 		say("%s, all runs: %d failovers, median %s, worst %s", fam.name, len(all), ms(median(all)), ms(all[len(all)-1]))
 		var perProfile []string
@@ -232,9 +240,15 @@ func measure(l *lab.Lab, runs int, out string) error {
 			perProfile = append(perProfile, fmt.Sprintf("| %s | %d | %s | %s |", p.Name, len(ds), ms(median(ds)), ms(ds[len(ds)-1])))
 			say("%s, clients %s: %d failovers, median %s, worst %s", fam.name, p.Name, len(ds), ms(median(ds)), ms(ds[len(ds)-1]))
 		}
-		sections = append(sections, fmt.Sprintf(`## Failover after a power loss (%s)
-
-VIP %s, re-pointed by an %s.
+		title := fmt.Sprintf("Failover after a power loss (%s)", fam.name)
+		sections = append(sections, section{title, fmt.Sprintf(`Written by `+"`go run ./examples/lab -bench -modes failover -runs %d`"+` on %s.
+Lab: %d hosts, %d dual-stack clients, default gossip timings (probe 200ms,
+timeout 100ms, suspicion x3, gossip 100ms); the clients take the lab's
+client profiles in turn (%s; see docs/limitations.md). Each run cuts one
+host's link and SIGKILLs its daemon; each of its clients connects to the VIP
+every 10 ms (50 ms timeout), and the time is from the power loss to the
+client's first connection served by a surviving host. VIP %s, re-pointed by
+%s.
 
 | run | host lost | its clients | median | worst |
 |---|---|---|---|---|
@@ -242,40 +256,18 @@ VIP %s, re-pointed by an %s.
 
 **All runs: %d client failovers, median %s, worst %s.**
 
-By client profile (see docs/limitations.md for what each one changes):
+By client profile:
 
 | client profile | failovers | median | worst |
 |---|---|---|---|
 %s
-`, fam.name, fam.vip, fam.how, strings.Join(lines, "\n"), len(all), ms(median(all)), ms(all[len(all)-1]), strings.Join(perProfile, "\n")))
-	}
-	var names []string
-	for _, p := range lab.Profiles {
-		names = append(names, p.Name)
-	}
-	doc := fmt.Sprintf(`# Benchmarks
 
-Written by `+"`go run ./examples/lab -bench -runs %d`"+` on %s (%s, %d CPUs shown by nproc).
-Lab: %d hosts, %d dual-stack clients, default gossip timings (probe 200ms,
-timeout 100ms, suspicion x3, gossip 100ms). The clients take the lab's
-client profiles in turn (%s). Each run cuts one host's link and
-SIGKILLs its daemon; each of its clients connects to the VIP every 10 ms
-(50 ms timeout), and the time is from the power loss to the client's first
-connection served by a surviving host. The target is a median under 1.5 s,
-for every client profile.
-
-%s
 Most of the time is memberlist declaring the host dead (one probe interval
 to notice, the probe timeout, then suspicion_mult probe intervals of
 suspicion); the re-pointing packets go out as soon as the view changes.
-Lower the gossip timings for faster failover at the cost of more false
-suspicions on a busy network.
-`, runs, time.Now().UTC().Format("2006-01-02"), cpuModel(), nproc(), len(l.Hosts), len(l.Clients), strings.Join(names, ", "), strings.Join(sections, "\n"))
-	if err := os.WriteFile(out, []byte(doc), 0o644); err != nil {
-		return err
+`, runs, today(), len(l.Hosts), len(l.Clients), strings.Join(names, ", "), fam.vip, fam.how, strings.Join(lines, "\n"), len(all), ms(median(all)), ms(all[len(all)-1]), strings.Join(perProfile, "\n"))})
 	}
-	say("written to %s", out)
-	return nil
+	return sections, nil
 }
 
 // failovers runs the power losses for one VIP; it returns a table line per

@@ -73,6 +73,8 @@ type HostConfig struct {
 	SecondVIP bool
 	// IPv6VIP adds the IPv6 VIP "web6" at VIP6.
 	IPv6VIP bool
+	// MaxClients sets node.max_clients; 0: not set.
+	MaxClients int
 	// Broken writes a config that does not parse.
 	Broken bool
 }
@@ -317,6 +319,9 @@ func (h *Host) WriteConfig(hc HostConfig) error {
 	fmt.Fprintf(&b, "[node]\nname = %q\nstate_dir = %q\n", hc.Name, filepath.Join(h.lab.Dir, h.Name+".state"))
 	if hc.Weight != 0 {
 		fmt.Fprintf(&b, "weight = %d\n", hc.Weight)
+	}
+	if hc.MaxClients != 0 {
+		fmt.Fprintf(&b, "max_clients = %d\n", hc.MaxClients)
 	}
 	fmt.Fprintf(&b, "\n[gossip]\nbind = \"%s:7946\"\npeers = [%s]\nkey_file = %q\ncluster = %q\n",
 		h.Addr, strings.Join(peers, ", "), hc.KeyFile, hc.Cluster)

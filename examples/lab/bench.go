@@ -1,0 +1,414 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/lab"
+)
+
+type benchOptions struct {
+	modes []string
+	table int // clients the table mode makes up
+	runs  int // power losses per address family
+	out   string
+	// binary, if set, is the arpshare binary to run instead of this
+	// tree's.
+	binary string
+}
+
+// section is one "## " section of docs/benchmarks.md.
+type section struct{ title, body string }
+
+func today() string {
+	load, _ := os.ReadFile("/proc/loadavg")
+	return time.Now().UTC().Format("2006-01-02 15:04 UTC") + " (load average " + strings.Join(strings.Fields(string(load))[:3], " ") + ")"
+}
+
+// measure runs the modes asked for and writes their sections into the
+// benchmarks page, keeping the sections of the modes not run.
+func measure(l *lab.Lab, opts benchOptions) error {
+	var fresh []section
+	for _, mode := range opts.modes {
+		var (
+			s   []section
+			err error
+		)
+		switch strings.TrimSpace(mode) {
+		case "reply":
+			s, err = replySections(l)
+		case "table":
+			s, err = tableSections(l, opts.table)
+		case "failover":
+			s, err = failoverSections(l, opts.runs)
+		default:
+			err = fmt.Errorf("no bench mode %q", mode)
+		}
+		if err != nil {
+			// Keep what the modes before measured.
+			return errors.Join(fmt.Errorf("%s: %w", mode, err), write(opts.out, fresh))
+		}
+		fresh = append(fresh, s...)
+	}
+	return write(opts.out, fresh)
+}
+
+// write puts fresh sections into the page at out, in place of those of the
+// same title, keeping the others.
+func write(out string, fresh []section) error {
+	if len(fresh) == 0 {
+		return nil
+	}
+	old, _ := os.ReadFile(out)
+	sections := parseSections(string(old))
+	for _, f := range fresh {
+		if i := slices.IndexFunc(sections, func(s section) bool { return s.title == f.title }); i >= 0 {
+			sections[i] = f
+		} else {
+			sections = append(sections, f)
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, `# Benchmarks
+
+Written by `+"`go run ./examples/lab -bench`"+` (each section says which modes
+and when) in a lab of network namespaces on one machine: %s, %d CPUs shown
+by nproc, shared with other work, so expect noise and repeat before trusting
+a difference. Every number below comes from that command.
+`, cpuModel(), nproc())
+	for _, s := range sections {
+		fmt.Fprintf(&b, "\n## %s\n\n%s", s.title, strings.TrimLeft(s.body, "\n"))
+	}
+	if err := os.WriteFile(out, []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	say("written to %s", out)
+	return nil
+}
+
+// parseSections splits a page into its "## " sections; what comes before
+// the first is dropped (measure writes it anew).
+func parseSections(doc string) []section {
+	var out []section
+	for _, part := range strings.Split("\n"+doc, "\n## ")[1:] {
+		title, body, _ := strings.Cut(part, "\n")
+		out = append(out, section{strings.TrimSpace(title), strings.TrimRight(body, "\n") + "\n"})
+	}
+	return out
+}
+
+// Fake senders for the reply path: few, in the lab's subnet, so that the
+// kernel answers them too and its neighbour table stays small.
+var (
+	replySenders = netip.MustParseAddr("198.18.0.64")
+	replyCount   = 36
+	// Made-up clients for the table mode: up to 130,000 from 198.18.1.0,
+	// inside the lab's 198.18.0.0/15.
+	tableSenders = netip.MustParseAddr("198.18.1.0")
+	maxTable     = 130_000
+)
+
+// cpu returns every host's daemon CPU time.
+func cpu(l *lab.Lab) ([]time.Duration, error) {
+	var out []time.Duration
+	for _, h := range l.Hosts {
+		t, err := h.CPUTime()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// cpuPerHost returns the mean CPU time a daemon used between two samples.
+func cpuPerHost(before, after []time.Duration) time.Duration {
+	var sum time.Duration
+	for i := range before {
+		sum += after[i] - before[i]
+	}
+	return sum / time.Duration(len(before))
+}
+
+func us(d time.Duration) string { return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond)) }
+
+// replySections measures the reply path: latency against the kernel's own
+// replies at 2,000 requests a second, then loss, latency and CPU per frame
+// at rising rates.
+func replySections(l *lab.Lab) ([]section, error) {
+	ctx := context.Background()
+	c := l.Clients[0]
+	kernel := l.Hosts[0].Addr
+	load := func(target netip.Addr, rate int, d time.Duration) lab.ARPLoad {
+		return lab.ARPLoad{Target: target, First: replySenders, Senders: replyCount, Rate: rate, For: d}
+	}
+	// Warm up: the kernel makes its neighbour entries, arpshare learns the
+	// senders.
+	for _, t := range []netip.Addr{kernel, lab.VIP} {
+		if _, err := c.ARPBench(ctx, load(t, 500, time.Second)); err != nil {
+			return nil, err
+		}
+	}
+	time.Sleep(time.Second)
+
+	say("reply latency at 2,000 requests/s: arpshare for %s against the kernel of %s for its own address, 3 rounds of 5 s each", lab.VIP, l.Hosts[0].Name)
+	var rows []string
+	var allA, allK lab.ARPRun
+	for round := 1; round <= 3; round++ {
+		k, err := c.ARPBench(ctx, load(kernel, 2000, 5*time.Second))
+		if err != nil {
+			return nil, err
+		}
+		a, err := c.ARPBench(ctx, load(lab.VIP, 2000, 5*time.Second))
+		if err != nil {
+			return nil, err
+		}
+		say("  round %d: arpshare p50 %s p99 %s loss %.2f%%; kernel p50 %s p99 %s loss %.2f%%", round,
+			us(a.Quantile(.5)), us(a.Quantile(.99)), 100*a.Loss(), us(k.Quantile(.5)), us(k.Quantile(.99)), 100*k.Loss())
+		rows = append(rows, fmt.Sprintf("| %d | %s / %s | %.2f %% | %s / %s | %.2f %% | %.2f× |", round,
+			us(a.Quantile(.5)), us(a.Quantile(.99)), 100*a.Loss(), us(k.Quantile(.5)), us(k.Quantile(.99)), 100*k.Loss(),
+			float64(a.Quantile(.5))/float64(k.Quantile(.5))))
+		allA.Latencies = append(allA.Latencies, a.Latencies...)
+		allK.Latencies = append(allK.Latencies, k.Latencies...)
+	}
+	slices.Sort(allA.Latencies)
+	slices.Sort(allK.Latencies)
+	ratio := float64(allA.Quantile(.5)) / float64(allK.Quantile(.5))
+	latency := section{"Reply path: latency against the kernel", fmt.Sprintf(`Written by `+"`go run ./examples/lab -bench -modes reply`"+` on %s. %d hosts; one
+client namespace sends broadcast ARP requests at 2,000 a second from %d
+made-up senders (%s on), alternately for the VIP %s (answered by arpshare
+on the sender's owner) and for %s, %s's own address (answered by its
+kernel), 5 s each; the time is from the send to the answer's arrival, both
+in the sending process. Goal: arpshare's median at most 1.5× the kernel's.
+
+| round | arpshare p50 / p99 | lost | kernel p50 / p99 | lost | p50 ratio |
+|---|---|---|---|---|---|
+%s
+
+**All rounds: arpshare p50 %s, p99 %s; kernel p50 %s, p99 %s; ratio of
+medians %.2f×.**
+`, today(), len(l.Hosts), replyCount, replySenders, lab.VIP, kernel, l.Hosts[0].Name, strings.Join(rows, "\n"),
+		us(allA.Quantile(.5)), us(allA.Quantile(.99)), us(allK.Quantile(.5)), us(allK.Quantile(.99)), ratio)}
+
+	// Idle CPU, to take out of the per-frame figures: gossip and timers.
+	b0, err := cpu(l)
+	if err != nil {
+		return nil, err
+	}
+	const idleFor = 5 * time.Second
+	time.Sleep(idleFor)
+	b1, err := cpu(l)
+	if err != nil {
+		return nil, err
+	}
+	idle := cpuPerHost(b0, b1)
+	say("idle: %s of CPU per daemon in %s", idle, idleFor)
+
+	rows = nil
+	for _, rate := range []int{5000, 10000, 20000, 50000} {
+		const d = 4 * time.Second
+		k, err := c.ARPBench(ctx, load(kernel, rate, d))
+		if err != nil {
+			return nil, err
+		}
+		before, err := cpu(l)
+		if err != nil {
+			return nil, err
+		}
+		start := time.Now()
+		a, err := c.ARPBench(ctx, load(lab.VIP, rate, d))
+		if err != nil {
+			return nil, err
+		}
+		after, err := cpu(l)
+		if err != nil {
+			return nil, err
+		}
+		busy := cpuPerHost(before, after) - idle*time.Since(start)/idleFor
+		perFrame := time.Duration(float64(busy) / float64(a.Sent))
+		offered := float64(a.Sent) / d.Seconds()
+		say("  %d/s (offered %.0f/s): arpshare p50 %s p99 %s loss %.2f%%, CPU %s per frame per daemon; kernel p50 %s p99 %s loss %.2f%%",
+			rate, offered, us(a.Quantile(.5)), us(a.Quantile(.99)), 100*a.Loss(), perFrame, us(k.Quantile(.5)), us(k.Quantile(.99)), 100*k.Loss())
+		rows = append(rows, fmt.Sprintf("| %d | %.0f | %s / %s | %.2f %% | %.2f µs | %s / %s | %.2f %% |", rate, offered,
+			us(a.Quantile(.5)), us(a.Quantile(.99)), 100*a.Loss(), float64(perFrame)/float64(time.Microsecond),
+			us(k.Quantile(.5)), us(k.Quantile(.99)), 100*k.Loss()))
+	}
+	rates := section{"Reply path: loss and CPU at rising rates", fmt.Sprintf(`Written by `+"`go run ./examples/lab -bench -modes reply`"+` on %s. The same
+lab and senders, 4 s per rate and target. Every daemon receives every
+request (they are broadcast); CPU per frame is a daemon's CPU time (user and
+system, from /proc) during the arpshare run, less its idle use (%s per
+%s), over the requests sent, averaged over the %d daemons. With %d senders
+each asks again within %d/rate s, so at the top rate an answer slower than
+that counts as lost. Goal: at most 2 µs per frame at 50,000 frames/s.
+
+| rate asked | offered/s | arpshare p50 / p99 | lost | CPU per frame per daemon | kernel p50 / p99 | lost |
+|---|---|---|---|---|---|---|
+%s
+`, today(), idle, idleFor, len(l.Hosts), replyCount, replyCount, strings.Join(rows, "\n"))}
+	return []section{latency, rates}, nil
+}
+
+// ownerMACs returns each host's serving MAC, as gossip tells it.
+func ownerMACs(l *lab.Lab) (map[string]net.HardwareAddr, error) {
+	s, err := l.Hosts[0].Status()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]net.HardwareAddr{}
+	for _, m := range s.Members {
+		if len(m.Meta.MACs) > 0 {
+			mac, err := net.ParseMAC(m.Meta.MACs[0])
+			if err != nil {
+				return nil, err
+			}
+			out[m.Name] = mac
+		}
+	}
+	return out, nil
+}
+
+// tableSections makes up n clients (each asks once for the VIP), then
+// measures every daemon's memory, checks `arpshare clients` lists them all,
+// and measures what gossip sends for 90 s.
+func tableSections(l *lab.Lab, n int) ([]section, error) {
+	if n > maxTable {
+		return nil, fmt.Errorf("at most %d made-up clients fit the lab's addresses", maxTable)
+	}
+	ctx := context.Background()
+	rss := func() ([]int64, error) {
+		var out []int64
+		for _, h := range l.Hosts {
+			r, err := h.RSS()
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, r)
+		}
+		return out, nil
+	}
+	before, err := rss()
+	if err != nil {
+		return nil, err
+	}
+	const rate = 10000
+	say("table: %d made-up clients ask for %s once each, %d a second", n, lab.VIP, rate)
+	run, err := l.Clients[0].ARPBench(ctx, lab.ARPLoad{Target: lab.VIP, First: tableSenders, Senders: n, Rate: rate,
+		For: time.Duration(n/rate+5) * time.Second, Count: n})
+	if err != nil {
+		return nil, err
+	}
+	say("  sent %d, answered %d", run.Sent, run.Answered)
+	// Then each asks its owner again, by unicast, as a Linux client
+	// refreshes a stale entry: only the owner hears it, marks the client
+	// protected, and must tell the others. This is the most gossip a
+	// table of n clients makes: every one of them changed at once.
+	macs, err := ownerMACs(l)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, h := range l.Hosts {
+		names = append(names, h.Name)
+	}
+	to := func(i int) net.HardwareAddr {
+		ip, _ := lab.BenchSender(tableSenders, i)
+		var cs []gossip.Candidate
+		for _, n := range names {
+			cs = append(cs, gossip.Candidate{Name: n, Weight: 1})
+		}
+		return macs[gossip.Owner(cs, lab.VIP, ip)]
+	}
+	again, err := l.Clients[0].ARPBench(ctx, lab.ARPLoad{Target: lab.VIP, First: tableSenders, Senders: n, Rate: rate,
+		For: time.Duration(n/rate+5) * time.Second, Count: n, To: to})
+	if err != nil {
+		return nil, err
+	}
+	filled := time.Now()
+	say("  asked again by unicast to the owner: sent %d, answered %d", again.Sent, again.Answered)
+	time.Sleep(3 * time.Second)
+	after, err := rss()
+	if err != nil {
+		return nil, err
+	}
+	var rows []string
+	for i, h := range l.Hosts {
+		out, err := h.Run("clients", "--json")
+		if err != nil {
+			return nil, err
+		}
+		var cs []json.RawMessage
+		if err := json.Unmarshal([]byte(out), &cs); err != nil {
+			return nil, fmt.Errorf("%s: arpshare clients --json: %w", h.Name, err)
+		}
+		per := float64(after[i]-before[i]) / float64(n)
+		say("  %s: `arpshare clients` lists %d; RSS %.1f MB -> %.1f MB, %.0f bytes a client", h.Name, len(cs), mb(before[i]), mb(after[i]), per)
+		rows = append(rows, fmt.Sprintf("| %s | %d | %.1f MB | %.1f MB | %.0f |", h.Name, len(cs), mb(before[i]), mb(after[i]), per))
+	}
+	memory := section{fmt.Sprintf("Memory with %d clients", n), fmt.Sprintf(`Written by `+"`go run ./examples/lab -bench -modes table -table %d`"+` on %s. One
+client namespace sends one broadcast ARP request for the VIP from each of
+%d made-up clients (%s on, distinct MACs), %d a second; every daemon
+hears each once. Then each asks again, by unicast to its owner's MAC, as a
+Linux client refreshing a stale entry does. RSS from /proc before and 3 s
+after; `+"`arpshare clients`"+`
+must list every one. Goal: RSS at most 50 MB with 100,000 clients, at most
+200 bytes a client. The table alone, without the process around it, is
+measured by `+"`go test -run XXX -bench ClientTableMemory -benchtime 1x ./arp`"+`
+(about 100 bytes a client at 100,000, 120 at 1,000,000).
+
+| host | clients listed | RSS before | RSS after | bytes a client |
+|---|---|---|---|---|
+%s
+`, n, today(), n, tableSenders, rate, strings.Join(rows, "\n"))}
+
+	// Gossip: what each host sends, as its switch port counts it; nothing
+	// else goes out now (no requests, no view change).
+	const window = 90 * time.Second
+	offset := time.Since(filled).Round(time.Second)
+	say("gossip: counting each host's bytes out for %s", window)
+	var tx0 []int64
+	for _, h := range l.Hosts {
+		b, err := h.TxBytes()
+		if err != nil {
+			return nil, err
+		}
+		tx0 = append(tx0, b)
+	}
+	time.Sleep(window)
+	rows = nil
+	for i, h := range l.Hosts {
+		b, err := h.TxBytes()
+		if err != nil {
+			return nil, err
+		}
+		rateKB := float64(b-tx0[i]) / window.Seconds() / 1000
+		say("  %s: %.1f KB/s", h.Name, rateKB)
+		rows = append(rows, fmt.Sprintf("| %s | %.1f KB/s |", h.Name, rateKB))
+	}
+	gossip := section{fmt.Sprintf("Gossip with %d clients", n), fmt.Sprintf(`Written by `+"`go run ./examples/lab -bench -modes table -table %d`"+` on %s, right
+after the memory measurement: the bytes each host sent out of its port
+(memberlist's probes and gossip, and its push-pull exchanges, encrypted)
+over %s, starting %s after the last unicast request: the window in which
+each owner offers its peers the clients that asked it again (now
+protected), every one of them changed at once, the most gossip a table
+makes. Goal: under 100 KB/s per host with 100,000 clients. Before this
+change every push-pull carried the whole table, 46 bytes a client: by
+arithmetic, 4.6 MB an exchange, and each host takes part in about two
+exchanges every 30 s, about 300 KB/s.
+
+| host | sent |
+|---|---|
+%s
+`, n, today(), window, offset, strings.Join(rows, "\n"))}
+	return []section{memory, gossip}, nil
+}
+
+func mb(b int64) float64 { return float64(b) / 1e6 }

@@ -1,0 +1,202 @@
+package lab
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/arpshare/arpshare/arp"
+)
+
+// ARPRun is what an ARPBench saw.
+type ARPRun struct {
+	Sent      int
+	Answered  int
+	Latencies []time.Duration // sorted
+}
+
+// Quantile returns the q quantile of the latencies (0 if there are none).
+func (r ARPRun) Quantile(q float64) time.Duration {
+	if len(r.Latencies) == 0 {
+		return 0
+	}
+	return r.Latencies[min(len(r.Latencies)-1, int(q*float64(len(r.Latencies))))]
+}
+
+// Loss is the share of requests left unanswered.
+func (r ARPRun) Loss() float64 {
+	if r.Sent == 0 {
+		return 0
+	}
+	return 1 - float64(r.Answered)/float64(r.Sent)
+}
+
+// BenchSender returns the address and MAC of fake sender i of a bench:
+// addresses from first on, MACs 02:f2:xx:xx:xx:xx.
+func BenchSender(first netip.Addr, i int) (netip.Addr, net.HardwareAddr) {
+	a := first.As4()
+	n := binary.BigEndian.Uint32(a[:]) + uint32(i)
+	binary.BigEndian.PutUint32(a[:], n)
+	return netip.AddrFrom4(a), net.HardwareAddr{0x02, 0xf2, 0, byte(i >> 16), byte(i >> 8), byte(i)}
+}
+
+// ARPLoad is the load an ARPBench offers.
+type ARPLoad struct {
+	Target  netip.Addr // the address asked for
+	First   netip.Addr // the first fake sender's address
+	Senders int        // fake senders, asking in turn
+	Rate    int        // requests a second
+	For     time.Duration
+	Count   int // stop after this many requests; 0: no limit
+	// To, if set, gives the Ethernet destination of sender i's requests,
+	// as a client refreshing its entry sends them; nil: broadcast.
+	To func(i int) net.HardwareAddr
+}
+
+// ARPBench sends broadcast ARP requests out of the client's port as load
+// says (fake senders: see BenchSender), and times each answer from the send
+// to its arrival, both in this process: the same overhead for whoever
+// answers. A request still unanswered when its sender asks again counts as
+// lost.
+func (c *Client) ARPBench(ctx context.Context, load ARPLoad) (ARPRun, error) {
+	var run ARPRun
+	target, first, senders, rate, d := load.Target, load.First, load.Senders, load.Rate, load.For
+	err := inNS(c.NS, func() error {
+		conn, _, err := arp.Listen("eth0")
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		frames := make([][]byte, senders)
+		for i := range frames {
+			ip, mac := BenchSender(first, i)
+			frames[i] = arpRequest(mac, ip, target)
+		}
+		var (
+			mu      sync.Mutex
+			sentAt  = make([]time.Time, senders) // zero: nothing pending
+			answers []time.Duration
+		)
+		readDone := make(chan struct{})
+		go func() {
+			defer close(readDone)
+			b := make([]byte, 1500)
+			t4 := target.As4()
+			for {
+				n, err := conn.ReadFrame(b)
+				now := time.Now()
+				if err != nil {
+					return
+				}
+				if n < 42 || binary.BigEndian.Uint16(b[20:]) != 2 || [4]byte(b[28:32]) != t4 ||
+					b[32] != 0x02 || b[33] != 0xf2 {
+					continue
+				}
+				i := int(b[35])<<16 | int(b[36])<<8 | int(b[37])
+				if i >= senders {
+					continue
+				}
+				mu.Lock()
+				if !sentAt[i].IsZero() {
+					answers = append(answers, now.Sub(sentAt[i]))
+					sentAt[i] = time.Time{}
+				}
+				mu.Unlock()
+			}
+		}()
+
+		bcast := net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+		dst := func(int) net.HardwareAddr { return bcast }
+		if load.To != nil {
+			dst = load.To
+			for i, f := range frames {
+				copy(f[0:6], dst(i))
+			}
+		}
+		start := time.Now()
+		for time.Since(start) < d && ctx.Err() == nil && (load.Count == 0 || run.Sent < load.Count) {
+			// Pace by the clock, not by a ticker: a late tick sends its
+			// backlog at once.
+			due := int(time.Since(start).Seconds() * float64(rate))
+			if load.Count > 0 {
+				due = min(due, load.Count)
+			}
+			for run.Sent < due {
+				i := run.Sent % senders
+				mu.Lock()
+				sentAt[i] = time.Now()
+				mu.Unlock()
+				if err := conn.WriteFrame(frames[i], dst(i)); err != nil {
+					return fmt.Errorf("send ARP request: %w", err)
+				}
+				run.Sent++
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+		time.Sleep(100 * time.Millisecond) // the last answers
+		conn.Close()
+		<-readDone
+		run.Answered = len(answers)
+		run.Latencies = answers
+		slices.Sort(run.Latencies)
+		return nil
+	})
+	return run, err
+}
+
+// CPUTime returns the CPU time (user and system) the host's daemon used so
+// far.
+func (h *Host) CPUTime() (time.Duration, error) {
+	pid := h.PID()
+	if pid == 0 {
+		return 0, fmt.Errorf("%s: daemon not running", h.Name)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command may hold spaces: the fields start after its ")".
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	utime, _ := strconv.Atoi(f[11])
+	stime, _ := strconv.Atoi(f[12])
+	const ticks = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / ticks, nil
+}
+
+// RSS returns the resident memory of the host's daemon, in bytes.
+func (h *Host) RSS() (int64, error) {
+	pid := h.PID()
+	if pid == 0 {
+		return 0, fmt.Errorf("%s: daemon not running", h.Name)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb * 1024, err
+		}
+	}
+	return 0, fmt.Errorf("%s: no VmRSS", h.Name)
+}
+
+// TxBytes returns how many bytes the host has sent out of its port so far,
+// as the switch counts them.
+func (h *Host) TxBytes() (int64, error) {
+	out, err := exec.Command("ip", "netns", "exec", h.lab.switchNS, "cat", "/sys/class/net/"+h.Name+"/statistics/rx_bytes").CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("%s: tx bytes: %w: %s", h.Name, err, out)
+	}
+	return strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
+}
