@@ -19,22 +19,92 @@ import (
 )
 
 // Status is what `arpshare status` shows: this host's view of the cluster.
+// It is the API's own type, with readable field names documented in
+// arpshare(8); the gossip wire format stays private to the gossip package.
 type Status struct {
-	Node     string `json:"node"`
-	Version  string `json:"version"`
-	Draining bool   `json:"draining"`
+	Node    string `json:"node"`
+	Version string `json:"version"`
+	// Serving is true when this host serves every VIP; NotServing says why
+	// not, one reason each. `arpshare status` exits non-zero without it.
+	Serving    bool     `json:"serving"`
+	NotServing []string `json:"not_serving"`
+	Draining   bool     `json:"draining"`
 	// Quorum is false while this host sees fewer than a majority of
 	// Expect hosts (0: not set), and then it answers nobody.
 	Quorum bool `json:"quorum"`
 	Expect int  `json:"expect,omitempty"`
 	// Join is member, alone or rejected (see gossip.View.JoinState);
 	// JoinCause says why peers refuse this host, and what to do.
-	Join      string          `json:"join"`
-	JoinCause string          `json:"join_cause,omitempty"`
-	Members   []gossip.Member `json:"members"`
-	VIPs      []VIPStatus     `json:"vips"`
+	Join      string         `json:"join"`
+	JoinCause string         `json:"join_cause,omitempty"`
+	Members   []MemberStatus `json:"members"`
+	VIPs      []VIPStatus    `json:"vips"`
 	// Repointing is the re-pointing round in progress, at node.repoint_rate.
 	Repointing RepointStatus `json:"repointing"`
+}
+
+// MemberStatus is one cluster member as this host sees it.
+type MemberStatus struct {
+	Name    string         `json:"name"`
+	Address netip.AddrPort `json:"address"` // its gossip address
+	// State is memberlist's: alive, suspect, dead or left.
+	State string `json:"state"`
+	// Unreachable: gossip still lists the member, but this host's own
+	// probes of it have gone unanswered lately.
+	Unreachable bool `json:"unreachable"`
+	// Error says why its metadata is not trusted (then it gets no clients).
+	Error    string `json:"error,omitempty"`
+	Weight   int    `json:"weight"`
+	Draining bool   `json:"draining"`
+	// HealthyVIPs and UnhealthyVIPs are the addresses it serves, by the
+	// result of their health check there.
+	HealthyVIPs   []netip.Addr `json:"healthy_vips"`
+	UnhealthyVIPs []netip.Addr `json:"unhealthy_vips"`
+	// MACs are its serving interfaces' hardware addresses.
+	MACs []string `json:"macs"`
+	// MetadataVersion and Algorithm are the versions of the gossip
+	// metadata and of the ownership function it runs.
+	MetadataVersion int `json:"metadata_version"`
+	Algorithm       int `json:"ownership_algorithm"`
+}
+
+// memberStatuses converts the gossip view's members for the API.
+func memberStatuses(ms []gossip.Member) []MemberStatus {
+	out := []MemberStatus{}
+	for _, m := range ms {
+		out = append(out, MemberStatus{
+			Name: m.Name, Address: m.Addr, State: string(m.State), Unreachable: m.Unreachable, Error: m.Err,
+			Weight: m.Meta.Weight, Draining: m.Meta.Draining,
+			HealthyVIPs:     append([]netip.Addr{}, m.Meta.VIPs...),
+			UnhealthyVIPs:   append([]netip.Addr{}, m.Meta.Unhealthy...),
+			MACs:            append([]string{}, m.Meta.MACs...),
+			MetadataVersion: m.Meta.Version, Algorithm: m.Meta.Algorithm,
+		})
+	}
+	return out
+}
+
+// Explain sets Serving and NotServing from the rest of the status.
+func (s *Status) Explain() {
+	s.NotServing = []string{}
+	if !s.Quorum {
+		s.NotServing = append(s.NotServing, fmt.Sprintf("no quorum: fewer than a majority of gossip.expect = %d hosts in sight", s.Expect))
+	}
+	if s.Join == gossip.JoinRejected {
+		s.NotServing = append(s.NotServing, "rejected by its peers: "+s.JoinCause)
+	}
+	if s.Draining {
+		s.NotServing = append(s.NotServing, "draining (arpshare resume undoes it)")
+	}
+	for _, v := range s.VIPs {
+		if !v.Answering {
+			s.NotServing = append(s.NotServing, fmt.Sprintf("vip %s: interface %s missing or down", v.Name, v.Interface))
+		}
+		if !v.Healthy && !v.Fallback {
+			s.NotServing = append(s.NotServing, fmt.Sprintf("vip %s: health check fails", v.Name))
+		}
+	}
+	s.Serving = len(s.NotServing) == 0
 }
 
 // VIPStatus is one VIP as this host sees it.

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -219,7 +220,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		if errors.As(err, &pe) {
 			return nil, fmt.Errorf("%s:%d: %s", path, pe.Position.Line, pe.Message)
 		}
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, typeError(path, data, err)
 	}
 	c := &checker{path: path, lines: strings.Split(string(data), "\n")}
 	for _, k := range md.Undecoded() {
@@ -230,6 +231,47 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		return nil, errors.Join(c.errs...)
 	}
 	return cfg, nil
+}
+
+// The decoder's type errors ("toml: line 3 (last key "node.weight"):
+// incompatible types: TOML value has type string; destination has type
+// integer") are plain errors: typeError puts them in file:line form.
+var typeErrorRE = regexp.MustCompile(`^toml: (?:line (\d+) )?\(last key "([^"]*)"\): (?:incompatible types: TOML value has type (\w+); destination has type (\w+)|(.*))$`)
+
+func typeError(path string, data []byte, err error) error {
+	m := typeErrorRE.FindStringSubmatch(err.Error())
+	if m == nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	line, key := m[1], m[2]
+	if line == "" {
+		c := &checker{path: path, lines: strings.Split(string(data), "\n")}
+		line = fmt.Sprint(c.lineOfKey(toml.Key(strings.Split(key, "."))))
+	}
+	what := m[5]
+	if m[3] != "" {
+		what = fmt.Sprintf("%s where %s belongs", typeName(m[3]), typeName(m[4]))
+	}
+	return fmt.Errorf("%s:%s: %s: %s", path, line, key, what)
+}
+
+// typeName names a TOML or Go type as the docs do.
+func typeName(t string) string {
+	switch {
+	case strings.HasPrefix(t, "int"):
+		return "an integer"
+	case strings.HasPrefix(t, "float"):
+		return "a number"
+	case t == "bool":
+		return "a boolean (true or false)"
+	case t == "string":
+		return "a string"
+	case t == "slice" || t == "array":
+		return "a list"
+	case t == "map" || t == "table" || t == "struct":
+		return "a table"
+	}
+	return "a " + t
 }
 
 type checker struct {
@@ -247,12 +289,24 @@ func (c *checker) errAt(line int, format string, args ...any) {
 	c.errs = append(c.errs, fmt.Errorf("%s: %s", c.path, msg))
 }
 
-// line finds where key is set in table, or the table's header if the key is
-// not set there, or 0. For [[vip]] and the tables under it (vip.check), index
-// says which vip.
+// line finds where key is set in table, or where the table starts if the
+// key is not set there, or 0. For [[vip]] and the tables under it
+// (vip.check), index says which vip. Keys may be set plainly, dotted
+// (check.tcp = ..., node.weight = ... at the top) or in inline tables
+// (check = { tcp = ... }).
 func (c *checker) line(table string, index int, key string) int {
+	l, _ := c.find(table, index, key)
+	return l
+}
+
+// find is line, and says whether the key itself was found.
+func (c *checker) find(table string, index int, key string) (int, bool) {
+	want := key
+	if table != "" {
+		want = table + "." + key
+	}
 	counted := table == "vip" || strings.HasPrefix(table, "vip.")
-	current, seen, header := "", -1, 0
+	current, seen, start := "", -1, 0
 	for i, l := range c.lines {
 		l = strings.TrimSpace(l)
 		if strings.HasPrefix(l, "[") {
@@ -260,22 +314,71 @@ func (c *checker) line(table string, index int, key string) int {
 			if strings.HasPrefix(l, "[[") && current == "vip" {
 				seen++
 			}
-			if current == table && (!counted || seen == index) && header == 0 {
-				header = i + 1
+			if current == table && (!counted || seen == index) && start == 0 {
+				start = i + 1
 			}
 			continue
 		}
-		if current != table || (counted && seen != index) {
+		if counted && seen != index {
 			continue
 		}
-		if k, _, ok := strings.Cut(l, "="); ok && strings.TrimSpace(k) == key {
-			return i + 1
+		for _, k := range keysOnLine(current, l) {
+			if k == want {
+				return i + 1, true
+			}
+			if start == 0 && table != "" && strings.HasPrefix(k, table+".") {
+				start = i + 1
+			}
 		}
 	}
-	return header
+	return start, false
 }
 
-// lineOfKey finds an unknown key reported by the decoder.
+// keysOnLine returns the full paths of the keys a line sets inside table:
+// "a.b = 1" sets table.a.b, "a = { b = 1, c = { d = 2 } }" sets table.a,
+// table.a.b, table.a.c and table.a.c.d.
+func keysOnLine(table, line string) []string {
+	k, v, ok := strings.Cut(line, "=")
+	if !ok || strings.HasPrefix(line, "#") {
+		return nil
+	}
+	var parts []string
+	for _, p := range strings.Split(k, ".") {
+		parts = append(parts, strings.Trim(strings.TrimSpace(p), `"'`))
+	}
+	full := strings.Join(parts, ".")
+	if table != "" {
+		full = table + "." + full
+	}
+	out := []string{full}
+	v = strings.TrimSpace(v)
+	if !strings.HasPrefix(v, "{") {
+		return out
+	}
+	// Split the inline table's body at the commas of its own level.
+	depth, from := 0, 1
+	body := v
+	for i, r := range body {
+		switch r {
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+			if depth == 0 {
+				out = append(out, keysOnLine(full, body[from:i])...)
+				return out
+			}
+		case ',':
+			if depth == 1 {
+				out = append(out, keysOnLine(full, body[from:i])...)
+				from = i + 1
+			}
+		}
+	}
+	return out
+}
+
+// lineOfKey finds a key the decoder names (an unknown key, a type error).
 func (c *checker) lineOfKey(k toml.Key) int {
 	if len(k) == 1 {
 		return c.line("", 0, k[0])
@@ -283,8 +386,8 @@ func (c *checker) lineOfKey(k toml.Key) int {
 	table := strings.Join(k[:len(k)-1], ".")
 	first := 0
 	for i := range len(c.lines) + 1 { // every [[vip]] index, until one has the key
-		l := c.line(table, i, k[len(k)-1])
-		if l > 0 && strings.Contains(c.lines[l-1], "=") {
+		l, exact := c.find(table, i, k[len(k)-1])
+		if exact {
 			return l
 		}
 		if first == 0 {
@@ -436,6 +539,17 @@ func (c *checker) check(raw *rawConfig) *Config {
 	}
 	if !slices.ContainsFunc(cfg.Gossip.Peers, func(p netip.AddrPort) bool { return p != cfg.Gossip.Bind }) {
 		cfg.Warnings = append(cfg.Warnings, "gossip.peers names no host but this one: it joins nobody and answers every client of its VIPs alone; list the cluster's hosts in peers")
+	}
+	// Every host of the cluster should be in peers (this one may be): more
+	// expected hosts than named ones is a typo, or a peers list to finish.
+	named := map[netip.AddrPort]bool{}
+	for _, p := range append([]netip.AddrPort{cfg.Gossip.Bind}, cfg.Gossip.Peers...) {
+		if p.IsValid() {
+			named[p] = true
+		}
+	}
+	if n := len(named); cfg.Gossip.Expect > n && len(cfg.Gossip.Peers) > 0 {
+		cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("gossip.expect = %d is more than the %d hosts gossip.bind and gossip.peers name: this host loses its quorum whenever a named host is down; list every host in peers", cfg.Gossip.Expect, n))
 	}
 
 	// [[vip]]
@@ -633,4 +747,26 @@ func ReadKeys(path string) ([][]byte, error) {
 		return nil, fmt.Errorf("%s: no key (make one with `arpshare keygen`)", path)
 	}
 	return keys, nil
+}
+
+// SocketFromConfig returns api.socket from the config file at path, or the
+// default when the file does not set it. Only that key is read: a client
+// command must not need the gossip key, nor fail on an unrelated error.
+func SocketFromConfig(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read config: %w", err)
+	}
+	var raw struct {
+		API struct {
+			Socket *string `toml:"socket"`
+		} `toml:"api"`
+	}
+	if _, err := toml.Decode(string(data), &raw); err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	if raw.API.Socket == nil || *raw.API.Socket == "" {
+		return DefaultSocket, nil
+	}
+	return *raw.API.Socket, nil
 }

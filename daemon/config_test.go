@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -168,5 +169,54 @@ func TestConfigTooManyVIPs(t *testing.T) {
 	}
 	if _, err := ParseConfig("f.toml", []byte(b.String())); err == nil || !strings.Contains(err.Error(), "metadata") {
 		t.Errorf("40 VIPs: err = %v, want a metadata size error", err)
+	}
+}
+
+// TestConfigErrorLines checks that every kind of error names the line of
+// the key, whether the key is set plainly, dotted or in an inline table.
+func TestConfigErrorLines(t *testing.T) {
+	t.Parallel()
+	head := "[gossip]\nbind = \"198.18.0.11\"\ninsecure = true\n"                        // lines 1-3
+	vip := "[[vip]]\nname = \"web\"\naddress = \"198.18.0.200\"\ninterface = \"eth0\"\n" // lines 4-7
+	for _, tt := range []struct{ config, want string }{
+		// Type errors, which the TOML decoder reports without the file.
+		{head + vip + "[node]\nweight = \"x\"\n", "a.toml:9: node.weight: a string where an integer belongs"},
+		{"node.weight = \"x\"\n" + head + vip, "a.toml:1: node.weight: a string where an integer belongs"},
+		{head + vip + "check = { tcp = \"127.0.0.1:80\", rise = \"2\" }\n", "a.toml:8: vip.check.rise: a string where an integer belongs"},
+		{head + vip + "[[vip]]\nname = 7\n", "a.toml:9: vip.name: an integer where a string belongs"},
+		{"[gossip]\npeers = [1]\n", "a.toml:2: gossip.peers: an integer where a string belongs"},
+		{head + "expect = true\n" + vip, "a.toml:4: gossip.expect: a boolean (true or false) where an integer belongs"},
+		// Unknown keys.
+		{head + vip + "check = { tcp = \"127.0.0.1:80\", rsie = 2 }\n", `a.toml:8: unknown key "vip.check.rsie"`},
+		{"node.wieght = 2\n" + head + vip, `a.toml:1: unknown key "node.wieght"`},
+		{head + vip + "check.tpc = \"127.0.0.1:80\"\n", `a.toml:8: unknown key "vip.check.tpc"`},
+		// Checks of values.
+		{head + vip + "check = { tcp = \"nope\" }\n", `a.toml:8: vip "web": check.tcp "nope" is not host:port`},
+		{head + vip + "check.rise = 0\ncheck.tcp = \"127.0.0.1:80\"\n", `a.toml:8: vip "web": check.rise 0: must be 1 to 100`},
+		{head + vip + "[[vip]]\nname = \"db\"\naddress = \"198.18.0.201\"\ninterface = \"eth0\"\ncheck = { tcp = \"127.0.0.1:80\", timeout = \"1h\" }\n",
+			`a.toml:12: vip "db": check.timeout (1h0m0s) must not exceed check.interval (1s)`},
+		{"gossip = { bind = \"198.18.0.11\", insecure = true, expect = 0 }\n" + vip, "a.toml:1: gossip.expect 0: must be at least 1"},
+	} {
+		_, err := ParseConfig("a.toml", []byte(tt.config))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("config:\n%s\nerror %v, want %q", tt.config, err, tt.want)
+		}
+	}
+}
+
+func TestExpectMoreThanPeers(t *testing.T) {
+	t.Parallel()
+	base := "[gossip]\nbind = \"198.18.0.11\"\ninsecure = true\npeers = [\"198.18.0.11\", \"198.18.0.12\"]\nexpect = %d\n[[vip]]\nname = \"web\"\naddress = \"198.18.0.200\"\ninterface = \"eth0\"\n"
+	for expect, warn := range map[int]bool{2: false, 3: true} {
+		cfg, err := ParseConfig("a.toml", []byte(fmt.Sprintf(base, expect)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := slices.ContainsFunc(cfg.Warnings, func(w string) bool {
+			return strings.Contains(w, "is more than the 2 hosts gossip.bind and gossip.peers name")
+		})
+		if got != warn {
+			t.Errorf("expect = %d: warnings %q", expect, cfg.Warnings)
+		}
 	}
 }

@@ -121,7 +121,7 @@ func New(cfg *Config, log *slog.Logger, version string) *Daemon {
 	})
 	d.api = &api{path: cfg.API.Socket, daemon: d, ready: make(chan struct{})}
 	if cfg.API.Metrics != "" {
-		d.metrics = &metricsServer{addr: cfg.API.Metrics, reg: d.NewRegistry(), pprof: cfg.API.Pprof, ready: make(chan struct{})}
+		d.metrics = &metricsServer{errorLog: scrapeErrors{log}, addr: cfg.API.Metrics, reg: d.NewRegistry(), pprof: cfg.API.Pprof, ready: make(chan struct{})}
 	}
 	return d
 }
@@ -199,9 +199,8 @@ func (d *Daemon) Run(ctx context.Context, configPath string) error {
 		tasks = append(tasks, d.metrics)
 		ready = append(ready, d.metrics.Ready())
 	}
-	for _, r := range d.responderSnapshot() {
-		ready = append(ready, r.Ready())
-	}
+	// A missing interface does not hold READY back: systemd would time the
+	// start out. STATUS says what the daemon waits for.
 	for _, t := range tasks {
 		g.Go(func() error {
 			if err := t.Run(gctx); err != nil {
@@ -221,6 +220,9 @@ func (d *Daemon) Run(ctx context.Context, configPath string) error {
 	if ctx.Err() == nil && gctx.Err() == nil {
 		d.log.Info("arpshare ready", "node", cfg.Node.Name, "version", d.version, "vips", len(cfg.VIPs))
 		d.notify("READY=1\nSTATUS=" + d.statusLine())
+		if w := d.waitingFor(); len(w) > 0 {
+			d.log.Warn("ready, but not answering on every interface yet: waiting for it to appear", "interfaces", w)
+		}
 	}
 
 	select {
@@ -266,7 +268,11 @@ func (d *Daemon) statusLine() string {
 			live++
 		}
 	}
-	return fmt.Sprintf("%d VIPs, %d live hosts, %d known clients", len(d.config().VIPs), live, d.table.Len())
+	line := fmt.Sprintf("%d VIPs, %d live hosts, %d known clients", len(d.config().VIPs), live, d.table.Len())
+	if w := d.waitingFor(); len(w) > 0 {
+		line += "; waiting for interface " + strings.Join(w, ", ")
+	}
+	return line
 }
 
 func (d *Daemon) viewChanged(v *gossip.View) {
@@ -342,6 +348,7 @@ func (d *Daemon) interfaceOpened6(iface string, mac net.HardwareAddr) error {
 		if err := d.cluster.UpdateMeta(500 * time.Millisecond); err != nil {
 			d.log.Debug("gossip new MAC", "interface", iface, "error", err)
 		}
+		d.notify("STATUS=" + d.statusLine())
 	}
 	return nil
 }
@@ -435,7 +442,7 @@ func (d *Daemon) Status() Status {
 	v := d.cluster.View()
 	d.mu.Lock()
 	s := Status{
-		Node: d.cfg.Node.Name, Version: d.version, Draining: d.drained || d.stopping, Members: v.Members,
+		Node: d.cfg.Node.Name, Version: d.version, Draining: d.drained || d.stopping, Members: memberStatuses(v.Members),
 		Quorum: v.Quorum(), Expect: v.Expect, Join: v.JoinState(), JoinCause: v.Rejected,
 		Repointing: d.repointer.Status(),
 	}
@@ -476,6 +483,7 @@ func (d *Daemon) Status() Status {
 		}
 		s.VIPs = append(s.VIPs, vs)
 	}
+	s.Explain()
 	return s
 }
 

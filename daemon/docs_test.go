@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"encoding/json"
 	"os"
 	"reflect"
 	"regexp"
@@ -103,6 +104,51 @@ func TestDocsNameRealMetrics(t *testing.T) {
 		for _, m := range regexp.MustCompile(`arpshare_[a-z_]+`).FindAllString(string(b), -1) {
 			if !names[m] {
 				t.Errorf("%s names %s, which arpshare does not export", file, m)
+			}
+		}
+	}
+}
+
+// TestDashboardUsesVariables checks that every panel of the Grafana
+// dashboard queries the chosen data source and filters by the chosen VIPs.
+func TestDashboardUsesVariables(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("../examples/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type source struct {
+		UID string `json:"uid"`
+	}
+	var dash struct {
+		Panels []struct {
+			Title      string  `json:"title"`
+			Datasource *source `json:"datasource"`
+			Targets    []struct {
+				Datasource *source `json:"datasource"`
+				Expr       string  `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatal(err)
+	}
+	if len(dash.Panels) < 5 {
+		t.Fatalf("only %d panels", len(dash.Panels))
+	}
+	for _, p := range dash.Panels {
+		if p.Datasource == nil || p.Datasource.UID != "${datasource}" {
+			t.Errorf("panel %q does not use $datasource", p.Title)
+		}
+		if len(p.Targets) == 0 {
+			t.Errorf("panel %q has no query", p.Title)
+		}
+		for _, q := range p.Targets {
+			if q.Datasource == nil || q.Datasource.UID != "${datasource}" {
+				t.Errorf("panel %q: query %q does not use $datasource", p.Title, q.Expr)
+			}
+			if !strings.Contains(q.Expr, `vip=~"$vip"`) {
+				t.Errorf("panel %q: query %q does not filter by $vip", p.Title, q.Expr)
 			}
 		}
 	}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"runtime"
 	"slices"
 	"time"
@@ -15,14 +17,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/gossip"
 )
 
 // Metric names that tests and the dashboard rely on.
 const (
-	MetricARPRequests    = "arpshare_arp_requests_total"
-	MetricARPReplies     = "arpshare_arp_replies_sent_total"
-	MetricConflicts      = "arpshare_arp_conflicts_total"
+	MetricFramesReceived = "arpshare_responder_frames_received_total"
+	MetricRepliesSent    = "arpshare_responder_replies_sent_total"
+	MetricConflicts      = "arpshare_responder_conflicts_total"
+	MetricVIPInfo        = "arpshare_vip_info"
 	MetricRepoints       = "arpshare_repoint_packets_sent_total"
 	MetricRepointClients = "arpshare_repoint_clients_total"
 	MetricRepointBacklog = "arpshare_repoint_backlog_seconds"
@@ -43,13 +47,13 @@ const (
 )
 
 var (
-	descRequests = prometheus.NewDesc(MetricARPRequests,
-		"ARP frames received, by the VIP they concern (empty for none) and what became of them: answered, not_owner, conflict, peer_announce, reply, foreign_target or malformed.",
-		[]string{"interface", "vip", "outcome"}, nil)
-	descReplies = prometheus.NewDesc(MetricARPReplies,
-		"ARP replies sent to clients this host owns.", []string{"vip"}, nil)
+	descFrames = prometheus.NewDesc(MetricFramesReceived,
+		"ARP (protocol arp) and Neighbor Discovery (protocol ndp) frames received on a serving interface, by the VIP they concern (its name; empty for none) and what became of them: answered, not_owner, conflict, peer_announce, reply, foreign_target or malformed.",
+		[]string{"interface", "protocol", "vip", "outcome"}, nil)
+	descReplies = prometheus.NewDesc(MetricRepliesSent,
+		"ARP replies and neighbor advertisements sent to clients this host owns.", []string{"interface", "protocol", "vip"}, nil)
 	descConflicts = prometheus.NewDesc(MetricConflicts,
-		"ARP frames from a machine outside the cluster that claims a VIP.", []string{"vip"}, nil)
+		"Frames from a machine outside the cluster that claims a VIP.", []string{"interface", "protocol", "vip"}, nil)
 	descRepoints = prometheus.NewDesc(MetricRepoints,
 		"Packets sent to move clients to this host: unicast, a request addressed to one client (ARP) or a solicitation (NDP); broadcast, a gratuitous ARP or unsolicited advertisement for a single-mode VIP.",
 		[]string{"vip", "kind"}, nil)
@@ -58,6 +62,9 @@ var (
 		[]string{"result"}, nil)
 	descRepointBacklog = prometheus.NewDesc(MetricRepointBacklog,
 		"How long the re-pointing round in progress will take at node.repoint_rate; 0 when idle.", nil, nil)
+	descVIPInfo = prometheus.NewDesc(MetricVIPInfo,
+		"Always 1: one series per configured VIP, whose labels give its address, interface and mode; join on vip.",
+		[]string{"vip", "address", "interface", "mode"}, nil)
 	descKnown = prometheus.NewDesc(MetricClientsKnown,
 		"Clients of the VIP in this host's client table.", []string{"vip"}, nil)
 	descEvicted = prometheus.NewDesc(MetricClientsEvicted,
@@ -91,7 +98,7 @@ var (
 type collector struct{ d *Daemon }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRequests, descReplies, descConflicts, descRepoints, descKnown, descEvicted, descOwned,
+	for _, d := range []*prometheus.Desc{descFrames, descReplies, descConflicts, descRepoints, descVIPInfo, descKnown, descEvicted, descOwned,
 		descRepointClients, descRepointBacklog, descMembers, descHealth, descQuorum, descJoin, descLastChange, descEligible, descHealthy, descIfaceUp, descBuild} {
 		ch <- d
 	}
@@ -113,30 +120,54 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 
 	cfg := d.config()
+	// Every series is summed by its labels before it is sent: two series
+	// with the same labels would fail the whole scrape. The vip label is
+	// the VIP's name everywhere; a VIP a reload removed keeps its counts
+	// under its address.
+	names := map[netip.Addr]string{}
+	for _, v := range cfg.VIPs {
+		names[v.Address] = v.Name
+	}
+	name := func(a netip.Addr) string {
+		if !a.IsValid() {
+			return ""
+		}
+		if n, ok := names[a]; ok {
+			return n
+		}
+		return a.String()
+	}
+	type key [4]string
+	counters := map[*prometheus.Desc]map[key]uint64{descFrames: {}, descReplies: {}, descConflicts: {}, descRepoints: {}}
 	up := map[string]bool{}
 	for k, r := range d.responderSnapshot() {
-		iface := k.iface
+		iface, proto := k.iface, "arp"
+		if k.ipv6 {
+			proto = "ndp"
+		}
 		s := r.Stats()
-		for k, n := range s.Frames {
-			vip := ""
-			if k.VIP.IsValid() {
-				vip = k.VIP.String()
-			}
-			counter(descRequests, n, iface, vip, string(k.Outcome))
-			if k.Outcome == "conflict" {
-				counter(descConflicts, n, vip)
+		for fk, n := range s.Frames {
+			counters[descFrames][key{iface, proto, name(fk.VIP), string(fk.Outcome)}] += n
+			if fk.Outcome == arp.Conflict {
+				counters[descConflicts][key{iface, proto, name(fk.VIP)}] += n
 			}
 		}
 		for vip, n := range s.Replies {
-			counter(descReplies, n, vip.String())
+			counters[descReplies][key{iface, proto, name(vip)}] += n
 		}
 		for vip, n := range s.Repoints {
-			counter(descRepoints, n, vip.String(), "unicast")
+			counters[descRepoints][key{name(vip), "unicast"}] += n
 		}
 		for vip, n := range s.Announces {
-			counter(descRepoints, n, vip.String(), "broadcast")
+			counters[descRepoints][key{name(vip), "broadcast"}] += n
 		}
 		up[iface] = up[iface] || r.MAC() != nil
+	}
+	for desc, series := range counters {
+		labels := map[*prometheus.Desc]int{descFrames: 4, descReplies: 3, descConflicts: 3, descRepoints: 2}[desc]
+		for k, n := range series {
+			counter(desc, n, k[:labels]...)
+		}
 	}
 	for iface, ok := range up {
 		gauge(descIfaceUp, bool01(ok), iface)
@@ -149,12 +180,17 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	v := d.cluster.View()
 	known, owned := map[string]int{}, map[string]int{}
 	for _, vip := range cfg.VIPs {
-		known[vip.Address.String()], owned[vip.Address.String()] = 0, 0
+		known[vip.Name], owned[vip.Name] = 0, 0
+		gauge(descVIPInfo, 1, vip.Name, vip.Address.String(), vip.Interface, string(vip.Mode))
 	}
 	for _, cl := range d.table.Clients() {
-		known[cl.VIP.String()]++
+		n, ok := names[cl.VIP]
+		if !ok {
+			continue // a VIP a reload just removed
+		}
+		known[n]++
 		if v.Answers(cl.VIP, d.mode(cl.VIP), cl.IP) {
-			owned[cl.VIP.String()]++
+			owned[n]++
 		}
 	}
 	for vip, n := range known {
@@ -210,10 +246,11 @@ func (d *Daemon) NewRegistry() *prometheus.Registry {
 
 // metricsServer serves /metrics (and pprof, if enabled) on TCP.
 type metricsServer struct {
-	addr  string
-	reg   *prometheus.Registry
-	pprof bool
-	ready chan struct{}
+	errorLog promhttp.Logger
+	addr     string
+	reg      *prometheus.Registry
+	pprof    bool
+	ready    chan struct{}
 }
 
 func (m *metricsServer) String() string         { return "metrics on " + m.addr }
@@ -221,7 +258,12 @@ func (m *metricsServer) Ready() <-chan struct{} { return m.ready }
 
 func (m *metricsServer) Run(ctx context.Context) error {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg}))
+	// A collector's error drops its series and is logged and counted
+	// (promhttp_metric_handler_errors_total), but never fails the scrape:
+	// Prometheus would then lose every series of this host.
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
+		Registry: m.reg, ErrorHandling: promhttp.ContinueOnError, ErrorLog: m.errorLog,
+	}))
 	if m.pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -242,3 +284,8 @@ func (m *metricsServer) Run(ctx context.Context) error {
 	}
 	return nil
 }
+
+// scrapeErrors logs the errors of a scrape.
+type scrapeErrors struct{ log *slog.Logger }
+
+func (s scrapeErrors) Println(v ...any) { s.log.Error("metrics scrape", "error", fmt.Sprint(v...)) }

@@ -81,7 +81,8 @@ type RepointStatus struct {
 	Rate    int `json:"rate"`    // packets per second at most (node.repoint_rate)
 	Clients int `json:"clients"` // clients still to re-point
 	Packets int `json:"packets"` // packets still to send
-	// Remaining is how long the round will take at that rate.
+	// Remaining is how long the round will take at that rate (JSON:
+	// nanoseconds).
 	Remaining time.Duration `json:"remaining"`
 	// Confirmed and Unanswered count, since start, the clients that
 	// answered their re-pointing request and those that did not.

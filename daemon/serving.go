@@ -218,10 +218,14 @@ func (r *reloader) Run(ctx context.Context) error {
 		var ts unix.Timespec
 		unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 		r.d.notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", ts.Nano()/1000))
+		status := ""
 		if err := r.d.Reload(r.path); err != nil {
 			r.d.log.Error("reload", "error", err)
+			// `systemctl status` shows it until the next status change.
+			first, _, _ := strings.Cut(err.Error(), "\n")
+			status = "last reload refused (" + first + "); "
 		}
-		r.d.notify("READY=1\nSTATUS=" + r.d.statusLine())
+		r.d.notify("READY=1\nSTATUS=" + status + r.d.statusLine())
 	}
 }
 
@@ -253,4 +257,25 @@ func (w *watchdog) Run(ctx context.Context) error {
 			w.d.notify("WATCHDOG=1")
 		}
 	}
+}
+
+// waitingFor lists the serving interfaces never opened yet, as "eth0 (vip
+// web)".
+func (d *Daemon) waitingFor() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []string
+	for _, iface := range d.cfg.Interfaces() {
+		if _, ok := d.macs[iface]; ok {
+			continue
+		}
+		var names []string
+		for _, v := range d.cfg.VIPs {
+			if v.Interface == iface {
+				names = append(names, v.Name)
+			}
+		}
+		out = append(out, fmt.Sprintf("%s (vip %s)", iface, strings.Join(names, ", ")))
+	}
+	return out
 }

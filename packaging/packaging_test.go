@@ -42,16 +42,40 @@ func mustContain(t *testing.T, what, got string, want ...string) {
 }
 
 func TestPackages(t *testing.T) {
-	requireTools(t, "make", "dpkg-deb", "rpm", "systemd-analyze")
+	requireTools(t, "make", "dpkg-deb", "rpm", "systemd-analyze", "lintian", "rpmlint", "man")
 	dist := t.TempDir()
 	run(t, "make", "-C", "..", "packages", "VERSION=1.2.3", "GOARCH=amd64", "DIST="+dist)
 	deb := filepath.Join(dist, "arpshare_1.2.3_amd64.deb")
-	rpm := filepath.Join(dist, "arpshare_1.2.3_amd64.rpm")
+	rpm := filepath.Join(dist, "arpshare-1.2.3-1.x86_64.rpm")
+
+	// Both linters report no error, and no warning either: every tag
+	// accepted has its reason in packaging/lintian-overrides or
+	// packaging/rpmlint.toml.
+	t.Run("lintian", func(t *testing.T) {
+		out, err := exec.Command("lintian", "--fail-on", "error,warning", deb).CombinedOutput()
+		if err != nil || regexp.MustCompile(`(?m)^[EW]: `).Match(out) {
+			t.Errorf("lintian %s: %v\n%s", deb, err, out)
+		}
+	})
+	t.Run("rpmlint", func(t *testing.T) {
+		out, err := exec.Command("./rpmlint.sh", rpm).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), " 0 errors, 0 warnings") {
+			t.Errorf("rpmlint %s: %v\n%s", rpm, err, out)
+		}
+	})
 
 	t.Run("version", func(t *testing.T) {
 		out := run(t, filepath.Join(dist, "arpshare-linux-amd64"), "version")
 		if !regexp.MustCompile(`^arpshare 1\.2\.3 \(commit [0-9a-f]{7,}, go1\.\d+`).MatchString(out) {
 			t.Errorf("arpshare version: %q", out)
+		}
+		if out2 := run(t, filepath.Join(dist, "arpshare-linux-amd64"), "--version"); out2 != out {
+			t.Errorf("arpshare --version: %q, arpshare version: %q", out2, out)
+		}
+		// Without VERSION=, make stamps what `git describe` gives.
+		want := strings.TrimSpace(run(t, "./version.sh"))
+		if !regexp.MustCompile(`^\d+\.\d+\.\d+(\+\d+\.g[0-9a-f]+)?(\.dirty)?$`).MatchString(want) {
+			t.Errorf("version.sh: %q is not a version dpkg and rpm both accept", want)
 		}
 	})
 
@@ -62,8 +86,14 @@ func TestPackages(t *testing.T) {
 		for _, re := range []string{
 			`-rwxr-xr-x root/root .* \./usr/bin/arpshare\n`,
 			`-rw-r--r-- root/root .* \./lib/systemd/system/arpshare\.service\n`,
-			`drwxr-x--- root/root .* \./etc/arpshare/\n`,
-			`-rw-r----- root/root .* \./etc/arpshare/arpshare\.toml\n`,
+			`drwxr-xr-x root/root .* \./etc/arpshare/\n`,
+			`-rw-r--r-- root/root .* \./etc/arpshare/arpshare\.toml\n`,
+			`-rw-r--r-- root/root .* \./usr/share/man/man8/arpshare\.8\.gz\n`,
+			`-rw-r--r-- root/root .* \./usr/share/man/man5/arpshare\.toml\.5\.gz\n`,
+			`-rw-r--r-- root/root .* \./usr/share/bash-completion/completions/arpshare\n`,
+			`-rw-r--r-- root/root .* \./usr/lib/sysusers\.d/arpshare\.conf\n`,
+			`-rw-r--r-- root/root .* \./usr/share/doc/arpshare/copyright\n`,
+			`-rw-r--r-- (root/root|0/0) .* \./usr/share/doc/arpshare/changelog\.Debian\.gz\n`,
 		} {
 			if !regexp.MustCompile(re).MatchString(contents) {
 				t.Errorf("deb contents: no match for %s in:\n%s", re, contents)
@@ -71,7 +101,9 @@ func TestPackages(t *testing.T) {
 		}
 		mustContain(t, "deb conffiles", run(t, "dpkg-deb", "-I", deb, "conffiles"), "/etc/arpshare/arpshare.toml")
 		postinst := run(t, "dpkg-deb", "-I", deb, "postinst")
-		mustContain(t, "deb postinst", postinst, "useradd --system", "chgrp arpshare /etc/arpshare")
+		mustContain(t, "deb postinst", postinst, "systemd-sysusers arpshare.conf", "useradd --system")
+		mustContain(t, "deb depends", run(t, "dpkg-deb", "-f", deb, "Depends"), "passwd", "systemd")
+		docsLinkOnlyShipped(t, deb)
 		if regexp.MustCompile(`systemctl (start|enable|restart)`).MatchString(postinst) {
 			t.Errorf("postinst starts or enables the service:\n%s", postinst)
 		}
@@ -80,10 +112,18 @@ func TestPackages(t *testing.T) {
 	t.Run("rpm", func(t *testing.T) {
 		mustContain(t, "rpm fields", run(t, "rpm", "-qp", "--qf", "%{NAME} %{VERSION} %{ARCH}\n", rpm), "arpshare 1.2.3 x86_64")
 		mustContain(t, "rpm files", run(t, "rpm", "-qpl", rpm),
-			"/usr/bin/arpshare\n", "/usr/lib/systemd/system/arpshare.service\n", "/etc/arpshare/arpshare.toml\n")
-		// Flags "cn": a config file that upgrades never replace.
+			"/usr/bin/arpshare\n", "/usr/lib/systemd/system/arpshare.service\n", "/etc/arpshare/arpshare.toml\n",
+			"/usr/share/man/man8/arpshare.8.gz\n", "/usr/share/man/man5/arpshare.toml.5.gz\n",
+			"/usr/share/bash-completion/completions/arpshare\n", "/usr/lib/sysusers.d/arpshare.conf\n")
+		mustContain(t, "rpm fields", run(t, "rpm", "-qp", "--qf", "%{LICENSE}|%{GROUP}|%{RELEASE}\n", rpm),
+			"Apache-2.0 AND BSD-3-Clause AND MIT AND MPL-2.0|System Environment/Daemons|1\n")
+		mustContain(t, "rpm requires", run(t, "rpm", "-qpR", rpm), "shadow-utils", "systemd")
+		mustContain(t, "rpm changelog", run(t, "rpm", "-qp", "--changelog", rpm), "- 1.2.3-1")
+		// Flags "cn": a config file that upgrades never replace; "l": a
+		// licence; "d": documentation.
 		mustContain(t, "rpm config flags", run(t, "rpm", "-qp", "--qf", "[%{FILENAMES} %{FILEFLAGS:fflags} %{FILEMODES:perms}\n]", rpm),
-			"/etc/arpshare/arpshare.toml cn -rw-r-----", "/etc/arpshare  drwxr-x---")
+			"/etc/arpshare/arpshare.toml cn -rw-r--r--", "/usr/share/licenses/arpshare/LICENSE l ",
+			"/usr/share/man/man8/arpshare.8.gz d ", "/usr/share/doc/arpshare/docs/operations.md d ")
 		scripts := run(t, "rpm", "-qp", "--scripts", rpm)
 		mustContain(t, "rpm scripts", scripts, "useradd --system")
 		if regexp.MustCompile(`systemctl (start|enable|restart)`).MatchString(scripts) {
@@ -97,7 +137,8 @@ func TestPackages(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, line := range []string{
-			"Type=notify", "ExecReload=/bin/kill -HUP $MAINPID", "Restart=on-failure",
+			"Type=notify", "ExecReload=/usr/bin/arpshare check --offline", "ExecReload=/bin/kill -HUP $MAINPID", "Restart=on-failure",
+			"Documentation=man:arpshare(8)", "SystemCallFilter=@system-service", "ProtectProc=invisible",
 			"AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN", "CapabilityBoundingSet=CAP_NET_RAW CAP_NET_ADMIN",
 			"NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
 			"RuntimeDirectory=arpshare", "WatchdogSec=", "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK AF_PACKET",
@@ -112,8 +153,53 @@ func TestPackages(t *testing.T) {
 		if err := os.WriteFile(path, []byte(local), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if out, err := exec.Command("systemd-analyze", "verify", path).CombinedOutput(); err != nil || len(out) > 0 {
+		// verify also wants the man pages that Documentation= names.
+		man := t.TempDir()
+		for _, page := range []string{"man8/arpshare.8.gz", "man5/arpshare.toml.5.gz"} {
+			os.MkdirAll(filepath.Join(man, filepath.Dir(page)), 0o755)
+			if err := os.Symlink(filepath.Join(dist, "gen", filepath.Base(page)), filepath.Join(man, page)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cmd := exec.Command("systemd-analyze", "verify", path)
+		cmd.Env = append(os.Environ(), "MANPATH="+man)
+		if out, err := cmd.CombinedOutput(); err != nil || len(out) > 0 {
 			t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 		}
 	})
+}
+
+// docsLinkOnlyShipped unpacks the .deb and follows every relative link of
+// the Markdown docs it ships: each must land on a shipped file.
+func docsLinkOnlyShipped(t *testing.T, deb string) {
+	t.Helper()
+	root := t.TempDir()
+	run(t, "dpkg-deb", "-x", deb, root)
+	doc := filepath.Join(root, "usr/share/doc/arpshare")
+	pages, _ := filepath.Glob(filepath.Join(doc, "*.md"))
+	more, _ := filepath.Glob(filepath.Join(doc, "docs/*.md"))
+	pages = append(pages, more...)
+	if len(pages) < 7 {
+		t.Fatalf("only %d Markdown docs shipped: %v", len(pages), pages)
+	}
+	links := 0
+	for _, page := range pages {
+		b, err := os.ReadFile(page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range regexp.MustCompile(`\]\(([^)#]+)(#[^)]*)?\)`).FindAllStringSubmatch(string(b), -1) {
+			target := m[1]
+			if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+				continue
+			}
+			links++
+			if _, err := os.Stat(filepath.Join(filepath.Dir(page), target)); err != nil {
+				t.Errorf("%s links to %s, which the package does not ship", strings.TrimPrefix(page, root), target)
+			}
+		}
+	}
+	if links < 10 {
+		t.Errorf("only %d relative links found: the link pattern is broken", links)
+	}
 }

@@ -265,8 +265,8 @@ func ownerMACs(l *lab.Lab) (map[string]net.HardwareAddr, error) {
 	}
 	out := map[string]net.HardwareAddr{}
 	for _, m := range s.Members {
-		if len(m.Meta.MACs) > 0 {
-			mac, err := net.ParseMAC(m.Meta.MACs[0])
+		if len(m.MACs) > 0 {
+			mac, err := net.ParseMAC(m.MACs[0])
 			if err != nil {
 				return nil, err
 			}

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -370,6 +371,19 @@ func TestInterfaceComesAndGoes(t *testing.T) {
 	if s.VIPs[0].Answering {
 		t.Errorf("h2 answering on a missing interface: %+v", s.VIPs[0])
 	}
+	// systemd hears READY at once, with what the daemon waits for, and
+	// `arpshare status` says the host does not serve.
+	waiting := func(n string) bool {
+		return strings.HasPrefix(n, "STATUS=") && strings.Contains(n, "waiting for interface eth0 (vip web)")
+	}
+	if notes := h2.Notes(); !slices.Contains(notes, "READY=1") || !slices.ContainsFunc(notes, waiting) {
+		t.Errorf("h2 told systemd %q; want READY=1 and a STATUS saying it waits for eth0", notes)
+	}
+	waitLog(t, h2, "waiting for it to appear", time.Second)
+	out, err := h2.Run("status")
+	if ee := (*exec.ExitError)(nil); !errors.As(err, &ee) || ee.ExitCode() != 5 || !strings.Contains(out, "vip web: interface eth0 missing or down") {
+		t.Errorf("arpshare status on h2 waiting for eth0: %v\n%s", err, out)
+	}
 	if err := ip("-n", h2.NS, "link", "set", "eth9", "name", "eth0"); err != nil {
 		t.Fatal(err)
 	}
@@ -386,6 +400,18 @@ func TestInterfaceComesAndGoes(t *testing.T) {
 		want[c.Name] = owner([]string{"h1", "h2"}, c)
 	}
 	waitAssignment(t, l.Clients, want, 10*time.Second)
+	last := ""
+	for _, n := range h2.Notes() {
+		if strings.HasPrefix(n, "STATUS=") {
+			last = n
+		}
+	}
+	if last == "" || waiting(last) {
+		t.Errorf("h2's last STATUS still says it waits for eth0: %q", last)
+	}
+	if out, err := h2.Run("status"); err != nil {
+		t.Errorf("arpshare status on h2 serving: %v\n%s", err, out)
+	}
 
 	// h1's link flaps; its responder must reopen and answer fresh requests.
 	if err := h1.Link("down"); err != nil {

@@ -117,6 +117,13 @@ type Host struct {
 	// Notify is the systemd notify socket the daemon reports to.
 	Notify string
 
+	// Journal makes the daemon's log the "journal": its stderr is the
+	// stream $JOURNAL_STREAM names, as under systemd. Set before Start.
+	Journal bool
+	// Strace, if set, is where `strace -f -c` writes a summary of the
+	// system calls the daemon made, when it exits. Set before Start.
+	Strace string
+
 	lab       *Lab
 	throttled string // its cgroup while Throttle holds it
 	notes     []string
@@ -478,11 +485,22 @@ func (h *Host) Start() error {
 			"--inh-caps=-all,+net_admin,+net_raw", "--ambient-caps=-all,+net_admin,+net_raw",
 			"--bounding-set=-all,+net_admin,+net_raw", "--no-new-privs")
 	}
+	if h.Strace != "" {
+		argv = append(argv, "strace", "-f", "-qq", "-c", "-o", h.Strace)
+	}
 	argv = append(argv, h.lab.binary, "run", "--config", h.Config, "--log-level", "debug")
 	cmd := exec.Command("ip", argv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// As systemd with WatchdogSec=3s would.
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+h.Notify, "WATCHDOG_USEC=3000000")
+	if h.Journal {
+		var st syscall.Stat_t
+		if err := syscall.Fstat(int(logf.Fd()), &st); err != nil {
+			logf.Close()
+			return err
+		}
+		cmd.Env = append(cmd.Env, fmt.Sprintf("JOURNAL_STREAM=%d:%d", st.Dev, st.Ino))
+	}
 	// The daemon must not outlive the lab, even if the lab's process dies.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := start(cmd); err != nil {
@@ -561,6 +579,9 @@ func (h *Host) Scrape() (string, error) {
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("%s: scrape: %s: %s", h.Name, resp.Status, b)
+	}
 	return string(b), err
 }
 
@@ -611,9 +632,13 @@ func (h *Host) PowerOff() error {
 // PowerOn brings the host's link back; start the daemon separately.
 func (h *Host) PowerOn() error { return h.Link("up") }
 
-// Status runs `arpshare status --json` against the host's daemon.
+// Status runs `arpshare status --json` against the host's daemon. Exit
+// status 5 (the host does not serve) is a status too.
 func (h *Host) Status() (daemon.Status, error) {
-	out, err := exec.Command(h.lab.binary, "status", "--json", "--socket", h.Socket).CombinedOutput()
+	out, err := exec.Command(h.lab.binary, "status", "--json", "--socket", h.Socket).Output()
+	if ee := (*exec.ExitError)(nil); errors.As(err, &ee) && ee.ExitCode() == 5 {
+		err = nil
+	}
 	if err != nil {
 		return daemon.Status{}, fmt.Errorf("%s: arpshare status: %w: %s", h.Name, err, out)
 	}

@@ -2,6 +2,9 @@ package lab
 
 import (
 	"encoding/json"
+	"os"
+	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -53,11 +56,12 @@ func metric(t *testing.T, page, name string, want map[string]string) float64 {
 func TestOperations(t *testing.T) {
 	requirePrivileged(t)
 	l := newLab(t, 3, 10, HostConfig{Metrics: true, Expect: 3})
+	l.Hosts[0].Journal = true
 	startAll(t, l.Hosts)
 	h1 := l.Hosts[0]
 	base := assignment(t, l.Clients)
 	mine := count(base)["h1"]
-	vip := map[string]string{"vip": VIP.String()}
+	vip := map[string]string{"vip": "web"}
 
 	t.Run("metrics", func(t *testing.T) {
 		page, err := h1.Scrape()
@@ -83,9 +87,9 @@ func TestOperations(t *testing.T) {
 		if got := metric(t, page, daemon.MetricVIPEligible, map[string]string{"vip": "web", "host": "h2"}); got != 1 {
 			t.Errorf("h2 eligible for web = %v, want 1", got)
 		}
-		answered := metric(t, page, daemon.MetricARPRequests, map[string]string{"vip": VIP.String(), "outcome": "answered"})
-		notOwner := metric(t, page, daemon.MetricARPRequests, map[string]string{"vip": VIP.String(), "outcome": "not_owner"})
-		replies := metric(t, page, daemon.MetricARPReplies, vip)
+		answered := metric(t, page, daemon.MetricFramesReceived, map[string]string{"vip": "web", "protocol": "arp", "outcome": "answered"})
+		notOwner := metric(t, page, daemon.MetricFramesReceived, map[string]string{"vip": "web", "protocol": "arp", "outcome": "not_owner"})
+		replies := metric(t, page, daemon.MetricRepliesSent, vip)
 
 		// Every client asks afresh: h1 answers its own and hears the rest.
 		for _, c := range l.Clients {
@@ -98,13 +102,13 @@ func TestOperations(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := metric(t, page, daemon.MetricARPRequests, map[string]string{"vip": VIP.String(), "outcome": "answered"}); got < answered+float64(mine) {
+		if got := metric(t, page, daemon.MetricFramesReceived, map[string]string{"vip": "web", "protocol": "arp", "outcome": "answered"}); got < answered+float64(mine) {
 			t.Errorf("answered went from %v to %v, want at least +%d", answered, got, mine)
 		}
-		if got := metric(t, page, daemon.MetricARPRequests, map[string]string{"vip": VIP.String(), "outcome": "not_owner"}); got < notOwner+float64(10-mine) {
+		if got := metric(t, page, daemon.MetricFramesReceived, map[string]string{"vip": "web", "protocol": "arp", "outcome": "not_owner"}); got < notOwner+float64(10-mine) {
 			t.Errorf("not_owner went from %v to %v, want at least +%d", notOwner, got, 10-mine)
 		}
-		if got := metric(t, page, daemon.MetricARPReplies, vip); got < replies+float64(mine) {
+		if got := metric(t, page, daemon.MetricRepliesSent, vip); got < replies+float64(mine) {
 			t.Errorf("replies went from %v to %v, want at least +%d", replies, got, mine)
 		}
 	})
@@ -174,9 +178,13 @@ func TestOperations(t *testing.T) {
 			t.Errorf("new VIP served by %v only", served)
 		}
 
-		// A broken config is refused; everything keeps working.
+		// A broken config is refused; everything keeps working. The unit's
+		// ExecReload= runs `arpshare check --offline` first, which fails.
 		if err := h1.WriteConfig(HostConfig{Broken: true}); err != nil {
 			t.Fatal(err)
+		}
+		if out, err := exec.Command(l.binary, "check", "--offline", "--config", h1.Config).CombinedOutput(); err == nil {
+			t.Errorf("arpshare check --offline passes a broken config: %s", out)
 		}
 		if err := h1.Signal(syscall.SIGHUP); err != nil {
 			t.Fatal(err)
@@ -189,6 +197,18 @@ func TestOperations(t *testing.T) {
 		if got := metric(t, page, daemon.MetricConfigReloads, map[string]string{"result": "refused"}); got != 1 {
 			t.Errorf("refused reloads = %v, want 1", got)
 		}
+		if got := metric(t, page, daemon.MetricConfigLastLoad, nil); got != 0 {
+			t.Errorf("%s = %v after a refused reload, want 0", daemon.MetricConfigLastLoad, got)
+		}
+		if !slices.ContainsFunc(h1.Notes(), func(n string) bool { return strings.HasPrefix(n, "STATUS=last reload refused (") }) {
+			t.Errorf("h1 did not tell systemd that the reload was refused: %q", h1.Notes())
+		}
+		// h1 logs to the "journal": every line carries its syslog
+		// priority, the refusal an error's.
+		journalPriorities(t, h1, map[string]string{
+			"config refused, the running one stays in force": "<3>",
+			"arpshare ready": "<6>",
+		})
 
 		// Removing the VIP takes it off lo.
 		if err := h1.WriteConfig(HostConfig{Metrics: true, Expect: 3}); err != nil {
@@ -228,4 +248,36 @@ func TestOperations(t *testing.T) {
 			}
 		}
 	})
+}
+
+// journalPriorities checks that every line h logged starts with a syslog
+// priority that matches its level, and that the lines holding each key of
+// want start with its value.
+func journalPriorities(t *testing.T, h *Host, want map[string]string) {
+	t.Helper()
+	b, err := os.ReadFile(h.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	levels := map[string]string{"<3>": "level=ERROR", "<4>": "level=WARN", "<6>": "level=INFO", "<7>": "level=DEBUG"}
+	found := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if len(line) < 3 || levels[line[:3]] == "" || !strings.HasPrefix(line[3:], levels[line[:3]]) {
+			t.Errorf("%s logged without a matching syslog priority: %q", h.Name, line)
+			continue
+		}
+		for text, prio := range want {
+			if strings.Contains(line, text) {
+				found[text] = true
+				if line[:3] != prio {
+					t.Errorf("%s logged %q at %s, want %s", h.Name, line, line[:3], prio)
+				}
+			}
+		}
+	}
+	for text := range want {
+		if !found[text] {
+			t.Errorf("%s never logged %q", h.Name, text)
+		}
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/arpshare/arpshare/daemon"
 	"github.com/arpshare/arpshare/gossip"
 )
 
@@ -102,7 +103,7 @@ func TestStrangersAnswerNobody(t *testing.T) {
 		}
 		var got []string
 		for _, m := range s.Members {
-			got = append(got, m.Name+"@"+m.Addr.Addr().String()+"="+string(m.State))
+			got = append(got, m.Name+"@"+m.Address.Addr().String()+"="+m.State)
 		}
 		want := []string{"h1@198.18.0.11=alive", "h2@198.18.0.12=alive", "h3@198.18.0.13=alive"}
 		if diff := cmp.Diff(want, got); diff != "" || s.Join != gossip.JoinMember {
@@ -222,7 +223,7 @@ func TestFloodKillsNoMember(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if alive := slices.IndexFunc(s.Members, func(m gossip.Member) bool { return m.State != gossip.StateAlive }); alive >= 0 || len(s.Members) != 3 {
+		if alive := slices.IndexFunc(s.Members, func(m daemon.MemberStatus) bool { return m.State != string(gossip.StateAlive) }); alive >= 0 || len(s.Members) != 3 {
 			t.Errorf("%s after the flood: members %+v", h.Name, s.Members)
 		}
 	}

@@ -151,7 +151,7 @@ func TestServiceAware(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !strings.Contains(out, "h3 (serving)") {
+		if !strings.Contains(out, "h3 (serving, member)") {
 			t.Errorf("resume printed:\n%s", out)
 		}
 		time.Sleep(time.Second)

@@ -1,5 +1,5 @@
 #!/bin/sh
 set -e
 if [ -d /run/systemd/system ]; then
-	systemctl daemon-reload >/dev/null 2>&1 || true
+	systemctl --system daemon-reload >/dev/null || true
 fi

@@ -1,0 +1,165 @@
+package daemon
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// Finding is one result of a host check: an error makes `arpshare check`
+// fail, a warning does not.
+type Finding struct {
+	Error   bool
+	Message string
+}
+
+// ServiceUser is the user the packaged unit runs the daemon as.
+const ServiceUser = "arpshare"
+
+// CheckHost checks the config against the host it runs on: what the file
+// alone cannot tell. A missing interface is a warning (the daemon waits for
+// it); a bind address that is not this host's, a taken gossip port and a
+// key file others can read are errors.
+func (cfg *Config) CheckHost() []Finding {
+	var out []Finding
+	warn := func(format string, args ...any) {
+		out = append(out, Finding{Message: fmt.Sprintf(format, args...)})
+	}
+	fail := func(format string, args ...any) {
+		out = append(out, Finding{Error: true, Message: fmt.Sprintf(format, args...)})
+	}
+	for _, v := range cfg.VIPs {
+		if _, err := net.InterfaceByName(v.Interface); err != nil {
+			warn("vip %q: interface %s does not exist (yet): the daemon starts and waits for it", v.Name, v.Interface)
+		}
+	}
+	if b := cfg.Gossip.Bind; b.IsValid() {
+		if !isLocalAddr(b.Addr()) {
+			fail("gossip.bind %s is not an address of this host (see `ip address`)", b.Addr())
+		} else if owner, err := portTaken(b); err != nil {
+			fail("gossip.bind %s: %v", b, err)
+		} else if owner != "" {
+			fail("gossip.bind %s: the port is taken by %s; Docker Swarm, Serf, Consul and MetalLB speakers also use 7946: pick another port for every host", b, owner)
+		}
+	}
+	if cfg.Gossip.KeyFile != "" {
+		out = append(out, checkKeyFile(cfg.Gossip.KeyFile)...)
+	}
+	return out
+}
+
+func isLocalAddr(a netip.Addr) bool {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, ia := range addrs {
+		if n, ok := ia.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == a.Unmap() {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// portTaken tries to bind the gossip port as memberlist would, TCP and UDP.
+// If it is taken, it names the owner as best it can ("" if the port is free).
+func portTaken(ap netip.AddrPort) (string, error) {
+	tcp, err := net.Listen("tcp", ap.String())
+	if err == nil {
+		tcp.Close()
+		udp, uerr := net.ListenPacket("udp", ap.String())
+		if uerr == nil {
+			udp.Close()
+			return "", nil
+		}
+		err = uerr
+	}
+	if !errors.Is(err, syscall.EADDRINUSE) {
+		return "", err
+	}
+	if who := portOwner(ap.Port()); who != "" {
+		return who, nil
+	}
+	return "another program", nil
+}
+
+// portOwner finds the process holding a socket on port, through
+// /proc/net/{tcp,udp}{,6} and the processes' file descriptors. Without the
+// privilege to read other processes' descriptors it returns "".
+func portOwner(port uint16) string {
+	inodes := map[string]bool{}
+	for _, f := range []string{"tcp", "tcp6", "udp", "udp6"} {
+		file, err := os.Open("/proc/net/" + f)
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(file)
+		for sc.Scan() {
+			fields := strings.Fields(sc.Text())
+			if len(fields) < 10 {
+				continue
+			}
+			_, hexPort, ok := strings.Cut(fields[1], ":")
+			if p, err := strconv.ParseUint(hexPort, 16, 16); ok && err == nil && uint16(p) == port {
+				inodes["socket:["+fields[9]+"]"] = true
+			}
+		}
+		file.Close()
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/fd/*")
+	for _, fd := range procs {
+		if link, err := os.Readlink(fd); err == nil && inodes[link] {
+			pid := strings.Split(fd, "/")[2]
+			comm, _ := os.ReadFile("/proc/" + pid + "/comm")
+			return fmt.Sprintf("%s (pid %s)", strings.TrimSpace(string(comm)), pid)
+		}
+	}
+	return ""
+}
+
+// checkKeyFile wants the gossip key readable by root and the service user
+// only: whoever reads it can join the cluster and take clients.
+func checkKeyFile(path string) []Finding {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return []Finding{{Error: true, Message: fmt.Sprintf("gossip.key_file: %v", err)}}
+	}
+	var out []Finding
+	mode := fi.Mode().Perm()
+	if mode&0o007 != 0 || mode&0o020 != 0 {
+		out = append(out, Finding{Error: true, Message: fmt.Sprintf(
+			"gossip.key_file %s has mode %04o: other users can read or change the key; chmod 0640 %s", path, mode, path)})
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return out
+	}
+	owner := strconv.Itoa(int(st.Uid))
+	if u, err := user.LookupId(owner); err == nil {
+		owner = u.Username
+	}
+	group := strconv.Itoa(int(st.Gid))
+	if g, err := user.LookupGroupId(group); err == nil {
+		group = g.Name
+	}
+	if owner != "root" && owner != ServiceUser {
+		out = append(out, Finding{Error: true, Message: fmt.Sprintf(
+			"gossip.key_file %s belongs to %s: make it root's (chown root:%s %s)", path, owner, ServiceUser, path)})
+	}
+	readable := (owner == ServiceUser && mode&0o400 != 0) || (group == ServiceUser && mode&0o040 != 0)
+	if _, err := user.Lookup(ServiceUser); err == nil && !readable {
+		out = append(out, Finding{Message: fmt.Sprintf(
+			"gossip.key_file %s is not readable by the %s user the unit runs as: chgrp %s %s && chmod 0640 %s", path, ServiceUser, ServiceUser, path, path)})
+	}
+	return out
+}

@@ -1,0 +1,105 @@
+package daemon
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+)
+
+func TestCheckHost(t *testing.T) {
+	t.Parallel()
+	// A port this process holds, on an address of this host.
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	free, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	freePort := free.LocalAddr().(*net.UDPAddr).Port
+	free.Close()
+
+	dir := t.TempDir()
+	safe := writeKey(t, dir, 32)
+	os.Chmod(safe, 0o640)
+	open := dir + "/open.key"
+	os.WriteFile(open, []byte("x\n"), 0o644)
+
+	for _, tt := range []struct {
+		name    string
+		cfg     Config
+		errors  []string
+		warning []string
+	}{
+		{
+			name: "good",
+			cfg: Config{Gossip: GossipConfig{Bind: netip.MustParseAddrPort(fmt.Sprintf("127.0.0.1:%d", freePort)), KeyFile: safe},
+				VIPs: []VIP{{Name: "web", Interface: "lo"}}},
+		},
+		{
+			name:    "missing interface",
+			cfg:     Config{VIPs: []VIP{{Name: "web", Interface: "nosuch9"}}},
+			warning: []string{`vip "web": interface nosuch9 does not exist (yet): the daemon starts and waits for it`},
+		},
+		{
+			name:   "bind elsewhere",
+			cfg:    Config{Gossip: GossipConfig{Bind: netip.MustParseAddrPort("198.51.100.7:7946")}},
+			errors: []string{"gossip.bind 198.51.100.7 is not an address of this host"},
+		},
+		{
+			name: "port taken",
+			cfg:  Config{Gossip: GossipConfig{Bind: netip.MustParseAddrPort(held.Addr().String())}},
+			errors: []string{fmt.Sprintf("gossip.bind %s: the port is taken by daemon.test (pid %d); Docker Swarm, Serf, Consul and MetalLB speakers also use 7946",
+				held.Addr(), os.Getpid())},
+		},
+		{
+			name:   "key readable by all",
+			cfg:    Config{Gossip: GossipConfig{KeyFile: open}},
+			errors: []string{"gossip.key_file " + open + " has mode 0644: other users can read or change the key; chmod 0640"},
+		},
+	} {
+		var errs, warns []string
+		for _, f := range tt.cfg.CheckHost() {
+			if f.Error {
+				errs = append(errs, f.Message)
+			} else {
+				warns = append(warns, f.Message)
+			}
+		}
+		for _, c := range []struct {
+			what      string
+			got, want []string
+		}{{"errors", errs, tt.errors}, {"warnings", warns, tt.warning}} {
+			if len(c.got) != len(c.want) {
+				t.Errorf("%s: %s %q, want %q", tt.name, c.what, c.got, c.want)
+				continue
+			}
+			for i := range c.want {
+				if !strings.Contains(c.got[i], c.want[i]) {
+					t.Errorf("%s: %s %q, want %q", tt.name, c.what, c.got[i], c.want[i])
+				}
+			}
+		}
+	}
+}
+
+func TestCheckKeyOwner(t *testing.T) {
+	t.Parallel()
+	if os.Getuid() != 0 {
+		t.Skip("needs root to give a file away")
+	}
+	key := writeKey(t, t.TempDir(), 32)
+	os.Chmod(key, 0o600)
+	if err := os.Chown(key, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	fs := checkKeyFile(key)
+	if len(fs) == 0 || !fs[0].Error || !strings.Contains(fs[0].Message, "make it root's") {
+		t.Errorf("key owned by nobody: %+v", fs)
+	}
+}

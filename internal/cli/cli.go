@@ -1,0 +1,540 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/arpshare/arpshare/daemon"
+)
+
+// Exit codes, the same for every command; arpshare(8) lists them.
+const (
+	ExitOK         = 0 // success; for status: this host serves every VIP
+	ExitFailure    = 1 // the command failed: a refused config, an error from the daemon
+	ExitUsage      = 2 // bad command line
+	ExitNotRunning = 3 // no daemon listens on the API socket
+	ExitDenied     = 4 // the API socket exists but this user may not use it
+	ExitNotServing = 5 // status: the daemon runs, but this host does not serve (all) its VIPs
+)
+
+// Build says which build runs; the linker stamps it (see the Makefile).
+type Build struct {
+	Version string
+	Commit  string
+}
+
+// options are every flag of every command; each command declares the ones
+// it takes.
+type options struct {
+	config   string
+	socket   string
+	json     bool
+	logLevel string
+	vip      string
+	offline  bool
+}
+
+// env is what a command runs with.
+type env struct {
+	opts   options
+	fs     *flag.FlagSet
+	args   []string
+	build  Build
+	stdout io.Writer
+	stderr io.Writer
+}
+
+// flagDef declares one flag; the same declarations make --help, the man
+// page and the shell completion.
+type flagDef struct {
+	name, arg, usage string
+	def              string // shown default, empty for none
+	bind             func(fs *flag.FlagSet, o *options, name, usage string)
+}
+
+func stringFlag(name, arg, def, usage string, field func(*options) *string) flagDef {
+	return flagDef{name: name, arg: arg, usage: usage, def: def, bind: func(fs *flag.FlagSet, o *options, name, usage string) {
+		fs.StringVar(field(o), name, def, usage)
+	}}
+}
+
+func boolFlag(name, usage string, field func(*options) *bool) flagDef {
+	return flagDef{name: name, usage: usage, bind: func(fs *flag.FlagSet, o *options, name, usage string) {
+		fs.BoolVar(field(o), name, false, usage)
+	}}
+}
+
+var (
+	flagConfig = stringFlag("config", "FILE", daemon.DefaultConfigPath, "the config file",
+		func(o *options) *string { return &o.config })
+	flagSocket = stringFlag("socket", "PATH", "", "the daemon's API socket (default: api.socket from the config file, else "+daemon.DefaultSocket+")",
+		func(o *options) *string { return &o.socket })
+	flagJSON     = boolFlag("json", "print JSON instead of text (fields are documented in arpshare(8))", func(o *options) *bool { return &o.json })
+	flagLogLevel = stringFlag("log-level", "LEVEL", "info", "the lowest level logged: debug, info, warn or error",
+		func(o *options) *string { return &o.logLevel })
+	flagVIP     = stringFlag("vip", "NAME", "", "only this VIP (its name or address)", func(o *options) *string { return &o.vip })
+	flagOffline = boolFlag("offline", "only check the file, not this host (for configs rendered for other hosts)", func(o *options) *bool { return &o.offline })
+)
+
+// command is one subcommand of arpshare.
+type command struct {
+	name     string
+	args     []string // positional arguments, by name
+	summary  string   // one line, for the command list
+	help     string   // what it does, in full
+	examples []string
+	flags    []flagDef
+	run      func(e *env) int
+}
+
+func (c *command) synopsis() string {
+	s := "arpshare " + c.name
+	for _, f := range c.flags {
+		if f.arg != "" {
+			s += fmt.Sprintf(" [--%s %s]", f.name, f.arg)
+		} else {
+			s += fmt.Sprintf(" [--%s]", f.name)
+		}
+	}
+	for _, a := range c.args {
+		s += " " + a
+	}
+	return s
+}
+
+// commands, in the order help lists them.
+var commands []*command
+
+func init() {
+	commands = []*command{
+		{
+			name: "run", summary: "run the daemon (systemd starts it so)",
+			help: "Runs the daemon in the foreground: joins the cluster, puts the VIPs on lo, answers ARP and Neighbor Discovery for this host's share of the clients, and serves the API socket and the metrics. " +
+				"SIGHUP reloads the config; SIGTERM and SIGINT drain this host, leave the cluster and exit. Under systemd it speaks the notify protocol (READY, RELOADING, STOPPING, STATUS, WATCHDOG) and prefixes each log line with its syslog priority.",
+			examples: []string{"arpshare run --config /etc/arpshare/arpshare.toml --log-level debug"},
+			flags:    []flagDef{flagConfig, flagLogLevel},
+			run:      runDaemon,
+		},
+		{
+			name: "check", summary: "check the config file, and this host against it",
+			help: "Checks the config file as the daemon would load it: every error is listed with its file and line, and warnings are printed without failing. " +
+				"Then, unless --offline, checks this host: that each VIP's interface exists, that gossip.bind is an address of this host and its port is free (naming the likely owner if not), and that the gossip key file is not readable or writable by other users. " +
+				"The unit runs it before every start and reload.",
+			examples: []string{"arpshare check", "arpshare check --offline --config rendered/web-1.toml"},
+			flags:    []flagDef{flagConfig, flagOffline, flagJSON},
+			run:      runCheck,
+		},
+		{
+			name: "keygen", summary: "print a new gossip key",
+			help:     "Prints a new random 32-byte key (AES-256) in base64, the form gossip.key_file holds. Every host of a cluster needs the same key.",
+			examples: []string{"arpshare keygen > /etc/arpshare/gossip.key"},
+			flags:    []flagDef{flagJSON},
+			run:      runKeygen,
+		},
+		{
+			name: "status", summary: "show this host's view of the cluster; exit 5 when it does not serve",
+			help: "Shows the running daemon's view: the members of the cluster with their state, weight and health, and for each VIP its interface, mode, this host's health, the clients known and how many each host answers. " +
+				"Exits 0 when this host serves every VIP, 5 when it runs but does not serve (no quorum, rejected by its peers, draining, an interface missing, a health check failing) and says why, so it can be a monitoring check.",
+			examples: []string{"arpshare status", "arpshare status --json | jq .members"},
+			flags:    []flagDef{flagConfig, flagSocket, flagJSON},
+			run:      runStatus,
+		},
+		{
+			name: "clients", summary: "list the known clients and the host that answers each",
+			help:     "Lists the clients this host has seen asking for a VIP (or learned from its peers), with their MAC, when they last asked, and the host that answers them.",
+			examples: []string{"arpshare clients --vip web"},
+			flags:    []flagDef{flagConfig, flagSocket, flagVIP, flagJSON},
+			run:      runClients,
+		},
+		{
+			name: "owner", args: []string{"VIP", "CLIENT"}, summary: "say which host answers CLIENT for VIP",
+			help:     "Says which host answers the client at address CLIENT for VIP (a name or address), which hosts could, and whether this host has seen the client: the first question when a user says the service is unreachable.",
+			examples: []string{"arpshare owner web 192.0.2.57"},
+			flags:    []flagDef{flagConfig, flagSocket, flagJSON},
+			run:      runOwner,
+		},
+		{
+			name: "drain", summary: "hand this host's clients to the others",
+			help:     "Drains this host: the others take its clients, and the command returns once they have had the time to. The drain is kept in node.state_dir across restarts until `arpshare resume`. Prints the new status.",
+			examples: []string{"arpshare drain && apt upgrade"},
+			flags:    []flagDef{flagConfig, flagSocket, flagJSON},
+			run:      runDrain,
+		},
+		{
+			name: "resume", summary: "take this host's share of the clients back",
+			help:     "Undoes `arpshare drain`. Prints the new status.",
+			examples: []string{"arpshare resume"},
+			flags:    []flagDef{flagConfig, flagSocket, flagJSON},
+			run:      runDrain,
+		},
+		{
+			name: "version", summary: "print the version",
+			help:     "Prints the version stamped at build time, the commit, the Go version and the platform. `arpshare --version` does the same.",
+			examples: []string{"arpshare version --json"},
+			flags:    []flagDef{flagJSON},
+			run:      runVersion,
+		},
+		{
+			name: "help", args: []string{"[COMMAND]"}, summary: "show the help of arpshare or of one command",
+			help:     "Shows the list of commands, or the help of one command (as `arpshare COMMAND --help` does).",
+			examples: []string{"arpshare help status"},
+			run:      runHelp,
+		},
+	}
+}
+
+func findCommand(name string) *command {
+	for _, c := range commands {
+		if c.name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// Usage is the top-level help.
+func Usage() string {
+	var b strings.Builder
+	b.WriteString("arpshare shares one virtual IP across the hosts of an L2 segment: every healthy\nhost answers ARP and Neighbor Discovery for its own share of the clients.\n\n")
+	b.WriteString("usage: arpshare COMMAND [flags]\n       arpshare --version | --help\n\ncommands:\n")
+	for _, c := range commands {
+		fmt.Fprintf(&b, "  %-8s %s\n", c.name, c.summary)
+	}
+	b.WriteString("\n`arpshare COMMAND --help` shows a command's flags. Manual: man 8 arpshare, man 5 arpshare.toml.\n")
+	return b.String()
+}
+
+// Help is one command's --help.
+func (c *command) Help() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "usage: %s\n\n%s\n", c.synopsis(), wrap(c.help, 78, ""))
+	if len(c.flags) > 0 {
+		b.WriteString("\nflags:\n")
+		for _, f := range c.flags {
+			name := "--" + f.name
+			if f.arg != "" {
+				name += " " + f.arg
+			}
+			usage := f.usage
+			if f.def != "" {
+				usage += " (default " + f.def + ")"
+			}
+			fmt.Fprintf(&b, "  %s\n%s\n", name, wrap(usage, 78, "        "))
+		}
+	}
+	if len(c.examples) > 0 {
+		b.WriteString("\nexamples:\n")
+		for _, ex := range c.examples {
+			fmt.Fprintf(&b, "  %s\n", ex)
+		}
+	}
+	return b.String()
+}
+
+func wrap(s string, width int, indent string) string {
+	var lines []string
+	line := indent
+	for _, w := range strings.Fields(s) {
+		if len(line) > len(indent) && len(line)+1+len(w) > width {
+			lines = append(lines, line)
+			line = indent
+		}
+		if len(line) > len(indent) {
+			line += " "
+		}
+		line += w
+	}
+	return strings.Join(append(lines, line), "\n")
+}
+
+// Main runs arpshare with args (without the program name) and returns the
+// exit code.
+func Main(args []string, stdout, stderr io.Writer, build Build) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, Usage())
+		return ExitUsage
+	}
+	switch args[0] {
+	case "-h", "-help", "--help":
+		fmt.Fprint(stdout, Usage())
+		return ExitOK
+	case "-version", "--version":
+		args = append([]string{"version"}, args[1:]...)
+	}
+	c := findCommand(args[0])
+	if c == nil {
+		fmt.Fprintf(stderr, "arpshare: unknown command %q\n\n%s", args[0], Usage())
+		return ExitUsage
+	}
+	e := &env{build: build, stdout: stdout, stderr: stderr}
+	e.fs = flag.NewFlagSet("arpshare "+c.name, flag.ContinueOnError)
+	e.fs.SetOutput(io.Discard)
+	for _, f := range c.flags {
+		f.bind(e.fs, &e.opts, f.name, f.usage)
+	}
+	if err := e.fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, c.Help())
+			return ExitOK
+		}
+		fmt.Fprintf(stderr, "arpshare %s: %v\n\n%s", c.name, err, c.Help())
+		return ExitUsage
+	}
+	e.args = e.fs.Args()
+	want := 0
+	for _, a := range c.args {
+		if !strings.HasPrefix(a, "[") {
+			want++
+		}
+	}
+	if len(e.args) < want || len(e.args) > len(c.args) {
+		if len(e.args) > len(c.args) {
+			fmt.Fprintf(stderr, "arpshare %s: unexpected argument %q\n", c.name, e.args[len(c.args)])
+		} else {
+			fmt.Fprintf(stderr, "arpshare %s: missing %s\n", c.name, strings.Join(c.args[len(e.args):], " "))
+		}
+		fmt.Fprintf(stderr, "usage: %s\n", c.synopsis())
+		return ExitUsage
+	}
+	return c.run(e)
+}
+
+// printJSON prints v indented.
+func (e *env) printJSON(v any) {
+	enc := json.NewEncoder(e.stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		fmt.Fprintf(e.stderr, "arpshare: %v\n", err)
+	}
+}
+
+func runHelp(e *env) int {
+	if len(e.args) == 0 {
+		fmt.Fprint(e.stdout, Usage())
+		return ExitOK
+	}
+	c := findCommand(e.args[0])
+	if c == nil {
+		fmt.Fprintf(e.stderr, "arpshare help: unknown command %q\n\n%s", e.args[0], Usage())
+		return ExitUsage
+	}
+	fmt.Fprint(e.stdout, c.Help())
+	return ExitOK
+}
+
+func runVersion(e *env) int {
+	v := struct {
+		Version   string `json:"version"`
+		Commit    string `json:"commit"`
+		GoVersion string `json:"go_version"`
+		Platform  string `json:"platform"`
+	}{e.build.Version, e.build.Commit, runtime.Version(), runtime.GOOS + "/" + runtime.GOARCH}
+	if e.opts.json {
+		e.printJSON(v)
+		return ExitOK
+	}
+	fmt.Fprintf(e.stdout, "arpshare %s (commit %s, %s %s)\n", v.Version, v.Commit, v.GoVersion, v.Platform)
+	return ExitOK
+}
+
+func runKeygen(e *env) int {
+	key := make([]byte, 32)
+	rand.Read(key)
+	s := base64.StdEncoding.EncodeToString(key)
+	if e.opts.json {
+		e.printJSON(struct {
+			Key string `json:"key"`
+		}{s})
+		return ExitOK
+	}
+	fmt.Fprintln(e.stdout, s)
+	return ExitOK
+}
+
+// CheckResult is what `arpshare check --json` prints.
+type CheckResult struct {
+	Config   string   `json:"config"`
+	OK       bool     `json:"ok"`
+	Errors   []string `json:"errors"`
+	Warnings []string `json:"warnings"`
+}
+
+func runCheck(e *env) int {
+	res := CheckResult{Config: e.opts.config, Errors: []string{}, Warnings: []string{}}
+	cfg, err := daemon.LoadConfig(e.opts.config)
+	if err != nil {
+		res.Errors = append(res.Errors, strings.Split(err.Error(), "\n")...)
+	} else {
+		res.Warnings = append(res.Warnings, cfg.Warnings...)
+		if !e.opts.offline {
+			for _, f := range cfg.CheckHost() {
+				if f.Error {
+					res.Errors = append(res.Errors, f.Message)
+				} else {
+					res.Warnings = append(res.Warnings, f.Message)
+				}
+			}
+		}
+	}
+	res.OK = len(res.Errors) == 0
+	if e.opts.json {
+		e.printJSON(res)
+	} else {
+		for _, m := range res.Errors {
+			fmt.Fprintln(e.stderr, m)
+		}
+		for _, w := range res.Warnings {
+			fmt.Fprintf(e.stderr, "%s: warning: %s\n", e.opts.config, w)
+		}
+		if res.OK {
+			fmt.Fprintf(e.stdout, "%s: ok\n", e.opts.config)
+		}
+	}
+	if !res.OK {
+		return ExitFailure
+	}
+	return ExitOK
+}
+
+// socketPath is --socket, else api.socket from the config file, else the
+// default. A config given with --config must be readable; the default one
+// may be missing or unreadable (a user in the arpshare group, say).
+func (e *env) socketPath() (string, error) {
+	if e.opts.socket != "" {
+		return e.opts.socket, nil
+	}
+	explicit := false
+	e.fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
+	s, err := daemon.SocketFromConfig(e.opts.config)
+	if err != nil {
+		if explicit {
+			return "", err
+		}
+		return daemon.DefaultSocket, nil
+	}
+	return s, nil
+}
+
+// askDaemon runs one call to the daemon and turns the usual failures into
+// advice and an exit code.
+func (e *env) askDaemon(call func(ctx context.Context, socket string) error) int {
+	socket, err := e.socketPath()
+	if err != nil {
+		fmt.Fprintf(e.stderr, "arpshare: %v\n", err)
+		return ExitFailure
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = call(ctx, socket)
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED):
+		fmt.Fprintf(e.stderr, "arpshare is not running (no socket at %s); try: systemctl status arpshare\n", socket)
+		return ExitNotRunning
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		fmt.Fprintf(e.stderr, "arpshare: permission denied on %s: run this as root (sudo), or join the arpshare group (usermod -aG arpshare $USER, then log in again)\n", socket)
+		return ExitDenied
+	}
+	fmt.Fprintf(e.stderr, "arpshare %s: %v\n", e.fs.Name()[len("arpshare "):], err)
+	return ExitFailure
+}
+
+func runStatus(e *env) int {
+	var s daemon.Status
+	if code := e.askDaemon(func(ctx context.Context, socket string) (err error) {
+		s, err = daemon.GetStatus(ctx, socket)
+		return err
+	}); code != ExitOK {
+		return code
+	}
+	if e.opts.json {
+		e.printJSON(s)
+	} else {
+		printStatus(e.stdout, s)
+	}
+	if !s.Serving {
+		return ExitNotServing
+	}
+	return ExitOK
+}
+
+func runDrain(e *env) int {
+	var s daemon.Status
+	drain := e.fs.Name() == "arpshare drain"
+	if code := e.askDaemon(func(ctx context.Context, socket string) (err error) {
+		s, err = daemon.Drain(ctx, socket, drain)
+		return err
+	}); code != ExitOK {
+		return code
+	}
+	if e.opts.json {
+		e.printJSON(s)
+	} else {
+		printStatus(e.stdout, s)
+	}
+	return ExitOK
+}
+
+func runClients(e *env) int {
+	var cs []daemon.ClientStatus
+	if code := e.askDaemon(func(ctx context.Context, socket string) (err error) {
+		cs, err = daemon.GetClients(ctx, socket, e.opts.vip)
+		return err
+	}); code != ExitOK {
+		return code
+	}
+	if e.opts.json {
+		e.printJSON(cs)
+		return ExitOK
+	}
+	printClients(e.stdout, cs)
+	return ExitOK
+}
+
+func runOwner(e *env) int {
+	var o daemon.OwnerStatus
+	if code := e.askDaemon(func(ctx context.Context, socket string) (err error) {
+		o, err = daemon.GetOwner(ctx, socket, e.args[0], e.args[1])
+		return err
+	}); code != ExitOK {
+		return code
+	}
+	if e.opts.json {
+		e.printJSON(o)
+		return ExitOK
+	}
+	printOwner(e.stdout, o)
+	return ExitOK
+}
+
+// runDaemon is `arpshare run`.
+func runDaemon(e *env) int {
+	log, err := newLogger(e.opts.logLevel, e.stderr, os.Getenv("JOURNAL_STREAM"))
+	if err != nil {
+		fmt.Fprintf(e.stderr, "arpshare run: %v\n", err)
+		return ExitUsage
+	}
+	return serve(e, log)
+}
+
+// commandNames lists the commands, for completion.
+func commandNames() []string {
+	var out []string
+	for _, c := range commands {
+		out = append(out, c.name)
+	}
+	return slices.Clip(out)
+}

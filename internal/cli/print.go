@@ -1,0 +1,118 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/arpshare/arpshare/daemon"
+)
+
+func printClients(w io.Writer, cs []daemon.ClientStatus) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	defer tw.Flush()
+	fmt.Fprintln(tw, "VIP\tCLIENT\tMAC\tLAST SEEN\tOWNER")
+	for _, c := range cs {
+		owner := c.Owner
+		if owner == "" {
+			owner = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%s\n", c.VIP, c.IP, c.MAC, time.Since(c.LastSeen).Round(time.Second), owner)
+	}
+}
+
+func printOwner(w io.Writer, o daemon.OwnerStatus) {
+	owner := o.Owner
+	switch {
+	case owner == "":
+		owner = "nobody (no eligible host)"
+	case o.Mode == "race":
+		owner = "every eligible host races to answer; " + owner + " re-points it on failover"
+	}
+	fmt.Fprintf(w, "%s for vip %s (%s, mode %s): %s\n", o.Client, o.VIP, o.Address, o.Mode, owner)
+	fmt.Fprintf(w, "eligible hosts: %s\n", strings.Join(o.Eligible, " "))
+	if o.Known {
+		fmt.Fprintf(w, "this host knows the client at %s\n", o.MAC)
+	} else {
+		fmt.Fprintln(w, "this host has not seen this client ask for the VIP")
+	}
+	if !o.Quorum {
+		fmt.Fprintln(w, "WARNING: this host has no quorum; its view may be wrong")
+	}
+}
+
+func printStatus(w io.Writer, s daemon.Status) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	defer tw.Flush()
+	state := "serving"
+	if !s.Serving {
+		state = "NOT SERVING: " + strings.Join(s.NotServing, "; ")
+	}
+	if s.Join != "" {
+		state += ", " + s.Join
+	}
+	fmt.Fprintf(tw, "node %s (%s), arpshare %s\n", s.Node, state, s.Version)
+	if s.JoinCause != "" {
+		fmt.Fprintf(tw, "REJECTED, answering nobody: %s\n", s.JoinCause)
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "MEMBER\tADDRESS\tSTATE\tWEIGHT\tNOTE")
+	for _, m := range s.Members {
+		note := ""
+		switch {
+		case m.Error != "":
+			note = m.Error
+		case m.Unreachable:
+			note = "unreachable from here"
+		case m.Draining:
+			note = "draining"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", m.Name, m.Address, m.State, m.Weight, note)
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "VIP\tADDRESS\tINTERFACE\tMODE\tHERE\tCLIENTS\tCLIENTS PER HOST\tUNHEALTHY")
+	for _, v := range s.VIPs {
+		iface := v.Interface
+		if !v.Answering {
+			iface += " (down)"
+		}
+		here := "healthy"
+		if !v.Healthy {
+			here = "unhealthy"
+		}
+		var per []string
+		for _, h := range v.Eligible {
+			if v.Mode == "race" {
+				per = append(per, h)
+			} else {
+				per = append(per, fmt.Sprintf("%s=%d", h, v.Owners[h]))
+			}
+		}
+		slices.Sort(per)
+		switch {
+		case len(per) == 0:
+			per = []string{"no eligible host"}
+		case v.Fallback:
+			per = append(per, "(no host healthy: all answer)")
+		}
+		sick := strings.Join(v.Unhealthy, " ")
+		if sick == "" {
+			sick = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", v.Name, v.Address, iface, v.Mode, here, v.Clients, strings.Join(per, " "), sick)
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprint(tw, repointLine(s.Repointing))
+}
+
+// repointLine says what re-pointing is doing, at which rate.
+func repointLine(r daemon.RepointStatus) string {
+	round := "idle"
+	if r.Clients > 0 {
+		round = fmt.Sprintf("%d clients, %d packets left, about %s at this rate", r.Clients, r.Packets, r.Remaining.Round(100*time.Millisecond))
+	}
+	return fmt.Sprintf("re-pointing at %d packets/s: %s (since start: %d clients answered, %d did not)\n", r.Rate, round, r.Confirmed, r.Unanswered)
+}
