@@ -435,7 +435,11 @@ func (c *Cluster) rebuild() (verify []string) {
 		until, held := c.hold[name]
 		switch {
 		case held && now.Before(until):
-			m.State = StateAlive // not proven dead yet: see doubt
+			// Not proven dead yet (see doubt), but reachable only while
+			// it answers this host's pings: quorum must not count a
+			// member this host cannot reach.
+			m.State = StateAlive
+			m.Unreachable = now.Sub(c.heard[name]) > window
 		case held:
 			delete(c.hold, name)
 			fallthrough
@@ -603,6 +607,9 @@ func (c *Cluster) verify(ctx context.Context, name string) {
 			continue
 		}
 		misses = 0
+		c.mu.Lock()
+		c.heard[name] = time.Now()
+		c.mu.Unlock()
 		if !said {
 			c.cfg.Logger.Info("a member reported dead answers this host's ping: keeping it until it refutes the report", "member", name)
 			said = true
