@@ -55,6 +55,13 @@ func (r *Responder) decideARP(s *snapshot, f []byte, mac [6]byte, now time.Time)
 		return verdict{out: Conflict, vip: i}
 	}
 	if binary.BigEndian.Uint16(f[20:22]) != arpRequest {
+		// A reply to the VIP answers this host's re-pointing request (the
+		// kernel never asks from the VIP): it confirms the client is there.
+		if i := s.find4(f[offTPA : offTPA+4]); i >= 0 {
+			if client := netip.AddrFrom4([4]byte(f[offSPA : offSPA+4])); !client.IsUnspecified() {
+				r.cfg.Table.Learn(s.vips[i].Address, client, sha, now)
+			}
+		}
 		return drop(Reply)
 	}
 	i := s.find4(f[offTPA : offTPA+4])
@@ -107,7 +114,25 @@ const (
 	optSourceLLA   = 1
 	optTargetLLA   = 2
 	hopLimitNeeded = 255
+	naSolicited    = 0x40 // the Solicited flag of an advertisement
 )
+
+// confirmNDP takes a solicited advertisement of target, not a VIP, as a
+// client's answer to this host's re-pointing solicitation (sent to the
+// VIP): it confirms the client is there. Linux leaves the target link-layer
+// option (other) out of an answer to a unicast solicitation; the MAC is then
+// the one known.
+func (r *Responder) confirmNDP(s *snapshot, target netip.Addr, other []byte, now time.Time) {
+	for _, v := range s.vips {
+		if c, known := r.cfg.Table.Get(v.Address, target); known {
+			mac := c.MAC
+			if other != nil {
+				mac = other
+			}
+			r.cfg.Table.Learn(v.Address, target, mac, now)
+		}
+	}
+}
 
 // ndpAnswer is what kind of advertisement answers a solicitation.
 type ndpAnswer uint8
@@ -162,6 +187,9 @@ func (r *Responder) decideNDP(s *snapshot, b []byte, hops int, src netip.Addr, m
 		other, ok := linkLayerOpt(b[ndpOptionsOff:], optTargetLLA)
 		if !ok {
 			return bad
+		}
+		if i < 0 && b[4]&naSolicited != 0 {
+			r.confirmNDP(s, target, other, now)
 		}
 		if i < 0 || other == nil || [6]byte(other) == mac {
 			return ndpVerdict{verdict: drop(Reply)}

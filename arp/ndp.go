@@ -22,17 +22,22 @@ type NDPConn interface {
 
 var _ NDPConn = (*ndp.Conn)(nil)
 
-// ListenNDP opens an ICMPv6 socket on the named interface, bound to its
-// link-local address, that receives only Neighbor Solicitations and
-// Advertisements, and returns it with the interface's MAC address. The
-// kernel keeps answering for the host's own addresses; the VIPs live on lo,
+// ListenNDP opens an ICMPv6 socket for the named interface that receives
+// only Neighbor Solicitations and Advertisements, and returns it with the
+// interface's MAC address. The kernel keeps answering for the host's own addresses; the VIPs live on lo,
 // so it never answers for them on this interface.
 func ListenNDP(name string) (NDPConn, net.HardwareAddr, error) {
 	ifi, err := usable(name)
 	if err != nil {
 		return nil, nil, err
 	}
-	c, _, err := ndp.Listen(ifi, ndp.LinkLocal)
+	// Bound to no address: a socket bound to the link-local address
+	// receives only messages to it and to the groups it joined, and would
+	// miss the unicast solicitations for a VIP with which clients check
+	// that their entry still works (RFC 4861 7.3.1), and the answers to
+	// re-pointing solicitations, sent to the VIP. Messages from other
+	// interfaces are dropped by interface index (see serve).
+	c, _, err := ndp.Listen(ifi, ndp.Unspecified)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open ICMPv6 socket: %w", err)
 	}
@@ -45,7 +50,7 @@ func ListenNDP(name string) (NDPConn, net.HardwareAddr, error) {
 		return nil, nil, fmt.Errorf("filter ICMPv6: %w", err)
 	}
 	// The hop limit proves a message was not routed (RFC 4861, 7.1.1).
-	if err := c.SetControlMessage(ipv6.FlagHopLimit, true); err != nil {
+	if err := c.SetControlMessage(ipv6.FlagHopLimit|ipv6.FlagInterface, true); err != nil {
 		c.Close()
 		return nil, nil, fmt.Errorf("ICMPv6 hop limit: %w", err)
 	}
@@ -54,8 +59,9 @@ func ListenNDP(name string) (NDPConn, net.HardwareAddr, error) {
 
 // ndpLink is an interface open for NDP.
 type ndpLink struct {
-	conn NDPConn
-	mac  net.HardwareAddr
+	conn  NDPConn
+	mac   net.HardwareAddr
+	index int // the interface's index, for messages sent from a VIP
 }
 
 func (l *ndpLink) Close() error { return l.conn.Close() }
@@ -89,8 +95,14 @@ func (l *ndpLink) serve(r *Responder) error {
 		}
 		hops := -1
 		if cm != nil {
+			if l.index != 0 && cm.IfIndex != 0 && cm.IfIndex != l.index {
+				continue // another interface's, for its own responder
+			}
 			hops = cm.HopLimit
 		}
+		// The socket names the interface as the zone of every source; the
+		// client table and the gossiped wire form key clients without it.
+		src = src.WithZone("")
 		s := r.snap.Load()
 		v := r.decideNDP(s, buf[:n], hops, src, mac, time.Now())
 		r.count(s, v.vip, v.out)
@@ -126,8 +138,20 @@ func advertise(vip netip.Addr, mac net.HardwareAddr, solicited bool) *ndp.Neighb
 	}
 }
 
+// solicit builds a Neighbor Solicitation for client's address that carries
+// mac as its source link-layer address.
+func solicit(client netip.Addr, mac net.HardwareAddr) *ndp.NeighborSolicitation {
+	return &ndp.NeighborSolicitation{
+		TargetAddress: client,
+		Options:       []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Source, Addr: mac}},
+	}
+}
+
+// repoint solicits the client from the VIP (the VIP is on lo, so the kernel
+// takes it as a source), unicast to the client's address.
 func (l *ndpLink) repoint(mac net.HardwareAddr, vip netip.Addr, c Client) error {
-	return l.conn.WriteTo(advertise(vip, mac, false), nil, c.IP)
+	cm := &ipv6.ControlMessage{HopLimit: ndp.HopLimit, Src: vip.AsSlice(), IfIndex: l.index}
+	return l.conn.WriteTo(solicit(c.IP, mac), cm, c.IP)
 }
 
 func (l *ndpLink) announce(mac net.HardwareAddr, vip netip.Addr) error {

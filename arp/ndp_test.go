@@ -6,7 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mdlayher/arp"
+	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/ndp"
+	"golang.org/x/net/ipv6"
 
 	"github.com/arpshare/arpshare/gossip"
 )
@@ -95,5 +98,82 @@ func TestHandleNDP(t *testing.T) {
 				t.Errorf("learned = %v, want %v", learned, tt.wantLearn)
 			}
 		})
+	}
+}
+
+// sentNDP records the messages written to an NDPConn.
+type sentNDP struct {
+	NDPConn
+	msgs []ndp.Message
+	cms  []*ipv6.ControlMessage
+	dsts []netip.Addr
+}
+
+func (s *sentNDP) WriteTo(m ndp.Message, cm *ipv6.ControlMessage, dst netip.Addr) error {
+	s.msgs, s.cms, s.dsts = append(s.msgs, m), append(s.cms, cm), append(s.dsts, dst)
+	return nil
+}
+
+// TestRepointPackets: re-pointing sends a request addressed to the client
+// from the VIP, with this host's MAC, in both families.
+func TestRepointPackets(t *testing.T) {
+	t.Parallel()
+	conn := newFakeConn()
+	if err := (&arpLink{conn: conn, mac: myMAC}).repoint(myMAC, vip, Client{IP: theirs, MAC: clientMAC}); err != nil {
+		t.Fatal(err)
+	}
+	var f ethernet.Frame
+	var p arp.Packet
+	if err := f.UnmarshalBinary(conn.out[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.UnmarshalBinary(f.Payload); err != nil {
+		t.Fatal(err)
+	}
+	if f.Destination.String() != clientMAC.String() || f.Source.String() != myMAC.String() ||
+		p.Operation != arp.OperationRequest || p.SenderHardwareAddr.String() != myMAC.String() || p.SenderIP != vip || p.TargetIP != theirs {
+		t.Errorf("ARP re-point: %s -> %s, %+v; want who-has %s tell %s from %s to %s", f.Source, f.Destination, p, theirs, vip, myMAC, clientMAC)
+	}
+
+	s := &sentNDP{}
+	if err := (&ndpLink{conn: s, mac: myMAC, index: 7}).repoint(myMAC, vip6, Client{IP: theirs6, MAC: clientMAC}); err != nil {
+		t.Fatal(err)
+	}
+	ns, ok := s.msgs[0].(*ndp.NeighborSolicitation)
+	if !ok || ns.TargetAddress != theirs6 || len(ns.Options) != 1 || ns.Options[0].(*ndp.LinkLayerAddress).Direction != ndp.Source ||
+		ns.Options[0].(*ndp.LinkLayerAddress).Addr.String() != myMAC.String() {
+		t.Fatalf("NDP re-point: %+v, want a solicitation for %s with source link-layer %s", s.msgs[0], theirs6, myMAC)
+	}
+	if cm := s.cms[0]; cm == nil || !net.IP(cm.Src).Equal(vip6.AsSlice()) || cm.HopLimit != 255 || cm.IfIndex != 7 || s.dsts[0] != theirs6 {
+		t.Errorf("NDP re-point sent with %+v to %s, want from %s, hop limit 255, interface 7, to %s", cm, s.dsts[0], vip6, theirs6)
+	}
+}
+
+// TestNDPAnswerConfirms: a client's solicited advertisement of its own
+// address (its answer to a re-pointing solicitation) refreshes it in the
+// table, with or without a target link-layer option (Linux omits it when
+// answering a unicast solicitation); a stranger's teaches nothing.
+func TestNDPAnswerConfirms(t *testing.T) {
+	t.Parallel()
+	for _, withMAC := range []bool{true, false} {
+		table := NewClientTable(10, time.Hour)
+		table.Learn(vip6, mine6, clientMAC, time.Unix(100, 0))
+		r := NewResponder(ResponderConfig{Interface: "eth0", IPv6: true, VIPs: hashVIPs6, Table: table, View: view, Logger: quietLogger()})
+		na := &ndp.NeighborAdvertisement{Solicited: true, TargetAddress: mine6}
+		if withMAC {
+			na.Options = []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: clientMAC}}
+		}
+		stranger := &ndp.NeighborAdvertisement{Solicited: true, TargetAddress: theirs6}
+		for _, m := range []*ndp.NeighborAdvertisement{na, stranger} {
+			if v := r.decideNDP(r.snap.Load(), marshal(t, m), 255, m.TargetAddress, [6]byte(myMAC), time.Unix(200, 0)); v.out != Reply {
+				t.Errorf("outcome %q, want %q", v.out, Reply)
+			}
+		}
+		if c, _ := table.Get(vip6, mine6); !c.LastSeen.Equal(time.Unix(200, 0)) || c.MAC.String() != clientMAC.String() {
+			t.Errorf("with MAC %v: client %+v, want seen at 200 with %s", withMAC, c, clientMAC)
+		}
+		if table.Len() != 1 {
+			t.Errorf("with MAC %v: %d clients, want the one known", withMAC, table.Len())
+		}
 	}
 }

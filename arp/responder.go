@@ -192,7 +192,7 @@ type Key struct {
 type Stats struct {
 	Frames    map[Key]uint64        // received frames by VIP and outcome
 	Replies   map[netip.Addr]uint64 // ARP replies sent, by VIP
-	Repoints  map[netip.Addr]uint64 // unicast gratuitous ARP sent, by VIP
+	Repoints  map[netip.Addr]uint64 // targeted requests (ARP) or solicitations (NDP) sent, by VIP
 	Announces map[netip.Addr]uint64 // broadcast gratuitous ARP sent, by VIP
 }
 
@@ -257,6 +257,9 @@ func (r *Responder) open() (link, net.HardwareAddr, error) {
 			return nil, nil, err
 		}
 		l := &ndpLink{conn: c, mac: mac}
+		if ifi, err := net.InterfaceByName(r.cfg.Interface); err == nil {
+			l.index = ifi.Index
+		}
 		l.setVIPs(nil, r.snap.Load().addrs())
 		return l, mac, nil
 	}
@@ -449,11 +452,17 @@ func frameFor(op arp.Operation, srcMAC net.HardwareAddr, srcIP netip.Addr, dstMA
 // ErrNotOpen is returned when the interface is not open right now.
 var ErrNotOpen = errors.New("interface not open")
 
-// Repoint tells client that vip is now at this interface's MAC: for ARP, a
-// unicast gratuitous ARP (Linux takes one even within its neighbour
-// locktime, where it would ignore a plain reply, and updates an existing
-// entry only: a client that never asked learns nothing); for NDP, an
-// unsolicited Neighbor Advertisement with Override set.
+// Repoint tells client that vip is now at this interface's MAC with the one
+// packet every neighbour implementation must honour, a request addressed to
+// the client from the VIP: for ARP "who has <client>? tell <VIP>" (sender
+// MAC this interface, Ethernet destination the client), for NDP a Neighbor
+// Solicitation for the client's address from the VIP with this interface's
+// MAC as source link-layer option. RFC 826 and RFC 4861 7.2.3 make the
+// receiver create or update its entry for the sender; Linux does so with
+// override, within its locktime and with drop_gratuitous_arp or
+// drop_unsolicited_na set, which it does not for a gratuitous ARP or an
+// unsolicited advertisement (docs/design.md, "Re-pointing"). The client
+// answers the request, which confirms it is there.
 func (r *Responder) Repoint(vip netip.Addr, c Client) error {
 	r.mu.Lock()
 	l, mac := r.link, r.mac
@@ -490,7 +499,7 @@ func (r *Responder) Announce(vip netip.Addr) error {
 var zeroMAC = net.HardwareAddr{0, 0, 0, 0, 0, 0}
 
 func (l *arpLink) repoint(mac net.HardwareAddr, vip netip.Addr, c Client) error {
-	f, err := frameFor(arp.OperationRequest, mac, vip, zeroMAC, vip, c.MAC)
+	f, err := frameFor(arp.OperationRequest, mac, vip, zeroMAC, c.IP, c.MAC)
 	if err != nil {
 		return err
 	}

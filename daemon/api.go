@@ -40,6 +40,8 @@ type Status struct {
 	JoinCause string         `json:"join_cause,omitempty"`
 	Members   []MemberStatus `json:"members"`
 	VIPs      []VIPStatus    `json:"vips"`
+	// Repointing is the re-pointing round in progress, at node.repoint_rate.
+	Repointing RepointStatus `json:"repointing"`
 	// Handover: whether moved clients' open connections are handed to
 	// their previous owner, and which are now.
 	Handover handover.Status `json:"handover"`

@@ -61,6 +61,22 @@ const (
 	// gigabyte of table.
 	MaxMaxClients = 10_000_000
 
+	// DefaultRepointRate is how many re-pointing packets a host sends per
+	// second at most, as before it was a setting: a segment of 65,536
+	// clients is re-pointed in about 13 s per host. Switches that police
+	// ARP (Cisco dynamic ARP inspection: 15 packets/s per untrusted port,
+	// then the port is error-disabled) need a rate below theirs; see
+	// docs/operations.md.
+	DefaultRepointRate = 5000
+	// MaxRepointRate bounds node.repoint_rate: a gigabit link carries about
+	// 1.5 million minimum-size frames a second.
+	MaxRepointRate = 1000000
+	// DefaultReassertInterval is how often each host re-points every client
+	// it owns once more, as a safety net for a client answered by a host
+	// that does not own it (a lost packet, a view change nobody noticed):
+	// each client gets one packet a minute, far below any ARP policing.
+	DefaultReassertInterval = time.Minute
+
 	// Health checks, as haproxy and keepalived default them: a check a
 	// second, and two in a row to change state, so one lost check (or one
 	// slow answer) moves nobody.
@@ -89,6 +105,12 @@ type NodeConfig struct {
 	StateDir string
 	// MaxClients caps the client table (all VIPs together).
 	MaxClients int
+	// RepointRate is how many re-pointing packets per second this host
+	// sends at most.
+	RepointRate int
+	// ReassertInterval is how often this host re-points every client it
+	// owns once more; 0: never.
+	ReassertInterval time.Duration
 }
 
 // GossipConfig configures memberlist.
@@ -142,6 +164,9 @@ type rawConfig struct {
 		Weight     *int    `toml:"weight"`
 		StateDir   *string `toml:"state_dir"`
 		MaxClients *int    `toml:"max_clients"`
+		// RepointRate is packets per second.
+		RepointRate      *int    `toml:"repoint_rate"`
+		ReassertInterval *string `toml:"reassert_interval"`
 	} `toml:"node"`
 	Gossip struct {
 		Bind           *string  `toml:"bind"`
@@ -438,6 +463,20 @@ func (c *checker) check(raw *rawConfig) *Config {
 		if !filepath.IsAbs(cfg.Node.StateDir) {
 			c.errAt(c.line("node", 0, "state_dir"), "node.state_dir %q must be an absolute path", cfg.Node.StateDir)
 		}
+	}
+
+	cfg.Node.RepointRate = DefaultRepointRate
+	if raw.Node.RepointRate != nil {
+		cfg.Node.RepointRate = *raw.Node.RepointRate
+		if cfg.Node.RepointRate < 1 || cfg.Node.RepointRate > MaxRepointRate {
+			c.errAt(c.line("node", 0, "repoint_rate"), "node.repoint_rate %d: must be 1 to %d packets per second", cfg.Node.RepointRate, MaxRepointRate)
+		}
+	}
+	cfg.Node.ReassertInterval = DefaultReassertInterval
+	if s := raw.Node.ReassertInterval; s != nil && *s == "0" {
+		cfg.Node.ReassertInterval = 0
+	} else {
+		cfg.Node.ReassertInterval = c.duration(s, DefaultReassertInterval, c.line("node", 0, "reassert_interval"), "node.reassert_interval (or \"0\" for never)")
 	}
 
 	// [gossip]

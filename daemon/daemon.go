@@ -106,6 +106,8 @@ func New(cfg *Config, log *slog.Logger, version string) *Daemon {
 		View:      func() *gossip.View { return d.cluster.View() },
 		Send:      d.repoint,
 		Broadcast: d.announce,
+		Rate:      cfg.Node.RepointRate,
+		Reassert:  cfg.Node.ReassertInterval,
 	})
 	d.handover = handover.New(cfg.Handover, cfg.Node.Name, cfg.Node.MaxClients, handoverSource{d}, log.With("component", "handover"))
 	d.cluster = gossip.NewCluster(gossip.ClusterConfig{
@@ -117,6 +119,7 @@ func New(cfg *Config, log *slog.Logger, version string) *Daemon {
 		Meta:     d.meta,
 		State:    sharedTable{d.table, log},
 		OnChange: d.viewChanged,
+		OnRefute: d.repointer.Refuted,
 		Logger:   log.With("component", "gossip"),
 	})
 	d.api = &api{path: cfg.API.Socket, daemon: d, ready: make(chan struct{})}
@@ -447,7 +450,8 @@ func (d *Daemon) Status() Status {
 	s := Status{
 		Node: d.cfg.Node.Name, Version: d.version, Draining: d.drained || d.stopping, Members: memberStatuses(v.Members),
 		Quorum: v.Quorum(), Expect: v.Expect, Join: v.JoinState(), JoinCause: v.Rejected,
-		Handover: d.handover.Status(),
+		Repointing: d.repointer.Status(),
+		Handover:   d.handover.Status(),
 	}
 	healthy := maps.Clone(d.healthy)
 	cfg := d.cfg

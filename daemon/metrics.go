@@ -28,6 +28,8 @@ const (
 	MetricConflicts      = "arpshare_responder_conflicts_total"
 	MetricVIPInfo        = "arpshare_vip_info"
 	MetricRepoints       = "arpshare_repoint_packets_sent_total"
+	MetricRepointClients = "arpshare_repoint_clients_total"
+	MetricRepointBacklog = "arpshare_repoint_backlog_seconds"
 	MetricClientsKnown   = "arpshare_clients_known"
 	MetricClientsEvicted = "arpshare_clients_evicted_total"
 	MetricClientsOwned   = "arpshare_clients_owned"
@@ -53,8 +55,13 @@ var (
 	descConflicts = prometheus.NewDesc(MetricConflicts,
 		"Frames from a machine outside the cluster that claims a VIP.", []string{"interface", "protocol", "vip"}, nil)
 	descRepoints = prometheus.NewDesc(MetricRepoints,
-		"Gratuitous ARP or unsolicited neighbor advertisements sent to move clients to this host: unicast to one client, or broadcast for a single-mode VIP.",
+		"Packets sent to move clients to this host: unicast, a request addressed to one client (ARP) or a solicitation (NDP); broadcast, a gratuitous ARP or unsolicited advertisement for a single-mode VIP.",
 		[]string{"vip", "kind"}, nil)
+	descRepointClients = prometheus.NewDesc(MetricRepointClients,
+		"Clients re-pointed, by result: answered (the client answered a re-pointing request) or unanswered (not within a second of its last one).",
+		[]string{"result"}, nil)
+	descRepointBacklog = prometheus.NewDesc(MetricRepointBacklog,
+		"How long the re-pointing round in progress will take at node.repoint_rate; 0 when idle.", nil, nil)
 	descVIPInfo = prometheus.NewDesc(MetricVIPInfo,
 		"Always 1: one series per configured VIP, whose labels give its address, interface and mode; join on vip.",
 		[]string{"vip", "address", "interface", "mode"}, nil)
@@ -92,7 +99,7 @@ type collector struct{ d *Daemon }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descFrames, descReplies, descConflicts, descRepoints, descVIPInfo, descKnown, descEvicted, descOwned,
-		descMembers, descHealth, descQuorum, descJoin, descLastChange, descEligible, descHealthy, descIfaceUp, descBuild} {
+		descRepointClients, descRepointBacklog, descMembers, descHealth, descQuorum, descJoin, descLastChange, descEligible, descHealthy, descIfaceUp, descBuild} {
 		ch <- d
 	}
 }
@@ -165,6 +172,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	for iface, ok := range up {
 		gauge(descIfaceUp, bool01(ok), iface)
 	}
+	rs := d.repointer.Status()
+	counter(descRepointClients, rs.Confirmed, "answered")
+	counter(descRepointClients, rs.Unanswered, "unanswered")
+	gauge(descRepointBacklog, rs.Remaining.Seconds())
 
 	v := d.cluster.View()
 	known, owned := map[string]int{}, map[string]int{}

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -14,14 +15,20 @@ import (
 
 // Re-pointing: when ownership of a known client moves to this host, the
 // client still has the old owner's MAC cached (possibly a dead host), so this
-// host sends it a unicast gratuitous ARP. One packet can be lost, so each
-// client gets a few, spaced; the whole burst is paced so that a big client
-// table does not flood the segment. A health check that flaps is damped by
-// its rise/fall counts before it gets here.
+// host sends it a request addressed to it from the VIP (see arp.Responder.
+// Repoint). One packet can be lost, so each client gets a few, spaced,
+// unless it answers the first; all packets together keep to the configured
+// rate, clients seen most recently first. A health check that flaps is
+// damped by its rise/fall counts before it gets here.
 const (
 	repointRounds  = 3                      // packets per client
 	repointSpacing = 250 * time.Millisecond // between a client's packets
-	repointRate    = 5000                   // packets per second at most
+	// repointTick is how often the queue is looked at: at the default rate
+	// of 5,000 packets per second, 100 packets a tick.
+	repointTick = 20 * time.Millisecond
+	// A client that has not answered (or asked for the VIP) this long
+	// after its last packet counts as unanswered.
+	confirmWait = time.Second
 	// A single-mode VIP taking over is announced by broadcast, as MetalLB
 	// does, several times over more than a second, for the machines that
 	// miss one.
@@ -36,12 +43,54 @@ const (
 	// gossip.Cluster.UpdateMeta): a host that settles on a view that old
 	// pulls back clients their new owner has just taken.
 	settleDelay = 2 * time.Second
-	expireEvery = time.Minute // how often stale clients are forgotten
+	// When this host refutes a suspicion or its own death, others may have
+	// re-pointed its clients while its view did not change: it settles
+	// every VIP as after a view change, twice per client. Not at once: the
+	// views of the hosts involved are stale until the refutation has
+	// spread, and a host that re-asserts on a view in which a live host is
+	// still dead claims that host's clients.
+	reassertRounds = 2
+	expireEvery    = time.Minute // how often stale clients are forgotten
+	// A packet that cannot be sent (the interface is down or being
+	// reopened, which takes up to a second after a link comes back) is
+	// tried again every repointSpacing, up to this many times: 5 s.
+	maxSendFailures = 20
 )
 
 type clientKey struct{ vip, ip netip.Addr }
 
-// Repointer sends gratuitous ARP when the view gives this host clients.
+// queued is a client this host is re-pointing.
+type queued struct {
+	key   clientKey
+	seen  time.Time // when the client was last seen, for the order
+	left  int       // packets still to send
+	first time.Time // when the first packet went out; zero before
+	next  time.Time // when the next packet is due
+	fails int       // packets that could not be sent
+}
+
+// awaited is a client that got its packets and has yet to answer.
+type awaited struct {
+	key      clientKey
+	first    time.Time
+	deadline time.Time
+}
+
+// RepointStatus is the re-pointing round in progress, for `arpshare status`.
+type RepointStatus struct {
+	Rate    int `json:"rate"`    // packets per second at most (node.repoint_rate)
+	Clients int `json:"clients"` // clients still to re-point
+	Packets int `json:"packets"` // packets still to send
+	// Remaining is how long the round will take at that rate (JSON:
+	// nanoseconds).
+	Remaining time.Duration `json:"remaining"`
+	// Confirmed and Unanswered count, since start, the clients that
+	// answered their re-pointing request and those that did not.
+	Confirmed  uint64 `json:"confirmed"`
+	Unanswered uint64 `json:"unanswered"`
+}
+
+// Repointer re-points clients when the view gives them to this host.
 type Repointer struct {
 	Table     *arp.ClientTable
 	Mode      func(vip netip.Addr) gossip.Mode
@@ -50,15 +99,36 @@ type Repointer struct {
 	Send      func(vip netip.Addr, c arp.Client) error // unicast to one client
 	Broadcast func(vip netip.Addr) error               // to the whole segment
 	Logger    *slog.Logger
+	// Rate is how many packets per second may go out at most.
+	Rate int
+	// Reassert is how often every client this host owns is re-pointed
+	// once, as a safety net; 0: never.
+	Reassert time.Duration
 
 	kick     chan struct{}
+	refuted  chan struct{}
 	last     *gossip.View
-	pending  map[clientKey]int // rounds left per client
+	queue    []*queued
+	pending  map[clientKey]*queued
+	awaiting []awaited // in deadline order
 	announce map[netip.Addr]announcement
 	// VIPs whose eligible hosts changed, and when to settle them.
 	unsettled map[netip.Addr]bool
 	settleAt  time.Time
-	heartbeat *atomic.Int64 // Unix ns of the last loop turn
+	// Packets per client at the next settle: 1, or reassertRounds after
+	// a refutation.
+	settleRounds int
+	tokens       float64
+	lastTick     time.Time
+	heartbeat    *atomic.Int64 // Unix ns of the last loop turn
+
+	status *lockedStatus
+}
+
+// lockedStatus is the status the loop writes and the API reads.
+type lockedStatus struct {
+	mu sync.Mutex
+	s  RepointStatus
 }
 
 // Heartbeat returns when the repointer's loop last turned.
@@ -71,11 +141,16 @@ type announcement struct {
 
 // NewRepointer returns a repointer; Run starts it.
 func NewRepointer(r Repointer) *Repointer {
+	if r.Rate <= 0 {
+		r.Rate = DefaultRepointRate
+	}
 	r.kick = make(chan struct{}, 1)
-	r.pending = map[clientKey]int{}
+	r.refuted = make(chan struct{}, 1)
+	r.pending = map[clientKey]*queued{}
 	r.announce = map[netip.Addr]announcement{}
 	r.unsettled = map[netip.Addr]bool{}
 	r.heartbeat = new(atomic.Int64)
+	r.status = &lockedStatus{s: RepointStatus{Rate: r.Rate}}
 	return &r
 }
 
@@ -89,12 +164,34 @@ func (r *Repointer) ViewChanged(*gossip.View) {
 	}
 }
 
+// Refuted tells the repointer that this host refuted a suspicion or its own
+// death: other hosts may have taken its clients. It never blocks.
+func (r *Repointer) Refuted() {
+	select {
+	case r.refuted <- struct{}{}:
+	default:
+	}
+}
+
+// Status returns the round in progress.
+func (r *Repointer) Status() RepointStatus {
+	r.status.mu.Lock()
+	defer r.status.mu.Unlock()
+	return r.status.s
+}
+
 // Run re-points clients until ctx ends.
 func (r *Repointer) Run(ctx context.Context) error {
-	rounds := time.NewTicker(repointSpacing)
-	defer rounds.Stop()
+	tick := time.NewTicker(repointTick)
+	defer tick.Stop()
 	expire := time.NewTicker(expireEvery)
 	defer expire.Stop()
+	var reassert <-chan time.Time
+	if r.Reassert > 0 {
+		t := time.NewTicker(r.Reassert)
+		defer t.Stop()
+		reassert = t.C
+	}
 	for {
 		r.heartbeat.Store(time.Now().UnixNano())
 		select {
@@ -103,9 +200,16 @@ func (r *Repointer) Run(ctx context.Context) error {
 		case <-r.kick:
 			v := r.View()
 			r.plan(v, r.Table.Clients(), time.Now())
-			r.round(ctx, v, time.Now())
-		case now := <-rounds.C:
-			r.round(ctx, r.View(), now)
+			r.round(v, time.Now())
+		case <-r.refuted:
+			r.refute(time.Now())
+		case now := <-tick.C:
+			r.round(r.View(), now)
+		case now := <-reassert:
+			// A safety net, never a flood: skip it while a round runs.
+			if len(r.queue) == 0 {
+				r.reassert(r.View(), "periodic", 1, now)
+			}
 		case now := <-expire.C:
 			if n := r.Table.Expire(now); n > 0 {
 				r.Logger.Debug("forgot stale clients", "count", n)
@@ -124,6 +228,25 @@ func (r *Repointer) claims(v *gossip.View, vip, c netip.Addr) bool {
 		return v.Serving() && v.Owner(vip, mode, c) == v.Self
 	}
 	return v.Answers(vip, mode, c)
+}
+
+// enqueue makes sure client c gets at least rounds more packets.
+func (r *Repointer) enqueue(c arp.Client, rounds int, now time.Time) bool {
+	k := clientKey{c.VIP, c.IP}
+	if q, ok := r.pending[k]; ok {
+		q.left = max(q.left, rounds)
+		return false
+	}
+	q := &queued{key: k, seen: c.LastSeen, left: rounds, next: now}
+	r.pending[k] = q
+	r.queue = append(r.queue, q)
+	return true
+}
+
+// sortQueue puts the clients seen most recently first: they are the most
+// likely to be sending traffic right now.
+func (r *Repointer) sortQueue() {
+	slices.SortStableFunc(r.queue, func(a, b *queued) int { return b.seen.Compare(a.seen) })
 }
 
 // plan queues what v gives this host that the previous view did not.
@@ -151,30 +274,57 @@ func (r *Repointer) plan(v *gossip.View, clients []arp.Client, now time.Time) {
 	}
 	n := 0
 	for _, c := range clients {
-		switch r.Mode(c.VIP) {
-		case gossip.ModeSingle:
-			continue
+		switch mode := r.Mode(c.VIP); mode {
 		case gossip.ModeRace:
 			if !lost[c.VIP] || !r.claims(v, c.VIP, c.IP) {
 				continue
 			}
 		default:
-			if !v.Answers(c.VIP, gossip.ModeHash, c.IP) || r.last.Answers(c.VIP, gossip.ModeHash, c.IP) {
+			// Hash, and single: the broadcast reaches every machine, but
+			// not those that drop gratuitous ARP; the known clients get a
+			// request each as well.
+			if !v.Answers(c.VIP, mode, c.IP) || r.last.Answers(c.VIP, mode, c.IP) {
 				continue
 			}
 		}
-		r.pending[clientKey{c.VIP, c.IP}] = repointRounds
+		r.enqueue(c, repointRounds, now)
 		n++
 	}
 	if n > 0 {
+		r.sortQueue()
 		r.Logger.Info("re-pointing clients to this host", "clients", n)
 	}
 	r.last = v
 }
 
-// round sends one packet to every pending client that this host still
-// claims, and any announcement that is due.
-func (r *Repointer) round(ctx context.Context, v *gossip.View, now time.Time) {
+// reassert queues every client this host owns in v (race mode: none) for
+// rounds packets, and announces the single-mode VIPs it holds.
+func (r *Repointer) reassert(v *gossip.View, why string, rounds int, now time.Time) {
+	n := 0
+	for _, c := range r.Table.Clients() {
+		if r.Mode(c.VIP) != gossip.ModeRace && r.claims(v, c.VIP, c.IP) {
+			r.enqueue(c, rounds, now)
+			n++
+		}
+	}
+	for _, vip := range r.VIPs() {
+		if _, ok := r.announce[vip]; !ok && r.Mode(vip) == gossip.ModeSingle && v.Answers(vip, gossip.ModeSingle, netip.Addr{}) {
+			r.announce[vip] = announcement{left: 1, next: now}
+		}
+	}
+	if n > 0 {
+		r.sortQueue()
+		level := slog.LevelInfo
+		if why == "periodic" {
+			level = slog.LevelDebug
+		}
+		r.Logger.Log(context.Background(), level, "re-asserting this host's clients", "why", why, "clients", n)
+	}
+}
+
+// round sends what is due: announcements, then first packets, then repeats,
+// as many as the rate allows since the last round.
+func (r *Repointer) round(v *gossip.View, now time.Time) {
 	if len(r.unsettled) > 0 && !now.Before(r.settleAt) {
 		r.settle(v, now)
 	}
@@ -194,30 +344,133 @@ func (r *Repointer) round(ctx context.Context, v *gossip.View, now time.Time) {
 		}
 	}
 
-	start, sent := time.Now(), 0
-	for k, left := range r.pending {
-		c, known := r.Table.Get(k.vip, k.ip)
-		if !known || !r.claims(v, k.vip, k.ip) {
-			delete(r.pending, k)
-			continue
-		}
-		if err := r.Send(k.vip, c); err != nil {
-			r.Logger.Warn("re-point client", "vip", k.vip, "client", k.ip, "error", err)
-		}
-		if left <= 1 {
-			delete(r.pending, k)
-		} else {
-			r.pending[k] = left - 1
-		}
-		sent++
-		if sent%100 == 0 {
-			// Pace to repointRate: wait until the packets sent so far are due.
-			due := start.Add(time.Duration(sent) * time.Second / repointRate)
-			if d := time.Until(due); d > 0 && !sleepCtx(ctx, d) {
-				return
+	// The budget refills at the rate, up to one tick's worth (at least one
+	// packet), so the packets go out evenly rather than in bursts.
+	if !r.lastTick.IsZero() {
+		r.tokens += now.Sub(r.lastTick).Seconds() * float64(r.Rate)
+	} else {
+		r.tokens = 1
+	}
+	r.lastTick = now
+	r.tokens = min(r.tokens, max(1, float64(r.Rate)*repointTick.Seconds()))
+
+	failed, lastErr := 0, error(nil)
+	for _, firsts := range []bool{true, false} {
+		for _, q := range r.queue {
+			if r.tokens < 1 {
+				break
+			}
+			if q.left == 0 || q.first.IsZero() != firsts || now.Before(q.next) {
+				continue
+			}
+			c, known := r.Table.Get(q.key.vip, q.key.ip)
+			if !known || !r.claims(v, q.key.vip, q.key.ip) {
+				q.left = 0
+				continue
+			}
+			if r.answered(c, q.first) {
+				q.left = 0
+				r.count(func(s *RepointStatus) { s.Confirmed++ })
+				continue
+			}
+			r.tokens--
+			if err := r.Send(q.key.vip, c); err != nil {
+				// The interface may be down or reopening (a link flap):
+				// the packet is owed still, for a while.
+				failed++
+				lastErr = err
+				q.fails++
+				q.next = now.Add(repointSpacing)
+				if q.fails >= maxSendFailures {
+					q.left = 0
+				}
+				continue
+			}
+			if q.first.IsZero() {
+				q.first = now
+			}
+			q.left--
+			q.next = now.Add(repointSpacing)
+			if q.left == 0 {
+				r.awaiting = append(r.awaiting, awaited{key: q.key, first: q.first, deadline: now.Add(confirmWait)})
 			}
 		}
 	}
+	if failed > 0 {
+		r.Logger.Warn("re-pointing packets not sent, trying again", "packets", failed, "error", lastErr)
+	}
+	r.queue = slices.DeleteFunc(r.queue, func(q *queued) bool {
+		if q.left == 0 {
+			delete(r.pending, q.key)
+			return true
+		}
+		return false
+	})
+	r.confirm(now)
+
+	packets, spread := 0, time.Duration(0)
+	for _, q := range r.queue {
+		packets += q.left
+		spread = max(spread, time.Duration(q.left-1)*repointSpacing)
+	}
+	r.count(func(s *RepointStatus) {
+		s.Clients, s.Packets = len(r.queue), packets
+		s.Remaining = max(spread, time.Duration(packets)*time.Second/time.Duration(r.Rate))
+	})
+}
+
+// answered reports whether client c was heard since first, when its first
+// packet went out: a client answers the request (or solicitation), and the
+// responder learns the answer.
+func (r *Repointer) answered(c arp.Client, first time.Time) bool {
+	return !first.IsZero() && !c.LastSeen.Before(first)
+}
+
+// confirm counts the awaited clients whose time is up, as answered or not.
+func (r *Repointer) confirm(now time.Time) {
+	unanswered := 0
+	i := 0
+	for ; i < len(r.awaiting) && !now.Before(r.awaiting[i].deadline); i++ {
+		a := r.awaiting[i]
+		c, known := r.Table.Get(a.key.vip, a.key.ip)
+		switch {
+		case !known:
+		case r.answered(c, a.first):
+			r.count(func(s *RepointStatus) { s.Confirmed++ })
+		default:
+			unanswered++
+			r.Logger.Debug("client did not answer its re-pointing requests", "vip", a.key.vip, "client", a.key.ip)
+		}
+	}
+	r.awaiting = slices.Delete(r.awaiting, 0, i)
+	if unanswered > 0 {
+		r.count(func(s *RepointStatus) { s.Unanswered += uint64(unanswered) })
+		r.Logger.Info("clients did not answer re-pointing: gone, or dropping ARP requests from the VIP", "clients", unanswered)
+	}
+}
+
+func (r *Repointer) count(f func(*RepointStatus)) {
+	r.status.mu.Lock()
+	defer r.status.mu.Unlock()
+	f(&r.status.s)
+}
+
+// refute settles every VIP, after settleDelay from now (or from the last
+// view change after now), with reassertRounds packets per client.
+func (r *Repointer) refute(now time.Time) {
+	r.Logger.Info("this host refuted a suspicion or its death: others may have taken its clients; re-asserting them once the views agree")
+	for _, vip := range r.VIPs() {
+		r.unsettled[vip] = true
+	}
+	r.settleAt = later(r.settleAt, now.Add(settleDelay))
+	r.settleRounds = reassertRounds
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // settle re-points, once, every client of the unsettled VIPs that this host
@@ -225,9 +478,7 @@ func (r *Repointer) round(ctx context.Context, v *gossip.View, now time.Time) {
 func (r *Repointer) settle(v *gossip.View, now time.Time) {
 	n := 0
 	for _, c := range r.Table.Clients() {
-		k := clientKey{c.VIP, c.IP}
-		if r.unsettled[c.VIP] && r.Mode(c.VIP) == gossip.ModeHash && r.claims(v, c.VIP, c.IP) && r.pending[k] == 0 {
-			r.pending[k] = 1
+		if r.unsettled[c.VIP] && r.Mode(c.VIP) != gossip.ModeRace && r.claims(v, c.VIP, c.IP) && r.enqueue(c, max(1, r.settleRounds), now) {
 			n++
 		}
 	}
@@ -237,9 +488,11 @@ func (r *Repointer) settle(v *gossip.View, now time.Time) {
 		}
 	}
 	if n > 0 {
+		r.sortQueue()
 		r.Logger.Debug("cluster settled: re-pointing this host's clients once more", "clients", n)
 	}
 	clear(r.unsettled)
+	r.settleRounds = 0
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,7 +29,7 @@ func TestRepointer(t *testing.T) {
 	t.Parallel()
 	table := arp.NewClientTable(1000, time.Hour)
 	for i := range 300 {
-		table.Learn(testVIP, netip.AddrFrom4([4]byte{198, 18, 1 + byte(i/250), byte(i % 250)}), net.HardwareAddr{2, 0, 0, 0, 1, byte(i)}, time.Now())
+		table.Learn(testVIP, netip.AddrFrom4([4]byte{198, 18, 1 + byte(i/250), byte(i % 250)}), net.HardwareAddr{2, 0, 0, 0, 1, byte(i)}, time.Unix(500, 0))
 	}
 	sent := map[netip.Addr]int{}
 	var current *gossip.View
@@ -40,14 +41,15 @@ func TestRepointer(t *testing.T) {
 		Send:   func(vip netip.Addr, c arp.Client) error { sent[c.IP]++; return nil },
 		Logger: quietLog(),
 	})
-	ctx := context.Background()
+	now := time.Unix(1000, 0)
+	step := func() { now = run(r, current, now, repointSpacing) }
 
 	// The first view: this host re-points every known client it owns.
 	all := view("h1", "h1", "h2", "h3")
 	current = all
-	r.plan(all, table.Clients(), time.Now())
+	r.plan(all, table.Clients(), now)
 	for range repointRounds + 1 {
-		r.round(ctx, current, time.Now())
+		step()
 	}
 	for _, c := range table.Clients() {
 		want := 0
@@ -63,8 +65,8 @@ func TestRepointer(t *testing.T) {
 	clear(sent)
 	noH2 := view("h1", "h1", "h3")
 	current = noH2
-	r.plan(noH2, table.Clients(), time.Now())
-	r.round(ctx, current, time.Now())
+	r.plan(noH2, table.Clients(), now)
+	step()
 	moved := 0
 	for _, c := range table.Clients() {
 		want := 0
@@ -83,9 +85,9 @@ func TestRepointer(t *testing.T) {
 	// h2 is back before the other rounds: h1 no longer owns those clients
 	// and must stop sending to them.
 	current = all
-	r.plan(all, table.Clients(), time.Now())
-	r.round(ctx, current, time.Now())
-	r.round(ctx, current, time.Now())
+	r.plan(all, table.Clients(), now)
+	step()
+	step()
 	for ip, n := range sent {
 		if n != 1 {
 			t.Errorf("client %s got %d packets after it moved back, want 1", ip, n)
@@ -100,7 +102,7 @@ func TestRepointerSingleAndRace(t *testing.T) {
 	t.Parallel()
 	table := arp.NewClientTable(1000, time.Hour)
 	for i := range 100 {
-		table.Learn(testVIP, netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}), net.HardwareAddr{2, 0, 0, 0, 1, byte(i)}, time.Now())
+		table.Learn(testVIP, netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}), net.HardwareAddr{2, 0, 0, 0, 1, byte(i)}, time.Unix(500, 0))
 	}
 	all := view("h1", "h1", "h2", "h3")
 	single := all.Owner(testVIP, gossip.ModeSingle, netip.Addr{})
@@ -112,7 +114,8 @@ func TestRepointerSingleAndRace(t *testing.T) {
 	}
 
 	// Single mode: the host that takes the VIP over broadcasts, spaced, and
-	// sends nobody a unicast.
+	// sends every known client its requests, for the clients that drop
+	// gratuitous ARP.
 	for _, self := range others {
 		unicast, broadcasts := 0, []time.Time{}
 		r := NewRepointer(Repointer{
@@ -126,16 +129,15 @@ func TestRepointerSingleAndRace(t *testing.T) {
 		r.plan(view(self, "h1", "h2", "h3"), table.Clients(), now)
 		after := view(self, others...) // the single owner died
 		r.plan(after, table.Clients(), now)
-		for i := range 20 {
-			r.round(context.Background(), after, now.Add(time.Duration(i)*repointSpacing))
-		}
+		run(r, after, now, 20*repointSpacing)
 		owner := after.Owner(testVIP, gossip.ModeSingle, netip.Addr{})
-		want := 0
+		want, wantUnicast := 0, 0
 		if self == owner {
-			want = announceCount + 1 // and once more when the cluster settles
+			want = announceCount + 1                        // and once more when the cluster settles
+			wantUnicast = (repointRounds + 1) * table.Len() // once more at the settle
 		}
-		if len(broadcasts) != want || unicast != 0 {
-			t.Errorf("%s (new owner %s): %d broadcasts, %d unicasts; want %d and 0", self, owner, len(broadcasts), unicast, want)
+		if len(broadcasts) != want || unicast != wantUnicast {
+			t.Errorf("%s (new owner %s): %d broadcasts, %d unicasts; want %d and %d", self, owner, len(broadcasts), unicast, want, wantUnicast)
 		}
 	}
 
@@ -149,13 +151,14 @@ func TestRepointerSingleAndRace(t *testing.T) {
 			Send:   func(_ netip.Addr, c arp.Client) error { got[c.IP]++; return nil },
 			Logger: quietLog(),
 		})
-		r.plan(view(self, "h1", "h2", "h3"), table.Clients(), time.Now())
+		now := time.Unix(1000, 0)
+		r.plan(view(self, "h1", "h2", "h3"), table.Clients(), now)
 		if len(r.pending) != 0 {
 			t.Fatalf("race mode re-points %d clients with nobody lost", len(r.pending))
 		}
 		v := view(self, "h1", "h3")
-		r.plan(v, table.Clients(), time.Now())
-		r.round(context.Background(), v, time.Now())
+		r.plan(v, table.Clients(), now)
+		run(r, v, now, repointSpacing)
 	}
 	for _, c := range table.Clients() {
 		if got[c.IP] != 1 {
@@ -164,4 +167,190 @@ func TestRepointerSingleAndRace(t *testing.T) {
 	}
 }
 
+// run turns the repointer's loop every tick for d after now, as Run does,
+// and returns the time it got to.
+func run(r *Repointer, v *gossip.View, now time.Time, d time.Duration) time.Time {
+	for end := now.Add(d); now.Before(end); {
+		now = now.Add(repointTick)
+		r.round(v, now)
+	}
+	return now
+}
+
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// TestRepointerRateOrderConfirm: the packets keep to the rate, the clients
+// seen most recently go first, a client that answers gets no more, and one
+// that does not is counted.
+func TestRepointerRateOrderConfirm(t *testing.T) {
+	t.Parallel()
+	table := arp.NewClientTable(1000, time.Hour)
+	const n = 40
+	ip := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}) }
+	for i := range n { // client i was seen at 500+i: the last is the most recent
+		table.Learn(testVIP, ip(i), net.HardwareAddr{2, 0, 0, 0, 1, byte(i)}, time.Unix(500+int64(i), 0))
+	}
+	var order []netip.Addr
+	sent := map[netip.Addr]int{}
+	r := NewRepointer(Repointer{
+		Table: table, Mode: func(netip.Addr) gossip.Mode { return gossip.ModeHash },
+		VIPs: func() []netip.Addr { return []netip.Addr{testVIP} },
+		Send: func(_ netip.Addr, c arp.Client) error {
+			order = append(order, c.IP)
+			sent[c.IP]++
+			return nil
+		},
+		Logger: quietLog(), Rate: 10,
+	})
+	alone := view("h1", "h1") // owns every client
+	now := time.Unix(1000, 0)
+	r.plan(alone, table.Clients(), now)
+	now = run(r, alone, now, time.Second)
+	if len(order) < 9 || len(order) > 11 {
+		t.Fatalf("%d packets in 1 s at 10 packets/s", len(order))
+	}
+	for i, got := range order {
+		if want := ip(n - 1 - i); got != want {
+			t.Fatalf("packet %d went to %s, want %s (most recently seen first): %v", i, got, want, order)
+		}
+	}
+	st := r.Status()
+	if st.Rate != 10 || st.Clients != n || st.Packets != n*repointRounds-len(order) {
+		t.Errorf("status %+v: want rate 10, %d clients, %d packets left", st, n, n*repointRounds-len(order))
+	}
+	if want := time.Duration(st.Packets) * time.Second / 10; st.Remaining != want {
+		t.Errorf("status says the round takes %s more, want %s", st.Remaining, want)
+	}
+
+	// The most recent client answers its first request: it gets no more.
+	table.Learn(testVIP, ip(n-1), net.HardwareAddr{2, 0, 0, 0, 1, byte(n - 1)}, now)
+	run(r, alone, now, 30*time.Second)
+	if got := sent[ip(n-1)]; got != 1 {
+		t.Errorf("the client that answered got %d packets, want 1", got)
+	}
+	for i := range n - 1 {
+		if got := sent[ip(i)]; got != repointRounds {
+			t.Errorf("client %s got %d packets, want %d", ip(i), got, repointRounds)
+		}
+	}
+	st = r.Status()
+	if st.Confirmed != 1 || st.Unanswered != n-1 || st.Clients != 0 || st.Remaining != 0 {
+		t.Errorf("status %+v: want 1 confirmed, %d unanswered, idle", st, n-1)
+	}
+}
+
+// TestRepointerRefuted: after this host refutes its death, it re-asserts
+// every client it owns, and only those, though its view did not change.
+func TestRepointerRefuted(t *testing.T) {
+	t.Parallel()
+	table := arp.NewClientTable(1000, time.Hour)
+	for i := range 60 {
+		table.Learn(testVIP, netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}), net.HardwareAddr{2, 0, 0, 0, 1, byte(i)}, time.Unix(500, 0))
+	}
+	all := view("h1", "h1", "h2", "h3")
+	var mu sync.Mutex
+	sent := map[netip.Addr]int{}
+	r := NewRepointer(Repointer{
+		Table: table, Mode: func(netip.Addr) gossip.Mode { return gossip.ModeHash },
+		VIPs: func() []netip.Addr { return []netip.Addr{testVIP} },
+		View: func() *gossip.View { return all },
+		Send: func(_ netip.Addr, c arp.Client) error {
+			mu.Lock()
+			defer mu.Unlock()
+			sent[c.IP]++
+			return nil
+		},
+		Logger: quietLog(),
+	})
+	r.last = all // the view this host already acted on
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- r.Run(ctx) }()
+	r.Refuted()
+	owned := 0
+	for _, c := range table.Clients() {
+		if all.Answers(testVIP, gossip.ModeHash, c.IP) {
+			owned++
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		total := 0
+		for _, n := range sent {
+			total += n
+		}
+		mu.Unlock()
+		if total >= owned*reassertRounds || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if owned == 0 {
+		t.Fatal("h1 owns no client; the test proves nothing")
+	}
+	for _, c := range table.Clients() {
+		want := 0
+		if all.Answers(testVIP, gossip.ModeHash, c.IP) {
+			want = reassertRounds
+		}
+		if sent[c.IP] != want {
+			t.Errorf("client %s got %d packets after the refutation, want %d", c.IP, sent[c.IP], want)
+		}
+	}
+}
+
+// TestRepointerPeriodic: every Reassert, each client this host owns gets one
+// packet, though nothing changed.
+func TestRepointerPeriodic(t *testing.T) {
+	t.Parallel()
+	table := arp.NewClientTable(1000, time.Hour)
+	for i := range 30 {
+		table.Learn(testVIP, netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}), net.HardwareAddr{2, 0, 0, 0, 1, byte(i)}, time.Unix(500, 0))
+	}
+	all := view("h1", "h1", "h2")
+	var mu sync.Mutex
+	sent := map[netip.Addr]int{}
+	r := NewRepointer(Repointer{
+		Table: table, Mode: func(netip.Addr) gossip.Mode { return gossip.ModeHash },
+		VIPs: func() []netip.Addr { return []netip.Addr{testVIP} },
+		View: func() *gossip.View { return all },
+		Send: func(_ netip.Addr, c arp.Client) error {
+			mu.Lock()
+			defer mu.Unlock()
+			sent[c.IP]++
+			return nil
+		},
+		Logger: quietLog(), Reassert: 300 * time.Millisecond,
+	})
+	r.last = all
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- r.Run(ctx) }()
+	time.Sleep(1500 * time.Millisecond) // four or five rounds
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	owned := 0
+	for _, c := range table.Clients() {
+		n := sent[c.IP]
+		if !all.Answers(testVIP, gossip.ModeHash, c.IP) {
+			if n != 0 {
+				t.Errorf("client %s of h2 got %d packets", c.IP, n)
+			}
+			continue
+		}
+		owned++
+		if n < 2 {
+			t.Errorf("client %s got %d packets in 1.5 s, re-asserted every 300 ms", c.IP, n)
+		}
+	}
+	if owned == 0 {
+		t.Fatal("h1 owns no client; the test proves nothing")
+	}
+}

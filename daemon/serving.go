@@ -168,8 +168,9 @@ func (d *Daemon) Reload(path string) error {
 	if cfg.Handover != old.Handover {
 		needRestart = append(needRestart, "[handover]")
 	}
-	if cfg.Node.Name != old.Node.Name || cfg.Node.StateDir != old.Node.StateDir || cfg.Node.MaxClients != old.Node.MaxClients {
-		needRestart = append(needRestart, "[node] name/state_dir/max_clients")
+	if cfg.Node.Name != old.Node.Name || cfg.Node.StateDir != old.Node.StateDir || cfg.Node.MaxClients != old.Node.MaxClients ||
+		cfg.Node.RepointRate != old.Node.RepointRate || cfg.Node.ReassertInterval != old.Node.ReassertInterval {
+		needRestart = append(needRestart, "[node] name/state_dir/max_clients/repoint_rate/reassert_interval")
 	}
 	if len(needRestart) > 0 {
 		d.log.Warn("reload: these settings changed but only apply at restart", "settings", strings.Join(needRestart, ", "))
@@ -177,6 +178,7 @@ func (d *Daemon) Reload(path string) error {
 	applied := *cfg
 	applied.Gossip, applied.API, applied.Handover = old.Gossip, old.API, old.Handover
 	applied.Node.Name, applied.Node.StateDir, applied.Node.MaxClients = old.Node.Name, old.Node.StateDir, old.Node.MaxClients
+	applied.Node.RepointRate, applied.Node.ReassertInterval = old.Node.RepointRate, old.Node.ReassertInterval
 
 	if err := d.apply(old, &applied); err != nil {
 		d.reloads.WithLabelValues("refused").Inc()

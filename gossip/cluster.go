@@ -45,6 +45,12 @@ type ClusterConfig struct {
 	State SharedState
 	// OnChange is called, from Run's goroutine, with every new view.
 	OnChange func(*View)
+	// OnRefute, if set, is called when this host refutes a suspicion or
+	// its own death. memberlist has no event for it (it only logs it), and
+	// this host's view does not change, while the others may have moved its
+	// clients away meanwhile. Called with memberlist's locks held: it must
+	// not block.
+	OnRefute func()
 	Logger   *slog.Logger
 }
 
@@ -73,6 +79,7 @@ type Cluster struct {
 	view     *View
 	live     map[string]Member    // as memberlist last reported them
 	departed map[string]Member    // dead or left, as last reported
+	diedAt   map[string]time.Time // when each departed member was reported
 	joinErr  map[string]string    // last join error by peer
 	refused  map[string]string    // why each peer that answered refused this host
 	heard    map[string]time.Time // last probe ack, by member
@@ -133,6 +140,7 @@ func NewCluster(cfg ClusterConfig) *Cluster {
 		view:     NewView(cfg.Name, nil, cfg.Expect),
 		live:     map[string]Member{},
 		departed: map[string]Member{},
+		diedAt:   map[string]time.Time{},
 		joinErr:  map[string]string{},
 		refused:  map[string]string{},
 		heard:    map[string]time.Time{},
@@ -179,7 +187,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 	mc.Events = events{c}
 	mc.Ping = pings{c}
 	mc.Conflict = conflicts{c}
-	mc.Logger = log.New(logWriter{c.cfg.Logger}, "", 0)
+	mc.Logger = log.New(logWriter{l: c.cfg.Logger, refuted: c.cfg.OnRefute}, "", 0)
 
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -208,6 +216,8 @@ func (c *Cluster) Run(ctx context.Context) error {
 	defer verifying.Wait()
 	rejoin := time.NewTicker(c.cfg.RejoinInterval)
 	defer rejoin.Stop()
+	recheck := time.NewTicker(recheckEvery * c.cfg.ProbeInterval)
+	defer recheck.Stop()
 	// A join waits for TCP to unreachable peers, and an update for its
 	// broadcast: never in this loop.
 	var joining, resync sync.WaitGroup
@@ -217,6 +227,8 @@ func (c *Cluster) Run(ctx context.Context) error {
 	resyncing <- struct{}{}
 	joined := make(chan struct{}, 1)
 	joined <- struct{}{}
+	rechecking := make(chan struct{}, 1)
+	rechecking <- struct{}{}
 	for {
 		c.heartbeat.Store(time.Now().UnixNano())
 		select {
@@ -252,8 +264,48 @@ func (c *Cluster) Run(ctx context.Context) error {
 				})
 			default: // the last join is still running
 			}
+		case <-recheck.C:
+			select {
+			case <-rechecking: // its own token: it must not hold up join
+				joining.Go(func() {
+					c.recheckDead()
+					rechecking <- struct{}{}
+				})
+			default:
+			}
 		}
 	}
+}
+
+// A member declared dead is contacted again every recheckEvery probe
+// intervals for recheckFor. A host that was cut off briefly (a link flap)
+// never hears that it was declared dead: the death was gossiped while it
+// could not hear, and peers no longer probe it. It keeps answering its
+// clients, which the others re-pointed to themselves, and nobody tells it.
+// A push-pull with it (a join) shows it its death, it refutes at once, and
+// each side re-asserts its clients (daemon.Repointer); without this, the
+// next periodic re-join, up to RejoinInterval later, does it.
+const (
+	recheckEvery = 2
+	recheckFor   = time.Minute
+)
+
+// recheckDead joins the members that died less than recheckFor ago.
+func (c *Cluster) recheckDead() {
+	c.mu.Lock()
+	var addrs []string
+	for name, m := range c.departed {
+		if time.Since(c.diedAt[name]) < recheckFor {
+			addrs = append(addrs, m.Addr.String())
+		}
+	}
+	c.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, a := range addrs {
+		// A dead host does not answer: that is expected, and not logged.
+		wg.Go(func() { c.ml.Join([]string{a}) })
+	}
+	wg.Wait()
 }
 
 // join contacts every configured peer that is not a live member.
@@ -383,7 +435,11 @@ func (c *Cluster) rebuild() (verify []string) {
 		until, held := c.hold[name]
 		switch {
 		case held && now.Before(until):
-			m.State = StateAlive // not proven dead yet: see doubt
+			// Not proven dead yet (see doubt), but reachable only while
+			// it answers this host's pings: quorum must not count a
+			// member this host cannot reach.
+			m.State = StateAlive
+			m.Unreachable = now.Sub(c.heard[name]) > window
 		case held:
 			delete(c.hold, name)
 			fallthrough
@@ -551,6 +607,9 @@ func (c *Cluster) verify(ctx context.Context, name string) {
 			continue
 		}
 		misses = 0
+		c.mu.Lock()
+		c.heard[name] = time.Now()
+		c.mu.Unlock()
 		if !said {
 			c.cfg.Logger.Info("a member reported dead answers this host's ping: keeping it until it refutes the report", "member", name)
 			said = true
@@ -654,6 +713,7 @@ func (e events) NotifyJoin(n *memberlist.Node) {
 	e.c.mu.Lock()
 	e.c.live[n.Name] = m
 	delete(e.c.departed, n.Name)
+	delete(e.c.diedAt, n.Name)
 	e.c.mu.Unlock()
 	e.c.signal()
 }
@@ -679,6 +739,7 @@ func (e events) NotifyLeave(n *memberlist.Node) {
 	}
 	delete(e.c.live, n.Name)
 	e.c.departed[n.Name] = m
+	e.c.diedAt[n.Name] = time.Now()
 	e.c.mu.Unlock()
 	e.c.signal()
 }
@@ -713,8 +774,13 @@ func (f conflicts) NotifyConflict(existing, other *memberlist.Node) {
 	f.c.cfg.Logger.Error("another host claims this host's node name", "name", f.c.cfg.Name, "other", f.c.conflictWith)
 }
 
-// logWriter turns memberlist's "[LEVEL] memberlist: ..." lines into slog.
-type logWriter struct{ l *slog.Logger }
+// logWriter turns memberlist's "[LEVEL] memberlist: ..." lines into slog,
+// and calls refuted, if set, when memberlist says it refutes a suspect or
+// dead message about this host.
+type logWriter struct {
+	l       *slog.Logger
+	refuted func()
+}
 
 func (w logWriter) Write(p []byte) (int, error) {
 	msg := string(bytes.TrimSpace(p))
@@ -725,5 +791,8 @@ func (w logWriter) Write(p []byte) (int, error) {
 		}
 	}
 	w.l.Log(context.Background(), level, msg)
+	if w.refuted != nil && (strings.Contains(msg, "Refuting a suspect message") || strings.Contains(msg, "Refuting a dead message")) {
+		w.refuted()
+	}
 	return len(p), nil
 }

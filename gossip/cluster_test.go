@@ -255,6 +255,27 @@ func TestUnconfirmedUpdateIsSentAgain(t *testing.T) {
 	})
 }
 
+// TestLogWriterRefutes: memberlist has no event for a refutation, only a log
+// line; the writer turns the two that matter into a call.
+func TestLogWriterRefutes(t *testing.T) {
+	t.Parallel()
+	n := 0
+	w := logWriter{l: slog.New(slog.NewTextHandler(io.Discard, nil)), refuted: func() { n++ }}
+	for _, line := range []string{
+		"[WARN] memberlist: Refuting a suspect message (from: h2)\n",
+		"[WARN] memberlist: Refuting a dead message (from: h3)\n",
+		"[WARN] memberlist: Refuting an alive message for 'h1' (198.18.0.11:7946) meta:([] VS []), vsn:([] VS [])\n",
+		"[DEBUG] memberlist: Stream connection from=198.18.0.12:40000\n",
+	} {
+		if _, err := w.Write([]byte(line)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n != 2 {
+		t.Errorf("refuted called %d times, want 2 (suspect and dead)", n)
+	}
+}
+
 func TestChangesWindow(t *testing.T) {
 	t.Parallel()
 	for n, want := range map[int]time.Duration{1: 2 * time.Minute, 32: 2 * time.Minute, 33: 4 * time.Minute, 64: 4 * time.Minute, 65: 6 * time.Minute} {

@@ -136,15 +136,8 @@ func TestDeathInDoubt(t *testing.T) {
 		defer n1.c.mu.Unlock()
 		return time.Since(n1.c.heard["n2"]) < n1.c.probeWindow()/4
 	})
-	n1.c.mu.Lock()
-	ml := n1.c.ml
-	n1.c.mu.Unlock()
-	var node2 *memberlist.Node
-	for _, m := range ml.Members() {
-		if m.Name == "n2" {
-			node2 = m
-		}
-	}
+	// memberlist's own nodes change under its lock: report a copy.
+	node2 := &memberlist.Node{Name: "n2", Addr: binds[1].Addr().AsSlice(), Port: binds[1].Port()}
 	events{n1.c}.NotifyLeave(node2)
 	// Pings can go unanswered on a loaded machine: check the first second,
 	// in which the report alone would have shown n2 dead.

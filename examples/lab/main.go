@@ -7,7 +7,9 @@
 // With -bench it measures instead, and writes docs/benchmarks.md: the reply
 // path against the kernel's own ARP replies (latency, loss and CPU per frame
 // at rising rates), memory and gossip with 100,000 clients, and failover
-// over several power losses. -modes picks some of them; the sections of the
+// over several power losses, with the clients set up in each of the lab's
+// client profiles in turn (lab.Profiles: default Linux, clients that drop
+// gratuitous ARP or unsolicited advertisements, ...). -modes picks some of them; the sections of the
 // others stay as they were.
 package main
 
@@ -201,27 +203,52 @@ func demo(l *lab.Lab) error {
 // records how long each of its clients went without service, and returns
 // the sections for docs/benchmarks.md.
 func failoverSections(l *lab.Lab, runs int) ([]section, error) {
+	profile := map[string]string{}
+	var names []string
+	for _, p := range lab.Profiles {
+		names = append(names, p.Name)
+	}
+	for i, c := range l.Clients {
+		p := lab.Profiles[i%len(lab.Profiles)]
+		if err := c.Apply(p); err != nil {
+			return nil, err
+		}
+		profile[c.Name] = p.Name
+	}
 	var sections []section
 	for _, fam := range []struct {
 		name string
 		vip  netip.Addr
 		how  string
 	}{
-		{"IPv4", lab.VIP, "gratuitous ARP"},
-		{"IPv6", lab.VIP6, "unsolicited Neighbor Advertisement"},
+		{"IPv4", lab.VIP, "an ARP request addressed to the client from the VIP"},
+		{"IPv6", lab.VIP6, "a Neighbor Solicitation addressed to the client from the VIP"},
 	} {
-		lines, all, err := failovers(l, runs, fam.vip)
+		lines, all, byProfile, err := failovers(l, runs, fam.vip, profile)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", fam.name, err)
 		}
 		say("%s, all runs: %d failovers, median %s, worst %s", fam.name, len(all), ms(median(all)), ms(all[len(all)-1]))
+		var perProfile []string
+		for _, p := range lab.Profiles {
+			ds := byProfile[p.Name]
+			if len(ds) == 0 {
+				perProfile = append(perProfile, fmt.Sprintf("| %s | 0 | - | - |", p.Name))
+				continue
+			}
+			slices.Sort(ds)
+			perProfile = append(perProfile, fmt.Sprintf("| %s | %d | %s | %s |", p.Name, len(ds), ms(median(ds)), ms(ds[len(ds)-1])))
+			say("%s, clients %s: %d failovers, median %s, worst %s", fam.name, p.Name, len(ds), ms(median(ds)), ms(ds[len(ds)-1]))
+		}
 		title := fmt.Sprintf("Failover after a power loss (%s)", fam.name)
 		sections = append(sections, section{title, fmt.Sprintf(`Written by `+"`go run ./examples/lab -bench -modes failover -runs %d`"+` on %s.
 Lab: %d hosts, %d dual-stack clients, default gossip timings (probe 200ms,
-timeout 100ms, suspicion x3, gossip 100ms). Each run cuts one host's link and
-SIGKILLs its daemon; each of its clients connects to the VIP every 10 ms
-(50 ms timeout), and the time is from the power loss to the client's first
-connection served by a surviving host. VIP %s, re-pointed by unicast %s.
+timeout 100ms, suspicion x3, gossip 100ms); the clients take the lab's
+client profiles in turn (%s; see docs/limitations.md). Each run cuts one
+host's link and SIGKILLs its daemon; each of its clients connects to the VIP
+every 10 ms (50 ms timeout), and the time is from the power loss to the
+client's first connection served by a surviving host. VIP %s, re-pointed by
+%s.
 
 | run | host lost | its clients | median | worst |
 |---|---|---|---|---|
@@ -229,16 +256,24 @@ connection served by a surviving host. VIP %s, re-pointed by unicast %s.
 
 **All runs: %d client failovers, median %s, worst %s.**
 
+By client profile:
+
+| client profile | failovers | median | worst |
+|---|---|---|---|
+%s
+
 Most of the time is memberlist declaring the host dead (one probe interval
 to notice, the probe timeout, then suspicion_mult probe intervals of
 suspicion); the re-pointing packets go out as soon as the view changes.
-`, runs, today(), len(l.Hosts), len(l.Clients), fam.vip, fam.how, strings.Join(lines, "\n"), len(all), ms(median(all)), ms(all[len(all)-1]))})
+`, runs, today(), len(l.Hosts), len(l.Clients), strings.Join(names, ", "), fam.vip, fam.how, strings.Join(lines, "\n"), len(all), ms(median(all)), ms(all[len(all)-1]), strings.Join(perProfile, "\n"))})
 	}
 	return sections, nil
 }
 
-// failovers runs the power losses for one VIP.
-func failovers(l *lab.Lab, runs int, vip netip.Addr) (lines []string, all []time.Duration, err error) {
+// failovers runs the power losses for one VIP; it returns a table line per
+// run, every failover time, and the times by client profile.
+func failovers(l *lab.Lab, runs int, vip netip.Addr, profile map[string]string) (lines []string, all []time.Duration, byProfile map[string][]time.Duration, err error) {
+	byProfile = map[string][]time.Duration{}
 	for r := range runs {
 		base := serveVIP(l, vip)
 		dead := l.Hosts[r%len(l.Hosts)]
@@ -255,7 +290,7 @@ func failovers(l *lab.Lab, runs int, vip netip.Addr) (lines []string, all []time
 		time.Sleep(300 * time.Millisecond)
 		lost := time.Now()
 		if err := dead.PowerOff(); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		time.Sleep(5 * time.Second)
 		samples := probe.Stop()
@@ -263,9 +298,10 @@ func failovers(l *lab.Lab, runs int, vip netip.Addr) (lines []string, all []time
 		for _, c := range theirs {
 			s, ok := lab.FirstServedAfter(samples[c.Name], lost, dead.Name)
 			if !ok {
-				return nil, nil, fmt.Errorf("run %d: client %s of %s not served within 5s", r+1, c.Name, dead.Name)
+				return nil, nil, nil, fmt.Errorf("run %d: client %s (%s) of %s not served within 5s", r+1, c.Name, profile[c.Name], dead.Name)
 			}
 			ds = append(ds, s.At.Sub(lost))
+			byProfile[profile[c.Name]] = append(byProfile[profile[c.Name]], s.At.Sub(lost))
 		}
 		slices.Sort(ds)
 		all = append(all, ds...)
@@ -273,21 +309,21 @@ func failovers(l *lab.Lab, runs int, vip netip.Addr) (lines []string, all []time
 		say("run %d (%s): %s lost power; %d clients back after median %s, worst %s", r+1, vip, dead.Name, len(ds), ms(median(ds)), ms(ds[len(ds)-1]))
 
 		if err := dead.PowerOn(); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		if err := dead.Start(); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		if err := waitMembers(l.Hosts, len(l.Hosts)); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		time.Sleep(2 * time.Second)
 	}
 	if len(all) == 0 {
-		return nil, nil, fmt.Errorf("no run had clients to move")
+		return nil, nil, nil, fmt.Errorf("no run had clients to move")
 	}
 	slices.Sort(all)
-	return lines, all, nil
+	return lines, all, byProfile, nil
 }
 
 func median(ds []time.Duration) time.Duration { return ds[len(ds)/2] }

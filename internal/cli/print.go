@@ -105,5 +105,15 @@ func printStatus(w io.Writer, s daemon.Status) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", v.Name, v.Address, iface, v.Mode, here, v.Clients, strings.Join(per, " "), sick)
 	}
 	fmt.Fprintln(tw)
+	fmt.Fprint(tw, repointLine(s.Repointing))
 	fmt.Fprintln(tw, "handover: "+s.Handover.Summary())
+}
+
+// repointLine says what re-pointing is doing, at which rate.
+func repointLine(r daemon.RepointStatus) string {
+	round := "idle"
+	if r.Clients > 0 {
+		round = fmt.Sprintf("%d clients, %d packets left, about %s at this rate", r.Clients, r.Packets, r.Remaining.Round(100*time.Millisecond))
+	}
+	return fmt.Sprintf("re-pointing at %d packets/s: %s (since start: %d clients answered, %d did not)\n", r.Rate, round, r.Confirmed, r.Unanswered)
 }

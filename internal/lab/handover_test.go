@@ -20,8 +20,8 @@ const (
 	hold        = 2 * time.Second        // traffic through each new state before it is judged
 )
 
-// ownersOf computes which host owns each client for vip, by weight.
-func ownersOf(clients []*Client, vip netip.Addr, weights map[string]int) map[string]string {
+// streamOwners computes which host owns each client for vip, by weight.
+func streamOwners(clients []*Client, vip netip.Addr, weights map[string]int) map[string]string {
 	var cs []gossip.Candidate
 	for h, w := range weights {
 		cs = append(cs, gossip.Candidate{Name: h, Weight: w})
@@ -109,7 +109,7 @@ func (l *streamLab) check(t *testing.T, step string) {
 func (l *streamLab) settle(t *testing.T, weights map[string]int) {
 	t.Helper()
 	for _, vip := range []netip.Addr{VIP, VIP6} {
-		waitAssignmentTo(t, l.Clients, vip, ownersOf(l.Clients, vip, weights), 10*time.Second)
+		waitAssignmentTo(t, l.Clients, vip, streamOwners(l.Clients, vip, weights), 10*time.Second)
 	}
 	time.Sleep(hold)
 }
@@ -238,7 +238,7 @@ func TestHandover(t *testing.T) {
 		l.streams = keep
 		for _, s := range reopen {
 			n := l.open(t, s.Client, s.VIP)
-			if want := ownersOf([]*Client{s.Client}, s.VIP, weights)[s.Client.Name]; n.Host != want {
+			if want := streamOwners([]*Client{s.Client}, s.VIP, weights)[s.Client.Name]; n.Host != want {
 				t.Errorf("new connection from %s to %s went to %s, want %s", s.Client.Name, s.VIP, n.Host, want)
 			}
 		}
@@ -294,7 +294,7 @@ func TestHandover(t *testing.T) {
 			if s.VIP.Is6() {
 				addr = s.Client.Addr6
 			}
-			owner := ownersOf([]*Client{s.Client}, s.VIP, weights)[s.Client.Name]
+			owner := streamOwners([]*Client{s.Client}, s.VIP, weights)[s.Client.Name]
 			if p := prev[owner][s.VIP.String()+" "+addr.String()]; owner != s.Host && p != s.Host {
 				chained++
 			}
