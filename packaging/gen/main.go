@@ -105,7 +105,7 @@ func Changelog(md, version, pkgRelease string) (string, error) {
 		v += "-" + pkgRelease
 		fmt.Fprintf(&b, "- semver: %q\n  date: %sT00:00:00Z\n  packager: %q\n  deb:\n    urgency: medium\n    distributions: [stable]\n  changes:\n", v, date, packager)
 		for _, n := range r.notes {
-			fmt.Fprintf(&b, "    - note: %q\n", wrap(n, 72))
+			fmt.Fprintf(&b, "    - note: %q\n", wrap(n, 70))
 		}
 	}
 	return b.String(), nil
