@@ -85,7 +85,7 @@ type Cluster struct {
 	heard    map[string]time.Time // last probe ack, by member
 	changeAt time.Time            // when the view last changed
 	// A member memberlist reports dead stays alive in the view until this
-	// time while the report is in doubt (see doubt).
+	// time while the report is in doubt (see events.NotifyLeave, verify).
 	hold     map[string]time.Time
 	toVerify []string // held, and not yet pinged
 	// Another host claimed this host's name; see rejection.
@@ -548,9 +548,10 @@ func (c *Cluster) refusal(peer string, err error) string {
 // its loop ran lag late (so memberlist's timers and the acks it waits for
 // did too: a starved CPU, a throttled cgroup, a long pause), or memberlist's
 // health score (Lifeguard's local health awareness) says its probes fail
-// because of this host: its peers' nacks came late or not at all. Deaths reported
-// then stay in doubt until well after it recovers, so that stale
-// suspicions never re-point healthy peers' clients to this host.
+// because of this host: its peers' nacks came late or not at all. A death
+// reported in the longest suspicion time after that is checked before it
+// counts (see verify), so that stale suspicions never re-point healthy
+// peers' clients to this host.
 func (c *Cluster) checkSelf(lag time.Duration) {
 	c.mu.Lock()
 	ml := c.ml
@@ -567,7 +568,7 @@ func (c *Cluster) checkSelf(lag time.Duration) {
 		c.lagAt = time.Now()
 	}
 	if time.Now().After(c.doubtUntil) {
-		c.cfg.Logger.Warn("this host is slow: it does not act on deaths it sees until it has kept up for a while",
+		c.cfg.Logger.Warn("this host is slow: it checks every death it hears of before acting on it",
 			"lag", lag.Round(time.Millisecond), "health_score", score, "for", c.maxHold())
 	}
 	c.doubtUntil = time.Now().Add(c.maxHold())
