@@ -3,6 +3,7 @@ package lab
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -170,21 +171,52 @@ func TestClientProfiles(t *testing.T) {
 		}
 	}
 
-	took := failover(t, l, l.Hosts[1], base)
 	// Every client answered its re-pointing request, in both families: the
-	// survivors say so.
-	time.Sleep(2 * time.Second) // the last answers are counted a second after the last packet
-	var confirmed, unanswered uint64
-	for _, h := range []*Host{l.Hosts[0], l.Hosts[2]} {
-		s, err := h.Status()
-		if err != nil {
-			t.Fatal(err)
+	// survivors say so. Their counts since start include the rounds of
+	// the hosts' own start, when a client may be re-pointed while another
+	// host still answers it: count from just before the power loss.
+	repointing := func() (confirmed, unanswered uint64) {
+		for _, h := range []*Host{l.Hosts[0], l.Hosts[2]} {
+			s, err := h.Status()
+			if err != nil {
+				t.Fatal(err)
+			}
+			confirmed += s.Repointing.Confirmed
+			unanswered += s.Repointing.Unanswered
 		}
-		confirmed += s.Repointing.Confirmed
-		unanswered += s.Repointing.Unanswered
+		return confirmed, unanswered
 	}
-	if moved := uint64(len(took[VIP]) + len(took[VIP6])); confirmed < moved || unanswered != 0 {
-		t.Errorf("survivors counted %d clients answering re-pointing and %d not; want at least the %d moved, and none not", confirmed, unanswered, moved)
+	time.Sleep(2 * time.Second) // the start's last answers are counted a second after the last packet
+	confirmed0, unanswered0 := repointing()
+	lossAt := time.Now()
+	took := failover(t, l, l.Hosts[1], base)
+	time.Sleep(2 * time.Second) // the last answers are counted a second after the last packet
+	confirmed, unanswered := repointing()
+	confirmed, unanswered = confirmed-confirmed0, unanswered-unanswered0
+	moved := uint64(len(took[VIP]) + len(took[VIP6]))
+	if confirmed < moved {
+		t.Errorf("survivors counted %d clients answering re-pointing (and %d not); want at least the %d moved", confirmed, unanswered, moved)
+	}
+	t.Logf("re-pointing: %d clients answered, %d did not in time, %d moved", confirmed, unanswered, moved)
+	// A settle pass inside the failover re-points the survivors' own
+	// clients too, and an idle IPv6 client may check its entry before it
+	// answers (see docs/limitations.md). But every moved client answered:
+	// no survivor logs one of them as silent.
+	for _, f := range families {
+		for _, c := range l.Clients {
+			if _, ok := took[f.vip][c.Name]; !ok {
+				continue
+			}
+			addr := c.Addr
+			if f.vip.Is6() {
+				addr = c.Addr6
+			}
+			for _, h := range []*Host{l.Hosts[0], l.Hosts[2]} {
+				if line := silentSince(t, h, addr, lossAt); line != "" {
+					t.Errorf("%s, moved to %s, did not answer its re-pointing request: %s", c.Name, h.Name, line)
+				}
+			}
+		}
 	}
 	for _, f := range families {
 		for _, p := range Profiles {
@@ -361,4 +393,24 @@ func TestFlapConverges(t *testing.T) {
 			t.Logf("%s: client %s back after %s", f.vip, c, d.Round(time.Millisecond))
 		}
 	}
+}
+
+// silentSince returns the host's log line, after since, that counts client
+// as not answering its re-pointing requests, or "".
+func silentSince(t *testing.T, h *Host, client netip.Addr, since time.Time) string {
+	t.Helper()
+	b, err := os.ReadFile(h.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.Contains(line, "client did not answer its re-pointing requests") || !strings.Contains(line, "client="+client.String()+" ") && !strings.HasSuffix(line, "client="+client.String()) {
+			continue
+		}
+		ts, _, _ := strings.Cut(strings.TrimPrefix(line, "time="), " ")
+		if at, err := time.Parse(time.RFC3339Nano, ts); err == nil && at.After(since) {
+			return line
+		}
+	}
+	return ""
 }
