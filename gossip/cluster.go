@@ -212,8 +212,15 @@ func (c *Cluster) Run(ctx context.Context) error {
 	// look at the members every probe interval as well.
 	poll := time.NewTicker(c.cfg.ProbeInterval)
 	defer poll.Stop()
+	// Deaths in doubt are checked each on a goroutine of its own: a ping
+	// waits for its timeout.
 	var verifying sync.WaitGroup
 	defer verifying.Wait()
+	rebuild := func() {
+		for _, name := range c.rebuild() {
+			verifying.Go(func() { c.verify(ctx, name) })
+		}
+	}
 	rejoin := time.NewTicker(c.cfg.RejoinInterval)
 	defer rejoin.Stop()
 	recheck := time.NewTicker(recheckEvery * c.cfg.ProbeInterval)
@@ -235,14 +242,10 @@ func (c *Cluster) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-c.changed:
-			for _, name := range c.rebuild() {
-				verifying.Go(func() { c.verify(ctx, name) })
-			}
+			rebuild()
 		case tick := <-poll.C:
 			c.checkSelf(time.Since(tick))
-			for _, name := range c.rebuild() {
-				verifying.Go(func() { c.verify(ctx, name) })
-			}
+			rebuild()
 			if c.left.Load() || !c.unsent.Load() && !c.metaStale() {
 				continue
 			}
