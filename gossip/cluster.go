@@ -557,11 +557,8 @@ func (c *Cluster) refusal(peer string, err error) string {
 // peers' clients to this host.
 func (c *Cluster) checkSelf(lag time.Duration) {
 	c.mu.Lock()
-	ml := c.ml
-	c.mu.Unlock()
-	score := ml.GetHealthScore()
-	c.mu.Lock()
 	defer c.mu.Unlock()
+	score := c.ml.GetHealthScore() // its own lock, never held while calling us
 	// Without two peers to send nacks, memberlist counts every failed
 	// probe against itself: its score then says nothing about this host.
 	if lag < c.cfg.ProbeTimeout/2 && (score == 0 || len(c.live) < 3) {

@@ -74,8 +74,11 @@ func (c *Client) ARPAnswers(vip netip.Addr, wait time.Duration) ([]string, error
 	return macs, err
 }
 
+// floodFirst is the address of Flood's first fake sender.
+var floodFirst = netip.MustParseAddr("198.19.0.0")
+
 // Flood sends ARP requests for vip out of the client's port, from senders
-// fake machines (distinct MACs, addresses in 198.19.0.0/16) in turn, at
+// fake machines (BenchSender's, from 198.19.0.0 on) in turn, at
 // rate frames a second, until d has passed or ctx ends. It returns how many
 // frames went out.
 func (c *Client) Flood(ctx context.Context, vip netip.Addr, senders, rate int, d time.Duration) (int, error) {
@@ -88,8 +91,8 @@ func (c *Client) Flood(ctx context.Context, vip netip.Addr, senders, rate int, d
 		defer conn.Close()
 		frames := make([][]byte, senders)
 		for i := range frames {
-			mac := net.HardwareAddr{0x02, 0xf1, 0, byte(i >> 16), byte(i >> 8), byte(i)}
-			frames[i] = arpRequest(mac, netip.AddrFrom4([4]byte{198, 19, byte(i >> 8), byte(i)}), vip)
+			ip, mac := BenchSender(floodFirst, i)
+			frames[i] = arpRequest(mac, ip, vip)
 		}
 		bcast := net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 		const tick = 10 * time.Millisecond
