@@ -1,0 +1,231 @@
+//go:build ignore
+
+// SPDX-License-Identifier: Apache-2.0
+//
+// The ARP fast path (see doc.go).
+//
+// Runs at tcx ingress on a serving interface. An ARP request for a VIP from
+// a client the daemon has already decided on is answered (or ignored) here,
+// from the decisions map the daemon keeps: the reply leaves by the same
+// interface and the request never reaches the daemon's raw socket, which
+// sees frames after tc. Everything else goes on unchanged: to the next
+// program, the kernel and the daemon, which decides as it always does.
+
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+// A client of a VIP, both IPv4 addresses as on the wire.
+struct decision_key {
+	__u32 vip;
+	__u32 client;
+};
+
+enum action {
+	ACTION_SILENT = 0, // another host answers this client
+	ACTION_ANSWER = 1, // this host does
+};
+
+struct decision {
+	__u8 client_mac[6]; // the client's MAC as the daemon knows it
+	__u8 action;
+	__u8 slot;                // the VIP's counters
+	__u32 pad;
+	__u64 reported_ns;        // when the client was last reported seen
+	__u64 reported_direct_ns; // the same, for a unicast request
+};
+
+// Written by the daemon whenever its decisions change. Allocated as used.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct decision_key);
+	__type(value, struct decision);
+} decisions SEC(".maps");
+
+// A client answered or ignored here, for the daemon's client table: it reads
+// and deletes these every second. At most one report a second per client.
+struct seen_value {
+	__u8 client_mac[6];
+	__u8 pad[2];
+	__u64 last_ns;   // CLOCK_MONOTONIC
+	__u64 direct_ns; // the last unicast request; 0: none
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct decision_key);
+	__type(value, struct seen_value);
+} seen SEC(".maps");
+
+#define REPORT_NS 1000000000ULL
+
+// The interface's state, one entry. serving is 0 while the daemon rewrites
+// the decisions, and whenever this host must answer nobody (no quorum,
+// rejected, draining): then every frame goes to user space.
+struct iface_state {
+	__u8 mac[6]; // the interface's, the replies' source
+	__u8 serving;
+	__u8 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct iface_state);
+} iface SEC(".maps");
+
+// Frames decided here, per VIP slot: answered at 2*slot, not_owner at
+// 2*slot+1.
+#define MAX_SLOTS 256
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2 * MAX_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} counts SEC(".maps");
+
+// Frames handed to user space, by reason, for the bench and the tests.
+enum punt {
+	PUNT_NOT_SERVING = 0,
+	PUNT_UNKNOWN,   // no decision for this (VIP, client)
+	PUNT_MAC,       // the client's MAC changed: the daemon must learn it
+	PUNT_OTHER,     // a reply, an unusual request, garbage
+	PUNT_MAX,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PUNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} punts SEC(".maps");
+
+static __always_inline void bump(void *map, __u32 i)
+{
+	__u64 *n = bpf_map_lookup_elem(map, &i);
+	if (n)
+		(*n)++;
+}
+
+#define TCX_NEXT_ (-1) // TC_ACT_UNSPEC: the next program, or the stack
+
+static __always_inline int punt(__u32 why)
+{
+	bump(&punts, why);
+	return TCX_NEXT_;
+}
+
+// An ARP packet for IPv4 over Ethernet, after the Ethernet header.
+struct arp4 {
+	__be16 htype, ptype;
+	__u8 hlen, plen;
+	__be16 op;
+	__u8 sha[6];
+	__u8 spa[4];
+	__u8 tha[6];
+	__u8 tpa[4];
+} __attribute__((packed));
+
+#define ARP_LEN (ETH_HLEN + sizeof(struct arp4))
+
+static __always_inline int same_mac(const __u8 *a, const __u8 *b)
+{
+	return ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) | (a[5] ^ b[5])) == 0;
+}
+
+static __always_inline void report(struct decision_key *k, struct decision *d, int direct, __u64 now)
+{
+	int due = now - d->reported_ns >= REPORT_NS;
+	int due_direct = direct && now - d->reported_direct_ns >= REPORT_NS;
+	if (!due && !due_direct)
+		return;
+	struct seen_value *s = bpf_map_lookup_elem(&seen, k);
+	if (s) {
+		s->last_ns = now;
+		if (direct)
+			s->direct_ns = now;
+	} else {
+		struct seen_value n = {.last_ns = now, .direct_ns = direct ? now : 0};
+		__builtin_memcpy(n.client_mac, d->client_mac, 6);
+		if (bpf_map_update_elem(&seen, k, &n, BPF_NOEXIST) && bpf_map_update_elem(&seen, k, &n, BPF_ANY))
+			return; // full: reported again next time
+	}
+	d->reported_ns = now;
+	if (direct)
+		d->reported_direct_ns = now;
+}
+
+SEC("tcx/ingress")
+int arp_fastpath(struct __sk_buff *skb)
+{
+	if (skb->protocol != bpf_htons(ETH_P_ARP))
+		return TCX_NEXT_;
+	// Unicast to another host (promiscuous mode) is not for us to answer.
+	if (skb->pkt_type == PACKET_OTHERHOST)
+		return punt(PUNT_OTHER);
+	if (skb->len < ARP_LEN)
+		return punt(PUNT_OTHER);
+	if ((void *)(long)skb->data + ARP_LEN > (void *)(long)skb->data_end && bpf_skb_pull_data(skb, ARP_LEN))
+		return punt(PUNT_OTHER);
+
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct arp4 *a = (void *)(eth + 1);
+	if ((void *)(a + 1) > end)
+		return punt(PUNT_OTHER);
+	if (a->htype != bpf_htons(1) || a->ptype != bpf_htons(ETH_P_IP) || a->hlen != 6 || a->plen != 4 ||
+	    a->op != bpf_htons(1))
+		return punt(PUNT_OTHER);
+
+	__u32 zero = 0;
+	struct iface_state *cfg = bpf_map_lookup_elem(&iface, &zero);
+	if (!cfg || !cfg->serving)
+		return punt(PUNT_NOT_SERVING);
+
+	struct decision_key k = {};
+	__builtin_memcpy(&k.vip, a->tpa, 4);
+	__builtin_memcpy(&k.client, a->spa, 4);
+	struct decision *d = bpf_map_lookup_elem(&decisions, &k);
+	if (!d)
+		return punt(PUNT_UNKNOWN);
+	if (!same_mac(d->client_mac, a->sha))
+		return punt(PUNT_MAC);
+
+	// As the daemon tells them apart: anything but broadcast was sent to
+	// this host alone.
+	static const __u8 bcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+	int direct = !same_mac(eth->h_dest, bcast);
+	report(&k, d, direct, bpf_ktime_get_ns());
+
+	if (d->action != ACTION_ANSWER) {
+		bump(&counts, 2 * (__u32)d->slot + 1);
+		return TC_ACT_SHOT; // handled: another host answers
+	}
+	bump(&counts, 2 * (__u32)d->slot);
+
+	// The request becomes its reply, in place: to the asker, from this
+	// interface, "VIP is at mac".
+	__u8 asker[6];
+	__builtin_memcpy(asker, a->sha, 6);
+	__builtin_memcpy(eth->h_dest, asker, 6);
+	__builtin_memcpy(eth->h_source, cfg->mac, 6);
+	a->op = bpf_htons(2);
+	__builtin_memcpy(a->tha, asker, 6);
+	__builtin_memcpy(a->tpa, &k.client, 4);
+	__builtin_memcpy(a->sha, cfg->mac, 6);
+	__builtin_memcpy(a->spa, &k.vip, 4);
+	return bpf_redirect(skb->ifindex, 0);
+}
+
+// The project's licence; the program uses no GPL-only helper.
+char _license[] SEC("license") = "Apache-2.0";

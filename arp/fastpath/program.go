@@ -1,0 +1,289 @@
+package fastpath
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// Decision is the daemon's answer to one client of one VIP.
+type Decision struct {
+	VIP, Client netip.Addr // IPv4 only
+	MAC         [6]byte    // the client's, as the daemon knows it: another one goes to the daemon
+	Answer      bool       // false: another host answers, stay silent
+	Slot        uint8      // the VIP's counters (Counts)
+}
+
+// Seen is a client the kernel decided on since the last DrainSeen.
+type Seen struct {
+	VIP, Client netip.Addr
+	MAC         [6]byte
+	Last        time.Duration // on the monotonic clock (Monotonic)
+	Direct      time.Duration // the last unicast request; 0: none
+}
+
+// MaxSlots is how many VIPs an interface's counters can tell apart.
+const MaxSlots = 256
+
+// Reasons the program passed an ARP request on to user space, as Punts
+// names them (enum punt in fastpath.c).
+var puntNames = []string{"not_serving", "unknown", "mac_changed", "other"}
+
+// Program is the loaded program and its maps, for one interface.
+type Program struct {
+	objs    fastpathBPFObjects
+	link    link.Link
+	ifindex int
+}
+
+// Load loads the program into the kernel, with room for clients decisions
+// (0: as compiled, 262,144). It needs CAP_BPF and CAP_NET_ADMIN (or root)
+// and a kernel with tcx (Linux 6.6).
+func Load(clients int) (*Program, error) {
+	spec, err := loadFastpathBPF()
+	if err != nil {
+		return nil, fmt.Errorf("load arp fast path: %w", err)
+	}
+	if clients > 0 {
+		spec.Maps["decisions"].MaxEntries = uint32(clients)
+	}
+	p := &Program{}
+	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("load arp fast path: %w (verifier: %+v)", err, ve)
+		}
+		return nil, fmt.Errorf("load arp fast path: %w", err)
+	}
+	return p, nil
+}
+
+// Attach runs the program on the ingress of the interface whose MAC is
+// mac, not serving until SetServing says so. Other tcx programs on it keep
+// running: this one passes on what it does not decide. A program runs on
+// one interface at a time.
+func (p *Program) Attach(ifindex int, mac [6]byte) error {
+	if p.link != nil && p.ifindex == ifindex {
+		return nil
+	}
+	if err := p.Detach(); err != nil {
+		return err
+	}
+	if err := p.objs.Iface.Put(uint32(0), fastpathBPFIfaceState{Mac: mac}); err != nil {
+		return fmt.Errorf("arp fast path: interface state: %w", err)
+	}
+	l, err := link.AttachTCX(link.TCXOptions{
+		Interface: ifindex, Program: p.objs.ArpFastpath, Attach: ebpf.AttachTCXIngress,
+	})
+	if err != nil {
+		return fmt.Errorf("attach arp fast path to tcx ingress: %w", err)
+	}
+	p.link, p.ifindex = l, ifindex
+	return nil
+}
+
+// Detach takes the program off its interface.
+func (p *Program) Detach() error {
+	if p.link == nil {
+		return nil
+	}
+	l := p.link
+	p.link = nil
+	if err := l.Close(); err != nil {
+		return fmt.Errorf("detach arp fast path: %w", err)
+	}
+	return nil
+}
+
+// SetServing lets the program answer from its decisions, or stops it: then
+// every request goes to user space.
+func (p *Program) SetServing(on bool) error {
+	var st fastpathBPFIfaceState
+	if err := p.objs.Iface.Lookup(uint32(0), &st); err != nil {
+		return fmt.Errorf("arp fast path: interface state: %w", err)
+	}
+	st.Serving = 0
+	if on {
+		st.Serving = 1
+	}
+	if err := p.objs.Iface.Put(uint32(0), st); err != nil {
+		return fmt.Errorf("arp fast path: interface state: %w", err)
+	}
+	return nil
+}
+
+func key(vip, client netip.Addr) fastpathBPFDecisionKey {
+	v, c := vip.As4(), client.As4()
+	// As on the wire: the program compares bytes.
+	return fastpathBPFDecisionKey{Vip: binary.NativeEndian.Uint32(v[:]), Client: binary.NativeEndian.Uint32(c[:])}
+}
+
+func addr(a uint32) netip.Addr {
+	var b [4]byte
+	binary.NativeEndian.PutUint32(b[:], a)
+	return netip.AddrFrom4(b)
+}
+
+func value(d Decision) fastpathBPFDecision {
+	v := fastpathBPFDecision{ClientMac: d.MAC, Slot: d.Slot}
+	if d.Answer {
+		v.Action = 1
+	}
+	return v
+}
+
+// batch is how many entries one system call writes or deletes.
+const batch = 4096
+
+// Put adds or replaces decisions. A full map is not an error: the clients
+// left out go to user space.
+func (p *Program) Put(ds []Decision) error {
+	keys := make([]fastpathBPFDecisionKey, 0, min(len(ds), batch))
+	vals := make([]fastpathBPFDecision, 0, min(len(ds), batch))
+	for len(ds) > 0 {
+		keys, vals = keys[:0], vals[:0]
+		n := min(len(ds), batch)
+		for _, d := range ds[:n] {
+			if !d.VIP.Is4() || !d.Client.Is4() {
+				continue
+			}
+			keys = append(keys, key(d.VIP, d.Client))
+			vals = append(vals, value(d))
+		}
+		ds = ds[n:]
+		if len(keys) == 0 {
+			continue
+		}
+		if _, err := p.objs.Decisions.BatchUpdate(keys, vals, nil); err != nil {
+			if errors.Is(err, unix.E2BIG) {
+				return nil
+			}
+			return fmt.Errorf("arp fast path: write decisions: %w", err)
+		}
+	}
+	return nil
+}
+
+// Replace makes ds the only decisions. Call it with serving off: the map is
+// emptied first.
+func (p *Program) Replace(ds []Decision) error {
+	var (
+		cursor ebpf.MapBatchCursor
+		keys   = make([]fastpathBPFDecisionKey, batch)
+		vals   = make([]fastpathBPFDecision, batch)
+	)
+	for {
+		n, err := p.objs.Decisions.BatchLookupAndDelete(&cursor, keys, vals, nil)
+		if n == 0 || errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("arp fast path: clear decisions: %w", err)
+		}
+	}
+	return p.Put(ds)
+}
+
+// Len returns how many decisions the map holds.
+func (p *Program) Len() (int, error) {
+	n := 0
+	var k fastpathBPFDecisionKey
+	var v fastpathBPFDecision
+	it := p.objs.Decisions.Iterate()
+	for it.Next(&k, &v) {
+		n++
+	}
+	if err := it.Err(); err != nil {
+		return 0, fmt.Errorf("arp fast path: count decisions: %w", err)
+	}
+	return n, nil
+}
+
+// DrainSeen calls fn for every client the program decided on since the
+// last call (at most one report a second per client), and forgets them.
+func (p *Program) DrainSeen(fn func(Seen)) error {
+	var (
+		cursor ebpf.MapBatchCursor
+		keys   = make([]fastpathBPFDecisionKey, 256)
+		vals   = make([]fastpathBPFSeenValue, 256)
+	)
+	for {
+		n, err := p.objs.Seen.BatchLookupAndDelete(&cursor, keys, vals, nil)
+		for i := range n {
+			v := vals[i]
+			fn(Seen{VIP: addr(keys[i].Vip), Client: addr(keys[i].Client), MAC: v.ClientMac,
+				Last: time.Duration(v.LastNs), Direct: time.Duration(v.DirectNs)})
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("arp fast path: read seen clients: %w", err)
+		}
+		if n == 0 {
+			return nil
+		}
+	}
+}
+
+// Counts returns the frames the program decided for the VIP in slot:
+// answered, and left to another host.
+func (p *Program) Counts(slot uint8) (answered, notOwner uint64, err error) {
+	sum := func(i uint32) (uint64, error) {
+		var perCPU []uint64
+		if err := p.objs.Counts.Lookup(i, &perCPU); err != nil {
+			return 0, fmt.Errorf("arp fast path: counts: %w", err)
+		}
+		var s uint64
+		for _, n := range perCPU {
+			s += n
+		}
+		return s, nil
+	}
+	if answered, err = sum(2 * uint32(slot)); err != nil {
+		return 0, 0, err
+	}
+	notOwner, err = sum(2*uint32(slot) + 1)
+	return answered, notOwner, err
+}
+
+// Punts returns how many ARP requests the program passed on to user space,
+// by reason.
+func (p *Program) Punts() (map[string]uint64, error) {
+	out := map[string]uint64{}
+	for i, name := range puntNames {
+		var perCPU []uint64
+		if err := p.objs.Punts.Lookup(uint32(i), &perCPU); err != nil {
+			return nil, fmt.Errorf("arp fast path: punts: %w", err)
+		}
+		var s uint64
+		for _, n := range perCPU {
+			s += n
+		}
+		out[name] = s
+	}
+	return out, nil
+}
+
+// Close detaches the program and unloads it.
+func (p *Program) Close() error {
+	return errors.Join(p.Detach(), p.objs.Close())
+}
+
+// Monotonic returns the time on the clock the program reads
+// (CLOCK_MONOTONIC, bpf_ktime_get_ns).
+func Monotonic() time.Duration {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return time.Duration(ts.Nano())
+}
+
+// ProgramName is the program's name in the kernel, for tools that look for
+// it (bpftool, the lab's bench).
+const ProgramName = "arp_fastpath"
