@@ -16,6 +16,7 @@ import (
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
 
+	"github.com/arpshare/arpshare/arp/fastpath"
 	"github.com/arpshare/arpshare/gossip"
 )
 
@@ -61,6 +62,10 @@ type ResponderConfig struct {
 	OnOpen func(name string, mac net.HardwareAddr) error
 	// Retry is how often a missing or down interface is tried again.
 	Retry time.Duration
+	// FastPath answers the ARP requests of clients already decided on in
+	// the kernel (package fastpath), where the kernel allows it; user space
+	// answers the rest, and everything when the kernel refuses.
+	FastPath bool
 }
 
 // Responder answers ARP (or NDP) for the VIPs of one interface.
@@ -79,6 +84,11 @@ type Responder struct {
 	link     link                   // nil while the interface is not open
 	mac      net.HardwareAddr
 	lastWarn time.Time
+
+	// The kernel fast path: the program while Run runs, and its state
+	// while the interface is open (fast.go).
+	prog *fastpath.Program
+	kern atomic.Pointer[kernel]
 }
 
 // snapshot is the immutable state a decision reads.
@@ -138,6 +148,10 @@ const raceJitter = 20 * time.Millisecond
 type counts struct {
 	frames                       [len(outcomes)]atomic.Uint64
 	replies, repoints, announces atomic.Uint64
+	// The VIP's counters in the kernel fast path, and what they held when
+	// its program went away: answered, not owner.
+	slot       int
+	kernelBase [2]atomic.Uint64
 }
 
 var outcomes = [...]Outcome{Answered, NotOwner, Conflict, PeerAnnounce, Reply, Foreign, Malformed}
@@ -175,7 +189,7 @@ func (r *Responder) countsOf(vip netip.Addr) *counts {
 	defer r.mu.Unlock()
 	c, ok := r.counts[vip]
 	if !ok {
-		c = new(counts)
+		c = &counts{slot: len(r.counts)}
 		r.counts[vip] = c
 	}
 	return c
@@ -194,6 +208,9 @@ type Stats struct {
 	Replies   map[netip.Addr]uint64 // ARP replies sent, by VIP
 	Repoints  map[netip.Addr]uint64 // targeted requests (ARP) or solicitations (NDP) sent, by VIP
 	Announces map[netip.Addr]uint64 // broadcast gratuitous ARP sent, by VIP
+	// Kernel is the part of Frames (answered and not_owner) that the
+	// kernel fast path decided on; its answers count in Replies too.
+	Kernel map[Key]uint64
 }
 
 // NewResponder returns a responder; Run starts it.
@@ -208,6 +225,7 @@ func NewResponder(cfg ResponderConfig) *Responder {
 		cfg.Retry = time.Second
 	}
 	r := &Responder{cfg: cfg, ready: make(chan struct{}), counts: map[netip.Addr]*counts{}}
+	r.none.slot = -1 // frames about no VIP: never decided in the kernel
 	r.snap.Store(&snapshot{view: cfg.View, peers: peerMACs(cfg.View)})
 	r.SetVIPs(cfg.VIPs)
 	return r
@@ -236,6 +254,7 @@ func (r *Responder) SetView(v *gossip.View) {
 	s := *r.snap.Load()
 	s.view, s.peers = v, peers
 	r.snap.Store(&s)
+	r.pauseFastPath()
 }
 
 // link is one open interface, for one protocol.
@@ -283,6 +302,7 @@ func (r *Responder) SetVIPs(vips []VIP) {
 	s := *old
 	s.vips = served
 	r.snap.Store(&s)
+	r.pauseFastPath()
 	if r.link != nil {
 		r.link.setVIPs(old.addrs(), s.addrs())
 	}
@@ -304,6 +324,20 @@ func (r *Responder) Ready() <-chan struct{} { return r.ready }
 // Run serves the interface until ctx ends, reopening it whenever it is lost.
 func (r *Responder) Run(ctx context.Context) error {
 	log := r.cfg.Logger.With("interface", r.cfg.Interface)
+	if p := r.loadFastPath(); p != nil {
+		r.mu.Lock()
+		r.prog = p
+		r.mu.Unlock()
+		defer func() {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.foldKernelCounts(p)
+			r.prog = nil
+			if err := p.Close(); err != nil {
+				log.Warn("kernel fast path: unload", "error", err)
+			}
+		}()
+	}
 	var lastErr string
 	for ctx.Err() == nil {
 		conn, mac, err := r.open()
@@ -330,7 +364,9 @@ func (r *Responder) Run(ctx context.Context) error {
 		r.once.Do(func() { close(r.ready) })
 
 		stop := context.AfterFunc(ctx, func() { conn.Close() })
+		detach := r.attachFastPath(ctx, r.prog, mac)
 		err = conn.serve(r)
+		detach()
 		stop()
 
 		r.mu.Lock()
@@ -374,10 +410,13 @@ const readBatch = 32
 func (l *arpLink) serve(r *Responder) error {
 	reply := make([]byte, arpFrameLen)
 	mac := [6]byte(l.mac)
-	handle := func(frame []byte, now time.Time) {
+	handle := func(k *kernel, frame []byte, now time.Time) {
 		s := r.snap.Load()
 		v := r.decideARP(s, frame, mac, now)
 		r.count(s, v.vip, v.out)
+		if k != nil && (v.out == Answered || v.out == NotOwner) {
+			k.decided(s, v.vip, v, frame)
+		}
 		if !v.send {
 			return
 		}
@@ -400,8 +439,12 @@ func (l *arpLink) serve(r *Responder) error {
 				return err
 			}
 			now := time.Now()
+			k := r.kern.Load()
 			for i := range n {
-				handle(bufs[i][:sizes[i]], now)
+				handle(k, bufs[i][:sizes[i]], now)
+			}
+			if k != nil {
+				r.flushDecided(k)
 			}
 		}
 	}
@@ -411,7 +454,11 @@ func (l *arpLink) serve(r *Responder) error {
 		if err != nil {
 			return err
 		}
-		handle(buf[:n], time.Now())
+		k := r.kern.Load()
+		handle(k, buf[:n], time.Now())
+		if k != nil {
+			r.flushDecided(k)
+		}
 	}
 }
 
@@ -526,14 +573,30 @@ func (r *Responder) MAC() net.HardwareAddr {
 
 // Stats returns the responder's counts; a count that is zero is left out.
 func (r *Responder) Stats() Stats {
-	st := Stats{Frames: map[Key]uint64{}, Replies: map[netip.Addr]uint64{}, Repoints: map[netip.Addr]uint64{}, Announces: map[netip.Addr]uint64{}}
+	st := Stats{Frames: map[Key]uint64{}, Replies: map[netip.Addr]uint64{}, Repoints: map[netip.Addr]uint64{}, Announces: map[netip.Addr]uint64{}, Kernel: map[Key]uint64{}}
 	add := func(vip netip.Addr, c *counts) {
+		kernel := [2]uint64{c.kernelBase[0].Load(), c.kernelBase[1].Load()}
+		if r.prog != nil && c.slot >= 0 && c.slot < fastpath.MaxSlots {
+			if a, n, err := r.prog.Counts(uint8(c.slot)); err == nil {
+				kernel[0] += a
+				kernel[1] += n
+			}
+		}
+		for i, o := range []Outcome{Answered, NotOwner} {
+			if kernel[i] > 0 {
+				st.Kernel[Key{vip, o}] = kernel[i]
+			}
+		}
 		for i, o := range outcomes {
-			if n := c.frames[i].Load(); n > 0 {
+			n := c.frames[i].Load()
+			if i < 2 {
+				n += kernel[i] // outcomes start with answered, not owner
+			}
+			if n > 0 {
 				st.Frames[Key{vip, o}] = n
 			}
 		}
-		if n := c.replies.Load(); n > 0 {
+		if n := c.replies.Load() + kernel[0]; n > 0 {
 			st.Replies[vip] = n
 		}
 		if n := c.repoints.Load(); n > 0 {
@@ -543,9 +606,9 @@ func (r *Responder) Stats() Stats {
 			st.Announces[vip] = n
 		}
 	}
-	add(netip.Addr{}, &r.none)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	add(netip.Addr{}, &r.none)
 	for vip, c := range r.counts {
 		add(vip, c)
 	}

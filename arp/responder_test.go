@@ -235,6 +235,7 @@ func TestResponderRunWaitsAndReopens(t *testing.T) {
 		Replies:   map[netip.Addr]uint64{vip: 1},
 		Repoints:  map[netip.Addr]uint64{vip: 1},
 		Announces: map[netip.Addr]uint64{},
+		Kernel:    map[Key]uint64{},
 	}
 	if diff := cmp.Diff(want, r.Stats(), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
 		t.Errorf("stats (-want +got):\n%s", diff)

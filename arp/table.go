@@ -545,3 +545,25 @@ func (t *ClientTable) merge(b []byte, now time.Time, relay bool) ([]Client, erro
 	}
 	return added, nil
 }
+
+// Known is a client of some VIP, as the kernel fast path needs it.
+type Known struct {
+	IP  netip.Addr
+	MAC [6]byte
+}
+
+// AppendKnown appends the clients of vip to dst and returns it.
+func (t *ClientTable) AppendKnown(dst []Known, vip netip.Addr) []Known {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	vi, ok := t.vipIdx[vip]
+	if !ok {
+		return dst
+	}
+	for i := range t.slots {
+		if s := &t.slots[i]; s.list != listFree && s.key.vip == vi {
+			dst = append(dst, Known{IP: netip.AddrFrom16(s.key.ip).Unmap(), MAC: s.mac})
+		}
+	}
+	return dst
+}

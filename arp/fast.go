@@ -1,0 +1,236 @@
+package arp
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/arpshare/arpshare/arp/fastpath"
+	"github.com/arpshare/arpshare/gossip"
+)
+
+// The kernel fast path (docs/design.md, "The kernel fast path"): a tc
+// program answers the ARP requests of clients this responder has already
+// decided on, from a map of its decisions, so that those frames never wake
+// the daemon. The responder keeps the map: it stops the program (every
+// frame to user space) the moment its snapshot changes, rewrites every
+// known client's decision from the new one and lets it answer again; a
+// client decided in user space (new, or its decision unknown to the kernel)
+// is added after each read. The program reports the clients it decided on,
+// and the responder learns them into the table every second, as if it had
+// read their requests itself.
+
+// kernelDecides reports whether the kernel may decide for the VIP's
+// clients: not in race mode, whose answers wait a random time.
+func (v VIP) kernelDecides() bool { return v.Mode != gossip.ModeRace }
+
+// kernel is the fast path while the interface is open.
+type kernel struct {
+	prog  *fastpath.Program
+	dirty chan struct{} // the snapshot changed: rewrite the decisions
+
+	// Decisions the reading goroutine made for clients the kernel did not
+	// know, written after each read; only that goroutine touches them.
+	pending     []fastpath.Decision
+	pendingSnap *snapshot
+}
+
+// loadFastPath loads the program if the responder is to use it. A kernel
+// that refuses leaves it nil, with a warning: user space answers.
+func (r *Responder) loadFastPath() *fastpath.Program {
+	if !r.cfg.FastPath || r.cfg.IPv6 {
+		return nil
+	}
+	p, err := fastpath.Load(r.cfg.Table.Max())
+	if err != nil {
+		r.cfg.Logger.Warn("kernel fast path not available: answering from user space only", "interface", r.cfg.Interface, "error", err)
+		return nil
+	}
+	return p
+}
+
+// attachFastPath runs the program on the interface, now open with mac, and
+// keeps its decisions until the returned function is called.
+func (r *Responder) attachFastPath(ctx context.Context, p *fastpath.Program, mac net.HardwareAddr) (detach func()) {
+	if p == nil {
+		return func() {}
+	}
+	err := fmt.Errorf("mac %v: not Ethernet", mac)
+	var ifi *net.Interface
+	if len(mac) == 6 {
+		if ifi, err = net.InterfaceByName(r.cfg.Interface); err == nil {
+			err = p.Attach(ifi.Index, [6]byte(mac))
+		}
+	}
+	if err != nil {
+		r.cfg.Logger.Warn("kernel fast path not attached: answering from user space only", "interface", r.cfg.Interface, "error", err)
+		return func() {}
+	}
+	k := &kernel{prog: p, dirty: make(chan struct{}, 1)}
+	k.dirty <- struct{}{}
+	r.mu.Lock()
+	r.kern.Store(k)
+	r.mu.Unlock()
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { r.keepDecisions(ctx, k) })
+	return func() {
+		r.mu.Lock()
+		r.kern.Store(nil)
+		r.mu.Unlock()
+		cancel()
+		wg.Wait()
+		if err := p.SetServing(false); err != nil {
+			r.cfg.Logger.Debug("stop kernel fast path", "interface", r.cfg.Interface, "error", err)
+		}
+		if err := p.Detach(); err != nil {
+			r.cfg.Logger.Warn("kernel fast path", "interface", r.cfg.Interface, "error", err)
+		}
+	}
+}
+
+// pauseFastPath stops the kernel answering from decisions older than the
+// snapshot just stored, and has them rewritten. Call with r.mu held.
+func (r *Responder) pauseFastPath() {
+	k := r.kern.Load()
+	if k == nil {
+		return
+	}
+	if err := k.prog.SetServing(false); err != nil {
+		r.cfg.Logger.Warn("kernel fast path: pause", "interface", r.cfg.Interface, "error", err)
+	}
+	select {
+	case k.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// seenEvery is how often the clients the kernel decided on are learned.
+const seenEvery = time.Second
+
+// keepDecisions rewrites the kernel's decisions whenever the snapshot
+// changes, and learns the clients it decided on.
+func (r *Responder) keepDecisions(ctx context.Context, k *kernel) {
+	tick := time.NewTicker(seenEvery)
+	defer tick.Stop()
+	var known []Known
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-k.dirty:
+			known = r.rewrite(k, known)
+		case <-tick.C:
+			r.learnSeen(k)
+		}
+	}
+}
+
+// rewrite gives the kernel the current snapshot's decision for every known
+// client, then lets it answer, unless this host answers nobody or the
+// snapshot changed meanwhile (then it is rewritten again).
+func (r *Responder) rewrite(k *kernel, known []Known) []Known {
+	s := r.snap.Load()
+	var ds []fastpath.Decision
+	if s.view.Serving() {
+		for i, v := range s.vips {
+			if !v.kernelDecides() || !v.Address.Is4() || v.counts.slot >= fastpath.MaxSlots {
+				continue
+			}
+			known = r.cfg.Table.AppendKnown(known[:0], v.Address)
+			for _, c := range known {
+				if !c.IP.Is4() || c.IP.IsUnspecified() || s.find(c.IP) >= 0 {
+					continue
+				}
+				ok, _ := s.answer(i, c.IP)
+				ds = append(ds, fastpath.Decision{VIP: v.Address, Client: c.IP, MAC: c.MAC, Answer: ok, Slot: uint8(v.counts.slot)})
+			}
+		}
+	}
+	if err := k.prog.Replace(ds); err != nil {
+		r.cfg.Logger.Warn("kernel fast path: answering from user space", "interface", r.cfg.Interface, "error", err)
+		return known
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.snap.Load() != s || !s.view.Serving() || r.kern.Load() != k {
+		return known
+	}
+	if err := k.prog.SetServing(true); err != nil {
+		r.cfg.Logger.Warn("kernel fast path: answering from user space", "interface", r.cfg.Interface, "error", err)
+	}
+	return known
+}
+
+// learnSeen learns the clients the kernel decided on into the table, as
+// the reading goroutine would have.
+func (r *Responder) learnSeen(k *kernel) {
+	mono, now := fastpath.Monotonic(), time.Now()
+	err := k.prog.DrainSeen(func(c fastpath.Seen) {
+		mac := net.HardwareAddr(c.MAC[:])
+		if c.Direct != 0 {
+			r.cfg.Table.Learn(c.VIP, c.Client, mac, now.Add(c.Direct-mono))
+		}
+		if c.Last != c.Direct {
+			r.cfg.Table.LearnBroadcast(c.VIP, c.Client, mac, now.Add(c.Last-mono))
+		}
+	})
+	if err != nil {
+		r.cfg.Logger.Warn("kernel fast path: learn clients", "interface", r.cfg.Interface, "error", err)
+	}
+}
+
+// decided notes a decision made in user space on a request of client (at
+// mac) for VIP i, for the kernel to make from now on.
+func (k *kernel) decided(s *snapshot, i int, v verdict, f []byte) {
+	vip := s.vips[i]
+	if v.delay > 0 || !vip.kernelDecides() || vip.counts.slot >= fastpath.MaxSlots {
+		return
+	}
+	client := [4]byte(f[offSPA : offSPA+4])
+	if client == [4]byte{} {
+		return
+	}
+	if s != k.pendingSnap {
+		k.pending, k.pendingSnap = k.pending[:0], s
+	}
+	k.pending = append(k.pending, fastpath.Decision{
+		VIP: vip.Address, Client: netip.AddrFrom4(client), MAC: [6]byte(f[offSHA : offSHA+6]),
+		Answer: v.out == Answered, Slot: uint8(vip.counts.slot),
+	})
+}
+
+// flushDecided writes the decisions noted since the last flush, unless the
+// snapshot they came from is no longer current.
+func (r *Responder) flushDecided(k *kernel) {
+	if len(k.pending) == 0 {
+		return
+	}
+	r.mu.Lock()
+	if r.snap.Load() == k.pendingSnap && r.kern.Load() == k {
+		if err := k.prog.Put(k.pending); err != nil {
+			r.cfg.Logger.Debug("kernel fast path: write decisions", "interface", r.cfg.Interface, "error", err)
+		}
+	}
+	r.mu.Unlock()
+	k.pending = k.pending[:0]
+}
+
+// foldKernelCounts adds what the kernel counted to the responder's own
+// counters, before the program goes away. Call with r.mu held.
+func (r *Responder) foldKernelCounts(p *fastpath.Program) {
+	for _, c := range r.counts {
+		if c.slot >= fastpath.MaxSlots {
+			continue
+		}
+		a, n, err := p.Counts(uint8(c.slot))
+		if err != nil {
+			continue
+		}
+		c.kernelBase[0].Add(a)
+		c.kernelBase[1].Add(n)
+	}
+}
