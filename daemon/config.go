@@ -111,7 +111,20 @@ type NodeConfig struct {
 	// ReassertInterval is how often this host re-points every client it
 	// owns once more; 0: never.
 	ReassertInterval time.Duration
+	// FastPath says whether ARP requests of known clients are answered in
+	// the kernel (package arp/fastpath).
+	FastPath FastPath
 }
+
+// FastPath is node.fast_path.
+type FastPath string
+
+// Values of node.fast_path.
+const (
+	FastPathAuto FastPath = "auto" // in the kernel if it allows, else user space with a warning
+	FastPathOn   FastPath = "on"   // in the kernel: the daemon does not start if it refuses
+	FastPathOff  FastPath = "off"  // user space only
+)
 
 // GossipConfig configures memberlist.
 type GossipConfig struct {
@@ -167,6 +180,7 @@ type rawConfig struct {
 		// RepointRate is packets per second.
 		RepointRate      *int    `toml:"repoint_rate"`
 		ReassertInterval *string `toml:"reassert_interval"`
+		FastPath         *string `toml:"fast_path"`
 	} `toml:"node"`
 	Gossip struct {
 		Bind           *string  `toml:"bind"`
@@ -455,6 +469,14 @@ func (c *checker) check(raw *rawConfig) *Config {
 		cfg.Node.MaxClients = *raw.Node.MaxClients
 		if cfg.Node.MaxClients < MinMaxClients || cfg.Node.MaxClients > MaxMaxClients {
 			c.errAt(c.line("node", 0, "max_clients"), "node.max_clients %d: must be %d to %d", cfg.Node.MaxClients, MinMaxClients, MaxMaxClients)
+		}
+	}
+	// fast_path (issue 11).
+	cfg.Node.FastPath = FastPathAuto
+	if raw.Node.FastPath != nil {
+		cfg.Node.FastPath = FastPath(*raw.Node.FastPath)
+		if f := cfg.Node.FastPath; f != FastPathAuto && f != FastPathOn && f != FastPathOff {
+			c.errAt(c.line("node", 0, "fast_path"), "node.fast_path %q: must be \"auto\", \"on\" or \"off\"", f)
 		}
 	}
 	cfg.Node.StateDir = DefaultStateDir

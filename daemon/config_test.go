@@ -40,7 +40,7 @@ func TestReferenceConfig(t *testing.T) {
 	}
 	want := &Config{
 		Path: "arpshare.toml",
-		Node: NodeConfig{Name: "h1", Weight: 1, StateDir: DefaultStateDir, MaxClients: DefaultMaxClients, RepointRate: 5000, ReassertInterval: time.Minute},
+		Node: NodeConfig{Name: "h1", Weight: 1, StateDir: DefaultStateDir, MaxClients: DefaultMaxClients, RepointRate: 5000, ReassertInterval: time.Minute, FastPath: FastPathAuto},
 		Gossip: GossipConfig{
 			Bind: netip.MustParseAddrPort("198.18.0.11:7946"),
 			Peers: []netip.AddrPort{
@@ -135,6 +135,7 @@ func TestConfigErrors(t *testing.T) {
 		{"max clients", head + "[node]\nmax_clients = 10\n" + vip, []string{"f.toml:5: node.max_clients 10: must be 256 to 10000000"}},
 		{"repoint rate", head + "[node]\nrepoint_rate = 0\n" + vip, []string{"f.toml:5: node.repoint_rate 0: must be 1 to 1000000"}},
 		{"reassert interval", head + "[node]\nreassert_interval = \"often\"\n" + vip, []string{"f.toml:5: node.reassert_interval"}},
+		{"fast path", head + "[node]\nfast_path = \"yes\"\n" + vip, []string{`f.toml:5: node.fast_path "yes": must be "auto", "on" or "off"`}},
 		{"expect", head + "expect = 0\n" + vip, []string{"f.toml:4: gossip.expect 0"}},
 		{"mode", head + vip + "mode = \"random\"\n", []string{`f.toml:8: vip "web": mode "random"`}},
 		{"two checks", head + vip + "[vip.check]\ntcp = \"127.0.0.1:80\"\nhttp = \"http://x/\"\n", []string{`f.toml:9: vip "web": check needs exactly one`}},

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/arpshare/arpshare/arp"
+	"github.com/arpshare/arpshare/arp/fastpath"
 	"github.com/arpshare/arpshare/daemon/handover"
 	"github.com/arpshare/arpshare/gossip"
 )
@@ -184,6 +185,11 @@ func (d *Daemon) Run(ctx context.Context, configPath string) error {
 	cfg := d.config()
 	if cfg.Gossip.Expect == 0 {
 		d.log.Warn("gossip.expect is not set: if the gossip network splits while clients still reach both sides, hosts on both sides answer the same clients")
+	}
+	if cfg.Node.FastPath == FastPathOn { // fast path (issue 11)
+		if err := fastpath.Check(); err != nil {
+			return fmt.Errorf("node.fast_path = \"on\": %w", err)
+		}
 	}
 	d.mu.Lock()
 	d.dynamic = gctx

@@ -108,6 +108,7 @@ func (d *Daemon) apply(old, cfg *Config) error {
 		d.responders[k] = start(d, arp.NewResponder(arp.ResponderConfig{
 			Interface: k.iface, IPv6: k.ipv6, VIPs: vips, Table: d.table, View: d.cluster.View(),
 			Logger: d.log, OnOpen: onOpen,
+			FastPath: cfg.Node.FastPath != FastPathOff, // fast path (issue 11)
 		}))
 	}
 	for iface := range d.macs {
@@ -169,8 +170,9 @@ func (d *Daemon) Reload(path string) error {
 		needRestart = append(needRestart, "[handover]")
 	}
 	if cfg.Node.Name != old.Node.Name || cfg.Node.StateDir != old.Node.StateDir || cfg.Node.MaxClients != old.Node.MaxClients ||
-		cfg.Node.RepointRate != old.Node.RepointRate || cfg.Node.ReassertInterval != old.Node.ReassertInterval {
-		needRestart = append(needRestart, "[node] name/state_dir/max_clients/repoint_rate/reassert_interval")
+		cfg.Node.RepointRate != old.Node.RepointRate || cfg.Node.ReassertInterval != old.Node.ReassertInterval ||
+		cfg.Node.FastPath != old.Node.FastPath {
+		needRestart = append(needRestart, "[node] name/state_dir/max_clients/repoint_rate/reassert_interval/fast_path")
 	}
 	if len(needRestart) > 0 {
 		d.log.Warn("reload: these settings changed but only apply at restart", "settings", strings.Join(needRestart, ", "))
@@ -179,6 +181,7 @@ func (d *Daemon) Reload(path string) error {
 	applied.Gossip, applied.API, applied.Handover = old.Gossip, old.API, old.Handover
 	applied.Node.Name, applied.Node.StateDir, applied.Node.MaxClients = old.Node.Name, old.Node.StateDir, old.Node.MaxClients
 	applied.Node.RepointRate, applied.Node.ReassertInterval = old.Node.RepointRate, old.Node.ReassertInterval
+	applied.Node.FastPath = old.Node.FastPath
 
 	if err := d.apply(old, &applied); err != nil {
 		d.reloads.WithLabelValues("refused").Inc()

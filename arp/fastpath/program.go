@@ -287,3 +287,14 @@ func Monotonic() time.Duration {
 // ProgramName is the program's name in the kernel, for tools that look for
 // it (bpftool, the lab's bench).
 const ProgramName = "arp_fastpath"
+
+// Check loads the program and unloads it: it reports whether this kernel
+// and these privileges allow the fast path (attaching needs tcx, Linux 6.6,
+// and is only tried on an interface).
+func Check() error {
+	p, err := Load(1)
+	if err != nil {
+		return err
+	}
+	return p.Close()
+}
