@@ -131,6 +131,8 @@ type VIPStatus struct {
 	Owners map[string]int `json:"owners"`
 	// Frames counts the ARP or NDP messages about this VIP, by outcome.
 	Frames map[string]uint64 `json:"frames"`
+	// KernelFrames is the part of Frames the kernel fast path decided on.
+	KernelFrames map[string]uint64 `json:"kernel_frames,omitempty"`
 }
 
 // api serves Status on a unix socket.

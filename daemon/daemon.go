@@ -489,9 +489,18 @@ func (d *Daemon) Status() Status {
 				}
 			}
 		}
-		for k, n := range r.Stats().Frames {
+		st := r.Stats()
+		for k, n := range st.Frames {
 			if k.VIP == vip.Address {
 				vs.Frames[string(k.Outcome)] = n
+			}
+		}
+		for k, n := range st.Kernel { // fast path (issue 11)
+			if k.VIP == vip.Address {
+				if vs.KernelFrames == nil {
+					vs.KernelFrames = map[string]uint64{}
+				}
+				vs.KernelFrames[string(k.Outcome)] = n
 			}
 		}
 		s.VIPs = append(s.VIPs, vs)

@@ -80,6 +80,8 @@ type HostConfig struct {
 	Broken bool
 	// Handover, if set, is the body of the [handover] table.
 	Handover string
+	// FastPath sets node.fast_path; "": not set (auto).
+	FastPath string
 }
 
 // SecondVIP is the address of the optional second VIP, "db".
@@ -332,6 +334,9 @@ func (h *Host) WriteConfig(hc HostConfig) error {
 	}
 	if hc.MaxClients != 0 {
 		fmt.Fprintf(&b, "max_clients = %d\n", hc.MaxClients)
+	}
+	if hc.FastPath != "" {
+		fmt.Fprintf(&b, "fast_path = %q\n", hc.FastPath)
 	}
 	fmt.Fprintf(&b, "\n[gossip]\nbind = \"%s:7946\"\npeers = [%s]\nkey_file = %q\ncluster = %q\n",
 		h.Addr, strings.Join(peers, ", "), hc.KeyFile, hc.Cluster)

@@ -1,0 +1,180 @@
+package lab
+
+import (
+	"encoding/json"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+)
+
+// frameCounts is what a host's status says of the VIP's requests: answered
+// and not_owner, in user space and in the kernel fast path.
+type frameCounts struct{ userAnswered, userNotOwner, kernelAnswered, kernelNotOwner uint64 }
+
+func countsOf(t *testing.T, h *Host) frameCounts {
+	t.Helper()
+	s, err := h.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range s.VIPs {
+		if v.Address == VIP {
+			return frameCounts{
+				userAnswered: v.Frames["answered"] - v.KernelFrames["answered"], userNotOwner: v.Frames["not_owner"] - v.KernelFrames["not_owner"],
+				kernelAnswered: v.KernelFrames["answered"], kernelNotOwner: v.KernelFrames["not_owner"],
+			}
+		}
+	}
+	t.Fatalf("%s: no VIP %s in status", h.Name, VIP)
+	return frameCounts{}
+}
+
+// askAll has every client forget the VIP and ask for it (one broadcast
+// request from its own address and MAC), and checks that exactly its
+// owner's MAC answers.
+func askAll(t *testing.T, l *Lab, owners map[string]string, macs map[string]string) {
+	t.Helper()
+	for _, c := range l.Clients {
+		if err := c.ForgetVIP(); err != nil {
+			t.Fatal(err)
+		}
+		got, err := c.ARPAnswers(VIP, 300*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := []string{macs[owners[c.Name]]}; !slices.Equal(want, got) {
+			t.Errorf("client %s (of %s): answered by %v, want %v", c.Name, owners[c.Name], got, want)
+		}
+	}
+}
+
+// TestFastPath: with node.fast_path = "on", the requests of clients the
+// daemons know are answered (or left to the owner) in the kernel: the
+// daemons' user-space counts do not move while every client still gets its
+// owner's MAC, and still learn that the clients asked. After a power loss
+// the survivors' kernels answer the dead host's clients.
+func TestFastPath(t *testing.T) {
+	requirePrivileged(t)
+	l := newLab(t, 3, 6, HostConfig{FastPath: "on"})
+	startAll(t, l.Hosts)
+	names := []string{"h1", "h2", "h3"}
+	macs := map[string]string{}
+	for _, h := range l.Hosts {
+		mac, err := h.MAC()
+		if err != nil {
+			t.Fatal(err)
+		}
+		macs[h.Name] = mac
+	}
+	// The first requests are the daemons' to decide: they learn the
+	// clients and hand their decisions to the kernel.
+	base := assignment(t, l.Clients)
+	for _, c := range l.Clients {
+		if want := owner(names, c); base[c.Name] != want {
+			t.Fatalf("client %s served by %s, owner is %s", c.Name, base[c.Name], want)
+		}
+	}
+	// The kernel answers once the daemons have written every decision
+	// after the last view change.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		first := l.Hosts[0]
+		before := countsOf(t, first)
+		askAll(t, l, base, macs)
+		if after := countsOf(t, first); after.userAnswered == before.userAnswered && after.userNotOwner == before.userNotOwner {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: user space still decides on known clients after 10 s", first.Name)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+
+	perHost := count(base)
+	before := map[string]frameCounts{}
+	for _, h := range l.Hosts {
+		before[h.Name] = countsOf(t, h)
+	}
+	asked := time.Now()
+	const rounds = 3
+	for range rounds {
+		askAll(t, l, base, macs)
+	}
+	for _, h := range l.Hosts {
+		b, a := before[h.Name], countsOf(t, h)
+		if a.userAnswered != b.userAnswered || a.userNotOwner != b.userNotOwner {
+			t.Errorf("%s: user space decided on known clients: %+v, then %+v", h.Name, b, a)
+		}
+		mine := uint64(rounds * perHost[h.Name])
+		theirs := uint64(rounds*len(l.Clients)) - mine
+		if a.kernelAnswered-b.kernelAnswered != mine || a.kernelNotOwner-b.kernelNotOwner != theirs {
+			t.Errorf("%s: the kernel answered %d and left %d to others, want %d and %d",
+				h.Name, a.kernelAnswered-b.kernelAnswered, a.kernelNotOwner-b.kernelNotOwner, mine, theirs)
+		}
+	}
+
+	// The clients answered in the kernel are seen: their last-seen time
+	// moves on every host (reported every second).
+	time.Sleep(2500 * time.Millisecond)
+	for _, h := range l.Hosts {
+		out, err := h.Run("clients", "--json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cs []struct {
+			IP       netip.Addr `json:"ip"`
+			LastSeen time.Time  `json:"last_seen"`
+		}
+		if err := json.Unmarshal([]byte(out), &cs); err != nil {
+			t.Fatalf("%s: clients --json: %v", h.Name, err)
+		}
+		seen := map[netip.Addr]time.Time{}
+		for _, c := range cs {
+			seen[c.IP] = c.LastSeen
+		}
+		for _, c := range l.Clients {
+			// Unix milliseconds in the table.
+			if s, ok := seen[c.Addr]; !ok || s.Before(asked.Truncate(time.Millisecond)) {
+				t.Errorf("%s: client %s last seen %v, want after %v", h.Name, c.Name, s, asked)
+			}
+		}
+	}
+	if t.Failed() {
+		return
+	}
+
+	// Power loss: the survivors take the dead host's clients over, and
+	// once their decisions are rewritten, their kernels answer them.
+	after := map[string]string{}
+	for _, c := range l.Clients {
+		after[c.Name] = owner([]string{"h1", "h3"}, c)
+	}
+	powerLoss(t, l, l.Hosts[1], VIP, base, after)
+	if t.Failed() {
+		return
+	}
+	survivors := []*Host{l.Hosts[0], l.Hosts[2]}
+	before = map[string]frameCounts{}
+	for _, h := range survivors {
+		before[h.Name] = countsOf(t, h)
+	}
+	askAll(t, l, after, macs)
+	moved := 0
+	for _, c := range l.Clients {
+		if base[c.Name] == "h2" {
+			moved++
+		}
+	}
+	var kernelAnswered uint64
+	for _, h := range survivors {
+		b, a := before[h.Name], countsOf(t, h)
+		if a.userAnswered != b.userAnswered || a.userNotOwner != b.userNotOwner {
+			t.Errorf("%s: user space decided on known clients after the failover: %+v, then %+v", h.Name, b, a)
+		}
+		kernelAnswered += a.kernelAnswered - b.kernelAnswered
+	}
+	if kernelAnswered != uint64(len(l.Clients)) {
+		t.Errorf("after the failover the survivors' kernels answered %d requests, want %d (%d moved clients)", kernelAnswered, len(l.Clients), moved)
+	}
+}
