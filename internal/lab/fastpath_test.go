@@ -53,10 +53,11 @@ func askAll(t *testing.T, l *Lab, owners map[string]string, macs map[string]stri
 // daemons know are answered (or left to the owner) in the kernel: the
 // daemons' user-space counts do not move while every client still gets its
 // owner's MAC, and still learn that the clients asked. After a power loss
-// the survivors' kernels answer the dead host's clients.
+// the survivors' kernels answer the dead host's clients; a host left
+// without a quorum answers nobody, in the kernel or not.
 func TestFastPath(t *testing.T) {
 	requirePrivileged(t)
-	l := newLab(t, 3, 6, HostConfig{FastPath: "on"})
+	l := newLab(t, 3, 6, HostConfig{FastPath: "on", Expect: 3})
 	startAll(t, l.Hosts)
 	names := []string{"h1", "h2", "h3"}
 	macs := map[string]string{}
@@ -176,5 +177,37 @@ func TestFastPath(t *testing.T) {
 	}
 	if kernelAnswered != uint64(len(l.Clients)) {
 		t.Errorf("after the failover the survivors' kernels answered %d requests, want %d (%d moved clients)", kernelAnswered, len(l.Clients), moved)
+	}
+
+	if t.Failed() {
+		return
+	}
+
+	// h3 goes too: h1 alone is a minority of the 3 expected hosts, and
+	// must stop answering, in the kernel as well.
+	if err := l.Hosts[2].PowerOff(); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		s, err := l.Hosts[0].Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !s.Quorum {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("h1 kept a quorum alone for 10 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, c := range l.Clients {
+		if err := c.ForgetVIP(); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := c.ARPAnswers(VIP, 300*time.Millisecond); err != nil || len(got) > 0 {
+			t.Errorf("client %s: answered by %v (%v) with no quorum anywhere", c.Name, got, err)
+		}
 	}
 }
