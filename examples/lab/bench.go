@@ -12,6 +12,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
 	"github.com/arpshare/arpshare/gossip"
 	"github.com/arpshare/arpshare/internal/lab"
 )
@@ -141,10 +144,102 @@ func cpuPerHost(before, after []time.Duration) time.Duration {
 
 func us(d time.Duration) string { return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond)) }
 
-// replySections measures the reply path: latency against the kernel's own
+// restartWith restarts every daemon with node.fast_path set to fastPath.
+func restartWith(l *lab.Lab, fastPath string) error {
+	for _, h := range l.Hosts {
+		if err := h.Stop(10 * time.Second); err != nil {
+			return fmt.Errorf("%s: stop: %w", h.Name, err)
+		}
+		if err := h.WriteConfig(lab.HostConfig{IPv6VIP: true, FastPath: fastPath}); err != nil {
+			return err
+		}
+	}
+	return startAll(l.Hosts)
+}
+
+// kernelCost is what the kernel spent, beyond the daemons, during a run.
+type kernelCost struct {
+	bpf           time.Duration // the fast path programs' own run time, all hosts
+	bpfRuns       uint64
+	softirq, busy time.Duration // the whole machine's, from /proc/stat
+	daemon        time.Duration // per daemon, less its idle use
+	frames        int
+}
+
+func (k kernelCost) perFrame(d time.Duration) float64 {
+	if k.frames == 0 {
+		return 0
+	}
+	return float64(d) / float64(k.frames) / float64(time.Microsecond)
+}
+
+// replySections measures the reply path, with the kernel fast path off
+// (every frame to the daemons) and on: latency against the kernel's own
 // replies at 2,000 requests a second, then loss, latency and CPU per frame
-// at rising rates.
+// at rising rates, the daemons' CPU and the kernel's.
 func replySections(l *lab.Lab) ([]section, error) {
+	var latencyRows, rateRows []string
+	var summary []string
+	idleNote := ""
+	for _, fp := range []string{"off", "on"} {
+		say("reply path with node.fast_path = %q: restarting the daemons", fp)
+		if err := restartWith(l, fp); err != nil {
+			return nil, err
+		}
+		lat, rates, sum, idle, err := replyPath(l, fp)
+		if err != nil {
+			return nil, err
+		}
+		latencyRows = append(latencyRows, lat...)
+		rateRows = append(rateRows, rates...)
+		summary = append(summary, sum)
+		idleNote += fmt.Sprintf(" %s with the fast path %s;", idle, fp)
+	}
+	kernel := l.Hosts[0].Addr
+	latency := section{"Reply path: latency against the kernel", fmt.Sprintf(`Written by `+"`go run ./examples/lab -bench -modes reply`"+` on %s. %d hosts; one
+client namespace sends broadcast ARP requests at 2,000 a second from %d
+made-up senders (%s on), alternately for the VIP %s (answered by arpshare
+on the sender's owner) and for %s, %s's own address (answered by its
+kernel), 5 s each; the time is from the send to the answer's arrival, both
+in the sending process. Measured twice, the daemons restarted between:
+with `+"`node.fast_path = \"off\"`"+` (every request read and answered by the
+daemon) and `+"`\"on\"`"+` (requests from known clients answered in the kernel
+by the tc program, docs/design.md "The kernel fast path"). Goal: arpshare's
+median at most 1.5× the kernel's.
+
+| fast path | round | arpshare p50 / p99 | lost | kernel p50 / p99 | lost | p50 ratio |
+|---|---|---|---|---|---|---|
+%s
+
+%s
+`, today(), len(l.Hosts), replyCount, replySenders, lab.VIP, kernel, l.Hosts[0].Name, strings.Join(latencyRows, "\n"), strings.Join(summary, "\n"))}
+	rates := section{"Reply path: loss and CPU at rising rates", fmt.Sprintf(`Written by `+"`go run ./examples/lab -bench -modes reply`"+` on %s. The same
+lab and senders, 4 s per rate and target, with the fast path off and on.
+Every daemon receives every request (they are broadcast). *Daemon CPU* is a
+daemon's CPU time (user and system, from /proc/<pid>/stat) during the
+arpshare run, less its idle use (%s per 5 s), over the requests sent,
+averaged over the %d daemons. The kernel's share is not free, so it is shown
+too: *BPF* is the fast path program's own run time per request per host
+(the kernel's BPF statistics, enabled for the run with BPF_ENABLE_STATS and
+off again after; it leaves out the packet's delivery and the reply's
+transmission); *softirq* and *machine* are the whole machine's softirq and
+busy time (/proc/stat: every namespace, the client sending and the bridge
+included, and whatever else the shared machine ran) over the requests
+sent. Compare the two fast path settings at the same rate rather than read
+the machine-wide figures alone. With %d senders each asks again within
+%d/rate s, so at the top rate an answer slower than that counts as lost.
+Goal: at most 2 µs of daemon CPU per frame at 50,000 frames/s.
+
+| fast path | rate asked | offered/s | arpshare p50 / p99 | lost | daemon CPU per frame | BPF per frame per host | softirq per frame | machine per frame | kernel p50 / p99 | lost |
+|---|---|---|---|---|---|---|---|---|---|---|
+%s
+`, today(), strings.TrimSuffix(strings.TrimSpace(idleNote), ";"), len(l.Hosts), replyCount, replyCount, strings.Join(rateRows, "\n"))}
+	return []section{latency, rates}, nil
+}
+
+// replyPath measures one fast path setting: table rows for both sections,
+// a summary line, and the daemons' idle CPU.
+func replyPath(l *lab.Lab, fp string) (latencyRows, rateRows []string, summary string, idle time.Duration, err error) {
 	ctx := context.Background()
 	c := l.Clients[0]
 	kernel := l.Hosts[0].Addr
@@ -152,29 +247,28 @@ func replySections(l *lab.Lab) ([]section, error) {
 		return lab.ARPLoad{Target: target, First: replySenders, Senders: replyCount, Rate: rate, For: d}
 	}
 	// Warm up: the kernel makes its neighbour entries, arpshare learns the
-	// senders.
+	// senders (and, with the fast path, hands its decisions to the kernel).
 	for _, t := range []netip.Addr{kernel, lab.VIP} {
 		if _, err := c.ARPBench(ctx, load(t, 500, time.Second)); err != nil {
-			return nil, err
+			return nil, nil, "", 0, err
 		}
 	}
 	time.Sleep(time.Second)
 
-	say("reply latency at 2,000 requests/s: arpshare for %s against the kernel of %s for its own address, 3 rounds of 5 s each", lab.VIP, l.Hosts[0].Name)
-	var rows []string
+	say("reply latency at 2,000 requests/s, fast path %s: arpshare for %s against the kernel of %s for its own address, 3 rounds of 5 s each", fp, lab.VIP, l.Hosts[0].Name)
 	var allA, allK lab.ARPRun
 	for round := 1; round <= 3; round++ {
 		k, err := c.ARPBench(ctx, load(kernel, 2000, 5*time.Second))
 		if err != nil {
-			return nil, err
+			return nil, nil, "", 0, err
 		}
 		a, err := c.ARPBench(ctx, load(lab.VIP, 2000, 5*time.Second))
 		if err != nil {
-			return nil, err
+			return nil, nil, "", 0, err
 		}
 		say("  round %d: arpshare p50 %s p99 %s loss %.2f%%; kernel p50 %s p99 %s loss %.2f%%", round,
 			us(a.Quantile(.5)), us(a.Quantile(.99)), 100*a.Loss(), us(k.Quantile(.5)), us(k.Quantile(.99)), 100*k.Loss())
-		rows = append(rows, fmt.Sprintf("| %d | %s / %s | %.2f %% | %s / %s | %.2f %% | %.2f× |", round,
+		latencyRows = append(latencyRows, fmt.Sprintf("| %s | %d | %s / %s | %.2f %% | %s / %s | %.2f %% | %.2f× |", fp, round,
 			us(a.Quantile(.5)), us(a.Quantile(.99)), 100*a.Loss(), us(k.Quantile(.5)), us(k.Quantile(.99)), 100*k.Loss(),
 			float64(a.Quantile(.5))/float64(k.Quantile(.5))))
 		allA.Latencies = append(allA.Latencies, a.Latencies...)
@@ -183,78 +277,82 @@ func replySections(l *lab.Lab) ([]section, error) {
 	slices.Sort(allA.Latencies)
 	slices.Sort(allK.Latencies)
 	ratio := float64(allA.Quantile(.5)) / float64(allK.Quantile(.5))
-	latency := section{"Reply path: latency against the kernel", fmt.Sprintf(`Written by `+"`go run ./examples/lab -bench -modes reply`"+` on %s. %d hosts; one
-client namespace sends broadcast ARP requests at 2,000 a second from %d
-made-up senders (%s on), alternately for the VIP %s (answered by arpshare
-on the sender's owner) and for %s, %s's own address (answered by its
-kernel), 5 s each; the time is from the send to the answer's arrival, both
-in the sending process. Goal: arpshare's median at most 1.5× the kernel's.
-
-| round | arpshare p50 / p99 | lost | kernel p50 / p99 | lost | p50 ratio |
-|---|---|---|---|---|---|
-%s
-
-**All rounds: arpshare p50 %s, p99 %s; kernel p50 %s, p99 %s; ratio of
-medians %.2f×.**
-`, today(), len(l.Hosts), replyCount, replySenders, lab.VIP, kernel, l.Hosts[0].Name, strings.Join(rows, "\n"),
-		us(allA.Quantile(.5)), us(allA.Quantile(.99)), us(allK.Quantile(.5)), us(allK.Quantile(.99)), ratio)}
+	summary = fmt.Sprintf("**Fast path %s, all rounds: arpshare p50 %s, p99 %s; kernel p50 %s, p99 %s; ratio of medians %.2f×.**",
+		fp, us(allA.Quantile(.5)), us(allA.Quantile(.99)), us(allK.Quantile(.5)), us(allK.Quantile(.99)), ratio)
+	say("  %s", summary)
 
 	// Idle CPU, to take out of the per-frame figures: gossip and timers.
 	b0, err := cpu(l)
 	if err != nil {
-		return nil, err
+		return nil, nil, "", 0, err
 	}
 	const idleFor = 5 * time.Second
 	time.Sleep(idleFor)
 	b1, err := cpu(l)
 	if err != nil {
-		return nil, err
+		return nil, nil, "", 0, err
 	}
-	idle := cpuPerHost(b0, b1)
+	idle = cpuPerHost(b0, b1)
 	say("idle: %s of CPU per daemon in %s", idle, idleFor)
 
-	rows = nil
+	stats, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
+	if err != nil {
+		return nil, nil, "", 0, fmt.Errorf("enable BPF statistics: %w", err)
+	}
+	defer stats.Close()
 	for _, rate := range []int{5000, 10000, 20000, 50000} {
 		const d = 4 * time.Second
 		k, err := c.ARPBench(ctx, load(kernel, rate, d))
 		if err != nil {
-			return nil, err
+			return nil, nil, "", 0, err
 		}
+		var cost kernelCost
 		before, err := cpu(l)
 		if err != nil {
-			return nil, err
+			return nil, nil, "", 0, err
+		}
+		m0, err := lab.MachineCPU()
+		if err != nil {
+			return nil, nil, "", 0, err
+		}
+		bpf0, runs0, err := lab.FastPathRuns()
+		if err != nil {
+			return nil, nil, "", 0, err
 		}
 		start := time.Now()
 		a, err := c.ARPBench(ctx, load(lab.VIP, rate, d))
 		if err != nil {
-			return nil, err
+			return nil, nil, "", 0, err
 		}
 		after, err := cpu(l)
 		if err != nil {
-			return nil, err
+			return nil, nil, "", 0, err
 		}
-		busy := cpuPerHost(before, after) - idle*time.Since(start)/idleFor
-		perFrame := time.Duration(float64(busy) / float64(a.Sent))
+		m1, err := lab.MachineCPU()
+		if err != nil {
+			return nil, nil, "", 0, err
+		}
+		bpf1, runs1, err := lab.FastPathRuns()
+		if err != nil {
+			return nil, nil, "", 0, err
+		}
+		cost.frames = a.Sent
+		cost.daemon = cpuPerHost(before, after) - idle*time.Since(start)/idleFor
+		cost.bpf, cost.bpfRuns = (bpf1-bpf0)/time.Duration(len(l.Hosts)), runs1-runs0
+		cost.softirq, cost.busy = m1.SoftIRQ-m0.SoftIRQ, m1.Busy-m0.Busy
 		offered := float64(a.Sent) / d.Seconds()
-		say("  %d/s (offered %.0f/s): arpshare p50 %s p99 %s loss %.2f%%, CPU %s per frame per daemon; kernel p50 %s p99 %s loss %.2f%%",
-			rate, offered, us(a.Quantile(.5)), us(a.Quantile(.99)), 100*a.Loss(), perFrame, us(k.Quantile(.5)), us(k.Quantile(.99)), 100*k.Loss())
-		rows = append(rows, fmt.Sprintf("| %d | %.0f | %s / %s | %.2f %% | %.2f µs | %s / %s | %.2f %% |", rate, offered,
-			us(a.Quantile(.5)), us(a.Quantile(.99)), 100*a.Loss(), float64(perFrame)/float64(time.Microsecond),
-			us(k.Quantile(.5)), us(k.Quantile(.99)), 100*k.Loss()))
+		bpfNs := "–"
+		if cost.bpfRuns > 0 {
+			bpfNs = fmt.Sprintf("%.0f ns", cost.perFrame(cost.bpf)*1000)
+		}
+		say("  %d/s (offered %.0f/s), fast path %s: arpshare p50 %s p99 %s loss %.2f%%, daemon CPU %.2f µs per frame per daemon, BPF %s per frame per host (%d runs), softirq %.2f µs and machine %.2f µs per frame; kernel p50 %s p99 %s loss %.2f%%",
+			rate, offered, fp, us(a.Quantile(.5)), us(a.Quantile(.99)), 100*a.Loss(), cost.perFrame(cost.daemon), bpfNs, cost.bpfRuns,
+			cost.perFrame(cost.softirq), cost.perFrame(cost.busy), us(k.Quantile(.5)), us(k.Quantile(.99)), 100*k.Loss())
+		rateRows = append(rateRows, fmt.Sprintf("| %s | %d | %.0f | %s / %s | %.2f %% | %.2f µs | %s | %.2f µs | %.2f µs | %s / %s | %.2f %% |", fp, rate, offered,
+			us(a.Quantile(.5)), us(a.Quantile(.99)), 100*a.Loss(), cost.perFrame(cost.daemon), bpfNs,
+			cost.perFrame(cost.softirq), cost.perFrame(cost.busy), us(k.Quantile(.5)), us(k.Quantile(.99)), 100*k.Loss()))
 	}
-	rates := section{"Reply path: loss and CPU at rising rates", fmt.Sprintf(`Written by `+"`go run ./examples/lab -bench -modes reply`"+` on %s. The same
-lab and senders, 4 s per rate and target. Every daemon receives every
-request (they are broadcast); CPU per frame is a daemon's CPU time (user and
-system, from /proc) during the arpshare run, less its idle use (%s per
-%s), over the requests sent, averaged over the %d daemons. With %d senders
-each asks again within %d/rate s, so at the top rate an answer slower than
-that counts as lost. Goal: at most 2 µs per frame at 50,000 frames/s.
-
-| rate asked | offered/s | arpshare p50 / p99 | lost | CPU per frame per daemon | kernel p50 / p99 | lost |
-|---|---|---|---|---|---|---|
-%s
-`, today(), idle, idleFor, len(l.Hosts), replyCount, replyCount, strings.Join(rows, "\n"))}
-	return []section{latency, rates}, nil
+	return latencyRows, rateRows, summary, idle, nil
 }
 
 // ownerMACs returns each host's serving MAC, as gossip tells it.

@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -14,7 +15,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/arpshare/arpshare/arp"
+	"github.com/arpshare/arpshare/arp/fastpath"
 )
 
 // ARPRun is what an ARPBench saw.
@@ -199,4 +203,74 @@ func (h *Host) TxBytes() (int64, error) {
 		return 0, fmt.Errorf("%s: tx bytes: %w: %s", h.Name, err, out)
 	}
 	return strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
+}
+
+// KernelCPU is what the machine's CPUs did so far, from /proc/stat: all of
+// it, whoever it was for (every namespace, every process).
+type KernelCPU struct {
+	Busy    time.Duration // everything but idle and iowait
+	SoftIRQ time.Duration // softirq: where tc programs and packet delivery run
+}
+
+// MachineCPU reads /proc/stat.
+func MachineCPU() (KernelCPU, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return KernelCPU{}, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return KernelCPU{}, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	}
+	var ticks []int64
+	for _, s := range f[1:] {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return KernelCPU{}, fmt.Errorf("/proc/stat: %w", err)
+		}
+		ticks = append(ticks, n)
+	}
+	var busy int64
+	for i, n := range ticks[:min(len(ticks), 8)] { // user nice system idle iowait irq softirq steal
+		if i != 3 && i != 4 {
+			busy += n
+		}
+	}
+	const ticksPerSecond = 100 // USER_HZ
+	tick := time.Second / ticksPerSecond
+	return KernelCPU{Busy: time.Duration(busy) * tick, SoftIRQ: time.Duration(ticks[6]) * tick}, nil
+}
+
+// FastPathRuns returns the run time and run count the kernel has counted
+// for every loaded ARP fast path program (one per serving interface, in
+// any namespace), while ebpf.EnableStats is in force.
+func FastPathRuns() (time.Duration, uint64, error) {
+	var (
+		total time.Duration
+		runs  uint64
+		id    ebpf.ProgramID
+	)
+	for {
+		next, err := ebpf.ProgramGetNextID(id)
+		if errors.Is(err, os.ErrNotExist) {
+			return total, runs, nil
+		}
+		if err != nil {
+			return 0, 0, fmt.Errorf("list BPF programs: %w", err)
+		}
+		id = next
+		p, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		info, err := p.Info()
+		if err == nil && info.Name == fastpath.ProgramName {
+			if st, err := p.Stats(); err == nil {
+				total += st.Runtime
+				runs += st.RunCount
+			}
+		}
+		p.Close()
+	}
 }
