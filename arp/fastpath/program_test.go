@@ -2,6 +2,7 @@ package fastpath
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"os"
 	"testing"
@@ -253,6 +254,31 @@ func BenchmarkProgram(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.ReportMetric(float64(d.Nanoseconds()), "kernel-ns/op")
+		})
+	}
+}
+
+// BenchmarkReplace measures how long a view change keeps the known clients
+// in user space: the time to rewrite every decision.
+func BenchmarkReplace(b *testing.B) {
+	privileged(b)
+	for _, n := range []int{10_000, 100_000} {
+		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
+			p, err := Load(n)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer p.Close()
+			vip := netip.MustParseAddr("198.18.0.200")
+			ds := make([]Decision, n)
+			for i := range ds {
+				ds[i] = Decision{VIP: vip, Client: netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), Answer: i%3 == 0}
+			}
+			for b.Loop() {
+				if err := p.Replace(ds); err != nil {
+					b.Fatal(err)
+				}
+			}
 		})
 	}
 }

@@ -193,7 +193,7 @@ func replySections(l *lab.Lab) ([]section, error) {
 		latencyRows = append(latencyRows, lat...)
 		rateRows = append(rateRows, rates...)
 		summary = append(summary, sum)
-		idleNote += fmt.Sprintf(" %s with the fast path %s;", idle, fp)
+		idleNote += fmt.Sprintf(" %s with the fast path %s;", idle.Round(time.Millisecond), fp)
 	}
 	kernel := l.Hosts[0].Addr
 	latency := section{"Reply path: latency against the kernel", fmt.Sprintf(`Written by `+"`go run ./examples/lab -bench -modes reply`"+` on %s. %d hosts; one
