@@ -341,6 +341,10 @@ func replyPath(l *lab.Lab, fp string) (latencyRows, rateRows []string, summary s
 		cost.bpf, cost.bpfRuns = (bpf1-bpf0)/time.Duration(len(l.Hosts)), runs1-runs0
 		cost.softirq, cost.busy = m1.SoftIRQ-m0.SoftIRQ, m1.Busy-m0.Busy
 		offered := float64(a.Sent) / d.Seconds()
+		daemonUs := fmt.Sprintf("%.2f µs", cost.perFrame(cost.daemon))
+		if cost.daemon <= 0 {
+			daemonUs = "≤ 0 (within the idle use)"
+		}
 		bpfNs := "–"
 		if cost.bpfRuns > 0 {
 			bpfNs = fmt.Sprintf("%.0f ns", cost.perFrame(cost.bpf)*1000)
@@ -348,8 +352,8 @@ func replyPath(l *lab.Lab, fp string) (latencyRows, rateRows []string, summary s
 		say("  %d/s (offered %.0f/s), fast path %s: arpshare p50 %s p99 %s loss %.2f%%, daemon CPU %.2f µs per frame per daemon, BPF %s per frame per host (%d runs), softirq %.2f µs and machine %.2f µs per frame; kernel p50 %s p99 %s loss %.2f%%",
 			rate, offered, fp, us(a.Quantile(.5)), us(a.Quantile(.99)), 100*a.Loss(), cost.perFrame(cost.daemon), bpfNs, cost.bpfRuns,
 			cost.perFrame(cost.softirq), cost.perFrame(cost.busy), us(k.Quantile(.5)), us(k.Quantile(.99)), 100*k.Loss())
-		rateRows = append(rateRows, fmt.Sprintf("| %s | %d | %.0f | %s / %s | %.2f %% | %.2f µs | %s | %.2f µs | %.2f µs | %s / %s | %.2f %% |", fp, rate, offered,
-			us(a.Quantile(.5)), us(a.Quantile(.99)), 100*a.Loss(), cost.perFrame(cost.daemon), bpfNs,
+		rateRows = append(rateRows, fmt.Sprintf("| %s | %d | %.0f | %s / %s | %.2f %% | %s | %s | %.2f µs | %.2f µs | %s / %s | %.2f %% |", fp, rate, offered,
+			us(a.Quantile(.5)), us(a.Quantile(.99)), 100*a.Loss(), daemonUs, bpfNs,
 			cost.perFrame(cost.softirq), cost.perFrame(cost.busy), us(k.Quantile(.5)), us(k.Quantile(.99)), 100*k.Loss()))
 	}
 	return latencyRows, rateRows, summary, idle, nil
