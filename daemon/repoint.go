@@ -323,6 +323,23 @@ func (r *Repointer) round(v *gossip.View, now time.Time) {
 		r.settle(v, now)
 	}
 	pols := r.policies()
+	r.announceDue(v, pols, now)
+	r.refill(now)
+	r.sendDue(v, pols, now)
+	r.queue = slices.DeleteFunc(r.queue, func(q *queued) bool {
+		if q.left == 0 {
+			delete(r.pending, q.key)
+			return true
+		}
+		return false
+	})
+	r.confirm(now)
+	r.report()
+}
+
+// announceDue broadcasts the announcements that are due, and drops those
+// of VIPs this host no longer announces.
+func (r *Repointer) announceDue(v *gossip.View, pols map[netip.Addr]policy.Policy, now time.Time) {
 	for vip, a := range r.announce {
 		switch {
 		case pols[vip] == nil || !pols[vip].Announces(v, vip):
@@ -338,9 +355,11 @@ func (r *Repointer) round(v *gossip.View, now time.Time) {
 			}
 		}
 	}
+}
 
-	// The budget refills at the rate, up to one tick's worth (at least one
-	// packet), so the packets go out evenly rather than in bursts.
+// refill tops the packet budget up at the rate, up to one tick's worth (at
+// least one packet), so the packets go out evenly rather than in bursts.
+func (r *Repointer) refill(now time.Time) {
 	if !r.lastTick.IsZero() {
 		r.tokens += now.Sub(r.lastTick).Seconds() * float64(r.Rate)
 	} else {
@@ -348,7 +367,11 @@ func (r *Repointer) round(v *gossip.View, now time.Time) {
 	}
 	r.lastTick = now
 	r.tokens = min(r.tokens, max(1, float64(r.Rate)*repointTick.Seconds()))
+}
 
+// sendDue sends the due packets the budget allows: first packets before
+// repeats, in queue order.
+func (r *Repointer) sendDue(v *gossip.View, pols map[netip.Addr]policy.Policy, now time.Time) {
 	failed, lastErr := 0, error(nil)
 	for _, firsts := range []bool{true, false} {
 		for _, q := range r.queue {
@@ -370,39 +393,43 @@ func (r *Repointer) round(v *gossip.View, now time.Time) {
 			}
 			r.tokens--
 			if err := r.Send.Repoint(q.key.vip, c); err != nil {
-				// The interface may be down or reopening (a link flap):
-				// the packet is owed still, for a while.
 				failed++
 				lastErr = err
-				q.fails++
-				q.next = now.Add(repointSpacing)
-				if q.fails >= maxSendFailures {
-					q.left = 0
-				}
+				r.failed(q, now)
 				continue
 			}
-			if q.first.IsZero() {
-				q.first = now
-			}
-			q.left--
-			q.next = now.Add(repointSpacing)
-			if q.left == 0 {
-				r.awaiting = append(r.awaiting, awaited{key: q.key, first: q.first, deadline: now.Add(confirmWait)})
-			}
+			r.sent(q, now)
 		}
 	}
 	if failed > 0 {
 		r.Logger.Warn("re-pointing packets not sent, trying again", "packets", failed, "error", lastErr)
 	}
-	r.queue = slices.DeleteFunc(r.queue, func(q *queued) bool {
-		if q.left == 0 {
-			delete(r.pending, q.key)
-			return true
-		}
-		return false
-	})
-	r.confirm(now)
+}
 
+// failed notes a packet that could not be sent: the interface may be down
+// or reopening (a link flap), so the packet is owed still, for a while.
+func (r *Repointer) failed(q *queued, now time.Time) {
+	q.fails++
+	q.next = now.Add(repointSpacing)
+	if q.fails >= maxSendFailures {
+		q.left = 0
+	}
+}
+
+// sent notes a packet sent; after the client's last, it awaits an answer.
+func (r *Repointer) sent(q *queued, now time.Time) {
+	if q.first.IsZero() {
+		q.first = now
+	}
+	q.left--
+	q.next = now.Add(repointSpacing)
+	if q.left == 0 {
+		r.awaiting = append(r.awaiting, awaited{key: q.key, first: q.first, deadline: now.Add(confirmWait)})
+	}
+}
+
+// report publishes what is left of the round for `arpshare status`.
+func (r *Repointer) report() {
 	packets, spread := 0, time.Duration(0)
 	for _, q := range r.queue {
 		packets += q.left
