@@ -62,12 +62,13 @@ type clientKey struct{ vip, ip netip.Addr }
 
 // queued is a client this host is re-pointing.
 type queued struct {
-	key   clientKey
-	seen  time.Time // when the client was last seen, for the order
-	left  int       // packets still to send
-	first time.Time // when the first packet went out; zero before
-	next  time.Time // when the next packet is due
-	fails int       // packets that could not be sent
+	key       clientKey
+	seen      time.Time // when the client was last seen, for the order
+	protected bool      // protected clients go first
+	left      int       // packets still to send
+	first     time.Time // when the first packet went out; zero before
+	next      time.Time // when the next packet is due
+	fails     int       // packets that could not be sent
 }
 
 // awaited is a client that got its packets and has yet to answer.
@@ -242,16 +243,26 @@ func (r *Repointer) enqueue(c arp.Client, rounds int, now time.Time) bool {
 		q.left = max(q.left, rounds)
 		return false
 	}
-	q := &queued{key: k, seen: c.LastSeen, left: rounds, next: now}
+	q := &queued{key: k, seen: c.LastSeen, protected: c.Protected, left: rounds, next: now}
 	r.pending[k] = q
 	r.queue = append(r.queue, q)
 	return true
 }
 
-// sortQueue puts the clients seen most recently first: they are the most
-// likely to be sending traffic right now.
+// sortQueue puts protected clients first (a flood of spoofed senders is
+// made of probationary ones, and must not delay the real clients), each
+// kind seen most recently first: they are the most likely to be sending
+// traffic right now.
 func (r *Repointer) sortQueue() {
-	slices.SortStableFunc(r.queue, func(a, b *queued) int { return b.seen.Compare(a.seen) })
+	slices.SortStableFunc(r.queue, func(a, b *queued) int {
+		if a.protected != b.protected {
+			if a.protected {
+				return -1
+			}
+			return 1
+		}
+		return b.seen.Compare(a.seen)
+	})
 }
 
 // policies returns the served VIPs' policies.

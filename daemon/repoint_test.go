@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -256,6 +257,37 @@ func TestRepointerRateOrderConfirm(t *testing.T) {
 	st = r.Status()
 	if st.Confirmed != 1 || st.Unanswered != n-1 || st.Clients != 0 || st.Remaining != 0 {
 		t.Errorf("status %+v: want 1 confirmed, %d unanswered, idle", st, n-1)
+	}
+}
+
+// TestRepointerProtectedFirst: clients that asked again go before those
+// seen once, however recent: after a spoofing flood the queue is full of
+// the latter.
+func TestRepointerProtectedFirst(t *testing.T) {
+	t.Parallel()
+	table := arp.NewClientTable(1000, time.Hour)
+	ip := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}) }
+	for i := range 40 {
+		table.Learn(testVIP, ip(i), net.HardwareAddr{2, 0, 0, 0, 1, byte(i)}, time.Unix(500+int64(i), 0))
+	}
+	real := []netip.Addr{ip(3), ip(2), ip(1)} // most recent first
+	for _, a := range real {
+		table.Protect(testVIP, a)
+	}
+	var order []netip.Addr
+	r := NewRepointer(Repointer{
+		Table: table, Served: served(policy.Hash), Logger: quietLog(), Rate: 4,
+		Send: fakeSender{repoint: func(_ netip.Addr, c arp.Client) error { order = append(order, c.IP); return nil }},
+	})
+	alone := view("h1", "h1")
+	now := time.Unix(1000, 0)
+	r.plan(alone, table.Clients(), now)
+	run(r, alone, now, time.Second)
+	if len(order) < 4 {
+		t.Fatalf("%d packets in 1 s at 4 packets/s", len(order))
+	}
+	if want := append(real, ip(39)); !slices.Equal(want, order[:4]) {
+		t.Errorf("first packets went to %v, want %v", order[:4], want)
 	}
 }
 
