@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/arpshare/arpshare/arp/fastpath"
-	"github.com/arpshare/arpshare/gossip"
 )
 
 // The kernel fast path (docs/design.md, "The kernel fast path"): a tc
@@ -24,8 +23,9 @@ import (
 // read their requests itself.
 
 // kernelDecides reports whether the kernel may decide for the VIP's
-// clients: not in race mode, whose answers wait a random time.
-func (v VIP) kernelDecides() bool { return v.Mode != gossip.ModeRace }
+// clients: when one host answers each client (hash, single), at once. A
+// policy where every host answers (race) waits a random time first.
+func (v VIP) kernelDecides() bool { return v.Policy.Exclusive() && v.Policy.Delay() == 0 }
 
 // kernel is the fast path while the interface is open.
 type kernel struct {
