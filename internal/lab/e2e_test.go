@@ -451,8 +451,8 @@ func waitLog(t *testing.T, h *Host, line string, within time.Duration) {
 
 // TestUnprivileged runs the daemons as the systemd unit does: not root, with
 // only CAP_NET_RAW, CAP_NET_ADMIN and CAP_BPF. They must plumb the VIP, set
-// the sysctls, open raw sockets, load the handover program, share and fail
-// over.
+// the sysctls, open raw sockets, load the handover and fast path programs,
+// share and fail over.
 func TestUnprivileged(t *testing.T) {
 	requirePrivileged(t)
 	if _, err := exec.LookPath("setpriv"); err != nil {
@@ -488,6 +488,28 @@ func TestUnprivileged(t *testing.T) {
 		if s, err := h.Status(); err != nil || !s.Handover.Active || len(s.Handover.Interfaces) != 1 {
 			t.Errorf("%s: handover %+v (%v), want active on eth0", h.Name, s.Handover, err)
 		}
+	}
+	// The ARP fast path loads and answers with these capabilities too: the
+	// clients are known now, so their next requests are the kernel's.
+	time.Sleep(time.Second)
+	for _, c := range l.Clients {
+		if err := c.ForgetVIP(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	assignment(t, l.Clients)
+	var kernel uint64
+	for _, h := range l.Hosts {
+		s, err := h.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range s.VIPs {
+			kernel += v.KernelFrames["answered"]
+		}
+	}
+	if kernel == 0 {
+		t.Error("no request answered by the kernel fast path as non-root")
 	}
 	for _, h := range l.Hosts {
 		out, err := ipOut("netns", "exec", h.NS, "cat", "/proc/sys/net/ipv4/conf/eth0/arp_ignore", "/proc/sys/net/ipv4/conf/eth0/arp_announce")
