@@ -25,6 +25,7 @@ import (
 const (
 	MetricFramesReceived = "arpshare_responder_frames_received_total"
 	MetricRepliesSent    = "arpshare_responder_replies_sent_total"
+	MetricKernelFrames   = "arpshare_responder_kernel_frames_total"
 	MetricConflicts      = "arpshare_responder_conflicts_total"
 	MetricVIPInfo        = "arpshare_vip_info"
 	MetricRepoints       = "arpshare_repoint_packets_sent_total"
@@ -52,6 +53,9 @@ var (
 		[]string{"interface", "protocol", "vip", "outcome"}, nil)
 	descReplies = prometheus.NewDesc(MetricRepliesSent,
 		"ARP replies and neighbor advertisements sent to clients this host owns.", []string{"interface", "protocol", "vip"}, nil)
+	descKernelFrames = prometheus.NewDesc(MetricKernelFrames,
+		"Of the frames received, those the kernel fast path decided on (node.fast_path): answered, or not_owner (left to another host). They count in arpshare_responder_frames_received_total too.",
+		[]string{"interface", "protocol", "vip", "outcome"}, nil)
 	descConflicts = prometheus.NewDesc(MetricConflicts,
 		"Frames from a machine outside the cluster that claims a VIP.", []string{"interface", "protocol", "vip"}, nil)
 	descRepoints = prometheus.NewDesc(MetricRepoints,
@@ -98,7 +102,7 @@ var (
 type collector struct{ d *Daemon }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descFrames, descReplies, descConflicts, descRepoints, descVIPInfo, descKnown, descEvicted, descOwned,
+	for _, d := range []*prometheus.Desc{descFrames, descKernelFrames, descReplies, descConflicts, descRepoints, descVIPInfo, descKnown, descEvicted, descOwned,
 		descRepointClients, descRepointBacklog, descMembers, descHealth, descQuorum, descJoin, descLastChange, descEligible, descHealthy, descIfaceUp, descBuild} {
 		ch <- d
 	}
@@ -138,7 +142,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		return a.String()
 	}
 	type key [4]string
-	counters := map[*prometheus.Desc]map[key]uint64{descFrames: {}, descReplies: {}, descConflicts: {}, descRepoints: {}}
+	counters := map[*prometheus.Desc]map[key]uint64{descFrames: {}, descKernelFrames: {}, descReplies: {}, descConflicts: {}, descRepoints: {}}
 	up := map[string]bool{}
 	for k, r := range d.responderSnapshot() {
 		iface, proto := k.iface, "arp"
@@ -152,6 +156,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 				counters[descConflicts][key{iface, proto, name(fk.VIP)}] += n
 			}
 		}
+		for fk, n := range s.Kernel {
+			counters[descKernelFrames][key{iface, proto, name(fk.VIP), string(fk.Outcome)}] += n
+		}
 		for vip, n := range s.Replies {
 			counters[descReplies][key{iface, proto, name(vip)}] += n
 		}
@@ -164,7 +171,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		up[iface] = up[iface] || r.MAC() != nil
 	}
 	for desc, series := range counters {
-		labels := map[*prometheus.Desc]int{descFrames: 4, descReplies: 3, descConflicts: 3, descRepoints: 2}[desc]
+		labels := map[*prometheus.Desc]int{descFrames: 4, descKernelFrames: 4, descReplies: 3, descConflicts: 3, descRepoints: 2}[desc]
 		for k, n := range series {
 			counter(desc, n, k[:labels]...)
 		}

@@ -3,7 +3,9 @@ package lab
 import (
 	"encoding/json"
 	"net/netip"
+	"regexp"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -57,7 +59,7 @@ func askAll(t *testing.T, l *Lab, owners map[string]string, macs map[string]stri
 // without a quorum answers nobody, in the kernel or not.
 func TestFastPath(t *testing.T) {
 	requirePrivileged(t)
-	l := newLab(t, 3, 6, HostConfig{FastPath: "on", Expect: 3})
+	l := newLab(t, 3, 6, HostConfig{FastPath: "on", Expect: 3, Metrics: true})
 	startAll(t, l.Hosts)
 	names := []string{"h1", "h2", "h3"}
 	macs := map[string]string{}
@@ -113,6 +115,16 @@ func TestFastPath(t *testing.T) {
 			t.Errorf("%s: the kernel answered %d and left %d to others, want %d and %d",
 				h.Name, a.kernelAnswered-b.kernelAnswered, a.kernelNotOwner-b.kernelNotOwner, mine, theirs)
 		}
+	}
+
+	// The metrics say so too.
+	m, err := l.Hosts[0].Scrape()
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile(`(?m)^arpshare_responder_kernel_frames_total\{interface="eth0",outcome="answered",protocol="arp",vip="web"\} (\d+)$`)
+	if got := re.FindStringSubmatch(m); got == nil || got[1] != strconv.FormatUint(countsOf(t, l.Hosts[0]).kernelAnswered, 10) {
+		t.Errorf("h1's metrics: kernel frames answered %v, want the status's %d", got, countsOf(t, l.Hosts[0]).kernelAnswered)
 	}
 
 	// The clients answered in the kernel are seen: their last-seen time
