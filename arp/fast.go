@@ -66,7 +66,11 @@ func (r *Responder) attachFastPath(ctx context.Context, p *fastpath.Program, mac
 		}
 	}
 	if err != nil {
-		r.cfg.Logger.Warn("kernel fast path not attached: answering from user space only", "interface", r.cfg.Interface, "error", err)
+		// Once: the interface may come and go many times.
+		if !r.attachWarned {
+			r.cfg.Logger.Warn("kernel fast path not attached: answering from user space only", "interface", r.cfg.Interface, "error", err)
+			r.attachWarned = true
+		}
 		return func() {}
 	}
 	k := &kernel{prog: p, dirty: make(chan struct{}, 1)}

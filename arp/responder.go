@@ -87,8 +87,9 @@ type Responder struct {
 
 	// The kernel fast path: the program while Run runs, and its state
 	// while the interface is open (fast.go).
-	prog *fastpath.Program
-	kern atomic.Pointer[kernel]
+	prog         *fastpath.Program
+	kern         atomic.Pointer[kernel]
+	attachWarned bool // only Run's goroutine touches it
 }
 
 // snapshot is the immutable state a decision reads.
