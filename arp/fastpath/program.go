@@ -43,7 +43,7 @@ type Program struct {
 }
 
 // Load loads the program into the kernel, with room for clients decisions
-// (0: as compiled, 262,144). It needs CAP_BPF and CAP_NET_ADMIN (or root)
+// (0: as compiled, 262,144; at most 524,288). It needs CAP_BPF and CAP_NET_ADMIN (or root)
 // and a kernel with tcx (Linux 6.6).
 func Load(clients int) (*Program, error) {
 	spec, err := loadFastpathBPF()
@@ -51,7 +51,9 @@ func Load(clients int) (*Program, error) {
 		return nil, fmt.Errorf("load arp fast path: %w", err)
 	}
 	if clients > 0 {
-		spec.Maps["decisions"].MaxEntries = uint32(clients)
+		// The kernel allocates the hash buckets up front, 16 bytes an
+		// entry: capped at 8 MB. Clients beyond go to user space.
+		spec.Maps["decisions"].MaxEntries = uint32(min(clients, maxDecisions))
 	}
 	p := &Program{}
 	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
@@ -137,6 +139,9 @@ func value(d Decision) fastpathBPFDecision {
 	}
 	return v
 }
+
+// maxDecisions bounds how many clients the kernel decides on.
+const maxDecisions = 524288
 
 // batch is how many entries one system call writes or deletes.
 const batch = 4096
