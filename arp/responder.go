@@ -410,7 +410,7 @@ func (l *arpLink) serve(r *Responder) error {
 		v := r.decideARP(s, frame, mac, now)
 		r.count(s, v.vip, v.out)
 		if k != nil && (v.out == Answered || v.out == NotOwner) {
-			k.decided(s, v.vip, v, frame)
+			r.decided(k, s, v.vip, v, frame)
 		}
 		if !v.send {
 			return

@@ -558,8 +558,9 @@ type Known struct {
 	MAC [6]byte
 }
 
-// AppendKnown appends the clients of vip to dst and returns it.
-func (t *ClientTable) AppendKnown(dst []Known, vip netip.Addr) []Known {
+// AppendProtected appends the protected clients of vip to dst and returns
+// it.
+func (t *ClientTable) AppendProtected(dst []Known, vip netip.Addr) []Known {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	vi, ok := t.vipIdx[vip]
@@ -567,7 +568,7 @@ func (t *ClientTable) AppendKnown(dst []Known, vip netip.Addr) []Known {
 		return dst
 	}
 	for i := range t.slots {
-		if s := &t.slots[i]; s.list != listFree && s.key.vip == vi {
+		if s := &t.slots[i]; s.list == listProtected && s.key.vip == vi {
 			dst = append(dst, Known{IP: netip.AddrFrom16(s.key.ip).Unmap(), MAC: s.mac})
 		}
 	}
