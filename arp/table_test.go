@@ -243,3 +243,26 @@ func TestClientTableEncodeAtMost(t *testing.T) {
 		t.Errorf("three bounded exchanges carried %d of 50 changes", len(seen))
 	}
 }
+
+// The kernel fast path is given the protected clients of a VIP only: those
+// that asked again, or that this host re-pointed.
+func TestClientTableAppendProtected(t *testing.T) {
+	t.Parallel()
+	tb := NewClientTable(10, time.Hour)
+	now := time.Unix(1000, 0)
+	other := netip.MustParseAddr("198.18.0.201")
+	for i := range 4 {
+		tb.LearnBroadcast(vip, ip(i), clientMAC, now)
+	}
+	tb.LearnBroadcast(vip, ip(1), clientMAC, now.Add(time.Second)) // asks again
+	tb.Learn(vip, ip(2), clientMAC, now.Add(time.Second))          // again, by unicast
+	tb.Protect(vip, ip(3))                                         // re-pointed
+	tb.Learn(other, ip(1), clientMAC, now)
+	tb.Learn(other, ip(1), clientMAC, now.Add(time.Second)) // protected, for the other VIP
+	got := tb.AppendProtected(nil, vip)
+	slices.SortFunc(got, func(a, b Known) int { return a.IP.Compare(b.IP) })
+	want := []Known{{ip(1), [6]byte(clientMAC)}, {ip(2), [6]byte(clientMAC)}, {ip(3), [6]byte(clientMAC)}}
+	if d := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); d != "" {
+		t.Errorf("protected clients of %s (-want +got):\n%s", vip, d)
+	}
+}
