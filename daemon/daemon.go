@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/arpshare/arpshare/arp"
+	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/daemon/handover"
 	"github.com/arpshare/arpshare/gossip"
 )
@@ -91,12 +92,9 @@ func newDaemon(cfg *Config, log *slog.Logger, version string, sm seams) *Daemon 
 		log.Warn("starting drained: this host answers no client until `arpshare resume`")
 	}
 	d.repointer = NewRepointer(Repointer{
-		Table: d.table, Logger: log, Mode: d.mode, VIPs: d.vips,
-		View:      func() *gossip.View { return d.cluster.View() },
-		Send:      d.responders.Repoint,
-		Broadcast: d.responders.Announce,
-		Rate:      cfg.Node.RepointRate,
-		Reassert:  cfg.Node.ReassertInterval,
+		Table: d.table, Logger: log, Served: d, Send: d.responders,
+		Rate:     cfg.Node.RepointRate,
+		Reassert: cfg.Node.ReassertInterval,
 	})
 	d.handover = handover.New(cfg.Handover, cfg.Node.Name, cfg.Node.MaxClients, handoverSource{d.state, d.table}, log.With("component", "handover"))
 	d.cluster = gossip.NewCluster(gossip.ClusterConfig{
@@ -122,21 +120,21 @@ func newDaemon(cfg *Config, log *slog.Logger, version string, sm seams) *Daemon 
 // config returns the config in force.
 func (d *Daemon) config() *Config { return d.state.config() }
 
-// mode returns a VIP's mode.
-func (d *Daemon) mode(vip netip.Addr) gossip.Mode {
+// policy returns how a VIP's clients are shared.
+func (d *Daemon) policy(vip netip.Addr) policy.Policy {
 	for _, v := range d.config().VIPs {
 		if v.Address == vip {
-			return v.Mode
+			return v.Policy()
 		}
 	}
-	return gossip.ModeHash
+	return policy.Of(policy.Hash)
 }
 
-// vips returns the VIPs in force.
-func (d *Daemon) vips() []netip.Addr {
-	var out []netip.Addr
+// VIPs returns the VIPs in force and their policies.
+func (d *Daemon) VIPs() []arp.VIP {
+	var out []arp.VIP
 	for _, v := range d.config().VIPs {
-		out = append(out, v.Address)
+		out = append(out, arp.VIP{Address: v.Address, Policy: v.Policy()})
 	}
 	return out
 }
@@ -238,7 +236,7 @@ func (d *Daemon) Status() Status {
 			if c.VIP == vip.Address {
 				vs.Clients++
 				// Race mode has no single owner: count none.
-				if o := v.Owner(vip.Address, vip.Mode, c.IP); o != "" && vip.Mode != gossip.ModeRace {
+				if o := vip.Policy().Owner(v, vip.Address, c.IP); o != "" && vip.Policy().Exclusive() {
 					vs.Owners[o]++
 				}
 			}
@@ -288,8 +286,8 @@ func (d *Daemon) Clients(vip string) ([]ClientStatus, error) {
 			continue
 		}
 		cs := ClientStatus{VIP: v.Name, IP: c.IP, MAC: c.MAC.String(), LastSeen: c.LastSeen}
-		if v.Mode != gossip.ModeRace {
-			cs.Owner = view.Owner(c.VIP, v.Mode, c.IP)
+		if p := v.Policy(); p.Exclusive() {
+			cs.Owner = p.Owner(view, c.VIP, c.IP)
 		}
 		out = append(out, cs)
 	}
@@ -315,7 +313,7 @@ func (d *Daemon) Owner(vip, client string) (OwnerStatus, error) {
 	}
 	view := d.cluster.View()
 	o := OwnerStatus{VIP: v.Name, Address: v.Address, Mode: v.Mode, Client: ip,
-		Owner: view.Owner(v.Address, v.Mode, ip), Eligible: []string{}, Quorum: view.Quorum()}
+		Owner: v.Policy().Owner(view, v.Address, ip), Eligible: []string{}, Quorum: view.Quorum()}
 	for _, c := range view.Eligible(v.Address) {
 		o.Eligible = append(o.Eligible, c.Name)
 	}

@@ -18,6 +18,7 @@ import (
 	mdarp "github.com/mdlayher/arp"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/gossip"
 )
 
@@ -323,7 +324,7 @@ func TestViewChangeRepoints(t *testing.T) {
 	v := h1.d.cluster.View()
 	var theirs []netip.Addr
 	for _, ip := range clients {
-		if v.Owner(web, gossip.ModeHash, ip) == "h2" {
+		if policy.Of(policy.Hash).Owner(v, web, ip) == "h2" {
 			theirs = append(theirs, ip)
 		}
 	}

@@ -20,7 +20,7 @@ func (s handoverSource) Served() []handover.Served {
 	var out []handover.Served
 	for _, v := range s.state.config().VIPs {
 		mac, _ := s.state.mac(v.Interface)
-		out = append(out, handover.Served{VIP: v.Address, Mode: v.Mode, Interface: v.Interface, MAC: mac})
+		out = append(out, handover.Served{VIP: v.Address, Policy: v.Policy(), Interface: v.Interface, MAC: mac})
 	}
 	return out
 }

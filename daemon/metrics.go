@@ -189,7 +189,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			continue // a VIP a reload just removed
 		}
 		known[n]++
-		if v.Answers(cl.VIP, d.mode(cl.VIP), cl.IP) {
+		if d.policy(cl.VIP).Answers(v, cl.VIP, cl.IP) {
 			owned[n]++
 		}
 	}

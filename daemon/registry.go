@@ -38,7 +38,7 @@ func (rs *responders) set(vips []VIP, newResponder func(linkKey, []arp.VIP) *arp
 	byLink := map[linkKey][]arp.VIP{}
 	link := map[netip.Addr]linkKey{}
 	for _, v := range vips {
-		byLink[v.link()] = append(byLink[v.link()], arp.VIP{Address: v.Address, Mode: v.Mode})
+		byLink[v.link()] = append(byLink[v.link()], arp.VIP{Address: v.Address, Policy: v.Policy()})
 		link[v.Address] = v.link()
 	}
 	rs.mu.Lock()
