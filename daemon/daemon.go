@@ -41,8 +41,8 @@ type Daemon struct {
 	cluster    *gossip.Cluster
 	repointer  *Repointer
 	handover   *handover.Handover
-	responders *responders
-	checks     *checks
+	serving    *vipServer
+	responders *responders // serving's, for the status and metrics
 	watch      viewWatch
 	api        *api
 	metrics    *metricsServer // nil without [api] metrics
@@ -75,7 +75,6 @@ func newDaemon(cfg *Config, log *slog.Logger, version string, sm seams) *Daemon 
 		state:      newHostState(cfg),
 		table:      arp.NewClientTable(cfg.Node.MaxClients, clientTTL),
 		responders: newResponders(),
-		checks:     newChecks(),
 		watch:      viewWatch{quorum: true, fallback: map[netip.Addr]bool{}},
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricConfigReloads, Help: "Config reloads (SIGHUP), by result: applied, failed (the config was taken but a VIP could not be plumbed: the others are applied) or refused.",
@@ -89,7 +88,7 @@ func newDaemon(cfg *Config, log *slog.Logger, version string, sm seams) *Daemon 
 		log.Warn("starting drained: this host answers no client until `arpshare resume`")
 	}
 	d.repointer = NewRepointer(Repointer{
-		Table: d.table, Logger: log, Served: d, Send: d.responders,
+		Table: d.table, Logger: log, Served: d.state, Send: d.responders,
 		Rate:     cfg.Node.RepointRate,
 		Reassert: cfg.Node.ReassertInterval,
 	})
@@ -107,6 +106,8 @@ func newDaemon(cfg *Config, log *slog.Logger, version string, sm seams) *Daemon 
 		OnRefute:  d.repointer.Refuted,
 		Logger:    log.With("component", "gossip"),
 	})
+	d.serving = &vipServer{log: log, seams: sm, state: d.state, table: d.table, cluster: d.cluster,
+		responders: d.responders, checks: newChecks()}
 	d.api = &api{path: cfg.API.Socket, daemon: d, ready: make(chan struct{})}
 	if cfg.API.Metrics != "" {
 		d.metrics = &metricsServer{errorLog: scrapeErrors{log}, addr: cfg.API.Metrics, reg: d.NewRegistry(), pprof: cfg.API.Pprof, ready: make(chan struct{})}
@@ -127,15 +128,6 @@ func (d *Daemon) policy(vip netip.Addr) policy.Policy {
 	return policy.Of(policy.Hash)
 }
 
-// VIPs returns the VIPs in force and their policies.
-func (d *Daemon) VIPs() []arp.VIP {
-	var out []arp.VIP
-	for _, v := range d.config().VIPs {
-		out = append(out, arp.VIP{Address: v.Address, Policy: v.Policy()})
-	}
-	return out
-}
-
 // Run serves until ctx ends, then stops gracefully: it drains, gives the
 // other hosts time to re-point its clients, leaves the cluster and removes
 // its VIPs. SIGHUP reloads the config.
@@ -143,13 +135,14 @@ func (d *Daemon) Run(ctx context.Context, configPath string) error {
 	inner, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	d.tasks = newSupervisor(inner, d.log)
-	defer d.removeVIPs()
+	d.serving.tasks = d.tasks
+	defer d.serving.removeVIPs()
 
 	cfg := d.config()
 	if cfg.Gossip.Expect == 0 {
 		d.log.Warn("gossip.expect is not set: if the gossip network splits while clients still reach both sides, hosts on both sides answer the same clients")
 	}
-	if err := d.apply(nil, cfg); err != nil {
+	if err := d.serving.apply(nil, cfg); err != nil {
 		cancel()
 		d.tasks.wait()
 		return err
@@ -170,7 +163,7 @@ func (d *Daemon) Run(ctx context.Context, configPath string) error {
 	if d.tasks.ready(ctx, tasks...) {
 		d.log.Info("arpshare ready", "node", cfg.Node.Name, "version", d.version, "vips", len(cfg.VIPs))
 		d.seams.notify("READY=1\nSTATUS=" + d.statusLine())
-		if w := d.waitingFor(); len(w) > 0 {
+		if w := d.state.waitingFor(); len(w) > 0 {
 			d.log.Warn("ready, but not answering on every interface yet: waiting for it to appear", "interfaces", w)
 		}
 	}
@@ -194,7 +187,15 @@ func (d *Daemon) stop(ctx context.Context) {
 		d.log.Warn("announce draining", "error", err)
 	}
 	sleepCtx(ctx, drainWait)
-	d.waitHandedOver(ctx)
+	// The connections other hosts handed to this one end, up to
+	// handover.stop_wait.
+	d.seams.notify("STATUS=draining: waiting for open connections")
+	cfg := d.config()
+	var vips []netip.Addr
+	for _, v := range cfg.VIPs {
+		vips = append(vips, v.Address)
+	}
+	d.handover.WaitConnections(ctx, vips, cfg.Handover.StopWait)
 	if err := d.cluster.Leave(leaveTimeout); err != nil {
 		d.log.Warn("leave cluster", "error", err)
 	}

@@ -209,9 +209,9 @@ func TestReload(t *testing.T) {
 	if _, err := n.d.responders.forVIP(db); err == nil {
 		t.Error("db still has a responder")
 	}
-	n.d.checks.mu.Lock()
-	webCheck, dbCheck := n.d.checks.byAddr[web], n.d.checks.byAddr[db]
-	n.d.checks.mu.Unlock()
+	n.d.serving.checks.mu.Lock()
+	webCheck, dbCheck := n.d.serving.checks.byAddr[web], n.d.serving.checks.byAddr[db]
+	n.d.serving.checks.mu.Unlock()
 	if webCheck == nil || dbCheck != nil {
 		t.Errorf("checks after reload: web %v db %v, want web's only", webCheck, dbCheck)
 	}

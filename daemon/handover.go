@@ -1,9 +1,6 @@
 package daemon
 
 import (
-	"context"
-	"net/netip"
-
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/daemon/handover"
 )
@@ -27,15 +24,3 @@ func (s handoverSource) Served() []handover.Served {
 
 func (s handoverSource) Clients() []arp.Client { return s.table.Clients() }
 func (s handoverSource) Len() int              { return s.table.Len() }
-
-// waitHandedOver is the last step of a graceful stop before leaving: the
-// connections other hosts hand to this one end, up to handover.stop_wait.
-func (d *Daemon) waitHandedOver(ctx context.Context) {
-	var vips []netip.Addr
-	cfg := d.config()
-	for _, v := range cfg.VIPs {
-		vips = append(vips, v.Address)
-	}
-	d.seams.notify("STATUS=draining: waiting for open connections")
-	d.handover.WaitConnections(ctx, vips, cfg.Handover.StopWait)
-}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"reflect"
@@ -30,8 +31,8 @@ func (d *Daemon) Reload(path string) error {
 		return fmt.Errorf("%w: %w", errRefused, err)
 	}
 	old := d.config()
-	applied := d.liveChanges(old, cfg)
-	applyErr := d.apply(old, applied)
+	applied := liveChanges(d.log, old, cfg)
+	applyErr := d.serving.apply(old, applied)
 	if applyErr != nil {
 		d.reloads.WithLabelValues("failed").Inc()
 		d.lastReload.Set(0)
@@ -54,7 +55,7 @@ func (d *Daemon) Reload(path string) error {
 
 // liveChanges returns cfg with the settings that only apply at restart
 // kept as in old, and logs those that changed.
-func (d *Daemon) liveChanges(old, cfg *Config) *Config {
+func liveChanges(log *slog.Logger, old, cfg *Config) *Config {
 	var needRestart []string
 	if !reflect.DeepEqual(cfg.Gossip, old.Gossip) {
 		needRestart = append(needRestart, "[gossip]")
@@ -70,7 +71,7 @@ func (d *Daemon) liveChanges(old, cfg *Config) *Config {
 		needRestart = append(needRestart, "[node] name/state_dir/max_clients/repoint_rate/reassert_interval")
 	}
 	if len(needRestart) > 0 {
-		d.log.Warn("reload: these settings changed but only apply at restart", "settings", strings.Join(needRestart, ", "))
+		log.Warn("reload: these settings changed but only apply at restart", "settings", strings.Join(needRestart, ", "))
 	}
 	applied := *cfg
 	applied.Gossip, applied.API, applied.Handover = old.Gossip, old.API, old.Handover

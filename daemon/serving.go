@@ -3,12 +3,29 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"time"
 
 	"github.com/arpshare/arpshare/arp"
+	"github.com/arpshare/arpshare/gossip"
 )
+
+// vipServer serves the VIPs of the config in force: it puts them on lo,
+// runs a responder per interface and family and a health check per VIP
+// (under the daemon's supervisor), and tells gossip when what this host
+// offers changes (a MAC, a VIP's health).
+type vipServer struct {
+	log        *slog.Logger
+	seams      seams
+	state      *hostState
+	table      *arp.ClientTable
+	cluster    *gossip.Cluster
+	responders *responders
+	checks     *checks
+	tasks      *supervisor // set by Daemon.Run, before the first apply
+}
 
 // apply makes the VIPs of cfg served, starting from those of old (nil at
 // start): VIPs on lo, a responder per interface, a health check per VIP.
@@ -16,7 +33,7 @@ import (
 // notice nothing. It returns the VIPs that failed, one error each: at
 // start that is fatal; on reload a VIP that cannot be added is left out and
 // the rest applied.
-func (d *Daemon) apply(old, cfg *Config) error {
+func (d *vipServer) apply(old, cfg *Config) error {
 	served, err := d.plumb(old, cfg)
 	if err != nil && old == nil {
 		return err
@@ -29,7 +46,7 @@ func (d *Daemon) apply(old, cfg *Config) error {
 
 // plumb puts the VIPs new in cfg on lo and takes those gone off. It returns
 // cfg without the VIPs that could not be added, and the failures.
-func (d *Daemon) plumb(old, cfg *Config) (*Config, error) {
+func (d *vipServer) plumb(old, cfg *Config) (*Config, error) {
 	was, is := map[netip.Addr]bool{}, map[netip.Addr]bool{}
 	if old != nil {
 		for _, v := range old.VIPs {
@@ -64,15 +81,15 @@ func (d *Daemon) plumb(old, cfg *Config) (*Config, error) {
 }
 
 // removeVIPs takes every VIP off lo, as the daemon stops.
-func (d *Daemon) removeVIPs() {
-	for _, v := range d.config().VIPs {
+func (d *vipServer) removeVIPs() {
+	for _, v := range d.state.config().VIPs {
 		if err := d.seams.host.RemoveVIP(v.Address); err != nil {
 			d.log.Error("remove VIP", "vip", v.Name, "error", err)
 		}
 	}
 }
 
-func (d *Daemon) newResponder(k linkKey, vips []arp.VIP) *arp.Responder {
+func (d *vipServer) newResponder(k linkKey, vips []arp.VIP) *arp.Responder {
 	onOpen := d.interfaceOpened
 	if k.ipv6 {
 		onOpen = d.interfaceOpened6
@@ -83,13 +100,13 @@ func (d *Daemon) newResponder(k linkKey, vips []arp.VIP) *arp.Responder {
 	})
 }
 
-func (d *Daemon) startCheck(v VIP) *running[*healthCheck] {
+func (d *vipServer) startCheck(v VIP) *running[*healthCheck] {
 	var h *healthCheck
 	h = newHealthCheck(v, func(ok bool, err error) { d.healthChanged(h, ok, err) })
 	return start(d.tasks, h)
 }
 
-func (d *Daemon) interfaceOpened(iface string, mac net.HardwareAddr) error {
+func (d *vipServer) interfaceOpened(iface string, mac net.HardwareAddr) error {
 	if err := d.seams.host.QuietARP(iface); err != nil {
 		return err
 	}
@@ -99,17 +116,17 @@ func (d *Daemon) interfaceOpened(iface string, mac net.HardwareAddr) error {
 // interfaceOpened6 is interfaceOpened for NDP, which needs no sysctl: the
 // kernel answers solicitations only for addresses on the interface they
 // arrive on, and the VIP is on lo.
-func (d *Daemon) interfaceOpened6(iface string, mac net.HardwareAddr) error {
+func (d *vipServer) interfaceOpened6(iface string, mac net.HardwareAddr) error {
 	if d.state.setMAC(iface, mac) {
 		if err := d.cluster.UpdateMeta(500 * time.Millisecond); err != nil {
 			d.log.Debug("gossip new MAC", "interface", iface, "error", err)
 		}
-		d.seams.notify("STATUS=" + d.statusLine())
+		d.seams.notify("STATUS=" + statusLine(d.cluster.View(), d.state, d.table))
 	}
 	return nil
 }
 
-func (d *Daemon) healthChanged(h *healthCheck, healthy bool, err error) {
+func (d *vipServer) healthChanged(h *healthCheck, healthy bool, err error) {
 	if !d.checks.report(h, healthy, d.state) {
 		return // a check replaced by a reload
 	}

@@ -9,8 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 
+	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/gossip"
 )
 
@@ -135,4 +137,34 @@ func (s *hostState) setConfig(cfg *Config) {
 	maps.DeleteFunc(s.healthy, func(a netip.Addr, _ bool) bool { return !vips[a] })
 	ifaces := cfg.Interfaces()
 	maps.DeleteFunc(s.macs, func(i string, _ net.HardwareAddr) bool { return !slices.Contains(ifaces, i) })
+}
+
+// waitingFor lists the serving interfaces never opened yet, as "eth0 (vip
+// web)".
+func (s *hostState) waitingFor() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, iface := range s.cfg.Interfaces() {
+		if _, ok := s.macs[iface]; ok {
+			continue
+		}
+		var names []string
+		for _, v := range s.cfg.VIPs {
+			if v.Interface == iface {
+				names = append(names, v.Name)
+			}
+		}
+		out = append(out, fmt.Sprintf("%s (vip %s)", iface, strings.Join(names, ", ")))
+	}
+	return out
+}
+
+// VIPs returns the VIPs in force and their policies.
+func (s *hostState) VIPs() []arp.VIP {
+	var out []arp.VIP
+	for _, v := range s.config().VIPs {
+		out = append(out, arp.VIP{Address: v.Address, Policy: v.Policy()})
+	}
+	return out
 }
