@@ -46,7 +46,6 @@ type Daemon struct {
 	watch      viewWatch
 	api        *api
 	metrics    *metricsServer // nil without [api] metrics
-	tasks      *supervisor    // set by Run
 
 	reloads    *prometheus.CounterVec
 	lastReload prometheus.Gauge
@@ -134,8 +133,8 @@ func (d *Daemon) policy(vip netip.Addr) policy.Policy {
 func (d *Daemon) Run(ctx context.Context, configPath string) error {
 	inner, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	d.tasks = newSupervisor(inner, d.log)
-	d.serving.tasks = d.tasks
+	sup := newSupervisor(inner, d.log)
+	d.serving.tasks = sup
 	defer d.serving.removeVIPs()
 
 	cfg := d.config()
@@ -144,23 +143,23 @@ func (d *Daemon) Run(ctx context.Context, configPath string) error {
 	}
 	if err := d.serving.apply(nil, cfg); err != nil {
 		cancel()
-		d.tasks.wait()
+		sup.wait()
 		return err
 	}
 	d.handover.Open()
 
-	tasks := []Task{d.cluster, readyOnStart(d.repointer), readyOnStart(d.handover), d.api,
+	all := []Task{d.cluster, readyOnStart(d.repointer), readyOnStart(d.handover), d.api,
 		&reloader{d: d, path: configPath, ready: make(chan struct{})}, readyOnStart(&watchdog{d: d})}
 	if d.metrics != nil {
-		tasks = append(tasks, d.metrics)
+		all = append(all, d.metrics)
 	}
-	for _, t := range tasks {
-		d.tasks.Go(t)
+	for _, t := range all {
+		sup.Go(t)
 	}
 	// A missing interface does not hold READY back (systemd would time
 	// the start out), so the responders are not waited for: STATUS says
 	// what the daemon waits for.
-	if d.tasks.ready(ctx, tasks...) {
+	if sup.ready(ctx, all...) {
 		d.log.Info("arpshare ready", "node", cfg.Node.Name, "version", d.version, "vips", len(cfg.VIPs))
 		d.seams.notify("READY=1\nSTATUS=" + d.statusLine())
 		if w := d.state.waitingFor(); len(w) > 0 {
@@ -168,13 +167,13 @@ func (d *Daemon) Run(ctx context.Context, configPath string) error {
 		}
 	}
 	select {
-	case <-d.tasks.failed():
+	case <-sup.failed():
 		// A task failed; wait returns its error.
 	case <-ctx.Done():
-		d.stop(d.tasks.ctx)
+		d.stop(sup.ctx)
 	}
 	cancel()
-	return d.tasks.wait()
+	return sup.wait()
 }
 
 // stop is a graceful stop: drain, let the others take the clients and the

@@ -53,7 +53,7 @@ type ClusterConfig struct {
 	OnRefute func()
 	Logger   *slog.Logger
 	// Transport carries the gossip; nil means memberlist's NetTransport
-	// on Bind. Tests use memberlist's MockNetwork.
+	// on Bind. Tests give one in memory.
 	Transport memberlist.Transport
 }
 
