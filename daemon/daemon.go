@@ -61,6 +61,8 @@ type seams struct {
 	// transport carries gossip; nil: memberlist's UDP and TCP sockets.
 	transport memberlist.Transport
 	notify    func(state string) // to systemd
+	// drainWait replaces drainWait; 0: drainWait.
+	drainWait time.Duration
 }
 
 // New wires a daemon from a checked config.
@@ -69,6 +71,9 @@ func New(cfg *Config, log *slog.Logger, version string) *Daemon {
 }
 
 func newDaemon(cfg *Config, log *slog.Logger, version string, sm seams) *Daemon {
+	if sm.drainWait == 0 {
+		sm.drainWait = drainWait
+	}
 	d := &Daemon{
 		log: log, version: version, seams: sm,
 		state:      newHostState(cfg),
@@ -182,10 +187,10 @@ func (d *Daemon) stop(ctx context.Context) {
 	d.seams.notify("STOPPING=1\nSTATUS=draining")
 	d.log.Info("stopping: draining so that other hosts take this host's clients")
 	d.state.stop()
-	if err := d.cluster.UpdateMeta(drainWait); err != nil {
+	if err := d.cluster.UpdateMeta(d.seams.drainWait); err != nil {
 		d.log.Warn("announce draining", "error", err)
 	}
-	sleepCtx(ctx, drainWait)
+	sleepCtx(ctx, d.seams.drainWait)
 	// The connections other hosts handed to this one end, up to
 	// handover.stop_wait.
 	d.seams.notify("STATUS=draining: waiting for open connections")

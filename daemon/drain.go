@@ -15,11 +15,11 @@ func (d *Daemon) SetDrained(ctx context.Context, drained bool) error {
 	} else {
 		d.log.Info("resuming: taking this host's clients back")
 	}
-	if err := d.cluster.UpdateMeta(drainWait); err != nil {
+	if err := d.cluster.UpdateMeta(d.seams.drainWait); err != nil {
 		d.log.Warn("gossip drain state", "error", err)
 	}
 	if drained {
-		sleepCtx(ctx, drainWait)
+		sleepCtx(ctx, d.seams.drainWait)
 	}
 	return nil
 }

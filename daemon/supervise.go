@@ -49,18 +49,17 @@ func (s *supervisor) Go(t Task) {
 type running[T Task] struct {
 	t      T
 	cancel context.CancelFunc
-	done   chan struct{}
 }
 
-// stop ends the task; it does not wait for it.
+// stop ends the task; it does not wait for it (the supervisor's wait
+// does).
 func (r *running[T]) stop() { r.cancel() }
 
 // start runs t until it is stopped or the daemon stops.
 func start[T Task](s *supervisor, t T) *running[T] {
 	ctx, cancel := context.WithCancel(s.ctx)
-	r := &running[T]{t: t, cancel: cancel, done: make(chan struct{})}
+	r := &running[T]{t: t, cancel: cancel}
 	s.g.Go(func() error {
-		defer close(r.done)
 		if err := t.Run(ctx); err != nil {
 			s.log.Error("task failed", "task", t.String(), "error", err)
 		}
