@@ -202,6 +202,9 @@ func TestReload(t *testing.T) {
 		t.Error("a client of the removed VIP is still known")
 	}
 	eventually(t, "test1 closed", func() bool { return n.links.arpConn("test1").isClosed() })
+	if _, ok := n.d.state.mac("test1"); ok || slices.Contains(n.d.state.waitingFor(), "test1 (vip db)") {
+		t.Error("test1, no longer served, is still in the host's state")
+	}
 	if test0.isClosed() || n.links.arpConn("test0") != test0 {
 		t.Error("the responder of test0, which still serves web, was reopened")
 	}
