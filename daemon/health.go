@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -78,16 +79,21 @@ type healthCheck struct {
 
 	healthy      bool
 	passes, fail int
+	ready        chan struct{} // closed after the first probe
+	once         sync.Once
 }
 
 func newHealthCheck(v VIP, onChange func(bool, error)) *healthCheck {
-	return &healthCheck{vip: v, probe: newProbe(v.Check), onChange: onChange, ticks: func(d time.Duration) (<-chan time.Time, func()) {
+	return &healthCheck{vip: v, probe: newProbe(v.Check), onChange: onChange, ready: make(chan struct{}), ticks: func(d time.Duration) (<-chan time.Time, func()) {
 		t := time.NewTicker(d)
 		return t.C, t.Stop
 	}}
 }
 
 func (h *healthCheck) String() string { return fmt.Sprintf("health check for vip %q", h.vip.Name) }
+
+// Ready is closed once the check has run once.
+func (h *healthCheck) Ready() <-chan struct{} { return h.ready }
 
 // observe counts one result and reports whether the state changed.
 func (h *healthCheck) observe(err error) bool {
@@ -124,6 +130,7 @@ func (h *healthCheck) Run(ctx context.Context) error {
 		if h.observe(err) {
 			h.onChange(h.healthy, err)
 		}
+		h.once.Do(func() { close(h.ready) })
 		select {
 		case <-ctx.Done():
 			return nil

@@ -144,7 +144,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	type key [4]string
 	counters := map[*prometheus.Desc]map[key]uint64{descFrames: {}, descKernelFrames: {}, descReplies: {}, descConflicts: {}, descRepoints: {}}
 	up := map[string]bool{}
-	for k, r := range d.responderSnapshot() {
+	for k, r := range d.responders.snapshot() {
 		iface, proto := k.iface, "arp"
 		if k.ipv6 {
 			proto = "ndp"

@@ -19,9 +19,27 @@ import (
 // using the VIP as the sender of its own ARP requests (each such request
 // would re-point every client that hears it to this host).
 
-// addVIP puts vip on lo as a /32. It is idempotent: a daemon that was killed
-// left the address, and that is fine.
-func addVIP(vip netip.Addr) error {
+// Host is the host plumbing the daemon needs: the VIP on lo, and the ARP
+// sysctls of a serving interface. Tests use a fake; kernelHost is the real
+// one.
+type Host interface {
+	// AddVIP puts vip on lo. It is idempotent: a daemon that was killed
+	// left the address, and that is fine.
+	AddVIP(vip netip.Addr) error
+	// RemoveVIP takes vip off lo; an address already gone is not an error.
+	RemoveVIP(vip netip.Addr) error
+	// QuietARP keeps the kernel from answering ARP for the VIP on iface,
+	// and from using it as the sender of its own requests there.
+	QuietARP(iface string) error
+}
+
+// kernelHost plumbs the running kernel, through netlink and /proc.
+type kernelHost struct{}
+
+var _ Host = kernelHost{}
+
+// AddVIP puts vip on lo as a /32 (or /128).
+func (kernelHost) AddVIP(vip netip.Addr) error {
 	lo, err := netlink.LinkByName("lo")
 	if err != nil {
 		return fmt.Errorf("add VIP %s to lo: %w", vip, err)
@@ -32,8 +50,8 @@ func addVIP(vip netip.Addr) error {
 	return nil
 }
 
-// removeVIP takes vip off lo; an address already gone is not an error.
-func removeVIP(vip netip.Addr) error {
+// RemoveVIP takes vip off lo.
+func (kernelHost) RemoveVIP(vip netip.Addr) error {
 	lo, err := netlink.LinkByName("lo")
 	if err != nil {
 		return fmt.Errorf("remove VIP %s from lo: %w", vip, err)
@@ -49,8 +67,8 @@ func vipAddr(vip netip.Addr) *netlink.Addr {
 	return &netlink.Addr{IPNet: &net.IPNet{IP: vip.AsSlice(), Mask: net.CIDRMask(bits, bits)}}
 }
 
-// quietARP sets arp_ignore and arp_announce on the serving interface.
-func quietARP(iface string) error {
+// QuietARP sets arp_ignore and arp_announce on the serving interface.
+func (kernelHost) QuietARP(iface string) error {
 	for key, value := range map[string]string{"arp_ignore": "1", "arp_announce": "2"} {
 		p := filepath.Join("/proc/sys/net/ipv4/conf", iface, key)
 		if err := os.WriteFile(p, []byte(value), 0o644); err != nil {

@@ -52,6 +52,9 @@ type ClusterConfig struct {
 	// not block.
 	OnRefute func()
 	Logger   *slog.Logger
+	// Transport carries the gossip; nil means memberlist's NetTransport
+	// on Bind. Tests give one in memory.
+	Transport memberlist.Transport
 }
 
 // SharedState is exchanged between hosts by memberlist's push-pull: each
@@ -188,6 +191,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 	mc.Ping = pings{c}
 	mc.Conflict = conflicts{c}
 	mc.Logger = log.New(logWriter{l: c.cfg.Logger, refuted: c.cfg.OnRefute}, "", 0)
+	mc.Transport = c.cfg.Transport
 
 	ml, err := memberlist.Create(mc)
 	if err != nil {

@@ -5,11 +5,14 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -20,12 +23,28 @@ const (
 
 func privileged(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
+	if !canLoadBPF() {
 		if os.Getenv("ARPSHARE_REQUIRE_PRIVILEGED") != "" {
-			t.Fatal("loading a BPF program needs root")
+			t.Fatal("loading a BPF program needs CAP_BPF (or root with its capabilities)")
 		}
-		t.Skip("loading a BPF program needs root")
+		t.Skip("loading a BPF program needs CAP_BPF (or root with its capabilities)")
 	}
+}
+
+// canLoadBPF says whether this process has CAP_BPF or CAP_SYS_ADMIN in
+// effect: root with its capabilities dropped has neither.
+func canLoadBPF() bool {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return false
+	}
+	for line := range strings.Lines(string(b)) {
+		if hex, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			caps, err := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
+			return err == nil && caps&(1<<unix.CAP_BPF|1<<unix.CAP_SYS_ADMIN) != 0
+		}
+	}
+	return false
 }
 
 var (

@@ -84,9 +84,12 @@ type Handover struct {
 	// capacity is how many moved clients the kernel's table holds.
 	capacity int
 
+	// load loads the kernel program: LoadProgram, or a fake in tests.
+	load func(clients int) (program, error)
+
 	mu        sync.Mutex
-	kmap      Map      // nil: handover unavailable
-	prog      *Program // nil: not loaded (or a test map)
+	kmap      Map     // nil: handover unavailable
+	prog      program // nil: not loaded (or a test map)
 	loadErr   error
 	attachErr map[string]error // by interface, logged once
 	ifaces    map[string]int   // attached: interface -> index
@@ -119,7 +122,7 @@ func (h *Handover) Open() {
 	if !h.cfg.Enabled {
 		return
 	}
-	p, err := LoadProgram(h.capacity)
+	p, err := h.load(h.capacity)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err != nil {
@@ -131,6 +134,26 @@ func (h *Handover) Open() {
 	h.update(nil)
 }
 
+// program is the loaded kernel program: its map of moved clients, the
+// interfaces it runs on, and its counters.
+type program interface {
+	Map
+	Attach(ifindex int) error
+	Detach(ifindex int) error
+	Outcomes() (map[string]uint64, error)
+	Close() error
+}
+
+var _ program = (*Program)(nil)
+
+func loadProgram(clients int) (program, error) {
+	p, err := LoadProgram(clients)
+	if err != nil {
+		return nil, err // not a typed nil in the interface
+	}
+	return p, nil
+}
+
 // NewWithMap returns a Handover over a given map, without a kernel program:
 // for tests of the bookkeeping.
 func NewWithMap(cfg Config, self string, src Source, log *slog.Logger, m Map, now func() time.Duration) *Handover {
@@ -140,7 +163,7 @@ func NewWithMap(cfg Config, self string, src Source, log *slog.Logger, m Map, no
 }
 
 func newHandover(cfg Config, self string, src Source, log *slog.Logger, now func() time.Duration) *Handover {
-	return &Handover{cfg: cfg, self: self, src: src, log: log, now: now,
+	return &Handover{cfg: cfg, self: self, src: src, log: log, now: now, load: loadProgram,
 		attachErr: map[string]error{}, ifaces: map[string]int{}, moved: map[Key]*moved{}, ended: map[string]uint64{},
 		primed: map[netip.Addr]bool{}}
 }

@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,12 +22,28 @@ const (
 
 func privileged(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
+	if !canLoadBPF() {
 		if os.Getenv("ARPSHARE_REQUIRE_PRIVILEGED") != "" {
-			t.Fatal("loading a BPF program needs root")
+			t.Fatal("loading a BPF program needs CAP_BPF (or root with its capabilities)")
 		}
-		t.Skip("loading a BPF program needs root")
+		t.Skip("loading a BPF program needs CAP_BPF (or root with its capabilities)")
 	}
+}
+
+// canLoadBPF says whether this process has CAP_BPF or CAP_SYS_ADMIN in
+// effect: root with its capabilities dropped has neither.
+func canLoadBPF() bool {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return false
+	}
+	for line := range strings.Lines(string(b)) {
+		if hex, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			caps, err := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
+			return err == nil && caps&(1<<unix.CAP_BPF|1<<unix.CAP_SYS_ADMIN) != 0
+		}
+	}
+	return false
 }
 
 // segment is a TCP segment in an Ethernet frame.
@@ -195,8 +213,8 @@ func TestProgram(t *testing.T) {
 // lookup), and for a moved client's segment that is handed over (two
 // lookups, a socket lookup, the rewrite).
 func BenchmarkProgram(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("loading a BPF program needs root")
+	if !canLoadBPF() {
+		b.Skip("loading a BPF program needs CAP_BPF (or root with its capabilities)")
 	}
 	p, err := LoadProgram(0)
 	if err != nil {

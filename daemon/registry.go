@@ -1,0 +1,155 @@
+package daemon
+
+import (
+	"fmt"
+	"net/netip"
+	"reflect"
+	"sync"
+
+	"github.com/arpshare/arpshare/arp"
+	"github.com/arpshare/arpshare/gossip"
+)
+
+// linkKey names a responder: an interface and an address family.
+type linkKey struct {
+	iface string
+	ipv6  bool
+}
+
+func (v VIP) link() linkKey { return linkKey{v.Interface, v.Address.Is6()} }
+
+// responders are the running responders, one per interface and address
+// family that serves at least one VIP. They send what the repointer asks
+// for on the interface of the VIP.
+type responders struct {
+	mu     sync.Mutex
+	byLink map[linkKey]*running[*arp.Responder]
+	link   map[netip.Addr]linkKey // of each VIP served
+}
+
+func newResponders() *responders {
+	return &responders{byLink: map[linkKey]*running[*arp.Responder]{}, link: map[netip.Addr]linkKey{}}
+}
+
+// set makes the responders serve vips: a responder whose interface still
+// serves VIPs keeps running with the new ones, the others stop, and
+// newResponder makes the missing ones, which start runs.
+func (rs *responders) set(vips []VIP, newResponder func(linkKey, []arp.VIP) *arp.Responder, start func(*arp.Responder) *running[*arp.Responder]) {
+	byLink := map[linkKey][]arp.VIP{}
+	link := map[netip.Addr]linkKey{}
+	for _, v := range vips {
+		byLink[v.link()] = append(byLink[v.link()], arp.VIP{Address: v.Address, Policy: v.Policy()})
+		link[v.Address] = v.link()
+	}
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	rs.link = link
+	for k, r := range rs.byLink {
+		if vips, ok := byLink[k]; ok {
+			r.t.SetVIPs(vips)
+			continue
+		}
+		r.stop()
+		delete(rs.byLink, k)
+	}
+	for k, vips := range byLink {
+		if _, ok := rs.byLink[k]; !ok {
+			rs.byLink[k] = start(newResponder(k, vips))
+		}
+	}
+}
+
+// forVIP returns the responder serving vip.
+func (rs *responders) forVIP(vip netip.Addr) (*arp.Responder, error) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if k, ok := rs.link[vip]; ok {
+		if r, ok := rs.byLink[k]; ok {
+			return r.t, nil
+		}
+	}
+	return nil, fmt.Errorf("VIP %s is no longer served", vip)
+}
+
+// Repoint tells one client of vip that vip is at this host.
+func (rs *responders) Repoint(vip netip.Addr, c arp.Client) error {
+	r, err := rs.forVIP(vip)
+	if err != nil {
+		return err
+	}
+	return r.Repoint(vip, c)
+}
+
+// Announce tells the whole segment that vip is at this host.
+func (rs *responders) Announce(vip netip.Addr) error {
+	r, err := rs.forVIP(vip)
+	if err != nil {
+		return err
+	}
+	return r.Announce(vip)
+}
+
+// snapshot returns the responders by link.
+func (rs *responders) snapshot() map[linkKey]*arp.Responder {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	m := map[linkKey]*arp.Responder{}
+	for k, r := range rs.byLink {
+		m[k] = r.t
+	}
+	return m
+}
+
+// setView gives every responder the new view.
+func (rs *responders) setView(v *gossip.View) {
+	for _, r := range rs.snapshot() {
+		r.SetView(v)
+	}
+}
+
+// checks are the running health checks, one per VIP that has a check.
+type checks struct {
+	mu     sync.Mutex
+	byAddr map[netip.Addr]*running[*healthCheck]
+}
+
+func newChecks() *checks { return &checks{byAddr: map[netip.Addr]*running[*healthCheck]{}} }
+
+// set makes the checks those of vips. Unchanged checks keep running, with
+// their state. It reports each VIP's health as it starts: true without a
+// check, false for a check that starts.
+func (cs *checks) set(vips []VIP, state *hostState, start func(VIP) *running[*healthCheck]) {
+	want := map[netip.Addr]VIP{}
+	for _, v := range vips {
+		want[v.Address] = v
+	}
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	for addr, c := range cs.byAddr {
+		if v, ok := want[addr]; !ok || !reflect.DeepEqual(v.Check, c.t.vip.Check) {
+			c.stop()
+			delete(cs.byAddr, addr)
+		}
+	}
+	for addr, v := range want {
+		if _, ok := cs.byAddr[addr]; ok {
+			continue
+		}
+		state.setHealth(addr, v.Check == nil)
+		if v.Check != nil {
+			cs.byAddr[addr] = start(v)
+		}
+	}
+}
+
+// report records the health h found, unless a reload replaced h, and says
+// whether it did.
+func (cs *checks) report(h *healthCheck, healthy bool, state *hostState) bool {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if c, ok := cs.byAddr[h.vip.Address]; !ok || c.t != h {
+		return false
+	}
+	state.setHealth(h.vip.Address, healthy)
+	return true
+}

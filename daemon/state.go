@@ -1,0 +1,170 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/arpshare/arpshare/arp"
+	"github.com/arpshare/arpshare/gossip"
+)
+
+// hostState is what this host is and tells the cluster about itself: the
+// config in force, whether it drains (by the operator, or because it
+// stops), each VIP's health here, and the MACs of its serving interfaces.
+// It produces the gossip metadata.
+type hostState struct {
+	mu       sync.Mutex
+	cfg      *Config
+	drained  bool // by the operator; survives restarts
+	stopping bool
+	healthy  map[netip.Addr]bool
+	macs     map[string]net.HardwareAddr // by interface, while open
+}
+
+// newHostState starts drained if the operator left it drained.
+func newHostState(cfg *Config) *hostState {
+	s := &hostState{cfg: cfg, healthy: map[netip.Addr]bool{}, macs: map[string]net.HardwareAddr{}}
+	if _, err := os.Stat(s.drainedFile()); err == nil {
+		s.drained = true
+	}
+	return s
+}
+
+func (s *hostState) config() *Config {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg
+}
+
+// meta is this host's gossip metadata.
+func (s *hostState) meta() gossip.Meta {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.cfg.Meta(s.drained || s.stopping, s.healthy)
+	for _, mac := range s.macs {
+		m.MACs = append(m.MACs, mac.String())
+	}
+	slices.Sort(m.MACs)
+	return m
+}
+
+func (s *hostState) draining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.drained || s.stopping
+}
+
+func (s *hostState) stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopping = true
+}
+
+// setDrained records the operator's choice, on disk first so that it
+// survives a restart, and says whether it changed.
+func (s *hostState) setDrained(drained bool) (changed bool, err error) {
+	file := s.drainedFile()
+	if drained {
+		if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+			return false, fmt.Errorf("drain: %w", err)
+		}
+		if err := os.WriteFile(file, []byte("drained by `arpshare drain`; `arpshare resume` undoes it\n"), 0o644); err != nil {
+			return false, fmt.Errorf("drain: %w", err)
+		}
+	} else if err := os.Remove(file); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return false, fmt.Errorf("resume: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	changed = s.drained != drained
+	s.drained = drained
+	return changed, nil
+}
+
+func (s *hostState) drainedFile() string {
+	return filepath.Join(s.config().Node.StateDir, "drained")
+}
+
+// setHealth records a VIP's health check result.
+func (s *hostState) setHealth(vip netip.Addr, healthy bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.healthy[vip] = healthy
+}
+
+func (s *hostState) health() map[netip.Addr]bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.healthy)
+}
+
+// setMAC records a serving interface's MAC as it opens, and says whether
+// it is new.
+func (s *hostState) setMAC(iface string, mac net.HardwareAddr) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	changed := s.macs[iface].String() != mac.String()
+	s.macs[iface] = mac
+	return changed
+}
+
+func (s *hostState) mac(iface string) (net.HardwareAddr, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	mac, ok := s.macs[iface]
+	return mac, ok
+}
+
+// setConfig puts cfg in force: it forgets the health of VIPs that are gone
+// (health is the checks' to set, see checks.apply) and the MACs of
+// interfaces no longer served.
+func (s *hostState) setConfig(cfg *Config) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cfg = cfg
+	vips := map[netip.Addr]bool{}
+	for _, v := range cfg.VIPs {
+		vips[v.Address] = true
+	}
+	maps.DeleteFunc(s.healthy, func(a netip.Addr, _ bool) bool { return !vips[a] })
+	ifaces := cfg.Interfaces()
+	maps.DeleteFunc(s.macs, func(i string, _ net.HardwareAddr) bool { return !slices.Contains(ifaces, i) })
+}
+
+// waitingFor lists the serving interfaces never opened yet, as "eth0 (vip
+// web)".
+func (s *hostState) waitingFor() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, iface := range s.cfg.Interfaces() {
+		if _, ok := s.macs[iface]; ok {
+			continue
+		}
+		var names []string
+		for _, v := range s.cfg.VIPs {
+			if v.Interface == iface {
+				names = append(names, v.Name)
+			}
+		}
+		out = append(out, fmt.Sprintf("%s (vip %s)", iface, strings.Join(names, ", ")))
+	}
+	return out
+}
+
+// VIPs returns the VIPs in force and their policies.
+func (s *hostState) VIPs() []arp.VIP {
+	var out []arp.VIP
+	for _, v := range s.config().VIPs {
+		out = append(out, arp.VIP{Address: v.Address, Policy: v.Policy()})
+	}
+	return out
+}

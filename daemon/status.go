@@ -1,0 +1,157 @@
+package daemon
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/arpshare/arpshare/arp"
+	"github.com/arpshare/arpshare/gossip"
+)
+
+// statusLine is systemd's STATUS.
+func statusLine(v *gossip.View, state *hostState, table *arp.ClientTable) string {
+	live := 0
+	for _, m := range v.Members {
+		if m.State == gossip.StateAlive {
+			live++
+		}
+	}
+	line := fmt.Sprintf("%d VIPs, %d live hosts, %d known clients", len(state.config().VIPs), live, table.Len())
+	if w := state.waitingFor(); len(w) > 0 {
+		line += "; waiting for interface " + strings.Join(w, ", ")
+	}
+	return line
+}
+
+func (d *Daemon) statusLine() string { return statusLine(d.cluster.View(), d.state, d.table) }
+
+// Status reports this host's view.
+func (d *Daemon) Status() Status {
+	v := d.cluster.View()
+	cfg := d.config()
+	s := Status{
+		Node: cfg.Node.Name, Version: d.version, Draining: d.state.draining(), Members: memberStatuses(v.Members),
+		Quorum: v.Quorum(), Expect: v.Expect, Join: v.JoinState(), JoinCause: v.Rejected,
+		Repointing: d.repointer.Status(),
+		Handover:   d.handover.Status(),
+	}
+	healthy := d.state.health()
+	clients := d.table.Clients()
+	responders := d.responders.snapshot()
+	for _, vip := range cfg.VIPs {
+		r := responders[vip.link()]
+		vs := VIPStatus{
+			Name: vip.Name, Address: vip.Address, Interface: vip.Interface, Mode: vip.Mode,
+			Answering: r.MAC() != nil, Healthy: healthy[vip.Address], Fallback: v.Fallback(vip.Address),
+			Owners: map[string]int{}, Frames: map[string]uint64{}, Eligible: []string{}, Unhealthy: []string{},
+		}
+		for _, c := range v.Eligible(vip.Address) {
+			vs.Eligible = append(vs.Eligible, c.Name)
+			vs.Owners[c.Name] = 0
+		}
+		for _, m := range v.Members {
+			if m.Live() && slices.Contains(m.Meta.Unhealthy, vip.Address) {
+				vs.Unhealthy = append(vs.Unhealthy, m.Name)
+			}
+		}
+		for _, c := range clients {
+			if c.VIP == vip.Address {
+				vs.Clients++
+				// Race mode has no single owner: count none.
+				if o := vip.Policy().Owner(v, vip.Address, c.IP); o != "" && vip.Policy().Exclusive() {
+					vs.Owners[o]++
+				}
+			}
+		}
+		st := r.Stats()
+		for k, n := range st.Frames {
+			if k.VIP == vip.Address {
+				vs.Frames[string(k.Outcome)] = n
+			}
+		}
+		for k, n := range st.Kernel { // fast path (issue 11)
+			if k.VIP == vip.Address {
+				if vs.KernelFrames == nil {
+					vs.KernelFrames = map[string]uint64{}
+				}
+				vs.KernelFrames[string(k.Outcome)] = n
+			}
+		}
+		s.VIPs = append(s.VIPs, vs)
+	}
+	s.Explain()
+	return s
+}
+
+// findVIP finds a VIP by name or address.
+func (cfg *Config) findVIP(nameOrAddr string) (VIP, bool) {
+	for _, v := range cfg.VIPs {
+		if v.Name == nameOrAddr || v.Address.String() == nameOrAddr {
+			return v, true
+		}
+	}
+	return VIP{}, false
+}
+
+// Clients lists the known clients of vip (a name or address; empty: all),
+// each with the host that answers it.
+func (d *Daemon) Clients(vip string) ([]ClientStatus, error) {
+	cfg := d.config()
+	var only netip.Addr
+	if vip != "" {
+		v, ok := cfg.findVIP(vip)
+		if !ok {
+			return nil, fmt.Errorf("no VIP %q here", vip)
+		}
+		only = v.Address
+	}
+	names := map[netip.Addr]VIP{}
+	for _, v := range cfg.VIPs {
+		names[v.Address] = v
+	}
+	view := d.cluster.View()
+	out := []ClientStatus{}
+	for _, c := range d.table.Clients() {
+		v, ok := names[c.VIP]
+		if !ok || (only.IsValid() && c.VIP != only) {
+			continue
+		}
+		cs := ClientStatus{VIP: v.Name, IP: c.IP, MAC: c.MAC.String(), LastSeen: c.LastSeen}
+		if p := v.Policy(); p.Exclusive() {
+			cs.Owner = p.Owner(view, c.VIP, c.IP)
+		}
+		out = append(out, cs)
+	}
+	slices.SortFunc(out, func(a, b ClientStatus) int {
+		if a.VIP != b.VIP {
+			return strings.Compare(a.VIP, b.VIP)
+		}
+		return a.IP.Compare(b.IP)
+	})
+	return out, nil
+}
+
+// Owner says which host answers client for vip (a name or address), from
+// this host's live view: the first question when a user complains.
+func (d *Daemon) Owner(vip, client string) (OwnerStatus, error) {
+	v, ok := d.config().findVIP(vip)
+	if !ok {
+		return OwnerStatus{}, fmt.Errorf("no VIP %q here", vip)
+	}
+	ip, err := netip.ParseAddr(client)
+	if err != nil {
+		return OwnerStatus{}, fmt.Errorf("client %q is not an IP address", client)
+	}
+	view := d.cluster.View()
+	o := OwnerStatus{VIP: v.Name, Address: v.Address, Mode: v.Mode, Client: ip,
+		Owner: v.Policy().Owner(view, v.Address, ip), Eligible: []string{}, Quorum: view.Quorum()}
+	for _, c := range view.Eligible(v.Address) {
+		o.Eligible = append(o.Eligible, c.Name)
+	}
+	if c, ok := d.table.Get(v.Address, ip); ok {
+		o.Known, o.MAC = true, c.MAC.String()
+	}
+	return o, nil
+}

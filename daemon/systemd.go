@@ -1,0 +1,55 @@
+package daemon
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+)
+
+// sdNotify tells systemd the daemon's state (READY=1, STATUS=...), if it
+// runs under systemd.
+func sdNotify(log *slog.Logger) func(string) {
+	return func(state string) {
+		if _, err := daemon.SdNotify(false, state); err != nil {
+			log.Debug("notify systemd", "error", err)
+		}
+	}
+}
+
+// watchdog pings systemd's watchdog (WatchdogSec=) while the loops that do
+// the work still turn: the gossip loop and the re-pointing loop. If either
+// hangs, the pings stop and systemd restarts the daemon.
+type watchdog struct{ d *Daemon }
+
+func (w *watchdog) String() string { return "watchdog" }
+
+func (w *watchdog) Run(ctx context.Context) error {
+	interval, err := daemon.SdWatchdogEnabled(false)
+	if err != nil || interval == 0 {
+		<-ctx.Done()
+		return nil
+	}
+	t := time.NewTicker(interval / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-t.C:
+			w.check(now, interval)
+		}
+	}
+}
+
+// check pings unless a main loop has not turned for half the interval.
+func (w *watchdog) check(now time.Time, interval time.Duration) {
+	beats := []time.Time{w.d.cluster.Heartbeat(), w.d.repointer.Heartbeat()}
+	if slices.ContainsFunc(beats, func(b time.Time) bool { return now.Sub(b) > interval/2 }) {
+		w.d.log.Error("a main loop is stuck: not pinging the systemd watchdog", "gossip", beats[0], "repointer", beats[1])
+		return
+	}
+	w.d.seams.notify("WATCHDOG=1")
+}

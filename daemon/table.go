@@ -1,0 +1,39 @@
+package daemon
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/arpshare/arpshare/arp"
+)
+
+// sharedTable lets memberlist's push-pull carry the client table, so that a
+// host that starts (or heals from a partition) knows the clients it must take.
+type sharedTable struct {
+	t   *arp.ClientTable
+	log *slog.Logger
+}
+
+// maxChanges bounds the client-table changes one periodic exchange
+// carries: a host takes part in about two exchanges every 30 s, so at most
+// about 35 KB/s, whatever happens to the table (100,000 clients re-asking at
+// once would be 1.7 MB an exchange). Changes that do not fit go in the next
+// exchanges. A joining host gets the whole table regardless.
+const maxChanges = 512 << 10
+
+func (s sharedTable) LocalState(since time.Time) []byte {
+	if since.IsZero() {
+		return s.t.Encode(time.Now(), since)
+	}
+	return s.t.EncodeAtMost(time.Now(), since, maxChanges)
+}
+
+func (s sharedTable) MergeState(b []byte, join bool) {
+	merge := s.t.MergeChanges
+	if join {
+		merge = s.t.Merge
+	}
+	if _, err := merge(b, time.Now()); err != nil {
+		s.log.Warn("client table from a peer dropped", "error", err)
+	}
+}

@@ -1,0 +1,64 @@
+package daemon
+
+import (
+	"log/slog"
+	"net/netip"
+	"strings"
+
+	"github.com/arpshare/arpshare/gossip"
+)
+
+// viewChanged is the path of a failover through the daemon: gossip hands
+// it a new view, and it passes it on to the responders (whom to answer),
+// the handover (whose flows go back to their previous owner), and the
+// repointer (which clients to re-point here), in that order.
+func (d *Daemon) viewChanged(v *gossip.View) {
+	d.watch.observe(d.log, v, d.config().VIPs)
+	d.responders.setView(v)
+	d.handover.Update(v) // before re-pointing: a moved client's flows must be handed over at once
+	d.repointer.ViewChanged(v)
+	d.seams.notify("STATUS=" + d.statusLine())
+}
+
+// viewWatch logs what an operator must hear of in a new view: quorum lost
+// or regained, VIPs that no host passes the check of, untrusted members.
+// Only gossip's goroutine calls it.
+type viewWatch struct {
+	quorum   bool
+	fallback map[netip.Addr]bool
+}
+
+func (w *viewWatch) observe(log *slog.Logger, v *gossip.View, vips []VIP) {
+	switch {
+	case w.quorum != v.Quorum() && !v.Quorum():
+		log.Error("lost quorum: this host sees fewer than a majority of the expected hosts and stops answering", "alive", v.Alive(), "expect", v.Expect)
+	case w.quorum != v.Quorum():
+		log.Info("quorum regained: answering again", "alive", v.Alive(), "expect", v.Expect)
+	}
+	w.quorum = v.Quorum()
+	var fallbackNow, fallbackOver []string
+	for _, vip := range vips {
+		if fb := v.Fallback(vip.Address); fb != w.fallback[vip.Address] {
+			w.fallback[vip.Address] = fb
+			if fb {
+				fallbackNow = append(fallbackNow, vip.Name)
+			} else {
+				fallbackOver = append(fallbackOver, vip.Name)
+			}
+		}
+	}
+	if len(fallbackNow) > 0 {
+		log.Error("no host passes the health check: every live host answers anyway", "vips", fallbackNow)
+	}
+	if len(fallbackOver) > 0 {
+		log.Info("a host passes the health check again", "vips", fallbackOver)
+	}
+	var hosts []string
+	for _, m := range v.Members {
+		hosts = append(hosts, m.Name+"="+string(m.State))
+		if m.Err != "" {
+			log.Error("member not trusted with clients", "member", m.Name, "error", m.Err)
+		}
+	}
+	log.Info("cluster view changed", "members", strings.Join(hosts, " "))
+}
