@@ -64,7 +64,8 @@ type ResponderConfig struct {
 	Retry time.Duration
 	// FastPath answers the ARP requests of clients already decided on in
 	// the kernel (package fastpath), where the kernel allows it; user space
-	// answers the rest, and everything when the kernel refuses.
+	// answers the rest, and everything when the kernel refuses. Only with
+	// Listen nil (the real raw socket).
 	FastPath bool
 }
 
@@ -210,6 +211,9 @@ type Stats struct {
 
 // NewResponder returns a responder; Run starts it.
 func NewResponder(cfg ResponderConfig) *Responder {
+	// The kernel fast path runs beside the real raw socket only: a test's
+	// fake conn must never put a program on a real interface.
+	cfg.FastPath = cfg.FastPath && cfg.Listen == nil
 	if cfg.Listen == nil {
 		cfg.Listen = Listen
 	}
