@@ -17,6 +17,7 @@ import (
 	"github.com/mdlayher/ethernet"
 
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/clock"
 )
 
 // Outcome is what became of one received frame. Every frame gets exactly one;
@@ -317,7 +318,7 @@ func (r *Responder) Run(ctx context.Context) error {
 				log.Warn("interface not usable, waiting for it", "error", err)
 				lastErr = err.Error()
 			}
-			if !sleep(ctx, r.cfg.Retry) {
+			if !clock.Sleep(ctx, r.cfg.Retry) {
 				break
 			}
 			continue
@@ -341,22 +342,11 @@ func (r *Responder) Run(ctx context.Context) error {
 			break
 		}
 		log.Warn("interface lost, reopening", "error", err)
-		if !sleep(ctx, r.cfg.Retry) {
+		if !clock.Sleep(ctx, r.cfg.Retry) {
 			break
 		}
 	}
 	return nil
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // arpLink is an interface open for ARP.

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/arpshare/arpshare/internal/clock"
 )
 
 // ClusterConfig configures a Cluster.
@@ -615,16 +617,9 @@ func (c *Cluster) verify(ctx context.Context, name string) {
 			c.cfg.Logger.Info("a member reported dead answers this host's ping: keeping it until it refutes the report", "member", name)
 			said = true
 		}
-		sleepCtx(ctx, c.cfg.ProbeInterval)
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
+		if !clock.Sleep(ctx, c.cfg.ProbeInterval) {
+			return
+		}
 	}
 }
 
