@@ -402,8 +402,7 @@ func (h *Handover) attach() {
 			continue
 		}
 		if index, ok := h.ifaces[name]; ok { // gone, or made anew
-			h.prog.Detach(index)
-			delete(h.ifaces, name)
+			h.detach(name, index)
 		}
 		if err == nil {
 			err = h.prog.Attach(ifi.Index)
@@ -423,10 +422,17 @@ func (h *Handover) attach() {
 	}
 	for name, index := range h.ifaces {
 		if !want[name] {
-			h.prog.Detach(index)
-			delete(h.ifaces, name)
+			h.detach(name, index)
 		}
 	}
+}
+
+// detach takes the program off an interface. Call with h.mu held.
+func (h *Handover) detach(name string, index int) {
+	if err := h.prog.Detach(index); err != nil {
+		h.log.Warn("take the handover program off an interface", "interface", name, "error", err)
+	}
+	delete(h.ifaces, name)
 }
 
 // ownerWithout is who would own client in v if self were not there.
