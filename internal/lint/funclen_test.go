@@ -48,7 +48,9 @@ type longFunc struct {
 	lines int
 }
 
-func (l longFunc) String() string { return fmt.Sprintf("%s:%d: %s", l.pos.Filename, l.pos.Line, l.name) }
+func (l longFunc) String() string {
+	return fmt.Sprintf("%s:%d: %s", l.pos.Filename, l.pos.Line, l.name)
+}
 
 // longFunctions returns the functions under root whose bodies are longer
 // than limit lines, and how many files it read.
