@@ -68,7 +68,6 @@ type moved struct {
 	client  netip.Addr
 	prev    string // the previous owner's name
 	entry   Entry
-	added   time.Duration
 	packets uint64
 	active  time.Duration // when it last handed a packet over (or was added)
 }
@@ -279,7 +278,7 @@ func (h *Handover) addMoved(v, old *gossip.View, byVIP map[netip.Addr]Served, cl
 			continue
 		}
 		h.log.Debug("handing a moved client's open connections to its previous owner", "vip", c.VIP, "client", c.IP, "previous", prev)
-		h.moved[k] = &moved{client: c.IP, prev: prev, entry: e, added: now, active: now}
+		h.moved[k] = &moved{client: c.IP, prev: prev, entry: e, active: now}
 		added[prev]++
 	}
 	if len(added) > 0 {
