@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,12 +22,34 @@ const (
 
 func privileged(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
+	// CAP_SYS_ADMIN is bit 21, CAP_BPF bit 39: root with its capabilities
+	// dropped cannot load a program either.
+	if os.Geteuid() != 0 || !hasCap(t, 21) && !hasCap(t, 39) {
 		if os.Getenv("ARPSHARE_REQUIRE_PRIVILEGED") != "" {
-			t.Fatal("loading a BPF program needs root")
+			t.Fatal("loading a BPF program needs root with CAP_BPF or CAP_SYS_ADMIN")
 		}
-		t.Skip("loading a BPF program needs root")
+		t.Skip("loading a BPF program needs root with CAP_BPF or CAP_SYS_ADMIN")
 	}
+}
+
+// hasCap reports whether this process has capability bit in effect.
+func hasCap(t *testing.T, bit uint) bool {
+	t.Helper()
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(status)) {
+		if hex, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			caps, err := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
+			if err != nil {
+				t.Fatalf("CapEff %q: %v", hex, err)
+			}
+			return caps&(1<<bit) != 0
+		}
+	}
+	t.Fatal("no CapEff in /proc/self/status")
+	return false
 }
 
 // segment is a TCP segment in an Ethernet frame.
