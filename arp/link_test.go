@@ -243,7 +243,7 @@ func TestNDPResponderRun(t *testing.T) {
 	solicit(mine6)
 	waitFor(t, "the last solicitation counted", func() bool { return r.Stats().Frames[Key{vip6, NotOwner}] == 2 })
 	other := netip.MustParseAddr("fd00::3:300")
-	r.SetVIPs([]VIP{{other, gossip.ModeHash}})
+	r.SetVIPs([]VIP{{other, hashPolicy}})
 
 	joined, left, sent := conn.state()
 	if len(sent) != 2 || sent[0].dst != mine6 || !sent[0].m.(*ndp.NeighborAdvertisement).Solicited ||

@@ -10,8 +10,6 @@ import (
 	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/ndp"
 	"golang.org/x/net/ipv6"
-
-	"github.com/arpshare/arpshare/gossip"
 )
 
 func targetMAC(a *ndp.NeighborAdvertisement) net.HardwareAddr {
@@ -47,7 +45,7 @@ func TestHandleNDP(t *testing.T) {
 		return marshal(t, advertise(target, mac, false))
 	}
 	dad, dadDst := NotOwner, netip.Addr{}
-	if view.Answers(vip6, gossip.ModeHash, netip.IPv6Unspecified()) {
+	if hashPolicy.Answers(view, vip6, netip.IPv6Unspecified()) {
 		dad, dadDst = Answered, allNodes
 	}
 	tests := []struct {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
@@ -16,6 +15,7 @@ import (
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
 
+	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/gossip"
 	"github.com/arpshare/arpshare/internal/clock"
 )
@@ -38,7 +38,7 @@ const (
 // VIP is a VIP a responder serves, and how its clients are shared.
 type VIP struct {
 	Address netip.Addr
-	Mode    gossip.Mode
+	Policy  policy.Policy
 }
 
 // ResponderConfig configures a Responder.
@@ -123,17 +123,11 @@ func (s *snapshot) addrs() []netip.Addr {
 // quorum, not a member) travels with it.
 func (s *snapshot) answer(i int, client netip.Addr) (bool, time.Duration) {
 	v := s.vips[i]
-	if !s.view.Answers(v.Address, v.Mode, client) {
+	if !v.Policy.Answers(s.view, v.Address, client) {
 		return false, 0
 	}
-	if v.Mode == gossip.ModeRace {
-		return true, rand.N(raceJitter)
-	}
-	return true, 0
+	return true, v.Policy.Delay()
 }
-
-// raceJitter bounds the random delay of a race-mode answer.
-const raceJitter = 20 * time.Millisecond
 
 // counts are one VIP's counters, bumped without a lock.
 type counts struct {

@@ -15,6 +15,7 @@ import (
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
 
+	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/gossip"
 )
 
@@ -31,15 +32,16 @@ var (
 	// Clients of vip (and vip6) that this host answers, and that it does not.
 	mine, theirs   = split(vip, netip.MustParseAddr("198.18.0.101"))
 	mine6, theirs6 = split(vip6, netip.MustParseAddr("fd00::101"))
-	hashVIPs       = []VIP{{vip, gossip.ModeHash}}
-	hashVIPs6      = []VIP{{vip6, gossip.ModeHash}}
+	hashPolicy     = policy.Of(policy.Hash)
+	hashVIPs       = []VIP{{vip, hashPolicy}}
+	hashVIPs6      = []VIP{{vip6, hashPolicy}}
 )
 
 // split returns the first address from start on that this host owns in
 // view, and the first that its peer owns.
 func split(vip, start netip.Addr) (mine, theirs netip.Addr) {
 	for a := start; !mine.IsValid() || !theirs.IsValid(); a = a.Next() {
-		switch view.Owner(vip, gossip.ModeHash, a) {
+		switch hashPolicy.Owner(view, vip, a) {
 		case "me":
 			if !mine.IsValid() {
 				mine = a
@@ -74,7 +76,7 @@ func TestHandle(t *testing.T) {
 	notARP[12], notARP[13] = 0x08, 0x00
 
 	dadOutcome := NotOwner
-	if view.Answers(vip, gossip.ModeHash, netip.IPv4Unspecified()) {
+	if hashPolicy.Answers(view, vip, netip.IPv4Unspecified()) {
 		dadOutcome = Answered
 	}
 	tests := []struct {

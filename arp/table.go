@@ -15,6 +15,10 @@ type Client struct {
 	IP       netip.Addr       `json:"ip"`
 	MAC      net.HardwareAddr `json:"mac"`
 	LastSeen time.Time        `json:"last_seen"`
+	// Protected: the client asked again, or a host re-pointed it; a
+	// client seen once is probationary, the first to go when the table is
+	// full (a spoofing flood is made of those).
+	Protected bool `json:"protected,omitempty"`
 }
 
 // tableKey is a client of a VIP in fixed-size form: the VIP as an index into
@@ -267,6 +271,7 @@ func (t *ClientTable) client(s *slot) Client {
 	return Client{
 		VIP: t.vips[s.key.vip], IP: netip.AddrFrom16(s.key.ip).Unmap(),
 		MAC: net.HardwareAddr(append([]byte(nil), s.mac[:]...)), LastSeen: time.UnixMilli(s.seen),
+		Protected: s.list == listProtected,
 	}
 }
 
@@ -363,7 +368,8 @@ func (t *ClientTable) Clients() []Client {
 			mac := macs[:6:6]
 			macs = macs[6:]
 			copy(mac, s.mac[:])
-			cs = append(cs, Client{VIP: t.vips[s.key.vip], IP: netip.AddrFrom16(s.key.ip).Unmap(), MAC: mac, LastSeen: time.UnixMilli(s.seen)})
+			cs = append(cs, Client{VIP: t.vips[s.key.vip], IP: netip.AddrFrom16(s.key.ip).Unmap(), MAC: mac,
+				LastSeen: time.UnixMilli(s.seen), Protected: l == listProtected})
 		}
 	}
 	return cs

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/daemon/handover"
 	"github.com/arpshare/arpshare/gossip"
 )
@@ -116,7 +117,7 @@ type VIPStatus struct {
 	Name      string      `json:"name"`
 	Address   netip.Addr  `json:"address"`
 	Interface string      `json:"interface"`
-	Mode      gossip.Mode `json:"mode"`
+	Mode      policy.Mode `json:"mode"`
 	// Answering is false while the interface is missing or down.
 	Answering bool `json:"answering"`
 	// Healthy is this host's check result (true without a check).
@@ -153,7 +154,7 @@ type ClientStatus struct {
 type OwnerStatus struct {
 	VIP      string      `json:"vip"`
 	Address  netip.Addr  `json:"address"`
-	Mode     gossip.Mode `json:"mode"`
+	Mode     policy.Mode `json:"mode"`
 	Client   netip.Addr  `json:"client"`
 	Owner    string      `json:"owner"`    // who answers it (race: who re-points it)
 	Eligible []string    `json:"eligible"` // who could

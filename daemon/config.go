@@ -17,6 +17,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/daemon/handover"
 	"github.com/arpshare/arpshare/gossip"
 )
@@ -135,9 +136,12 @@ type VIP struct {
 	Name      string
 	Address   netip.Addr
 	Interface string
-	Mode      gossip.Mode
+	Mode      policy.Mode
 	Check     *Check // nil: healthy while the daemon runs
 }
+
+// Policy is how the VIP's clients are shared.
+func (v VIP) Policy() policy.Policy { return policy.Of(v.Mode) }
 
 // Check is a VIP's health check: exactly one of TCP, HTTP and Exec is set.
 type Check struct {
@@ -627,13 +631,12 @@ func (c *checker) vips(raw []rawVIP) []VIP {
 			v.Address = a
 		}
 		v.Interface = c.vipInterface(i, where, rv.Interface)
-		v.Mode = gossip.ModeHash
+		v.Mode = policy.Hash
 		if rv.Mode != nil {
-			switch m := gossip.Mode(*rv.Mode); m {
-			case gossip.ModeHash, gossip.ModeRace, gossip.ModeSingle:
-				v.Mode = m
-			default:
-				c.errAt(c.line("vip", i, "mode"), "%s: mode %q: want hash, race or single", where, *rv.Mode)
+			if p, err := policy.Parse(*rv.Mode); err != nil {
+				c.errAt(c.line("vip", i, "mode"), "%s: %v", where, err)
+			} else {
+				v.Mode = p.Mode()
 			}
 		}
 		if rv.Check != nil {

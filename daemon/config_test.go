@@ -13,8 +13,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/daemon/handover"
-	"github.com/arpshare/arpshare/gossip"
 )
 
 func writeKey(t *testing.T, dir string, n int) string {
@@ -52,7 +52,7 @@ func TestReferenceConfig(t *testing.T) {
 			ProbeInterval: DefaultProbeInterval, ProbeTimeout: DefaultProbeTimeout,
 			SuspicionMult: DefaultSuspicionMult, GossipInterval: DefaultGossipInterval, Expect: 3,
 		},
-		VIPs: []VIP{{Name: "web", Address: netip.MustParseAddr("198.18.0.200"), Interface: "eth0", Mode: gossip.ModeHash,
+		VIPs: []VIP{{Name: "web", Address: netip.MustParseAddr("198.18.0.200"), Interface: "eth0", Mode: policy.Hash,
 			Check: &Check{TCP: "127.0.0.1:8080", Interval: time.Second, Timeout: 500 * time.Millisecond, Rise: 2, Fall: 2}}},
 		API:      APIConfig{Socket: DefaultSocket, Metrics: "127.0.0.1:9947"},
 		Handover: handover.DefaultConfig(),

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/arpshare/arpshare/arp"
+	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/daemon/handover"
 	"github.com/arpshare/arpshare/gossip"
 )
@@ -102,12 +103,9 @@ func New(cfg *Config, log *slog.Logger, version string) *Daemon {
 		log.Warn("starting drained: this host answers no client until `arpshare resume`")
 	}
 	d.repointer = NewRepointer(Repointer{
-		Table: d.table, Logger: log, Mode: d.mode, VIPs: d.vips,
-		View:      func() *gossip.View { return d.cluster.View() },
-		Send:      d.repoint,
-		Broadcast: d.announce,
-		Rate:      cfg.Node.RepointRate,
-		Reassert:  cfg.Node.ReassertInterval,
+		Table: d.table, Logger: log, Served: d, Send: sender{d},
+		Rate:     cfg.Node.RepointRate,
+		Reassert: cfg.Node.ReassertInterval,
 	})
 	d.handover = handover.New(cfg.Handover, cfg.Node.Name, cfg.Node.MaxClients, handoverSource{d}, log.With("component", "handover"))
 	d.cluster = gossip.NewCluster(gossip.ClusterConfig{
@@ -136,21 +134,21 @@ func (d *Daemon) config() *Config {
 	return d.cfg
 }
 
-// mode returns a VIP's mode.
-func (d *Daemon) mode(vip netip.Addr) gossip.Mode {
+// policy returns how a VIP's clients are shared.
+func (d *Daemon) policy(vip netip.Addr) policy.Policy {
 	for _, v := range d.config().VIPs {
 		if v.Address == vip {
-			return v.Mode
+			return v.Policy()
 		}
 	}
-	return gossip.ModeHash
+	return policy.Of(policy.Hash)
 }
 
-// vips returns the VIPs in force.
-func (d *Daemon) vips() []netip.Addr {
-	var out []netip.Addr
+// VIPs returns the VIPs in force and their policies.
+func (d *Daemon) VIPs() []arp.VIP {
+	var out []arp.VIP
 	for _, v := range d.config().VIPs {
-		out = append(out, v.Address)
+		out = append(out, arp.VIP{Address: v.Address, Policy: v.Policy()})
 	}
 	return out
 }
@@ -371,6 +369,12 @@ func (d *Daemon) responderFor(vip netip.Addr) (*arp.Responder, error) {
 	return nil, fmt.Errorf("VIP %s is no longer served", vip)
 }
 
+// sender sends re-pointing packets through the VIP's responder.
+type sender struct{ d *Daemon }
+
+func (s sender) Repoint(vip netip.Addr, c arp.Client) error { return s.d.repoint(vip, c) }
+func (s sender) Announce(vip netip.Addr) error              { return s.d.announce(vip) }
+
 func (d *Daemon) repoint(vip netip.Addr, c arp.Client) error {
 	r, err := d.responderFor(vip)
 	if err != nil {
@@ -478,7 +482,7 @@ func (d *Daemon) Status() Status {
 			if c.VIP == vip.Address {
 				vs.Clients++
 				// Race mode has no single owner: count none.
-				if o := v.Owner(vip.Address, vip.Mode, c.IP); o != "" && vip.Mode != gossip.ModeRace {
+				if o := vip.Policy().Owner(v, vip.Address, c.IP); o != "" && vip.Policy().Exclusive() {
 					vs.Owners[o]++
 				}
 			}
@@ -559,8 +563,8 @@ func (d *Daemon) Clients(vip string) ([]ClientStatus, error) {
 			continue
 		}
 		cs := ClientStatus{VIP: v.Name, IP: c.IP, MAC: c.MAC.String(), LastSeen: c.LastSeen}
-		if v.Mode != gossip.ModeRace {
-			cs.Owner = view.Owner(c.VIP, v.Mode, c.IP)
+		if p := v.Policy(); p.Exclusive() {
+			cs.Owner = p.Owner(view, c.VIP, c.IP)
 		}
 		out = append(out, cs)
 	}
@@ -586,7 +590,7 @@ func (d *Daemon) Owner(vip, client string) (OwnerStatus, error) {
 	}
 	view := d.cluster.View()
 	o := OwnerStatus{VIP: v.Name, Address: v.Address, Mode: v.Mode, Client: ip,
-		Owner: view.Owner(v.Address, v.Mode, ip), Eligible: []string{}, Quorum: view.Quorum()}
+		Owner: v.Policy().Owner(view, v.Address, ip), Eligible: []string{}, Quorum: view.Quorum()}
 	for _, c := range view.Eligible(v.Address) {
 		o.Eligible = append(o.Eligible, c.Name)
 	}

@@ -18,7 +18,7 @@ func (s handoverSource) Served() []handover.Served {
 	defer s.d.mu.Unlock()
 	var out []handover.Served
 	for _, v := range s.d.cfg.VIPs {
-		out = append(out, handover.Served{VIP: v.Address, Mode: v.Mode, Interface: v.Interface, MAC: s.d.macs[v.Interface]})
+		out = append(out, handover.Served{VIP: v.Address, Policy: v.Policy(), Interface: v.Interface, MAC: s.d.macs[v.Interface]})
 	}
 	return out
 }

@@ -215,7 +215,7 @@ func (c collector) collectClients(e emitter, cfg *Config, v *gossip.View) {
 			continue // a VIP a reload just removed
 		}
 		known[n]++
-		if v.Answers(cl.VIP, d.mode(cl.VIP), cl.IP) {
+		if d.policy(cl.VIP).Answers(v, cl.VIP, cl.IP) {
 			owned[n]++
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/arpshare/arpshare/arp"
+	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/gossip"
 )
 
@@ -61,12 +62,13 @@ type clientKey struct{ vip, ip netip.Addr }
 
 // queued is a client this host is re-pointing.
 type queued struct {
-	key   clientKey
-	seen  time.Time // when the client was last seen, for the order
-	left  int       // packets still to send
-	first time.Time // when the first packet went out; zero before
-	next  time.Time // when the next packet is due
-	fails int       // packets that could not be sent
+	key       clientKey
+	seen      time.Time // when the client was last seen, for the order
+	protected bool      // protected clients go first
+	left      int       // packets still to send
+	first     time.Time // when the first packet went out; zero before
+	next      time.Time // when the next packet is due
+	fails     int       // packets that could not be sent
 }
 
 // awaited is a client that got its packets and has yet to answer.
@@ -90,24 +92,33 @@ type RepointStatus struct {
 	Unanswered uint64 `json:"unanswered"`
 }
 
+// Served tells the repointer which VIPs this host serves now, and how each
+// shares its clients.
+type Served interface {
+	VIPs() []arp.VIP
+}
+
+// Sender sends the re-pointing packets.
+type Sender interface {
+	Repoint(vip netip.Addr, c arp.Client) error // unicast to one client
+	Announce(vip netip.Addr) error              // to the whole segment
+}
+
 // Repointer re-points clients when the view gives them to this host.
 type Repointer struct {
-	Table     *arp.ClientTable
-	Mode      func(vip netip.Addr) gossip.Mode
-	VIPs      func() []netip.Addr // the VIPs served now
-	View      func() *gossip.View
-	Send      func(vip netip.Addr, c arp.Client) error // unicast to one client
-	Broadcast func(vip netip.Addr) error               // to the whole segment
-	Logger    *slog.Logger
+	Table  *arp.ClientTable
+	Served Served
+	Send   Sender
+	Logger *slog.Logger
 	// Rate is how many packets per second may go out at most.
 	Rate int
 	// Reassert is how often every client this host owns is re-pointed
 	// once, as a safety net; 0: never.
 	Reassert time.Duration
 
-	kick     chan struct{}
+	views    chan *gossip.View // the latest view not yet planned
 	refuted  chan struct{}
-	last     *gossip.View
+	last     *gossip.View // the view in force
 	queue    []*queued
 	pending  map[clientKey]*queued
 	awaiting []awaited // in deadline order
@@ -144,7 +155,7 @@ func NewRepointer(r Repointer) *Repointer {
 	if r.Rate <= 0 {
 		r.Rate = DefaultRepointRate
 	}
-	r.kick = make(chan struct{}, 1)
+	r.views = make(chan *gossip.View, 1)
 	r.refuted = make(chan struct{}, 1)
 	r.pending = map[clientKey]*queued{}
 	r.announce = map[netip.Addr]announcement{}
@@ -156,11 +167,19 @@ func NewRepointer(r Repointer) *Repointer {
 
 func (r *Repointer) String() string { return "repointer" }
 
-// ViewChanged tells the repointer to look at the current view. It never blocks.
-func (r *Repointer) ViewChanged(*gossip.View) {
-	select {
-	case r.kick <- struct{}{}:
-	default:
+// ViewChanged gives the repointer a new view, or the same one again after
+// a reload. It never blocks: a view not yet planned is replaced.
+func (r *Repointer) ViewChanged(v *gossip.View) {
+	for {
+		select {
+		case r.views <- v:
+			return
+		default:
+		}
+		select {
+		case <-r.views:
+		default:
+		}
 	}
 }
 
@@ -197,18 +216,17 @@ func (r *Repointer) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-r.kick:
-			v := r.View()
+		case v := <-r.views:
 			r.plan(v, r.Table.Clients(), time.Now())
 			r.round(v, time.Now())
 		case <-r.refuted:
 			r.refute(time.Now())
 		case now := <-tick.C:
-			r.round(r.View(), now)
+			r.round(r.last, now)
 		case now := <-reassert:
 			// A safety net, never a flood: skip it while a round runs.
 			if len(r.queue) == 0 {
-				r.reassert(r.View(), "periodic", 1, now)
+				r.reassert(r.last, "periodic", 1, now)
 			}
 		case now := <-expire.C:
 			if n := r.Table.Expire(now); n > 0 {
@@ -218,18 +236,6 @@ func (r *Repointer) Run(ctx context.Context) error {
 	}
 }
 
-// claims reports whether this host should re-point client c of vip in v.
-// In race mode every eligible host answers, so nobody knows whom a client
-// picked; when a host is lost, its clients (and, as a harmless side effect,
-// some others) are re-pointed by their rendezvous owner among the rest.
-func (r *Repointer) claims(v *gossip.View, vip, c netip.Addr) bool {
-	mode := r.Mode(vip)
-	if mode == gossip.ModeRace {
-		return v.Serving() && v.Owner(vip, mode, c) == v.Self
-	}
-	return v.Answers(vip, mode, c)
-}
-
 // enqueue makes sure client c gets at least rounds more packets.
 func (r *Repointer) enqueue(c arp.Client, rounds int, now time.Time) bool {
 	k := clientKey{c.VIP, c.IP}
@@ -237,58 +243,56 @@ func (r *Repointer) enqueue(c arp.Client, rounds int, now time.Time) bool {
 		q.left = max(q.left, rounds)
 		return false
 	}
-	q := &queued{key: k, seen: c.LastSeen, left: rounds, next: now}
+	q := &queued{key: k, seen: c.LastSeen, protected: c.Protected, left: rounds, next: now}
 	r.pending[k] = q
 	r.queue = append(r.queue, q)
 	return true
 }
 
-// sortQueue puts the clients seen most recently first: they are the most
-// likely to be sending traffic right now.
+// sortQueue puts protected clients first (a flood of spoofed senders is
+// made of probationary ones, and must not delay the real clients), each
+// kind seen most recently first: they are the most likely to be sending
+// traffic right now.
 func (r *Repointer) sortQueue() {
-	slices.SortStableFunc(r.queue, func(a, b *queued) int { return b.seen.Compare(a.seen) })
+	slices.SortStableFunc(r.queue, func(a, b *queued) int {
+		if a.protected != b.protected {
+			if a.protected {
+				return -1
+			}
+			return 1
+		}
+		return b.seen.Compare(a.seen)
+	})
+}
+
+// policies returns the served VIPs' policies.
+func (r *Repointer) policies() map[netip.Addr]policy.Policy {
+	m := map[netip.Addr]policy.Policy{}
+	for _, v := range r.Served.VIPs() {
+		m[v.Address] = v.Policy
+	}
+	return m
 }
 
 // plan queues what v gives this host that the previous view did not.
 func (r *Repointer) plan(v *gossip.View, clients []arp.Client, now time.Time) {
-	lost := map[netip.Addr]bool{} // race VIPs that lost an eligible host
-	for _, vip := range r.VIPs() {
-		mode := r.Mode(vip)
-		if !slices.Equal(v.Eligible(vip), r.last.Eligible(vip)) && mode != gossip.ModeRace {
+	pols := r.policies()
+	for vip, p := range pols {
+		if !slices.Equal(v.Eligible(vip), r.last.Eligible(vip)) {
 			r.unsettled[vip] = true
 			r.settleAt = now.Add(settleDelay)
 		}
-		switch mode {
-		case gossip.ModeSingle:
-			if v.Answers(vip, mode, netip.Addr{}) && !r.last.Answers(vip, mode, netip.Addr{}) {
-				r.Logger.Info("taking over single-mode VIP", "vip", vip)
-				r.announce[vip] = announcement{left: announceCount, next: now}
-			}
-		case gossip.ModeRace:
-			for _, c := range r.last.Eligible(vip) {
-				if !slices.Contains(v.Eligible(vip), c) {
-					lost[vip] = true
-				}
-			}
+		if p.Announces(v, vip) && !p.Announces(r.last, vip) {
+			r.Logger.Info("taking over VIP", "vip", vip, "mode", p.Mode())
+			r.announce[vip] = announcement{left: announceCount, next: now}
 		}
 	}
 	n := 0
 	for _, c := range clients {
-		switch mode := r.Mode(c.VIP); mode {
-		case gossip.ModeRace:
-			if !lost[c.VIP] || !r.claims(v, c.VIP, c.IP) {
-				continue
-			}
-		default:
-			// Hash, and single: the broadcast reaches every machine, but
-			// not those that drop gratuitous ARP; the known clients get a
-			// request each as well.
-			if !v.Answers(c.VIP, mode, c.IP) || r.last.Answers(c.VIP, mode, c.IP) {
-				continue
-			}
+		if p, ok := pols[c.VIP]; ok && p.Moved(r.last, v, c.VIP, c.IP) {
+			r.enqueue(c, repointRounds, now)
+			n++
 		}
-		r.enqueue(c, repointRounds, now)
-		n++
 	}
 	if n > 0 {
 		r.sortQueue()
@@ -297,18 +301,19 @@ func (r *Repointer) plan(v *gossip.View, clients []arp.Client, now time.Time) {
 	r.last = v
 }
 
-// reassert queues every client this host owns in v (race mode: none) for
-// rounds packets, and announces the single-mode VIPs it holds.
+// reassert queues every client this host holds in v for rounds packets,
+// and announces the VIPs it announces.
 func (r *Repointer) reassert(v *gossip.View, why string, rounds int, now time.Time) {
+	pols := r.policies()
 	n := 0
 	for _, c := range r.Table.Clients() {
-		if r.Mode(c.VIP) != gossip.ModeRace && r.claims(v, c.VIP, c.IP) {
+		if p, ok := pols[c.VIP]; ok && p.Holds(v, c.VIP, c.IP) {
 			r.enqueue(c, rounds, now)
 			n++
 		}
 	}
-	for _, vip := range r.VIPs() {
-		if _, ok := r.announce[vip]; !ok && r.Mode(vip) == gossip.ModeSingle && v.Answers(vip, gossip.ModeSingle, netip.Addr{}) {
+	for vip, p := range pols {
+		if _, ok := r.announce[vip]; !ok && p.Announces(v, vip) {
 			r.announce[vip] = announcement{left: 1, next: now}
 		}
 	}
@@ -328,12 +333,30 @@ func (r *Repointer) round(v *gossip.View, now time.Time) {
 	if len(r.unsettled) > 0 && !now.Before(r.settleAt) {
 		r.settle(v, now)
 	}
+	pols := r.policies()
+	r.announceDue(v, pols, now)
+	r.refill(now)
+	r.sendDue(v, pols, now)
+	r.queue = slices.DeleteFunc(r.queue, func(q *queued) bool {
+		if q.left == 0 {
+			delete(r.pending, q.key)
+			return true
+		}
+		return false
+	})
+	r.confirm(now)
+	r.report()
+}
+
+// announceDue broadcasts the announcements that are due, and drops those
+// of VIPs this host no longer announces.
+func (r *Repointer) announceDue(v *gossip.View, pols map[netip.Addr]policy.Policy, now time.Time) {
 	for vip, a := range r.announce {
 		switch {
-		case !v.Answers(vip, gossip.ModeSingle, netip.Addr{}):
+		case pols[vip] == nil || !pols[vip].Announces(v, vip):
 			delete(r.announce, vip)
 		case !now.Before(a.next):
-			if err := r.Broadcast(vip); err != nil {
+			if err := r.Send.Announce(vip); err != nil {
 				r.Logger.Warn("announce VIP", "vip", vip, "error", err)
 			}
 			if a.left <= 1 {
@@ -343,9 +366,11 @@ func (r *Repointer) round(v *gossip.View, now time.Time) {
 			}
 		}
 	}
+}
 
-	// The budget refills at the rate, up to one tick's worth (at least one
-	// packet), so the packets go out evenly rather than in bursts.
+// refill tops the packet budget up at the rate, up to one tick's worth (at
+// least one packet), so the packets go out evenly rather than in bursts.
+func (r *Repointer) refill(now time.Time) {
 	if !r.lastTick.IsZero() {
 		r.tokens += now.Sub(r.lastTick).Seconds() * float64(r.Rate)
 	} else {
@@ -353,7 +378,11 @@ func (r *Repointer) round(v *gossip.View, now time.Time) {
 	}
 	r.lastTick = now
 	r.tokens = min(r.tokens, max(1, float64(r.Rate)*repointTick.Seconds()))
+}
 
+// sendDue sends the due packets the budget allows: first packets before
+// repeats, in queue order.
+func (r *Repointer) sendDue(v *gossip.View, pols map[netip.Addr]policy.Policy, now time.Time) {
 	failed, lastErr := 0, error(nil)
 	for _, firsts := range []bool{true, false} {
 		for _, q := range r.queue {
@@ -364,7 +393,7 @@ func (r *Repointer) round(v *gossip.View, now time.Time) {
 				continue
 			}
 			c, known := r.Table.Get(q.key.vip, q.key.ip)
-			if !known || !r.claims(v, q.key.vip, q.key.ip) {
+			if p := pols[q.key.vip]; !known || p == nil || !p.Claims(v, q.key.vip, q.key.ip) {
 				q.left = 0
 				continue
 			}
@@ -374,40 +403,44 @@ func (r *Repointer) round(v *gossip.View, now time.Time) {
 				continue
 			}
 			r.tokens--
-			if err := r.Send(q.key.vip, c); err != nil {
-				// The interface may be down or reopening (a link flap):
-				// the packet is owed still, for a while.
+			if err := r.Send.Repoint(q.key.vip, c); err != nil {
 				failed++
 				lastErr = err
-				q.fails++
-				q.next = now.Add(repointSpacing)
-				if q.fails >= maxSendFailures {
-					q.left = 0
-				}
+				r.failed(q, now)
 				continue
 			}
-			if q.first.IsZero() {
-				q.first = now
-			}
-			q.left--
-			q.next = now.Add(repointSpacing)
-			if q.left == 0 {
-				r.awaiting = append(r.awaiting, awaited{key: q.key, first: q.first, deadline: now.Add(confirmWait)})
-			}
+			r.sent(q, now)
 		}
 	}
 	if failed > 0 {
 		r.Logger.Warn("re-pointing packets not sent, trying again", "packets", failed, "error", lastErr)
 	}
-	r.queue = slices.DeleteFunc(r.queue, func(q *queued) bool {
-		if q.left == 0 {
-			delete(r.pending, q.key)
-			return true
-		}
-		return false
-	})
-	r.confirm(now)
+}
 
+// failed notes a packet that could not be sent: the interface may be down
+// or reopening (a link flap), so the packet is owed still, for a while.
+func (r *Repointer) failed(q *queued, now time.Time) {
+	q.fails++
+	q.next = now.Add(repointSpacing)
+	if q.fails >= maxSendFailures {
+		q.left = 0
+	}
+}
+
+// sent notes a packet sent; after the client's last, it awaits an answer.
+func (r *Repointer) sent(q *queued, now time.Time) {
+	if q.first.IsZero() {
+		q.first = now
+	}
+	q.left--
+	q.next = now.Add(repointSpacing)
+	if q.left == 0 {
+		r.awaiting = append(r.awaiting, awaited{key: q.key, first: q.first, deadline: now.Add(confirmWait)})
+	}
+}
+
+// report publishes what is left of the round for `arpshare status`.
+func (r *Repointer) report() {
 	packets, spread := 0, time.Duration(0)
 	for _, q := range r.queue {
 		packets += q.left
@@ -459,8 +492,8 @@ func (r *Repointer) count(f func(*RepointStatus)) {
 // view change after now), with reassertRounds packets per client.
 func (r *Repointer) refute(now time.Time) {
 	r.Logger.Info("this host refuted a suspicion or its death: others may have taken its clients; re-asserting them once the views agree")
-	for _, vip := range r.VIPs() {
-		r.unsettled[vip] = true
+	for _, vip := range r.Served.VIPs() {
+		r.unsettled[vip.Address] = true
 	}
 	r.settleAt = later(r.settleAt, now.Add(settleDelay))
 	r.settleRounds = reassertRounds
@@ -474,16 +507,17 @@ func later(a, b time.Time) time.Time {
 }
 
 // settle re-points, once, every client of the unsettled VIPs that this host
-// owns, and announces the single-mode ones it holds.
+// holds, and announces those it announces.
 func (r *Repointer) settle(v *gossip.View, now time.Time) {
+	pols := r.policies()
 	n := 0
 	for _, c := range r.Table.Clients() {
-		if r.unsettled[c.VIP] && r.Mode(c.VIP) != gossip.ModeRace && r.claims(v, c.VIP, c.IP) && r.enqueue(c, max(1, r.settleRounds), now) {
+		if p := pols[c.VIP]; r.unsettled[c.VIP] && p != nil && p.Holds(v, c.VIP, c.IP) && r.enqueue(c, max(1, r.settleRounds), now) {
 			n++
 		}
 	}
 	for vip := range r.unsettled {
-		if _, ok := r.announce[vip]; !ok && r.Mode(vip) == gossip.ModeSingle && v.Answers(vip, gossip.ModeSingle, netip.Addr{}) {
+		if _, ok := r.announce[vip]; !ok && pols[vip] != nil && pols[vip].Announces(v, vip) {
 			r.announce[vip] = announcement{left: 1, next: now}
 		}
 	}

@@ -6,11 +6,13 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/arpshare/arpshare/arp"
+	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/gossip"
 )
 
@@ -35,10 +37,8 @@ func TestRepointer(t *testing.T) {
 	var current *gossip.View
 	r := NewRepointer(Repointer{
 		Table:  table,
-		Mode:   func(netip.Addr) gossip.Mode { return gossip.ModeHash },
-		VIPs:   func() []netip.Addr { return []netip.Addr{testVIP} },
-		View:   func() *gossip.View { return current },
-		Send:   func(vip netip.Addr, c arp.Client) error { sent[c.IP]++; return nil },
+		Served: served(policy.Hash),
+		Send:   fakeSender{repoint: func(vip netip.Addr, c arp.Client) error { sent[c.IP]++; return nil }},
 		Logger: quietLog(),
 	})
 	now := time.Unix(1000, 0)
@@ -53,7 +53,7 @@ func TestRepointer(t *testing.T) {
 	}
 	for _, c := range table.Clients() {
 		want := 0
-		if all.Answers(testVIP, gossip.ModeHash, c.IP) {
+		if policy.Of(policy.Hash).Answers(all, testVIP, c.IP) {
 			want = repointRounds
 		}
 		if sent[c.IP] != want {
@@ -70,7 +70,7 @@ func TestRepointer(t *testing.T) {
 	moved := 0
 	for _, c := range table.Clients() {
 		want := 0
-		if all.Owner(testVIP, gossip.ModeHash, c.IP) == "h2" && noH2.Answers(testVIP, gossip.ModeHash, c.IP) {
+		if policy.Of(policy.Hash).Owner(all, testVIP, c.IP) == "h2" && policy.Of(policy.Hash).Answers(noH2, testVIP, c.IP) {
 			want = 1
 			moved++
 		}
@@ -105,7 +105,7 @@ func TestRepointerSingleAndRace(t *testing.T) {
 		table.Learn(testVIP, netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}), net.HardwareAddr{2, 0, 0, 0, 1, byte(i)}, time.Unix(500, 0))
 	}
 	all := view("h1", "h1", "h2", "h3")
-	single := all.Owner(testVIP, gossip.ModeSingle, netip.Addr{})
+	single := policy.Of(policy.Single).Owner(all, testVIP, netip.Addr{})
 	var others []string
 	for _, h := range []string{"h1", "h2", "h3"} {
 		if h != single {
@@ -119,18 +119,19 @@ func TestRepointerSingleAndRace(t *testing.T) {
 	for _, self := range others {
 		unicast, broadcasts := 0, []time.Time{}
 		r := NewRepointer(Repointer{
-			Table: table, Mode: func(netip.Addr) gossip.Mode { return gossip.ModeSingle },
-			VIPs:      func() []netip.Addr { return []netip.Addr{testVIP} },
-			Send:      func(netip.Addr, arp.Client) error { unicast++; return nil },
-			Broadcast: func(netip.Addr) error { broadcasts = append(broadcasts, time.Time{}); return nil },
-			Logger:    quietLog(),
+			Table: table, Served: served(policy.Single),
+			Send: fakeSender{
+				repoint:  func(netip.Addr, arp.Client) error { unicast++; return nil },
+				announce: func(netip.Addr) error { broadcasts = append(broadcasts, time.Time{}); return nil },
+			},
+			Logger: quietLog(),
 		})
 		now := time.Unix(1000, 0)
 		r.plan(view(self, "h1", "h2", "h3"), table.Clients(), now)
 		after := view(self, others...) // the single owner died
 		r.plan(after, table.Clients(), now)
 		run(r, after, now, 20*repointSpacing)
-		owner := after.Owner(testVIP, gossip.ModeSingle, netip.Addr{})
+		owner := policy.Of(policy.Single).Owner(after, testVIP, netip.Addr{})
 		want, wantUnicast := 0, 0
 		if self == owner {
 			want = announceCount + 1                        // and once more when the cluster settles
@@ -146,9 +147,8 @@ func TestRepointerSingleAndRace(t *testing.T) {
 	got := map[netip.Addr]int{}
 	for _, self := range []string{"h1", "h3"} {
 		r := NewRepointer(Repointer{
-			Table: table, Mode: func(netip.Addr) gossip.Mode { return gossip.ModeRace },
-			VIPs:   func() []netip.Addr { return []netip.Addr{testVIP} },
-			Send:   func(_ netip.Addr, c arp.Client) error { got[c.IP]++; return nil },
+			Table: table, Served: served(policy.Race),
+			Send:   fakeSender{repoint: func(_ netip.Addr, c arp.Client) error { got[c.IP]++; return nil }},
 			Logger: quietLog(),
 		})
 		now := time.Unix(1000, 0)
@@ -177,6 +177,28 @@ func run(r *Repointer, v *gossip.View, now time.Time, d time.Duration) time.Time
 	return now
 }
 
+// fakeSender records what the repointer sends.
+type fakeSender struct {
+	repoint  func(netip.Addr, arp.Client) error
+	announce func(netip.Addr) error
+}
+
+func (f fakeSender) Repoint(vip netip.Addr, c arp.Client) error { return f.repoint(vip, c) }
+func (f fakeSender) Announce(vip netip.Addr) error {
+	if f.announce == nil {
+		return nil
+	}
+	return f.announce(vip)
+}
+
+// servedVIPs is a fixed set of served VIPs.
+type servedVIPs []arp.VIP
+
+func (s servedVIPs) VIPs() []arp.VIP { return s }
+
+// served is testVIP, shared by mode m.
+func served(m policy.Mode) servedVIPs { return servedVIPs{{Address: testVIP, Policy: policy.Of(m)}} }
+
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // TestRepointerRateOrderConfirm: the packets keep to the rate, the clients
@@ -193,13 +215,12 @@ func TestRepointerRateOrderConfirm(t *testing.T) {
 	var order []netip.Addr
 	sent := map[netip.Addr]int{}
 	r := NewRepointer(Repointer{
-		Table: table, Mode: func(netip.Addr) gossip.Mode { return gossip.ModeHash },
-		VIPs: func() []netip.Addr { return []netip.Addr{testVIP} },
-		Send: func(_ netip.Addr, c arp.Client) error {
+		Table: table, Served: served(policy.Hash),
+		Send: fakeSender{repoint: func(_ netip.Addr, c arp.Client) error {
 			order = append(order, c.IP)
 			sent[c.IP]++
 			return nil
-		},
+		}},
 		Logger: quietLog(), Rate: 10,
 	})
 	alone := view("h1", "h1") // owns every client
@@ -239,6 +260,37 @@ func TestRepointerRateOrderConfirm(t *testing.T) {
 	}
 }
 
+// TestRepointerProtectedFirst: clients that asked again go before those
+// seen once, however recent: after a spoofing flood the queue is full of
+// the latter.
+func TestRepointerProtectedFirst(t *testing.T) {
+	t.Parallel()
+	table := arp.NewClientTable(1000, time.Hour)
+	ip := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}) }
+	for i := range 40 {
+		table.Learn(testVIP, ip(i), net.HardwareAddr{2, 0, 0, 0, 1, byte(i)}, time.Unix(500+int64(i), 0))
+	}
+	real := []netip.Addr{ip(3), ip(2), ip(1)} // most recent first
+	for _, a := range real {
+		table.Protect(testVIP, a)
+	}
+	var order []netip.Addr
+	r := NewRepointer(Repointer{
+		Table: table, Served: served(policy.Hash), Logger: quietLog(), Rate: 4,
+		Send: fakeSender{repoint: func(_ netip.Addr, c arp.Client) error { order = append(order, c.IP); return nil }},
+	})
+	alone := view("h1", "h1")
+	now := time.Unix(1000, 0)
+	r.plan(alone, table.Clients(), now)
+	run(r, alone, now, time.Second)
+	if len(order) < 4 {
+		t.Fatalf("%d packets in 1 s at 4 packets/s", len(order))
+	}
+	if want := append(real, ip(39)); !slices.Equal(want, order[:4]) {
+		t.Errorf("first packets went to %v, want %v", order[:4], want)
+	}
+}
+
 // TestRepointerRefuted: after this host refutes its death, it re-asserts
 // every client it owns, and only those, though its view did not change.
 func TestRepointerRefuted(t *testing.T) {
@@ -251,15 +303,13 @@ func TestRepointerRefuted(t *testing.T) {
 	var mu sync.Mutex
 	sent := map[netip.Addr]int{}
 	r := NewRepointer(Repointer{
-		Table: table, Mode: func(netip.Addr) gossip.Mode { return gossip.ModeHash },
-		VIPs: func() []netip.Addr { return []netip.Addr{testVIP} },
-		View: func() *gossip.View { return all },
-		Send: func(_ netip.Addr, c arp.Client) error {
+		Table: table, Served: served(policy.Hash),
+		Send: fakeSender{repoint: func(_ netip.Addr, c arp.Client) error {
 			mu.Lock()
 			defer mu.Unlock()
 			sent[c.IP]++
 			return nil
-		},
+		}},
 		Logger: quietLog(),
 	})
 	r.last = all // the view this host already acted on
@@ -269,7 +319,7 @@ func TestRepointerRefuted(t *testing.T) {
 	r.Refuted()
 	owned := 0
 	for _, c := range table.Clients() {
-		if all.Answers(testVIP, gossip.ModeHash, c.IP) {
+		if policy.Of(policy.Hash).Answers(all, testVIP, c.IP) {
 			owned++
 		}
 	}
@@ -295,7 +345,7 @@ func TestRepointerRefuted(t *testing.T) {
 	}
 	for _, c := range table.Clients() {
 		want := 0
-		if all.Answers(testVIP, gossip.ModeHash, c.IP) {
+		if policy.Of(policy.Hash).Answers(all, testVIP, c.IP) {
 			want = reassertRounds
 		}
 		if sent[c.IP] != want {
@@ -316,15 +366,13 @@ func TestRepointerPeriodic(t *testing.T) {
 	var mu sync.Mutex
 	sent := map[netip.Addr]int{}
 	r := NewRepointer(Repointer{
-		Table: table, Mode: func(netip.Addr) gossip.Mode { return gossip.ModeHash },
-		VIPs: func() []netip.Addr { return []netip.Addr{testVIP} },
-		View: func() *gossip.View { return all },
-		Send: func(_ netip.Addr, c arp.Client) error {
+		Table: table, Served: served(policy.Hash),
+		Send: fakeSender{repoint: func(_ netip.Addr, c arp.Client) error {
 			mu.Lock()
 			defer mu.Unlock()
 			sent[c.IP]++
 			return nil
-		},
+		}},
 		Logger: quietLog(), Reassert: 300 * time.Millisecond,
 	})
 	r.last = all
@@ -339,7 +387,7 @@ func TestRepointerPeriodic(t *testing.T) {
 	owned := 0
 	for _, c := range table.Clients() {
 		n := sent[c.IP]
-		if !all.Answers(testVIP, gossip.ModeHash, c.IP) {
+		if !policy.Of(policy.Hash).Answers(all, testVIP, c.IP) {
 			if n != 0 {
 				t.Errorf("client %s of h2 got %d packets", c.IP, n)
 			}

@@ -87,7 +87,7 @@ func (d *Daemon) apply(old, cfg *Config) error {
 	// least one VIP.
 	byLink := map[linkKey][]arp.VIP{}
 	for _, v := range cfg.VIPs {
-		byLink[v.link()] = append(byLink[v.link()], arp.VIP{Address: v.Address, Mode: v.Mode})
+		byLink[v.link()] = append(byLink[v.link()], arp.VIP{Address: v.Address, Policy: v.Policy()})
 	}
 	for k, r := range d.responders {
 		if vips, ok := byLink[k]; ok {
@@ -191,7 +191,7 @@ func (d *Daemon) Reload(path string) error {
 		d.log.Debug("gossip reloaded config", "error", err)
 	}
 	d.handover.Update(nil)
-	d.repointer.ViewChanged(nil)
+	d.repointer.ViewChanged(d.cluster.View())
 	var names []string
 	for _, v := range applied.VIPs {
 		names = append(names, v.Name)

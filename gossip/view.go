@@ -87,22 +87,10 @@ func (m Member) Serves(vip netip.Addr) bool {
 	return slices.Contains(m.Meta.VIPs, vip) || slices.Contains(m.Meta.Unhealthy, vip)
 }
 
-// Mode is how a VIP's clients are shared.
-type Mode string
-
-// Modes.
-const (
-	// ModeHash: each client is answered by one host, by rendezvous hash.
-	ModeHash Mode = "hash"
-	// ModeRace: every eligible host answers, after a random delay; the
-	// client keeps the first answer.
-	ModeRace Mode = "race"
-	// ModeSingle: one host answers every client, as a classic VIP owner.
-	ModeSingle Mode = "single"
-)
-
-// View is an immutable snapshot of the cluster as this host sees it. Every
-// host holding the same members computes the same owners.
+// View is an immutable snapshot of the cluster as this host sees it: the
+// members, whether this host may serve, and the hosts eligible for each VIP.
+// Every host holding the same members computes the same owners (arp/policy
+// decides who answers which client).
 type View struct {
 	Self    string
 	Members []Member // sorted by name
@@ -210,28 +198,6 @@ func (v *View) Eligible(vip netip.Addr) []Candidate {
 	return v.byVIP[vip]
 }
 
-// Owner returns the host that answers client for vip in mode, or "" if none
-// may. In single mode one host owns every client; in race mode every
-// eligible host answers, and Owner names the one that re-points the client
-// when its host is lost.
-func (v *View) Owner(vip netip.Addr, mode Mode, client netip.Addr) string {
-	if mode == ModeSingle {
-		client = netip.IPv6Unspecified()
-	}
-	return Owner(v.Eligible(vip), vip, client)
-}
-
-// Answers reports whether this host answers client's requests for vip.
-func (v *View) Answers(vip netip.Addr, mode Mode, client netip.Addr) bool {
-	if !v.Serving() {
-		return false
-	}
-	if mode == ModeRace {
-		return slices.ContainsFunc(v.Eligible(vip), func(c Candidate) bool { return c.Name == v.Self })
-	}
-	return v.Owner(vip, mode, client) == v.Self
-}
-
 // Member returns the named member.
 func (v *View) Member(name string) (Member, bool) {
 	if v == nil {
@@ -242,4 +208,16 @@ func (v *View) Member(name string) (Member, bool) {
 		return Member{}, false
 	}
 	return v.Members[i], true
+}
+
+// Algorithm is the version of the ownership function (arp/policy's
+// Rendezvous). It travels in every host's metadata: hosts that hash
+// differently would answer the same clients, so a host running another
+// algorithm is never eligible in this host's view.
+const Algorithm = 1
+
+// Candidate is a host that may answer for a VIP, with its share.
+type Candidate struct {
+	Name   string
+	Weight int
 }

@@ -57,38 +57,20 @@ func TestViewEligibility(t *testing.T) {
 	}
 }
 
-func TestViewModesAndQuorum(t *testing.T) {
+var testVIP = netip.MustParseAddr("198.18.0.200")
+
+func TestViewQuorum(t *testing.T) {
 	t.Parallel()
 	var ms []Member
 	for _, n := range []string{"a", "b", "c"} {
 		ms = append(ms, Member{Name: n, State: StateAlive, Meta: meta([]netip.Addr{testVIP}, nil)})
 	}
-	single := NewView("a", ms, 0).Owner(testVIP, ModeSingle, netip.Addr{})
-	for _, self := range []string{"a", "b", "c"} {
-		v := NewView(self, ms, 3)
-		answered := 0
-		for _, c := range clients(200) {
-			if v.Answers(testVIP, ModeHash, c) {
-				answered++
-			}
-			if got := v.Answers(testVIP, ModeSingle, c); got != (self == single) {
-				t.Fatalf("%s: single mode answers %s: %v, owner is %s", self, c, got, single)
-			}
-			if !v.Answers(testVIP, ModeRace, c) {
-				t.Fatalf("%s: race mode does not answer %s", self, c)
-			}
-		}
-		if answered == 0 || answered == 200 {
-			t.Errorf("%s answers %d of 200 clients in hash mode", self, answered)
-		}
-	}
-
 	// Alone out of an expected three: no quorum, no answers.
 	dead := append([]Member(nil), ms...)
 	dead[1].State, dead[2].State = StateDead, StateDead
 	lonely := NewView("a", dead, 3)
-	if lonely.Quorum() || lonely.Answers(testVIP, ModeHash, clients(1)[0]) || lonely.Answers(testVIP, ModeRace, clients(1)[0]) {
-		t.Error("a host seeing 1 of 3 answers")
+	if lonely.Quorum() || lonely.Serving() {
+		t.Error("a host seeing 1 of 3 serves")
 	}
 	two := append([]Member(nil), ms...)
 	two[2].State = StateDead
@@ -109,6 +91,6 @@ func FuzzDecodeMeta(f *testing.F) {
 		if err == nil && (m.Version != MetaVersion || m.Algorithm != Algorithm) {
 			t.Fatalf("accepted %+v", m)
 		}
-		NewView("a", []Member{{Name: "a", State: StateAlive, Meta: m}}, 3).Owner(testVIP, ModeHash, testVIP)
+		NewView("a", []Member{{Name: "a", State: StateAlive, Meta: m}}, 3).Eligible(testVIP)
 	})
 }

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/arpshare/arpshare/arp"
+	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/gossip"
 )
 
@@ -50,7 +51,7 @@ func DefaultConfig() Config {
 // Served is a VIP this host serves, as the handover needs it.
 type Served struct {
 	VIP       netip.Addr
-	Mode      gossip.Mode
+	Policy    policy.Policy
 	Interface string
 	MAC       net.HardwareAddr // of Interface; nil while it is not open
 }
@@ -248,11 +249,11 @@ func (h *Handover) addMoved(v, old *gossip.View, byVIP map[netip.Addr]Served, cl
 	var failure error
 	for _, c := range clients {
 		s, ok := byVIP[c.VIP]
-		if !ok || s.Mode == gossip.ModeRace || len(c.MAC) != 6 || s.MAC == nil {
-			continue // race mode has no single owner to hand back to
-		}
-		if !v.Answers(c.VIP, s.Mode, c.IP) {
+		if !ok || len(c.MAC) != 6 || s.MAC == nil {
 			continue
+		}
+		if !s.Policy.Exclusive() || !s.Policy.Answers(v, c.VIP, c.IP) {
+			continue // not ours, or no single owner to hand back to (race)
 		}
 		k := Key{VIP: c.VIP, MAC: [6]byte(c.MAC)}
 		if m, ok := h.moved[k]; ok && m.client != c.IP && known[k][m.client] {
@@ -312,8 +313,8 @@ func macIPs(clients []arp.Client) map[Key]map[netip.Addr]bool {
 func (h *Handover) previous(v, old *gossip.View, s Served, c arp.Client, k Key) (prev string, newly, first bool) {
 	newly, first = true, !h.primed[c.VIP]
 	if first {
-		prev = ownerWithout(v, s.Mode, c.VIP, c.IP, h.self)
-	} else if o := old.Owner(c.VIP, s.Mode, c.IP); o != h.self {
+		prev = s.Policy.OwnerWithout(v, c.VIP, c.IP, h.self)
+	} else if o := s.Policy.Owner(old, c.VIP, c.IP); o != h.self {
 		prev = o
 	} else if m, ok := h.moved[k]; ok && m.client == c.IP {
 		prev, newly = m.prev, false // owned here before too: keep handing over
@@ -432,13 +433,4 @@ func (h *Handover) detach(name string, index int) {
 		h.log.Warn("take the handover program off an interface", "interface", name, "error", err)
 	}
 	delete(h.ifaces, name)
-}
-
-// ownerWithout is who would own client in v if self were not there.
-func ownerWithout(v *gossip.View, mode gossip.Mode, vip, client netip.Addr, self string) string {
-	if mode == gossip.ModeSingle {
-		client = netip.IPv6Unspecified()
-	}
-	cs := slices.DeleteFunc(slices.Clone(v.Eligible(vip)), func(c gossip.Candidate) bool { return c.Name == self })
-	return gossip.Owner(cs, vip, client)
 }

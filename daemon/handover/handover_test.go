@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/arpshare/arpshare/arp"
+	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/gossip"
 )
 
@@ -82,7 +83,9 @@ func newTest(self string, cs []arp.Client) (*Handover, *fakeMap, *clock) {
 	return h, m, c
 }
 
-var served = []Served{{VIP: vip, Mode: gossip.ModeHash, Interface: "eth0", MAC: net.HardwareAddr{0x02, 0, 0, 0, 0, 'b'}}}
+var hash = policy.Of(policy.Hash)
+
+var served = []Served{{VIP: vip, Policy: hash, Interface: "eth0", MAC: net.HardwareAddr{0x02, 0, 0, 0, 0, 'b'}}}
 
 // handed returns the previous owner's host letter by client IP, from the map.
 func handed(m *fakeMap, cs []arp.Client) map[netip.Addr]string {
@@ -99,7 +102,7 @@ func handed(m *fakeMap, cs []arp.Client) map[netip.Addr]string {
 func want(old, cur *gossip.View, self string, cs []arp.Client) map[netip.Addr]string {
 	out := map[netip.Addr]string{}
 	for _, c := range cs {
-		o, n := old.Owner(vip, gossip.ModeHash, c.IP), cur.Owner(vip, gossip.ModeHash, c.IP)
+		o, n := hash.Owner(old, vip, c.IP), hash.Owner(cur, vip, c.IP)
 		if n == self && o != self && o != "" {
 			out[c.IP] = o
 		}
@@ -228,7 +231,7 @@ func TestJoinAndWeight(t *testing.T) {
 	h, m, c := newTest("d", cs)
 	delete(h.primed, vip)
 	src := h.src.(*source)
-	src.served = []Served{{VIP: vip, Mode: gossip.ModeHash, Interface: "eth0"}}
+	src.served = []Served{{VIP: vip, Policy: hash, Interface: "eth0"}}
 	joined := view("d", append(three, host("d", false, gossip.StateAlive))...)
 	h.Update(joined)
 	if len(m.entries) != 0 {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/gossip"
 	"github.com/arpshare/arpshare/internal/lab"
 )
@@ -325,7 +326,7 @@ func tableSections(l *lab.Lab, n int) ([]section, error) {
 		for _, n := range names {
 			cs = append(cs, gossip.Candidate{Name: n, Weight: 1})
 		}
-		return macs[gossip.Owner(cs, lab.VIP, ip)]
+		return macs[policy.Rendezvous(cs, lab.VIP, ip)]
 	}
 	again, err := l.Clients[0].ARPBench(ctx, lab.ARPLoad{Target: lab.VIP, First: tableSenders, Senders: n, Rate: rate,
 		For: time.Duration(n/rate+5) * time.Second, Count: n, To: to})

@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/daemon"
 )
 
@@ -29,7 +30,7 @@ func printOwner(w io.Writer, o daemon.OwnerStatus) {
 	switch {
 	case owner == "":
 		owner = "nobody (no eligible host)"
-	case o.Mode == "race":
+	case !policy.Of(o.Mode).Exclusive():
 		owner = "every eligible host races to answer; " + owner + " re-points it on failover"
 	}
 	fmt.Fprintf(w, "%s for vip %s (%s, mode %s): %s\n", o.Client, o.VIP, o.Address, o.Mode, owner)
@@ -85,7 +86,7 @@ func printStatus(w io.Writer, s daemon.Status) {
 		}
 		var per []string
 		for _, h := range v.Eligible {
-			if v.Mode == "race" {
+			if !policy.Of(v.Mode).Exclusive() {
 				per = append(per, h)
 			} else {
 				per = append(per, fmt.Sprintf("%s=%d", h, v.Owners[h]))

@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/gossip"
 )
 
@@ -152,7 +153,7 @@ func owner(survivors []string, c *Client) string {
 	for _, s := range survivors {
 		cs = append(cs, gossip.Candidate{Name: s, Weight: 1})
 	}
-	return gossip.Owner(cs, VIP, c.Addr)
+	return policy.Rendezvous(cs, VIP, c.Addr)
 }
 
 // TestSharingAndFailover is the core promise, on real kernels: 3 hosts share

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/daemon/handover"
 	"github.com/arpshare/arpshare/gossip"
 )
@@ -32,7 +33,7 @@ func streamOwners(clients []*Client, vip netip.Addr, weights map[string]int) map
 		if vip.Is6() {
 			addr = c.Addr6
 		}
-		want[c.Name] = gossip.Owner(cs, vip, addr)
+		want[c.Name] = policy.Rendezvous(cs, vip, addr)
 	}
 	return want
 }

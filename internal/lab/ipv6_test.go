@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/gossip"
 )
 
@@ -38,7 +39,7 @@ func owners6(clients []*Client, hosts ...string) map[string]string {
 	}
 	want := map[string]string{}
 	for _, c := range clients {
-		want[c.Name] = gossip.Owner(cs, VIP6, c.Addr6)
+		want[c.Name] = policy.Rendezvous(cs, VIP6, c.Addr6)
 	}
 	return want
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/gossip"
 )
 
@@ -23,7 +24,7 @@ func expected(clients []*Client, weights map[string]int) map[string]string {
 	}
 	want := map[string]string{}
 	for _, c := range clients {
-		want[c.Name] = gossip.Owner(cs, VIP, c.Addr)
+		want[c.Name] = policy.Rendezvous(cs, VIP, c.Addr)
 	}
 	return want
 }
@@ -223,7 +224,7 @@ func TestModes(t *testing.T) {
 			for _, h := range live {
 				cs = append(cs, gossip.Candidate{Name: h, Weight: 1})
 			}
-			owner := gossip.Owner(cs, vip, netip.IPv6Unspecified())
+			owner := policy.Rendezvous(cs, vip, netip.IPv6Unspecified())
 			want := map[string]string{}
 			for _, c := range l.Clients {
 				want[c.Name] = owner

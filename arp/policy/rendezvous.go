@@ -1,29 +1,21 @@
-package gossip
+package policy
 
 import (
 	"encoding/binary"
 	"net/netip"
 
 	"github.com/cespare/xxhash/v2"
+
+	"github.com/arpshare/arpshare/gossip"
 )
 
-// Algorithm is the version of the ownership function. It travels in every
-// host's metadata: hosts that hash differently would answer the same clients,
-// so a host running another algorithm is never eligible in this host's view.
-const Algorithm = 1
-
-// Candidate is a host that may answer for a VIP, with its share.
-type Candidate struct {
-	Name   string
-	Weight int
-}
-
-// Owner returns the name of the candidate that answers client for vip, or ""
+// Rendezvous returns the name of the candidate that answers client for vip, or ""
 // when there is no candidate. It is weighted rendezvous (highest random
 // weight) hashing: a candidate of weight w holds w identities and scores the
 // best of them. Removing a candidate moves only the clients it owned, spread
 // over the others by weight; the result does not depend on candidate order.
-func Owner(candidates []Candidate, vip, client netip.Addr) string {
+// Its version is gossip.Algorithm, which every host gossips.
+func Rendezvous(candidates []gossip.Candidate, vip, client netip.Addr) string {
 	var (
 		best      string
 		bestScore uint64
@@ -40,7 +32,7 @@ func Owner(candidates []Candidate, vip, client netip.Addr) string {
 // score is XXH64, a specified hash that is the same on every CPU and Go
 // version, over name, 0x00, identity (big endian), and the VIP and client as
 // 16-byte addresses (IPv4 mapped into IPv6).
-func score(c Candidate, vip, client netip.Addr) uint64 {
+func score(c gossip.Candidate, vip, client netip.Addr) uint64 {
 	// Most names fit the small buffer; zeroing a big one for every
 	// candidate of every frame costs as much as the hash.
 	var small [80]byte

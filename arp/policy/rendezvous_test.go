@@ -1,4 +1,4 @@
-package gossip
+package policy
 
 import (
 	"fmt"
@@ -6,14 +6,16 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"testing"
+
+	"github.com/arpshare/arpshare/gossip"
 )
 
 var testVIP = netip.MustParseAddr("198.18.0.200")
 
-func hosts(n int) []Candidate {
-	cs := make([]Candidate, n)
+func hosts(n int) []gossip.Candidate {
+	cs := make([]gossip.Candidate, n)
 	for i := range cs {
-		cs[i] = Candidate{Name: fmt.Sprintf("host-%02d", i), Weight: 1}
+		cs[i] = gossip.Candidate{Name: fmt.Sprintf("host-%02d", i), Weight: 1}
 	}
 	return cs
 }
@@ -26,10 +28,10 @@ func clients(n int) []netip.Addr {
 	return as
 }
 
-func assign(cs []Candidate, clients []netip.Addr) map[netip.Addr]string {
+func assign(cs []gossip.Candidate, clients []netip.Addr) map[netip.Addr]string {
 	m := make(map[netip.Addr]string, len(clients))
 	for _, c := range clients {
-		m[c] = Owner(cs, testVIP, c)
+		m[c] = Rendezvous(cs, testVIP, c)
 	}
 	return m
 }
@@ -46,10 +48,10 @@ func TestOwnerDistribution(t *testing.T) {
 			// Every host computes the same owner, whatever its member order.
 			r := rand.New(rand.NewPCG(1, uint64(n)))
 			for range 5 {
-				shuffled := append([]Candidate(nil), cs...)
+				shuffled := append([]gossip.Candidate(nil), cs...)
 				r.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
 				for c, want := range base {
-					if got := Owner(shuffled, testVIP, c); got != want {
+					if got := Rendezvous(shuffled, testVIP, c); got != want {
 						t.Fatalf("client %s: owner %s after shuffle, want %s", c, got, want)
 					}
 				}
@@ -71,7 +73,7 @@ func TestOwnerDistribution(t *testing.T) {
 
 			// Removing a host moves only its own clients.
 			gone := cs[n/2].Name
-			after := assign(append(append([]Candidate(nil), cs[:n/2]...), cs[n/2+1:]...), cls)
+			after := assign(append(append([]gossip.Candidate(nil), cs[:n/2]...), cs[n/2+1:]...), cls)
 			for c, o := range base {
 				if o != gone && after[c] != o {
 					t.Fatalf("client %s moved from live %s to %s when %s left", c, o, after[c], gone)
@@ -82,7 +84,7 @@ func TestOwnerDistribution(t *testing.T) {
 			}
 
 			// Adding a host moves about 1/(n+1) of the clients, all to it.
-			added := append(append([]Candidate(nil), cs...), Candidate{Name: "new-host", Weight: 1})
+			added := append(append([]gossip.Candidate(nil), cs...), gossip.Candidate{Name: "new-host", Weight: 1})
 			grown := assign(added, cls)
 			moved := 0
 			for c, o := range base {
@@ -105,10 +107,10 @@ func TestOwnerDistribution(t *testing.T) {
 func TestOwnerWeights(t *testing.T) {
 	t.Parallel()
 	const nClients = 10000
-	cs := []Candidate{{"a", 1}, {"b", 1}, {"c", 3}, {"d", 5}}
+	cs := []gossip.Candidate{{Name: "a", Weight: 1}, {Name: "b", Weight: 1}, {Name: "c", Weight: 3}, {Name: "d", Weight: 5}}
 	count := map[string]int{}
 	for _, c := range clients(nClients) {
-		count[Owner(cs, testVIP, c)]++
+		count[Rendezvous(cs, testVIP, c)]++
 	}
 	total := 0
 	for _, c := range cs {
@@ -126,19 +128,19 @@ func TestOwnerWeights(t *testing.T) {
 func TestOwnerEdgeCases(t *testing.T) {
 	t.Parallel()
 	c := netip.MustParseAddr("198.18.1.7")
-	if got := Owner(nil, testVIP, c); got != "" {
-		t.Errorf("Owner(no candidates) = %q, want empty", got)
+	if got := Rendezvous(nil, testVIP, c); got != "" {
+		t.Errorf("Rendezvous(no candidates) = %q, want empty", got)
 	}
-	if got := Owner([]Candidate{{"only", 1}}, testVIP, c); got != "only" {
-		t.Errorf("Owner(one candidate) = %q, want only", got)
+	if got := Rendezvous([]gossip.Candidate{{Name: "only", Weight: 1}}, testVIP, c); got != "only" {
+		t.Errorf("Rendezvous(one candidate) = %q, want only", got)
 	}
 	// A weight below one counts as one rather than making a host unreachable.
-	if got := Owner([]Candidate{{"zero", 0}}, testVIP, c); got != "zero" {
-		t.Errorf("Owner(weight 0) = %q, want zero", got)
+	if got := Rendezvous([]gossip.Candidate{{Name: "zero", Weight: 0}}, testVIP, c); got != "zero" {
+		t.Errorf("Rendezvous(weight 0) = %q, want zero", got)
 	}
 	// The same name twice (a config mistake) resolves the same way everywhere.
-	if a, b := Owner([]Candidate{{"x", 1}, {"x", 1}}, testVIP, c), "x"; a != b {
-		t.Errorf("Owner(duplicate) = %q, want %q", a, b)
+	if a, b := Rendezvous([]gossip.Candidate{{Name: "x", Weight: 1}, {Name: "x", Weight: 1}}, testVIP, c), "x"; a != b {
+		t.Errorf("Rendezvous(duplicate) = %q, want %q", a, b)
 	}
 }
 
@@ -146,7 +148,7 @@ func TestOwnerEdgeCases(t *testing.T) {
 // (which must come with a new Algorithm number) cannot slip in unnoticed.
 func TestScoreStable(t *testing.T) {
 	t.Parallel()
-	got := score(Candidate{Name: "h1", Weight: 1}, testVIP, netip.MustParseAddr("198.18.0.101"))
+	got := score(gossip.Candidate{Name: "h1", Weight: 1}, testVIP, netip.MustParseAddr("198.18.0.101"))
 	const want = uint64(0x93fc89549fa018)
 	if got != want {
 		t.Errorf("score = %#x, want %#x", got, want)
@@ -159,7 +161,7 @@ func BenchmarkOwner(b *testing.B) {
 			cs, cls := hosts(n), clients(1024)
 			b.ReportAllocs()
 			for i := 0; b.Loop(); i++ {
-				Owner(cs, testVIP, cls[i%len(cls)])
+				Rendezvous(cs, testVIP, cls[i%len(cls)])
 			}
 		})
 	}
