@@ -19,6 +19,7 @@ import (
 	"github.com/mdlayher/ndp"
 	"golang.org/x/net/ipv6"
 
+	"github.com/arpshare/arpshare/arp/arptest"
 	"github.com/arpshare/arpshare/gossip"
 )
 
@@ -46,10 +47,10 @@ func (h *recorder) handleNDP(_ *ndpLink, msg []byte, hops int, src netip.Addr, _
 // the loop ends with the link's error.
 func TestARPLinkServe(t *testing.T) {
 	t.Parallel()
-	conn := newFakeConn()
-	conn.in <- []byte("one")
-	conn.in <- []byte("two")
-	close(conn.in)
+	conn := arptest.NewConn()
+	conn.In <- []byte("one")
+	conn.In <- []byte("two")
+	close(conn.In)
 	var h recorder
 	err := (&arpLink{conn: conn, mac: myMAC}).serve(&h)
 	if err == nil || err.Error() != "link lost" {
@@ -282,13 +283,13 @@ func TestNDPResponderRun(t *testing.T) {
 // VIP asking for itself from this host's MAC.
 func TestARPAnnounce(t *testing.T) {
 	t.Parallel()
-	conn := newFakeConn()
+	conn := arptest.NewConn()
 	if err := (&arpLink{conn: conn, mac: myMAC}).announce(myMAC, vip); err != nil {
 		t.Fatal(err)
 	}
 	var f ethernet.Frame
 	var p arp.Packet
-	if err := f.UnmarshalBinary(conn.out[0]); err != nil {
+	if err := f.UnmarshalBinary(conn.Written()[0]); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.UnmarshalBinary(f.Payload); err != nil {
