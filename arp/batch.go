@@ -58,51 +58,9 @@ type batch struct {
 func (r *rawConn) ReadBatch(bufs [][]byte, sizes []int) (int, error) {
 	b := r.batch
 	if b == nil {
-		rc, err := r.c.SyscallConn()
-		if err != nil {
-			return 0, fmt.Errorf("raw ARP socket: %w", err)
-		}
-		b = &batch{rc: rc, msgs: make([]mmsghdr, len(bufs)), iovs: make([]unix.Iovec, len(bufs))}
-		for i, buf := range bufs {
-			b.iovs[i].Base = &buf[0]
-			b.iovs[i].SetLen(len(buf))
-			b.msgs[i].hdr.Iov = &b.iovs[i]
-			b.msgs[i].hdr.SetIovlen(1)
-		}
-		b.read = func(fd uintptr) bool {
-			n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.msgs[0])), uintptr(len(b.msgs)), unix.MSG_DONTWAIT, 0, 0)
-			if errno == unix.EAGAIN || errno == unix.EINTR {
-				return false // the poller waits for the next frame
-			}
-			b.n, b.err = int(n), nil
-			if errno != 0 {
-				b.n, b.err = 0, errno
-			}
-			return true
-		}
-		b.block = func(fd uintptr) {
-			n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.msgs[0])), uintptr(len(b.msgs)), unix.MSG_WAITFORONE, 0, 0)
-			b.n, b.err = int(n), nil
-			if errno != 0 {
-				b.n, b.err = 0, errno
-			}
-		}
-		if readMode == "thread" {
-			// The reading goroutine keeps this thread: a frame wakes it
-			// straight from recvmmsg, with no poller in between. The
-			// socket times out reads so that a close is noticed.
-			var serr error
-			err := rc.Control(func(fd uintptr) {
-				if serr = unix.SetNonblock(int(fd), false); serr == nil {
-					tv := unix.NsecToTimeval(blockFor.Nanoseconds())
-					serr = unix.SetsockoptTimeval(int(fd), unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
-				}
-			})
-			if err = errors.Join(err, serr); err != nil {
-				return 0, fmt.Errorf("raw ARP socket: blocking reads: %w", err)
-			}
-			runtime.LockOSThread()
-			b.blocked = true
+		var err error
+		if b, err = r.newBatch(bufs); err != nil {
+			return 0, err
 		}
 		r.batch = b
 	}
@@ -116,19 +74,13 @@ func (r *rawConn) ReadBatch(bufs [][]byte, sizes []int) (int, error) {
 			}
 			break
 		}
-		if b.err != nil {
-			return 0, fmt.Errorf("recvmmsg: %w", b.err)
+	} else {
+		if len(bufs) != len(b.msgs) || &bufs[0][0] != b.iovs[0].Base {
+			return 0, errors.New("ReadBatch: buffers changed")
 		}
-		for i := range b.n {
-			sizes[i] = int(b.msgs[i].len)
+		if err := b.rc.Read(b.read); err != nil {
+			return 0, err
 		}
-		return b.n, nil
-	}
-	if len(bufs) != len(b.msgs) || &bufs[0][0] != b.iovs[0].Base {
-		return 0, errors.New("ReadBatch: buffers changed")
-	}
-	if err := b.rc.Read(b.read); err != nil {
-		return 0, err
 	}
 	if b.err != nil {
 		return 0, fmt.Errorf("recvmmsg: %w", b.err)
@@ -137,4 +89,56 @@ func (r *rawConn) ReadBatch(bufs [][]byte, sizes []int) (int, error) {
 		sizes[i] = int(b.msgs[i].len)
 	}
 	return b.n, nil
+}
+
+// newBatch sets up the batched reads into bufs, in readMode.
+func (r *rawConn) newBatch(bufs [][]byte) (*batch, error) {
+	rc, err := r.c.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("raw ARP socket: %w", err)
+	}
+	b := &batch{rc: rc, msgs: make([]mmsghdr, len(bufs)), iovs: make([]unix.Iovec, len(bufs))}
+	for i, buf := range bufs {
+		b.iovs[i].Base = &buf[0]
+		b.iovs[i].SetLen(len(buf))
+		b.msgs[i].hdr.Iov = &b.iovs[i]
+		b.msgs[i].hdr.SetIovlen(1)
+	}
+	b.read = func(fd uintptr) bool {
+		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.msgs[0])), uintptr(len(b.msgs)), unix.MSG_DONTWAIT, 0, 0)
+		if errno == unix.EAGAIN || errno == unix.EINTR {
+			return false // the poller waits for the next frame
+		}
+		b.n, b.err = int(n), nil
+		if errno != 0 {
+			b.n, b.err = 0, errno
+		}
+		return true
+	}
+	b.block = func(fd uintptr) {
+		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.msgs[0])), uintptr(len(b.msgs)), unix.MSG_WAITFORONE, 0, 0)
+		b.n, b.err = int(n), nil
+		if errno != 0 {
+			b.n, b.err = 0, errno
+		}
+	}
+	if readMode != "thread" {
+		return b, nil
+	}
+	// The reading goroutine keeps this thread: a frame wakes it straight
+	// from recvmmsg, with no poller in between. The socket times out reads
+	// so that a close is noticed.
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		if serr = unix.SetNonblock(int(fd), false); serr == nil {
+			tv := unix.NsecToTimeval(blockFor.Nanoseconds())
+			serr = unix.SetsockoptTimeval(int(fd), unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+		}
+	})
+	if err = errors.Join(err, serr); err != nil {
+		return nil, fmt.Errorf("raw ARP socket: blocking reads: %w", err)
+	}
+	runtime.LockOSThread()
+	b.blocked = true
+	return b, nil
 }

@@ -243,3 +243,10 @@ func (r *Responder) foldKernelCounts(p *fastpath.Program) {
 		c.kernelBase[1].Add(n)
 	}
 }
+
+// readARP writes the decisions the frames of one read taught the kernel.
+func (r *Responder) readARP() {
+	if k := r.kern.Load(); k != nil {
+		r.flushDecided(k)
+	}
+}

@@ -2,6 +2,7 @@ package arp
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
@@ -62,32 +63,39 @@ type ndpLink struct {
 	conn  NDPConn
 	mac   net.HardwareAddr
 	index int // the interface's index, for messages sent from a VIP
+	log   *slog.Logger
 }
 
 func (l *ndpLink) Close() error { return l.conn.Close() }
 
 // setVIPs joins each VIP's solicited-node multicast group, so that the
-// interface receives the solicitations for it, and leaves the old ones.
+// interface receives the solicitations for it, and leaves the old ones. A
+// group it cannot join is a VIP whose clients' solicitations may not reach
+// this host: it says so.
 func (l *ndpLink) setVIPs(old, new []netip.Addr) {
 	for _, v := range old {
 		if !slices.Contains(new, v) {
 			if g, err := ndp.SolicitedNodeMulticast(v); err == nil {
-				l.conn.LeaveGroup(g)
+				if err := l.conn.LeaveGroup(g); err != nil {
+					l.log.Warn("leave a solicited-node multicast group", "vip", v, "group", g, "error", err)
+				}
 			}
 		}
 	}
 	for _, v := range new {
 		if g, err := ndp.SolicitedNodeMulticast(v); err == nil && !slices.Contains(old, v) {
-			l.conn.JoinGroup(g)
+			if err := l.conn.JoinGroup(g); err != nil {
+				l.log.Warn("cannot join a VIP's solicited-node multicast group: this host may not hear its clients' neighbor solicitations",
+					"vip", v, "group", g, "error", err)
+			}
 		}
 	}
 }
 
 var allNodes = netip.MustParseAddr("ff02::1")
 
-func (l *ndpLink) serve(r *Responder) error {
+func (l *ndpLink) serve(h handler) error {
 	buf := make([]byte, 1500)
-	mac := [6]byte(l.mac)
 	for {
 		n, cm, src, err := l.conn.ReadRaw(buf)
 		if err != nil {
@@ -102,21 +110,25 @@ func (l *ndpLink) serve(r *Responder) error {
 		}
 		// The socket names the interface as the zone of every source; the
 		// client table and the gossiped wire form key clients without it.
-		src = src.WithZone("")
-		s := r.snap.Load()
-		v := r.decideNDP(s, buf[:n], hops, src, mac, time.Now())
-		r.count(s, v.vip, v.out)
-		if !v.send {
-			continue
-		}
-		m, dst := v.message(s, src, l.mac)
-		send := func() { r.sent(s, v.vip, l.conn.WriteTo(m, nil, dst)) }
-		if v.delay > 0 {
-			time.AfterFunc(v.delay, send)
-			continue
-		}
-		send()
+		h.handleNDP(l, buf[:n], hops, src.WithZone(""), time.Now())
 	}
+}
+
+// handleNDP decides on one message read on l, and answers it on l.
+func (r *Responder) handleNDP(l *ndpLink, msg []byte, hops int, src netip.Addr, now time.Time) {
+	s := r.snap.Load()
+	v := r.decideNDP(s, msg, hops, src, [6]byte(l.mac), now)
+	r.count(s, v.vip, v.out)
+	if !v.send {
+		return
+	}
+	m, dst := v.message(s, src, l.mac)
+	send := func() { r.sent(s, v.vip, l.conn.WriteTo(m, nil, dst)) }
+	if v.delay > 0 {
+		time.AfterFunc(v.delay, send)
+		return
+	}
+	send()
 }
 
 // message returns the advertisement that answers a solicitation from src,

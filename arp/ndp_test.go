@@ -10,6 +10,8 @@ import (
 	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/ndp"
 	"golang.org/x/net/ipv6"
+
+	"github.com/arpshare/arpshare/arp/arptest"
 )
 
 func targetMAC(a *ndp.NeighborAdvertisement) net.HardwareAddr {
@@ -116,13 +118,13 @@ func (s *sentNDP) WriteTo(m ndp.Message, cm *ipv6.ControlMessage, dst netip.Addr
 // from the VIP, with this host's MAC, in both families.
 func TestRepointPackets(t *testing.T) {
 	t.Parallel()
-	conn := newFakeConn()
+	conn := arptest.NewConn()
 	if err := (&arpLink{conn: conn, mac: myMAC}).repoint(myMAC, vip, Client{IP: theirs, MAC: clientMAC}); err != nil {
 		t.Fatal(err)
 	}
 	var f ethernet.Frame
 	var p arp.Packet
-	if err := f.UnmarshalBinary(conn.out[0]); err != nil {
+	if err := f.UnmarshalBinary(conn.Written()[0]); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.UnmarshalBinary(f.Payload); err != nil {

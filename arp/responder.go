@@ -18,6 +18,7 @@ import (
 	"github.com/arpshare/arpshare/arp/fastpath"
 	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/clock"
 )
 
 // Outcome is what became of one received frame. Every frame gets exactly one;
@@ -258,8 +259,9 @@ func (r *Responder) SetView(v *gossip.View) {
 
 // link is one open interface, for one protocol.
 type link interface {
-	// serve reads and handles messages until the link fails or closes.
-	serve(r *Responder) error
+	// serve reads messages and hands each to h until the link fails or
+	// closes.
+	serve(h handler) error
 	// repoint tells one client that vip is at mac; announce tells everyone.
 	repoint(mac net.HardwareAddr, vip netip.Addr, c Client) error
 	announce(mac net.HardwareAddr, vip netip.Addr) error
@@ -268,13 +270,23 @@ type link interface {
 	Close() error
 }
 
+// handler takes the messages a link reads: it decides on each, counts it,
+// and sends the answer on the link. The Responder is the handler; the links'
+// read loops know nothing else of it.
+type handler interface {
+	handleARP(l *arpLink, frame []byte, now time.Time)
+	// readARP follows each read of one or more frames.
+	readARP()
+	handleNDP(l *ndpLink, msg []byte, hops int, src netip.Addr, now time.Time)
+}
+
 func (r *Responder) open() (link, net.HardwareAddr, error) {
 	if r.cfg.IPv6 {
 		c, mac, err := r.cfg.ListenNDP(r.cfg.Interface)
 		if err != nil {
 			return nil, nil, err
 		}
-		l := &ndpLink{conn: c, mac: mac}
+		l := &ndpLink{conn: c, mac: mac, log: r.cfg.Logger.With("interface", r.cfg.Interface)}
 		if ifi, err := net.InterfaceByName(r.cfg.Interface); err == nil {
 			l.index = ifi.Index
 		}
@@ -285,7 +297,7 @@ func (r *Responder) open() (link, net.HardwareAddr, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return &arpLink{conn: c, mac: mac}, mac, nil
+	return &arpLink{conn: c, mac: mac, reply: make([]byte, arpFrameLen)}, mac, nil
 }
 
 // SetVIPs changes the VIPs served on the interface, or their modes (on a
@@ -350,7 +362,7 @@ func (r *Responder) Run(ctx context.Context) error {
 				log.Warn("interface not usable, waiting for it", "error", err)
 				lastErr = err.Error()
 			}
-			if !sleep(ctx, r.cfg.Retry) {
+			if !clock.Sleep(ctx, r.cfg.Retry) {
 				break
 			}
 			continue
@@ -376,28 +388,18 @@ func (r *Responder) Run(ctx context.Context) error {
 			break
 		}
 		log.Warn("interface lost, reopening", "error", err)
-		if !sleep(ctx, r.cfg.Retry) {
+		if !clock.Sleep(ctx, r.cfg.Retry) {
 			break
 		}
 	}
 	return nil
 }
 
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
 // arpLink is an interface open for ARP.
 type arpLink struct {
-	conn Conn
-	mac  net.HardwareAddr
+	conn  Conn
+	mac   net.HardwareAddr
+	reply []byte // the answer being sent; only the reading goroutine uses it
 }
 
 func (l *arpLink) Close() error                  { return l.conn.Close() }
@@ -406,27 +408,7 @@ func (l *arpLink) setVIPs(old, new []netip.Addr) {}
 // readBatch is how many frames one read brings in at most.
 const readBatch = 32
 
-func (l *arpLink) serve(r *Responder) error {
-	reply := make([]byte, arpFrameLen)
-	mac := [6]byte(l.mac)
-	handle := func(k *kernel, frame []byte, now time.Time) {
-		s := r.snap.Load()
-		v := r.decideARP(s, frame, mac, now)
-		r.count(s, v.vip, v.out)
-		if k != nil && (v.out == Answered || v.out == NotOwner) {
-			r.decided(k, s, v.vip, v, frame)
-		}
-		if !v.send {
-			return
-		}
-		arpReply(reply, frame, mac)
-		if v.delay > 0 {
-			later := slices.Clone(reply)
-			time.AfterFunc(v.delay, func() { r.sent(s, v.vip, l.conn.WriteFrame(later, later[:6])) })
-			return
-		}
-		r.sent(s, v.vip, l.conn.WriteFrame(reply, reply[:6]))
-	}
+func (l *arpLink) serve(h handler) error {
 	if br, ok := l.conn.(BatchReader); ok {
 		bufs, sizes := make([][]byte, readBatch), make([]int, readBatch)
 		for i := range bufs {
@@ -438,13 +420,10 @@ func (l *arpLink) serve(r *Responder) error {
 				return err
 			}
 			now := time.Now()
-			k := r.kern.Load()
 			for i := range n {
-				handle(k, bufs[i][:sizes[i]], now)
+				h.handleARP(l, bufs[i][:sizes[i]], now)
 			}
-			if k != nil {
-				r.flushDecided(k)
-			}
+			h.readARP()
 		}
 	}
 	buf := make([]byte, 1514)
@@ -453,12 +432,30 @@ func (l *arpLink) serve(r *Responder) error {
 		if err != nil {
 			return err
 		}
-		k := r.kern.Load()
-		handle(k, buf[:n], time.Now())
-		if k != nil {
-			r.flushDecided(k)
-		}
+		h.handleARP(l, buf[:n], time.Now())
+		h.readARP()
 	}
+}
+
+// handleARP decides on one frame read on l, and answers it on l.
+func (r *Responder) handleARP(l *arpLink, frame []byte, now time.Time) {
+	mac := [6]byte(l.mac)
+	s := r.snap.Load()
+	v := r.decideARP(s, frame, mac, now)
+	r.count(s, v.vip, v.out)
+	if k := r.kern.Load(); k != nil && (v.out == Answered || v.out == NotOwner) {
+		r.decided(k, s, v.vip, v, frame)
+	}
+	if !v.send {
+		return
+	}
+	arpReply(l.reply, frame, mac)
+	if v.delay > 0 {
+		later := slices.Clone(l.reply)
+		time.AfterFunc(v.delay, func() { r.sent(s, v.vip, l.conn.WriteFrame(later, later[:6])) })
+		return
+	}
+	r.sent(s, v.vip, l.conn.WriteFrame(l.reply, l.reply[:6]))
 }
 
 // sent counts an answer sent for VIP i, or logs why it was not: after a

@@ -15,6 +15,7 @@ import (
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
 
+	"github.com/arpshare/arpshare/arp/arptest"
 	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/gossip"
 )
@@ -135,52 +136,9 @@ func TestHandle(t *testing.T) {
 	}
 }
 
-// fakeConn is a Conn fed from a channel that records what is written.
-type fakeConn struct {
-	in     chan []byte
-	mu     sync.Mutex
-	out    [][]byte
-	closed chan struct{}
-	once   sync.Once
-}
-
-func newFakeConn() *fakeConn {
-	return &fakeConn{in: make(chan []byte, 16), closed: make(chan struct{})}
-}
-
-func (c *fakeConn) ReadFrame(b []byte) (int, error) {
-	select {
-	case f, ok := <-c.in:
-		if !ok {
-			return 0, errors.New("link lost")
-		}
-		return copy(b, f), nil
-	case <-c.closed:
-		return 0, net.ErrClosed
-	}
-}
-
-func (c *fakeConn) WriteFrame(b []byte, dst net.HardwareAddr) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.out = append(c.out, append([]byte(nil), b...))
-	return nil
-}
-
-func (c *fakeConn) Close() error {
-	c.once.Do(func() { close(c.closed) })
-	return nil
-}
-
-func (c *fakeConn) written() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.out)
-}
-
 func TestResponderRunWaitsAndReopens(t *testing.T) {
 	t.Parallel()
-	first, second := newFakeConn(), newFakeConn()
+	first, second := arptest.NewConn(), arptest.NewConn()
 	var (
 		mu     sync.Mutex
 		opens  int
@@ -215,10 +173,10 @@ func TestResponderRunWaitsAndReopens(t *testing.T) {
 	go func() { done <- r.Run(ctx) }()
 
 	<-r.Ready()
-	first.in <- request(t, arp.OperationRequest, clientMAC, mine, vip)
-	first.in <- []byte("garbage")
-	close(first.in) // the link goes away; the responder must reopen
-	second.in <- request(t, arp.OperationRequest, clientMAC, theirs, vip)
+	first.In <- request(t, arp.OperationRequest, clientMAC, mine, vip)
+	first.In <- []byte("garbage")
+	close(first.In) // the link goes away; the responder must reopen
+	second.In <- request(t, arp.OperationRequest, clientMAC, theirs, vip)
 	for table.Len() < 2 {
 		time.Sleep(time.Millisecond)
 	}
@@ -229,8 +187,8 @@ func TestResponderRunWaitsAndReopens(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if first.written() != 1 || second.written() != 1 {
-		t.Errorf("written: first %d (the reply), second %d (the repoint), want 1 and 1", first.written(), second.written())
+	if len(first.Written()) != 1 || len(second.Written()) != 1 {
+		t.Errorf("written: first %d (the reply), second %d (the repoint), want 1 and 1", len(first.Written()), len(second.Written()))
 	}
 	want := Stats{
 		Frames:    map[Key]uint64{{vip, Answered}: 1, {netip.Addr{}, Malformed}: 1, {vip, NotOwner}: 1},

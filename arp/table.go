@@ -226,21 +226,20 @@ func (t *ClientTable) protect(i uint32, mark int64) {
 // Learn records that client ip with mac asked for vip at now, in a way that
 // only this host heard (a unicast request, or one whose audience is not
 // known): what it changes is gossiped. A new client is on probation; one
-// that asks again is protected. It reports whether the client is new to the
-// table or changed its MAC.
-func (t *ClientTable) Learn(vip, ip netip.Addr, mac net.HardwareAddr, now time.Time) bool {
-	return t.learnWire(vip, ip, mac, now, true)
+// that asks again is protected.
+func (t *ClientTable) Learn(vip, ip netip.Addr, mac net.HardwareAddr, now time.Time) {
+	t.learnWire(vip, ip, mac, now, true)
 }
 
 // LearnBroadcast is Learn for a request every host heard (a broadcast):
 // they learn the same from it, so nothing is gossiped.
-func (t *ClientTable) LearnBroadcast(vip, ip netip.Addr, mac net.HardwareAddr, now time.Time) bool {
-	return t.learnWire(vip, ip, mac, now, false)
+func (t *ClientTable) LearnBroadcast(vip, ip netip.Addr, mac net.HardwareAddr, now time.Time) {
+	t.learnWire(vip, ip, mac, now, false)
 }
 
-func (t *ClientTable) learnWire(vip, ip netip.Addr, mac net.HardwareAddr, now time.Time, direct bool) bool {
+func (t *ClientTable) learnWire(vip, ip netip.Addr, mac net.HardwareAddr, now time.Time, direct bool) {
 	if len(mac) != 6 {
-		return false
+		return
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -250,7 +249,7 @@ func (t *ClientTable) learnWire(vip, ip netip.Addr, mac net.HardwareAddr, now ti
 	if direct {
 		mark = ms
 	}
-	return t.learn(k, [6]byte(mac), ms, known, mark, false)
+	t.learn(k, [6]byte(mac), ms, known, mark, false)
 }
 
 // Protect marks client ip of vip as one this host re-points, so that a

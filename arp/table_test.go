@@ -16,16 +16,19 @@ func TestClientTableLRU(t *testing.T) {
 	tb := NewClientTable(3, time.Hour)
 	now := time.Unix(1000, 0)
 	for i := range 3 {
-		if !tb.Learn(vip, ip(i), clientMAC, now.Add(time.Duration(i)*time.Second)) {
-			t.Fatalf("client %d not new", i)
+		tb.Learn(vip, ip(i), clientMAC, now.Add(time.Duration(i)*time.Second))
+		if tb.Len() != i+1 {
+			t.Fatalf("client %d not new: %d clients", i, tb.Len())
 		}
 	}
 	// Seeing client 0 again makes client 1 the least recently seen.
-	if tb.Learn(vip, ip(0), clientMAC, now.Add(10*time.Second)) {
-		t.Error("same client, same MAC reported as changed")
+	tb.Learn(vip, ip(0), clientMAC, now.Add(10*time.Second))
+	if tb.Len() != 3 {
+		t.Errorf("same client learned again: %d clients, want 3", tb.Len())
 	}
-	if !tb.Learn(vip, ip(0), peerMAC, now.Add(11*time.Second)) {
-		t.Error("new MAC not reported as changed")
+	tb.Learn(vip, ip(0), peerMAC, now.Add(11*time.Second))
+	if c, _ := tb.Get(vip, ip(0)); c.MAC.String() != peerMAC.String() {
+		t.Errorf("client 0 at %s after it changed MAC, want %s", c.MAC, peerMAC)
 	}
 	tb.Learn(vip, ip(3), clientMAC, now.Add(12*time.Second))
 	if _, ok := tb.Get(vip, ip(1)); ok {

@@ -176,54 +176,66 @@ type APIConfig struct {
 
 // The raw layer: decoded strictly from TOML, pointers mean "not set".
 type rawConfig struct {
-	Node struct {
-		Name       *string `toml:"name"`
-		Weight     *int    `toml:"weight"`
-		StateDir   *string `toml:"state_dir"`
-		MaxClients *int    `toml:"max_clients"`
-		// RepointRate is packets per second.
-		RepointRate      *int    `toml:"repoint_rate"`
-		ReassertInterval *string `toml:"reassert_interval"`
-		FastPath         *string `toml:"fast_path"`
-	} `toml:"node"`
-	Gossip struct {
-		Bind           *string  `toml:"bind"`
-		Peers          []string `toml:"peers"`
-		KeyFile        *string  `toml:"key_file"`
-		Cluster        *string  `toml:"cluster"`
-		Insecure       *bool    `toml:"insecure"`
-		ProbeInterval  *string  `toml:"probe_interval"`
-		ProbeTimeout   *string  `toml:"probe_timeout"`
-		SuspicionMult  *int     `toml:"suspicion_mult"`
-		GossipInterval *string  `toml:"gossip_interval"`
-		Expect         *int     `toml:"expect"`
-	} `toml:"gossip"`
-	VIPs []struct {
-		Name      *string `toml:"name"`
-		Address   *string `toml:"address"`
-		Interface *string `toml:"interface"`
-		Mode      *string `toml:"mode"`
-		Check     *struct {
-			TCP      *string  `toml:"tcp"`
-			HTTP     *string  `toml:"http"`
-			Exec     []string `toml:"exec"`
-			Interval *string  `toml:"interval"`
-			Timeout  *string  `toml:"timeout"`
-			Rise     *int     `toml:"rise"`
-			Fall     *int     `toml:"fall"`
-		} `toml:"check"`
-	} `toml:"vip"`
-	API struct {
-		Socket  *string `toml:"socket"`
-		Metrics *string `toml:"metrics"`
-		Pprof   *bool   `toml:"pprof"`
-	} `toml:"api"`
-	Handover struct {
-		Enabled  *bool   `toml:"enabled"`
-		Grace    *string `toml:"grace"`
-		Idle     *string `toml:"idle"`
-		StopWait *string `toml:"stop_wait"`
-	} `toml:"handover"`
+	Node     rawNode     `toml:"node"`
+	Gossip   rawGossip   `toml:"gossip"`
+	VIPs     []rawVIP    `toml:"vip"`
+	API      rawAPI      `toml:"api"`
+	Handover rawHandover `toml:"handover"`
+}
+
+type rawNode struct {
+	Name       *string `toml:"name"`
+	Weight     *int    `toml:"weight"`
+	StateDir   *string `toml:"state_dir"`
+	MaxClients *int    `toml:"max_clients"`
+	// RepointRate is packets per second.
+	RepointRate      *int    `toml:"repoint_rate"`
+	ReassertInterval *string `toml:"reassert_interval"`
+	FastPath         *string `toml:"fast_path"`
+}
+
+type rawGossip struct {
+	Bind           *string  `toml:"bind"`
+	Peers          []string `toml:"peers"`
+	KeyFile        *string  `toml:"key_file"`
+	Cluster        *string  `toml:"cluster"`
+	Insecure       *bool    `toml:"insecure"`
+	ProbeInterval  *string  `toml:"probe_interval"`
+	ProbeTimeout   *string  `toml:"probe_timeout"`
+	SuspicionMult  *int     `toml:"suspicion_mult"`
+	GossipInterval *string  `toml:"gossip_interval"`
+	Expect         *int     `toml:"expect"`
+}
+
+type rawVIP struct {
+	Name      *string   `toml:"name"`
+	Address   *string   `toml:"address"`
+	Interface *string   `toml:"interface"`
+	Mode      *string   `toml:"mode"`
+	Check     *rawCheck `toml:"check"`
+}
+
+type rawCheck struct {
+	TCP      *string  `toml:"tcp"`
+	HTTP     *string  `toml:"http"`
+	Exec     []string `toml:"exec"`
+	Interval *string  `toml:"interval"`
+	Timeout  *string  `toml:"timeout"`
+	Rise     *int     `toml:"rise"`
+	Fall     *int     `toml:"fall"`
+}
+
+type rawAPI struct {
+	Socket  *string `toml:"socket"`
+	Metrics *string `toml:"metrics"`
+	Pprof   *bool   `toml:"pprof"`
+}
+
+type rawHandover struct {
+	Enabled  *bool   `toml:"enabled"`
+	Grace    *string `toml:"grace"`
+	Idle     *string `toml:"idle"`
+	StopWait *string `toml:"stop_wait"`
 }
 
 // LoadConfig reads and checks the config file at path. The error lists every
@@ -449,149 +461,176 @@ func addrPort(s string) (netip.AddrPort, error) {
 	return netip.AddrPortFrom(a, DefaultGossipPort), nil
 }
 
+// check checks the raw config section by section; each section reports its
+// own errors, at the line of the key concerned.
 func (c *checker) check(raw *rawConfig) *Config {
 	cfg := &Config{Path: c.path}
+	cfg.Node = c.node(&raw.Node)
+	cfg.Gossip = c.gossip(&raw.Gossip)
+	cfg.Warnings = gossipWarnings(cfg.Gossip)
+	cfg.VIPs = c.vips(raw.VIPs)
+	c.metaFits(cfg)
+	cfg.API = c.api(&raw.API)
+	cfg.Handover = c.handover(&raw.Handover)
+	return cfg
+}
 
-	// [node]
-	if raw.Node.Name != nil {
-		cfg.Node.Name = *raw.Node.Name
+// node checks [node].
+func (c *checker) node(raw *rawNode) NodeConfig {
+	n := NodeConfig{
+		Weight: 1, MaxClients: DefaultMaxClients, StateDir: DefaultStateDir,
+		RepointRate: DefaultRepointRate, ReassertInterval: DefaultReassertInterval, FastPath: FastPathAuto,
+	}
+	if raw.Name != nil {
+		n.Name = *raw.Name
 	} else if h, err := os.Hostname(); err == nil {
-		cfg.Node.Name = h
+		n.Name = h
 	}
-	if n := cfg.Node.Name; n == "" || len(n) > 128 || strings.ContainsAny(n, " \t\n") {
-		c.errAt(c.line("node", 0, "name"), "node.name %q must be 1 to 128 characters without spaces", n)
+	if n.Name == "" || len(n.Name) > 128 || strings.ContainsAny(n.Name, " \t\n") {
+		c.errAt(c.line("node", 0, "name"), "node.name %q must be 1 to 128 characters without spaces", n.Name)
 	}
-	cfg.Node.Weight = 1
-	if raw.Node.Weight != nil {
-		cfg.Node.Weight = *raw.Node.Weight
-		if cfg.Node.Weight < 1 || cfg.Node.Weight > MaxWeight {
-			c.errAt(c.line("node", 0, "weight"), "node.weight %d: must be 1 to %d", cfg.Node.Weight, MaxWeight)
+	if raw.Weight != nil {
+		n.Weight = *raw.Weight
+		if n.Weight < 1 || n.Weight > MaxWeight {
+			c.errAt(c.line("node", 0, "weight"), "node.weight %d: must be 1 to %d", n.Weight, MaxWeight)
 		}
 	}
-	cfg.Node.MaxClients = DefaultMaxClients
-	if raw.Node.MaxClients != nil {
-		cfg.Node.MaxClients = *raw.Node.MaxClients
-		if cfg.Node.MaxClients < MinMaxClients || cfg.Node.MaxClients > MaxMaxClients {
-			c.errAt(c.line("node", 0, "max_clients"), "node.max_clients %d: must be %d to %d", cfg.Node.MaxClients, MinMaxClients, MaxMaxClients)
+	if raw.MaxClients != nil {
+		n.MaxClients = *raw.MaxClients
+		if n.MaxClients < MinMaxClients || n.MaxClients > MaxMaxClients {
+			c.errAt(c.line("node", 0, "max_clients"), "node.max_clients %d: must be %d to %d", n.MaxClients, MinMaxClients, MaxMaxClients)
 		}
 	}
-	// fast_path (issue 11).
-	cfg.Node.FastPath = FastPathAuto
-	if raw.Node.FastPath != nil {
-		cfg.Node.FastPath = FastPath(*raw.Node.FastPath)
-		if f := cfg.Node.FastPath; f != FastPathAuto && f != FastPathOn && f != FastPathOff {
+	if raw.StateDir != nil {
+		n.StateDir = *raw.StateDir
+		if !filepath.IsAbs(n.StateDir) {
+			c.errAt(c.line("node", 0, "state_dir"), "node.state_dir %q must be an absolute path", n.StateDir)
+		}
+	}
+	if raw.RepointRate != nil {
+		n.RepointRate = *raw.RepointRate
+		if n.RepointRate < 1 || n.RepointRate > MaxRepointRate {
+			c.errAt(c.line("node", 0, "repoint_rate"), "node.repoint_rate %d: must be 1 to %d packets per second", n.RepointRate, MaxRepointRate)
+		}
+	}
+	if s := raw.ReassertInterval; s != nil && *s == "0" {
+		n.ReassertInterval = 0
+	} else {
+		n.ReassertInterval = c.duration(s, DefaultReassertInterval, c.line("node", 0, "reassert_interval"), "node.reassert_interval (or \"0\" for never)")
+	}
+	if raw.FastPath != nil { // fast path (issue 11)
+		n.FastPath = FastPath(*raw.FastPath)
+		if f := n.FastPath; f != FastPathAuto && f != FastPathOn && f != FastPathOff {
 			c.errAt(c.line("node", 0, "fast_path"), "node.fast_path %q: must be \"auto\", \"on\" or \"off\"", f)
 		}
 	}
-	cfg.Node.StateDir = DefaultStateDir
-	if raw.Node.StateDir != nil {
-		cfg.Node.StateDir = *raw.Node.StateDir
-		if !filepath.IsAbs(cfg.Node.StateDir) {
-			c.errAt(c.line("node", 0, "state_dir"), "node.state_dir %q must be an absolute path", cfg.Node.StateDir)
-		}
-	}
+	return n
+}
 
-	cfg.Node.RepointRate = DefaultRepointRate
-	if raw.Node.RepointRate != nil {
-		cfg.Node.RepointRate = *raw.Node.RepointRate
-		if cfg.Node.RepointRate < 1 || cfg.Node.RepointRate > MaxRepointRate {
-			c.errAt(c.line("node", 0, "repoint_rate"), "node.repoint_rate %d: must be 1 to %d packets per second", cfg.Node.RepointRate, MaxRepointRate)
-		}
-	}
-	cfg.Node.ReassertInterval = DefaultReassertInterval
-	if s := raw.Node.ReassertInterval; s != nil && *s == "0" {
-		cfg.Node.ReassertInterval = 0
-	} else {
-		cfg.Node.ReassertInterval = c.duration(s, DefaultReassertInterval, c.line("node", 0, "reassert_interval"), "node.reassert_interval (or \"0\" for never)")
-	}
-
-	// [gossip]
-	g := &raw.Gossip
-	if g.Bind == nil {
-		c.errAt(c.line("gossip", 0, "bind"), "gossip.bind is required (IP:port memberlist listens on)")
-	} else if ap, err := addrPort(*g.Bind); err != nil {
-		c.errAt(c.line("gossip", 0, "bind"), "gossip.bind: %v", err)
+// gossip checks [gossip].
+func (c *checker) gossip(raw *rawGossip) GossipConfig {
+	g := GossipConfig{Cluster: DefaultCluster, SuspicionMult: DefaultSuspicionMult}
+	at := func(key string) int { return c.line("gossip", 0, key) }
+	if raw.Bind == nil {
+		c.errAt(at("bind"), "gossip.bind is required (IP:port memberlist listens on)")
+	} else if ap, err := addrPort(*raw.Bind); err != nil {
+		c.errAt(at("bind"), "gossip.bind: %v", err)
 	} else if ap.Addr().IsUnspecified() || ap.Port() == 0 {
-		c.errAt(c.line("gossip", 0, "bind"), "gossip.bind %q: need a specific address and port, the one peers reach", *g.Bind)
+		c.errAt(at("bind"), "gossip.bind %q: need a specific address and port, the one peers reach", *raw.Bind)
 	} else {
-		cfg.Gossip.Bind = ap
+		g.Bind = ap
 	}
-	for _, p := range g.Peers {
+	for _, p := range raw.Peers {
 		ap, err := addrPort(p)
 		if err != nil {
-			c.errAt(c.line("gossip", 0, "peers"), "gossip.peers: %v", err)
+			c.errAt(at("peers"), "gossip.peers: %v", err)
 			continue
 		}
-		cfg.Gossip.Peers = append(cfg.Gossip.Peers, ap)
+		g.Peers = append(g.Peers, ap)
 	}
-	cfg.Gossip.Cluster = DefaultCluster
-	if g.Cluster != nil {
-		cfg.Gossip.Cluster = *g.Cluster
-		if l := len(*g.Cluster); l == 0 || l > 255 {
-			c.errAt(c.line("gossip", 0, "cluster"), "gossip.cluster must be 1 to 255 bytes")
+	if raw.Cluster != nil {
+		g.Cluster = *raw.Cluster
+		if l := len(*raw.Cluster); l == 0 || l > 255 {
+			c.errAt(at("cluster"), "gossip.cluster must be 1 to 255 bytes")
 		}
 	}
-	if g.Insecure != nil {
-		cfg.Gossip.Insecure = *g.Insecure
+	c.gossipKeys(raw, &g)
+	g.ProbeInterval = c.duration(raw.ProbeInterval, DefaultProbeInterval, at("probe_interval"), "gossip.probe_interval")
+	g.ProbeTimeout = c.duration(raw.ProbeTimeout, DefaultProbeTimeout, at("probe_timeout"), "gossip.probe_timeout")
+	g.GossipInterval = c.duration(raw.GossipInterval, DefaultGossipInterval, at("gossip_interval"), "gossip.gossip_interval")
+	if g.ProbeTimeout >= g.ProbeInterval {
+		c.errAt(at("probe_timeout"), "gossip.probe_timeout (%s) must be shorter than probe_interval (%s)", g.ProbeTimeout, g.ProbeInterval)
+	}
+	if raw.SuspicionMult != nil {
+		g.SuspicionMult = *raw.SuspicionMult
+		if *raw.SuspicionMult < 1 || *raw.SuspicionMult > 100 {
+			c.errAt(at("suspicion_mult"), "gossip.suspicion_mult must be 1 to 100")
+		}
+	}
+	if raw.Expect != nil {
+		g.Expect = *raw.Expect
+		if *raw.Expect < 1 {
+			c.errAt(at("expect"), "gossip.expect %d: must be at least 1", *raw.Expect)
+		}
+	}
+	return g
+}
+
+// gossipKeys checks gossip.insecure and gossip.key_file, and reads the keys.
+func (c *checker) gossipKeys(raw *rawGossip, g *GossipConfig) {
+	if raw.Insecure != nil {
+		g.Insecure = *raw.Insecure
 	}
 	switch {
-	case g.KeyFile != nil:
-		cfg.Gossip.KeyFile = *g.KeyFile
-		if !filepath.IsAbs(cfg.Gossip.KeyFile) {
-			cfg.Gossip.KeyFile = filepath.Join(filepath.Dir(c.path), cfg.Gossip.KeyFile)
+	case raw.KeyFile != nil:
+		g.KeyFile = *raw.KeyFile
+		if !filepath.IsAbs(g.KeyFile) {
+			g.KeyFile = filepath.Join(filepath.Dir(c.path), g.KeyFile)
 		}
-		keys, err := ReadKeys(cfg.Gossip.KeyFile)
+		keys, err := ReadKeys(g.KeyFile)
 		if err != nil {
 			c.errAt(c.line("gossip", 0, "key_file"), "gossip.key_file: %v", err)
 		}
-		cfg.Gossip.Keys = keys
-	case !cfg.Gossip.Insecure:
+		g.Keys = keys
+	case !g.Insecure:
 		c.errAt(c.line("gossip", 0, "key_file"), "gossip.key_file is required (make one with `arpshare keygen`), or set insecure = true")
 	}
-	cfg.Gossip.ProbeInterval = c.duration(g.ProbeInterval, DefaultProbeInterval, c.line("gossip", 0, "probe_interval"), "gossip.probe_interval")
-	cfg.Gossip.ProbeTimeout = c.duration(g.ProbeTimeout, DefaultProbeTimeout, c.line("gossip", 0, "probe_timeout"), "gossip.probe_timeout")
-	cfg.Gossip.GossipInterval = c.duration(g.GossipInterval, DefaultGossipInterval, c.line("gossip", 0, "gossip_interval"), "gossip.gossip_interval")
-	if cfg.Gossip.ProbeTimeout >= cfg.Gossip.ProbeInterval {
-		c.errAt(c.line("gossip", 0, "probe_timeout"), "gossip.probe_timeout (%s) must be shorter than probe_interval (%s)", cfg.Gossip.ProbeTimeout, cfg.Gossip.ProbeInterval)
-	}
-	cfg.Gossip.SuspicionMult = DefaultSuspicionMult
-	if g.SuspicionMult != nil {
-		cfg.Gossip.SuspicionMult = *g.SuspicionMult
-		if *g.SuspicionMult < 1 || *g.SuspicionMult > 100 {
-			c.errAt(c.line("gossip", 0, "suspicion_mult"), "gossip.suspicion_mult must be 1 to 100")
-		}
-	}
+}
 
-	if g.Expect != nil {
-		cfg.Gossip.Expect = *g.Expect
-		if *g.Expect < 1 {
-			c.errAt(c.line("gossip", 0, "expect"), "gossip.expect %d: must be at least 1", *g.Expect)
-		}
-	} else {
-		cfg.Warnings = append(cfg.Warnings, "gossip.expect is not set: if the gossip network splits while clients still reach both sides, hosts on both sides answer the same clients; "+
+// gossipWarnings says what in a valid [gossip] section is most likely a
+// mistake. It is the one place these warnings are made: `arpshare check`
+// prints them, and the daemon logs them as it starts.
+func gossipWarnings(g GossipConfig) []string {
+	var w []string
+	if g.Expect == 0 {
+		w = append(w, "gossip.expect is not set: if the gossip network splits while clients still reach both sides, hosts on both sides answer the same clients; "+
 			"a host whose peers do not answer at all (down, or a firewall dropping the gossip port) answers every client alone")
 	}
-	if !slices.ContainsFunc(cfg.Gossip.Peers, func(p netip.AddrPort) bool { return p != cfg.Gossip.Bind }) {
-		cfg.Warnings = append(cfg.Warnings, "gossip.peers names no host but this one: it joins nobody and answers every client of its VIPs alone; list the cluster's hosts in peers")
+	if !slices.ContainsFunc(g.Peers, func(p netip.AddrPort) bool { return p != g.Bind }) {
+		w = append(w, "gossip.peers names no host but this one: it joins nobody and answers every client of its VIPs alone; list the cluster's hosts in peers")
 	}
 	// Every host of the cluster should be in peers (this one may be): more
 	// expected hosts than named ones is a typo, or a peers list to finish.
 	named := map[netip.AddrPort]bool{}
-	for _, p := range append([]netip.AddrPort{cfg.Gossip.Bind}, cfg.Gossip.Peers...) {
+	for _, p := range append([]netip.AddrPort{g.Bind}, g.Peers...) {
 		if p.IsValid() {
 			named[p] = true
 		}
 	}
-	if n := len(named); cfg.Gossip.Expect > n && len(cfg.Gossip.Peers) > 0 {
-		cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("gossip.expect = %d is more than the %d hosts gossip.bind and gossip.peers name: this host loses its quorum whenever a named host is down; list every host in peers", cfg.Gossip.Expect, n))
+	if n := len(named); g.Expect > n && len(g.Peers) > 0 {
+		w = append(w, fmt.Sprintf("gossip.expect = %d is more than the %d hosts gossip.bind and gossip.peers name: this host loses its quorum whenever a named host is down; list every host in peers", g.Expect, n))
 	}
+	return w
+}
 
-	// [[vip]]
-	if len(raw.VIPs) == 0 {
+// vips checks every [[vip]], and that no two share a name or an address.
+func (c *checker) vips(raw []rawVIP) []VIP {
+	if len(raw) == 0 {
 		c.errAt(0, "no [[vip]]: nothing to share")
 	}
+	var out []VIP
 	names, addrs := map[string]int{}, map[netip.Addr]string{}
-	for i, rv := range raw.VIPs {
+	for i, rv := range raw {
 		v := VIP{}
 		where := fmt.Sprintf("vip #%d", i+1)
 		if rv.Name == nil || *rv.Name == "" {
@@ -604,38 +643,14 @@ func (c *checker) check(raw *rawConfig) *Config {
 			}
 			names[v.Name] = i
 		}
-		switch {
-		case rv.Address == nil:
-			c.errAt(c.line("vip", i, "address"), "%s: address is required", where)
-		default:
-			a, err := netip.ParseAddr(*rv.Address)
-			switch {
-			case err != nil:
-				c.errAt(c.line("vip", i, "address"), "%s: address %q is not an IP address", where, *rv.Address)
-			case a.Zone() != "" || a.Is4In6():
-				c.errAt(c.line("vip", i, "address"), "%s: address %s: write an IPv4 address plainly and an IPv6 one without a zone", where, a)
-			case a.IsLinkLocalUnicast():
-				c.errAt(c.line("vip", i, "address"), "%s: address %s is link-local: it cannot be shared", where, a)
-			case a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
-				c.errAt(c.line("vip", i, "address"), "%s: address %s cannot be shared", where, a)
-			default:
-				if other, dup := addrs[a]; dup {
-					c.errAt(c.line("vip", i, "address"), "%s: address %s is also vip %q", where, a, other)
-				}
-				addrs[a] = v.Name
-				v.Address = a
+		if a, ok := c.vipAddress(i, where, rv.Address); ok {
+			if other, dup := addrs[a]; dup {
+				c.errAt(c.line("vip", i, "address"), "%s: address %s is also vip %q", where, a, other)
 			}
+			addrs[a] = v.Name
+			v.Address = a
 		}
-		switch {
-		case rv.Interface == nil || *rv.Interface == "":
-			c.errAt(c.line("vip", i, "interface"), "%s: interface is required", where)
-		case *rv.Interface == "lo":
-			c.errAt(c.line("vip", i, "interface"), "%s: interface lo: the VIP is served on the interface clients reach", where)
-		case len(*rv.Interface) > 15 || strings.ContainsAny(*rv.Interface, "/ \t"):
-			c.errAt(c.line("vip", i, "interface"), "%s: interface %q is not a valid interface name", where, *rv.Interface)
-		default:
-			v.Interface = *rv.Interface
-		}
+		v.Interface = c.vipInterface(i, where, rv.Interface)
 		v.Mode = policy.Hash
 		if rv.Mode != nil {
 			if p, err := policy.Parse(*rv.Mode); err != nil {
@@ -644,56 +659,105 @@ func (c *checker) check(raw *rawConfig) *Config {
 				v.Mode = p.Mode()
 			}
 		}
-		if rc := rv.Check; rc != nil {
-			at := func(key string) int { return c.line("vip.check", i, key) }
-			ch := &Check{Rise: DefaultCheckRise, Fall: DefaultCheckFall}
-			kinds := 0
-			if rc.TCP != nil {
-				kinds++
-				ch.TCP = *rc.TCP
-				if _, port, err := net.SplitHostPort(ch.TCP); err != nil || port == "" {
-					c.errAt(at("tcp"), "%s: check.tcp %q is not host:port", where, ch.TCP)
-				}
-			}
-			if rc.HTTP != nil {
-				kinds++
-				ch.HTTP = *rc.HTTP
-				if u, err := url.Parse(ch.HTTP); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-					c.errAt(at("http"), "%s: check.http %q is not an http:// or https:// URL", where, ch.HTTP)
-				}
-			}
-			if rc.Exec != nil {
-				kinds++
-				ch.Exec = rc.Exec
-				if len(ch.Exec) == 0 || !filepath.IsAbs(ch.Exec[0]) {
-					c.errAt(at("exec"), "%s: check.exec must start with an absolute path (it runs with no shell)", where)
-				}
-			}
-			if kinds != 1 {
-				c.errAt(at("tcp"), "%s: check needs exactly one of tcp, http and exec", where)
-			}
-			ch.Interval = c.duration(rc.Interval, DefaultCheckInterval, at("interval"), where+": check.interval")
-			ch.Timeout = c.duration(rc.Timeout, DefaultCheckTimeout, at("timeout"), where+": check.timeout")
-			if ch.Timeout > ch.Interval {
-				c.errAt(at("timeout"), "%s: check.timeout (%s) must not exceed check.interval (%s)", where, ch.Timeout, ch.Interval)
-			}
-			for _, n := range []struct {
-				key string
-				raw *int
-				dst *int
-			}{{"rise", rc.Rise, &ch.Rise}, {"fall", rc.Fall, &ch.Fall}} {
-				if n.raw != nil {
-					*n.dst = *n.raw
-					if *n.raw < 1 || *n.raw > 100 {
-						c.errAt(at(n.key), "%s: check.%s %d: must be 1 to 100", where, n.key, *n.raw)
-					}
-				}
-			}
-			v.Check = ch
+		if rv.Check != nil {
+			v.Check = c.vipCheck(i, where, rv.Check)
 		}
-		cfg.VIPs = append(cfg.VIPs, v)
+		out = append(out, v)
 	}
-	// The metadata must fit with every VIP healthy and every interface's MAC.
+	return out
+}
+
+// vipAddress checks the address of vip #i (where names it in errors).
+func (c *checker) vipAddress(i int, where string, raw *string) (netip.Addr, bool) {
+	at := c.line("vip", i, "address")
+	if raw == nil {
+		c.errAt(at, "%s: address is required", where)
+		return netip.Addr{}, false
+	}
+	a, err := netip.ParseAddr(*raw)
+	switch {
+	case err != nil:
+		c.errAt(at, "%s: address %q is not an IP address", where, *raw)
+	case a.Zone() != "" || a.Is4In6():
+		c.errAt(at, "%s: address %s: write an IPv4 address plainly and an IPv6 one without a zone", where, a)
+	case a.IsLinkLocalUnicast():
+		c.errAt(at, "%s: address %s is link-local: it cannot be shared", where, a)
+	case a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		c.errAt(at, "%s: address %s cannot be shared", where, a)
+	default:
+		return a, true
+	}
+	return netip.Addr{}, false
+}
+
+// vipInterface checks the interface of vip #i; "" if it is not valid.
+func (c *checker) vipInterface(i int, where string, raw *string) string {
+	at := c.line("vip", i, "interface")
+	switch {
+	case raw == nil || *raw == "":
+		c.errAt(at, "%s: interface is required", where)
+	case *raw == "lo":
+		c.errAt(at, "%s: interface lo: the VIP is served on the interface clients reach", where)
+	case len(*raw) > 15 || strings.ContainsAny(*raw, "/ \t"):
+		c.errAt(at, "%s: interface %q is not a valid interface name", where, *raw)
+	default:
+		return *raw
+	}
+	return ""
+}
+
+// vipCheck checks [vip.check] of vip #i.
+func (c *checker) vipCheck(i int, where string, rc *rawCheck) *Check {
+	at := func(key string) int { return c.line("vip.check", i, key) }
+	ch := &Check{Rise: DefaultCheckRise, Fall: DefaultCheckFall}
+	kinds := 0
+	if rc.TCP != nil {
+		kinds++
+		ch.TCP = *rc.TCP
+		if _, port, err := net.SplitHostPort(ch.TCP); err != nil || port == "" {
+			c.errAt(at("tcp"), "%s: check.tcp %q is not host:port", where, ch.TCP)
+		}
+	}
+	if rc.HTTP != nil {
+		kinds++
+		ch.HTTP = *rc.HTTP
+		if u, err := url.Parse(ch.HTTP); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			c.errAt(at("http"), "%s: check.http %q is not an http:// or https:// URL", where, ch.HTTP)
+		}
+	}
+	if rc.Exec != nil {
+		kinds++
+		ch.Exec = rc.Exec
+		if len(ch.Exec) == 0 || !filepath.IsAbs(ch.Exec[0]) {
+			c.errAt(at("exec"), "%s: check.exec must start with an absolute path (it runs with no shell)", where)
+		}
+	}
+	if kinds != 1 {
+		c.errAt(at("tcp"), "%s: check needs exactly one of tcp, http and exec", where)
+	}
+	ch.Interval = c.duration(rc.Interval, DefaultCheckInterval, at("interval"), where+": check.interval")
+	ch.Timeout = c.duration(rc.Timeout, DefaultCheckTimeout, at("timeout"), where+": check.timeout")
+	if ch.Timeout > ch.Interval {
+		c.errAt(at("timeout"), "%s: check.timeout (%s) must not exceed check.interval (%s)", where, ch.Timeout, ch.Interval)
+	}
+	for _, n := range []struct {
+		key string
+		raw *int
+		dst *int
+	}{{"rise", rc.Rise, &ch.Rise}, {"fall", rc.Fall, &ch.Fall}} {
+		if n.raw != nil {
+			*n.dst = *n.raw
+			if *n.raw < 1 || *n.raw > 100 {
+				c.errAt(at(n.key), "%s: check.%s %d: must be 1 to 100", where, n.key, *n.raw)
+			}
+		}
+	}
+	return ch
+}
+
+// metaFits checks that the gossip metadata fits with every VIP healthy and
+// every interface's MAC.
+func (c *checker) metaFits(cfg *Config) {
 	full := cfg.Meta(false, nil)
 	for range cfg.Interfaces() {
 		full.MACs = append(full.MACs, "00:00:00:00:00:00")
@@ -701,38 +765,42 @@ func (c *checker) check(raw *rawConfig) *Config {
 	if _, err := full.Encode(); err != nil {
 		c.errAt(0, "%v", err)
 	}
+}
 
-	// [api]
-	cfg.API.Socket = DefaultSocket
-	if raw.API.Socket != nil {
-		cfg.API.Socket = *raw.API.Socket
-		if !filepath.IsAbs(cfg.API.Socket) {
-			c.errAt(c.line("api", 0, "socket"), "api.socket %q must be an absolute path", cfg.API.Socket)
+// api checks [api].
+func (c *checker) api(raw *rawAPI) APIConfig {
+	a := APIConfig{Socket: DefaultSocket}
+	if raw.Socket != nil {
+		a.Socket = *raw.Socket
+		if !filepath.IsAbs(a.Socket) {
+			c.errAt(c.line("api", 0, "socket"), "api.socket %q must be an absolute path", a.Socket)
 		}
 	}
-	if raw.API.Metrics != nil {
-		cfg.API.Metrics = *raw.API.Metrics
-		if _, port, err := net.SplitHostPort(cfg.API.Metrics); err != nil || port == "" {
-			c.errAt(c.line("api", 0, "metrics"), "api.metrics %q is not host:port", cfg.API.Metrics)
+	if raw.Metrics != nil {
+		a.Metrics = *raw.Metrics
+		if _, port, err := net.SplitHostPort(a.Metrics); err != nil || port == "" {
+			c.errAt(c.line("api", 0, "metrics"), "api.metrics %q is not host:port", a.Metrics)
 		}
 	}
-	if raw.API.Pprof != nil {
-		cfg.API.Pprof = *raw.API.Pprof
-		if cfg.API.Pprof && cfg.API.Metrics == "" {
+	if raw.Pprof != nil {
+		a.Pprof = *raw.Pprof
+		if a.Pprof && a.Metrics == "" {
 			c.errAt(c.line("api", 0, "pprof"), "api.pprof needs api.metrics: it is served on the same listener")
 		}
 	}
+	return a
+}
 
-	// [handover]
-	rh, hc := &raw.Handover, handover.DefaultConfig()
-	if rh.Enabled != nil {
-		hc.Enabled = *rh.Enabled
+// handover checks [handover].
+func (c *checker) handover(raw *rawHandover) handover.Config {
+	hc := handover.DefaultConfig()
+	if raw.Enabled != nil {
+		hc.Enabled = *raw.Enabled
 	}
-	hc.Grace = c.duration(rh.Grace, hc.Grace, c.line("handover", 0, "grace"), "handover.grace")
-	hc.Idle = c.duration(rh.Idle, hc.Idle, c.line("handover", 0, "idle"), "handover.idle")
-	hc.StopWait = c.duration(rh.StopWait, hc.StopWait, c.line("handover", 0, "stop_wait"), "handover.stop_wait")
-	cfg.Handover = hc
-	return cfg
+	hc.Grace = c.duration(raw.Grace, hc.Grace, c.line("handover", 0, "grace"), "handover.grace")
+	hc.Idle = c.duration(raw.Idle, hc.Idle, c.line("handover", 0, "idle"), "handover.idle")
+	hc.StopWait = c.duration(raw.StopWait, hc.StopWait, c.line("handover", 0, "stop_wait"), "handover.stop_wait")
+	return hc
 }
 
 // Meta is the gossip metadata of this host; healthy says which VIPs pass

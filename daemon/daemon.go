@@ -16,6 +16,7 @@ import (
 	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/daemon/handover"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/clock"
 )
 
 const (
@@ -150,8 +151,8 @@ func (d *Daemon) Run(ctx context.Context, configPath string) error {
 	defer d.serving.removeVIPs()
 
 	cfg := d.config()
-	if cfg.Gossip.Expect == 0 {
-		d.log.Warn("gossip.expect is not set: if the gossip network splits while clients still reach both sides, hosts on both sides answer the same clients")
+	for _, w := range cfg.Warnings {
+		d.log.Warn(w)
 	}
 	if err := d.serving.apply(nil, cfg); err != nil {
 		cancel()
@@ -197,7 +198,7 @@ func (d *Daemon) stop(ctx context.Context) {
 	if err := d.cluster.UpdateMeta(d.seams.drainWait); err != nil {
 		d.log.Warn("announce draining", "error", err)
 	}
-	sleepCtx(ctx, d.seams.drainWait)
+	clock.Sleep(ctx, d.seams.drainWait)
 	// The connections other hosts handed to this one end, up to
 	// handover.stop_wait.
 	d.seams.notify("STATUS=draining: waiting for open connections")

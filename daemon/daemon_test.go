@@ -105,7 +105,7 @@ func TestApplyStart(t *testing.T) {
 	if got := n.host.onLo(); len(got) != 0 {
 		t.Errorf("VIPs left on lo after stop: %v", got)
 	}
-	if !n.links.arpConn("test0").isClosed() {
+	if !n.links.arpConn("test0").Closed() {
 		t.Error("the ARP conn is still open after stop")
 	}
 	if !n.notes.has("STOPPING=1") {
@@ -201,11 +201,11 @@ func TestReload(t *testing.T) {
 	if _, ok := n.d.table.Get(db, client); ok {
 		t.Error("a client of the removed VIP is still known")
 	}
-	eventually(t, "test1 closed", func() bool { return n.links.arpConn("test1").isClosed() })
+	eventually(t, "test1 closed", func() bool { return n.links.arpConn("test1").Closed() })
 	if _, ok := n.d.state.mac("test1"); ok || slices.Contains(n.d.state.waitingFor(), "test1 (vip db)") {
 		t.Error("test1, no longer served, is still in the host's state")
 	}
-	if test0.isClosed() || n.links.arpConn("test0") != test0 {
+	if test0.Closed() || n.links.arpConn("test0") != test0 {
 		t.Error("the responder of test0, which still serves web, was reopened")
 	}
 	eventually(t, "an NDP responder on test0", func() bool { return n.links.ndpConn("test0") != nil })
@@ -320,7 +320,7 @@ func TestViewChangeRepoints(t *testing.T) {
 		mac := net.HardwareAddr{2, 1, 0, 0, 0, byte(10 + i)}
 		for _, n := range []*node{h1, h2} {
 			eventually(t, "conn open", func() bool { return n.links.arpConn("test0") != nil })
-			n.links.arpConn("test0").in <- arpRequest(t, mac, ip, web)
+			n.links.arpConn("test0").In <- arpRequest(t, mac, ip, web)
 		}
 	}
 	eventually(t, "h1 knows every client", func() bool { return h1.d.table.Len() == len(clients) })
@@ -336,7 +336,7 @@ func TestViewChangeRepoints(t *testing.T) {
 	}
 	conn := h1.links.arpConn("test0")
 	repointed := func(ip netip.Addr) bool {
-		return slices.ContainsFunc(conn.sent(t), func(s sentARP) bool {
+		return slices.ContainsFunc(sent(t, conn), func(s sentARP) bool {
 			return s.p.Operation == mdarp.OperationRequest && s.p.TargetIP == ip && s.p.SenderIP == web &&
 				s.p.SenderHardwareAddr.String() == mac1.String() && s.eth.String() != "ff:ff:ff:ff:ff:ff"
 		})
@@ -423,8 +423,8 @@ func TestStatus(t *testing.T) {
 	n.waitReady()
 	eventually(t, "test0 open", func() bool { return n.links.arpConn("test0") != nil })
 	client := netip.MustParseAddr("198.18.1.1")
-	n.links.arpConn("test0").in <- arpRequest(t, net.HardwareAddr{2, 1, 0, 0, 0, 1}, client, web)
-	eventually(t, "the answer", func() bool { return len(n.links.arpConn("test0").sent(t)) > 0 })
+	n.links.arpConn("test0").In <- arpRequest(t, net.HardwareAddr{2, 1, 0, 0, 0, 1}, client, web)
+	eventually(t, "the answer", func() bool { return len(sent(t, n.links.arpConn("test0"))) > 0 })
 
 	ctx := context.Background()
 	s, err := GetStatus(ctx, n.d.api.path)

@@ -1,6 +1,10 @@
 package daemon
 
-import "context"
+import (
+	"context"
+
+	"github.com/arpshare/arpshare/internal/clock"
+)
 
 // SetDrained drains this host (or resumes it). The state is written to disk
 // first, so that it survives a restart. Draining returns once the other
@@ -19,7 +23,7 @@ func (d *Daemon) SetDrained(ctx context.Context, drained bool) error {
 		d.log.Warn("gossip drain state", "error", err)
 	}
 	if drained {
-		sleepCtx(ctx, d.seams.drainWait)
+		clock.Sleep(ctx, d.seams.drainWait)
 	}
 	return nil
 }

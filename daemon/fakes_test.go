@@ -23,6 +23,7 @@ import (
 	"golang.org/x/net/ipv6"
 
 	"github.com/arpshare/arpshare/arp"
+	"github.com/arpshare/arpshare/arp/arptest"
 )
 
 // fakeHost is a Host that records instead of plumbing the kernel.
@@ -80,56 +81,11 @@ func (h *fakeHost) quieted(iface string) bool {
 	return slices.Contains(h.quiet, iface)
 }
 
-// fakeConn is an ARP Conn fed from a channel that records what is written.
-type fakeConn struct {
-	in     chan []byte
-	mu     sync.Mutex
-	out    [][]byte
-	closed chan struct{}
-	once   sync.Once
-}
-
-func newFakeConn() *fakeConn {
-	return &fakeConn{in: make(chan []byte, 16), closed: make(chan struct{})}
-}
-
-func (c *fakeConn) ReadFrame(b []byte) (int, error) {
-	select {
-	case f := <-c.in:
-		return copy(b, f), nil
-	case <-c.closed:
-		return 0, net.ErrClosed
-	}
-}
-
-func (c *fakeConn) WriteFrame(b []byte, dst net.HardwareAddr) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.out = append(c.out, append([]byte(nil), b...))
-	return nil
-}
-
-func (c *fakeConn) Close() error {
-	c.once.Do(func() { close(c.closed) })
-	return nil
-}
-
-func (c *fakeConn) isClosed() bool {
-	select {
-	case <-c.closed:
-		return true
-	default:
-		return false
-	}
-}
-
 // sent returns the ARP packets written, with their Ethernet destination.
-func (c *fakeConn) sent(t *testing.T) []sentARP {
+func sent(t *testing.T, c *arptest.Conn) []sentARP {
 	t.Helper()
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	var out []sentARP
-	for _, b := range c.out {
+	for _, b := range c.Written() {
 		var f ethernet.Frame
 		if err := f.UnmarshalBinary(b); err != nil {
 			t.Fatalf("written frame: %v", err)
@@ -222,13 +178,13 @@ func (c *fakeNDPConn) joined(g netip.Addr) bool {
 type fakeLinks struct {
 	mu   sync.Mutex
 	mac  net.HardwareAddr
-	arp  map[string][]*fakeConn
+	arp  map[string][]*arptest.Conn
 	ndp  map[string][]*fakeNDPConn
 	down map[string]bool // interfaces that do not exist
 }
 
 func newFakeLinks(mac net.HardwareAddr) *fakeLinks {
-	return &fakeLinks{mac: mac, arp: map[string][]*fakeConn{}, ndp: map[string][]*fakeNDPConn{}, down: map[string]bool{}}
+	return &fakeLinks{mac: mac, arp: map[string][]*arptest.Conn{}, ndp: map[string][]*fakeNDPConn{}, down: map[string]bool{}}
 }
 
 func (l *fakeLinks) listen(iface string) (arp.Conn, net.HardwareAddr, error) {
@@ -237,7 +193,7 @@ func (l *fakeLinks) listen(iface string) (arp.Conn, net.HardwareAddr, error) {
 	if l.down[iface] {
 		return nil, nil, fmt.Errorf("interface %s: no such interface", iface)
 	}
-	c := newFakeConn()
+	c := arptest.NewConn()
 	l.arp[iface] = append(l.arp[iface], c)
 	return c, l.mac, nil
 }
@@ -254,7 +210,7 @@ func (l *fakeLinks) listenNDP(iface string) (arp.NDPConn, net.HardwareAddr, erro
 }
 
 // arpConn returns the last conn opened on iface for ARP, nil if none.
-func (l *fakeLinks) arpConn(iface string) *fakeConn {
+func (l *fakeLinks) arpConn(iface string) *arptest.Conn {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if cs := l.arp[iface]; len(cs) > 0 {

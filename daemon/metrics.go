@@ -97,8 +97,12 @@ var (
 		"Always 1; the labels say which build runs.", []string{"version", "goversion"}, nil)
 )
 
-// collector computes the daemon's metrics when scraped, from the same state
-// `arpshare status` reads, so the two can never disagree.
+// collector computes the daemon's metrics when scraped, from the sources
+// `arpshare status` reads (the view, the client table, the responders'
+// counters). Each reads them at its own moment, and they count differently
+// (owned here: the clients this host answers; status: the clients of each
+// owner, none in race mode), so a scrape and a status agree only where
+// nothing changed in between.
 type collector struct{ d *Daemon }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
@@ -109,89 +113,111 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
-	d := c.d
-	counter := func(desc *prometheus.Desc, v uint64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, float64(v), labels...)
-	}
-	gauge := func(desc *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, v, labels...)
-	}
-	bool01 := func(b bool) float64 {
-		if b {
-			return 1
-		}
-		return 0
-	}
-
-	cfg := d.config()
-	// Every series is summed by its labels before it is sent: two series
-	// with the same labels would fail the whole scrape. The vip label is
-	// the VIP's name everywhere; a VIP a reload removed keeps its counts
-	// under its address.
-	names := map[netip.Addr]string{}
+	cfg := c.d.config()
+	e := emitter{ch: ch, names: map[netip.Addr]string{}}
 	for _, v := range cfg.VIPs {
-		names[v.Address] = v.Name
+		e.names[v.Address] = v.Name
 	}
-	name := func(a netip.Addr) string {
-		if !a.IsValid() {
-			return ""
-		}
-		if n, ok := names[a]; ok {
-			return n
-		}
-		return a.String()
+	c.collectResponders(e)
+	rs := c.d.repointer.Status()
+	e.counter(descRepointClients, rs.Confirmed, "answered")
+	e.counter(descRepointClients, rs.Unanswered, "unanswered")
+	e.gauge(descRepointBacklog, rs.Remaining.Seconds())
+	v := c.d.cluster.View()
+	c.collectClients(e, cfg, v)
+	c.collectCluster(e, v)
+	collectVIPs(e, cfg, v)
+	e.gauge(descBuild, 1, c.d.version, runtime.Version())
+}
+
+// emitter sends the series of one scrape. Every series is summed by its
+// labels before it is sent: two series with the same labels would fail the
+// whole scrape. The vip label is the VIP's name everywhere; a VIP a reload
+// removed keeps its counts under its address.
+type emitter struct {
+	ch    chan<- prometheus.Metric
+	names map[netip.Addr]string // VIP names by address
+}
+
+func (e emitter) counter(desc *prometheus.Desc, v uint64, labels ...string) {
+	e.ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, float64(v), labels...)
+}
+
+func (e emitter) gauge(desc *prometheus.Desc, v float64, labels ...string) {
+	e.ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, v, labels...)
+}
+
+// name is the vip label of a VIP's address.
+func (e emitter) name(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
 	}
+	if n, ok := e.names[a]; ok {
+		return n
+	}
+	return a.String()
+}
+
+func bool01(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// collectResponders sends the responders' counters and whether each
+// interface is up.
+func (c collector) collectResponders(e emitter) {
 	type key [4]string
 	counters := map[*prometheus.Desc]map[key]uint64{descFrames: {}, descKernelFrames: {}, descReplies: {}, descConflicts: {}, descRepoints: {}}
 	up := map[string]bool{}
-	for k, r := range d.responders.snapshot() {
+	for k, r := range c.d.responders.snapshot() {
 		iface, proto := k.iface, "arp"
 		if k.ipv6 {
 			proto = "ndp"
 		}
 		s := r.Stats()
 		for fk, n := range s.Frames {
-			counters[descFrames][key{iface, proto, name(fk.VIP), string(fk.Outcome)}] += n
+			counters[descFrames][key{iface, proto, e.name(fk.VIP), string(fk.Outcome)}] += n
 			if fk.Outcome == arp.Conflict {
-				counters[descConflicts][key{iface, proto, name(fk.VIP)}] += n
+				counters[descConflicts][key{iface, proto, e.name(fk.VIP)}] += n
 			}
 		}
 		for fk, n := range s.Kernel {
-			counters[descKernelFrames][key{iface, proto, name(fk.VIP), string(fk.Outcome)}] += n
+			counters[descKernelFrames][key{iface, proto, e.name(fk.VIP), string(fk.Outcome)}] += n
 		}
 		for vip, n := range s.Replies {
-			counters[descReplies][key{iface, proto, name(vip)}] += n
+			counters[descReplies][key{iface, proto, e.name(vip)}] += n
 		}
 		for vip, n := range s.Repoints {
-			counters[descRepoints][key{name(vip), "unicast"}] += n
+			counters[descRepoints][key{e.name(vip), "unicast"}] += n
 		}
 		for vip, n := range s.Announces {
-			counters[descRepoints][key{name(vip), "broadcast"}] += n
+			counters[descRepoints][key{e.name(vip), "broadcast"}] += n
 		}
 		up[iface] = up[iface] || r.MAC() != nil
 	}
 	for desc, series := range counters {
 		labels := map[*prometheus.Desc]int{descFrames: 4, descKernelFrames: 4, descReplies: 3, descConflicts: 3, descRepoints: 2}[desc]
 		for k, n := range series {
-			counter(desc, n, k[:labels]...)
+			e.counter(desc, n, k[:labels]...)
 		}
 	}
 	for iface, ok := range up {
-		gauge(descIfaceUp, bool01(ok), iface)
+		e.gauge(descIfaceUp, bool01(ok), iface)
 	}
-	rs := d.repointer.Status()
-	counter(descRepointClients, rs.Confirmed, "answered")
-	counter(descRepointClients, rs.Unanswered, "unanswered")
-	gauge(descRepointBacklog, rs.Remaining.Seconds())
+}
 
-	v := d.cluster.View()
+// collectClients sends the VIPs' info and their clients, known and owned.
+func (c collector) collectClients(e emitter, cfg *Config, v *gossip.View) {
+	d := c.d
 	known, owned := map[string]int{}, map[string]int{}
 	for _, vip := range cfg.VIPs {
 		known[vip.Name], owned[vip.Name] = 0, 0
-		gauge(descVIPInfo, 1, vip.Name, vip.Address.String(), vip.Interface, string(vip.Mode))
+		e.gauge(descVIPInfo, 1, vip.Name, vip.Address.String(), vip.Interface, string(vip.Mode))
 	}
 	for _, cl := range d.table.Clients() {
-		n, ok := names[cl.VIP]
+		n, ok := e.names[cl.VIP]
 		if !ok {
 			continue // a VIP a reload just removed
 		}
@@ -201,11 +227,15 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	for vip, n := range known {
-		gauge(descKnown, float64(n), vip)
-		gauge(descOwned, float64(owned[vip]), vip)
+		e.gauge(descKnown, float64(n), vip)
+		e.gauge(descOwned, float64(owned[vip]), vip)
 	}
-	counter(descEvicted, d.table.Stats().Evicted)
+	e.counter(descEvicted, d.table.Stats().Evicted)
+}
 
+// collectCluster sends the members by state and this host's standing in
+// the cluster.
+func (c collector) collectCluster(e emitter, v *gossip.View) {
 	states := map[string]int{"alive": 0, "dead": 0, "unreachable": 0}
 	for _, m := range v.Members {
 		state := string(m.State)
@@ -215,16 +245,21 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		states[state]++
 	}
 	for s, n := range states {
-		gauge(descMembers, float64(n), s)
+		e.gauge(descMembers, float64(n), s)
 	}
-	gauge(descHealth, float64(d.cluster.HealthScore()))
-	gauge(descQuorum, bool01(v.Quorum()))
+	e.gauge(descHealth, float64(c.d.cluster.HealthScore()))
+	e.gauge(descQuorum, bool01(v.Quorum()))
 	for _, s := range []string{gossip.JoinMember, gossip.JoinAlone, gossip.JoinRejected} {
-		gauge(descJoin, bool01(v.JoinState() == s), s)
+		e.gauge(descJoin, bool01(v.JoinState() == s), s)
 	}
-	if t := d.cluster.LastChange(); !t.IsZero() {
-		gauge(descLastChange, float64(t.UnixNano())/1e9)
+	if t := c.d.cluster.LastChange(); !t.IsZero() {
+		e.gauge(descLastChange, float64(t.UnixNano())/1e9)
 	}
+}
+
+// collectVIPs sends, for each VIP and each live member serving it, whether
+// the member is eligible and healthy.
+func collectVIPs(e emitter, cfg *Config, v *gossip.View) {
 	for _, vip := range cfg.VIPs {
 		eligible := v.Eligible(vip.Address)
 		for _, m := range v.Members {
@@ -235,11 +270,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			for _, c := range eligible {
 				isEligible = isEligible || c.Name == m.Name
 			}
-			gauge(descEligible, bool01(isEligible), vip.Name, m.Name)
-			gauge(descHealthy, bool01(!slices.Contains(m.Meta.Unhealthy, vip.Address)), vip.Name, m.Name)
+			e.gauge(descEligible, bool01(isEligible), vip.Name, m.Name)
+			e.gauge(descHealthy, bool01(!slices.Contains(m.Meta.Unhealthy, vip.Address)), vip.Name, m.Name)
 		}
 	}
-	gauge(descBuild, 1, d.version, runtime.Version())
 }
 
 // NewRegistry returns a registry with the daemon's metrics and the Go

@@ -528,14 +528,3 @@ func (r *Repointer) settle(v *gossip.View, now time.Time) {
 	clear(r.unsettled)
 	r.settleRounds = 0
 }
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/arpshare/arpshare/internal/clock"
 )
 
 // ClusterConfig configures a Cluster.
@@ -52,8 +54,10 @@ type ClusterConfig struct {
 	// not block.
 	OnRefute func()
 	Logger   *slog.Logger
-	// Transport carries the gossip; nil means memberlist's NetTransport
-	// on Bind. Tests give one in memory.
+	// Transport, if set, carries memberlist's messages instead of UDP and
+	// TCP sockets on Bind: tests run a cluster in memory over
+	// memberlist.MockNetwork. Bind must then be the address the transport
+	// advertises, as peers know this host by it.
 	Transport memberlist.Transport
 }
 
@@ -166,33 +170,11 @@ func (c *Cluster) View() *View {
 // Run joins the cluster and keeps the view current until ctx ends, then shuts
 // memberlist down (without leaving: call Leave first for a graceful stop).
 func (c *Cluster) Run(ctx context.Context) error {
-	mc := memberlist.DefaultLANConfig()
-	mc.Name = c.cfg.Name
-	mc.BindAddr = c.cfg.Bind.Addr().String()
-	mc.BindPort = int(c.cfg.Bind.Port())
-	mc.AdvertiseAddr = mc.BindAddr
-	mc.AdvertisePort = mc.BindPort
-	mc.ProbeInterval = c.cfg.ProbeInterval
-	mc.ProbeTimeout = c.cfg.ProbeTimeout
-	mc.SuspicionMult = c.cfg.SuspicionMult
-	mc.GossipInterval = c.cfg.GossipInterval
-	mc.TCPTimeout = 2 * time.Second // a LAN answers far sooner; joins wait on it
-	mc.PushPullInterval = PushPullInterval
-	mc.Label = c.cfg.Label
-	if len(c.cfg.Keys) > 0 {
-		kr, err := memberlist.NewKeyring(c.cfg.Keys, c.cfg.Keys[0])
-		if err != nil {
-			return fmt.Errorf("gossip keys: %w", err)
-		}
-		mc.Keyring = kr
+	mc, err := c.memberlistConfig()
+	if err != nil {
+		return err
 	}
-	mc.Delegate = delegate{c}
-	mc.Events = events{c}
-	mc.Ping = pings{c}
-	mc.Conflict = conflicts{c}
-	mc.Logger = log.New(logWriter{l: c.cfg.Logger, refuted: c.cfg.OnRefute}, "", 0)
-	mc.Transport = c.cfg.Transport
-
+	c.plug(mc)
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return fmt.Errorf("start gossip on %s: %w", c.cfg.Bind, err)
@@ -211,7 +193,50 @@ func (c *Cluster) Run(ctx context.Context) error {
 	c.join()
 	c.rebuild()
 	close(c.ready)
+	return c.loop(ctx)
+}
 
+// memberlistConfig is memberlist's configuration for this host: its
+// address, timings and keys.
+func (c *Cluster) memberlistConfig() (*memberlist.Config, error) {
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = c.cfg.Name
+	mc.BindAddr = c.cfg.Bind.Addr().String()
+	mc.BindPort = int(c.cfg.Bind.Port())
+	mc.AdvertiseAddr = mc.BindAddr
+	mc.AdvertisePort = mc.BindPort
+	mc.ProbeInterval = c.cfg.ProbeInterval
+	mc.ProbeTimeout = c.cfg.ProbeTimeout
+	mc.SuspicionMult = c.cfg.SuspicionMult
+	mc.GossipInterval = c.cfg.GossipInterval
+	mc.TCPTimeout = 2 * time.Second // a LAN answers far sooner; joins wait on it
+	mc.PushPullInterval = PushPullInterval
+	mc.Label = c.cfg.Label
+	if len(c.cfg.Keys) > 0 {
+		kr, err := memberlist.NewKeyring(c.cfg.Keys, c.cfg.Keys[0])
+		if err != nil {
+			return nil, fmt.Errorf("gossip keys: %w", err)
+		}
+		mc.Keyring = kr
+	}
+	return mc, nil
+}
+
+// plug connects memberlist to this cluster: the delegates that feed the
+// view, the logger, and the transport if one is given.
+func (c *Cluster) plug(mc *memberlist.Config) {
+	mc.Delegate = delegate{c}
+	mc.Events = events{c}
+	mc.Ping = pings{c}
+	mc.Conflict = conflicts{c}
+	mc.Logger = log.New(logWriter{l: c.cfg.Logger, refuted: c.cfg.OnRefute}, "", 0)
+	if c.cfg.Transport != nil {
+		mc.Transport = c.cfg.Transport
+	}
+}
+
+// loop keeps the view current until ctx ends.
+func (c *Cluster) loop(ctx context.Context) error {
 	// memberlist reports joins and deaths as events, but not suspicion:
 	// look at the members every probe interval as well.
 	poll := time.NewTicker(c.cfg.ProbeInterval)
@@ -230,16 +255,12 @@ func (c *Cluster) Run(ctx context.Context) error {
 	recheck := time.NewTicker(recheckEvery * c.cfg.ProbeInterval)
 	defer recheck.Stop()
 	// A join waits for TCP to unreachable peers, and an update for its
-	// broadcast: never in this loop.
-	var joining, resync sync.WaitGroup
-	defer joining.Wait()
-	defer resync.Wait()
-	resyncing := make(chan struct{}, 1)
-	resyncing <- struct{}{}
-	joined := make(chan struct{}, 1)
-	joined <- struct{}{}
-	rechecking := make(chan struct{}, 1)
-	rechecking <- struct{}{}
+	// broadcast: never in this loop. Each has its own token, so that a
+	// recheck never holds up a join.
+	joining, rechecking, resyncing := newSingle(), newSingle(), newSingle()
+	defer joining.wait()
+	defer rechecking.wait()
+	defer resyncing.wait()
 	for {
 		c.heartbeat.Store(time.Now().UnixNano())
 		select {
@@ -250,39 +271,46 @@ func (c *Cluster) Run(ctx context.Context) error {
 		case tick := <-poll.C:
 			c.checkSelf(time.Since(tick))
 			rebuild()
-			if c.left.Load() || !c.unsent.Load() && !c.metaStale() {
-				continue
-			}
-			select {
-			case <-resyncing:
-				resync.Go(func() {
+			if !c.left.Load() && (c.unsent.Load() || c.metaStale()) {
+				resyncing.start(func() {
 					c.cfg.Logger.Debug("gossiping this host's metadata again: the last update was lost or overtaken")
 					c.UpdateMeta(time.Second)
-					resyncing <- struct{}{}
 				})
-			default:
 			}
 		case <-rejoin.C:
-			select {
-			case <-joined:
-				joining.Go(func() {
-					c.join()
-					joined <- struct{}{}
-				})
-			default: // the last join is still running
-			}
+			joining.start(c.join)
 		case <-recheck.C:
-			select {
-			case <-rechecking: // its own token: it must not hold up join
-				joining.Go(func() {
-					c.recheckDead()
-					rechecking <- struct{}{}
-				})
-			default:
-			}
+			rechecking.start(c.recheckDead)
 		}
 	}
 }
+
+// single runs a task on a goroutine of its own, one at a time: start does
+// nothing while the last run goes on.
+type single struct {
+	runs  sync.WaitGroup
+	token chan struct{}
+}
+
+func newSingle() *single {
+	s := &single{token: make(chan struct{}, 1)}
+	s.token <- struct{}{}
+	return s
+}
+
+func (s *single) start(task func()) {
+	select {
+	case <-s.token:
+		s.runs.Go(func() {
+			task()
+			s.token <- struct{}{}
+		})
+	default: // the last run is still going
+	}
+}
+
+// wait waits for the run going on, if any.
+func (s *single) wait() { s.runs.Wait() }
 
 // A member declared dead is contacted again every recheckEvery probe
 // intervals for recheckFor. A host that was cut off briefly (a link flap)
@@ -619,16 +647,9 @@ func (c *Cluster) verify(ctx context.Context, name string) {
 			c.cfg.Logger.Info("a member reported dead answers this host's ping: keeping it until it refutes the report", "member", name)
 			said = true
 		}
-		sleepCtx(ctx, c.cfg.ProbeInterval)
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
+		if !clock.Sleep(ctx, c.cfg.ProbeInterval) {
+			return
+		}
 	}
 }
 

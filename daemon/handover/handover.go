@@ -69,7 +69,6 @@ type moved struct {
 	client  netip.Addr
 	prev    string // the previous owner's name
 	entry   Entry
-	added   time.Duration
 	packets uint64
 	active  time.Duration // when it last handed a packet over (or was added)
 }
@@ -233,83 +232,12 @@ func (h *Handover) update(v *gossip.View) {
 		old = v
 	}
 	h.last = v
-	now := h.now()
 
 	byVIP := map[netip.Addr]Served{}
 	for _, s := range served {
 		byVIP[s.VIP] = s
 	}
-	// A MAC with several IPs (a host with two addresses, a router) is one
-	// entry: the first IP that needs it keeps it.
-	known := map[Key]map[netip.Addr]bool{}
-	for _, c := range clients {
-		if len(c.MAC) == 6 {
-			k := Key{VIP: c.VIP, MAC: [6]byte(c.MAC)}
-			if known[k] == nil {
-				known[k] = map[netip.Addr]bool{}
-			}
-			known[k][c.IP] = true
-		}
-	}
-	added, failed := map[string]int{}, 0
-	var failure error
-	for _, c := range clients {
-		s, ok := byVIP[c.VIP]
-		if !ok || len(c.MAC) != 6 || s.MAC == nil {
-			continue
-		}
-		if !s.Policy.Exclusive() || !s.Policy.Answers(v, c.VIP, c.IP) {
-			continue // not ours, or no single owner to hand back to (race)
-		}
-		k := Key{VIP: c.VIP, MAC: [6]byte(c.MAC)}
-		if m, ok := h.moved[k]; ok && m.client != c.IP && known[k][m.client] {
-			continue
-		}
-		prev, newly, first := "", true, !h.primed[c.VIP]
-		if first {
-			prev = s.Policy.OwnerWithout(v, c.VIP, c.IP, h.self)
-		} else if o := s.Policy.Owner(old, c.VIP, c.IP); o != h.self {
-			prev = o
-		} else if m, ok := h.moved[k]; ok && m.client == c.IP {
-			prev, newly = m.prev, false // owned here before too: keep handing over
-		}
-		if prev == "" || prev == h.self {
-			continue
-		}
-		pm, ok := v.Member(prev)
-		if !ok || !pm.Live() {
-			continue // a dead host has nothing left to hand to
-		}
-		if len(pm.Meta.MACs) != 1 {
-			// A host with several interfaces does not say which
-			// MAC is on this segment (see docs/limitations.md).
-			continue
-		}
-		prevMAC, err := net.ParseMAC(pm.Meta.MACs[0])
-		if err != nil || len(prevMAC) != 6 {
-			continue
-		}
-		e := Entry{Client: c.IP, Prev: [6]byte(prevMAC), Own: [6]byte(s.MAC), Deadline: now + h.cfg.Grace}
-		if m, ok := h.moved[k]; ok && (!newly || first) && m.prev == prev && m.entry.Own == e.Own {
-			continue // already handing over; the deadline stands
-		}
-		if m, ok := h.moved[k]; ok && m.client != c.IP {
-			h.kmap.Delete(k, m.entry) // the MAC's other IP: its key by IP goes
-		}
-		if err := h.kmap.Put(k, e); err != nil {
-			failed, failure = failed+1, err
-			continue
-		}
-		h.log.Debug("handing a moved client's open connections to its previous owner", "vip", c.VIP, "client", c.IP, "previous", prev)
-		h.moved[k] = &moved{client: c.IP, prev: prev, entry: e, added: now, active: now}
-		added[prev]++
-	}
-	if len(added) > 0 {
-		h.log.Info("handing moved clients' open connections to their previous owners", "clients_by_previous_owner", added, "grace", h.cfg.Grace)
-	}
-	if failed > 0 {
-		h.log.Warn("cannot hand some moved clients over: their open connections will be reset", "clients", failed, "error", failure)
-	}
+	h.addMoved(v, old, byVIP, clients)
 	for _, s := range served {
 		if s.MAC != nil {
 			h.primed[s.VIP] = true
@@ -333,6 +261,107 @@ func (h *Handover) update(v *gossip.View) {
 			h.end(k, "unserved")
 		}
 	}
+}
+
+// addMoved starts handing over the clients that moved here from a live host
+// between old and v, and keeps handing over those that still need it.
+func (h *Handover) addMoved(v, old *gossip.View, byVIP map[netip.Addr]Served, clients []arp.Client) {
+	now := h.now()
+	known := macIPs(clients)
+	added, failed := map[string]int{}, 0
+	var failure error
+	for _, c := range clients {
+		s, ok := byVIP[c.VIP]
+		if !ok || len(c.MAC) != 6 || s.MAC == nil {
+			continue
+		}
+		if !s.Policy.Exclusive() || !s.Policy.Answers(v, c.VIP, c.IP) {
+			continue // not ours, or no single owner to hand back to (race)
+		}
+		k := Key{VIP: c.VIP, MAC: [6]byte(c.MAC)}
+		if m, ok := h.moved[k]; ok && m.client != c.IP && known[k][m.client] {
+			continue
+		}
+		prev, newly, first := h.previous(v, old, s, c, k)
+		if prev == "" || prev == h.self {
+			continue
+		}
+		prevMAC, ok := segmentMAC(v, prev)
+		if !ok {
+			continue
+		}
+		e := Entry{Client: c.IP, Prev: prevMAC, Own: [6]byte(s.MAC), Deadline: now + h.cfg.Grace}
+		if m, ok := h.moved[k]; ok && (!newly || first) && m.prev == prev && m.entry.Own == e.Own {
+			continue // already handing over; the deadline stands
+		}
+		if m, ok := h.moved[k]; ok && m.client != c.IP {
+			h.kmap.Delete(k, m.entry) // the MAC's other IP: its key by IP goes
+		}
+		if err := h.kmap.Put(k, e); err != nil {
+			failed, failure = failed+1, err
+			continue
+		}
+		h.log.Debug("handing a moved client's open connections to its previous owner", "vip", c.VIP, "client", c.IP, "previous", prev)
+		h.moved[k] = &moved{client: c.IP, prev: prev, entry: e, active: now}
+		added[prev]++
+	}
+	if len(added) > 0 {
+		h.log.Info("handing moved clients' open connections to their previous owners", "clients_by_previous_owner", added, "grace", h.cfg.Grace)
+	}
+	if failed > 0 {
+		h.log.Warn("cannot hand some moved clients over: their open connections will be reset", "clients", failed, "error", failure)
+	}
+}
+
+// macIPs groups the clients' IPs by VIP and MAC. A MAC with several IPs (a
+// host with two addresses, a router) is one entry: the first IP that needs
+// it keeps it.
+func macIPs(clients []arp.Client) map[Key]map[netip.Addr]bool {
+	known := map[Key]map[netip.Addr]bool{}
+	for _, c := range clients {
+		if len(c.MAC) == 6 {
+			k := Key{VIP: c.VIP, MAC: [6]byte(c.MAC)}
+			if known[k] == nil {
+				known[k] = map[netip.Addr]bool{}
+			}
+			known[k][c.IP] = true
+		}
+	}
+	return known
+}
+
+// previous says who owned client c (key k) before this host, "" if nobody
+// else did; newly, whether it moved here since old; first, whether this is
+// the first look at the VIP's clients (see primed).
+func (h *Handover) previous(v, old *gossip.View, s Served, c arp.Client, k Key) (prev string, newly, first bool) {
+	newly, first = true, !h.primed[c.VIP]
+	if first {
+		prev = s.Policy.OwnerWithout(v, c.VIP, c.IP, h.self)
+	} else if o := s.Policy.Owner(old, c.VIP, c.IP); o != h.self {
+		prev = o
+	} else if m, ok := h.moved[k]; ok && m.client == c.IP {
+		prev, newly = m.prev, false // owned here before too: keep handing over
+	}
+	return prev, newly, first
+}
+
+// segmentMAC returns the serving MAC of member name, if it is live and says
+// which MAC is on this segment.
+func segmentMAC(v *gossip.View, name string) ([6]byte, bool) {
+	pm, ok := v.Member(name)
+	if !ok || !pm.Live() {
+		return [6]byte{}, false // a dead host has nothing left to hand to
+	}
+	if len(pm.Meta.MACs) != 1 {
+		// A host with several interfaces does not say which MAC is on
+		// this segment (see docs/limitations.md).
+		return [6]byte{}, false
+	}
+	mac, err := net.ParseMAC(pm.Meta.MACs[0])
+	if err != nil || len(mac) != 6 {
+		return [6]byte{}, false
+	}
+	return [6]byte(mac), true
 }
 
 // end removes an entry; reason labels the metric.
@@ -396,8 +425,7 @@ func (h *Handover) attach() {
 			continue
 		}
 		if index, ok := h.ifaces[name]; ok { // gone, or made anew
-			h.prog.Detach(index)
-			delete(h.ifaces, name)
+			h.detach(name, index)
 		}
 		if err == nil {
 			err = h.prog.Attach(ifi.Index)
@@ -417,8 +445,15 @@ func (h *Handover) attach() {
 	}
 	for name, index := range h.ifaces {
 		if !want[name] {
-			h.prog.Detach(index)
-			delete(h.ifaces, name)
+			h.detach(name, index)
 		}
 	}
+}
+
+// detach takes the program off an interface. Call with h.mu held.
+func (h *Handover) detach(name string, index int) {
+	if err := h.prog.Detach(index); err != nil {
+		h.log.Warn("take the handover program off an interface", "interface", name, "error", err)
+	}
+	delete(h.ifaces, name)
 }

@@ -156,21 +156,21 @@ func Connections(vips []netip.Addr) (int, error) {
 }
 
 // WaitConnections waits, up to limit, until no TCP connection to the VIPs is
-// left on this host. It returns how many are left.
-func (h *Handover) WaitConnections(ctx context.Context, vips []netip.Addr, limit time.Duration) int {
+// left on this host; it logs how many it leaves open.
+func (h *Handover) WaitConnections(ctx context.Context, vips []netip.Addr, limit time.Duration) {
 	deadline := time.Now().Add(limit)
 	logged := false
 	for {
 		n, err := Connections(vips)
 		if err != nil {
 			h.log.Warn("stopping: cannot count open connections, not waiting for them", "error", err)
-			return 0
+			return
 		}
 		if n == 0 || time.Now().After(deadline) {
 			if n > 0 {
 				h.log.Warn("stopping with connections still open: handover.stop_wait is over", "connections", n, "stop_wait", limit)
 			}
-			return n
+			return
 		}
 		if !logged {
 			h.log.Info("stopping: waiting for open connections to end", "connections", n, "up_to", limit)
@@ -178,7 +178,7 @@ func (h *Handover) WaitConnections(ctx context.Context, vips []netip.Addr, limit
 		}
 		select {
 		case <-ctx.Done():
-			return n
+			return
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 )
 
 // fakeProgram is a loaded program that attaches nowhere for real.
@@ -96,35 +95,5 @@ func TestOpenAttachRun(t *testing.T) {
 	}
 	if h.String() != "handover" {
 		t.Error(h.String())
-	}
-}
-
-// TestWaitConnections waits for this host's connections to the VIPs, up to
-// its limit.
-func TestWaitConnections(t *testing.T) {
-	t.Parallel()
-	h := New(DefaultConfig(), "a", 100, &source{}, quiet())
-	none := netip.MustParseAddr("198.18.0.250") // on no host
-	start := time.Now()
-	if n := h.WaitConnections(context.Background(), []netip.Addr{none}, time.Minute); n != 0 || time.Since(start) > 10*time.Second {
-		t.Errorf("no connection: %d left after %v", n, time.Since(start))
-	}
-
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	c, err := net.Dial("tcp4", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	local := []netip.Addr{netip.MustParseAddr("127.0.0.1")}
-	if n, err := Connections(local); err != nil || n < 1 {
-		t.Fatalf("connections to 127.0.0.1: %d, %v", n, err)
-	}
-	if n := h.WaitConnections(context.Background(), local, 150*time.Millisecond); n < 1 {
-		t.Errorf("open connection: %d left, want at least ours", n)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -250,11 +251,13 @@ func TestPermissionDenied(t *testing.T) {
 	if os.Getenv("ARPSHARE_CLI_HELPER") != "" {
 		os.Exit(Main(strings.Fields(os.Getenv("ARPSHARE_CLI_HELPER")), os.Stdout, os.Stderr, Build{}))
 	}
-	if os.Getuid() != 0 {
+	// CAP_SETGID is bit 6, CAP_SETUID bit 7: root with its capabilities
+	// dropped cannot become nobody.
+	if os.Getuid() != 0 || !hasCap(t, 6) || !hasCap(t, 7) {
 		if os.Getenv("ARPSHARE_REQUIRE_PRIVILEGED") != "" {
-			t.Fatal("not root, and ARPSHARE_REQUIRE_PRIVILEGED is set")
+			t.Fatal("not root with CAP_SETUID and CAP_SETGID, and ARPSHARE_REQUIRE_PRIVILEGED is set")
 		}
-		t.Skip("needs root to run a command as nobody")
+		t.Skip("needs root with CAP_SETUID and CAP_SETGID to run a command as nobody")
 	}
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
@@ -283,4 +286,24 @@ func TestPermissionDenied(t *testing.T) {
 		!regexp.MustCompile(`permission denied on .*api\.sock: run this as root \(sudo\), or join the arpshare group`).Match(out) {
 		t.Errorf("status as nobody: %v: %s", err, out)
 	}
+}
+
+// hasCap reports whether this process has capability bit in effect.
+func hasCap(t *testing.T, bit uint) bool {
+	t.Helper()
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(status)) {
+		if hex, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			caps, err := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
+			if err != nil {
+				t.Fatalf("CapEff %q: %v", hex, err)
+			}
+			return caps&(1<<bit) != 0
+		}
+	}
+	t.Fatal("no CapEff in /proc/self/status")
+	return false
 }
