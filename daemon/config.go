@@ -33,14 +33,17 @@ const (
 	// DefaultGossipPort is memberlist's own default port.
 	DefaultGossipPort = 7946
 
-	// The memberlist timings below declare a hard-dead host dead in about a
-	// second on a LAN: it is probed within one interval, the probe fails
-	// after the timeout, and with three or fewer hosts it stays suspect for
+	// The memberlist timings below declare a hard-dead host dead in about
+	// half a second on a LAN: it is probed within one interval, the probe
+	// fails after the timeout, the indirect probes by the end of the
+	// interval, and with a peer's confirmation it stays suspect for
 	// suspicion_mult intervals (memberlist scales that by log10 of the
-	// cluster size above ten hosts). memberlist's LAN defaults (1s, 500ms,
-	// 4, 200ms) take about six seconds.
-	DefaultProbeInterval  = 200 * time.Millisecond
-	DefaultProbeTimeout   = 100 * time.Millisecond
+	// cluster size above ten hosts); each survivor then checks the death
+	// itself (gossip.Cluster.verify, two probe timeouts). memberlist's LAN
+	// defaults (1s, 500ms, 4, 200ms) take about six seconds. Measured, with
+	// the false deaths of faster and slower settings: docs/benchmarks.md.
+	DefaultProbeInterval  = 100 * time.Millisecond
+	DefaultProbeTimeout   = 50 * time.Millisecond
 	DefaultSuspicionMult  = 3
 	DefaultGossipInterval = 100 * time.Millisecond
 

@@ -89,7 +89,7 @@ interface = "eth0"
 	}
 	host, _ := os.Hostname()
 	if cfg.Node.Name != host || cfg.Gossip.Cluster != "arpshare" || cfg.API.Socket != DefaultSocket ||
-		cfg.Gossip.Bind.Port() != 7946 || cfg.Gossip.Keys != nil || cfg.Gossip.ProbeInterval != 200*time.Millisecond {
+		cfg.Gossip.Bind.Port() != 7946 || cfg.Gossip.Keys != nil || cfg.Gossip.ProbeInterval != DefaultProbeInterval {
 		t.Errorf("defaults not applied: %+v", cfg)
 	}
 }

@@ -3,6 +3,7 @@ package gossip
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -93,12 +95,13 @@ type Cluster struct {
 	changeAt time.Time            // when the view last changed
 	// A member memberlist reports dead stays alive in the view until this
 	// time while the report is in doubt (see events.NotifyLeave, verify).
-	hold     map[string]time.Time
-	toVerify []string // held, and not yet pinged
+	hold      map[string]time.Time
+	toVerify  []string             // held, and not yet pinged
+	rechecked map[string]time.Time // when each held member was last joined (recheckDead)
 	// Another host claimed this host's name; see rejection.
 	conflictAt   time.Time
 	conflictWith string
-	// Until then, this host does not trust its own verdicts on others: its
+	// Until then, this host counts itself slow (and says so once): its
 	// timers ran late, or memberlist's health score says its probes fail
 	// because of itself.
 	doubtUntil time.Time
@@ -141,17 +144,18 @@ func NewCluster(cfg ClusterConfig) *Cluster {
 		cfg.RejoinInterval = 10 * time.Second
 	}
 	return &Cluster{
-		cfg:      cfg,
-		ready:    make(chan struct{}),
-		changed:  make(chan struct{}, 1),
-		view:     NewView(cfg.Name, nil, cfg.Expect),
-		live:     map[string]Member{},
-		departed: map[string]Member{},
-		diedAt:   map[string]time.Time{},
-		joinErr:  map[string]string{},
-		refused:  map[string]string{},
-		heard:    map[string]time.Time{},
-		hold:     map[string]time.Time{},
+		cfg:       cfg,
+		ready:     make(chan struct{}),
+		changed:   make(chan struct{}, 1),
+		view:      NewView(cfg.Name, nil, cfg.Expect),
+		live:      map[string]Member{},
+		departed:  map[string]Member{},
+		diedAt:    map[string]time.Time{},
+		joinErr:   map[string]string{},
+		refused:   map[string]string{},
+		heard:     map[string]time.Time{},
+		hold:      map[string]time.Time{},
+		rechecked: map[string]time.Time{},
 	}
 }
 
@@ -323,13 +327,26 @@ func (s *single) wait() { s.runs.Wait() }
 const (
 	recheckEvery = 2
 	recheckFor   = time.Minute
+	recheckHeld  = time.Second
 )
 
-// recheckDead joins the members that died less than recheckFor ago.
+// recheckDead joins the members that died less than recheckFor ago; those
+// whose death is still held (verify checks them) once every recheckHeld at
+// most: one that answers hears of its death by gossip too, as any member
+// that UDP reaches does, and a join is a TCP push-pull of the whole state:
+// one to each falsely dead member every two probe intervals, from every
+// host, loads a busy cluster into more false deaths.
 func (c *Cluster) recheckDead() {
 	c.mu.Lock()
 	var addrs []string
+	now := time.Now()
 	for name, m := range c.departed {
+		if _, held := c.hold[name]; held {
+			if now.Sub(c.rechecked[name]) < recheckHeld {
+				continue
+			}
+			c.rechecked[name] = now
+		}
 		if time.Since(c.diedAt[name]) < recheckFor {
 			addrs = append(addrs, m.Addr.String())
 		}
@@ -462,6 +479,7 @@ func (c *Cluster) rebuild() (verify []string) {
 		m.Unreachable = name != c.cfg.Name && now.Sub(c.heard[name]) > window
 		members = append(members, m)
 		delete(c.hold, name)
+		delete(c.rechecked, name)
 	}
 	for name, m := range c.departed {
 		if _, ok := c.live[name]; ok {
@@ -477,6 +495,7 @@ func (c *Cluster) rebuild() (verify []string) {
 			m.Unreachable = now.Sub(c.heard[name]) > window
 		case held:
 			delete(c.hold, name)
+			delete(c.rechecked, name)
 			fallthrough
 		default:
 			delete(c.heard, name)
@@ -583,10 +602,10 @@ func (c *Cluster) refusal(peer string, err error) string {
 // its loop ran lag late (so memberlist's timers and the acks it waits for
 // did too: a starved CPU, a throttled cgroup, a long pause), or memberlist's
 // health score (Lifeguard's local health awareness) says its probes fail
-// because of this host: its peers' nacks came late or not at all. A death
-// reported in the longest suspicion time after that is checked before it
-// counts (see verify), so that stale suspicions never re-point healthy
-// peers' clients to this host.
+// because of this host: its peers' nacks came late or not at all. Every
+// death is checked before it counts (see verify), and while this host runs
+// late a failed check proves nothing, so that stale suspicions never
+// re-point healthy peers' clients to this host.
 func (c *Cluster) checkSelf(lag time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -600,20 +619,41 @@ func (c *Cluster) checkSelf(lag time.Duration) {
 		c.lagAt = time.Now()
 	}
 	if time.Now().After(c.doubtUntil) {
-		c.cfg.Logger.Warn("this host is slow: it checks every death it hears of before acting on it",
+		c.cfg.Logger.Warn("this host is slow: while it runs late, the deaths it hears of stay in doubt",
 			"lag", lag.Round(time.Millisecond), "health_score", score, "for", c.maxHold())
 	}
 	c.doubtUntil = time.Now().Add(c.maxHold())
 }
 
-// verify pings a member reported dead while its death is held in doubt: an
-// answer keeps it alive until it refutes the report through gossip, or the
-// hold ends; two pings in a row unanswered end the hold, unless this host
-// ran late in the last two probe intervals (then its own ping may be what
-// was late, and the hold goes on for as long as it keeps running late).
+// maxSlowHold bounds how long a member reported dead stays held because its
+// daemon still holds its gossip port while it answers no ping (see verify):
+// a daemon that busy for that long is as good as dead, and a hung one is
+// killed by systemd's watchdog well before.
+const maxSlowHold = 10 * time.Second
+
+// verify checks a member reported dead while its death is held in doubt. Each
+// round pings it (memberlist's Ping, answered by its daemon) and, at the same
+// time, opens a TCP connection to its gossip port (reach: answered by its
+// kernel, however starved its daemon is), both within the probe timeout:
+//
+//   - the ping answered: the member is alive and reachable, and stays;
+//   - only the connection: its daemon lives but is too busy or starved to
+//     answer in time; it stays, unreachable;
+//   - refused: its host is up and nothing listens there: the daemon is
+//     gone, and the death counts at once;
+//   - neither, twice in a row (one lost ping on a busy segment is not a
+//     death: two are): its host is off the network, and the death counts,
+//     unless this host ran late in the last two probe intervals (then its
+//     own check may be what was late, and the hold goes on for as long as
+//     it keeps running late).
+//
+// A member that stays is checked again every probe interval until it
+// refutes the report through gossip (memberlist then lists it again), for at
+// most maxSlowHold.
 func (c *Cluster) verify(ctx context.Context, name string) {
-	c.cfg.Logger.Debug("a member reported dead answered this host's probes lately, or this host is slow: checking it", "member", name)
-	misses, said := 0, false
+	c.cfg.Logger.Debug("checking a member reported dead before it counts: checking it", "member", name)
+	start := time.Now()
+	misses, said := 0, ""
 	for ctx.Err() == nil {
 		c.mu.Lock()
 		m, departed := c.departed[name]
@@ -628,29 +668,111 @@ func (c *Cluster) verify(ctx context.Context, name string) {
 		if !departed || !held || time.Now().After(until) {
 			return
 		}
-		if _, err := ml.Ping(name, net.UDPAddrFromAddrPort(m.Addr)); err != nil {
-			// One lost ping on a busy segment is not a death: two are.
+		var reached reachResult
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			reached = c.reach(m.Addr, c.cfg.ProbeTimeout)
+		}()
+		_, err := ml.Ping(name, net.UDPAddrFromAddrPort(m.Addr))
+		<-done
+		switch {
+		case err == nil:
+			misses = 0
+			c.mu.Lock()
+			c.heard[name] = time.Now()
+			c.mu.Unlock()
+			c.extendHold(name, start)
+			if said != "ping" {
+				c.cfg.Logger.Info("a member reported dead answers this host's ping: keeping it until it refutes the report", "member", name)
+				said = "ping"
+			}
+		case reached == reachOpen:
+			misses = 0
+			c.extendHold(name, start)
+			if said != "port" {
+				c.cfg.Logger.Info("a member reported dead answers no ping, but its daemon holds its gossip port (busy or starved): keeping it until it refutes the report", "member", name)
+				said = "port"
+			}
+		case reached == reachClosed:
+			// Certain, however late this host runs.
+			c.cfg.Logger.Debug("a member reported dead has no daemon on its gossip port: it is dead", "member", name)
+			c.endHold(name)
+			return
+		default:
 			if misses++; misses >= 2 && !doubt {
-				c.mu.Lock()
-				delete(c.hold, name)
-				c.mu.Unlock()
-				c.signal()
+				c.endHold(name)
 				return
 			}
 			continue
 		}
-		misses = 0
-		c.mu.Lock()
-		c.heard[name] = time.Now()
-		c.mu.Unlock()
-		if !said {
-			c.cfg.Logger.Info("a member reported dead answers this host's ping: keeping it until it refutes the report", "member", name)
-			said = true
-		}
-		if !clock.Sleep(ctx, c.cfg.ProbeInterval) {
+		// It answered: check again, but seldom. Every host checks every
+		// held member; a check each probe interval, from each of them,
+		// is more than a starved daemon can take.
+		if !clock.Sleep(ctx, max(c.cfg.ProbeInterval, recheckHeld)) {
 			return
 		}
 	}
+}
+
+// extendHold keeps a member that answered verify's check held for the
+// longest suspicion time from now (at least until after the next check), and
+// no longer than maxSlowHold after its check began.
+func (c *Cluster) extendHold(name string, start time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	until, ok := c.hold[name]
+	if !ok {
+		return
+	}
+	// Till after the next check, however short the suspicion.
+	ext := time.Now().Add(max(c.maxHold(), 2*recheckHeld))
+	if limit := start.Add(maxSlowHold); ext.After(limit) {
+		ext = limit
+	}
+	if ext.After(until) {
+		c.hold[name] = ext
+	}
+}
+
+// endHold lets a held death count.
+func (c *Cluster) endHold(name string) {
+	c.mu.Lock()
+	delete(c.hold, name)
+	delete(c.rechecked, name)
+	c.mu.Unlock()
+	c.signal()
+}
+
+type reachResult int
+
+const (
+	reachNone   reachResult = iota // no answer in time, or no route: the host is off the network
+	reachOpen                      // the handshake completed: the daemon holds its port
+	reachClosed                    // refused: the host is up, its daemon is not
+)
+
+// reach opens a TCP connection to addr, a member's gossip port, from this
+// host's gossip address, within timeout. The member's kernel completes the
+// handshake however busy its daemon is; memberlist there takes the
+// connection when it gets to it, and an empty stream after the cluster's
+// label is dropped without a word.
+func (c *Cluster) reach(addr netip.AddrPort, timeout time.Duration) reachResult {
+	d := net.Dialer{Timeout: timeout}
+	if b := c.cfg.Bind.Addr(); b.IsValid() && !b.IsUnspecified() {
+		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(b, 0))
+	}
+	conn, err := d.Dial("tcp", addr.String())
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return reachClosed
+	}
+	if err != nil {
+		return reachNone
+	}
+	conn.SetDeadline(time.Now().Add(timeout))
+	memberlist.AddLabelHeaderToStream(conn, c.cfg.Label)
+	conn.Close()
+	return reachOpen
 }
 
 func sameView(a, b *View) bool {
@@ -750,18 +872,17 @@ func (e events) NotifyLeave(n *memberlist.Node) {
 	m := member(n)
 	m.State = StateDead
 	e.c.mu.Lock()
-	if old, ok := e.c.live[n.Name]; ok && n.Name != e.c.cfg.Name {
-		// A death is in doubt while this host doubts itself, or while the
-		// member answered its own probes lately: the report may come from
-		// a starved peer acting on stale suspicions. Keep the member as
-		// it was until verify settles it.
-		now := time.Now()
-		if now.Before(e.c.doubtUntil) || now.Sub(e.c.heard[n.Name]) < e.c.probeWindow()/2 {
-			e.c.hold[n.Name] = now.Add(e.c.maxHold())
-			e.c.toVerify = append(e.c.toVerify, n.Name)
-			m = old
-			m.State = StateDead
-		}
+	if old, ok := e.c.live[n.Name]; ok && n.Name != e.c.cfg.Name && !old.Meta.Draining {
+		// Every death of a member that may have clients is in doubt until
+		// this host has checked it (verify): memberlist's timings are
+		// short, and a busy or starved member, or a starved peer acting
+		// on stale suspicions, makes it report deaths that are not. Keep
+		// the member as it was until verify settles it. A draining
+		// member has no clients, and one that stops drains first.
+		e.c.hold[n.Name] = time.Now().Add(e.c.maxHold())
+		e.c.toVerify = append(e.c.toVerify, n.Name)
+		m = old
+		m.State = StateDead
 	}
 	delete(e.c.live, n.Name)
 	e.c.departed[n.Name] = m
@@ -815,6 +936,12 @@ func (w logWriter) Write(p []byte) (int, error) {
 		if rest, ok := bytes.CutPrefix([]byte(msg), []byte(prefix)); ok {
 			msg, level = string(rest), l
 		}
+	}
+	if strings.HasPrefix(msg, `memberlist: discarding stream with unacceptable label ""`) {
+		// A connection that carried nothing: a peer's check of this host
+		// (Cluster.reach) that gave up before the handshake completed.
+		// arpshare always sends a label, so this is no stranger's stream.
+		level = slog.LevelDebug
 	}
 	w.l.Log(context.Background(), level, msg)
 	if w.refuted != nil && (strings.Contains(msg, "Refuting a suspect message") || strings.Contains(msg, "Refuting a dead message")) {

@@ -284,3 +284,17 @@ func TestChangesWindow(t *testing.T) {
 		}
 	}
 }
+
+// A stream that carried nothing (a peer's reach that gave up) is logged at
+// debug; one with another cluster's label stays an error.
+func TestLogWriterEmptyStream(t *testing.T) {
+	t.Parallel()
+	var b strings.Builder
+	w := logWriter{l: slog.New(slog.NewTextHandler(&b, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	w.Write([]byte(`[ERR] memberlist: discarding stream with unacceptable label "": from=198.18.0.12:40000` + "\n"))
+	w.Write([]byte(`[ERR] memberlist: discarding stream with unacceptable label "other": from=198.18.0.13:40000` + "\n"))
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], "level=DEBUG") || !strings.Contains(lines[1], "level=ERROR") {
+		t.Errorf("logged:\n%s", b.String())
+	}
+}

@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"errors"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -153,4 +154,58 @@ func TestDeathInDoubt(t *testing.T) {
 	start := time.Now()
 	waitView(t, n1, "n3 dead", func(v *View) bool { return states(v)["n3"] == StateDead })
 	t.Logf("n3's death showed after %s", time.Since(start).Round(time.Millisecond))
+}
+
+// TestStarvedMemberHeld checks the second half of verify: a member reported
+// dead that answers no ping, while its host's kernel completes a TCP
+// handshake on its gossip port (a daemon too starved to answer), stays alive
+// in the view for longer than the longest suspicion; once nothing listens on
+// the port (the daemon is gone), its death counts at its next check.
+func TestStarvedMemberHeld(t *testing.T) {
+	t.Parallel()
+	lo := netip.MustParseAddr("127.0.0.1")
+	self := netip.AddrPortFrom(lo, freePort(t))
+	n1 := startNode(t, "n1", self, []netip.AddrPort{self}, make([]byte, 32), "test")
+	waitView(t, n1, "itself", func(v *View) bool { return v.Alive() == 1 })
+
+	// The starved member: its gossip port takes connections and datagrams,
+	// and answers none.
+	ln, err := net.Listen("tcp", netip.AddrPortFrom(lo, 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	at := netip.MustParseAddrPort(ln.Addr().String())
+	udp, err := net.ListenPacket("udp", at.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	meta, err := Meta{Version: MetaVersion, Algorithm: Algorithm, Weight: 1}.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	starved := func() *memberlist.Node {
+		return &memberlist.Node{Name: "n9", Addr: lo.AsSlice(), Port: at.Port(), Meta: meta}
+	}
+	events{n1.c}.NotifyJoin(starved())
+	waitView(t, n1, "n9 alive", func(v *View) bool { return states(v)["n9"] == StateAlive })
+
+	events{n1.c}.NotifyLeave(starved())
+	hold := n1.c.maxHold() + time.Second
+	for end := time.Now().Add(hold); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if m, _ := n1.c.View().Member("n9"); m.State != StateAlive {
+			t.Fatalf("n9, starved, shown %s after a death report", m.State)
+		}
+	}
+	if m, _ := n1.c.View().Member("n9"); !m.Unreachable {
+		t.Errorf("n9, answering no ping, shown reachable")
+	}
+
+	ln.Close()
+	start := time.Now()
+	waitView(t, n1, "n9 dead", func(v *View) bool { return states(v)["n9"] == StateDead })
+	if took := time.Since(start); took > recheckHeld+time.Second {
+		t.Errorf("n9's death, its port closed, showed after %s", took.Round(time.Millisecond))
+	}
 }

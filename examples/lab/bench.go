@@ -28,6 +28,11 @@ type benchOptions struct {
 	// binary, if set, is the arpshare binary to run instead of this
 	// tree's.
 	binary string
+	sweep  string // the tradeoff mode's settings
+	safety int    // flood and throttle rounds per setting
+	// timings, if set, replaces the default gossip timings
+	// (probe_interval/probe_timeout/suspicion_mult).
+	timings string
 }
 
 // section is one "## " section of docs/benchmarks.md.
@@ -53,7 +58,7 @@ func measure(l *lab.Lab, opts benchOptions) error {
 		case "table":
 			s, err = tableSections(l, opts.table)
 		case "failover":
-			s, err = failoverSections(l, opts.runs)
+			s, err = failoverSections(l, opts)
 		default:
 			err = fmt.Errorf("no bench mode %q", mode)
 		}
@@ -73,7 +78,7 @@ func write(out string, fresh []section) error {
 		return nil
 	}
 	old, _ := os.ReadFile(out)
-	sections := parseSections(string(old))
+	sections := slices.DeleteFunc(parseSections(string(old)), func(s section) bool { return slices.Contains(retired, s.title) })
 	for _, f := range fresh {
 		if i := slices.IndexFunc(sections, func(s section) bool { return s.title == f.title }); i >= 0 {
 			sections[i] = f

@@ -15,6 +15,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"net/netip"
@@ -24,6 +25,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -33,15 +35,22 @@ import (
 
 func main() {
 	bench := flag.Bool("bench", false, "measure and write the results to -out")
-	modes := flag.String("modes", "reply,failover,table", "what -bench measures: reply, failover, table (memory and gossip with -table clients; its made-up clients stay, so it goes last)")
+	modes := flag.String("modes", "reply,failover,table", "what -bench measures: reply, failover (with -hosts hosts and -clients clients), table (memory and gossip with -table clients; its made-up clients stay, so it goes last), tradeoff (failover against false deaths under a flood and a throttled daemon, for each -sweep setting, in 3-host labs of its own)")
 	tableSize := flag.Int("table", 100_000, "clients the table mode of -bench makes up")
 	runs := flag.Int("runs", 5, "power losses to measure with -bench")
 	out := flag.String("out", "docs/benchmarks.md", "where -bench writes its results")
 	hosts := flag.Int("hosts", 3, "hosts")
 	clients := flag.Int("clients", 20, "clients")
 	binary := flag.String("binary", "", "an arpshare binary to run instead of building ./cmd/arpshare (to compare builds)")
+	sweep := flag.String("sweep", defaultSweep, "gossip settings the tradeoff mode of -bench compares: probe_interval/probe_timeout/suspicion_mult, comma-separated")
+	timings := flag.String("timings", "", "gossip timings instead of the defaults, as probe_interval/probe_timeout/suspicion_mult (the failover mode says so)")
+	safety := flag.Int("safety", 1, "flood and throttle rounds per setting in the tradeoff mode of -bench")
 	flag.Parse()
-	opts := benchOptions{modes: strings.Split(*modes, ","), table: *tableSize, runs: *runs, out: *out, binary: *binary}
+	var ms []string
+	for _, m := range strings.Split(*modes, ",") {
+		ms = append(ms, strings.TrimSpace(m))
+	}
+	opts := benchOptions{modes: ms, table: *tableSize, runs: *runs, out: *out, binary: *binary, sweep: *sweep, safety: *safety, timings: *timings}
 	if err := run(*bench, opts, *hosts, *clients); err != nil {
 		fmt.Fprintln(os.Stderr, "lab:", err)
 		os.Exit(1)
@@ -66,20 +75,39 @@ func run(bench bool, opts benchOptions, hosts, clients int) error {
 			return fmt.Errorf("build: %v\n%s", err, b)
 		}
 	}
-	l, err := lab.New(lab.Options{Hosts: hosts, Clients: clients, Binary: bin, Dir: dir, Config: lab.HostConfig{IPv6VIP: bench}})
-	if err != nil {
-		return err
-	}
-	defer l.Close()
-	// Ctrl-C still cleans up.
+	// Ctrl-C still cleans up, whichever lab runs.
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	go func() {
 		<-sig
-		l.Close()
+		closeLabs()
 		os.RemoveAll(dir)
 		os.Exit(130)
 	}()
+	if bench && slices.Contains(opts.modes, "tradeoff") {
+		// Labs of its own, one per setting.
+		s, err := tradeoffSections(bin, opts)
+		if err := errors.Join(err, write(opts.out, s)); err != nil {
+			return fmt.Errorf("tradeoff: %w", err)
+		}
+		opts.modes = slices.DeleteFunc(opts.modes, func(m string) bool { return m == "tradeoff" })
+		if len(opts.modes) == 0 {
+			return nil
+		}
+	}
+	hc := lab.HostConfig{IPv6VIP: bench}
+	if opts.timings != "" {
+		g, err := parseSweep(opts.timings)
+		if err != nil || len(g) != 1 {
+			return fmt.Errorf("-timings %q: want one probe_interval/probe_timeout/suspicion_mult", opts.timings)
+		}
+		hc.Gossip = g[0].config()
+	}
+	l, err := newLab(lab.Options{Hosts: hosts, Clients: clients, Binary: bin, Dir: dir, Config: hc})
+	if err != nil {
+		return err
+	}
+	defer closeLab(l)
 
 	say("lab %s: switch namespace with a bridge, %d hosts (198.18.0.11..), %d clients (198.18.0.101..), VIP %s", l.Suffix, hosts, clients, lab.VIP)
 	if err := startAll(l.Hosts); err != nil {
@@ -89,6 +117,39 @@ func run(bench bool, opts benchOptions, hosts, clients int) error {
 		return measure(l, opts)
 	}
 	return demo(l)
+}
+
+// The labs open now, for Ctrl-C.
+var (
+	labsMu sync.Mutex
+	labs   []*lab.Lab
+)
+
+func newLab(opts lab.Options) (*lab.Lab, error) {
+	l, err := lab.New(opts)
+	if err != nil {
+		return nil, err
+	}
+	labsMu.Lock()
+	defer labsMu.Unlock()
+	labs = append(labs, l)
+	return l, nil
+}
+
+func closeLab(l *lab.Lab) {
+	labsMu.Lock()
+	labs = slices.DeleteFunc(labs, func(x *lab.Lab) bool { return x == l })
+	labsMu.Unlock()
+	l.Close()
+}
+
+func closeLabs() {
+	labsMu.Lock()
+	defer labsMu.Unlock()
+	for _, l := range labs {
+		l.Close()
+	}
+	labs = nil
 }
 
 func say(format string, args ...any) {
@@ -105,7 +166,8 @@ func startAll(hosts []*lab.Host) error {
 }
 
 func waitMembers(hosts []*lab.Host, n int) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// A big lab on a small machine takes its time.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second+time.Duration(n)*time.Second)
 	defer cancel()
 	return lab.WaitMembers(ctx, hosts, n)
 }
@@ -198,137 +260,6 @@ func demo(l *lab.Lab) error {
 	say("done; removing the lab")
 	return nil
 }
-
-// failoverSections powers off a host runs times for each address family,
-// records how long each of its clients went without service, and returns
-// the sections for docs/benchmarks.md.
-func failoverSections(l *lab.Lab, runs int) ([]section, error) {
-	profile := map[string]string{}
-	var names []string
-	for _, p := range lab.Profiles {
-		names = append(names, p.Name)
-	}
-	for i, c := range l.Clients {
-		p := lab.Profiles[i%len(lab.Profiles)]
-		if err := c.Apply(p); err != nil {
-			return nil, err
-		}
-		profile[c.Name] = p.Name
-	}
-	var sections []section
-	for _, fam := range []struct {
-		name string
-		vip  netip.Addr
-		how  string
-	}{
-		{"IPv4", lab.VIP, "an ARP request addressed to the client from the VIP"},
-		{"IPv6", lab.VIP6, "a Neighbor Solicitation addressed to the client from the VIP"},
-	} {
-		lines, all, byProfile, err := failovers(l, runs, fam.vip, profile)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", fam.name, err)
-		}
-		say("%s, all runs: %d failovers, median %s, worst %s", fam.name, len(all), ms(median(all)), ms(all[len(all)-1]))
-		var perProfile []string
-		for _, p := range lab.Profiles {
-			ds := byProfile[p.Name]
-			if len(ds) == 0 {
-				perProfile = append(perProfile, fmt.Sprintf("| %s | 0 | - | - |", p.Name))
-				continue
-			}
-			slices.Sort(ds)
-			perProfile = append(perProfile, fmt.Sprintf("| %s | %d | %s | %s |", p.Name, len(ds), ms(median(ds)), ms(ds[len(ds)-1])))
-			say("%s, clients %s: %d failovers, median %s, worst %s", fam.name, p.Name, len(ds), ms(median(ds)), ms(ds[len(ds)-1]))
-		}
-		title := fmt.Sprintf("Failover after a power loss (%s)", fam.name)
-		sections = append(sections, section{title, fmt.Sprintf(`Written by `+"`go run ./examples/lab -bench -modes failover -runs %d`"+` on %s.
-Lab: %d hosts, %d dual-stack clients, default gossip timings (probe 200ms,
-timeout 100ms, suspicion x3, gossip 100ms); the clients take the lab's
-client profiles in turn (%s; see docs/limitations.md). Each run cuts one
-host's link and SIGKILLs its daemon; each of its clients connects to the VIP
-every 10 ms (50 ms timeout), and the time is from the power loss to the
-client's first connection served by a surviving host. VIP %s, re-pointed by
-%s.
-
-| run | host lost | its clients | median | worst |
-|---|---|---|---|---|
-%s
-
-**All runs: %d client failovers, median %s, worst %s.**
-
-By client profile:
-
-| client profile | failovers | median | worst |
-|---|---|---|---|
-%s
-
-Most of the time is memberlist declaring the host dead (one probe interval
-to notice, the probe timeout, then suspicion_mult probe intervals of
-suspicion); the re-pointing packets go out as soon as the view changes.
-`, runs, today(), len(l.Hosts), len(l.Clients), strings.Join(names, ", "), fam.vip, fam.how, strings.Join(lines, "\n"), len(all), ms(median(all)), ms(all[len(all)-1]), strings.Join(perProfile, "\n"))})
-	}
-	return sections, nil
-}
-
-// failovers runs the power losses for one VIP; it returns a table line per
-// run, every failover time, and the times by client profile.
-func failovers(l *lab.Lab, runs int, vip netip.Addr, profile map[string]string) (lines []string, all []time.Duration, byProfile map[string][]time.Duration, err error) {
-	byProfile = map[string][]time.Duration{}
-	for r := range runs {
-		base := serveVIP(l, vip)
-		dead := l.Hosts[r%len(l.Hosts)]
-		var theirs []*lab.Client
-		for _, c := range l.Clients {
-			if base[c.Name] == dead.Name {
-				theirs = append(theirs, c)
-			}
-		}
-		if len(theirs) == 0 {
-			continue
-		}
-		probe := lab.StartProbe(theirs, vip, 10*time.Millisecond, 50*time.Millisecond)
-		time.Sleep(300 * time.Millisecond)
-		lost := time.Now()
-		if err := dead.PowerOff(); err != nil {
-			return nil, nil, nil, err
-		}
-		time.Sleep(5 * time.Second)
-		samples := probe.Stop()
-		var ds []time.Duration
-		for _, c := range theirs {
-			s, ok := lab.FirstServedAfter(samples[c.Name], lost, dead.Name)
-			if !ok {
-				return nil, nil, nil, fmt.Errorf("run %d: client %s (%s) of %s not served within 5s", r+1, c.Name, profile[c.Name], dead.Name)
-			}
-			ds = append(ds, s.At.Sub(lost))
-			byProfile[profile[c.Name]] = append(byProfile[profile[c.Name]], s.At.Sub(lost))
-		}
-		slices.Sort(ds)
-		all = append(all, ds...)
-		lines = append(lines, fmt.Sprintf("| %d | %s | %d | %s | %s |", r+1, dead.Name, len(ds), ms(median(ds)), ms(ds[len(ds)-1])))
-		say("run %d (%s): %s lost power; %d clients back after median %s, worst %s", r+1, vip, dead.Name, len(ds), ms(median(ds)), ms(ds[len(ds)-1]))
-
-		if err := dead.PowerOn(); err != nil {
-			return nil, nil, nil, err
-		}
-		if err := dead.Start(); err != nil {
-			return nil, nil, nil, err
-		}
-		if err := waitMembers(l.Hosts, len(l.Hosts)); err != nil {
-			return nil, nil, nil, err
-		}
-		time.Sleep(2 * time.Second)
-	}
-	if len(all) == 0 {
-		return nil, nil, nil, fmt.Errorf("no run had clients to move")
-	}
-	slices.Sort(all)
-	return lines, all, byProfile, nil
-}
-
-func median(ds []time.Duration) time.Duration { return ds[len(ds)/2] }
-
-func ms(d time.Duration) string { return d.Round(time.Millisecond).String() }
 
 func cpuModel() string {
 	b, _ := os.ReadFile("/proc/cpuinfo")

@@ -27,23 +27,33 @@ import (
 )
 
 // Addresses: everything lives in 198.18.0.0/24, inside the benchmarking range
-// 198.18.0.0/15 that is never routed on real networks.
+// 198.18.0.0/15 that is never routed on real networks: hosts from .11 (the
+// 51st host on from .202), clients from .101, VIPs at .200 and .201.
 var (
 	VIP     = netip.MustParseAddr("198.18.0.200")
 	VIP6    = netip.MustParseAddr("fd00::200") // with HostConfig.IPv6VIP
 	subnet6 = 64
-	hostIP6 = func(i int) netip.Addr { return netip.MustParseAddr(fmt.Sprintf("fd00::%d", 11+i)) }
+	hostIP6 = func(i int) netip.Addr { return netip.MustParseAddr(fmt.Sprintf("fd00::%d", hostNum(i))) }
 	cliIP6  = func(i int) netip.Addr { return netip.MustParseAddr(fmt.Sprintf("fd00::%d", 101+i)) }
 	subnet  = 24
 	port    = 80 // the hosts' little TCP service on the VIP
-	hostIP  = func(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 0, byte(11 + i)}) }
+	hostIP  = func(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 0, byte(hostNum(i))}) }
 	cliIP   = func(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 0, byte(101 + i)}) }
-	maxHost = 50
+	maxHost = 50 + 53
 )
+
+// hostNum is the last number of host i's addresses: 11 to 60, then 202 to
+// 254.
+func hostNum(i int) int {
+	if i < 50 {
+		return 11 + i
+	}
+	return 202 + i - 50
+}
 
 // Options describe a lab.
 type Options struct {
-	Hosts   int    // hosts running arpshare, at most 50
+	Hosts   int    // hosts running arpshare, at most 103
 	Clients int    // clients, at most 99
 	Binary  string // the arpshare binary
 	// Dir holds configs, keys, sockets and logs; it is removed on Close.
@@ -80,6 +90,8 @@ type HostConfig struct {
 	Broken bool
 	// Handover, if set, is the body of the [handover] table.
 	Handover string
+	// Gossip, if set, is added to the [gossip] table (timings, say).
+	Gossip string
 	// FastPath sets node.fast_path; "": not set (auto).
 	FastPath string
 }
@@ -163,6 +175,15 @@ func New(opts Options) (l *Lab, err error) {
 			l.Close()
 		}
 	}()
+	release, err := raiseNeighbourLimits(l.Suffix, neighEntries(opts.Hosts, opts.Clients))
+	if err != nil {
+		return nil, err
+	}
+	l.onClose(func() { // the first added, so the last to run
+		if err := release(); err != nil {
+			fmt.Fprintln(os.Stderr, "lab:", err)
+		}
+	})
 	if l.Dir == "" {
 		if l.Dir, err = os.MkdirTemp("", "arpshare-lab-"+l.Suffix+"-"); err != nil {
 			return nil, err
@@ -342,6 +363,9 @@ func (h *Host) WriteConfig(hc HostConfig) error {
 		h.Addr, strings.Join(peers, ", "), hc.KeyFile, hc.Cluster)
 	if hc.Expect != 0 {
 		fmt.Fprintf(&b, "expect = %d\n", hc.Expect)
+	}
+	if hc.Gossip != "" {
+		fmt.Fprintf(&b, "%s\n", hc.Gossip)
 	}
 	fmt.Fprintf(&b, "\n[[vip]]\nname = \"web\"\naddress = %q\ninterface = \"eth0\"\n", VIP)
 	if hc.Mode != "" {
@@ -683,32 +707,48 @@ func (h *Host) HasVIP() (bool, error) {
 // WaitMembers waits until every given host's status shows exactly want alive
 // members.
 func WaitMembers(ctx context.Context, hosts []*Host, want int) error {
+	check := func(h *Host) error {
+		s, err := h.Status()
+		if err != nil {
+			return err
+		}
+		alive := 0
+		var others []string
+		for _, m := range s.Members {
+			if m.State == "alive" {
+				alive++
+			} else {
+				others = append(others, m.Name+"="+m.State)
+			}
+		}
+		if alive != want {
+			return fmt.Errorf("%s sees %d alive members, want %d (%d listed; not alive: %s)", h.Name, alive, want, len(s.Members), strings.Join(others, " "))
+		}
+		return nil
+	}
+	// Each check runs the arpshare command: in a big lab, checking every
+	// host on every turn would keep the machine busy. Wait for each host
+	// in turn, then check them all once more.
 	for {
-		ok := true
 		var last error
-		for _, h := range hosts {
-			s, err := h.Status()
-			if err != nil {
-				ok, last = false, err
+		for i := 0; i < len(hosts); {
+			if last = check(hosts[i]); last == nil {
+				i++
 				continue
 			}
-			alive := 0
-			for _, m := range s.Members {
-				if m.State == "alive" {
-					alive++
-				}
-			}
-			if alive != want {
-				ok, last = false, fmt.Errorf("%s sees %d alive members, want %d", h.Name, alive, want)
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("%w: %v", ctx.Err(), last)
+			case <-time.After(100 * time.Millisecond):
 			}
 		}
-		if ok {
+		for _, h := range hosts {
+			if last = check(h); last != nil {
+				break
+			}
+		}
+		if last == nil {
 			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w: %v", ctx.Err(), last)
-		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
@@ -765,4 +805,33 @@ func (c *Client) ForgetVIP() error { return c.Forget(VIP) }
 // Forget flushes the client's neighbour entry for vip.
 func (c *Client) Forget(vip netip.Addr) error {
 	return ip("-n", c.NS, "neigh", "flush", "to", vip.String(), "dev", "eth0")
+}
+
+// LogLine is one line of a daemon's log.
+type LogLine struct {
+	At   time.Time
+	Text string
+}
+
+// LogSince returns the lines of the host's daemon log stamped at or after
+// t, in order (a line without a time is skipped).
+func (h *Host) LogSince(t time.Time) ([]LogLine, error) {
+	b, err := os.ReadFile(h.Log)
+	if err != nil {
+		return nil, err
+	}
+	var out []LogLine
+	for _, line := range strings.Split(string(b), "\n") {
+		stamp, ok := strings.CutPrefix(line, "time=")
+		if !ok {
+			continue
+		}
+		stamp, _, _ = strings.Cut(stamp, " ")
+		at, err := time.Parse(time.RFC3339Nano, stamp)
+		if err != nil || at.Before(t) {
+			continue
+		}
+		out = append(out, LogLine{At: at, Text: line})
+	}
+	return out, nil
 }
