@@ -470,11 +470,17 @@ func TestStatus(t *testing.T) {
 	}
 }
 
-// TestWatchdog pings systemd only while both main loops turn.
+// TestWatchdog pings systemd only while both main loops turn, or have not
+// started yet.
 func TestWatchdog(t *testing.T) {
 	t.Parallel()
-	c := newCluster("h1")
+	c := newCluster("h1", "h2")
 	n := c.start(t, "h1", vipV4, mac1)
+	starting := c.prepare(t, "h2", vipV4, mac2) // made, not run
+	(&watchdog{d: starting.d}).check(time.Now(), time.Second)
+	if !starting.notes.has("WATCHDOG=1") || strings.Contains(starting.log.String(), "stuck") {
+		t.Errorf("a daemon whose loops have not started is called stuck:\n%s", starting.log.String())
+	}
 	w := &watchdog{d: n.d}
 	w.check(time.Now().Add(time.Hour), time.Second) // both loops an hour behind
 	if n.notes.has("WATCHDOG=1") {

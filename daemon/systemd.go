@@ -44,10 +44,13 @@ func (w *watchdog) Run(ctx context.Context) error {
 	}
 }
 
-// check pings unless a main loop has not turned for half the interval.
+// check pings unless a main loop has not turned for half the interval. A
+// loop that has not started yet (gossip joins its peers first, which may
+// take a TCP timeout) is not stuck: systemd's start timeout bounds that.
 func (w *watchdog) check(now time.Time, interval time.Duration) {
 	beats := []time.Time{w.d.cluster.Heartbeat(), w.d.repointer.Heartbeat()}
-	if slices.ContainsFunc(beats, func(b time.Time) bool { return now.Sub(b) > interval/2 }) {
+	stuck := func(b time.Time) bool { return b.UnixNano() != 0 && now.Sub(b) > interval/2 }
+	if slices.ContainsFunc(beats, stuck) {
 		w.d.log.Error("a main loop is stuck: not pinging the systemd watchdog", "gossip", beats[0], "repointer", beats[1])
 		return
 	}

@@ -365,6 +365,7 @@ func TestInterfaceComesAndGoes(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitLog(t, h2, "interface not usable, waiting for it", 10*time.Second)
+	waitLog(t, h2, "arpshare ready", 10*time.Second) // its API is up
 	s, err := h2.Status()
 	if err != nil {
 		t.Fatal(err)

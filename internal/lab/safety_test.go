@@ -139,7 +139,9 @@ func deathsIn(t *testing.T, h *Host, alive []string) []string {
 // after, and no client may move.
 func TestStarvedHostGrabsNothing(t *testing.T) {
 	requirePrivileged(t)
-	l := newLab(t, 3, 13, HostConfig{})
+	// The kernel fast path would answer the flood without waking the
+	// daemons: the throttled daemon must do the work itself to fall behind.
+	l := newLab(t, 3, 13, HostConfig{FastPath: "off"})
 	startAll(t, l.Hosts)
 	before := assignment(t, l.Clients[1:])
 	undo, err := l.Hosts[2].Throttle(5)
