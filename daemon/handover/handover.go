@@ -267,7 +267,7 @@ func (h *Handover) update(v *gossip.View) {
 // between old and v, and keeps handing over those that still need it.
 func (h *Handover) addMoved(v, old *gossip.View, byVIP map[netip.Addr]Served, clients []arp.Client) {
 	now := h.now()
-	known := macIPs(clients)
+	known := h.stillKnown(clients)
 	added, failed := map[string]int{}, 0
 	var failure error
 	for _, c := range clients {
@@ -279,7 +279,7 @@ func (h *Handover) addMoved(v, old *gossip.View, byVIP map[netip.Addr]Served, cl
 			continue // not ours, or no single owner to hand back to (race)
 		}
 		k := Key{VIP: c.VIP, MAC: [6]byte(c.MAC)}
-		if m, ok := h.moved[k]; ok && m.client != c.IP && known[k][m.client] {
+		if m, ok := h.moved[k]; ok && m.client != c.IP && known[k] {
 			continue
 		}
 		prev, newly, first := h.previous(v, old, s, c, k)
@@ -303,6 +303,7 @@ func (h *Handover) addMoved(v, old *gossip.View, byVIP map[netip.Addr]Served, cl
 		}
 		h.log.Debug("handing a moved client's open connections to its previous owner", "vip", c.VIP, "client", c.IP, "previous", prev)
 		h.moved[k] = &moved{client: c.IP, prev: prev, entry: e, active: now}
+		known[k] = true // c is in the table: the MAC's other IPs leave it be
 		added[prev]++
 	}
 	if len(added) > 0 {
@@ -313,18 +314,22 @@ func (h *Handover) addMoved(v, old *gossip.View, byVIP map[netip.Addr]Served, cl
 	}
 }
 
-// macIPs groups the clients' IPs by VIP and MAC. A MAC with several IPs (a
-// host with two addresses, a router) is one entry: the first IP that needs
-// it keeps it.
-func macIPs(clients []arp.Client) map[Key]map[netip.Addr]bool {
-	known := map[Key]map[netip.Addr]bool{}
+// stillKnown returns the moved entries whose client is still known with
+// that MAC. A MAC with several IPs (a host with two addresses, a router) is
+// one entry: the first IP that needs it keeps it, while it is known. Sized
+// by the moved entries, not the table: it is made on every update, and a
+// set of every client was tens of megabytes a second during a flood.
+func (h *Handover) stillKnown(clients []arp.Client) map[Key]bool {
+	known := map[Key]bool{}
+	if len(h.moved) == 0 {
+		return known
+	}
 	for _, c := range clients {
 		if len(c.MAC) == 6 {
 			k := Key{VIP: c.VIP, MAC: [6]byte(c.MAC)}
-			if known[k] == nil {
-				known[k] = map[netip.Addr]bool{}
+			if m, ok := h.moved[k]; ok && m.client == c.IP {
+				known[k] = true
 			}
-			known[k][c.IP] = true
 		}
 	}
 	return known
