@@ -13,7 +13,6 @@ import (
 
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/arp/fastpath"
-	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/daemon/handover"
 	"github.com/arpshare/arpshare/gossip"
 	"github.com/arpshare/arpshare/internal/clock"
@@ -124,16 +123,6 @@ func newDaemon(cfg *Config, log *slog.Logger, version string, sm seams) *Daemon 
 
 // config returns the config in force.
 func (d *Daemon) config() *Config { return d.state.config() }
-
-// policy returns how a VIP's clients are shared.
-func (d *Daemon) policy(vip netip.Addr) policy.Policy {
-	for _, v := range d.config().VIPs {
-		if v.Address == vip {
-			return v.Policy()
-		}
-	}
-	return policy.Of(policy.Hash)
-}
 
 // Run serves until ctx ends, then stops gracefully: it drains, gives the
 // other hosts time to re-point its clients, leaves the cluster and removes

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/arpshare/arpshare/arp"
+	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/gossip"
 )
 
@@ -212,17 +213,20 @@ func (c collector) collectResponders(e emitter) {
 func (c collector) collectClients(e emitter, cfg *Config, v *gossip.View) {
 	d := c.d
 	known, owned := map[string]int{}, map[string]int{}
+	pols := map[netip.Addr]policy.Policy{}
 	for _, vip := range cfg.VIPs {
 		known[vip.Name], owned[vip.Name] = 0, 0
+		pols[vip.Address] = vip.Policy()
 		e.gauge(descVIPInfo, 1, vip.Name, vip.Address.String(), vip.Interface, string(vip.Mode))
 	}
 	for _, cl := range d.table.Clients() {
-		n, ok := e.names[cl.VIP]
+		p, ok := pols[cl.VIP]
 		if !ok {
 			continue // a VIP a reload just removed
 		}
+		n := e.names[cl.VIP]
 		known[n]++
-		if d.policy(cl.VIP).Answers(v, cl.VIP, cl.IP) {
+		if p.Answers(v, cl.VIP, cl.IP) {
 			owned[n]++
 		}
 	}

@@ -4,15 +4,13 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
-	"os"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/google/go-cmp/cmp"
-	"golang.org/x/sys/unix"
+
+	"github.com/arpshare/arpshare/internal/bpftest"
 )
 
 const (
@@ -20,32 +18,6 @@ const (
 	tcxShot     = 2  // TC_ACT_SHOT
 	tcxRedirect = 7  // TC_ACT_REDIRECT
 )
-
-func privileged(t testing.TB) {
-	t.Helper()
-	if !canLoadBPF() {
-		if os.Getenv("ARPSHARE_REQUIRE_PRIVILEGED") != "" {
-			t.Fatal("loading a BPF program needs CAP_BPF (or root with its capabilities)")
-		}
-		t.Skip("loading a BPF program needs CAP_BPF (or root with its capabilities)")
-	}
-}
-
-// canLoadBPF says whether this process has CAP_BPF or CAP_SYS_ADMIN in
-// effect: root with its capabilities dropped has neither.
-func canLoadBPF() bool {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return false
-	}
-	for line := range strings.Lines(string(b)) {
-		if hex, ok := strings.CutPrefix(line, "CapEff:"); ok {
-			caps, err := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
-			return err == nil && caps&(1<<unix.CAP_BPF|1<<unix.CAP_SYS_ADMIN) != 0
-		}
-	}
-	return false
-}
 
 var (
 	broadcast = [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
@@ -74,7 +46,7 @@ func arpFrame(dst, src [6]byte, op uint16, sha [6]byte, spa netip.Addr, tha [6]b
 // which it answers, which it drops as another host's, which it passes on,
 // and what it counts and reports.
 func TestProgram(t *testing.T) {
-	privileged(t)
+	bpftest.Privileged(t)
 	p, err := Load(0)
 	if err != nil {
 		t.Fatal(err)
@@ -249,7 +221,7 @@ func TestProgram(t *testing.T) {
 // kernel (BPF_PROG_TEST_RUN, which adds the test harness's own overhead):
 // answered, and left to another host.
 func BenchmarkProgram(b *testing.B) {
-	privileged(b)
+	bpftest.Privileged(b)
 	p, err := Load(0)
 	if err != nil {
 		b.Fatal(err)
@@ -280,7 +252,7 @@ func BenchmarkProgram(b *testing.B) {
 // BenchmarkReplace measures how long a view change keeps the known clients
 // in user space: the time to rewrite every decision.
 func BenchmarkReplace(b *testing.B) {
-	privileged(b)
+	bpftest.Privileged(b)
 	for _, n := range []int{10_000, 100_000} {
 		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
 			p, err := Load(n)

@@ -4,47 +4,20 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
-	"os"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
+
+	"github.com/arpshare/arpshare/internal/bpftest"
 )
 
 const (
 	tcxNext     = -1 // TC_ACT_UNSPEC
 	tcxRedirect = 7  // TC_ACT_REDIRECT
 )
-
-func privileged(t *testing.T) {
-	t.Helper()
-	if !canLoadBPF() {
-		if os.Getenv("ARPSHARE_REQUIRE_PRIVILEGED") != "" {
-			t.Fatal("loading a BPF program needs CAP_BPF (or root with its capabilities)")
-		}
-		t.Skip("loading a BPF program needs CAP_BPF (or root with its capabilities)")
-	}
-}
-
-// canLoadBPF says whether this process has CAP_BPF or CAP_SYS_ADMIN in
-// effect: root with its capabilities dropped has neither.
-func canLoadBPF() bool {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return false
-	}
-	for line := range strings.Lines(string(b)) {
-		if hex, ok := strings.CutPrefix(line, "CapEff:"); ok {
-			caps, err := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
-			return err == nil && caps&(1<<unix.CAP_BPF|1<<unix.CAP_SYS_ADMIN) != 0
-		}
-	}
-	return false
-}
 
 // segment is a TCP segment in an Ethernet frame.
 type segment struct {
@@ -107,7 +80,7 @@ const (
 // TestProgram runs the kernel program on crafted frames (BPF_PROG_TEST_RUN):
 // which are handed over, and how they are rewritten.
 func TestProgram(t *testing.T) {
-	privileged(t)
+	bpftest.Privileged(t)
 	p, err := LoadProgram(0)
 	if err != nil {
 		t.Fatal(err)
@@ -213,7 +186,7 @@ func TestProgram(t *testing.T) {
 // lookup), and for a moved client's segment that is handed over (two
 // lookups, a socket lookup, the rewrite).
 func BenchmarkProgram(b *testing.B) {
-	if !canLoadBPF() {
+	if !bpftest.CanLoad() {
 		b.Skip("loading a BPF program needs CAP_BPF (or root with its capabilities)")
 	}
 	p, err := LoadProgram(0)

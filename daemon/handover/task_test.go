@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/arpshare/arpshare/internal/bpftest"
 )
 
 // fakeProgram is a loaded program that attaches nowhere for real.
@@ -44,7 +46,7 @@ func TestOpenUnavailable(t *testing.T) {
 	if s.Active || s.Error != "operation not permitted" || !strings.HasPrefix(s.Summary(), "OFF, moves reset open connections: operation not permitted") {
 		t.Errorf("status: %+v, %q", s, s.Summary())
 	}
-	if !canLoadBPF() {
+	if !bpftest.CanLoad() {
 		// The real loader says so too, without the capabilities.
 		if _, err := LoadProgram(0); err == nil || !strings.HasPrefix(err.Error(), "load handover program: ") {
 			t.Errorf("LoadProgram without CAP_BPF: %v", err)
