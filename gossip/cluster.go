@@ -757,12 +757,23 @@ const (
 // handshake however busy its daemon is; memberlist there takes the
 // connection when it gets to it, and an empty stream after the cluster's
 // label is dropped without a word.
+//
+// With a Transport configured, the connection goes through it: the member's
+// gossip port is wherever the transport carries its streams, and a socket
+// on the member's address belongs to nobody (a refusal there would count
+// every reported death at once).
 func (c *Cluster) reach(addr netip.AddrPort, timeout time.Duration) reachResult {
-	d := net.Dialer{Timeout: timeout}
-	if b := c.cfg.Bind.Addr(); b.IsValid() && !b.IsUnspecified() {
-		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(b, 0))
+	var conn net.Conn
+	var err error
+	if c.cfg.Transport != nil {
+		conn, err = c.cfg.Transport.DialTimeout(addr.String(), timeout)
+	} else {
+		d := net.Dialer{Timeout: timeout}
+		if b := c.cfg.Bind.Addr(); b.IsValid() && !b.IsUnspecified() {
+			d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(b, 0))
+		}
+		conn, err = d.Dial("tcp", addr.String())
 	}
-	conn, err := d.Dial("tcp", addr.String())
 	if errors.Is(err, syscall.ECONNREFUSED) {
 		return reachClosed
 	}

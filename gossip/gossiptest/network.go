@@ -3,11 +3,12 @@
 package gossiptest
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -45,6 +46,11 @@ var _ memberlist.Transport = (*Transport)(nil)
 // queue is how many messages wait for a member at most.
 const queue = 256
 
+// backlog is how many connections wait for a member to take them, as a
+// listening socket's backlog: a connection is made at once, however busy
+// the member is (the kernel completes a TCP handshake without the daemon).
+const backlog = 16
+
 // NewTransport adds a member at a new address of the network.
 func (n *Network) NewTransport() *Transport {
 	n.mu.Lock()
@@ -52,7 +58,7 @@ func (n *Network) NewTransport() *Transport {
 	n.port++
 	t := &Transport{
 		net: n, addr: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), n.port),
-		packets: make(chan *memberlist.Packet, queue), streams: make(chan net.Conn), down: make(chan struct{}),
+		packets: make(chan *memberlist.Packet, queue), streams: make(chan net.Conn, backlog), down: make(chan struct{}),
 	}
 	n.members[t.addr] = t
 	return t
@@ -102,14 +108,15 @@ func (t *Transport) WriteTo(b []byte, addr string) (time.Time, error) {
 func (t *Transport) PacketCh() <-chan *memberlist.Packet { return t.packets }
 
 // DialTimeout implements memberlist.Transport: it connects to addr, unless
-// the member there is down or does not accept in time.
+// the member there is down (refused: syscall.ECONNREFUSED, as from a host
+// up with nothing on the port) or its backlog stays full (a timeout).
 func (t *Transport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
 	dest, err := t.net.member(addr)
 	if err != nil {
 		return nil, err
 	}
 	if dest.isDown() {
-		return nil, errors.New("connection refused")
+		return nil, fmt.Errorf("dial %s: %w", addr, syscall.ECONNREFUSED)
 	}
 	local, remote := net.Pipe()
 	timer := time.NewTimer(timeout)
@@ -123,7 +130,10 @@ func (t *Transport) DialTimeout(addr string, timeout time.Duration) (net.Conn, e
 	}
 	local.Close()
 	remote.Close()
-	return nil, errors.New("connection refused")
+	if dest.isDown() {
+		return nil, fmt.Errorf("dial %s: %w", addr, syscall.ECONNREFUSED)
+	}
+	return nil, fmt.Errorf("dial %s: %w", addr, os.ErrDeadlineExceeded)
 }
 
 // StreamCh implements memberlist.Transport.

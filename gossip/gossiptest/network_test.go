@@ -1,6 +1,8 @@
 package gossiptest
 
 import (
+	"errors"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -50,8 +52,8 @@ func TestTransport(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := a.DialTimeout(b.Addr().String(), 5*time.Second); err == nil {
-		t.Error("a connection to a member shut down was accepted")
+	if _, err := a.DialTimeout(b.Addr().String(), 5*time.Second); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("a connection to a member shut down: %v, want it refused", err)
 	}
 	select {
 	case p := <-b.PacketCh():
