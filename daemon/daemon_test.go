@@ -43,7 +43,10 @@ func vipTOML(name string, addr netip.Addr, iface, check string) string {
 }
 
 // tcpCheck is a check of a listener the test opens and closes, probed
-// every 20 ms, that flips at the first result.
+// every second (the first probe at once), that flips at the first result.
+// Its timeout is long: one that a loaded machine overruns flips a healthy
+// VIP to unhealthy, and a probe in flight then can flip it back after the
+// listener closed.
 func tcpCheck(t *testing.T) (check string, l net.Listener) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -60,7 +63,7 @@ func tcpCheck(t *testing.T) (check string, l net.Listener) {
 			c.Close()
 		}
 	}()
-	return fmt.Sprintf("tcp = %q\ninterval = \"20ms\"\ntimeout = \"10ms\"\nrise = 1\nfall = 1", l.Addr()), l
+	return fmt.Sprintf("tcp = %q\ninterval = \"1s\"\ntimeout = \"1s\"\nrise = 1\nfall = 1", l.Addr()), l
 }
 
 func metaOf(v *gossip.View, name string) (gossip.Meta, bool) {
@@ -89,9 +92,9 @@ func TestApplyStart(t *testing.T) {
 	eventually(t, "the NDP responder joins the VIP's solicited-node group", func() bool {
 		return n.links.ndpConn("test0").joined(netip.MustParseAddr("ff02::1:ff00:200"))
 	})
-	if !n.host.quieted("test0") {
-		t.Error("the ARP sysctls of test0 were not set")
-	}
+	// Set once the conn is open (OnOpen), which may come after the test
+	// sees the conn.
+	eventually(t, "the ARP sysctls of test0 set", func() bool { return n.host.quieted("test0") })
 	eventually(t, "the MAC and both VIPs healthy in the metadata", func() bool {
 		m, ok := metaOf(n.d.cluster.View(), "h1")
 		return ok && slices.Equal(m.MACs, []string{mac1.String()}) && len(m.VIPs) == 2 && len(m.Unhealthy) == 0
@@ -271,23 +274,23 @@ func TestHealthFlip(t *testing.T) {
 	c := newCluster("h1", "h2")
 	check, l := tcpCheck(t)
 	h1, h2 := c.startTwo(t, vipTOML("web", web, "test0", check), vipV4)
-	healthyAt := func(n *node, vip netip.Addr) func() bool {
-		return func() bool {
-			m, ok := metaOf(n.d.cluster.View(), "h1")
+	healthyAt := func(vip netip.Addr) func(*gossip.View) bool {
+		return func(v *gossip.View) bool {
+			m, ok := metaOf(v, "h1")
 			return ok && slices.Contains(m.VIPs, vip) && !slices.Contains(m.Unhealthy, vip)
 		}
 	}
-	eventually(t, "h2 sees h1 healthy", healthyAt(h2, web))
-	if got := h2.d.cluster.View().Eligible(web); len(got) != 2 {
+	v := eventuallyView(t, h2, "h2 sees h1 healthy", healthyAt(web))
+	if got := v.Eligible(web); len(got) != 2 {
 		t.Errorf("eligible for web: %v, want both", got)
 	}
 
 	l.Close() // the service goes down
-	eventually(t, "h2 sees h1 unhealthy", func() bool {
-		m, ok := metaOf(h2.d.cluster.View(), "h1")
+	v = eventuallyView(t, h2, "h2 sees h1 unhealthy", func(v *gossip.View) bool {
+		m, ok := metaOf(v, "h1")
 		return ok && slices.Contains(m.Unhealthy, web)
 	})
-	if got := h2.d.cluster.View().Eligible(web); len(got) != 1 || got[0].Name != "h2" {
+	if got := v.Eligible(web); len(got) != 1 || got[0].Name != "h2" {
 		t.Errorf("eligible for web after h1's check fails: %v, want h2", got)
 	}
 	if h1.d.state.health()[web] {
@@ -365,13 +368,13 @@ func TestDrainResume(t *testing.T) {
 	t.Parallel()
 	c := newCluster("h1", "h2")
 	h1, h2 := c.startTwo(t, vipV4, vipV4)
-	draining := func(want bool) func() bool {
-		return func() bool {
-			m, ok := metaOf(h2.d.cluster.View(), "h1")
+	draining := func(want bool) func(*gossip.View) bool {
+		return func(v *gossip.View) bool {
+			m, ok := metaOf(v, "h1")
 			return ok && m.Draining == want
 		}
 	}
-	eventually(t, "h2 sees h1 serving", draining(false))
+	eventuallyView(t, h2, "h2 sees h1 serving", draining(false))
 
 	s, err := Drain(context.Background(), h1.d.api.path, true)
 	if err != nil {
@@ -384,8 +387,8 @@ func TestDrainResume(t *testing.T) {
 	if _, err := os.Stat(file); err != nil {
 		t.Errorf("state file: %v", err)
 	}
-	eventually(t, "h2 sees h1 draining", draining(true))
-	if got := h2.d.cluster.View().Eligible(web); len(got) != 1 || got[0].Name != "h2" {
+	v := eventuallyView(t, h2, "h2 sees h1 draining", draining(true))
+	if got := v.Eligible(web); len(got) != 1 || got[0].Name != "h2" {
 		t.Errorf("eligible while h1 drains: %v", got)
 	}
 
@@ -405,7 +408,7 @@ func TestDrainResume(t *testing.T) {
 	if _, err := os.Stat(file); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("state file after resume: %v", err)
 	}
-	eventually(t, "h2 sees h1 serving again", draining(false))
+	eventuallyView(t, h2, "h2 sees h1 serving again", draining(false))
 	// Resuming twice is fine.
 	if err := h1.d.SetDrained(context.Background(), false); err != nil {
 		t.Error(err)

@@ -24,6 +24,7 @@ import (
 
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/arp/arptest"
+	"github.com/arpshare/arpshare/gossip"
 	"github.com/arpshare/arpshare/gossip/gossiptest"
 )
 
@@ -395,6 +396,19 @@ func (n *node) stop() error {
 		n.t.Errorf("%s: Run did not return", n.name)
 		return errors.New("Run did not return")
 	}
+}
+
+// eventuallyView waits up to 10 s for cond to hold for n's view, and returns
+// that view: what the test checks next is checked on it, not on a later view
+// (a false suspicion on a loaded machine can change the next one).
+func eventuallyView(t *testing.T, n *node, what string, cond func(*gossip.View) bool) *gossip.View {
+	t.Helper()
+	var v *gossip.View
+	eventually(t, what, func() bool {
+		v = n.d.cluster.View()
+		return cond(v)
+	})
+	return v
 }
 
 // eventually waits up to 10 s for cond.

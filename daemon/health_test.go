@@ -134,22 +134,37 @@ func TestProbes(t *testing.T) {
 func TestExecCheckKilled(t *testing.T) {
 	t.Parallel()
 	pidFile := filepath.Join(t.TempDir(), "pid")
-	script := "sleep 30 & echo $! > " + pidFile + "; wait"
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	script := "sleep 30 & echo $! > " + pidFile + ".new; mv " + pidFile + ".new " + pidFile + "; wait"
+	// The check's context ends once the child is known (a fixed timeout
+	// could end before the shell even forks, on a loaded machine).
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- newProbe(&Check{Exec: []string{"/bin/sh", "-c", script}})(ctx) }()
+	var b []byte
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var err error
+		if b, err = os.ReadFile(pidFile); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the check never wrote its child's pid: %v", err)
+		}
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		t.Fatalf("the check's child's pid %q: %v", b, err)
+	}
+	cancel()
 	start := time.Now()
-	err := newProbe(&Check{Exec: []string{"/bin/sh", "-c", script}})(ctx)
+	err = <-errc
 	if err == nil || !strings.Contains(err.Error(), "timed out") {
 		t.Fatalf("hung exec check: err %v, want a timeout", err)
 	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Errorf("hung exec check returned after %s", d)
+	// Not the child's 30 s: the probe does not wait for it.
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("hung exec check returned %s after its end", d)
 	}
-	b, err := os.ReadFile(pidFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 	deadline := time.Now().Add(5 * time.Second)
 	for syscall.Kill(pid, 0) == nil {
 		if time.Now().After(deadline) {
