@@ -46,11 +46,6 @@ var _ memberlist.Transport = (*Transport)(nil)
 // queue is how many messages wait for a member at most.
 const queue = 256
 
-// backlog is how many connections wait for a member to take them, as a
-// listening socket's backlog: a connection is made at once, however busy
-// the member is (the kernel completes a TCP handshake without the daemon).
-const backlog = 16
-
 // NewTransport adds a member at a new address of the network.
 func (n *Network) NewTransport() *Transport {
 	n.mu.Lock()
@@ -58,7 +53,7 @@ func (n *Network) NewTransport() *Transport {
 	n.port++
 	t := &Transport{
 		net: n, addr: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), n.port),
-		packets: make(chan *memberlist.Packet, queue), streams: make(chan net.Conn, backlog), down: make(chan struct{}),
+		packets: make(chan *memberlist.Packet, queue), streams: make(chan net.Conn), down: make(chan struct{}),
 	}
 	n.members[t.addr] = t
 	return t
@@ -109,7 +104,10 @@ func (t *Transport) PacketCh() <-chan *memberlist.Packet { return t.packets }
 
 // DialTimeout implements memberlist.Transport: it connects to addr, unless
 // the member there is down (refused: syscall.ECONNREFUSED, as from a host
-// up with nothing on the port) or its backlog stays full (a timeout).
+// up with nothing on the port) or does not take the connection in time (a
+// timeout). There is no backlog: a connection is a net.Pipe, whose writes
+// wait for the reader, and memberlist writes the label on a new connection
+// with no deadline.
 func (t *Transport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
 	dest, err := t.net.member(addr)
 	if err != nil {
