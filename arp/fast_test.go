@@ -101,8 +101,11 @@ func decision(client netip.Addr, answer bool) fastpath.Decision {
 var (
 	raceVIP = netip.MustParseAddr("198.18.0.201")
 	vip2    = netip.MustParseAddr("198.18.0.202")
-	// fastVIPs: a hash VIP the kernel decides for, and two it never does.
-	fastVIPs = []VIP{{vip, hashPolicy}, {raceVIP, policy.Of(policy.Race)}, {vip6, hashPolicy}}
+	// raceAway is a race VIP no host is eligible for: nobody answers.
+	raceAway = netip.MustParseAddr("198.18.0.203")
+	// fastVIPs: three VIPs the kernel never decides for, and a hash VIP
+	// it does (with counters in slot 3).
+	fastVIPs = []VIP{{raceVIP, policy.Of(policy.Race)}, {raceAway, policy.Of(policy.Race)}, {vip6, hashPolicy}, {vip, hashPolicy}}
 )
 
 // member is a host serving the VIPs above, at its own MAC.
@@ -206,7 +209,9 @@ func TestFastPathRewritesOnChange(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			table := NewClientTable(10, time.Hour)
-			protect(table, vip, staying, leaving, peers)
+			// Never decided in the kernel: a duplicate address probe's
+			// sender, and a VIP.
+			protect(table, vip, staying, leaving, peers, netip.IPv4Unspecified(), vip)
 			f := &fakeProgram{}
 			r, _, stop := runFast(t, ResponderConfig{VIPs: []VIP{{vip, hashPolicy}}, Table: table, View: twoHosts, program: f})
 			waitCalls(t, f, len(start))
@@ -232,14 +237,22 @@ func TestFastPathAddsDecidedClients(t *testing.T) {
 	protect(table, vip6, mine6)
 	f := &fakeProgram{}
 	_, conn, stop := runFast(t, ResponderConfig{VIPs: fastVIPs, Table: table, View: twoHosts, program: f})
+	// vip is the fourth VIP: its counters are in slot 3.
+	decision := func(client netip.Addr, answer bool) fastpath.Decision {
+		d := decision(client, answer)
+		d.Slot = 3
+		return d
+	}
 	newMine := clientWhere("198.18.2.1", func(before, _ string) bool { return before == "me" })
 	newPeers := clientWhere("198.18.2.1", func(before, _ string) bool { return before == "peer" })
 	want := []string{"attach " + myMAC.String(), replace(decision(staying, true), decision(peers, false)), "serving true"}
 	waitCalls(t, f, len(want))
-	// Each asks twice: the second request protects it. The race VIP's
-	// client first: once the others are in, its requests were read.
+	// Each asks twice: the second request protects it. The race VIPs'
+	// client first (answered after a delay, and not answered): once the
+	// others are in, its requests were read.
 	for _, frame := range [][]byte{
 		request(t, arp.OperationRequest, clientMAC, leaving, raceVIP), request(t, arp.OperationRequest, clientMAC, leaving, raceVIP),
+		request(t, arp.OperationRequest, clientMAC, leaving, raceAway), request(t, arp.OperationRequest, clientMAC, leaving, raceAway),
 		request(t, arp.OperationRequest, clientMAC, newMine, vip), request(t, arp.OperationRequest, clientMAC, newMine, vip),
 		request(t, arp.OperationRequest, clientMAC, newPeers, vip), request(t, arp.OperationRequest, clientMAC, newPeers, vip),
 	} {
@@ -249,6 +262,126 @@ func TestFastPathAddsDecidedClients(t *testing.T) {
 	waitCalls(t, f, len(want))
 	stop()
 	if diff := cmp.Diff(append(want, stopped...), f.Calls()); diff != "" {
+		t.Errorf("calls to the kernel fast path (-want +got):\n%s", diff)
+	}
+}
+
+// TestFastPathNotForIPv6: an NDP responder never loads or attaches the
+// fast path, which answers ARP only.
+func TestFastPathNotForIPv6(t *testing.T) {
+	t.Parallel()
+	f := &fakeProgram{}
+	conn := newFakeNDP()
+	r := NewResponder(ResponderConfig{
+		Interface: "lo", IPv6: true, VIPs: hashVIPs6, Table: NewClientTable(10, time.Hour), View: twoHosts, Logger: quietLogger(),
+		ListenNDP: func(string) (NDPConn, net.HardwareAddr, error) { return conn, myMAC, nil },
+		FastPath:  true, program: f,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- r.Run(ctx) }()
+	<-r.Ready()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if calls := f.Calls(); len(calls) != 0 {
+		t.Errorf("calls to the kernel fast path %q, want none", calls)
+	}
+}
+
+// TestFastPathLearnsSeenClients: the clients the kernel decided on are
+// learned as if user space had read their requests: last seen when the
+// kernel saw them, and a unicast request is news for the other hosts
+// where a broadcast one, which they heard too, is not.
+func TestFastPathLearnsSeenClients(t *testing.T) {
+	t.Parallel()
+	table := NewClientTable(10, time.Hour)
+	hourAgo := time.Now().Add(-time.Hour)
+	for range 2 {
+		table.Learn(vip, staying, clientMAC, hourAgo)
+		table.Learn(vip, leaving, clientMAC, hourAgo)
+	}
+	mono, now := fastpath.Monotonic(), time.Now()
+	f := &fakeProgram{seen: []fastpath.Seen{
+		{VIP: vip, Client: staying, MAC: [6]byte(clientMAC), Last: mono - 2*time.Second},                               // broadcast only
+		{VIP: vip, Client: leaving, MAC: [6]byte(clientMAC), Last: mono - 3*time.Second, Direct: mono - 7*time.Second}, // unicast, then broadcast
+		{VIP: vip, Client: peers, MAC: [6]byte(clientMAC), Last: mono - 5*time.Second, Direct: mono - 5*time.Second},   // new, unicast
+	}}
+	_, _, stop := runFast(t, ResponderConfig{VIPs: []VIP{{vip, hashPolicy}}, Table: table, View: twoHosts, program: f})
+	waitFor(t, "the last seen client learned", func() bool { _, ok := table.Get(vip, peers); return ok })
+	stop()
+
+	for _, want := range []Client{
+		{VIP: vip, IP: staying, MAC: clientMAC, LastSeen: now.Add(-2 * time.Second), Protected: true},
+		{VIP: vip, IP: leaving, MAC: clientMAC, LastSeen: now.Add(-3 * time.Second), Protected: true},
+		{VIP: vip, IP: peers, MAC: clientMAC, LastSeen: now.Add(-5 * time.Second)},
+	} {
+		got, _ := table.Get(vip, want.IP)
+		if got.MAC.String() != want.MAC.String() || got.Protected != want.Protected || got.LastSeen.Sub(want.LastSeen).Abs() > 100*time.Millisecond {
+			t.Errorf("client %s: %+v, want %+v", want.IP, got, want)
+		}
+	}
+	// Gossip since a minute ago: the client whose unicast request moved
+	// its last seen time by an hour, not the one only heard by broadcast.
+	other := NewClientTable(10, time.Hour)
+	if _, err := other.Merge(table.Encode(time.Now(), now.Add(-time.Minute)), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := other.Get(vip, leaving); !ok || other.Len() != 1 {
+		t.Errorf("gossiped %v, want %s only", other.Clients(), leaving)
+	}
+}
+
+// TestFastPathCounts: what the kernel decided counts in the VIPs' frames
+// and replies while it runs, and still after the program is gone.
+func TestFastPathCounts(t *testing.T) {
+	t.Parallel()
+	f := &fakeProgram{counts: map[uint8][2]uint64{0: {7, 3}, 1: {0, 4}}}
+	r, conn, stop := runFast(t, ResponderConfig{VIPs: []VIP{{vip, hashPolicy}, {vip2, hashPolicy}}, Table: NewClientTable(10, time.Hour), View: twoHosts, program: f})
+	conn.In <- request(t, arp.OperationRequest, clientMAC, staying, vip)
+	waitFor(t, "the request counted", func() bool { return r.Stats().Frames[Key{vip, Answered}] == 8 })
+	want := Stats{
+		Frames:    map[Key]uint64{{vip, Answered}: 1 + 7, {vip, NotOwner}: 3, {vip2, NotOwner}: 4},
+		Replies:   map[netip.Addr]uint64{vip: 1 + 7},
+		Repoints:  map[netip.Addr]uint64{},
+		Announces: map[netip.Addr]uint64{},
+		Kernel:    map[Key]uint64{{vip, Answered}: 7, {vip, NotOwner}: 3, {vip2, NotOwner}: 4},
+	}
+	cmpAddr := cmp.Comparer(func(x, y netip.Addr) bool { return x == y })
+	if diff := cmp.Diff(want, r.Stats(), cmpAddr); diff != "" {
+		t.Errorf("stats while running (-want +got):\n%s", diff)
+	}
+	stop()
+	if diff := cmp.Diff(want, r.Stats(), cmpAddr); diff != "" {
+		t.Errorf("stats after the program is gone (-want +got):\n%s", diff)
+	}
+}
+
+// TestFlushDropsStaleDecisions: decisions noted under a snapshot that was
+// replaced before the read ended are not written: the rewrite has the new
+// ones.
+func TestFlushDropsStaleDecisions(t *testing.T) {
+	t.Parallel()
+	table := NewClientTable(10, time.Hour)
+	r := NewResponder(ResponderConfig{Interface: "eth0", VIPs: []VIP{{vip, hashPolicy}}, Table: table, View: twoHosts, Logger: quietLogger()})
+	f := &fakeProgram{}
+	r.kern.Store(&kernel{prog: f, dirty: make(chan struct{}, 1)})
+	l := &arpLink{conn: arptest.NewConn(), mac: myMAC, reply: make([]byte, arpFrameLen)}
+	frame := request(t, arp.OperationRequest, clientMAC, peers, vip)
+	r.handleARP(l, frame, time.Now())
+	r.handleARP(l, frame, time.Now()) // protected now: noted
+	r.SetView(peerDead)
+	r.readARP() // writes nothing
+
+	// One read of two frames, the snapshot changing in between: the
+	// second frame's decision only.
+	r.handleARP(l, frame, time.Now())
+	r.SetView(twoHosts)
+	r.handleARP(l, frame, time.Now())
+	r.readARP()
+	want := []string{"serving false", "serving false", put(decision(peers, false))}
+	if diff := cmp.Diff(want, f.Calls()); diff != "" {
 		t.Errorf("calls to the kernel fast path (-want +got):\n%s", diff)
 	}
 }
