@@ -42,7 +42,7 @@ func (f *fakeProgram) record(call string) error {
 func (f *fakeProgram) Attach(_ int, mac [6]byte) error {
 	return f.record("attach " + net.HardwareAddr(mac[:]).String())
 }
-func (f *fakeProgram) SetServing(on bool) error            { return f.record(fmt.Sprint("serving ", on)) }
+func (f *fakeProgram) SetServing(on bool) error             { return f.record(fmt.Sprint("serving ", on)) }
 func (f *fakeProgram) Replace(ds []fastpath.Decision) error { return f.record(replace(ds...)) }
 func (f *fakeProgram) Put(ds []fastpath.Decision) error     { return f.record(put(ds...)) }
 func (f *fakeProgram) Detach() error                        { return f.record("detach") }
@@ -93,7 +93,7 @@ func describe(ds []fastpath.Decision) string {
 	return "[" + strings.Join(s, ", ") + "]"
 }
 
-// decision is the one for client (at clientMAC) of VIP slot 0, vip.
+// decision is the one for client, at clientMAC, of vip (counters in slot 0).
 func decision(client netip.Addr, answer bool) fastpath.Decision {
 	return fastpath.Decision{VIP: vip, Client: client, MAC: [6]byte(clientMAC), Answer: answer}
 }
@@ -108,7 +108,7 @@ var (
 	fastVIPs = []VIP{{raceVIP, policy.Of(policy.Race)}, {raceAway, policy.Of(policy.Race)}, {vip6, hashPolicy}, {vip, hashPolicy}}
 )
 
-// member is a host serving the VIPs above, at its own MAC.
+// member is a host serving the VIPs above but raceAway, at its own MAC.
 func member(name string, mac byte, state gossip.State) gossip.Member {
 	return gossip.Member{Name: name, State: state, Meta: gossip.Meta{
 		Version: gossip.MetaVersion, Algorithm: gossip.Algorithm, Weight: 1,
@@ -117,7 +117,7 @@ func member(name string, mac byte, state gossip.State) gossip.Member {
 }
 
 var (
-	// twoHosts is this host and its peer, as view.
+	// twoHosts: this host and its peer share the clients, as in view.
 	twoHosts = gossip.NewView("me", []gossip.Member{member("me", 1, gossip.StateAlive), member("peer", 2, gossip.StateAlive)}, 0)
 	// peerDead: this host answers every client.
 	peerDead = gossip.NewView("me", []gossip.Member{member("me", 1, gossip.StateAlive), member("peer", 2, gossip.StateDead)}, 0)
@@ -143,7 +143,8 @@ func clientWhere(start string, want func(before, after string) bool) netip.Addr 
 	return a
 }
 
-// protect puts clients of vip in the table, protected as by a second request.
+// protect puts clients of vip in the table, protected as by a second
+// request.
 func protect(table *ClientTable, vip netip.Addr, clients ...netip.Addr) {
 	for _, c := range clients {
 		table.Learn(vip, c, clientMAC, time.Now())
@@ -152,7 +153,7 @@ func protect(table *ClientTable, vip netip.Addr, clients ...netip.Addr) {
 }
 
 // runFast runs a responder on a fake conn with a fake kernel fast path,
-// and returns the conn and a function that stops it.
+// and returns it, its conn and a function that stops it.
 func runFast(t *testing.T, cfg ResponderConfig) (r *Responder, conn *arptest.Conn, stop func()) {
 	t.Helper()
 	conn = arptest.NewConn()

@@ -66,7 +66,7 @@ type ResponderConfig struct {
 	// FastPath answers the ARP requests of clients already decided on in
 	// the kernel (package fastpath), where the kernel allows it; user space
 	// answers the rest, and everything when the kernel refuses. Only with
-	// Listen nil (the real raw socket), or with program.
+	// Listen nil (the real raw socket).
 	FastPath bool
 	// program, if set, is the fast path's program instead of one loaded
 	// into the kernel: a test's fake, which may run beside a fake conn.
@@ -216,8 +216,8 @@ type Stats struct {
 // NewResponder returns a responder; Run starts it.
 func NewResponder(cfg ResponderConfig) *Responder {
 	// The kernel fast path runs beside the real raw socket only: a test's
-	// fake conn must never put a program on a real interface (a fake
-	// program may).
+	// fake conn must never put a program on a real interface. A fake
+	// program (ResponderConfig.program) puts none.
 	cfg.FastPath = cfg.FastPath && (cfg.Listen == nil || cfg.program != nil)
 	if cfg.Listen == nil {
 		cfg.Listen = Listen
