@@ -24,6 +24,7 @@ import (
 
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/arp/arptest"
+	"github.com/arpshare/arpshare/gossip/gossiptest"
 )
 
 // fakeHost is a Host that records instead of plumbing the kernel.
@@ -282,18 +283,18 @@ func (n *notes) has(prefix string) bool {
 
 // cluster is a gossip network in memory, with the addresses of its hosts.
 type cluster struct {
-	net   memNet
+	net   *gossiptest.Network
 	addrs map[string]string
-	trans map[string]*memTransport
+	trans map[string]*gossiptest.Transport
 }
 
 // newCluster makes the transports of the named hosts.
 func newCluster(names ...string) *cluster {
-	c := &cluster{addrs: map[string]string{}, trans: map[string]*memTransport{}}
+	c := &cluster{net: gossiptest.NewNetwork(), addrs: map[string]string{}, trans: map[string]*gossiptest.Transport{}}
 	for _, n := range names {
-		tr := c.net.newTransport()
+		tr := c.net.NewTransport()
 		c.trans[n] = tr
-		c.addrs[n] = tr.addr
+		c.addrs[n] = tr.Addr().String()
 	}
 	return c
 }

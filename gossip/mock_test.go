@@ -27,11 +27,10 @@ type memNode struct {
 func startMemCluster(t *testing.T, n int) []*memNode {
 	t.Helper()
 	network := gossiptest.NewNetwork()
-	t.Cleanup(network.Close) // first in, so last to run
 	var transports []*gossiptest.Transport
 	var binds []netip.AddrPort
-	for i := range n {
-		tr := network.NewTransport(fmt.Sprintf("m%d", i+1))
+	for range n {
+		tr := network.NewTransport()
 		transports, binds = append(transports, tr), append(binds, tr.Addr())
 	}
 	var nodes []*memNode

@@ -3,108 +3,143 @@
 package gossiptest
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/memberlist"
 )
 
-// Network is memberlist's MockNetwork with what a cluster that runs for a
-// while needs: MockTransport hands each message straight to the receiver's
-// reading goroutine, so two members that answer each other's pings at once
-// wait on each other forever, and a member that stopped blocks whoever
-// writes to it. Here every member's messages are read at once into a queue,
-// dropped when it is full (as UDP would), and dropped altogether once the
-// member is shut down, as if it had lost power.
+// Network is a gossip network in memory. memberlist's own MockNetwork hands
+// each message straight to the receiver's reading goroutine, so two members
+// that answer each other's pings at once wait on each other forever, and a
+// member that stopped blocks whoever writes to it. Here each member's
+// messages wait in a queue, dropped when it is full (as UDP would), and a
+// member shut down is gone, as if it had lost power: what is sent to it is
+// lost and connections to it are refused.
 type Network struct {
-	mock   memberlist.MockNetwork
-	closed chan struct{}
-	once   sync.Once
+	mu      sync.Mutex
+	members map[netip.AddrPort]*Transport
+	port    uint16
 }
 
-// NewNetwork returns an empty network; Close it when every member has
-// stopped.
-func NewNetwork() *Network { return &Network{closed: make(chan struct{})} }
+// NewNetwork returns an empty network.
+func NewNetwork() *Network { return &Network{members: map[netip.AddrPort]*Transport{}} }
 
 // Transport is one member's end of a Network; give it to
 // gossip.ClusterConfig.Transport, with Addr as the member's Bind.
 type Transport struct {
-	*memberlist.MockTransport
+	net     *Network
 	addr    netip.AddrPort
 	packets chan *memberlist.Packet
 	streams chan net.Conn
-	down    atomic.Bool
+	down    chan struct{}
+	once    sync.Once
 }
 
-var _ memberlist.NodeAwareTransport = (*Transport)(nil)
+var _ memberlist.Transport = (*Transport)(nil)
 
 // queue is how many messages wait for a member at most.
 const queue = 256
 
-// NewTransport adds a member called name (its memberlist node name). Make
-// every member's transport before any member starts: the mock network's
-// tables are not safe to change while it carries messages.
-func (n *Network) NewTransport(name string) *Transport {
-	mt := n.mock.NewTransport(name)
-	ip, port, err := mt.FinalAdvertiseAddr("", 0)
-	if err != nil {
-		panic(err) // the mock's own address always parses
-	}
-	addr, _ := netip.AddrFromSlice(ip)
+// NewTransport adds a member at a new address of the network.
+func (n *Network) NewTransport() *Transport {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.port++
 	t := &Transport{
-		MockTransport: mt, addr: netip.AddrPortFrom(addr.Unmap(), uint16(port)),
-		packets: make(chan *memberlist.Packet, queue), streams: make(chan net.Conn, queue),
+		net: n, addr: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), n.port),
+		packets: make(chan *memberlist.Packet, queue), streams: make(chan net.Conn), down: make(chan struct{}),
 	}
-	go t.pump(n.closed)
+	n.members[t.addr] = t
 	return t
 }
 
-// pump reads the member's messages as they come, until the network closes.
-func (t *Transport) pump(closed <-chan struct{}) {
-	for {
-		select {
-		case p := <-t.MockTransport.PacketCh():
-			if t.down.Load() {
-				continue
-			}
-			select {
-			case t.packets <- p:
-			default: // full: lost, as a datagram would be
-			}
-		case c := <-t.MockTransport.StreamCh():
-			if t.down.Load() {
-				c.Close() // nobody home: the dialer sees the stream end
-				continue
-			}
-			select {
-			case t.streams <- c:
-			default:
-				c.Close()
-			}
-		case <-closed:
-			return
-		}
+func (n *Network) member(addr string) (*Transport, error) {
+	a, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return nil, err
 	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if t, ok := n.members[a]; ok {
+		return t, nil
+	}
+	return nil, fmt.Errorf("no route to %s", addr)
 }
 
 // Addr is the member's address on the network.
 func (t *Transport) Addr() netip.AddrPort { return t.addr }
 
+// FinalAdvertiseAddr implements memberlist.Transport.
+func (t *Transport) FinalAdvertiseAddr(string, int) (net.IP, int, error) {
+	return t.addr.Addr().AsSlice(), int(t.addr.Port()), nil
+}
+
+// WriteTo implements memberlist.Transport: it delivers b, or loses it as
+// UDP would if the member is down or its queue full.
+func (t *Transport) WriteTo(b []byte, addr string) (time.Time, error) {
+	dest, err := t.net.member(addr)
+	if err != nil {
+		return time.Time{}, err
+	}
+	now := time.Now()
+	p := &memberlist.Packet{Buf: append([]byte(nil), b...), From: net.UDPAddrFromAddrPort(t.addr), Timestamp: now}
+	if dest.isDown() {
+		return now, nil
+	}
+	select {
+	case dest.packets <- p:
+	default:
+	}
+	return now, nil
+}
+
 // PacketCh implements memberlist.Transport.
 func (t *Transport) PacketCh() <-chan *memberlist.Packet { return t.packets }
+
+// DialTimeout implements memberlist.Transport: it connects to addr, unless
+// the member there is down or does not accept in time.
+func (t *Transport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+	dest, err := t.net.member(addr)
+	if err != nil {
+		return nil, err
+	}
+	if dest.isDown() {
+		return nil, errors.New("connection refused")
+	}
+	local, remote := net.Pipe()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case dest.streams <- remote:
+		return local, nil
+	case <-dest.down:
+	case <-t.down:
+	case <-timer.C:
+	}
+	local.Close()
+	remote.Close()
+	return nil, errors.New("connection refused")
+}
 
 // StreamCh implements memberlist.Transport.
 func (t *Transport) StreamCh() <-chan net.Conn { return t.streams }
 
-// Shutdown implements memberlist.Transport: the member is gone, and what
-// is sent to it from now on is lost.
-func (t *Transport) Shutdown() error {
-	t.down.Store(true)
-	return nil
+func (t *Transport) isDown() bool {
+	select {
+	case <-t.down:
+		return true
+	default:
+		return false
+	}
 }
 
-// Close stops the network. Every member must have stopped: a message sent
-// after Close waits forever.
-func (n *Network) Close() { n.once.Do(func() { close(n.closed) }) }
+// Shutdown implements memberlist.Transport: the member is gone.
+func (t *Transport) Shutdown() error {
+	t.once.Do(func() { close(t.down) })
+	return nil
+}
