@@ -27,9 +27,24 @@ import (
 // policy where every host answers (race) waits a random time first.
 func (v VIP) kernelDecides() bool { return v.Policy.Exclusive() && v.Policy.Delay() == 0 }
 
+// fastProgram is what the responder asks of the kernel fast path: a
+// *fastpath.Program, or a test's fake (ResponderConfig.program).
+type fastProgram interface {
+	Attach(ifindex int, mac [6]byte) error
+	SetServing(on bool) error
+	Replace(ds []fastpath.Decision) error
+	Put(ds []fastpath.Decision) error
+	DrainSeen(fn func(fastpath.Seen)) error
+	Counts(slot uint8) (answered, notOwner uint64, err error)
+	Detach() error
+	Close() error
+}
+
+var _ fastProgram = (*fastpath.Program)(nil)
+
 // kernel is the fast path while the interface is open.
 type kernel struct {
-	prog  *fastpath.Program
+	prog  fastProgram
 	dirty chan struct{} // the snapshot changed: rewrite the decisions
 
 	// Decisions the reading goroutine made for clients the kernel did not
@@ -40,9 +55,12 @@ type kernel struct {
 
 // loadFastPath loads the program if the responder is to use it. A kernel
 // that refuses leaves it nil, with a warning: user space answers.
-func (r *Responder) loadFastPath() *fastpath.Program {
+func (r *Responder) loadFastPath() fastProgram {
 	if !r.cfg.FastPath || r.cfg.IPv6 {
 		return nil
+	}
+	if r.cfg.program != nil {
+		return r.cfg.program
 	}
 	p, err := fastpath.Load(r.cfg.Table.Max())
 	if err != nil {
@@ -54,7 +72,7 @@ func (r *Responder) loadFastPath() *fastpath.Program {
 
 // attachFastPath runs the program on the interface, now open with mac, and
 // keeps its decisions until the returned function is called.
-func (r *Responder) attachFastPath(ctx context.Context, p *fastpath.Program, mac net.HardwareAddr) (detach func()) {
+func (r *Responder) attachFastPath(ctx context.Context, p fastProgram, mac net.HardwareAddr) (detach func()) {
 	if p == nil {
 		return func() {}
 	}
@@ -230,7 +248,7 @@ func (r *Responder) flushDecided(k *kernel) {
 
 // foldKernelCounts adds what the kernel counted to the responder's own
 // counters, before the program goes away. Call with r.mu held.
-func (r *Responder) foldKernelCounts(p *fastpath.Program) {
+func (r *Responder) foldKernelCounts(p fastProgram) {
 	for _, c := range r.counts {
 		if c.slot >= fastpath.MaxSlots {
 			continue

@@ -68,6 +68,9 @@ type ResponderConfig struct {
 	// answers the rest, and everything when the kernel refuses. Only with
 	// Listen nil (the real raw socket).
 	FastPath bool
+	// program, if set, is the fast path's program instead of one loaded
+	// into the kernel: a test's fake, which may run beside a fake conn.
+	program fastProgram
 }
 
 // Responder answers ARP (or NDP) for the VIPs of one interface.
@@ -89,7 +92,7 @@ type Responder struct {
 
 	// The kernel fast path: the program while Run runs, and its state
 	// while the interface is open (fast.go).
-	prog         *fastpath.Program
+	prog         fastProgram
 	kern         atomic.Pointer[kernel]
 	attachWarned bool // only Run's goroutine touches it
 }
@@ -213,8 +216,9 @@ type Stats struct {
 // NewResponder returns a responder; Run starts it.
 func NewResponder(cfg ResponderConfig) *Responder {
 	// The kernel fast path runs beside the real raw socket only: a test's
-	// fake conn must never put a program on a real interface.
-	cfg.FastPath = cfg.FastPath && cfg.Listen == nil
+	// fake conn must never put a program on a real interface. A fake
+	// program (ResponderConfig.program) puts none.
+	cfg.FastPath = cfg.FastPath && (cfg.Listen == nil || cfg.program != nil)
 	if cfg.Listen == nil {
 		cfg.Listen = Listen
 	}

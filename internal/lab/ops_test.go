@@ -147,7 +147,7 @@ func TestOperations(t *testing.T) {
 	})
 
 	t.Run("reload", func(t *testing.T) {
-		probe := StartProbe(l.Clients, VIP, 50*time.Millisecond, 300*time.Millisecond)
+		probe := StartProbe(l.Clients, VIP, 50*time.Millisecond, probeTimeout)
 		for _, h := range l.Hosts {
 			if err := h.WriteConfig(HostConfig{Metrics: true, Expect: 3, SecondVIP: true}); err != nil {
 				t.Fatal(err)

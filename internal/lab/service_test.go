@@ -34,6 +34,13 @@ func expected(clients []*Client, weights map[string]int) map[string]string {
 // handshake in flight at the instant the client moved (its SYN went to the
 // old host, its ACK to the new one, which answers with a reset; see
 // docs/limitations.md). Such resets are counted in handovers.
+// probeTimeout is how long a connection attempt may take in the tests that
+// lose no connection: under the first SYN retransmission (1 s), so that a
+// SYN lost to a client pointed at the wrong host still fails the attempt,
+// and far above a starved CI machine's scheduling delays (300 ms failed an
+// attempt to a host that served it throughout, with the machine loaded).
+const probeTimeout = 900 * time.Millisecond
+
 func failures(samples map[string][]Sample) (failed []string, handovers int) {
 	for c, ss := range samples {
 		for i, s := range ss {
@@ -116,7 +123,7 @@ func TestServiceAware(t *testing.T) {
 	})
 
 	t.Run("drain and resume lose no connection", func(t *testing.T) {
-		probe := StartProbe(l.Clients, VIP, 50*time.Millisecond, 300*time.Millisecond)
+		probe := StartProbe(l.Clients, VIP, 50*time.Millisecond, probeTimeout)
 		// Every client has been served once before the drain starts, so a
 		// handover is always between two answers.
 		if err := probe.WaitServed(5 * time.Second); err != nil {
