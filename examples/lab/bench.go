@@ -510,6 +510,10 @@ measured by `+"`go test -run XXX -bench ClientTableMemory -benchtime 1x ./arp`"+
 	time.Sleep(window)
 	rows = nil
 	kbs := func(b int64) float64 { return float64(b) / window.Seconds() / 1000 }
+	exchanges, err := pushPulls(l.Hosts, start, start.Add(window))
+	if err != nil {
+		return nil, err
+	}
 	for i, h := range l.Hosts {
 		b, err := reads[i]()
 		if err != nil {
@@ -519,15 +523,18 @@ measured by `+"`go test -run XXX -bench ClientTableMemory -benchtime 1x ./arp`"+
 		if err != nil {
 			return nil, err
 		}
-		say("  %s: gossip %.1f KB/s, ARP %.1f KB/s, all %.1f KB/s; re-pointing rounds: %s", h.Name, kbs(b.Gossip), kbs(b.ARP), kbs(b.All), rounds)
-		rows = append(rows, fmt.Sprintf("| %s | %.1f KB/s | %.1f KB/s | %.1f KB/s | %s |", h.Name, kbs(b.Gossip), kbs(b.ARP), kbs(b.All), rounds))
+		say("  %s: gossip %.1f KB/s in %s push-pulls, ARP %.1f KB/s, all %.1f KB/s; re-pointing rounds: %s", h.Name, kbs(b.Gossip), exchanges[h.Name], kbs(b.ARP), kbs(b.All), rounds)
+		rows = append(rows, fmt.Sprintf("| %s | %.1f KB/s | %s | %.1f KB/s | %.1f KB/s | %s |", h.Name, kbs(b.Gossip), exchanges[h.Name], kbs(b.ARP), kbs(b.All), rounds))
 	}
 	gossip := section{fmt.Sprintf("Gossip with %d clients", n), fmt.Sprintf(`Written by `+"`go run ./examples/lab -bench -modes table -table %d`"+` on %s, right
 after the memory measurement: the bytes each host sent out of its port over
 %s, starting %s after the last unicast request, as an nftables table on
 the switch's side of each port counts them, by kind. **Gossip**: to or from
 the gossip port, memberlist's UDP probes and gossip and its TCP push-pull
-exchanges, encrypted and compressed (LZW). **ARP**: ARP and NDP, here the
+exchanges, encrypted and compressed (LZW); **push-pulls**: the exchanges
+the host took part in, begun by it or by a peer (from memberlist's log
+lines; a join would carry the whole table and is named), each carrying at most 512 KiB of client-table
+changes each way before compression. **ARP**: ARP and NDP, here the
 unicast requests the owner sends its clients to re-point them, 60 bytes each
 (see docs/design.md, Re-pointing). In this window each owner offers its
 peers the clients that asked it again (now protected), every one of them
@@ -546,8 +553,8 @@ its clients and its start in seconds from the window's (one begun before may
 still be sending; at the default node.repoint_rate, 5,000 packets a second,
 one of 33,000 clients takes 7 s).
 
-| host | gossip | ARP | all | re-pointing rounds (clients, start) |
-|---|---|---|---|---|
+| host | gossip | push-pulls | ARP | all | re-pointing rounds (clients, start) |
+|---|---|---|---|---|---|
 %s
 `, n, today(), window, offset, daemon.DefaultReassertInterval, strings.Join(rows, "\n"))}
 	return []section{memory, gossip}, nil
@@ -591,6 +598,53 @@ func repointRounds(h *lab.Host, since, start, end time.Time) (string, error) {
 		return "none", nil
 	}
 	return strings.Join(rounds, ", "), nil
+}
+
+// pushPulls counts, from the hosts' logs, the push-pull exchanges each host
+// took part in during [start, end), those it began and those a peer began
+// with it, as "n" or "n (j joins)": memberlist names the peer of a
+// periodic exchange, and gives only the address of a join's.
+func pushPulls(hosts []*lab.Host, start, end time.Time) (map[string]string, error) {
+	byAddr := map[string]string{}
+	for _, h := range hosts {
+		byAddr[h.Addr.String()] = h.Name
+	}
+	n, joins := map[string]int{}, map[string]int{}
+	for _, h := range hosts {
+		lines, err := h.LogSince(start)
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range lines {
+			if !l.At.Before(end) {
+				break
+			}
+			_, rest, ok := strings.Cut(l.Text, "memberlist: Initiating push/pull sync with: ")
+			if !ok {
+				continue
+			}
+			f := strings.Fields(rest)
+			if len(f) == 0 {
+				continue
+			}
+			peer := f[0]
+			if host, _, ok := strings.Cut(peer, ":"); ok {
+				peer = byAddr[host]
+				joins[h.Name]++
+				joins[peer]++
+			}
+			n[h.Name]++
+			n[peer]++
+		}
+	}
+	out := map[string]string{}
+	for _, h := range hosts {
+		out[h.Name] = fmt.Sprint(n[h.Name])
+		if joins[h.Name] > 0 {
+			out[h.Name] += fmt.Sprintf(" (%d joins)", joins[h.Name])
+		}
+	}
+	return out, nil
 }
 
 // logField returns the value of key=value in a daemon log line.
