@@ -510,9 +510,10 @@ func later(a, b time.Time) time.Time {
 // holds, and announces those it announces.
 func (r *Repointer) settle(v *gossip.View, now time.Time) {
 	pols := r.policies()
+	rounds := max(1, r.settleRounds)
 	n := 0
 	for _, c := range r.Table.Clients() {
-		if p := pols[c.VIP]; r.unsettled[c.VIP] && p != nil && p.Holds(v, c.VIP, c.IP) && r.enqueue(c, max(1, r.settleRounds), now) {
+		if p := pols[c.VIP]; r.unsettled[c.VIP] && p != nil && p.Holds(v, c.VIP, c.IP) && r.enqueue(c, rounds, now) {
 			n++
 		}
 	}
@@ -523,7 +524,7 @@ func (r *Repointer) settle(v *gossip.View, now time.Time) {
 	}
 	if n > 0 {
 		r.sortQueue()
-		r.Logger.Debug("cluster settled: re-pointing this host's clients once more", "clients", n)
+		r.Logger.Debug("cluster settled: re-pointing this host's clients once more", "clients", n, "packets_each", rounds)
 	}
 	clear(r.unsettled)
 	r.settleRounds = 0

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/arpshare/arpshare/arp/policy"
+	"github.com/arpshare/arpshare/daemon"
 	"github.com/arpshare/arpshare/gossip"
 	"github.com/arpshare/arpshare/internal/lab"
 )
@@ -490,46 +491,168 @@ measured by `+"`go test -run XXX -bench ClientTableMemory -benchtime 1x ./arp`"+
 %s
 `, n, today(), n, tableSenders, rate, strings.Join(rows, "\n"))}
 
-	// Gossip: what each host sends, as its switch port counts it; nothing
-	// else goes out now (no requests, no view change).
+	// Gossip: what each host sends, as its switch port counts it, by kind;
+	// no client asks now and no view changes, but each owner still
+	// re-asserts its clients (node.reassert_interval) with ARP requests.
 	const window = 90 * time.Second
 	offset := time.Since(filled).Round(time.Second)
 	say("gossip: counting each host's bytes out for %s", window)
-	var tx0 []int64
+	var reads []func() (lab.PortBytes, error)
 	for _, h := range l.Hosts {
-		b, err := h.TxBytes()
+		read, stop, err := h.CountPort()
 		if err != nil {
 			return nil, err
 		}
-		tx0 = append(tx0, b)
+		defer stop()
+		reads = append(reads, read)
 	}
+	start := time.Now()
 	time.Sleep(window)
 	rows = nil
+	kbs := func(b int64) float64 { return float64(b) / window.Seconds() / 1000 }
+	exchanges, err := pushPulls(l.Hosts, start, start.Add(window))
+	if err != nil {
+		return nil, err
+	}
 	for i, h := range l.Hosts {
-		b, err := h.TxBytes()
+		b, err := reads[i]()
 		if err != nil {
 			return nil, err
 		}
-		rateKB := float64(b-tx0[i]) / window.Seconds() / 1000
-		say("  %s: %.1f KB/s", h.Name, rateKB)
-		rows = append(rows, fmt.Sprintf("| %s | %.1f KB/s |", h.Name, rateKB))
+		rounds, err := repointRounds(h, filled, start, start.Add(window))
+		if err != nil {
+			return nil, err
+		}
+		say("  %s: gossip %.1f KB/s in %s push-pulls, ARP %.1f KB/s, all %.1f KB/s; re-pointing rounds: %s", h.Name, kbs(b.Gossip), exchanges[h.Name], kbs(b.ARP), kbs(b.All), rounds)
+		rows = append(rows, fmt.Sprintf("| %s | %.1f KB/s | %s | %.1f KB/s | %.1f KB/s | %s |", h.Name, kbs(b.Gossip), exchanges[h.Name], kbs(b.ARP), kbs(b.All), rounds))
 	}
 	gossip := section{fmt.Sprintf("Gossip with %d clients", n), fmt.Sprintf(`Written by `+"`go run ./examples/lab -bench -modes table -table %d`"+` on %s, right
-after the memory measurement: the bytes each host sent out of its port
-(memberlist's probes and gossip, and its push-pull exchanges, encrypted)
-over %s, starting %s after the last unicast request: the window in which
-each owner offers its peers the clients that asked it again (now
-protected), every one of them changed at once, the most gossip a table
-makes. Goal: under 100 KB/s per host with 100,000 clients. Before this
-change every push-pull carried the whole table, 46 bytes a client: by
-arithmetic, 4.6 MB an exchange, and each host takes part in about two
-exchanges every 30 s, about 300 KB/s.
+after the memory measurement: the bytes each host sent out of its port over
+%s, starting %s after the last unicast request, as an nftables table on
+the switch's side of each port counts them, by kind. **Gossip**: to or from
+the gossip port, memberlist's UDP probes and gossip and its TCP push-pull
+exchanges, encrypted and compressed (LZW); **push-pulls**: the exchanges
+the host took part in, begun by it or by a peer (from memberlist's log
+lines; a join would carry the whole table and is named), each carrying at most 512 KiB of client-table
+changes each way before compression. **ARP**: ARP and NDP, here the
+unicast requests the owner sends its clients to re-point them, 60 bytes each
+(see docs/design.md, Re-pointing). In this window each owner offers its
+peers the clients that asked it again (now protected), every one of them
+changed at once, the most gossip a table makes. Goal: gossip under 100 KB/s
+per host with 100,000 clients. Before this change every push-pull carried
+the whole table, 46 bytes a client: by arithmetic, 4.6 MB an exchange, and
+each host takes part in about two exchanges every 30 s, about 300 KB/s.
+The ARP column is not gossip: every %s (node.reassert_interval) each
+host re-points every client it owns, a third of them here, one request each
+("periodic"), and once more 2 s after its view of the VIP's hosts changes
+("settle"), twice ("×2") when the change was this host refuting a
+suspicion; the made-up clients never answer. How many rounds went out in
+the window is what moves it from run to run: the last column lists, from
+each host's log, the rounds begun since the last unicast request, each with
+its clients and its start in seconds from the window's (one begun before may
+still be sending; at the default node.repoint_rate, 5,000 packets a second,
+one of 33,000 clients takes 7 s).
 
-| host | sent |
-|---|---|
+| host | gossip | push-pulls | ARP | all | re-pointing rounds (clients, start) |
+|---|---|---|---|---|---|
 %s
-`, n, today(), window, offset, strings.Join(rows, "\n"))}
+`, n, today(), window, offset, daemon.DefaultReassertInterval, strings.Join(rows, "\n"))}
 	return []section{memory, gossip}, nil
 }
 
 func mb(b int64) float64 { return float64(b) / 1e6 }
+
+// repointRounds lists the re-pointing rounds the host's daemon began from
+// since until the window [start, end) closed, as its log says: why
+// (periodic, settle, moved), how many clients, packets each if more than
+// one, and when, in seconds from start (a round begun before it may still
+// be sending); "none" if it began none.
+func repointRounds(h *lab.Host, since, start, end time.Time) (string, error) {
+	lines, err := h.LogSince(since)
+	if err != nil {
+		return "", err
+	}
+	var rounds []string
+	for _, l := range lines {
+		if !l.At.Before(end) {
+			break
+		}
+		why := ""
+		switch {
+		case strings.Contains(l.Text, `msg="re-asserting this host's clients"`):
+			why = logField(l.Text, "why")
+		case strings.Contains(l.Text, `msg="cluster settled: re-pointing this host's clients once more"`):
+			why = "settle"
+		case strings.Contains(l.Text, `msg="re-pointing clients to this host"`):
+			why = "moved" // up to three packets each
+		default:
+			continue
+		}
+		each := ""
+		if n := logField(l.Text, "packets_each"); n != "?" && n != "1" {
+			each = " ×" + n
+		}
+		rounds = append(rounds, fmt.Sprintf("%s %s%s at %+.0f s", why, logField(l.Text, "clients"), each, l.At.Sub(start).Seconds()))
+	}
+	if len(rounds) == 0 {
+		return "none", nil
+	}
+	return strings.Join(rounds, ", "), nil
+}
+
+// pushPulls counts, from the hosts' logs, the push-pull exchanges each host
+// took part in during [start, end), those it began and those a peer began
+// with it, as "n" or "n (j joins)": memberlist names the peer of a
+// periodic exchange, and gives only the address of a join's.
+func pushPulls(hosts []*lab.Host, start, end time.Time) (map[string]string, error) {
+	byAddr := map[string]string{}
+	for _, h := range hosts {
+		byAddr[h.Addr.String()] = h.Name
+	}
+	n, joins := map[string]int{}, map[string]int{}
+	for _, h := range hosts {
+		lines, err := h.LogSince(start)
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range lines {
+			if !l.At.Before(end) {
+				break
+			}
+			_, rest, ok := strings.Cut(l.Text, "memberlist: Initiating push/pull sync with: ")
+			if !ok {
+				continue
+			}
+			f := strings.Fields(rest)
+			if len(f) == 0 {
+				continue
+			}
+			peer := f[0]
+			if host, _, ok := strings.Cut(peer, ":"); ok {
+				peer = byAddr[host]
+				joins[h.Name]++
+				joins[peer]++
+			}
+			n[h.Name]++
+			n[peer]++
+		}
+	}
+	out := map[string]string{}
+	for _, h := range hosts {
+		out[h.Name] = fmt.Sprint(n[h.Name])
+		if joins[h.Name] > 0 {
+			out[h.Name] += fmt.Sprintf(" (%d joins)", joins[h.Name])
+		}
+	}
+	return out, nil
+}
+
+// logField returns the value of key=value in a daemon log line.
+func logField(line, key string) string {
+	for _, f := range strings.Fields(line) {
+		if v, ok := strings.CutPrefix(f, key+"="); ok {
+			return strings.Trim(v, `"`)
+		}
+	}
+	return "?"
+}

@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -195,14 +196,99 @@ func (h *Host) RSS() (int64, error) {
 	return 0, fmt.Errorf("%s: no VmRSS", h.Name)
 }
 
-// TxBytes returns how many bytes the host has sent out of its port so far,
-// as the switch counts them.
-func (h *Host) TxBytes() (int64, error) {
-	out, err := exec.Command("ip", "netns", "exec", h.lab.switchNS, "cat", "/sys/class/net/"+h.Name+"/statistics/rx_bytes").CombinedOutput()
-	if err != nil {
-		return 0, fmt.Errorf("%s: tx bytes: %w: %s", h.Name, err, out)
+// PortBytes is what a host sent out of its switch port, by kind, in bytes
+// of Ethernet frames (headers included, as the port's own counter has
+// them; a TCP segment the kernel has yet to split counts once, as there).
+type PortBytes struct {
+	Gossip int64 // IPv4 and IPv6 from or to the gossip port: memberlist's UDP probes and gossip, its TCP push-pulls
+	ARP    int64 // ARP and NDP (neighbour solicitations and advertisements): answers, re-pointing requests
+	All    int64 // everything, these included
+}
+
+// CountPort counts, by kind, the frames the host sends out of its port
+// from now on, with an nftables table on the switch's side of the port (in
+// the switch's namespace). read returns the counts so far; stop removes the
+// table (it goes with the lab's namespaces anyway).
+func (h *Host) CountPort() (read func() (PortBytes, error), stop func(), err error) {
+	table := "arpshare_port_" + h.Name
+	rules := fmt.Sprintf(`table netdev %[1]s {
+	counter gossip {}
+	counter neigh {}
+	counter frames {}
+	chain port {
+		type filter hook ingress device %[2]q priority 0; policy accept;
+		counter name "frames"
+		ether type arp counter name "neigh" accept
+		icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } counter name "neigh" accept
+		meta l4proto { tcp, udp } th sport 7946 counter name "gossip" accept
+		meta l4proto { tcp, udp } th dport 7946 counter name "gossip" accept
 	}
-	return strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
+}`, table, h.Name)
+	nft := func(stdin string, args ...string) ([]byte, error) {
+		cmd := exec.Command("ip", append([]string{"netns", "exec", h.lab.switchNS, "nft"}, args...)...)
+		if stdin != "" {
+			cmd.Stdin = strings.NewReader(stdin)
+		}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return nil, fmt.Errorf("%s: count port: nft %s: %w: %s", h.Name, strings.Join(args, " "), err, out)
+		}
+		return out, nil
+	}
+	if _, err := nft(rules, "-f", "-"); err != nil {
+		return nil, nil, err
+	}
+	var once sync.Once
+	stop = func() { once.Do(func() { nft("", "delete", "table", "netdev", table) }) }
+	read = func() (PortBytes, error) {
+		out, err := nft("", "-j", "list", "counters", "table", "netdev", table)
+		if err != nil {
+			return PortBytes{}, err
+		}
+		return portBytes(out)
+	}
+	return read, stop, nil
+}
+
+// portBytes reads CountPort's counters from `nft -j list counters`. The
+// ingress hook sees frames without their Ethernet header: it is added back.
+func portBytes(j []byte) (PortBytes, error) {
+	var list struct {
+		Nftables []struct {
+			Counter *struct {
+				Name    string `json:"name"`
+				Packets int64  `json:"packets"`
+				Bytes   int64  `json:"bytes"`
+			} `json:"counter"`
+		} `json:"nftables"`
+	}
+	if err := json.Unmarshal(j, &list); err != nil {
+		return PortBytes{}, fmt.Errorf("count port: nft output: %w", err)
+	}
+	var b PortBytes
+	found := 0
+	for _, o := range list.Nftables {
+		c := o.Counter
+		if c == nil {
+			continue
+		}
+		n := c.Bytes + 14*c.Packets
+		switch c.Name {
+		case "gossip":
+			b.Gossip = n
+		case "neigh":
+			b.ARP = n
+		case "frames":
+			b.All = n
+		default:
+			continue
+		}
+		found++
+	}
+	if found != 3 {
+		return PortBytes{}, fmt.Errorf("count port: nft listed %d of its 3 counters", found)
+	}
+	return b, nil
 }
 
 // KernelCPU is what the machine's CPUs did so far, from /proc/stat: all of

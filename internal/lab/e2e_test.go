@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -220,7 +221,19 @@ func TestSharingAndFailover(t *testing.T) {
 		for _, c := range l.Clients {
 			after[c.Name] = owner([]string{"h1", "h3"}, c)
 		}
+		counted := startPortCount(t, l.Hosts[0], l.Hosts[2])
 		powerLoss(t, l, l.Hosts[1], VIP, base, after)
+		// The survivors re-pointed the dead host's clients, with ARP
+		// requests, while they gossiped and served connections.
+		for _, h := range []*Host{l.Hosts[0], l.Hosts[2]} {
+			took := 0
+			for _, c := range l.Clients {
+				if base[c.Name] == "h2" && after[c.Name] == h.Name {
+					took++
+				}
+			}
+			counted(h, took)
+		}
 	})
 	if t.Failed() {
 		return
@@ -270,6 +283,57 @@ func TestSharingAndFailover(t *testing.T) {
 		}
 		rejoin(t, l, h, base)
 	})
+}
+
+// startPortCount starts CountPort on hosts; the function it returns checks
+// what one of them sent since: gossip, at least a 60-byte ARP request for
+// each of the took clients it re-pointed, other frames (its answers to the
+// clients' connections), and in all what the port's own counter has.
+func startPortCount(t *testing.T, hosts ...*Host) func(h *Host, took int) {
+	t.Helper()
+	type start struct {
+		read func() (PortBytes, error)
+		rx   int64
+	}
+	starts := map[*Host]start{}
+	for _, h := range hosts {
+		read, stop, err := h.CountPort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(stop)
+		starts[h] = start{read, portRx(t, h)}
+	}
+	return func(h *Host, took int) {
+		t.Helper()
+		rx := portRx(t, h) - starts[h].rx
+		b, err := starts[h].read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s sent %d bytes: gossip %d, ARP %d; its port received %d", h.Name, b.All, b.Gossip, b.ARP, rx)
+		if b.Gossip == 0 || b.ARP < int64(60*took) || b.All <= b.Gossip+b.ARP {
+			t.Errorf("%s: counted %+v, want gossip, ARP for %d clients (%d bytes) and more", h.Name, b, took, 60*took)
+		}
+		// Read one after the other while the clients still connect.
+		if d := b.All - rx; d < -rx/20 || d > rx/20 {
+			t.Errorf("%s: counted %d bytes in all, its port received %d", h.Name, b.All, rx)
+		}
+	}
+}
+
+// portRx is what the switch's side of h's port has received so far.
+func portRx(t *testing.T, h *Host) int64 {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", h.lab.switchNS, "cat", "/sys/class/net/"+h.Name+"/statistics/rx_bytes").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: rx bytes: %v: %s", h.Name, err, out)
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // rejoin starts h's daemon again and waits until it is back in the cluster

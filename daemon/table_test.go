@@ -1,0 +1,62 @@
+package daemon
+
+import (
+	"bytes"
+	"compress/lzw"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/arpshare/arpshare/arp"
+)
+
+// BenchmarkTableExchange measures one periodic push-pull's share of the
+// client table when 100,000 clients changed at once: the bytes
+// sharedTable.LocalState hands memberlist (at most maxChanges), and what
+// memberlist's compression (LZW, least significant bit first, 8-bit
+// literals, as its compressPayload; on by default) makes of them before it
+// encrypts them. "lab": the lab bench's made-up clients, consecutive
+// addresses and MACs; "random": addresses in a /16 and MACs of one vendor,
+// at random.
+func BenchmarkTableExchange(b *testing.B) {
+	vip := netip.MustParseAddr("198.18.0.200")
+	for _, kind := range []string{"lab", "random"} {
+		b.Run(kind, func(b *testing.B) {
+			rnd := rand.New(rand.NewPCG(1, 2))
+			t := arp.NewClientTable(200_000, time.Hour)
+			now := time.Now()
+			for i := range 100_000 {
+				ip := netip.AddrFrom4([4]byte{198, 19, byte(i >> 8), byte(i)})
+				mac := net.HardwareAddr{0x02, 0xf2, 0, byte(i >> 16), byte(i >> 8), byte(i)}
+				if kind == "random" {
+					ip = netip.AddrFrom4([4]byte{10, 1, byte(rnd.IntN(256)), byte(rnd.IntN(256))})
+					mac = net.HardwareAddr{0x3c, 0xfd, 0xfe, byte(rnd.IntN(256)), byte(rnd.IntN(256)), byte(rnd.IntN(256))}
+				}
+				t.Learn(vip, ip, mac, now.Add(-time.Duration(rnd.IntN(600))*time.Second))
+				t.Protect(vip, ip)
+			}
+			s := sharedTable{t, slog.New(slog.DiscardHandler)}
+			var raw, wire int
+			for b.Loop() {
+				state := s.LocalState(now.Add(-2 * time.Minute))
+				var buf bytes.Buffer
+				w := lzw.NewWriter(&buf, lzw.LSB, 8)
+				if _, err := w.Write(state); err != nil {
+					b.Fatal(err)
+				}
+				if err := w.Close(); err != nil {
+					b.Fatal(err)
+				}
+				raw, wire = len(state), buf.Len()
+			}
+			if raw > maxChanges || raw < maxChanges/2 {
+				b.Fatalf("an exchange carried %d bytes of changes, want at most %d and most of it", raw, maxChanges)
+			}
+			b.ReportMetric(float64(raw), "bytes/exchange")
+			b.ReportMetric(float64(wire), "lzw-bytes/exchange")
+		})
+	}
+}
