@@ -272,7 +272,7 @@ func TestFastPathAddsDecidedClients(t *testing.T) {
 func TestFastPathNotForIPv6(t *testing.T) {
 	t.Parallel()
 	f := &fakeProgram{}
-	conn := newFakeNDP()
+	conn := arptest.NewNDPConn()
 	r := NewResponder(ResponderConfig{
 		Interface: "lo", IPv6: true, VIPs: hashVIPs6, Table: NewClientTable(10, time.Hour), View: twoHosts, Logger: quietLogger(),
 		ListenNDP: func(string) (NDPConn, net.HardwareAddr, error) { return conn, myMAC, nil },

@@ -7,9 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -63,98 +61,17 @@ func TestARPLinkServe(t *testing.T) {
 	}
 }
 
-// fakeNDP is an NDPConn fed from a channel, that records what it sends and
-// the groups it joins and leaves, and fails those in fail.
-type fakeNDP struct {
-	NDPConn
-	in     chan ndpIn
-	closed chan struct{}
-	once   sync.Once
-	fail   map[netip.Addr]bool
-
-	mu     sync.Mutex
-	joined []netip.Addr
-	left   []netip.Addr
-	sent   []ndpOut
-}
-
-type ndpIn struct {
-	msg []byte
-	cm  *ipv6.ControlMessage
-	src netip.Addr
-}
-
-type ndpOut struct {
-	m   ndp.Message
-	dst netip.Addr
-}
-
-func newFakeNDP() *fakeNDP {
-	return &fakeNDP{in: make(chan ndpIn, 4), closed: make(chan struct{})}
-}
-
-func (c *fakeNDP) ReadRaw(b []byte) (int, *ipv6.ControlMessage, netip.Addr, error) {
-	select {
-	case m, ok := <-c.in:
-		if !ok {
-			return 0, nil, netip.Addr{}, net.ErrClosed
-		}
-		return copy(b, m.msg), m.cm, m.src, nil
-	case <-c.closed:
-		return 0, nil, netip.Addr{}, net.ErrClosed
-	}
-}
-
-func (c *fakeNDP) WriteTo(m ndp.Message, _ *ipv6.ControlMessage, dst netip.Addr) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.sent = append(c.sent, ndpOut{m, dst})
-	return nil
-}
-
-func (c *fakeNDP) JoinGroup(g netip.Addr) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.joined = append(c.joined, g)
-	if c.fail[g] {
-		return errors.New("no buffer space available")
-	}
-	return nil
-}
-
-func (c *fakeNDP) LeaveGroup(g netip.Addr) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.left = append(c.left, g)
-	if c.fail[g] {
-		return errors.New("no such address")
-	}
-	return nil
-}
-
-func (c *fakeNDP) Close() error {
-	c.once.Do(func() { close(c.closed) })
-	return nil
-}
-
-// state returns copies of what the conn recorded.
-func (c *fakeNDP) state() (joined, left []netip.Addr, sent []ndpOut) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return slices.Clone(c.joined), slices.Clone(c.left), slices.Clone(c.sent)
-}
-
 // TestNDPLinkServe: the loop drops what another interface received, hands
 // on the rest with the hop limit (-1 when the socket gave none) and the
 // source without its zone, and ends with the link's error.
 func TestNDPLinkServe(t *testing.T) {
 	t.Parallel()
-	conn := newFakeNDP()
+	conn := arptest.NewNDPConn()
 	zoned := netip.MustParseAddr("fe80::1%eth0")
-	conn.in <- ndpIn{[]byte("mine"), &ipv6.ControlMessage{IfIndex: 7, HopLimit: 255}, zoned}
-	conn.in <- ndpIn{[]byte("other interface's"), &ipv6.ControlMessage{IfIndex: 8, HopLimit: 255}, zoned}
-	conn.in <- ndpIn{[]byte("no control message"), nil, mine6}
-	close(conn.in)
+	conn.In <- arptest.NDPIn{Msg: []byte("mine"), CM: &ipv6.ControlMessage{IfIndex: 7, HopLimit: 255}, Src: zoned}
+	conn.In <- arptest.NDPIn{Msg: []byte("other interface's"), CM: &ipv6.ControlMessage{IfIndex: 8, HopLimit: 255}, Src: zoned}
+	conn.In <- arptest.NDPIn{Msg: []byte("no control message"), Src: mine6}
+	close(conn.In)
 	var h recorder
 	if err := (&ndpLink{conn: conn, mac: myMAC, index: 7}).serve(&h); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("serve = %v, want the link's error", err)
@@ -174,17 +91,18 @@ func TestNDPLinkServe(t *testing.T) {
 func TestNDPGroups(t *testing.T) {
 	t.Parallel()
 	a, b, c := netip.MustParseAddr("fd00::200"), netip.MustParseAddr("fd00::1:201"), netip.MustParseAddr("fd00::2:202")
-	conn := newFakeNDP()
-	conn.fail = map[netip.Addr]bool{group(t, b): true}
+	conn := arptest.NewNDPConn()
+	conn.Fail = map[netip.Addr]bool{group(t, b): true}
 	var logs bytes.Buffer
 	l := &ndpLink{conn: conn, mac: myMAC, log: slog.New(slog.NewTextHandler(&logs, nil))}
 	l.setVIPs(nil, []netip.Addr{a, b})
 	l.setVIPs([]netip.Addr{a, b}, []netip.Addr{a, c})
 	cmpAddr := cmp.Comparer(func(x, y netip.Addr) bool { return x == y })
-	if diff := cmp.Diff([]netip.Addr{group(t, a), group(t, b), group(t, c)}, conn.joined, cmpAddr); diff != "" {
+	joined, left, _ := conn.State()
+	if diff := cmp.Diff([]netip.Addr{group(t, a), group(t, b), group(t, c)}, joined, cmpAddr); diff != "" {
 		t.Errorf("joined (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff([]netip.Addr{group(t, b)}, conn.left, cmpAddr); diff != "" {
+	if diff := cmp.Diff([]netip.Addr{group(t, b)}, left, cmpAddr); diff != "" {
 		t.Errorf("left (-want +got):\n%s", diff)
 	}
 	out := logs.String()
@@ -215,7 +133,7 @@ func group(t *testing.T, v netip.Addr) netip.Addr {
 // follows a new view and a new VIP, and lets go of the link when stopped.
 func TestNDPResponderRun(t *testing.T) {
 	t.Parallel()
-	conn := newFakeNDP()
+	conn := arptest.NewNDPConn()
 	table := NewClientTable(10, time.Hour)
 	r := NewResponder(ResponderConfig{
 		Interface: "nosuch0", IPv6: true, VIPs: hashVIPs6, Table: table, View: view, Logger: quietLogger(),
@@ -234,11 +152,11 @@ func TestNDPResponderRun(t *testing.T) {
 
 	solicit := func(from netip.Addr) {
 		m := &ndp.NeighborSolicitation{TargetAddress: vip6, Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Source, Addr: clientMAC}}}
-		conn.in <- ndpIn{marshal(t, m), &ipv6.ControlMessage{HopLimit: 255}, from}
+		conn.In <- arptest.NDPIn{Msg: marshal(t, m), CM: &ipv6.ControlMessage{HopLimit: 255}, Src: from}
 	}
 	solicit(theirs6)
 	solicit(mine6)
-	waitFor(t, "an answer", func() bool { _, _, sent := conn.state(); return len(sent) == 1 })
+	waitFor(t, "an answer", func() bool { _, _, sent := conn.State(); return len(sent) == 1 })
 	if err := r.Announce(vip6); err != nil {
 		t.Fatal(err)
 	}
@@ -248,9 +166,9 @@ func TestNDPResponderRun(t *testing.T) {
 	other := netip.MustParseAddr("fd00::3:300")
 	r.SetVIPs([]VIP{{other, hashPolicy}})
 
-	joined, left, sent := conn.state()
-	if len(sent) != 2 || sent[0].dst != mine6 || !sent[0].m.(*ndp.NeighborAdvertisement).Solicited ||
-		sent[1].dst != allNodes || sent[1].m.(*ndp.NeighborAdvertisement).Solicited {
+	joined, left, sent := conn.State()
+	if len(sent) != 2 || sent[0].Dst != mine6 || !sent[0].M.(*ndp.NeighborAdvertisement).Solicited ||
+		sent[1].Dst != allNodes || sent[1].M.(*ndp.NeighborAdvertisement).Solicited {
 		t.Errorf("sent %+v, want a solicited answer to %s, then an unsolicited announcement to %s", sent, mine6, allNodes)
 	}
 	cmpAddr := cmp.Comparer(func(x, y netip.Addr) bool { return x == y })

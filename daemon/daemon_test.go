@@ -90,7 +90,7 @@ func TestApplyStart(t *testing.T) {
 	}
 	eventually(t, "both responders open", func() bool { return n.links.arpConn("test0") != nil && n.links.ndpConn("test0") != nil })
 	eventually(t, "the NDP responder joins the VIP's solicited-node group", func() bool {
-		return n.links.ndpConn("test0").joined(netip.MustParseAddr("ff02::1:ff00:200"))
+		return n.links.ndpConn("test0").Member(netip.MustParseAddr("ff02::1:ff00:200"))
 	})
 	// Set once the conn is open (OnOpen), which may come after the test
 	// sees the conn.

@@ -19,8 +19,6 @@ import (
 
 	mdarp "github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
-	"github.com/mdlayher/ndp"
-	"golang.org/x/net/ipv6"
 
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/arp/arptest"
@@ -124,69 +122,18 @@ func arpRequest(t *testing.T, sha net.HardwareAddr, spa, tpa netip.Addr) []byte 
 	return b
 }
 
-// fakeNDPConn is an NDP conn that reads nothing until closed and records
-// the groups it joins.
-type fakeNDPConn struct {
-	mu     sync.Mutex
-	groups map[netip.Addr]bool
-	sent   []ndp.Message
-	closed chan struct{}
-	once   sync.Once
-}
-
-func newFakeNDPConn() *fakeNDPConn {
-	return &fakeNDPConn{groups: map[netip.Addr]bool{}, closed: make(chan struct{})}
-}
-
-func (c *fakeNDPConn) ReadRaw(b []byte) (int, *ipv6.ControlMessage, netip.Addr, error) {
-	<-c.closed
-	return 0, nil, netip.Addr{}, net.ErrClosed
-}
-
-func (c *fakeNDPConn) WriteTo(m ndp.Message, cm *ipv6.ControlMessage, dst netip.Addr) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.sent = append(c.sent, m)
-	return nil
-}
-
-func (c *fakeNDPConn) JoinGroup(g netip.Addr) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.groups[g] = true
-	return nil
-}
-
-func (c *fakeNDPConn) LeaveGroup(g netip.Addr) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.groups, g)
-	return nil
-}
-
-func (c *fakeNDPConn) Close() error {
-	c.once.Do(func() { close(c.closed) })
-	return nil
-}
-
-func (c *fakeNDPConn) joined(g netip.Addr) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.groups[g]
-}
-
 // fakeLinks are a host's interfaces: each open gets a new conn, kept for
 // the test to feed and read.
 type fakeLinks struct {
 	mu   sync.Mutex
 	mac  net.HardwareAddr
 	arp  map[string][]*arptest.Conn
-	ndp  map[string][]*fakeNDPConn
+	ndp  map[string][]*arptest.NDPConn
 	down map[string]bool // interfaces that do not exist
 }
 
 func newFakeLinks(mac net.HardwareAddr) *fakeLinks {
-	return &fakeLinks{mac: mac, arp: map[string][]*arptest.Conn{}, ndp: map[string][]*fakeNDPConn{}, down: map[string]bool{}}
+	return &fakeLinks{mac: mac, arp: map[string][]*arptest.Conn{}, ndp: map[string][]*arptest.NDPConn{}, down: map[string]bool{}}
 }
 
 func (l *fakeLinks) listen(iface string) (arp.Conn, net.HardwareAddr, error) {
@@ -206,7 +153,7 @@ func (l *fakeLinks) listenNDP(iface string) (arp.NDPConn, net.HardwareAddr, erro
 	if l.down[iface] {
 		return nil, nil, fmt.Errorf("interface %s: no such interface", iface)
 	}
-	c := newFakeNDPConn()
+	c := arptest.NewNDPConn()
 	l.ndp[iface] = append(l.ndp[iface], c)
 	return c, l.mac, nil
 }
@@ -221,7 +168,7 @@ func (l *fakeLinks) arpConn(iface string) *arptest.Conn {
 	return nil
 }
 
-func (l *fakeLinks) ndpConn(iface string) *fakeNDPConn {
+func (l *fakeLinks) ndpConn(iface string) *arptest.NDPConn {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if cs := l.ndp[iface]; len(cs) > 0 {
