@@ -13,6 +13,7 @@
 #include <linux/types.h>
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
+#include <linux/if_packet.h>
 #include <linux/ip.h>
 #include <linux/ipv6.h>
 #include <linux/in.h>
@@ -66,6 +67,7 @@ enum outcome {
 	OUTCOME_SYN,        // a new connection: stays here
 	OUTCOME_EXPIRED,    // the entry's deadline passed
 	OUTCOME_LOOP,       // it came from the previous owner, or its TTL is spent
+	OUTCOME_BAD_MAC,    // the entry's MACs are not unicast: not handed
 	OUTCOME_MAX,
 };
 
@@ -88,6 +90,20 @@ static __always_inline int same_mac(const __u8 *a, const __u8 *b)
 	return ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) | (a[5] ^ b[5])) == 0;
 }
 
+// unicast says whether mac is one host's: not multicast or broadcast (the
+// group bit), not zero.
+static __always_inline int unicast(const __u8 *m)
+{
+	return !(m[0] & 1) && (m[0] | m[1] | m[2] | m[3] | m[4] | m[5]) != 0;
+}
+
+#define VLAN_VID_MASK_ 0x0fff
+
+// The most of a frame read through a pointer: Ethernet and IPv6 headers.
+// The shortest TCP segment over IPv4 (Ethernet, IPv4 and TCP headers
+// without options) is as long.
+#define HEADERS_LEN (ETH_HLEN + sizeof(struct ipv6hdr))
+
 #define TCX_NEXT_ (-1) // TC_ACT_UNSPEC: the next program, or the stack
 
 // has_socket reports whether a socket here owns the segment's flow: an
@@ -107,6 +123,28 @@ static __always_inline int has_socket(struct __sk_buff *skb, struct bpf_sock_tup
 SEC("tcx/ingress")
 int handover(struct __sk_buff *skb)
 {
+	// Only what is addressed to this host: the stack's TCP would drop
+	// the rest (a frame to another MAC seen in promiscuous mode, a TCP
+	// segment to a group address), so it is no flow of ours to hand on.
+	if (skb->pkt_type != PACKET_HOST)
+		return TCX_NEXT_;
+	// The kernel moves a frame's (outer) VLAN tag into the skb before tc
+	// runs: the frame then looks untagged, but belongs to the VLAN's own
+	// interface, where this program sees it again untagged if it is
+	// attached there. A priority tag alone (VLAN 0) is this interface's.
+	// A second tag inside leaves its EtherType in skb->protocol: not IP.
+	if (skb->vlan_present && (skb->vlan_tci & VLAN_VID_MASK_))
+		return TCX_NEXT_;
+	if (skb->protocol != bpf_htons(ETH_P_IP) && skb->protocol != bpf_htons(ETH_P_IPV6))
+		return TCX_NEXT_;
+	// A driver or GRO may leave headers outside the linear part, which
+	// pointers cannot reach: bring them in.
+	if (skb->len < HEADERS_LEN)
+		return TCX_NEXT_;
+	if ((void *)(long)skb->data + HEADERS_LEN > (void *)(long)skb->data_end &&
+	    bpf_skb_pull_data(skb, HEADERS_LEN))
+		return TCX_NEXT_;
+
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
@@ -177,6 +215,12 @@ int handover(struct __sk_buff *skb)
 	}
 	if (!v)
 		return TCX_NEXT_;
+	// Never to a group or zero address (the daemon writes none: this is
+	// the last guard).
+	if (!unicast(v->prev_mac) || !unicast(v->own_mac)) {
+		count(OUTCOME_BAD_MAC);
+		return TCX_NEXT_;
+	}
 	// Never back to where it came from; and, as a router does, never
 	// forever: each hand-over takes one from the TTL (hop limit), so
 	// hosts whose tables point in a circle drop a stray segment soon.

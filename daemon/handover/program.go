@@ -13,7 +13,7 @@ import (
 
 // Outcomes of a TCP segment from a moved client, as the kernel program
 // counts them (enum outcome in handover.c), by metric label.
-var outcomeNames = []string{"handed", "local", "syn", "expired", "loop"}
+var outcomeNames = []string{"handed", "local", "syn", "expired", "loop", "bad_mac"}
 
 // Key names a moved client: a VIP and the Ethernet address the client's
 // frames come from.

@@ -99,7 +99,7 @@ var (
 	descClients = prometheus.NewDesc(MetricClients,
 		"Moved clients whose unknown TCP flows this host hands to their previous owner.", nil, nil)
 	descPackets = prometheus.NewDesc(MetricPackets,
-		"TCP segments from moved clients, by outcome: handed (to the previous owner), local (a socket here), syn (a new connection, kept), expired, loop (from the previous owner, or TTL spent: not handed back).", []string{"outcome"}, nil)
+		"TCP segments from moved clients, by outcome: handed (to the previous owner), local (a socket here), syn (a new connection, kept), expired, loop (from the previous owner, or TTL spent: not handed back), bad_mac (the entry names a group or zero MAC: not handed).", []string{"outcome"}, nil)
 	descEnded = prometheus.NewDesc(MetricEnded,
 		"Handovers ended, by reason: grace (period over), idle (nothing handed over lately), previous_gone (its previous owner left), unserved (the VIP is no longer served here).", []string{"reason"}, nil)
 )
