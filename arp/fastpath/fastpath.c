@@ -99,6 +99,8 @@ enum punt {
 	PUNT_UNKNOWN,   // no decision for this (VIP, client)
 	PUNT_MAC,       // the client's MAC changed: the daemon must learn it
 	PUNT_OTHER,     // a reply, an unusual request, garbage
+	PUNT_SENDER,    // sender MAC not unicast, or not the Ethernet source
+	PUNT_VLAN,      // tagged for a VLAN: that VLAN's interface's business
 	PUNT_MAX,
 };
 
@@ -142,6 +144,15 @@ static __always_inline int same_mac(const __u8 *a, const __u8 *b)
 	return ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) | (a[5] ^ b[5])) == 0;
 }
 
+// unicast says whether mac is one host's: not multicast or broadcast (the
+// group bit), not zero.
+static __always_inline int unicast(const __u8 *m)
+{
+	return !(m[0] & 1) && (m[0] | m[1] | m[2] | m[3] | m[4] | m[5]) != 0;
+}
+
+#define VLAN_VID_MASK_ 0x0fff
+
 static __always_inline void report(struct decision_key *k, struct decision *d, int direct, __u64 now)
 {
 	int due = now - d->reported_ns >= REPORT_NS;
@@ -167,8 +178,17 @@ static __always_inline void report(struct decision_key *k, struct decision *d, i
 SEC("tcx/ingress")
 int arp_fastpath(struct __sk_buff *skb)
 {
+	// A frame with a second tag inside has the inner tag's EtherType
+	// here: not ARP, passed on.
 	if (skb->protocol != bpf_htons(ETH_P_ARP))
 		return TCX_NEXT_;
+	// The kernel moves a frame's (outer) VLAN tag into the skb before tc
+	// runs: the request then looks untagged, but belongs to the VLAN's
+	// own interface (or to none here), not to the segment this program
+	// serves. A priority tag alone (VLAN 0) is this segment's, as the
+	// kernel's own receive path treats it.
+	if (skb->vlan_present && (skb->vlan_tci & VLAN_VID_MASK_))
+		return punt(PUNT_VLAN);
 	// Unicast to another host (promiscuous mode) is not for us to answer.
 	if (skb->pkt_type == PACKET_OTHERHOST)
 		return punt(PUNT_OTHER);
@@ -186,6 +206,11 @@ int arp_fastpath(struct __sk_buff *skb)
 	if (a->htype != bpf_htons(1) || a->ptype != bpf_htons(ETH_P_IP) || a->hlen != 6 || a->plen != 4 ||
 	    a->op != bpf_htons(1))
 		return punt(PUNT_OTHER);
+	// Never an answer to a group or zero address, nor to a sender that
+	// claims another MAC than the one it sends from: the daemon drops
+	// and counts these.
+	if (!unicast(a->sha) || !same_mac(a->sha, eth->h_source))
+		return punt(PUNT_SENDER);
 
 	__u32 zero = 0;
 	struct iface_state *cfg = bpf_map_lookup_elem(&iface, &zero);

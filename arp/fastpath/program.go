@@ -33,7 +33,7 @@ const MaxSlots = 256
 
 // Reasons the program passed an ARP request on to user space, as Punts
 // names them (enum punt in fastpath.c).
-var puntNames = []string{"not_serving", "unknown", "mac_changed", "other"}
+var puntNames = []string{"not_serving", "unknown", "mac_changed", "other", "bad_sender", "vlan"}
 
 // Program is the loaded program and its maps, for one interface.
 type Program struct {

@@ -21,6 +21,7 @@ const (
 
 var (
 	broadcast = [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	multicast = [6]byte{0x01, 0x00, 0x5e, 0x00, 0x00, 0x01}
 	// BPF_PROG_TEST_RUN receives on loopback, whose MAC is all zeros: a
 	// frame to it is for this host (a unicast request).
 	toHost = [6]byte{}
@@ -62,6 +63,11 @@ func TestProgram(t *testing.T) {
 	ipMine := netip.MustParseAddr("198.18.0.101")
 	ipTheirs := netip.MustParseAddr("198.18.0.102")
 	ipStranger := netip.MustParseAddr("198.18.0.103")
+	// Clients with a group or zero MAC, as a daemon that learned them
+	// would have decided: never answered all the same.
+	ipBroadcast := netip.MustParseAddr("198.18.0.104")
+	ipMulticast := netip.MustParseAddr("198.18.0.105")
+	ipZero := netip.MustParseAddr("198.18.0.106")
 	// The state Attach writes, without attaching: the program runs on
 	// test frames only.
 	if err := p.objs.Iface.Put(uint32(0), fastpathBPFIfaceState{Mac: own}); err != nil {
@@ -71,6 +77,9 @@ func TestProgram(t *testing.T) {
 		{VIP: vip, Client: ipMine, MAC: mine, Answer: true, Slot: 3},
 		{VIP: vip, Client: ipTheirs, MAC: theirs, Answer: false, Slot: 3},
 		{VIP: vip2, Client: ipMine, MAC: mine, Answer: true, Slot: 4},
+		{VIP: vip, Client: ipBroadcast, MAC: broadcast, Answer: true, Slot: 3},
+		{VIP: vip, Client: ipMulticast, MAC: multicast, Answer: true, Slot: 3},
+		{VIP: vip, Client: ipZero, MAC: [6]byte{}, Answer: true, Slot: 3},
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -118,6 +127,11 @@ func TestProgram(t *testing.T) {
 		{"reply from a known client", arpFrame(own, mine, 2, mine, ipMine, own, vip), tcxNext, nil},
 		{"a VIP as sender (conflict)", request(broadcast, stranger, vip, vip2), tcxNext, nil},
 		{"unicast to another host (promiscuous)", request(stranger, mine, ipMine, vip), tcxNext, nil},
+		{"broadcast sender MAC", request(broadcast, broadcast, ipBroadcast, vip), tcxNext, nil},
+		{"multicast sender MAC", request(broadcast, multicast, ipMulticast, vip), tcxNext, nil},
+		{"zero sender MAC", request(broadcast, [6]byte{}, ipZero, vip), tcxNext, nil},
+		{"sender MAC not the Ethernet source", arpFrame(broadcast, stranger, 1, mine, ipMine, [6]byte{}, vip), tcxNext, nil},
+		{"broadcast Ethernet source", arpFrame(broadcast, broadcast, 1, mine, ipMine, [6]byte{}, vip), tcxNext, nil},
 		{"truncated", truncated, tcxNext, nil},
 		{"malformed lengths", badLen, tcxNext, nil},
 		{"not ARP", append(append(append([]byte{}, broadcast[:]...), mine[:]...), append([]byte{0x08, 0x00}, make([]byte, 46)...)...), tcxNext, nil},
@@ -155,7 +169,7 @@ func TestProgram(t *testing.T) {
 	}
 	// "not ARP" is not counted: the program leaves other traffic alone
 	// without a word.
-	if d := cmp.Diff(map[string]uint64{"not_serving": 1, "unknown": 3, "mac_changed": 1, "other": 4}, punts); d != "" {
+	if d := cmp.Diff(map[string]uint64{"not_serving": 1, "unknown": 3, "mac_changed": 1, "other": 4, "bad_sender": 5, "vlan": 0}, punts); d != "" {
 		t.Errorf("punts (-want +got):\n%s", d)
 	}
 
@@ -214,6 +228,98 @@ func TestProgram(t *testing.T) {
 	}
 	if ret, _ := run(t, request(broadcast, theirs, ipTheirs, vip)); ret != tcxNext {
 		t.Errorf("serving off: program returned %d, want %d", ret, tcxNext)
+	}
+}
+
+// tag inserts a VLAN tag (tpid, tci) after the frame's MAC addresses.
+func tag(frame []byte, tpid, tci uint16) []byte {
+	b := append([]byte{}, frame[:12]...)
+	b = binary.BigEndian.AppendUint16(b, tpid)
+	b = binary.BigEndian.AppendUint16(b, tci)
+	return append(b, frame[12:]...)
+}
+
+// TestProgramReceived runs the program attached to a veth in a namespace of
+// its own, on frames the kernel received, which BPF_PROG_TEST_RUN cannot
+// make: VLAN-tagged ones (the kernel takes the outer tag out of the frame
+// before tc, so that the request looks untagged) and one whose ARP packet
+// is not in the skb's linear part.
+func TestProgramReceived(t *testing.T) {
+	bpftest.Privileged(t)
+	v := bpftest.NewVeth(t)
+	p, err := Load(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	own := [6]byte{0x02, 0, 0, 0, 0, 0xbb}
+	mine := [6]byte{0x02, 0, 0, 0, 0, 0x01}
+	vip, client := netip.MustParseAddr("198.18.0.200"), netip.MustParseAddr("198.18.0.101")
+	if err := v.Do(func() error { return p.Attach(v.In, own) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Replace([]Decision{{VIP: vip, Client: client, MAC: mine, Answer: true, Slot: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.SetServing(true); err != nil {
+		t.Fatal(err)
+	}
+	req := arpFrame(broadcast, mine, 1, mine, client, [6]byte{}, vip)
+	reply := arpFrame(mine, own, 2, own, vip, mine, client)
+	// A packet socket sends a frame of more than a page with only its
+	// Ethernet header in the linear part.
+	long := append(append([]byte{}, req...), make([]byte, 4200)...)
+	counts := func() (answered, vlan uint64) {
+		a, _, err := p.Counts(1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		punts, err := p.Punts()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a, punts["vlan"]
+	}
+	for _, tc := range []struct {
+		name   string
+		in     []byte
+		answer bool
+	}{
+		{"untagged", req, true},
+		{"ARP beyond a short linear part", long, true},
+		{"tagged for VLAN 100", tag(req, 0x8100, 100), false},
+		{"802.1ad-tagged for VLAN 100", tag(req, 0x88a8, 100), false},
+		// This interface's request with a priority: answered, the
+		// reply keeps the tag (the socket reads it without).
+		{"priority tag only (VLAN 0)", tag(req, 0x8100, 5<<13), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a0, v0 := counts()
+			v.Run(t, p.objs.ArpFastpath, tc.in)
+			a1, v1 := counts()
+			if tc.answer && (a1 != a0+1 || v1 != v0) {
+				t.Errorf("answered %d, passed on as a VLAN's %d; want answered", a1-a0, v1-v0)
+			}
+			if !tc.answer && (a1 != a0 || v1 != v0+1) {
+				t.Errorf("answered %d, passed on as a VLAN's %d; want passed on as a VLAN's", a1-a0, v1-v0)
+			}
+			if !tc.answer {
+				return
+			}
+			out := v.Receive(5*time.Second, func(f []byte) bool { return [6]byte(f[:6]) == mine })
+			// The request rewritten in place: as long, padding and
+			// all, less a tag (kept out of the frame).
+			wantLen := len(tc.in)
+			if binary.BigEndian.Uint16(tc.in[12:]) == 0x8100 {
+				wantLen -= 4
+			}
+			if len(out) != wantLen {
+				t.Fatalf("reply of %d bytes, want %d: %x", len(out), wantLen, out)
+			}
+			if d := cmp.Diff(reply, out[:len(reply)]); d != "" {
+				t.Errorf("reply (-want +got):\n%s", d)
+			}
+		})
 	}
 }
 
