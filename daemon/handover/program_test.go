@@ -271,9 +271,8 @@ func TestProgramReceived(t *testing.T) {
 		{"802.1ad-tagged for VLAN 100", tag(seg.frame(), 0x88a8, 100), nil},
 		{"two tags (QinQ)", tag(tag(seg.frame(), 0x8100, 200), 0x88a8, 100), nil},
 		// This interface's frame with a priority: the handed-over frame
-		// keeps it (the kernel puts the tag back on sending), and the
-		// socket reads it without.
-		{"priority tag only (VLAN 0)", tag(seg.frame(), 0x8100, 5<<13), handedOver.frame()},
+		// keeps it.
+		{"priority tag only (VLAN 0)", tag(seg.frame(), 0x8100, 5<<13), tag(handedOver.frame(), 0x8100, 5<<13)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := handed()

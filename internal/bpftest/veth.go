@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
@@ -125,6 +126,11 @@ func (v *Veth) setup() error {
 	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: v.Out}); err != nil {
 		return fmt.Errorf("bind packet socket to out: %w", err)
 	}
+	// The kernel keeps a received frame's VLAN tag out of the frame:
+	// auxdata tells it, and read puts it back.
+	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_AUXDATA, 1); err != nil {
+		return fmt.Errorf("packet socket auxdata: %w", err)
+	}
 	// A closed socket does not wake a blocked read: the reader looks up
 	// ten times a second.
 	tv := unix.NsecToTimeval((100 * time.Millisecond).Nanoseconds())
@@ -154,8 +160,9 @@ func (v *Veth) read() {
 	defer close(v.done)
 	defer close(v.received)
 	buf := make([]byte, vethMTU+64)
+	oob := make([]byte, unix.CmsgSpace(int(unsafe.Sizeof(unix.TpacketAuxdata{}))))
 	for !v.stop.Load() {
-		n, from, err := unix.Recvfrom(v.sock, buf, 0)
+		n, oobn, _, from, err := unix.Recvmsg(v.sock, buf, oob, 0)
 		if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
 			continue
 		}
@@ -166,10 +173,39 @@ func (v *Veth) read() {
 			continue
 		}
 		select {
-		case v.received <- append([]byte(nil), buf[:n]...):
+		case v.received <- withTag(buf[:n], oob[:oobn]):
 		default: // the test reads only what it waits for
 		}
 	}
+}
+
+// withTag returns a copy of frame with the VLAN tag that auxdata (a
+// control message of a packet socket) reports, if any, put back.
+func withTag(frame, oob []byte) []byte {
+	out := append([]byte(nil), frame...)
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil || len(frame) < 12 {
+		return out
+	}
+	for _, m := range msgs {
+		if m.Header.Level != unix.SOL_PACKET || m.Header.Type != unix.PACKET_AUXDATA ||
+			len(m.Data) < int(unsafe.Sizeof(unix.TpacketAuxdata{})) {
+			continue
+		}
+		aux := (*unix.TpacketAuxdata)(unsafe.Pointer(&m.Data[0]))
+		if aux.Status&unix.TP_STATUS_VLAN_VALID == 0 {
+			continue
+		}
+		tpid := uint16(unix.ETH_P_8021Q)
+		if aux.Status&unix.TP_STATUS_VLAN_TPID_VALID != 0 {
+			tpid = aux.Vlan_tpid
+		}
+		tagged := append([]byte(nil), frame[:12]...)
+		tagged = binary.BigEndian.AppendUint16(tagged, tpid)
+		tagged = binary.BigEndian.AppendUint16(tagged, aux.Vlan_tci)
+		return append(tagged, frame[12:]...)
+	}
+	return out
 }
 
 // Run sends frame from Out and waits until prog (attached to In) has run
