@@ -317,7 +317,7 @@ func BenchmarkProgram(b *testing.B) {
 		src  netip.AddrPort
 	}{{"not moved", [6]byte{2, 0, 0, 0, 0, 0x02}, tcxNext, netip.MustParseAddrPort("198.18.0.102:40000")}, {"handed over", moved, tcxRedirect, cli}} {
 		b.Run(bc.name, func(b *testing.B) {
-			in := segment{[6]byte{2, 0, 0, 0, 0, 0xbb}, bc.from, bc.src, vip, flagACK, 64}.frame()
+			in := segment{toHost, bc.from, bc.src, vip, flagACK, 64}.frame()
 			// One run per call: a handed-over frame is rewritten in
 			// place, and repeats in the kernel would run on the result.
 			var d time.Duration
