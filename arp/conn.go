@@ -21,15 +21,25 @@ var _ Conn = (*rawConn)(nil)
 
 const etherTypeARP = 0x0806
 
-// arpFilter lets only ARP frames that this host did not send itself reach
-// user space; the rest of the interface's traffic stays in the kernel.
+// arpFilter lets only ARP frames reach user space that arrived on this
+// interface's own segment for this host: not frames this host sent itself
+// (PACKET_OUTGOING), not frames for another host's MAC (PACKET_OTHERHOST,
+// which is also how the kernel marks a frame of a VLAN that has no
+// interface here), and not frames whose stripped VLAN tag names a VLAN (a
+// priority tag, VLAN 0, belongs to this interface). The rest of the
+// interface's traffic stays in the kernel.
 var arpFilter = mustAssemble([]bpf.Instruction{
-	bpf.LoadExtension{Num: bpf.ExtType},
-	bpf.JumpIf{Cond: bpf.JumpEqual, Val: 4 /* PACKET_OUTGOING */, SkipTrue: 3},
-	bpf.LoadAbsolute{Off: 12, Size: 2},
-	bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: etherTypeARP, SkipTrue: 1},
-	bpf.RetConstant{Val: 1 << 16},
-	bpf.RetConstant{Val: 0},
+	/* 0 */ bpf.LoadExtension{Num: bpf.ExtType},
+	/* 1 */ bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.PACKET_OUTGOING, SkipTrue: 8},
+	/* 2 */ bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.PACKET_OTHERHOST, SkipTrue: 7},
+	/* 3 */ bpf.LoadExtension{Num: bpf.ExtVLANTagPresent},
+	/* 4 */ bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0, SkipTrue: 2},
+	/* 5 */ bpf.LoadExtension{Num: bpf.ExtVLANTag},
+	/* 6 */ bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: 0x0fff, SkipTrue: 3},
+	/* 7 */ bpf.LoadAbsolute{Off: 12, Size: 2},
+	/* 8 */ bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: etherTypeARP, SkipTrue: 1},
+	/* 9 */ bpf.RetConstant{Val: 1 << 16},
+	/* 10 */ bpf.RetConstant{Val: 0},
 })
 
 func mustAssemble(prog []bpf.Instruction) []bpf.RawInstruction {

@@ -208,16 +208,22 @@ func withTag(frame, oob []byte) []byte {
 	return out
 }
 
+// Send sends frame from Out, for a reader on In that is not a program.
+func (v *Veth) Send(t testing.TB, frame []byte) {
+	t.Helper()
+	to := &unix.SockaddrLinklayer{Protocol: htons(binary.BigEndian.Uint16(frame[12:])), Ifindex: v.Out}
+	if err := unix.Sendto(v.sock, frame, 0, to); err != nil {
+		t.Fatalf("send a %d-byte frame from out: %v", len(frame), err)
+	}
+}
+
 // Run sends frame from Out and waits until prog (attached to In) has run
 // once more: a frame prog receives is processed when Run returns, though
 // what prog sends on may still be on its way (Receive).
 func (v *Veth) Run(t testing.TB, prog *ebpf.Program, frame []byte) {
 	t.Helper()
 	before := runCount(t, prog)
-	to := &unix.SockaddrLinklayer{Protocol: htons(binary.BigEndian.Uint16(frame[12:])), Ifindex: v.Out}
-	if err := unix.Sendto(v.sock, frame, 0, to); err != nil {
-		t.Fatalf("send a %d-byte frame from out: %v", len(frame), err)
-	}
+	v.Send(t, frame)
 	for deadline := time.Now().Add(10 * time.Second); runCount(t, prog) == before; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the program did not run on a %d-byte frame within 10 s", len(frame))
