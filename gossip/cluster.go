@@ -1,7 +1,6 @@
 package gossip
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -49,11 +48,11 @@ type ClusterConfig struct {
 	State SharedState
 	// OnChange is called, from Run's goroutine, with every new view.
 	OnChange func(*View)
-	// OnRefute, if set, is called when this host refutes a suspicion or
-	// its own death. memberlist has no event for it (it only logs it), and
-	// this host's view does not change, while the others may have moved its
-	// clients away meanwhile. Called with memberlist's locks held: it must
-	// not block.
+	// OnRefute, if set, is called when this host learns from a peer's
+	// state that the peer took it for suspect or dead: memberlist refutes
+	// it then, and this host's view does not change, while the peer may
+	// have moved its clients away meanwhile (see merges). Called from
+	// memberlist's goroutines: it must not block.
 	OnRefute func()
 	Logger   *slog.Logger
 	// Transport, if set, carries memberlist's messages instead of UDP and
@@ -108,6 +107,8 @@ type Cluster struct {
 	lagAt      time.Time // when it last ran late
 
 	probedAt atomic.Int64 // Unix ns of the last probe of this host by a peer
+	logs     *logLimiter  // memberlist's log lines
+	refutes  atomic.Uint64
 
 	heartbeat atomic.Int64 // Unix ns of the last loop turn
 	updating  sync.Mutex   // one metadata update at a time
@@ -156,6 +157,7 @@ func NewCluster(cfg ClusterConfig) *Cluster {
 		heard:     map[string]time.Time{},
 		hold:      map[string]time.Time{},
 		rechecked: map[string]time.Time{},
+		logs:      newLogLimiter(),
 	}
 }
 
@@ -233,7 +235,8 @@ func (c *Cluster) plug(mc *memberlist.Config) {
 	mc.Events = events{c}
 	mc.Ping = pings{c}
 	mc.Conflict = conflicts{c}
-	mc.Logger = log.New(logWriter{l: c.cfg.Logger, refuted: c.cfg.OnRefute}, "", 0)
+	mc.Merge = merges{c}
+	mc.Logger = log.New(logWriter{l: c.cfg.Logger, limit: c.logs}, "", 0)
 	if c.cfg.Transport != nil {
 		mc.Transport = c.cfg.Transport
 	}
@@ -503,6 +506,7 @@ func (c *Cluster) rebuild() (verify []string) {
 		members = append(members, m)
 	}
 	v := NewView(c.cfg.Name, members, c.cfg.Expect)
+	v.Hosts = c.hosts()
 	v.Rejected = c.rejection(now, window)
 	changed := !sameView(c.view, v)
 	was := c.view.Rejected
@@ -522,6 +526,17 @@ func (c *Cluster) rebuild() (verify []string) {
 		c.cfg.OnChange(v)
 	}
 	return verify
+}
+
+// hosts are the gossip addresses the configuration names, each once.
+func (c *Cluster) hosts() []netip.AddrPort {
+	hs := []netip.AddrPort{c.cfg.Bind}
+	for _, p := range c.cfg.Peers {
+		if !slices.Contains(hs, p) {
+			hs = append(hs, p)
+		}
+	}
+	return hs
 }
 
 // probeWindow is how long a member may go without acking this host's
@@ -803,7 +818,11 @@ func member(n *memberlist.Node) Member {
 	meta, err := DecodeMeta(n.Meta)
 	m.Meta = meta
 	if err != nil {
-		m.Err = err.Error()
+		m.Err, m.Reason = err.Error(), RejectDecode
+		var bad *MetaError
+		if errors.As(err, &bad) {
+			m.Reason = bad.Reason
+		}
 	}
 	return m
 }
@@ -932,31 +951,33 @@ func (f conflicts) NotifyConflict(existing, other *memberlist.Node) {
 	f.c.cfg.Logger.Error("another host claims this host's node name", "name", f.c.cfg.Name, "other", f.c.conflictWith)
 }
 
-// logWriter turns memberlist's "[LEVEL] memberlist: ..." lines into slog,
-// and calls refuted, if set, when memberlist says it refutes a suspect or
-// dead message about this host.
-type logWriter struct {
-	l       *slog.Logger
-	refuted func()
-}
+// merges reads each join's push-pull, in either direction: the peer's
+// state, member by member, as memberlist is about to merge it.
+type merges struct{ c *Cluster }
 
-func (w logWriter) Write(p []byte) (int, error) {
-	msg := string(bytes.TrimSpace(p))
-	level := slog.LevelInfo
-	for prefix, l := range map[string]slog.Level{"[DEBUG] ": slog.LevelDebug, "[INFO] ": slog.LevelInfo, "[WARN] ": slog.LevelWarn, "[ERR] ": slog.LevelError} {
-		if rest, ok := bytes.CutPrefix([]byte(msg), []byte(prefix)); ok {
-			msg, level = string(rest), l
+// NotifyMerge calls OnRefute when the peer lists this host as suspect, dead
+// or left: memberlist refutes that as it merges (a higher incarnation), and
+// the peer may have moved this host's clients while this host's own view did
+// not change. A peer that counted this host's death joins it every
+// recheckEvery probe intervals (recheckDead), so this is how a host that was
+// cut off, or too busy to answer, learns that it was taken for dead. A
+// push-pull is encrypted and labelled like all gossip: a stranger without
+// the key cannot send one, and a datagram cannot carry one.
+func (f merges) NotifyMerge(peers []*memberlist.Node) error {
+	for _, p := range peers {
+		if p.Name == f.c.cfg.Name && p.State != memberlist.StateAlive && !f.c.left.Load() {
+			f.c.refuted()
+			break
 		}
 	}
-	if strings.HasPrefix(msg, `memberlist: discarding stream with unacceptable label ""`) {
-		// A connection that carried nothing: a peer's check of this host
-		// (Cluster.reach) that gave up before the handshake completed.
-		// arpshare always sends a label, so this is no stranger's stream.
-		level = slog.LevelDebug
+	return nil
+}
+
+// refuted counts a refutation and tells OnRefute.
+func (c *Cluster) refuted() {
+	c.refutes.Add(1)
+	c.cfg.Logger.Debug("a peer took this host for failed: memberlist refutes it")
+	if c.cfg.OnRefute != nil {
+		c.cfg.OnRefute()
 	}
-	w.l.Log(context.Background(), level, msg)
-	if w.refuted != nil && (strings.Contains(msg, "Refuting a suspect message") || strings.Contains(msg, "Refuting a dead message")) {
-		w.refuted()
-	}
-	return len(p), nil
 }
