@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -97,6 +98,9 @@ type Cluster struct {
 	hold      map[string]time.Time
 	toVerify  []string             // held, and not yet pinged
 	rechecked map[string]time.Time // when each held member was last joined (recheckDead)
+	// Members back from a death this host counted, since when: each is
+	// told so (tellCounted).
+	owed map[string]time.Time
 	// Another host claimed this host's name; see rejection.
 	conflictAt   time.Time
 	conflictWith string
@@ -157,6 +161,7 @@ func NewCluster(cfg ClusterConfig) *Cluster {
 		heard:     map[string]time.Time{},
 		hold:      map[string]time.Time{},
 		rechecked: map[string]time.Time{},
+		owed:      map[string]time.Time{},
 		logs:      newLogLimiter(),
 	}
 }
@@ -264,10 +269,11 @@ func (c *Cluster) loop(ctx context.Context) error {
 	// A join waits for TCP to unreachable peers, and an update for its
 	// broadcast: never in this loop. Each has its own token, so that a
 	// recheck never holds up a join.
-	joining, rechecking, resyncing := newSingle(), newSingle(), newSingle()
+	joining, rechecking, resyncing, telling := newSingle(), newSingle(), newSingle(), newSingle()
 	defer joining.wait()
 	defer rechecking.wait()
 	defer resyncing.wait()
+	defer telling.wait()
 	for {
 		c.heartbeat.Store(time.Now().UnixNano())
 		select {
@@ -278,6 +284,9 @@ func (c *Cluster) loop(ctx context.Context) error {
 		case tick := <-poll.C:
 			c.checkSelf(time.Since(tick))
 			rebuild()
+			if c.owesNotice() {
+				telling.start(c.tellCounted)
+			}
 			if !c.left.Load() && (c.unsent.Load() || c.metaStale()) {
 				resyncing.start(func() {
 					c.cfg.Logger.Debug("gossiping this host's metadata again: the last update was lost or overtaken")
@@ -840,7 +849,15 @@ func (d delegate) NodeMeta(limit int) []byte {
 	return b
 }
 
-func (d delegate) NotifyMsg([]byte)                           {}
+// NotifyMsg takes a peer's word that it counted this host dead
+// (tellCounted). memberlist delivers user messages only from a member: they
+// are encrypted and labelled like all gossip.
+func (d delegate) NotifyMsg(b []byte) {
+	if bytes.Equal(b, countedDead) && !d.c.left.Load() {
+		d.c.refuted()
+	}
+}
+
 func (d delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 
 // PushPullInterval is how often memberlist exchanges state with a random
@@ -889,6 +906,11 @@ type events struct{ c *Cluster }
 func (e events) NotifyJoin(n *memberlist.Node) {
 	m := member(n)
 	e.c.mu.Lock()
+	if old, ok := e.c.departed[n.Name]; ok && n.Name != e.c.cfg.Name && !old.Meta.Draining {
+		if _, held := e.c.hold[n.Name]; !held {
+			e.c.owed[n.Name] = time.Now()
+		}
+	}
 	e.c.live[n.Name] = m
 	delete(e.c.departed, n.Name)
 	delete(e.c.diedAt, n.Name)
@@ -949,6 +971,54 @@ func (f conflicts) NotifyConflict(existing, other *memberlist.Node) {
 	f.c.conflictAt = time.Now()
 	f.c.conflictWith = netip.AddrPortFrom(addr.Unmap(), other.Port).String()
 	f.c.cfg.Logger.Error("another host claims this host's node name", "name", f.c.cfg.Name, "other", f.c.conflictWith)
+}
+
+// countedDead is the message a host sends a member back from a death it
+// counted: it moved the member's clients, and the member must take them
+// back, whatever way it heard of its death.
+var countedDead = []byte("arpshare: counted dead/1")
+
+// owesNotice reports whether a member back from a counted death is yet to
+// be told.
+func (c *Cluster) owesNotice() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.owed) > 0
+}
+
+// tellCounted tells each member back from a death this host counted that
+// it did (NotifyMsg there). The push-pull of a join (merges) tells it too,
+// but a member that heard of its death by gossip first has refuted it by
+// then, and nobody joins it: this is how it still learns that its clients
+// were moved. A member that cannot be told is tried again every probe
+// interval for recheckFor.
+func (c *Cluster) tellCounted() {
+	type owed struct {
+		name string
+		at   netip.AddrPort
+	}
+	var todo []owed
+	c.mu.Lock()
+	for name, since := range c.owed {
+		m, live := c.live[name]
+		if !live || time.Since(since) > recheckFor {
+			delete(c.owed, name)
+			continue
+		}
+		todo = append(todo, owed{name, m.Addr})
+	}
+	ml := c.ml
+	c.mu.Unlock()
+	for _, o := range todo {
+		err := ml.SendReliable(&memberlist.Node{Name: o.name, Addr: o.at.Addr().AsSlice(), Port: o.at.Port()}, countedDead)
+		if err != nil {
+			c.cfg.Logger.Debug("cannot tell a member back from a counted death: trying again", "member", o.name, "error", err)
+			continue
+		}
+		c.mu.Lock()
+		delete(c.owed, o.name)
+		c.mu.Unlock()
+	}
 }
 
 // merges reads each join's push-pull, in either direction: the peer's

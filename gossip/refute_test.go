@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -88,7 +89,9 @@ func (h *countingHandler) Enabled(context.Context, slog.Level) bool { return tru
 func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.count[r.Level]++
+	if strings.HasPrefix(r.Message, "memberlist: ") { // not the writer's own word on suppressed lines
+		h.count[r.Level]++
+	}
 	h.msgs = append(h.msgs, r.Message)
 	return nil
 }
@@ -135,11 +138,19 @@ func TestStrangerLabel(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
+	// Two labels that are the text memberlist logs when it refutes, and the
+	// cluster's own label with, unencrypted, the user message by which a
+	// peer says it counted this host dead (tellCounted).
 	const sent = 300
-	for _, label := range []string{"Refuting a suspect message", "Refuting a dead message"} {
-		datagram := append([]byte{244, byte(len(label))}, label...)
-		datagram = append(datagram, "from a stranger"...)
-		for range sent / 2 {
+	userMsg := append([]byte{8}, countedDead...)
+	for _, d := range []struct{ label, body string }{
+		{"Refuting a suspect message", "from a stranger"},
+		{"Refuting a dead message", "from a stranger"},
+		{"test", string(userMsg)},
+	} {
+		datagram := append([]byte{244, byte(len(d.label))}, d.label...)
+		datagram = append(datagram, d.body...)
+		for range sent / 3 {
 			if _, err := conn.Write(datagram); err != nil {
 				t.Fatal(err)
 			}
@@ -170,4 +181,68 @@ func TestStrangerLabel(t *testing.T) {
 		}
 	}
 	t.Errorf("memberlist never logged the datagrams it refused: %q", h.msgs)
+}
+
+// TestCountedDeathMessage: only the exact message counts.
+func TestCountedDeathMessage(t *testing.T) {
+	t.Parallel()
+	calls := 0
+	c := NewCluster(ClusterConfig{Name: "h1", OnRefute: func() { calls++ }, Logger: slog.New(slog.DiscardHandler)})
+	for _, b := range [][]byte{nil, []byte("arpshare"), append(slices.Clone(countedDead), 0)} {
+		delegate{c}.NotifyMsg(b)
+	}
+	if calls != 0 {
+		t.Errorf("other messages refuted %d times", calls)
+	}
+	delegate{c}.NotifyMsg(countedDead)
+	if calls != 1 {
+		t.Errorf("the message refuted %d times, want 1", calls)
+	}
+}
+
+// TestCountedDeathTold: a member back from a death that m2 counted is told
+// so by m2 (a member that refuted by gossip before any join would not
+// otherwise learn that its clients were moved); one back from a death still
+// in doubt is not.
+func TestCountedDeathTold(t *testing.T) {
+	t.Parallel()
+	nodes := startMemCluster(t, 3)
+	for _, m := range nodes {
+		waitMemView(t, m, "three alive members", func(v *View) bool {
+			s := states(v)
+			return len(s) == 3 && s["m1"] == StateAlive && s["m2"] == StateAlive && s["m3"] == StateAlive
+		})
+	}
+	m1, m2, m3 := nodes[0], nodes[1], nodes[2]
+	copyOf := func(m *memNode) *memberlist.Node {
+		self, _ := m.c.View().Member(m.c.cfg.Name)
+		meta, err := self.Meta.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &memberlist.Node{Name: self.Name, Addr: self.Addr.Addr().AsSlice(), Port: self.Addr.Port(), Meta: meta}
+	}
+	// m3's death reported and back while in doubt: nothing owed.
+	events{m2.c}.NotifyLeave(copyOf(m3))
+	events{m2.c}.NotifyJoin(copyOf(m3))
+	m2.c.mu.Lock()
+	_, owed := m2.c.owed["m3"]
+	m2.c.mu.Unlock()
+	if owed {
+		t.Error("m3, back before its death counted, is to be told it was counted")
+	}
+	// m1's death reported, counted, and m1 back (as m2's memberlist would
+	// report a refutation it got by gossip).
+	before := m1.refutes.Load()
+	events{m2.c}.NotifyLeave(copyOf(m1))
+	m2.c.endHold("m1")
+	waitMemView(t, m2, "m1 dead", func(v *View) bool { return states(v)["m1"] == StateDead })
+	events{m2.c}.NotifyJoin(copyOf(m1))
+	deadline := time.Now().Add(15 * time.Second)
+	for m1.refutes.Load() == before {
+		if time.Now().After(deadline) {
+			t.Fatal("m1, back from a death m2 counted, was never told")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
