@@ -13,22 +13,26 @@ import (
 	"github.com/arpshare/arpshare/gossip"
 )
 
-// strangerLabels are the texts memberlist logs when it refutes a suspicion
-// or its own death, sent as a datagram's label.
-var strangerLabels = []string{"Refuting a suspect message", "Refuting a dead message"}
+// strangerDatagrams are what anyone on the segment can send without the
+// key: memberlist's label header (a type byte, 244, a length byte and the
+// label) with the texts memberlist logs when it refutes a suspicion or its
+// own death as the label, and the cluster's own label with, unencrypted, a
+// user message (type 8) saying that a peer counted the host dead.
+var strangerDatagrams = [][]byte{
+	strangerDatagram("Refuting a suspect message", "not gossip"),
+	strangerDatagram("Refuting a dead message", "not gossip"),
+	strangerDatagram("lab", "\x08arpshare: counted dead/1"),
+}
 
-// strangerDatagram is a datagram with memberlist's label header (a type
-// byte, 244, a length byte and the label) and a few bytes after it, as
-// anyone on the segment can send without the key.
-func strangerDatagram(label string) []byte {
+func strangerDatagram(label, body string) []byte {
 	b := append([]byte{244, byte(len(label))}, label...)
-	return append(b, "not gossip"...)
+	return append(b, body...)
 }
 
 // TestStrangerLabelArmsNothing: a machine on the segment without the gossip
 // key sends every host's gossip port datagrams whose label is the text
-// memberlist logs when it refutes. memberlist logs the label before any key
-// check. No host may arm a re-assertion, no client may change host, and
+// memberlist logs when it refutes (memberlist logs the label before any key
+// check), and unencrypted ones that say a peer counted the host dead. No host may arm a re-assertion, no client may change host, and
 // each host logs only a bounded number of memberlist's lines, counting the
 // rest.
 func TestStrangerLabelArmsNothing(t *testing.T) {
@@ -38,8 +42,8 @@ func TestStrangerLabelArmsNothing(t *testing.T) {
 	stranger, clients := l.Clients[0], l.Clients[1:]
 	before := assignment(t, clients)
 
-	const perLabel = 100 // per host and label
-	sent := perLabel * len(strangerLabels)
+	const perKind = 100 // per host and kind of datagram
+	sent := perKind * len(strangerDatagrams)
 	start := time.Now()
 	err := inNS(stranger.NS, func() error {
 		for _, h := range l.Hosts {
@@ -48,9 +52,9 @@ func TestStrangerLabelArmsNothing(t *testing.T) {
 				return err
 			}
 			defer conn.Close()
-			for _, label := range strangerLabels {
-				for range perLabel {
-					if _, err := conn.Write(strangerDatagram(label)); err != nil {
+			for _, d := range strangerDatagrams {
+				for range perKind {
+					if _, err := conn.Write(d); err != nil {
 						return fmt.Errorf("send to %s: %w", h.Name, err)
 					}
 					time.Sleep(time.Millisecond) // within the receiver's socket buffer
@@ -118,7 +122,7 @@ func TestStrangerLabelArmsNothing(t *testing.T) {
 }
 
 // refusedLines counts the lines in which a host's memberlist refused a
-// datagram's label since t.
+// datagram (its label, or its encryption) since t.
 func refusedLines(t *testing.T, h *Host, since time.Time) int {
 	t.Helper()
 	lines, err := h.LogSince(since)
@@ -127,7 +131,7 @@ func refusedLines(t *testing.T, h *Host, since time.Time) int {
 	}
 	n := 0
 	for _, line := range lines {
-		if strings.Contains(line.Text, "unacceptable label") {
+		if strings.Contains(line.Text, "unacceptable label") || strings.Contains(line.Text, "Decrypt packet failed") {
 			n++
 		}
 	}
