@@ -841,10 +841,14 @@ func member(n *memberlist.Node) Member {
 type delegate struct{ c *Cluster }
 
 func (d delegate) NodeMeta(limit int) []byte {
-	b, err := d.c.cfg.Meta().Encode()
+	meta := d.c.cfg.Meta()
+	b, err := meta.Encode()
 	if err != nil || len(b) > limit {
 		d.c.cfg.Logger.Error("node metadata does not fit", "error", err, "limit", limit)
 		return nil
+	}
+	if bad := meta.check(); bad != nil {
+		d.c.cfg.Logger.Error("this host's metadata is out of range: its peers reject it and give it no clients", "reason", bad.Reason, "error", bad.Msg)
 	}
 	return b
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -162,5 +163,23 @@ func TestLogLimiter(t *testing.T) {
 	ok, before := l.allow(slog.LevelError, now.Add(time.Duration(float64(time.Second)/b.rate)))
 	if !ok || before != 1000-b.burst {
 		t.Errorf("after a refill: allowed %v, %d suppressed before, want true, %d", ok, before, 1000-b.burst)
+	}
+}
+
+// TestOwnMetaOutOfRange: a host whose own metadata its peers would reject
+// says so as it publishes it.
+func TestOwnMetaOutOfRange(t *testing.T) {
+	t.Parallel()
+	h := &countingHandler{count: map[slog.Level]int{}}
+	c := NewCluster(ClusterConfig{Name: "a", Logger: slog.New(h), Meta: func() Meta {
+		return Meta{Version: MetaVersion, Algorithm: Algorithm, Weight: 1, MACs: []string{"ff:ff:ff:ff:ff:ff"}}
+	}})
+	if b := (delegate{c}).NodeMeta(MaxMetaSize); len(b) == 0 {
+		t.Fatal("no metadata published")
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !slices.ContainsFunc(h.msgs, func(m string) bool { return strings.Contains(m, "peers reject it") }) {
+		t.Errorf("nothing said of metadata out of range: %q", h.msgs)
 	}
 }
