@@ -114,6 +114,7 @@ func TestStrangerLabel(t *testing.T) {
 	bind := netip.AddrPortFrom(lo, freePort(t))
 	h := &countingHandler{count: map[slog.Level]int{}}
 	var refuted atomic.Int32
+	start := time.Now() // the log budget's, from here
 	c := NewCluster(ClusterConfig{
 		Name: "n1", Bind: bind, Peers: []netip.AddrPort{bind}, Keys: [][]byte{make([]byte, 32)}, Label: "test",
 		ProbeInterval: 200 * time.Millisecond, ProbeTimeout: 100 * time.Millisecond,
@@ -158,8 +159,7 @@ func TestStrangerLabel(t *testing.T) {
 		}
 	}
 	// Every datagram is logged or suppressed once memberlist read it.
-	start := time.Now()
-	deadline := start.Add(15 * time.Second)
+	deadline := time.Now().Add(15 * time.Second)
 	for h.n(slog.LevelError)+int(c.logs.Suppressed()["error"]) < sent {
 		if time.Now().After(deadline) {
 			t.Fatalf("memberlist logged %d and suppressed %d of %d datagrams' lines", h.n(slog.LevelError), c.logs.Suppressed()["error"], sent)
