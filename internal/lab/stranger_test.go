@@ -79,6 +79,7 @@ func TestStrangerLabelArmsNothing(t *testing.T) {
 			}
 			suppressed := max(0, metric(t, page, gossip.MetricLogSuppressed, map[string]string{"level": "error"}))
 			if logged+int(suppressed) >= sent {
+				t.Logf("%s: %d of memberlist's lines logged, %.0f suppressed, for %d datagrams", h.Name, logged, suppressed, sent)
 				break
 			}
 			if time.Now().After(deadline) {
