@@ -52,12 +52,13 @@ type Status struct {
 type MemberStatus struct {
 	Name    string         `json:"name"`
 	Address netip.AddrPort `json:"address"` // its gossip address
-	// State is memberlist's: alive, suspect, dead or left.
+	// State is alive or dead, or rejected (see MemberRejected).
 	State string `json:"state"`
 	// Unreachable: gossip still lists the member, but this host's own
 	// probes of it have gone unanswered lately.
 	Unreachable bool `json:"unreachable"`
-	// Error says why its metadata is not trusted (then it gets no clients).
+	// Error says why its metadata is not trusted (then it gets no clients
+	// and does not count toward quorum).
 	Error    string `json:"error,omitempty"`
 	Weight   int    `json:"weight"`
 	Draining bool   `json:"draining"`

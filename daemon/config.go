@@ -52,7 +52,8 @@ const (
 	DefaultStateDir = "/var/lib/arpshare"
 	// MaxWeight bounds node.weight: a host of weight w scores w hashes per
 	// client, so the cost of a lookup grows with the sum of the weights.
-	MaxWeight = 100
+	// Peers refuse a host whose gossiped weight exceeds it.
+	MaxWeight = gossip.MaxWeight
 	// DefaultMaxClients caps the client table: four /16s of clients. The
 	// table takes ~100 bytes a client, the process ~200 with the garbage
 	// collector's headroom: about 75 MB of RSS when full, 40 MB with

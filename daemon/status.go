@@ -32,7 +32,7 @@ func (d *Daemon) Status() Status {
 	v := d.cluster.View()
 	cfg := d.config()
 	s := Status{
-		Node: cfg.Node.Name, Version: d.version, Draining: d.state.draining(), Members: memberStatuses(v.Members),
+		Node: cfg.Node.Name, Version: d.version, Draining: d.state.draining(), Members: peerStatuses(v.Members),
 		Quorum: v.Quorum(), Expect: v.Expect, Join: v.JoinState(), JoinCause: v.Rejected,
 		Repointing: d.repointer.Status(),
 		Handover:   d.handover.Status(),
@@ -83,6 +83,23 @@ func (d *Daemon) Status() Status {
 	}
 	s.Explain()
 	return s
+}
+
+// MemberRejected is the state status shows for a live member whose gossiped
+// metadata this host rejects (out of range, another version): it gets no
+// clients and does not count toward quorum; its error says why.
+const MemberRejected = "rejected"
+
+// peerStatuses lists the members for status, a live member whose metadata
+// is rejected as MemberRejected.
+func peerStatuses(ms []gossip.Member) []MemberStatus {
+	out := memberStatuses(ms)
+	for i, m := range ms {
+		if m.Err != "" && m.State == gossip.StateAlive {
+			out[i].State = MemberRejected
+		}
+	}
+	return out
 }
 
 // findVIP finds a VIP by name or address.

@@ -26,6 +26,7 @@ func (d *Daemon) viewChanged(v *gossip.View) {
 type viewWatch struct {
 	quorum   bool
 	fallback map[netip.Addr]bool
+	rejected map[string]string // why each member's metadata is rejected
 }
 
 func (w *viewWatch) observe(log *slog.Logger, v *gossip.View, vips []VIP) {
@@ -56,9 +57,35 @@ func (w *viewWatch) observe(log *slog.Logger, v *gossip.View, vips []VIP) {
 	var hosts []string
 	for _, m := range v.Members {
 		hosts = append(hosts, m.Name+"="+string(m.State))
-		if m.Err != "" {
-			log.Error("member not trusted with clients", "member", m.Name, "error", m.Err)
+	}
+	w.observeRejected(log, v)
+	log.Info("cluster view changed", "members", strings.Join(hosts, " "))
+}
+
+// observeRejected logs each member whose metadata is rejected once per
+// cause, and when it is trusted again: a peer can change views as often as
+// it likes.
+func (w *viewWatch) observeRejected(log *slog.Logger, v *gossip.View) {
+	if w.rejected == nil {
+		w.rejected = map[string]string{}
+	}
+	now := map[string]string{}
+	for _, m := range v.Members {
+		if m.Err == "" {
+			continue
+		}
+		now[m.Name] = m.Err
+		if w.rejected[m.Name] != m.Err {
+			log.Error("member rejected: its gossiped metadata is not trusted; it gets no clients and does not count toward quorum",
+				"member", m.Name, "address", m.Addr, "reason", m.Reason, "error", m.Err)
 		}
 	}
-	log.Info("cluster view changed", "members", strings.Join(hosts, " "))
+	for name := range w.rejected {
+		if _, still := now[name]; !still {
+			if m, ok := v.Member(name); ok && m.State == gossip.StateAlive {
+				log.Info("member trusted again: its metadata is in range", "member", name)
+			}
+		}
+	}
+	w.rejected = now
 }

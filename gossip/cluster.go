@@ -49,11 +49,11 @@ type ClusterConfig struct {
 	State SharedState
 	// OnChange is called, from Run's goroutine, with every new view.
 	OnChange func(*View)
-	// OnRefute, if set, is called when this host refutes a suspicion or
-	// its own death. memberlist has no event for it (it only logs it), and
-	// this host's view does not change, while the others may have moved its
-	// clients away meanwhile. Called with memberlist's locks held: it must
-	// not block.
+	// OnRefute, if set, is called when this host learns from a peer's
+	// state that the peer took it for suspect or dead: memberlist refutes
+	// it then, and this host's view does not change, while the peer may
+	// have moved its clients away meanwhile (see merges). Called from
+	// memberlist's goroutines: it must not block.
 	OnRefute func()
 	Logger   *slog.Logger
 	// Transport, if set, carries memberlist's messages instead of UDP and
@@ -98,6 +98,9 @@ type Cluster struct {
 	hold      map[string]time.Time
 	toVerify  []string             // held, and not yet pinged
 	rechecked map[string]time.Time // when each held member was last joined (recheckDead)
+	// Members back from a death this host counted, since when: each is
+	// told so (tellCounted).
+	owed map[string]time.Time
 	// Another host claimed this host's name; see rejection.
 	conflictAt   time.Time
 	conflictWith string
@@ -108,6 +111,8 @@ type Cluster struct {
 	lagAt      time.Time // when it last ran late
 
 	probedAt atomic.Int64 // Unix ns of the last probe of this host by a peer
+	logs     *logLimiter  // memberlist's log lines
+	refutes  atomic.Uint64
 
 	heartbeat atomic.Int64 // Unix ns of the last loop turn
 	updating  sync.Mutex   // one metadata update at a time
@@ -156,6 +161,8 @@ func NewCluster(cfg ClusterConfig) *Cluster {
 		heard:     map[string]time.Time{},
 		hold:      map[string]time.Time{},
 		rechecked: map[string]time.Time{},
+		owed:      map[string]time.Time{},
+		logs:      newLogLimiter(),
 	}
 }
 
@@ -233,7 +240,8 @@ func (c *Cluster) plug(mc *memberlist.Config) {
 	mc.Events = events{c}
 	mc.Ping = pings{c}
 	mc.Conflict = conflicts{c}
-	mc.Logger = log.New(logWriter{l: c.cfg.Logger, refuted: c.cfg.OnRefute}, "", 0)
+	mc.Merge = merges{c}
+	mc.Logger = log.New(logWriter{l: c.cfg.Logger, limit: c.logs}, "", 0)
 	if c.cfg.Transport != nil {
 		mc.Transport = c.cfg.Transport
 	}
@@ -261,10 +269,11 @@ func (c *Cluster) loop(ctx context.Context) error {
 	// A join waits for TCP to unreachable peers, and an update for its
 	// broadcast: never in this loop. Each has its own token, so that a
 	// recheck never holds up a join.
-	joining, rechecking, resyncing := newSingle(), newSingle(), newSingle()
+	joining, rechecking, resyncing, telling := newSingle(), newSingle(), newSingle(), newSingle()
 	defer joining.wait()
 	defer rechecking.wait()
 	defer resyncing.wait()
+	defer telling.wait()
 	for {
 		c.heartbeat.Store(time.Now().UnixNano())
 		select {
@@ -275,6 +284,9 @@ func (c *Cluster) loop(ctx context.Context) error {
 		case tick := <-poll.C:
 			c.checkSelf(time.Since(tick))
 			rebuild()
+			if c.owesNotice() {
+				telling.start(c.tellCounted)
+			}
 			if !c.left.Load() && (c.unsent.Load() || c.metaStale()) {
 				resyncing.start(func() {
 					c.cfg.Logger.Debug("gossiping this host's metadata again: the last update was lost or overtaken")
@@ -503,6 +515,7 @@ func (c *Cluster) rebuild() (verify []string) {
 		members = append(members, m)
 	}
 	v := NewView(c.cfg.Name, members, c.cfg.Expect)
+	v.Hosts = c.hosts()
 	v.Rejected = c.rejection(now, window)
 	changed := !sameView(c.view, v)
 	was := c.view.Rejected
@@ -522,6 +535,17 @@ func (c *Cluster) rebuild() (verify []string) {
 		c.cfg.OnChange(v)
 	}
 	return verify
+}
+
+// hosts are the gossip addresses the configuration names, each once.
+func (c *Cluster) hosts() []netip.AddrPort {
+	hs := []netip.AddrPort{c.cfg.Bind}
+	for _, p := range c.cfg.Peers {
+		if !slices.Contains(hs, p) {
+			hs = append(hs, p)
+		}
+	}
+	return hs
 }
 
 // probeWindow is how long a member may go without acking this host's
@@ -803,7 +827,11 @@ func member(n *memberlist.Node) Member {
 	meta, err := DecodeMeta(n.Meta)
 	m.Meta = meta
 	if err != nil {
-		m.Err = err.Error()
+		m.Err, m.Reason = err.Error(), RejectDecode
+		var bad *MetaError
+		if errors.As(err, &bad) {
+			m.Reason = bad.Reason
+		}
 	}
 	return m
 }
@@ -813,15 +841,27 @@ func member(n *memberlist.Node) Member {
 type delegate struct{ c *Cluster }
 
 func (d delegate) NodeMeta(limit int) []byte {
-	b, err := d.c.cfg.Meta().Encode()
+	meta := d.c.cfg.Meta()
+	b, err := meta.Encode()
 	if err != nil || len(b) > limit {
 		d.c.cfg.Logger.Error("node metadata does not fit", "error", err, "limit", limit)
 		return nil
 	}
+	if bad := meta.check(); bad != nil {
+		d.c.cfg.Logger.Error("this host's metadata is out of range: its peers reject it and give it no clients", "reason", bad.Reason, "error", bad.Msg)
+	}
 	return b
 }
 
-func (d delegate) NotifyMsg([]byte)                           {}
+// NotifyMsg takes a peer's word that it counted this host dead
+// (tellCounted). memberlist delivers user messages only from a member: they
+// are encrypted and labelled like all gossip.
+func (d delegate) NotifyMsg(b []byte) {
+	if bytes.Equal(b, countedDead) && !d.c.left.Load() {
+		d.c.refuted()
+	}
+}
+
 func (d delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 
 // PushPullInterval is how often memberlist exchanges state with a random
@@ -870,6 +910,11 @@ type events struct{ c *Cluster }
 func (e events) NotifyJoin(n *memberlist.Node) {
 	m := member(n)
 	e.c.mu.Lock()
+	if old, ok := e.c.departed[n.Name]; ok && n.Name != e.c.cfg.Name && !old.Meta.Draining {
+		if _, held := e.c.hold[n.Name]; !held {
+			e.c.owed[n.Name] = time.Now()
+		}
+	}
 	e.c.live[n.Name] = m
 	delete(e.c.departed, n.Name)
 	delete(e.c.diedAt, n.Name)
@@ -932,31 +977,81 @@ func (f conflicts) NotifyConflict(existing, other *memberlist.Node) {
 	f.c.cfg.Logger.Error("another host claims this host's node name", "name", f.c.cfg.Name, "other", f.c.conflictWith)
 }
 
-// logWriter turns memberlist's "[LEVEL] memberlist: ..." lines into slog,
-// and calls refuted, if set, when memberlist says it refutes a suspect or
-// dead message about this host.
-type logWriter struct {
-	l       *slog.Logger
-	refuted func()
+// countedDead is the message a host sends a member back from a death it
+// counted: it moved the member's clients, and the member must take them
+// back, whatever way it heard of its death.
+var countedDead = []byte("arpshare: counted dead/1")
+
+// owesNotice reports whether a member back from a counted death is yet to
+// be told.
+func (c *Cluster) owesNotice() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.owed) > 0
 }
 
-func (w logWriter) Write(p []byte) (int, error) {
-	msg := string(bytes.TrimSpace(p))
-	level := slog.LevelInfo
-	for prefix, l := range map[string]slog.Level{"[DEBUG] ": slog.LevelDebug, "[INFO] ": slog.LevelInfo, "[WARN] ": slog.LevelWarn, "[ERR] ": slog.LevelError} {
-		if rest, ok := bytes.CutPrefix([]byte(msg), []byte(prefix)); ok {
-			msg, level = string(rest), l
+// tellCounted tells each member back from a death this host counted that
+// it did (NotifyMsg there). The push-pull of a join (merges) tells it too,
+// but a member that heard of its death by gossip first has refuted it by
+// then, and nobody joins it: this is how it still learns that its clients
+// were moved. A member that cannot be told is tried again every probe
+// interval for recheckFor.
+func (c *Cluster) tellCounted() {
+	type owed struct {
+		name string
+		at   netip.AddrPort
+	}
+	var todo []owed
+	c.mu.Lock()
+	for name, since := range c.owed {
+		m, live := c.live[name]
+		if !live || time.Since(since) > recheckFor {
+			delete(c.owed, name)
+			continue
+		}
+		todo = append(todo, owed{name, m.Addr})
+	}
+	ml := c.ml
+	c.mu.Unlock()
+	for _, o := range todo {
+		err := ml.SendReliable(&memberlist.Node{Name: o.name, Addr: o.at.Addr().AsSlice(), Port: o.at.Port()}, countedDead)
+		if err != nil {
+			c.cfg.Logger.Debug("cannot tell a member back from a counted death: trying again", "member", o.name, "error", err)
+			continue
+		}
+		c.mu.Lock()
+		delete(c.owed, o.name)
+		c.mu.Unlock()
+	}
+}
+
+// merges reads each join's push-pull, in either direction: the peer's
+// state, member by member, as memberlist is about to merge it.
+type merges struct{ c *Cluster }
+
+// NotifyMerge calls OnRefute when the peer lists this host as suspect, dead
+// or left: memberlist refutes that as it merges (a higher incarnation), and
+// the peer may have moved this host's clients while this host's own view did
+// not change. A peer that counted this host's death joins it every
+// recheckEvery probe intervals (recheckDead), so this is how a host that was
+// cut off, or too busy to answer, learns that it was taken for dead. A
+// push-pull is encrypted and labelled like all gossip: a stranger without
+// the key cannot send one, and a datagram cannot carry one.
+func (f merges) NotifyMerge(peers []*memberlist.Node) error {
+	for _, p := range peers {
+		if p.Name == f.c.cfg.Name && p.State != memberlist.StateAlive && !f.c.left.Load() {
+			f.c.refuted()
+			break
 		}
 	}
-	if strings.HasPrefix(msg, `memberlist: discarding stream with unacceptable label ""`) {
-		// A connection that carried nothing: a peer's check of this host
-		// (Cluster.reach) that gave up before the handshake completed.
-		// arpshare always sends a label, so this is no stranger's stream.
-		level = slog.LevelDebug
+	return nil
+}
+
+// refuted counts a refutation and tells OnRefute.
+func (c *Cluster) refuted() {
+	c.refutes.Add(1)
+	c.cfg.Logger.Debug("a peer took this host for failed: memberlist refutes it")
+	if c.cfg.OnRefute != nil {
+		c.cfg.OnRefute()
 	}
-	w.l.Log(context.Background(), level, msg)
-	if w.refuted != nil && (strings.Contains(msg, "Refuting a suspect message") || strings.Contains(msg, "Refuting a dead message")) {
-		w.refuted()
-	}
-	return len(p), nil
 }

@@ -257,46 +257,11 @@ func TestUnconfirmedUpdateIsSentAgain(t *testing.T) {
 	})
 }
 
-// TestLogWriterRefutes: memberlist has no event for a refutation, only a log
-// line; the writer turns the two that matter into a call.
-func TestLogWriterRefutes(t *testing.T) {
-	t.Parallel()
-	n := 0
-	w := logWriter{l: slog.New(slog.NewTextHandler(io.Discard, nil)), refuted: func() { n++ }}
-	for _, line := range []string{
-		"[WARN] memberlist: Refuting a suspect message (from: h2)\n",
-		"[WARN] memberlist: Refuting a dead message (from: h3)\n",
-		"[WARN] memberlist: Refuting an alive message for 'h1' (198.18.0.11:7946) meta:([] VS []), vsn:([] VS [])\n",
-		"[DEBUG] memberlist: Stream connection from=198.18.0.12:40000\n",
-	} {
-		if _, err := w.Write([]byte(line)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if n != 2 {
-		t.Errorf("refuted called %d times, want 2 (suspect and dead)", n)
-	}
-}
-
 func TestChangesWindow(t *testing.T) {
 	t.Parallel()
 	for n, want := range map[int]time.Duration{1: 2 * time.Minute, 32: 2 * time.Minute, 33: 4 * time.Minute, 64: 4 * time.Minute, 65: 6 * time.Minute} {
 		if got := changesWindow(n); got != want {
 			t.Errorf("changesWindow(%d) = %v, want %v", n, got, want)
 		}
-	}
-}
-
-// A stream that carried nothing (a peer's reach that gave up) is logged at
-// debug; one with another cluster's label stays an error.
-func TestLogWriterEmptyStream(t *testing.T) {
-	t.Parallel()
-	var b strings.Builder
-	w := logWriter{l: slog.New(slog.NewTextHandler(&b, &slog.HandlerOptions{Level: slog.LevelDebug}))}
-	w.Write([]byte(`[ERR] memberlist: discarding stream with unacceptable label "": from=198.18.0.12:40000` + "\n"))
-	w.Write([]byte(`[ERR] memberlist: discarding stream with unacceptable label "other": from=198.18.0.13:40000` + "\n"))
-	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
-	if len(lines) != 2 || !strings.Contains(lines[0], "level=DEBUG") || !strings.Contains(lines[1], "level=ERROR") {
-		t.Errorf("logged:\n%s", b.String())
 	}
 }

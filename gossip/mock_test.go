@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +23,8 @@ type memNode struct {
 	done    chan struct{}
 	mu      sync.Mutex
 	changes []*View // every view OnChange was given
+	tr      *gossiptest.Transport
+	refutes atomic.Int32 // OnRefute calls
 }
 
 // startMemCluster starts n members named m1..mn on one in-memory network,
@@ -37,7 +40,7 @@ func startMemCluster(t *testing.T, n int) []*memNode {
 	}
 	var nodes []*memNode
 	for i, tr := range transports {
-		m := &memNode{done: make(chan struct{})}
+		m := &memNode{done: make(chan struct{}), tr: tr}
 		m.c = NewCluster(ClusterConfig{
 			Name: fmt.Sprintf("m%d", i+1), Bind: binds[i], Peers: binds, Label: "test",
 			ProbeInterval: 100 * time.Millisecond, ProbeTimeout: 50 * time.Millisecond,
@@ -50,6 +53,7 @@ func startMemCluster(t *testing.T, n int) []*memNode {
 				defer m.mu.Unlock()
 				m.changes = append(m.changes, v)
 			},
+			OnRefute:  func() { m.refutes.Add(1) },
 			Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 			Transport: tr,
 		})

@@ -1,8 +1,10 @@
 package gossip
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -37,20 +39,108 @@ func (m Meta) Encode() ([]byte, error) {
 	return b, nil
 }
 
-// DecodeMeta parses gossiped metadata. A version this build does not know is
-// an error, so the host is shown but never trusted with clients.
+// Bounds on gossiped metadata. Every host's own metadata is within them
+// (the daemon's config refuses a weight outside 1 to MaxWeight, and 512
+// bytes hold fewer VIPs and MACs than these); a peer's that is not is
+// rejected, as a whole.
+const (
+	// MaxWeight bounds a host's weight: the ownership function scores
+	// weight hashes per candidate and client (arp/policy.Rendezvous).
+	MaxWeight = 100
+	// MaxMetaVIPs bounds the VIPs a host lists, healthy and unhealthy.
+	MaxMetaVIPs = 64
+	// MaxMetaMACs bounds its serving interfaces' MACs.
+	MaxMetaMACs = 32
+)
+
+// Reasons a peer's metadata is rejected, as metric labels.
+const (
+	RejectDecode    = "decode"    // not metadata at all, or too large
+	RejectVersion   = "version"   // a metadata version this build does not speak
+	RejectAlgorithm = "algorithm" // another ownership function
+	RejectWeight    = "weight"    // outside 1 to MaxWeight
+	RejectVIPs      = "vips"      // too many, invalid, or listed twice
+	RejectMACs      = "macs"      // too many, or not unicast EUI-48 addresses
+)
+
+// MetaError says why a peer's metadata is rejected.
+type MetaError struct {
+	Reason string // one of the Reject constants
+	Msg    string
+}
+
+func (e *MetaError) Error() string { return e.Msg }
+
+func metaErr(reason, format string, args ...any) *MetaError {
+	return &MetaError{Reason: reason, Msg: fmt.Sprintf(format, args...)}
+}
+
+// DecodeMeta parses and checks gossiped metadata. Metadata this build cannot
+// trust (another version or algorithm, values out of range) is an error, a
+// *MetaError, so the host is shown but never trusted with clients; the
+// metadata returned with it is whatever decoded, with its weight bounded.
 func DecodeMeta(b []byte) (Meta, error) {
+	if len(b) > MaxMetaSize {
+		return Meta{}, metaErr(RejectDecode, "node metadata is %d bytes, more than %d", len(b), MaxMetaSize)
+	}
 	var m Meta
 	if err := json.Unmarshal(b, &m); err != nil {
-		return Meta{}, fmt.Errorf("decode node metadata: %w", err)
+		return Meta{}, metaErr(RejectDecode, "decode node metadata: %v", err)
 	}
-	if m.Version != MetaVersion {
-		return m, fmt.Errorf("node metadata version %d, this build speaks %d", m.Version, MetaVersion)
-	}
-	if m.Algorithm != Algorithm {
-		return m, fmt.Errorf("ownership algorithm %d, this build uses %d: upgrade every host", m.Algorithm, Algorithm)
+	err := m.check()
+	m.Weight = min(max(m.Weight, 0), MaxWeight) // never shown or used beyond the bound
+	if err != nil {
+		return m, err
 	}
 	return m, nil
+}
+
+// check reports the first thing in m this build cannot trust.
+func (m Meta) check() *MetaError {
+	switch {
+	case m.Version != MetaVersion:
+		return metaErr(RejectVersion, "node metadata version %d, this build speaks %d", m.Version, MetaVersion)
+	case m.Algorithm != Algorithm:
+		return metaErr(RejectAlgorithm, "ownership algorithm %d, this build uses %d: upgrade every host", m.Algorithm, Algorithm)
+	case m.Weight < 1 || m.Weight > MaxWeight:
+		return metaErr(RejectWeight, "weight %d out of range 1 to %d", m.Weight, MaxWeight)
+	case len(m.VIPs)+len(m.Unhealthy) > MaxMetaVIPs:
+		return metaErr(RejectVIPs, "%d VIPs, more than %d", len(m.VIPs)+len(m.Unhealthy), MaxMetaVIPs)
+	case len(m.MACs) > MaxMetaMACs:
+		return metaErr(RejectMACs, "%d MACs, more than %d", len(m.MACs), MaxMetaMACs)
+	}
+	seen := map[netip.Addr]bool{}
+	for _, vip := range slices.Concat(m.VIPs, m.Unhealthy) {
+		switch {
+		case !vip.IsValid() || vip.IsUnspecified() || vip.IsMulticast() || vip.Zone() != "":
+			return metaErr(RejectVIPs, "VIP %q is not a unicast address", vip)
+		case seen[vip]:
+			return metaErr(RejectVIPs, "VIP %s listed twice", vip)
+		}
+		seen[vip] = true
+	}
+	for _, s := range m.MACs {
+		if err := checkMAC(s); err != "" {
+			return metaErr(RejectMACs, "MAC %q: %s", s, err)
+		}
+	}
+	return nil
+}
+
+// checkMAC says what is wrong with a gossiped MAC, or "": frames are
+// rewritten to it (the handover), and a broadcast or multicast address
+// would flood them to the whole segment.
+func checkMAC(s string) string {
+	hw, err := net.ParseMAC(s)
+	switch {
+	case err != nil || len(hw) != 6:
+		return "not an EUI-48 address"
+	case hw[0]&1 != 0:
+		return "not unicast"
+	case bytes.Equal(hw, make(net.HardwareAddr, 6)):
+		return "zero"
+	}
+	return ""
 }
 
 // State is a member's liveness as memberlist reports it: alive until it is
@@ -71,7 +161,9 @@ type Member struct {
 	State State          `json:"state"`
 	Meta  Meta           `json:"meta"`
 	// Err says why the member's metadata is not trusted; empty when it is.
-	Err string `json:"error,omitempty"`
+	// Reason is Err's kind, one of the Reject constants.
+	Err    string `json:"error,omitempty"`
+	Reason string `json:"reason,omitempty"`
 	// Unreachable: gossip still lists the member, but this host's own
 	// probes of it have gone unanswered lately.
 	Unreachable bool `json:"unreachable,omitempty"`
@@ -97,6 +189,10 @@ type View struct {
 	// Expect is how many hosts the cluster should have; 0 means unknown.
 	// With it set, a host that sees fewer than a majority answers nobody.
 	Expect int
+	// Hosts are the gossip addresses the configuration names (this
+	// host's bind and its peers). When they are at least Expect, quorum
+	// counts only members at these addresses: see Alive.
+	Hosts []netip.AddrPort
 	// Rejected says why this host's peers refuse it (wrong key, wrong
 	// label, its name taken); empty when they do not. A rejected host
 	// answers nobody: see Serving.
@@ -139,18 +235,34 @@ func NewView(self string, members []Member, expect int) *View {
 	return v
 }
 
-// Alive returns how many members are alive and reachable from here. Quorum
-// counts these: a host cut off from the others stops hearing them within four
-// probe rounds, but, with nobody to confirm its suspicions, takes the longest
-// suspicion timeout to declare them dead. Counting them until then, it would
-// keep a quorum long enough to re-point the first "dead" host's clients to
-// itself.
+// Alive returns how many members count toward quorum: alive, reachable
+// from here and trusted. A host cut off from the others stops hearing them
+// within four probe rounds, but, with nobody to confirm its suspicions,
+// takes the longest suspicion timeout to declare them dead. Counting them
+// until then, it would keep a quorum long enough to re-point the first
+// "dead" host's clients to itself.
+//
+// With Expect set and at least Expect configured Hosts, only members at a
+// configured address count, each address once: a key holder can make up
+// any number of members, but not answer probes at the addresses of hosts
+// on the other side of a partition, so made-up members never give a
+// minority its quorum. A host added to the cluster counts once the
+// others' configuration names it (docs/sharing.md, Partitions).
 func (v *View) Alive() int {
+	strict := v.Expect > 0 && len(v.Hosts) >= v.Expect
+	counted := map[netip.AddrPort]bool{}
 	n := 0
 	for _, m := range v.Members {
-		if m.State == StateAlive && !m.Unreachable {
-			n++
+		if m.State != StateAlive || m.Unreachable || m.Err != "" {
+			continue
 		}
+		if strict {
+			if !slices.Contains(v.Hosts, m.Addr) || counted[m.Addr] {
+				continue
+			}
+			counted[m.Addr] = true
+		}
+		n++
 	}
 	return n
 }

@@ -81,16 +81,3 @@ func TestViewQuorum(t *testing.T) {
 		t.Error("no expect: always quorum")
 	}
 }
-
-func FuzzDecodeMeta(f *testing.F) {
-	b, _ := meta([]netip.Addr{testVIP}, nil).Encode()
-	f.Add(b)
-	f.Add([]byte(`{"v":1,"a":1,"h":["::1"]}`))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		m, err := DecodeMeta(b)
-		if err == nil && (m.Version != MetaVersion || m.Algorithm != Algorithm) {
-			t.Fatalf("accepted %+v", m)
-		}
-		NewView("a", []Member{{Name: "a", State: StateAlive, Meta: m}}, 3).Eligible(testVIP)
-	})
-}

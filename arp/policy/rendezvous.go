@@ -49,7 +49,9 @@ func score(c gossip.Candidate, vip, client netip.Addr) uint64 {
 	b = append(b, v[:]...)
 	b = append(b, cl[:]...)
 
-	w := max(c.Weight, 1)
+	// gossip bounds weights as it decodes them; bounded here too, so that
+	// no candidate however made can stall a decision.
+	w := min(max(c.Weight, 1), gossip.MaxWeight)
 	var top uint64
 	for i := range w {
 		binary.BigEndian.PutUint32(b[idx:], uint32(i))

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/arpshare/arpshare/gossip"
 )
@@ -164,5 +165,30 @@ func BenchmarkOwner(b *testing.B) {
 				Rendezvous(cs, testVIP, cls[i%len(cls)])
 			}
 		})
+	}
+}
+
+// TestRendezvousHugeWeight: a weight beyond gossip.MaxWeight, however it got
+// here, scores as MaxWeight: a decision costs at most MaxWeight hashes per
+// candidate.
+func TestRendezvousHugeWeight(t *testing.T) {
+	t.Parallel()
+	vip := netip.MustParseAddr("198.18.0.200")
+	done := make(chan struct{})
+	for i := range 50 {
+		client := netip.AddrFrom4([4]byte{198, 18, 1, byte(i)})
+		huge := []gossip.Candidate{{Name: "a", Weight: 1 << 62}, {Name: "b", Weight: 3}}
+		bounded := []gossip.Candidate{{Name: "a", Weight: gossip.MaxWeight}, {Name: "b", Weight: 3}}
+		go func() {
+			defer func() { done <- struct{}{} }()
+			if got, want := Rendezvous(huge, vip, client), Rendezvous(bounded, vip, client); got != want {
+				t.Errorf("client %s: weight 2^62 owner %s, weight MaxWeight owner %s", client, got, want)
+			}
+		}()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a decision with a huge weight did not finish in 10 s")
+		}
 	}
 }

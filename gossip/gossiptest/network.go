@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -39,6 +40,9 @@ type Transport struct {
 	streams chan net.Conn
 	down    chan struct{}
 	once    sync.Once
+	// cut: the member's cable is pulled (Cut): nothing it sends arrives,
+	// nothing reaches it, and connections either way go unanswered.
+	cut atomic.Bool
 }
 
 var _ memberlist.Transport = (*Transport)(nil)
@@ -89,7 +93,7 @@ func (t *Transport) WriteTo(b []byte, addr string) (time.Time, error) {
 	}
 	now := time.Now()
 	p := &memberlist.Packet{Buf: append([]byte(nil), b...), From: net.UDPAddrFromAddrPort(t.addr), Timestamp: now}
-	if dest.isDown() {
+	if dest.isDown() || dest.cut.Load() || t.cut.Load() {
 		return now, nil
 	}
 	select {
@@ -116,9 +120,16 @@ func (t *Transport) DialTimeout(addr string, timeout time.Duration) (net.Conn, e
 	if dest.isDown() {
 		return nil, fmt.Errorf("dial %s: %w", addr, syscall.ECONNREFUSED)
 	}
-	local, remote := net.Pipe()
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
+	if dest.cut.Load() || t.cut.Load() {
+		select { // no answer: a SYN into the void
+		case <-timer.C:
+		case <-t.down:
+		}
+		return nil, fmt.Errorf("dial %s: %w", addr, os.ErrDeadlineExceeded)
+	}
+	local, remote := net.Pipe()
 	select {
 	case dest.streams <- remote:
 		return local, nil
@@ -145,6 +156,12 @@ func (t *Transport) isDown() bool {
 		return false
 	}
 }
+
+// Cut pulls the member's cable (cut true) or plugs it back: while it is
+// cut, its packets and those to it are lost and its connections either way
+// go unanswered, as for a host whose link is down. Connections open before
+// stay open.
+func (t *Transport) Cut(cut bool) { t.cut.Store(cut) }
 
 // Shutdown implements memberlist.Transport: the member is gone.
 func (t *Transport) Shutdown() error {

@@ -2,6 +2,7 @@ package gossiptest
 
 import (
 	"errors"
+	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -59,5 +60,39 @@ func TestTransport(t *testing.T) {
 	case p := <-b.PacketCh():
 		t.Errorf("a member shut down got %v", p.Buf)
 	default:
+	}
+}
+
+// TestCut: a member whose cable is pulled neither gets nor sends anything,
+// its connections either way time out (not refused: its host is not up to
+// refuse), and plugged back in it talks again.
+func TestCut(t *testing.T) {
+	t.Parallel()
+	n := NewNetwork()
+	a, b := n.NewTransport(), n.NewTransport()
+	b.Cut(true)
+	a.WriteTo([]byte{1}, b.Addr().String())
+	b.WriteTo([]byte{2}, a.Addr().String())
+	for _, dial := range []struct{ from, to *Transport }{{a, b}, {b, a}} {
+		if _, err := dial.from.DialTimeout(dial.to.Addr().String(), 50*time.Millisecond); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("a connection %v -> %v across the cut: %v, want a timeout", dial.from.Addr(), dial.to.Addr(), err)
+		}
+	}
+	select {
+	case p := <-b.PacketCh():
+		t.Errorf("a cut member got %v", p.Buf)
+	case p := <-a.PacketCh():
+		t.Errorf("a cut member's packet %v arrived", p.Buf)
+	default:
+	}
+	b.Cut(false)
+	a.WriteTo([]byte{3}, b.Addr().String())
+	select {
+	case p := <-b.PacketCh():
+		if p.Buf[0] != 3 {
+			t.Errorf("got %v, want [3]", p.Buf)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("nothing arrived once the cable was back")
 	}
 }
