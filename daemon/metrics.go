@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -11,7 +10,6 @@ import (
 	"net/netip"
 	"runtime"
 	"slices"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -289,13 +287,15 @@ func (d *Daemon) NewRegistry() *prometheus.Registry {
 	return reg
 }
 
-// metricsServer serves /metrics (and pprof, if enabled) on TCP.
+// metricsServer serves /metrics on TCP.
 type metricsServer struct {
 	errorLog promhttp.Logger
 	addr     string
 	reg      *prometheus.Registry
-	pprof    bool
 	ready    chan struct{}
+	limits   serverLimits // zero: metricsLimits
+	// bound is the address listened on, once ready (addr may have port 0).
+	bound net.Addr
 }
 
 func (m *metricsServer) String() string         { return "metrics on " + m.addr }
@@ -309,25 +309,31 @@ func (m *metricsServer) Run(ctx context.Context) error {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
 		Registry: m.reg, ErrorHandling: promhttp.ContinueOnError, ErrorLog: m.errorLog,
 	}))
-	if m.pprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	}
 	l, err := net.Listen("tcp", m.addr)
 	if err != nil {
 		return fmt.Errorf("metrics listener: %w", err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	lim := m.limits
+	if lim == (serverLimits{}) {
+		lim = metricsLimits
+	}
+	m.bound = l.Addr()
 	close(m.ready)
-	stop := context.AfterFunc(ctx, func() { srv.Close() })
-	defer stop()
-	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := serve(ctx, l, mux, lim); err != nil {
 		return fmt.Errorf("metrics listener: %w", err)
 	}
 	return nil
+}
+
+// handlePprof adds Go's pprof at /debug/pprof/ (the API socket's, never
+// the metrics port's: a profile costs CPU, and cmdline and heap show what
+// the daemon holds).
+func handlePprof(mux *http.ServeMux) {
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 }
 
 // scrapeErrors logs the errors of a scrape.
