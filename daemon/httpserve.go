@@ -16,7 +16,7 @@ import (
 // the listen queue until one ends.
 type serverLimits struct {
 	Header, Read, Write, Idle time.Duration
-	Conns                    int
+	Conns                     int
 }
 
 var (
