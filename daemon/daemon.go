@@ -41,6 +41,7 @@ type Daemon struct {
 	state      *hostState
 	table      *arp.ClientTable
 	cluster    *gossip.Cluster
+	owners     ownerCache // status's and metrics' client counts
 	repointer  *Repointer
 	handover   *handover.Handover
 	serving    *vipServer

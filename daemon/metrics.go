@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/arpshare/arpshare/arp"
-	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/gossip"
 )
 
@@ -69,11 +68,11 @@ var (
 		"Always 1: one series per configured VIP, whose labels give its address, interface and mode; join on vip.",
 		[]string{"vip", "address", "interface", "mode"}, nil)
 	descKnown = prometheus.NewDesc(MetricClientsKnown,
-		"Clients of the VIP in this host's client table.", []string{"vip"}, nil)
+		"Clients of the VIP in this host's client table (counted again when the view or config changes, and at most once a second while the table does).", []string{"vip"}, nil)
 	descEvicted = prometheus.NewDesc(MetricClientsEvicted,
 		"Clients dropped from the full client table to make room for new ones (a flood of new senders, or node.max_clients too small).", nil, nil)
 	descOwned = prometheus.NewDesc(MetricClientsOwned,
-		"Known clients of the VIP that this host answers.", []string{"vip"}, nil)
+		"Known clients of the VIP that this host answers (counted with arpshare_clients_known).", []string{"vip"}, nil)
 	descMembers = prometheus.NewDesc(MetricMembers,
 		"Cluster members as this host sees them, by state (unreachable: listed by gossip, but not answering this host's probes).",
 		[]string{"state"}, nil)
@@ -211,22 +210,11 @@ func (c collector) collectResponders(e emitter) {
 func (c collector) collectClients(e emitter, cfg *Config, v *gossip.View) {
 	d := c.d
 	known, owned := map[string]int{}, map[string]int{}
-	pols := map[netip.Addr]policy.Policy{}
+	counts := d.ownerCounts(cfg, v)
 	for _, vip := range cfg.VIPs {
-		known[vip.Name], owned[vip.Name] = 0, 0
-		pols[vip.Address] = vip.Policy()
+		known[vip.Name] += counts[vip.Address].Known
+		owned[vip.Name] += counts[vip.Address].Owned
 		e.gauge(descVIPInfo, 1, vip.Name, vip.Address.String(), vip.Interface, string(vip.Mode))
-	}
-	for _, cl := range d.table.Clients() {
-		p, ok := pols[cl.VIP]
-		if !ok {
-			continue // a VIP a reload just removed
-		}
-		n := e.names[cl.VIP]
-		known[n]++
-		if p.Answers(v, cl.VIP, cl.IP) {
-			owned[n]++
-		}
 	}
 	for vip, n := range known {
 		e.gauge(descKnown, float64(n), vip)
