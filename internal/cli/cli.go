@@ -141,7 +141,7 @@ func init() {
 		{
 			name: "check", summary: "check the config file, and this host against it",
 			help: "Checks the config file as the daemon would load it: every error is listed with its file and line, and warnings are printed without failing. " +
-				"Then, unless --offline, checks this host: that each VIP's interface exists, that gossip.bind is an address of this host and its port is free (naming the likely owner if not), and that the gossip key file is not readable or writable by other users. " +
+				"Then, unless --offline, checks this host: that each VIP's interface exists, that gossip.bind is an address of this host and its port is free (naming the likely owner if not), that the gossip key file is not readable or writable by other users, and that no other user can change an exec health check's program. " +
 				"The unit runs it before every start and reload.",
 			examples: []string{"arpshare check", "arpshare check --offline --config rendered/web-1.toml"},
 			flags:    []flagDef{flagConfig, flagOffline, flagJSON},
