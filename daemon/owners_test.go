@@ -85,3 +85,38 @@ func BenchmarkOwnerCounts(b *testing.B) {
 		}
 	})
 }
+
+// TestStatusAndScrapeReadTheCache: status and metrics show the cached
+// counts, not a walk of their own: counts planted in the cache show in
+// both while nothing changes.
+func TestStatusAndScrapeReadTheCache(t *testing.T) {
+	t.Parallel()
+	h1 := newCluster("h1").start(t, "h1", vipV4, mac1)
+	for i := range 50 {
+		h1.d.table.Learn(web, netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}), net.HardwareAddr{2, 1, 0, 0, 0, byte(i)}, time.Now())
+	}
+	if s := h1.d.Status(); s.VIPs[0].Clients != 50 || s.VIPs[0].Owners["h1"] != 50 {
+		t.Fatalf("status: %d clients, owners %v, want 50 and h1: 50", s.VIPs[0].Clients, s.VIPs[0].Owners)
+	}
+	// Planted counts last until the view changes: plant them again then.
+	c := &h1.d.owners
+	var s Status
+	got := map[string]float64{}
+	eventually(t, "status and scrape show the cached counts", func() bool {
+		c.mu.Lock()
+		c.byVIP = map[netip.Addr]vipCounts{web: {Known: 12345, Owned: 777, Owners: map[string]int{"h1": 777, "h9": 11568}}}
+		c.at = time.Now().Add(time.Hour) // and no walk for an hour, whatever the table does
+		c.mu.Unlock()
+		s = h1.d.Status()
+		mfs, err := h1.d.NewRegistry().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if n := mf.GetName(); n == MetricClientsKnown || n == MetricClientsOwned {
+				got[n] = mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		return s.VIPs[0].Clients == 12345 && s.VIPs[0].Owners["h9"] == 11568 && got[MetricClientsKnown] == 12345 && got[MetricClientsOwned] == 777
+	})
+}
