@@ -137,11 +137,15 @@ type VIPStatus struct {
 	KernelFrames map[string]uint64 `json:"kernel_frames,omitempty"`
 }
 
-// api serves Status on a unix socket.
+// api serves Status on a unix socket, and Go's pprof with api.pprof: the
+// socket is the daemon's user's and group's only, where the metrics port
+// is open to the network.
 type api struct {
 	path   string
 	daemon *Daemon
 	ready  chan struct{}
+	pprof  bool
+	limits serverLimits // zero: apiLimits
 }
 
 // ClientStatus is one known client, for `arpshare clients`.
@@ -198,6 +202,9 @@ func (a *api) handler() http.Handler {
 			reply(w, a.daemon.Status(), nil)
 		})
 	}
+	if a.pprof {
+		handlePprof(mux)
+	}
 	return mux
 }
 
@@ -218,13 +225,12 @@ func (a *api) Run(ctx context.Context) error {
 		return fmt.Errorf("api socket %s: %w", a.path, err)
 	}
 	defer os.Remove(a.path)
-	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
+	lim := a.limits
+	if lim == (serverLimits{}) {
+		lim = apiLimits
+	}
 	close(a.ready)
-	go func() {
-		<-ctx.Done()
-		srv.Close()
-	}()
-	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := serve(ctx, l, a.handler(), lim); err != nil {
 		return fmt.Errorf("api socket %s: %w", a.path, err)
 	}
 	return nil

@@ -788,9 +788,6 @@ func (c *checker) api(raw *rawAPI) APIConfig {
 	}
 	if raw.Pprof != nil {
 		a.Pprof = *raw.Pprof
-		if a.Pprof && a.Metrics == "" {
-			c.errAt(c.line("api", 0, "pprof"), "api.pprof needs api.metrics: it is served on the same listener")
-		}
 	}
 	return a
 }

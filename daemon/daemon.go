@@ -41,6 +41,7 @@ type Daemon struct {
 	state      *hostState
 	table      *arp.ClientTable
 	cluster    *gossip.Cluster
+	owners     ownerCache // status's and metrics' client counts
 	repointer  *Repointer
 	handover   *handover.Handover
 	serving    *vipServer
@@ -114,9 +115,9 @@ func newDaemon(cfg *Config, log *slog.Logger, version string, sm seams) *Daemon 
 	})
 	d.serving = &vipServer{log: log, seams: sm, state: d.state, table: d.table, cluster: d.cluster,
 		responders: d.responders, checks: newChecks()}
-	d.api = &api{path: cfg.API.Socket, daemon: d, ready: make(chan struct{})}
+	d.api = &api{path: cfg.API.Socket, daemon: d, pprof: cfg.API.Pprof, ready: make(chan struct{})}
 	if cfg.API.Metrics != "" {
-		d.metrics = &metricsServer{errorLog: scrapeErrors{log}, addr: cfg.API.Metrics, reg: d.NewRegistry(), pprof: cfg.API.Pprof, ready: make(chan struct{})}
+		d.metrics = &metricsServer{errorLog: scrapeErrors{log}, addr: cfg.API.Metrics, reg: d.NewRegistry(), ready: make(chan struct{})}
 	}
 	return d
 }

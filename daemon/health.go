@@ -53,14 +53,19 @@ func newProbe(c *Check) probe {
 	}
 }
 
-// runCheck runs argv with no shell. On timeout the whole process group is
-// killed, so a check that forked cannot linger.
+// runCheck runs argv with no shell, in /, with no capabilities and only
+// PATH in its environment (see startUnprivileged). On timeout the whole
+// process group is killed, so a check that forked cannot linger.
 func runCheck(ctx context.Context, argv []string) error {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = time.Second
-	err := cmd.Run()
+	cmd.Env, cmd.Dir = checkEnv, "/"
+	err := startUnprivileged(cmd)
+	if err == nil {
+		err = cmd.Wait()
+	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("timed out: %w", ctx.Err())
 	}

@@ -53,7 +53,66 @@ func (cfg *Config) CheckHost() []Finding {
 	if cfg.Gossip.KeyFile != "" {
 		out = append(out, checkKeyFile(cfg.Gossip.KeyFile)...)
 	}
+	for _, v := range cfg.VIPs {
+		if v.Check != nil && len(v.Check.Exec) > 0 {
+			out = append(out, checkExecFile(v.Name, v.Check.Exec[0])...)
+		}
+	}
 	return out
+}
+
+// checkExecFile wants a VIP's exec check, and every folder above it,
+// changeable by root and the daemon's own user only: whoever can change it
+// runs code as the daemon's user at every check. A folder with the sticky
+// bit (/tmp) keeps others from replacing files they do not own.
+func checkExecFile(vip, path string) []Finding {
+	fail := func(format string, args ...any) []Finding {
+		return []Finding{{Error: true, Message: fmt.Sprintf("vip %q: check.exec %s %s", vip, path, fmt.Sprintf(format, args...))}}
+	}
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return fail("cannot be run: %v", err)
+	}
+	fi, err := os.Stat(real)
+	if err != nil {
+		return fail("cannot be run: %v", err)
+	}
+	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+		return fail("is not an executable file (mode %s): chmod 0755 %s", fi.Mode(), real)
+	}
+	trusted := map[uint32]bool{0: true, uint32(os.Geteuid()): true}
+	if u, err := user.Lookup(ServiceUser); err == nil {
+		if uid, err := strconv.ParseUint(u.Uid, 10, 32); err == nil {
+			trusted[uint32(uid)] = true
+		}
+	}
+	for p := real; ; p = filepath.Dir(p) {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return fail("cannot be run: %v", err)
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			return nil
+		}
+		what := "is"
+		if p != real {
+			what = "is in " + p + ", which is"
+		}
+		if mode := fi.Mode(); mode.Perm()&0o022 != 0 && (p == real || mode&os.ModeSticky == 0) {
+			return fail("%s writable by group or others (mode %04o): they could change what the daemon runs; chmod go-w %s", what, mode.Perm(), p)
+		}
+		if !trusted[st.Uid] {
+			owner := strconv.Itoa(int(st.Uid))
+			if u, err := user.LookupId(owner); err == nil {
+				owner = u.Username
+			}
+			return fail("%s owned by user %s, who could change what the daemon runs: chown root %s", what, owner, p)
+		}
+		if p == filepath.Dir(p) {
+			return nil
+		}
+	}
 }
 
 func isLocalAddr(a netip.Addr) bool {

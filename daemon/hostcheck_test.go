@@ -30,6 +30,18 @@ func TestCheckHost(t *testing.T) {
 	os.Chmod(safe, 0o640)
 	open := dir + "/open.key"
 	os.WriteFile(open, []byte("x\n"), 0o644)
+	script := []byte("#!/bin/sh\nexit 0\n")
+	goodCheck, openCheck := dir+"/check", dir+"/open-check"
+	os.WriteFile(goodCheck, script, 0o755)
+	os.WriteFile(openCheck, script, 0o755)
+	os.Chmod(openCheck, 0o757)
+	openDir := dir + "/open"
+	os.Mkdir(openDir, 0o755)
+	os.Chmod(openDir, 0o777)
+	os.WriteFile(openDir+"/check", script, 0o755)
+	execVIP := func(path string) []VIP {
+		return []VIP{{Name: "web", Interface: "lo", Check: &Check{Exec: []string{path, "--quick"}}}}
+	}
 
 	for _, tt := range []struct {
 		name    string
@@ -62,6 +74,22 @@ func TestCheckHost(t *testing.T) {
 			name:   "key readable by all",
 			cfg:    Config{Gossip: GossipConfig{KeyFile: open}},
 			errors: []string{"gossip.key_file " + open + " has mode 0644: other users can read or change the key; chmod 0640"},
+		},
+		{name: "exec check", cfg: Config{VIPs: execVIP(goodCheck)}},
+		{
+			name:   "exec check others can write",
+			cfg:    Config{VIPs: execVIP(openCheck)},
+			errors: []string{`vip "web": check.exec ` + openCheck + " is writable by group or others (mode 0757): they could change what the daemon runs; chmod go-w " + openCheck},
+		},
+		{
+			name:   "exec check in a folder others can write",
+			cfg:    Config{VIPs: execVIP(openDir + "/check")},
+			errors: []string{`vip "web": check.exec ` + openDir + "/check is in " + openDir + ", which is writable by group or others (mode 0777): they could change what the daemon runs; chmod go-w " + openDir},
+		},
+		{
+			name:   "exec check missing",
+			cfg:    Config{VIPs: execVIP(dir + "/nosuch")},
+			errors: []string{`vip "web": check.exec ` + dir + "/nosuch cannot be run: "},
 		},
 	} {
 		var errs, warns []string
@@ -104,5 +132,24 @@ func TestCheckKeyOwner(t *testing.T) {
 	fs := checkKeyFile(key)
 	if len(fs) == 0 || !fs[0].Error || !strings.Contains(fs[0].Message, "make it root's") {
 		t.Errorf("key owned by nobody: %+v", fs)
+	}
+}
+
+func TestCheckExecOwner(t *testing.T) {
+	t.Parallel()
+	if os.Getuid() != 0 {
+		t.Skip("needs root to give a file away")
+	}
+	check := t.TempDir() + "/check"
+	os.WriteFile(check, []byte("#!/bin/sh\nexit 0\n"), 0o755)
+	if err := os.Chown(check, 54321, 54321); errors.Is(err, os.ErrPermission) {
+		t.Skip("needs CAP_CHOWN to give a file away")
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	fs := checkExecFile("web", check)
+	want := `vip "web": check.exec ` + check + " is owned by user 54321, who could change what the daemon runs: chown root " + check
+	if len(fs) != 1 || !fs[0].Error || fs[0].Message != want {
+		t.Errorf("check owned by another user: %+v, want %q", fs, want)
 	}
 }

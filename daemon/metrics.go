@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -11,14 +10,12 @@ import (
 	"net/netip"
 	"runtime"
 	"slices"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/arpshare/arpshare/arp"
-	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/gossip"
 )
 
@@ -71,11 +68,11 @@ var (
 		"Always 1: one series per configured VIP, whose labels give its address, interface and mode; join on vip.",
 		[]string{"vip", "address", "interface", "mode"}, nil)
 	descKnown = prometheus.NewDesc(MetricClientsKnown,
-		"Clients of the VIP in this host's client table.", []string{"vip"}, nil)
+		"Clients of the VIP in this host's client table (counted again when the view or config changes, and at most once a second while the table does).", []string{"vip"}, nil)
 	descEvicted = prometheus.NewDesc(MetricClientsEvicted,
 		"Clients dropped from the full client table to make room for new ones (a flood of new senders, or node.max_clients too small).", nil, nil)
 	descOwned = prometheus.NewDesc(MetricClientsOwned,
-		"Known clients of the VIP that this host answers.", []string{"vip"}, nil)
+		"Known clients of the VIP that this host answers (counted with arpshare_clients_known).", []string{"vip"}, nil)
 	descMembers = prometheus.NewDesc(MetricMembers,
 		"Cluster members as this host sees them, by state (unreachable: listed by gossip, but not answering this host's probes).",
 		[]string{"state"}, nil)
@@ -213,22 +210,11 @@ func (c collector) collectResponders(e emitter) {
 func (c collector) collectClients(e emitter, cfg *Config, v *gossip.View) {
 	d := c.d
 	known, owned := map[string]int{}, map[string]int{}
-	pols := map[netip.Addr]policy.Policy{}
+	counts := d.ownerCounts(cfg, v)
 	for _, vip := range cfg.VIPs {
-		known[vip.Name], owned[vip.Name] = 0, 0
-		pols[vip.Address] = vip.Policy()
+		known[vip.Name] += counts[vip.Address].Known
+		owned[vip.Name] += counts[vip.Address].Owned
 		e.gauge(descVIPInfo, 1, vip.Name, vip.Address.String(), vip.Interface, string(vip.Mode))
-	}
-	for _, cl := range d.table.Clients() {
-		p, ok := pols[cl.VIP]
-		if !ok {
-			continue // a VIP a reload just removed
-		}
-		n := e.names[cl.VIP]
-		known[n]++
-		if p.Answers(v, cl.VIP, cl.IP) {
-			owned[n]++
-		}
 	}
 	for vip, n := range known {
 		e.gauge(descKnown, float64(n), vip)
@@ -289,13 +275,15 @@ func (d *Daemon) NewRegistry() *prometheus.Registry {
 	return reg
 }
 
-// metricsServer serves /metrics (and pprof, if enabled) on TCP.
+// metricsServer serves /metrics on TCP.
 type metricsServer struct {
 	errorLog promhttp.Logger
 	addr     string
 	reg      *prometheus.Registry
-	pprof    bool
 	ready    chan struct{}
+	limits   serverLimits // zero: metricsLimits
+	// bound is the address listened on, once ready (addr may have port 0).
+	bound net.Addr
 }
 
 func (m *metricsServer) String() string         { return "metrics on " + m.addr }
@@ -309,25 +297,31 @@ func (m *metricsServer) Run(ctx context.Context) error {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
 		Registry: m.reg, ErrorHandling: promhttp.ContinueOnError, ErrorLog: m.errorLog,
 	}))
-	if m.pprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	}
 	l, err := net.Listen("tcp", m.addr)
 	if err != nil {
 		return fmt.Errorf("metrics listener: %w", err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	lim := m.limits
+	if lim == (serverLimits{}) {
+		lim = metricsLimits
+	}
+	m.bound = l.Addr()
 	close(m.ready)
-	stop := context.AfterFunc(ctx, func() { srv.Close() })
-	defer stop()
-	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := serve(ctx, l, mux, lim); err != nil {
 		return fmt.Errorf("metrics listener: %w", err)
 	}
 	return nil
+}
+
+// handlePprof adds Go's pprof at /debug/pprof/ (the API socket's, never
+// the metrics port's: a profile costs CPU, and cmdline and heap show what
+// the daemon holds).
+func handlePprof(mux *http.ServeMux) {
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 }
 
 // scrapeErrors logs the errors of a scrape.

@@ -38,7 +38,7 @@ func (d *Daemon) Status() Status {
 		Handover:   d.handover.Status(),
 	}
 	healthy := d.state.health()
-	clients := d.table.Clients()
+	counts := d.ownerCounts(cfg, v)
 	responders := d.responders.snapshot()
 	for _, vip := range cfg.VIPs {
 		r := responders[vip.link()]
@@ -56,14 +56,10 @@ func (d *Daemon) Status() Status {
 				vs.Unhealthy = append(vs.Unhealthy, m.Name)
 			}
 		}
-		for _, c := range clients {
-			if c.VIP == vip.Address {
-				vs.Clients++
-				// Race mode has no single owner: count none.
-				if o := vip.Policy().Owner(v, vip.Address, c.IP); o != "" && vip.Policy().Exclusive() {
-					vs.Owners[o]++
-				}
-			}
+		// Race mode has no single owner: it counts none.
+		vs.Clients = counts[vip.Address].Known
+		for o, n := range counts[vip.Address].Owners {
+			vs.Owners[o] += n
 		}
 		st := r.Stats()
 		for k, n := range st.Frames {

@@ -44,6 +44,9 @@ type options struct {
 	logLevel string
 	vip      string
 	offline  bool
+	output   string
+	group    string
+	force    bool
 }
 
 // env is what a command runs with.
@@ -84,7 +87,15 @@ var (
 	flagJSON     = boolFlag("json", "print JSON instead of text (fields are documented in arpshare(8))", func(o *options) *bool { return &o.json })
 	flagLogLevel = stringFlag("log-level", "LEVEL", "info", "the lowest level logged: debug, info, warn or error",
 		func(o *options) *string { return &o.logLevel })
-	flagVIP     = stringFlag("vip", "NAME", "", "only this VIP (its name or address)", func(o *options) *string { return &o.vip })
+	flagVIP    = stringFlag("vip", "NAME", "", "only this VIP (its name or address)", func(o *options) *string { return &o.vip })
+	flagOutput = flagDef{name: "output", arg: "FILE", usage: "write the key to FILE, created mode 0600 (0640 with --group), instead of printing it; -o for short",
+		bind: func(fs *flag.FlagSet, o *options, name, usage string) {
+			fs.StringVar(&o.output, name, "", usage)
+			fs.StringVar(&o.output, "o", "", usage)
+		}}
+	flagGroup = stringFlag("group", "GROUP", "", "with --output: give FILE to GROUP, which may read it (mode 0640): the daemon's group, arpshare as packaged",
+		func(o *options) *string { return &o.group })
+	flagForce   = boolFlag("force", "with --output: replace FILE if it exists", func(o *options) *bool { return &o.force })
 	flagOffline = boolFlag("offline", "only check the file, not this host (for configs rendered for other hosts)", func(o *options) *bool { return &o.offline })
 )
 
@@ -130,17 +141,18 @@ func init() {
 		{
 			name: "check", summary: "check the config file, and this host against it",
 			help: "Checks the config file as the daemon would load it: every error is listed with its file and line, and warnings are printed without failing. " +
-				"Then, unless --offline, checks this host: that each VIP's interface exists, that gossip.bind is an address of this host and its port is free (naming the likely owner if not), and that the gossip key file is not readable or writable by other users. " +
+				"Then, unless --offline, checks this host: that each VIP's interface exists, that gossip.bind is an address of this host and its port is free (naming the likely owner if not), that the gossip key file is not readable or writable by other users, and that no other user can change an exec health check's program. " +
 				"The unit runs it before every start and reload.",
 			examples: []string{"arpshare check", "arpshare check --offline --config rendered/web-1.toml"},
 			flags:    []flagDef{flagConfig, flagOffline, flagJSON},
 			run:      runCheck,
 		},
 		{
-			name: "keygen", summary: "print a new gossip key",
-			help:     "Prints a new random 32-byte key (AES-256) in base64, the form gossip.key_file holds. Every host of a cluster needs the same key.",
-			examples: []string{"arpshare keygen > /etc/arpshare/gossip.key"},
-			flags:    []flagDef{flagJSON},
+			name: "keygen", summary: "make a new gossip key",
+			help: "Makes a new random 32-byte key (AES-256) in base64, the form gossip.key_file holds, and prints it, or with --output writes it to a new file that is never readable by others, not even for a moment: mode 0600, or 0640 and the group given with --group. " +
+				"It refuses to replace an existing file without --force. Every host of a cluster needs the same key.",
+			examples: []string{"arpshare keygen -o /etc/arpshare/gossip.key --group arpshare", "arpshare keygen >> /etc/arpshare/gossip.key"},
+			flags:    []flagDef{flagOutput, flagGroup, flagForce, flagJSON},
 			run:      runKeygen,
 		},
 		{
@@ -353,6 +365,26 @@ func runKeygen(e *env) int {
 	key := make([]byte, 32)
 	rand.Read(key)
 	s := base64.StdEncoding.EncodeToString(key)
+	if e.opts.output == "" && (e.opts.group != "" || e.opts.force) {
+		fmt.Fprintf(e.stderr, "arpshare keygen: --group and --force need --output\n")
+		return ExitUsage
+	}
+	if e.opts.output != "" {
+		mode, err := writeKeyFile(e.opts.output, s+"\n", e.opts.group, e.opts.force)
+		if err != nil {
+			fmt.Fprintf(e.stderr, "arpshare keygen: %v\n", err)
+			return ExitFailure
+		}
+		if e.opts.json {
+			e.printJSON(struct {
+				File string `json:"file"`
+				Mode string `json:"mode"`
+			}{e.opts.output, fmt.Sprintf("%04o", mode)})
+		} else {
+			fmt.Fprintf(e.stdout, "wrote a new key to %s (mode %04o)\n", e.opts.output, mode)
+		}
+		return ExitOK
+	}
 	if e.opts.json {
 		e.printJSON(struct {
 			Key string `json:"key"`

@@ -114,6 +114,12 @@ func serve(e *env, log *slog.Logger) int {
 		}
 		return ExitFailure
 	}
+	if cfg.Gossip.KeyFile != "" {
+		if err := daemon.KeyFilePrivate(cfg.Gossip.KeyFile); err != nil {
+			log.Error("gossip key refused", "error", err.Error())
+			return ExitFailure
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := daemon.New(cfg, log, e.build.Version).Run(ctx, e.opts.config); err != nil {

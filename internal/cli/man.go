@@ -142,7 +142,7 @@ func ManPage8(version string) string {
 	}
 	b.WriteString(".PP\n" + roff("`clients` prints a list of objects with `vip` (the VIP's name), `ip`, `mac`, `last_seen` (RFC 3339) and `owner` (empty in race mode). "+
 		"`owner` prints `vip`, `address`, `mode`, `client`, `owner`, `eligible`, `known`, `mac` and `quorum`. "+
-		"`check` prints `config`, `ok`, `errors` and `warnings`; `version` prints `version`, `commit`, `go_version` and `platform`; `keygen` prints `key`.") + "\n")
+		"`check` prints `config`, `ok`, `errors` and `warnings`; `version` prints `version`, `commit`, `go_version` and `platform`; `keygen` prints `key` (with `--output`: `file` and `mode`).") + "\n")
 	b.WriteString(".SH SIGNALS\n")
 	for _, s := range [][2]string{
 		{"SIGHUP", "Reload the config file (what `systemctl reload arpshare` sends, after `arpshare check` passes). VIPs and node.weight change live; other keys need a restart. A refused config is logged, counted in arpshare_config_reloads_total{result=\"refused\"} and leaves the running one in force."},
@@ -153,7 +153,7 @@ func ManPage8(version string) string {
 	b.WriteString(".SH FILES\n")
 	for _, f := range [][2]string{
 		{"/etc/arpshare/arpshare.toml", "The config file; see arpshare.toml(5)."},
-		{"/etc/arpshare/gossip.key", "The gossip key, made by `arpshare keygen`; mode 0640, group arpshare."},
+		{"/etc/arpshare/gossip.key", "The gossip key, made by `arpshare keygen -o /etc/arpshare/gossip.key --group arpshare`; mode 0640, group arpshare (`arpshare run` refuses a key others can read)."},
 		{"/run/arpshare/arpshare.sock", "The API socket (mode 0660, group arpshare) that status, clients, owner, drain and resume use."},
 		{"/var/lib/arpshare/drained", "Present while this host is drained."},
 		{"/usr/lib/systemd/system/arpshare.service", "The systemd unit (/lib/systemd/system on Debian)."},
