@@ -80,6 +80,15 @@ const (
 	// that does not own it (a lost packet, a view change nobody noticed):
 	// each client gets one packet a minute, far below any ARP policing.
 	DefaultReassertInterval = time.Minute
+	// DefaultReassertRate caps that periodic round at 5 packets per
+	// second, a third of the ARP that Cisco dynamic ARP inspection lets an
+	// untrusted port send (15 packets/s), so that the answers to the
+	// clients' own requests fit beside it; a round is spread over the
+	// whole interval when that is slower. Failover keeps repoint_rate.
+	// At 5 packets/s a minute holds 300 clients: a host owning more takes
+	// longer than the interval for a round, and skips the ticks that come
+	// while one runs.
+	DefaultReassertRate = 5
 
 	// Health checks, as haproxy and keepalived default them: a check a
 	// second, and two in a row to change state, so one lost check (or one
@@ -115,6 +124,9 @@ type NodeConfig struct {
 	// ReassertInterval is how often this host re-points every client it
 	// owns once more; 0: never.
 	ReassertInterval time.Duration
+	// ReassertRate is how many packets per second that periodic round
+	// sends at most.
+	ReassertRate int
 	// FastPath says whether ARP requests of known clients are answered in
 	// the kernel (package arp/fastpath).
 	FastPath FastPath
@@ -194,7 +206,9 @@ type rawNode struct {
 	// RepointRate is packets per second.
 	RepointRate      *int    `toml:"repoint_rate"`
 	ReassertInterval *string `toml:"reassert_interval"`
-	FastPath         *string `toml:"fast_path"`
+	// ReassertRate is packets per second.
+	ReassertRate *int    `toml:"reassert_rate"`
+	FastPath     *string `toml:"fast_path"`
 }
 
 type rawGossip struct {
@@ -482,7 +496,8 @@ func (c *checker) check(raw *rawConfig) *Config {
 func (c *checker) node(raw *rawNode) NodeConfig {
 	n := NodeConfig{
 		Weight: 1, MaxClients: DefaultMaxClients, StateDir: DefaultStateDir,
-		RepointRate: DefaultRepointRate, ReassertInterval: DefaultReassertInterval, FastPath: FastPathAuto,
+		RepointRate: DefaultRepointRate, ReassertInterval: DefaultReassertInterval, ReassertRate: DefaultReassertRate,
+		FastPath: FastPathAuto,
 	}
 	if raw.Name != nil {
 		n.Name = *raw.Name
@@ -514,6 +529,12 @@ func (c *checker) node(raw *rawNode) NodeConfig {
 		n.RepointRate = *raw.RepointRate
 		if n.RepointRate < 1 || n.RepointRate > MaxRepointRate {
 			c.errAt(c.line("node", 0, "repoint_rate"), "node.repoint_rate %d: must be 1 to %d packets per second", n.RepointRate, MaxRepointRate)
+		}
+	}
+	if raw.ReassertRate != nil {
+		n.ReassertRate = *raw.ReassertRate
+		if n.ReassertRate < 1 || n.ReassertRate > MaxRepointRate {
+			c.errAt(c.line("node", 0, "reassert_rate"), "node.reassert_rate %d: must be 1 to %d packets per second", n.ReassertRate, MaxRepointRate)
 		}
 	}
 	if s := raw.ReassertInterval; s != nil && *s == "0" {

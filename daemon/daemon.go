@@ -96,7 +96,7 @@ func newDaemon(cfg *Config, log *slog.Logger, version string, sm seams) *Daemon 
 	d.repointer = NewRepointer(Repointer{
 		Table: d.table, Logger: log, Served: d.state, Send: d.responders,
 		Rate:     cfg.Node.RepointRate,
-		Reassert: cfg.Node.ReassertInterval,
+		Reassert: cfg.Node.ReassertInterval, ReassertRate: cfg.Node.ReassertRate,
 	})
 	d.handover = handover.New(cfg.Handover, cfg.Node.Name, cfg.Node.MaxClients, handoverSource{d.state, d.table}, log.With("component", "handover"))
 	d.cluster = gossip.NewCluster(gossip.ClusterConfig{
