@@ -48,6 +48,7 @@ type Daemon struct {
 	watch      viewWatch
 	api        *api
 	metrics    *metricsServer // nil without [api] metrics
+	sysctls    *sysctlGuard
 
 	reloads    *prometheus.CounterVec
 	lastReload prometheus.Gauge
@@ -65,11 +66,14 @@ type seams struct {
 	notify    func(state string) // to systemd
 	// drainWait replaces drainWait; 0: drainWait.
 	drainWait time.Duration
+	// sysctlDir is where the ARP sysctls are kept (ProcNetConf); "":
+	// nowhere, they are not guarded.
+	sysctlDir string
 }
 
 // New wires a daemon from a checked config.
 func New(cfg *Config, log *slog.Logger, version string) *Daemon {
-	return newDaemon(cfg, log, version, seams{host: kernelHost{}, notify: sdNotify(log)})
+	return newDaemon(cfg, log, version, seams{host: kernelHost{}, notify: sdNotify(log), sysctlDir: ProcNetConf})
 }
 
 func newDaemon(cfg *Config, log *slog.Logger, version string, sm seams) *Daemon {
@@ -98,6 +102,7 @@ func newDaemon(cfg *Config, log *slog.Logger, version string, sm seams) *Daemon 
 		Rate:     cfg.Node.RepointRate,
 		Reassert: cfg.Node.ReassertInterval, ReassertRate: cfg.Node.ReassertRate,
 	})
+	d.sysctls = newSysctlGuard(sm.sysctlDir, d.state, log)
 	d.handover = handover.New(cfg.Handover, cfg.Node.Name, cfg.Node.MaxClients, handoverSource{d.state, d.table}, log.With("component", "handover"))
 	d.cluster = gossip.NewCluster(gossip.ClusterConfig{
 		Name: cfg.Node.Name, Bind: cfg.Gossip.Bind, Peers: cfg.Gossip.Peers,
@@ -151,7 +156,8 @@ func (d *Daemon) Run(ctx context.Context, configPath string) error {
 	d.handover.Open()
 
 	all := []Task{d.cluster, readyOnStart(d.repointer), readyOnStart(d.handover), d.api,
-		&reloader{d: d, path: configPath, ready: make(chan struct{})}, readyOnStart(&watchdog{d: d})}
+		&reloader{d: d, path: configPath, ready: make(chan struct{})}, readyOnStart(&watchdog{d: d}),
+		readyOnStart(d.sysctls)}
 	if d.metrics != nil {
 		all = append(all, d.metrics)
 	}
