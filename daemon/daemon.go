@@ -94,6 +94,9 @@ func newDaemon(cfg *Config, log *slog.Logger, version string, sm seams) *Daemon 
 		}),
 	}
 	d.lastReload.Set(1)
+	if w := d.state.warning; w != "" {
+		log.Warn(w)
+	}
 	if d.state.draining() {
 		log.Warn("starting drained: this host answers no client until `arpshare resume`")
 	}
