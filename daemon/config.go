@@ -90,6 +90,16 @@ const (
 	// while one runs.
 	DefaultReassertRate = 5
 
+	// UnitStopTimeout is the packaged unit's TimeoutStopSec
+	// (packaging/arpshare.service): a graceful stop that takes longer is
+	// killed, with the VIPs left on lo and no leave sent.
+	UnitStopTimeout = 45 * time.Second
+	// StopOverhead is what a graceful stop takes besides
+	// handover.stop_wait: draining (a second, more under load), leaving
+	// (up to a second), taking the VIPs off lo, with room for a loaded
+	// host. So handover.stop_wait may be at most 35 s.
+	StopOverhead = 10 * time.Second
+
 	// Health checks, as haproxy and keepalived default them: a check a
 	// second, and two in a row to change state, so one lost check (or one
 	// slow answer) moves nobody.
@@ -824,6 +834,10 @@ func (c *checker) handover(raw *rawHandover) handover.Config {
 	hc.Grace = c.duration(raw.Grace, hc.Grace, c.line("handover", 0, "grace"), "handover.grace")
 	hc.Idle = c.duration(raw.Idle, hc.Idle, c.line("handover", 0, "idle"), "handover.idle")
 	hc.StopWait = c.duration(raw.StopWait, hc.StopWait, c.line("handover", 0, "stop_wait"), "handover.stop_wait")
+	if hc.StopWait+StopOverhead > UnitStopTimeout {
+		c.errAt(c.line("handover", 0, "stop_wait"), "handover.stop_wait %s: with the %s a graceful stop takes besides (drain, leave), it exceeds the unit's TimeoutStopSec=%s, after which systemd kills the daemon with the VIPs left on lo and no leave: at most %s",
+			hc.StopWait, StopOverhead, UnitStopTimeout, UnitStopTimeout-StopOverhead)
+	}
 	return hc
 }
 
