@@ -267,4 +267,5 @@ func (r *Responder) readARP() {
 	if k := r.kern.Load(); k != nil {
 		r.flushDecided(k)
 	}
+	r.busy.Store(0)
 }

@@ -116,6 +116,8 @@ func (l *ndpLink) serve(h handler) error {
 
 // handleNDP decides on one message read on l, and answers it on l.
 func (r *Responder) handleNDP(l *ndpLink, msg []byte, hops int, src netip.Addr, now time.Time) {
+	r.busy.Store(now.UnixNano())
+	defer r.busy.Store(0)
 	s := r.snap.Load()
 	v := r.decideNDP(s, msg, hops, src, [6]byte(l.mac), now)
 	r.count(s, v.vip, v.out)

@@ -83,6 +83,10 @@ type Responder struct {
 	// change: the reading goroutine takes no lock.
 	snap atomic.Pointer[snapshot]
 	none counts // frames about no VIP of ours
+	// busy is since when (Unix ns) Run's loop works on one thing (a read's
+	// frames, opening the interface); 0 while it waits for frames or for
+	// the interface. See Busy.
+	busy atomic.Int64
 
 	mu       sync.Mutex
 	counts   map[netip.Addr]*counts // kept across reloads: counters only grow
@@ -336,6 +340,17 @@ func (r *Responder) Interface() string { return r.cfg.Interface }
 // Ready is closed once the interface has been opened the first time.
 func (r *Responder) Ready() <-chan struct{} { return r.ready }
 
+// Busy returns since when the responder's loop has been working on one
+// thing (the frames of one read, opening its interface), or the zero time
+// while it waits: for a watchdog, a loop busy for long is stuck, one that
+// waits for frames on a quiet segment is not.
+func (r *Responder) Busy() time.Time {
+	if b := r.busy.Load(); b != 0 {
+		return time.Unix(0, b)
+	}
+	return time.Time{}
+}
+
 // Run serves the interface until ctx ends, reopening it whenever it is lost.
 func (r *Responder) Run(ctx context.Context) error {
 	log := r.cfg.Logger.With("interface", r.cfg.Interface)
@@ -355,12 +370,14 @@ func (r *Responder) Run(ctx context.Context) error {
 	}
 	var lastErr string
 	for ctx.Err() == nil {
+		r.busy.Store(time.Now().UnixNano())
 		conn, mac, err := r.open()
 		if err == nil && r.cfg.OnOpen != nil {
 			if err = r.cfg.OnOpen(r.cfg.Interface, mac); err != nil {
 				conn.Close()
 			}
 		}
+		r.busy.Store(0)
 		if err != nil {
 			if err.Error() != lastErr {
 				log.Warn("interface not usable, waiting for it", "error", err)
@@ -443,6 +460,7 @@ func (l *arpLink) serve(h handler) error {
 
 // handleARP decides on one frame read on l, and answers it on l.
 func (r *Responder) handleARP(l *arpLink, frame []byte, now time.Time) {
+	r.busy.CompareAndSwap(0, now.UnixNano()) // until readARP
 	mac := [6]byte(l.mac)
 	s := r.snap.Load()
 	v := r.decideARP(s, frame, mac, now)

@@ -81,6 +81,25 @@ const (
 	// that does not own it (a lost packet, a view change nobody noticed):
 	// each client gets one packet a minute, far below any ARP policing.
 	DefaultReassertInterval = time.Minute
+	// DefaultReassertRate caps that periodic round at 5 packets per
+	// second, a third of the ARP that Cisco dynamic ARP inspection lets an
+	// untrusted port send (15 packets/s), so that the answers to the
+	// clients' own requests fit beside it; a round is spread over the
+	// whole interval when that is slower. Failover keeps repoint_rate.
+	// At 5 packets/s a minute holds 300 clients: a host owning more takes
+	// longer than the interval for a round, and skips the ticks that come
+	// while one runs.
+	DefaultReassertRate = 5
+
+	// UnitStopTimeout is the packaged unit's TimeoutStopSec
+	// (packaging/arpshare.service): a graceful stop that takes longer is
+	// killed, with the VIPs left on lo and no leave sent.
+	UnitStopTimeout = 45 * time.Second
+	// StopOverhead is what a graceful stop takes besides
+	// handover.stop_wait: draining (a second, more under load), leaving
+	// (up to a second), taking the VIPs off lo, with room for a loaded
+	// host. So handover.stop_wait may be at most 35 s.
+	StopOverhead = 10 * time.Second
 
 	// Health checks, as haproxy and keepalived default them: a check a
 	// second, and two in a row to change state, so one lost check (or one
@@ -116,6 +135,9 @@ type NodeConfig struct {
 	// ReassertInterval is how often this host re-points every client it
 	// owns once more; 0: never.
 	ReassertInterval time.Duration
+	// ReassertRate is how many packets per second that periodic round
+	// sends at most.
+	ReassertRate int
 	// FastPath says whether ARP requests of known clients are answered in
 	// the kernel (package arp/fastpath).
 	FastPath FastPath
@@ -195,7 +217,9 @@ type rawNode struct {
 	// RepointRate is packets per second.
 	RepointRate      *int    `toml:"repoint_rate"`
 	ReassertInterval *string `toml:"reassert_interval"`
-	FastPath         *string `toml:"fast_path"`
+	// ReassertRate is packets per second.
+	ReassertRate *int    `toml:"reassert_rate"`
+	FastPath     *string `toml:"fast_path"`
 }
 
 type rawGossip struct {
@@ -483,7 +507,8 @@ func (c *checker) check(raw *rawConfig) *Config {
 func (c *checker) node(raw *rawNode) NodeConfig {
 	n := NodeConfig{
 		Weight: 1, MaxClients: DefaultMaxClients, StateDir: DefaultStateDir,
-		RepointRate: DefaultRepointRate, ReassertInterval: DefaultReassertInterval, FastPath: FastPathAuto,
+		RepointRate: DefaultRepointRate, ReassertInterval: DefaultReassertInterval, ReassertRate: DefaultReassertRate,
+		FastPath: FastPathAuto,
 	}
 	if raw.Name != nil {
 		n.Name = *raw.Name
@@ -515,6 +540,12 @@ func (c *checker) node(raw *rawNode) NodeConfig {
 		n.RepointRate = *raw.RepointRate
 		if n.RepointRate < 1 || n.RepointRate > MaxRepointRate {
 			c.errAt(c.line("node", 0, "repoint_rate"), "node.repoint_rate %d: must be 1 to %d packets per second", n.RepointRate, MaxRepointRate)
+		}
+	}
+	if raw.ReassertRate != nil {
+		n.ReassertRate = *raw.ReassertRate
+		if n.ReassertRate < 1 || n.ReassertRate > MaxRepointRate {
+			c.errAt(c.line("node", 0, "reassert_rate"), "node.reassert_rate %d: must be 1 to %d packets per second", n.ReassertRate, MaxRepointRate)
 		}
 	}
 	if s := raw.ReassertInterval; s != nil && *s == "0" {
@@ -801,6 +832,10 @@ func (c *checker) handover(raw *rawHandover) handover.Config {
 	hc.Grace = c.duration(raw.Grace, hc.Grace, c.line("handover", 0, "grace"), "handover.grace")
 	hc.Idle = c.duration(raw.Idle, hc.Idle, c.line("handover", 0, "idle"), "handover.idle")
 	hc.StopWait = c.duration(raw.StopWait, hc.StopWait, c.line("handover", 0, "stop_wait"), "handover.stop_wait")
+	if hc.StopWait+StopOverhead > UnitStopTimeout {
+		c.errAt(c.line("handover", 0, "stop_wait"), "handover.stop_wait %s: with the %s a graceful stop takes besides (drain, leave), it exceeds the unit's TimeoutStopSec=%s, after which systemd kills the daemon with the VIPs left on lo and no leave: at most %s",
+			hc.StopWait, StopOverhead, UnitStopTimeout, UnitStopTimeout-StopOverhead)
+	}
 	return hc
 }
 

@@ -40,7 +40,7 @@ func TestReferenceConfig(t *testing.T) {
 	}
 	want := &Config{
 		Path: "arpshare.toml",
-		Node: NodeConfig{Name: "h1", Weight: 1, StateDir: DefaultStateDir, MaxClients: DefaultMaxClients, RepointRate: 5000, ReassertInterval: time.Minute, FastPath: FastPathAuto},
+		Node: NodeConfig{Name: "h1", Weight: 1, StateDir: DefaultStateDir, MaxClients: DefaultMaxClients, RepointRate: 5000, ReassertInterval: time.Minute, ReassertRate: 5, FastPath: FastPathAuto},
 		Gossip: GossipConfig{
 			Bind: netip.MustParseAddrPort("198.18.0.11:7946"),
 			Peers: []netip.AddrPort{
@@ -134,6 +134,8 @@ func TestConfigErrors(t *testing.T) {
 		{"weight", head + "[node]\nweight = 0\n" + vip, []string{"f.toml:5: node.weight 0: must be 1 to 100"}},
 		{"max clients", head + "[node]\nmax_clients = 10\n" + vip, []string{"f.toml:5: node.max_clients 10: must be 256 to 10000000"}},
 		{"repoint rate", head + "[node]\nrepoint_rate = 0\n" + vip, []string{"f.toml:5: node.repoint_rate 0: must be 1 to 1000000"}},
+		{"stop wait", head + "[handover]\nstop_wait = \"36s\"\n" + vip, []string{"f.toml:5: handover.stop_wait 36s: with the 10s a graceful stop takes besides (drain, leave), it exceeds the unit's TimeoutStopSec=45s, after which systemd kills the daemon with the VIPs left on lo and no leave: at most 35s"}},
+		{"reassert rate", head + "[node]\nreassert_rate = 0\n" + vip, []string{"f.toml:5: node.reassert_rate 0: must be 1 to 1000000"}},
 		{"reassert interval", head + "[node]\nreassert_interval = \"often\"\n" + vip, []string{"f.toml:5: node.reassert_interval"}},
 		{"fast path", head + "[node]\nfast_path = \"yes\"\n" + vip, []string{`f.toml:5: node.fast_path "yes": must be "auto", "on" or "off"`}},
 		{"expect", head + "expect = 0\n" + vip, []string{"f.toml:4: gossip.expect 0"}},

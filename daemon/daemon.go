@@ -49,6 +49,7 @@ type Daemon struct {
 	watch      viewWatch
 	api        *api
 	metrics    *metricsServer // nil without [api] metrics
+	sysctls    *sysctlGuard
 
 	reloads    *prometheus.CounterVec
 	lastReload prometheus.Gauge
@@ -66,11 +67,14 @@ type seams struct {
 	notify    func(state string) // to systemd
 	// drainWait replaces drainWait; 0: drainWait.
 	drainWait time.Duration
+	// sysctlDir is where the ARP sysctls are kept (ProcNetConf); "":
+	// nowhere, they are not guarded.
+	sysctlDir string
 }
 
 // New wires a daemon from a checked config.
 func New(cfg *Config, log *slog.Logger, version string) *Daemon {
-	return newDaemon(cfg, log, version, seams{host: kernelHost{}, notify: sdNotify(log)})
+	return newDaemon(cfg, log, version, seams{host: kernelHost{}, notify: sdNotify(log), sysctlDir: ProcNetConf})
 }
 
 func newDaemon(cfg *Config, log *slog.Logger, version string, sm seams) *Daemon {
@@ -91,14 +95,18 @@ func newDaemon(cfg *Config, log *slog.Logger, version string, sm seams) *Daemon 
 		}),
 	}
 	d.lastReload.Set(1)
+	if w := d.state.warning; w != "" {
+		log.Warn(w)
+	}
 	if d.state.draining() {
 		log.Warn("starting drained: this host answers no client until `arpshare resume`")
 	}
 	d.repointer = NewRepointer(Repointer{
 		Table: d.table, Logger: log, Served: d.state, Send: d.responders,
 		Rate:     cfg.Node.RepointRate,
-		Reassert: cfg.Node.ReassertInterval,
+		Reassert: cfg.Node.ReassertInterval, ReassertRate: cfg.Node.ReassertRate,
 	})
+	d.sysctls = newSysctlGuard(sm.sysctlDir, d.state, log)
 	d.handover = handover.New(cfg.Handover, cfg.Node.Name, cfg.Node.MaxClients, handoverSource{d.state, d.table}, log.With("component", "handover"))
 	d.cluster = gossip.NewCluster(gossip.ClusterConfig{
 		Name: cfg.Node.Name, Bind: cfg.Gossip.Bind, Peers: cfg.Gossip.Peers,
@@ -152,7 +160,8 @@ func (d *Daemon) Run(ctx context.Context, configPath string) error {
 	d.handover.Open()
 
 	all := []Task{d.cluster, readyOnStart(d.repointer), readyOnStart(d.handover), d.api,
-		&reloader{d: d, path: configPath, ready: make(chan struct{})}, readyOnStart(&watchdog{d: d})}
+		&reloader{d: d, path: configPath, ready: make(chan struct{})}, readyOnStart(&watchdog{d: d}),
+		readyOnStart(d.sysctls)}
 	if d.metrics != nil {
 		all = append(all, d.metrics)
 	}

@@ -89,6 +89,7 @@ func TestDocsNameRealMetrics(t *testing.T) {
 	d.reloads.Describe(descs)
 	d.lastReload.Describe(descs)
 	d.handover.Collector().Describe(descs)
+	d.sysctls.restored.Describe(descs)
 	close(descs)
 	names := map[string]bool{}
 	for desc := range descs {

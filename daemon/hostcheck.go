@@ -15,9 +15,10 @@ import (
 )
 
 // Finding is one result of a host check: an error makes `arpshare check`
-// fail, a warning does not.
+// fail, a warning does not, and a note only says what was found.
 type Finding struct {
 	Error   bool
+	Note    bool
 	Message string
 }
 
@@ -26,8 +27,10 @@ const ServiceUser = "arpshare"
 
 // CheckHost checks the config against the host it runs on: what the file
 // alone cannot tell. A missing interface is a warning (the daemon waits for
-// it); a bind address that is not this host's, a taken gossip port and a
-// key file others can read are errors.
+// it); a bind address that is not this host's, a gossip port taken by
+// another program and a key file others can read are errors. The port held
+// by this host's own running daemon is as expected (the routine edit,
+// check, reload): a note says so.
 func (cfg *Config) CheckHost() []Finding {
 	var out []Finding
 	warn := func(format string, args ...any) {
@@ -46,8 +49,13 @@ func (cfg *Config) CheckHost() []Finding {
 			fail("gossip.bind %s is not an address of this host (see `ip address`)", b.Addr())
 		} else if owner, err := portTaken(b); err != nil {
 			fail("gossip.bind %s: %v", b, err)
-		} else if owner != "" {
-			fail("gossip.bind %s: the port is taken by %s; Docker Swarm, Serf, Consul and MetalLB speakers also use 7946: pick another port for every host", b, owner)
+		} else if owner != nil {
+			if pid, how := cfg.runningDaemon(owner.pid); pid != 0 {
+				out = append(out, Finding{Note: true, Message: fmt.Sprintf(
+					"gossip.bind %s: port %d is held by this host's running arpshare (pid %d, %s), as expected", b, b.Port(), pid, how)})
+			} else {
+				fail("gossip.bind %s: the port is taken by %s; Docker Swarm, Serf, Consul and MetalLB speakers also use 7946: pick another port for every host", b, owner)
+			}
 		}
 	}
 	if cfg.Gossip.KeyFile != "" {
@@ -130,32 +138,43 @@ func isLocalAddr(a netip.Addr) bool {
 	return false
 }
 
+// process is a program holding a port; pid 0 when it could not be told.
+type process struct {
+	pid  int
+	name string
+}
+
+func (p *process) String() string {
+	if p.pid == 0 {
+		return "another program"
+	}
+	return fmt.Sprintf("%s (pid %d)", p.name, p.pid)
+}
+
 // portTaken tries to bind the gossip port as memberlist would, TCP and UDP.
-// If it is taken, it names the owner as best it can ("" if the port is free).
-func portTaken(ap netip.AddrPort) (string, error) {
+// If it is taken, it names the owner as best it can (nil if the port is
+// free).
+func portTaken(ap netip.AddrPort) (*process, error) {
 	tcp, err := net.Listen("tcp", ap.String())
 	if err == nil {
 		tcp.Close()
 		udp, uerr := net.ListenPacket("udp", ap.String())
 		if uerr == nil {
 			udp.Close()
-			return "", nil
+			return nil, nil
 		}
 		err = uerr
 	}
 	if !errors.Is(err, syscall.EADDRINUSE) {
-		return "", err
+		return nil, err
 	}
-	if who := portOwner(ap.Port()); who != "" {
-		return who, nil
-	}
-	return "another program", nil
+	return portOwner(ap.Port()), nil
 }
 
 // portOwner finds the process holding a socket on port, through
 // /proc/net/{tcp,udp}{,6} and the processes' file descriptors. Without the
-// privilege to read other processes' descriptors it returns "".
-func portOwner(port uint16) string {
+// privilege to read other processes' descriptors its pid is 0.
+func portOwner(port uint16) *process {
 	inodes := map[string]bool{}
 	for _, f := range []string{"tcp", "tcp6", "udp", "udp6"} {
 		file, err := os.Open("/proc/net/" + f)
@@ -178,12 +197,12 @@ func portOwner(port uint16) string {
 	procs, _ := filepath.Glob("/proc/[0-9]*/fd/*")
 	for _, fd := range procs {
 		if link, err := os.Readlink(fd); err == nil && inodes[link] {
-			pid := strings.Split(fd, "/")[2]
-			comm, _ := os.ReadFile("/proc/" + pid + "/comm")
-			return fmt.Sprintf("%s (pid %s)", strings.TrimSpace(string(comm)), pid)
+			pid, _ := strconv.Atoi(strings.Split(fd, "/")[2])
+			comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+			return &process{pid: pid, name: strings.TrimSpace(string(comm))}
 		}
 	}
-	return ""
+	return &process{}
 }
 
 // checkKeyFile wants the gossip key readable by root and the service user

@@ -1,11 +1,14 @@
 package daemon
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -151,5 +154,85 @@ func TestCheckExecOwner(t *testing.T) {
 	want := `vip "web": check.exec ` + check + " is owned by user 54321, who could change what the daemon runs: chown root " + check
 	if len(fs) != 1 || !fs[0].Error || fs[0].Message != want {
 		t.Errorf("check owned by another user: %+v, want %q", fs, want)
+	}
+}
+
+// TestCheckHostOwnDaemon: the gossip port held by this host's running
+// daemon for this config (as the API socket tells) is a note, not an
+// error; held by a daemon whose member is elsewhere, it is an error still.
+func TestCheckHostOwnDaemon(t *testing.T) {
+	t.Parallel()
+	// This process plays the daemon: it holds the port, TCP and UDP, and
+	// serves the API.
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcp.Close()
+	bind := netip.MustParseAddrPort(tcp.Addr().String())
+	udp, err := net.ListenPacket("udp", bind.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	for _, tt := range []struct {
+		name   string
+		member netip.AddrPort // the daemon's own gossip address, as its status says
+		note   string
+		errs   string
+	}{
+		{"own daemon", bind, fmt.Sprintf("gossip.bind %s: port %d is held by this host's running arpshare (pid %d, it answers on ", bind, bind.Port(), os.Getpid()), ""},
+		{"a daemon bound elsewhere", netip.MustParseAddrPort("127.0.0.2:7946"), "", "the port is taken by daemon.test (pid"},
+	} {
+		socket := filepath.Join(t.TempDir(), "api.sock")
+		l, err := net.Listen("unix", socket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		status := Status{Node: "h1", Members: []MemberStatus{{Name: "h2", Address: bind}, {Name: "h1", Address: tt.member}}}
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			json.NewEncoder(w).Encode(status)
+		})}
+		go srv.Serve(l)
+		cfg := Config{Path: "/nonexistent.toml", Gossip: GossipConfig{Bind: bind}, API: APIConfig{Socket: socket}}
+		var notes, errs []string
+		for _, f := range cfg.CheckHost() {
+			switch {
+			case f.Error:
+				errs = append(errs, f.Message)
+			case f.Note:
+				notes = append(notes, f.Message)
+			}
+		}
+		srv.Close()
+		if tt.note != "" && (len(notes) != 1 || !strings.HasPrefix(notes[0], tt.note) || len(errs) != 0) {
+			t.Errorf("%s: notes %q, errors %q; want the note %q", tt.name, notes, errs, tt.note)
+		}
+		if tt.errs != "" && (len(errs) != 1 || !strings.Contains(errs[0], tt.errs) || len(notes) != 0) {
+			t.Errorf("%s: notes %q, errors %q; want the error %q", tt.name, notes, errs, tt.errs)
+		}
+	}
+}
+
+// TestRunConfigArg: the config file of an `arpshare run` command line, as
+// the flag package reads it.
+func TestRunConfigArg(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		args []string
+		conf string
+		ok   bool
+	}{
+		{[]string{"/usr/bin/arpshare", "run", "--config", "/etc/arpshare/arpshare.toml"}, "/etc/arpshare/arpshare.toml", true},
+		{[]string{"arpshare", "run", "-config=a.toml", "--log-level", "debug"}, "a.toml", true},
+		{[]string{"arpshare", "run", "--log-level", "debug"}, DefaultConfigPath, true},
+		{[]string{"arpshare", "check", "--config", "a.toml"}, "", false},
+		{[]string{"/usr/bin/serf", "agent"}, "", false},
+		{[]string{"arpshare"}, "", false},
+	} {
+		conf, ok := runConfigArg(tt.args)
+		if conf != tt.conf || ok != tt.ok {
+			t.Errorf("%q: %q, %v; want %q, %v", tt.args, conf, ok, tt.conf, tt.ok)
+		}
 	}
 }

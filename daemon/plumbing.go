@@ -67,12 +67,13 @@ func vipAddr(vip netip.Addr) *netlink.Addr {
 	return &netlink.Addr{IPNet: &net.IPNet{IP: vip.AsSlice(), Mask: net.CIDRMask(bits, bits)}}
 }
 
-// QuietARP sets arp_ignore and arp_announce on the serving interface.
+// QuietARP sets arp_ignore and arp_announce on the serving interface; the
+// sysctl guard keeps them so.
 func (kernelHost) QuietARP(iface string) error {
-	for key, value := range map[string]string{"arp_ignore": "1", "arp_announce": "2"} {
-		p := filepath.Join("/proc/sys/net/ipv4/conf", iface, key)
-		if err := os.WriteFile(p, []byte(value), 0o644); err != nil {
-			return fmt.Errorf("interface %s: set %s=%s: %w", iface, key, value, err)
+	for _, s := range arpSysctls {
+		p := filepath.Join(ProcNetConf, iface, s.key)
+		if err := os.WriteFile(p, []byte(s.value), 0o644); err != nil {
+			return fmt.Errorf("interface %s: set %s=%s: %w", iface, s.key, s.value, err)
 		}
 	}
 	return nil

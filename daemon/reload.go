@@ -68,8 +68,8 @@ func liveChanges(log *slog.Logger, old, cfg *Config) *Config {
 	}
 	if cfg.Node.Name != old.Node.Name || cfg.Node.StateDir != old.Node.StateDir || cfg.Node.MaxClients != old.Node.MaxClients ||
 		cfg.Node.RepointRate != old.Node.RepointRate || cfg.Node.ReassertInterval != old.Node.ReassertInterval ||
-		cfg.Node.FastPath != old.Node.FastPath {
-		needRestart = append(needRestart, "[node] name/state_dir/max_clients/repoint_rate/reassert_interval/fast_path")
+		cfg.Node.ReassertRate != old.Node.ReassertRate || cfg.Node.FastPath != old.Node.FastPath {
+		needRestart = append(needRestart, "[node] name/state_dir/max_clients/repoint_rate/reassert_interval/reassert_rate/fast_path")
 	}
 	if len(needRestart) > 0 {
 		log.Warn("reload: these settings changed but only apply at restart", "settings", strings.Join(needRestart, ", "))
@@ -78,6 +78,7 @@ func liveChanges(log *slog.Logger, old, cfg *Config) *Config {
 	applied.Gossip, applied.API, applied.Handover = old.Gossip, old.API, old.Handover
 	applied.Node.Name, applied.Node.StateDir, applied.Node.MaxClients = old.Node.Name, old.Node.StateDir, old.Node.MaxClients
 	applied.Node.RepointRate, applied.Node.ReassertInterval = old.Node.RepointRate, old.Node.ReassertInterval
+	applied.Node.ReassertRate = old.Node.ReassertRate
 	applied.Node.FastPath = old.Node.FastPath
 	return &applied
 }

@@ -51,7 +51,12 @@ const (
 	// spread, and a host that re-asserts on a view in which a live host is
 	// still dead claims that host's clients.
 	reassertRounds = 2
-	expireEvery    = time.Minute // how often stale clients are forgotten
+	// A refutation re-asserts at most once per refuteEvery, however many
+	// come: each round sends reassertRounds packets per client at the full
+	// rate, and a host that keeps being suspected (or something that makes
+	// it look so) must not keep the switch busy with them.
+	refuteEvery = 10 * time.Second
+	expireEvery = time.Minute // how often stale clients are forgotten
 	// A packet that cannot be sent (the interface is down or being
 	// reopened, which takes up to a second after a link comes back) is
 	// tried again every repointSpacing, up to this many times: 5 s.
@@ -69,6 +74,7 @@ type queued struct {
 	first     time.Time // when the first packet went out; zero before
 	next      time.Time // when the next packet is due
 	fails     int       // packets that could not be sent
+	periodic  bool      // in the periodic re-assertion, paced apart
 }
 
 // awaited is a client that got its packets and has yet to answer.
@@ -90,6 +96,12 @@ type RepointStatus struct {
 	// answered their re-pointing request and those that did not.
 	Confirmed  uint64 `json:"confirmed"`
 	Unanswered uint64 `json:"unanswered"`
+	// Reasserting is the clients still to get their packet in the periodic
+	// re-assertion round in progress (node.reassert_interval), at
+	// ReassertRate packets per second (node.reassert_rate, or less to
+	// spread the round over the interval).
+	Reasserting  int     `json:"reasserting"`
+	ReassertRate float64 `json:"reassert_rate"`
 }
 
 // Served tells the repointer which VIPs this host serves now, and how each
@@ -115,11 +127,16 @@ type Repointer struct {
 	// Reassert is how often every client this host owns is re-pointed
 	// once, as a safety net; 0: never.
 	Reassert time.Duration
+	// ReassertRate is how many packets per second that periodic round
+	// sends at most (within Rate); it is spread over the whole interval
+	// when that is slower.
+	ReassertRate int
 
 	views    chan *gossip.View // the latest view not yet planned
 	refuted  chan struct{}
 	last     *gossip.View // the view in force
-	queue    []*queued
+	queue    []*queued    // failover and settling, at Rate
+	slow     []*queued    // the periodic re-assertion, at slowRate
 	pending  map[clientKey]*queued
 	awaiting []awaited // in deadline order
 	announce map[netip.Addr]announcement
@@ -129,9 +146,13 @@ type Repointer struct {
 	// Packets per client at the next settle: 1, or reassertRounds after
 	// a refutation.
 	settleRounds int
-	tokens       float64
-	lastTick     time.Time
-	heartbeat    *atomic.Int64 // Unix ns of the last loop turn
+	// The re-assertion a refutation asked for is due at refuteAt (zero:
+	// none pending); the last one was done at lastRefute.
+	refuteAt, lastRefute time.Time
+	tokens               float64
+	slowRate, slowTokens float64 // of the periodic round in progress
+	lastTick             time.Time
+	heartbeat            *atomic.Int64 // Unix ns of the last loop turn
 
 	status *lockedStatus
 }
@@ -154,6 +175,9 @@ type announcement struct {
 func NewRepointer(r Repointer) *Repointer {
 	if r.Rate <= 0 {
 		r.Rate = DefaultRepointRate
+	}
+	if r.ReassertRate <= 0 {
+		r.ReassertRate = DefaultReassertRate
 	}
 	r.views = make(chan *gossip.View, 1)
 	r.refuted = make(chan struct{}, 1)
@@ -224,10 +248,7 @@ func (r *Repointer) Run(ctx context.Context) error {
 		case now := <-tick.C:
 			r.round(r.last, now)
 		case now := <-reassert:
-			// A safety net, never a flood: skip it while a round runs.
-			if len(r.queue) == 0 {
-				r.reassert(r.last, "periodic", 1, now)
-			}
+			r.reassert(r.last, now)
 		case now := <-expire.C:
 			if n := r.Table.Expire(now); n > 0 {
 				r.Logger.Debug("forgot stale clients", "count", n)
@@ -236,12 +257,16 @@ func (r *Repointer) Run(ctx context.Context) error {
 	}
 }
 
-// enqueue makes sure client c gets at least rounds more packets.
+// enqueue makes sure client c gets at least rounds more packets, at the
+// full rate: a client waiting in the periodic round moves up.
 func (r *Repointer) enqueue(c arp.Client, rounds int, now time.Time) bool {
 	k := clientKey{c.VIP, c.IP}
 	if q, ok := r.pending[k]; ok {
-		q.left = max(q.left, rounds)
-		return false
+		if !q.periodic {
+			q.left = max(q.left, rounds)
+			return false
+		}
+		q.left = 0 // dropped from the slow queue at the next round
 	}
 	q := &queued{key: k, seen: c.LastSeen, protected: c.Protected, left: rounds, next: now}
 	r.pending[k] = q
@@ -249,12 +274,27 @@ func (r *Repointer) enqueue(c arp.Client, rounds int, now time.Time) bool {
 	return true
 }
 
+// enqueueSlow puts client c in the periodic round, unless it is pending
+// already.
+func (r *Repointer) enqueueSlow(c arp.Client, now time.Time) bool {
+	k := clientKey{c.VIP, c.IP}
+	if _, ok := r.pending[k]; ok {
+		return false
+	}
+	q := &queued{key: k, seen: c.LastSeen, protected: c.Protected, left: 1, next: now, periodic: true}
+	r.pending[k] = q
+	r.slow = append(r.slow, q)
+	return true
+}
+
 // sortQueue puts protected clients first (a flood of spoofed senders is
 // made of probationary ones, and must not delay the real clients), each
 // kind seen most recently first: they are the most likely to be sending
 // traffic right now.
-func (r *Repointer) sortQueue() {
-	slices.SortStableFunc(r.queue, func(a, b *queued) int {
+func (r *Repointer) sortQueue() { sortByEvidence(r.queue) }
+
+func sortByEvidence(queue []*queued) {
+	slices.SortStableFunc(queue, func(a, b *queued) int {
 		if a.protected != b.protected {
 			if a.protected {
 				return -1
@@ -301,14 +341,20 @@ func (r *Repointer) plan(v *gossip.View, clients []arp.Client, now time.Time) {
 	r.last = v
 }
 
-// reassert queues every client this host holds in v for rounds packets,
-// and announces the VIPs it announces.
-func (r *Repointer) reassert(v *gossip.View, why string, rounds int, now time.Time) {
+// reassert is the periodic safety net: it queues every client this host
+// holds in v for one packet, in a round of its own, paced apart from
+// failover. The round is spread over the whole interval, and never faster
+// than ReassertRate: a switch that polices ARP per port (DAI) sees a trickle
+// every minute, not a burst. A safety net is never a flood: no new round
+// while a failover round or the last periodic one is still going.
+func (r *Repointer) reassert(v *gossip.View, now time.Time) {
+	if len(r.queue) > 0 || len(r.slow) > 0 {
+		return
+	}
 	pols := r.policies()
 	n := 0
 	for _, c := range r.Table.Clients() {
-		if p, ok := pols[c.VIP]; ok && p.Holds(v, c.VIP, c.IP) {
-			r.enqueue(c, rounds, now)
+		if p, ok := pols[c.VIP]; ok && p.Holds(v, c.VIP, c.IP) && r.enqueueSlow(c, now) {
 			n++
 		}
 	}
@@ -317,19 +363,28 @@ func (r *Repointer) reassert(v *gossip.View, why string, rounds int, now time.Ti
 			r.announce[vip] = announcement{left: 1, next: now}
 		}
 	}
-	if n > 0 {
-		r.sortQueue()
-		level := slog.LevelInfo
-		if why == "periodic" {
-			level = slog.LevelDebug
-		}
-		r.Logger.Log(context.Background(), level, "re-asserting this host's clients", "why", why, "clients", n)
+	if n == 0 {
+		return
 	}
+	sortByEvidence(r.slow)
+	r.slowRate = float64(r.ReassertRate)
+	if r.Reassert > 0 {
+		r.slowRate = min(r.slowRate, float64(n)/r.Reassert.Seconds())
+	}
+	r.slowTokens = 1
+	r.Logger.Debug("re-asserting this host's clients", "why", "periodic", "clients", n, "packets_per_second", r.slowRate)
 }
 
 // round sends what is due: announcements, then first packets, then repeats,
 // as many as the rate allows since the last round.
 func (r *Repointer) round(v *gossip.View, now time.Time) {
+	if !r.refuteAt.IsZero() && !now.Before(r.refuteAt) {
+		for _, vip := range r.Served.VIPs() {
+			r.unsettled[vip.Address] = true
+		}
+		r.settleRounds = reassertRounds
+		r.refuteAt, r.lastRefute = time.Time{}, now
+	}
 	if len(r.unsettled) > 0 && !now.Before(r.settleAt) {
 		r.settle(v, now)
 	}
@@ -337,13 +392,8 @@ func (r *Repointer) round(v *gossip.View, now time.Time) {
 	r.announceDue(v, pols, now)
 	r.refill(now)
 	r.sendDue(v, pols, now)
-	r.queue = slices.DeleteFunc(r.queue, func(q *queued) bool {
-		if q.left == 0 {
-			delete(r.pending, q.key)
-			return true
-		}
-		return false
-	})
+	r.queue = r.drop(r.queue)
+	r.slow = r.drop(r.slow)
 	r.confirm(now)
 	r.report()
 }
@@ -368,6 +418,20 @@ func (r *Repointer) announceDue(v *gossip.View, pols map[netip.Addr]policy.Polic
 	}
 }
 
+// drop takes the clients with no packet left out of queue, and out of
+// pending unless they moved to the other queue.
+func (r *Repointer) drop(queue []*queued) []*queued {
+	return slices.DeleteFunc(queue, func(q *queued) bool {
+		if q.left == 0 {
+			if r.pending[q.key] == q {
+				delete(r.pending, q.key)
+			}
+			return true
+		}
+		return false
+	})
+}
+
 // refill tops the packet budget up at the rate, up to one tick's worth (at
 // least one packet), so the packets go out evenly rather than in bursts.
 func (r *Repointer) refill(now time.Time) {
@@ -376,14 +440,26 @@ func (r *Repointer) refill(now time.Time) {
 	} else {
 		r.tokens = 1
 	}
-	r.lastTick = now
 	r.tokens = min(r.tokens, max(1, float64(r.Rate)*repointTick.Seconds()))
+	if !r.lastTick.IsZero() {
+		r.slowTokens += now.Sub(r.lastTick).Seconds() * r.slowRate
+	}
+	r.slowTokens = min(r.slowTokens, max(1, r.slowRate*repointTick.Seconds()))
+	r.lastTick = now
 }
 
 // sendDue sends the due packets the budget allows: first packets before
-// repeats, in queue order.
+// repeats, in queue order, then the periodic round's within its own pace.
 func (r *Repointer) sendDue(v *gossip.View, pols map[netip.Addr]policy.Policy, now time.Time) {
 	failed, lastErr := 0, error(nil)
+	try := func(q *queued) bool {
+		spent, err := r.sendOne(q, v, pols, now)
+		if err != nil {
+			failed++
+			lastErr = err
+		}
+		return spent
+	}
 	for _, firsts := range []bool{true, false} {
 		for _, q := range r.queue {
 			if r.tokens < 1 {
@@ -392,29 +468,43 @@ func (r *Repointer) sendDue(v *gossip.View, pols map[netip.Addr]policy.Policy, n
 			if q.left == 0 || q.first.IsZero() != firsts || now.Before(q.next) {
 				continue
 			}
-			c, known := r.Table.Get(q.key.vip, q.key.ip)
-			if p := pols[q.key.vip]; !known || p == nil || !p.Claims(v, q.key.vip, q.key.ip) {
-				q.left = 0
-				continue
-			}
-			if r.answered(c, q.first) {
-				q.left = 0
-				r.count(func(s *RepointStatus) { s.Confirmed++ })
-				continue
-			}
-			r.tokens--
-			if err := r.Send.Repoint(q.key.vip, c); err != nil {
-				failed++
-				lastErr = err
-				r.failed(q, now)
-				continue
-			}
-			r.sent(q, now)
+			try(q)
+		}
+	}
+	for _, q := range r.slow {
+		if r.tokens < 1 || r.slowTokens < 1 {
+			break
+		}
+		if q.left > 0 && !now.Before(q.next) && try(q) {
+			r.slowTokens--
 		}
 	}
 	if failed > 0 {
 		r.Logger.Warn("re-pointing packets not sent, trying again", "packets", failed, "error", lastErr)
 	}
+}
+
+// sendOne sends client q its due packet, unless it is no longer this
+// host's or answered already, and says whether that took a packet from the
+// budget.
+func (r *Repointer) sendOne(q *queued, v *gossip.View, pols map[netip.Addr]policy.Policy, now time.Time) (bool, error) {
+	c, known := r.Table.Get(q.key.vip, q.key.ip)
+	if p := pols[q.key.vip]; !known || p == nil || !p.Claims(v, q.key.vip, q.key.ip) {
+		q.left = 0
+		return false, nil
+	}
+	if r.answered(c, q.first) {
+		q.left = 0
+		r.count(func(s *RepointStatus) { s.Confirmed++ })
+		return false, nil
+	}
+	r.tokens--
+	if err := r.Send.Repoint(q.key.vip, c); err != nil {
+		r.failed(q, now)
+		return true, err
+	}
+	r.sent(q, now)
+	return true, nil
 }
 
 // failed notes a packet that could not be sent: the interface may be down
@@ -449,6 +539,10 @@ func (r *Repointer) report() {
 	r.count(func(s *RepointStatus) {
 		s.Clients, s.Packets = len(r.queue), packets
 		s.Remaining = max(spread, time.Duration(packets)*time.Second/time.Duration(r.Rate))
+		s.Reasserting, s.ReassertRate = len(r.slow), 0
+		if len(r.slow) > 0 {
+			s.ReassertRate = r.slowRate
+		}
 	})
 }
 
@@ -488,15 +582,21 @@ func (r *Repointer) count(f func(*RepointStatus)) {
 	f(&r.status.s)
 }
 
-// refute settles every VIP, after settleDelay from now (or from the last
-// view change after now), with reassertRounds packets per client.
+// refute arranges for every VIP to be settled, with reassertRounds packets
+// per client, settleDelay from now (or from the last view change after
+// that), and at most once per refuteEvery. Refutations that come while one
+// is pending join it: a stream of them neither adds rounds nor postpones
+// the one due.
 func (r *Repointer) refute(now time.Time) {
-	r.Logger.Info("this host refuted a suspicion or its death: others may have taken its clients; re-asserting them once the views agree")
-	for _, vip := range r.Served.VIPs() {
-		r.unsettled[vip.Address] = true
+	if !r.refuteAt.IsZero() {
+		return
 	}
-	r.settleAt = later(r.settleAt, now.Add(settleDelay))
-	r.settleRounds = reassertRounds
+	r.refuteAt = now.Add(settleDelay)
+	if !r.lastRefute.IsZero() {
+		r.refuteAt = later(r.refuteAt, r.lastRefute.Add(refuteEvery))
+	}
+	r.Logger.Info("this host refuted a suspicion or its death: others may have taken its clients; re-asserting them once the views agree",
+		"in", r.refuteAt.Sub(now))
 }
 
 func later(a, b time.Time) time.Time {

@@ -373,7 +373,7 @@ func TestRepointerPeriodic(t *testing.T) {
 			sent[c.IP]++
 			return nil
 		}},
-		Logger: quietLog(), Reassert: 300 * time.Millisecond,
+		Logger: quietLog(), Reassert: 300 * time.Millisecond, ReassertRate: 1000,
 	})
 	r.last = all
 	var owned []netip.Addr

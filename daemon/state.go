@@ -27,12 +27,30 @@ type hostState struct {
 	stopping bool
 	healthy  map[netip.Addr]bool
 	macs     map[string]net.HardwareAddr // by interface, while open
+	// warning is what the daemon should say about the state it found at
+	// start ("" when nothing).
+	warning string
 }
 
-// newHostState starts drained if the operator left it drained.
+// drainedText is the drained-state file's content: a file that does not
+// start with it was not written whole (a full disk, a crash on a file
+// system that does not order data before the rename) or by arpshare.
+const drainedText = "drained by `arpshare drain`; `arpshare resume` undoes it\n"
+
+// newHostState starts drained if the operator left it drained. A drained
+// file that is empty or holds something else is not trusted: a host that
+// came up drained by accident would answer nobody until someone noticed,
+// while one that serves by accident is undone by draining it again.
 func newHostState(cfg *Config) *hostState {
 	s := &hostState{cfg: cfg, healthy: map[netip.Addr]bool{}, macs: map[string]net.HardwareAddr{}}
-	if _, err := os.Stat(s.drainedFile()); err == nil {
+	b, err := os.ReadFile(s.drainedFile())
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		s.warning = fmt.Sprintf("cannot read the drained state %s: %v; starting not drained (`arpshare drain` to drain)", s.drainedFile(), err)
+	case !strings.HasPrefix(string(b), strings.TrimSpace(drainedText)):
+		s.warning = fmt.Sprintf("the drained state %s is empty or corrupt (%d bytes); starting not drained (`arpshare drain` to drain)", s.drainedFile(), len(b))
+	default:
 		s.drained = true
 	}
 	return s
@@ -76,10 +94,10 @@ func (s *hostState) setDrained(drained bool) (changed bool, err error) {
 		if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
 			return false, fmt.Errorf("drain: %w", err)
 		}
-		if err := os.WriteFile(file, []byte("drained by `arpshare drain`; `arpshare resume` undoes it\n"), 0o644); err != nil {
+		if err := writeFileAtomic(file, []byte(drainedText), 0o644); err != nil {
 			return false, fmt.Errorf("drain: %w", err)
 		}
-	} else if err := os.Remove(file); err != nil && !errors.Is(err, os.ErrNotExist) {
+	} else if err := removeFileSynced(file); err != nil {
 		return false, fmt.Errorf("resume: %w", err)
 	}
 	s.mu.Lock()
@@ -87,6 +105,61 @@ func (s *hostState) setDrained(drained bool) (changed bool, err error) {
 	changed = s.drained != drained
 	s.drained = drained
 	return changed, nil
+}
+
+// writeFileAtomic replaces file with data whole or not at all: it writes a
+// temporary file in the same folder, syncs it, renames it over file and
+// syncs the folder, so that neither a full disk nor a crash leaves a
+// truncated file behind.
+func writeFileAtomic(file string, data []byte, perm os.FileMode) (err error) {
+	dir := filepath.Dir(file)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(file)+".*")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			os.Remove(tmp.Name())
+		}
+	}()
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), file); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+// removeFileSynced removes file, if it exists, durably.
+func removeFileSynced(file string) error {
+	if err := os.Remove(file); errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(file))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 func (s *hostState) drainedFile() string {

@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"log/slog"
-	"slices"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
@@ -20,8 +19,9 @@ func sdNotify(log *slog.Logger) func(string) {
 }
 
 // watchdog pings systemd's watchdog (WatchdogSec=) while the loops that do
-// the work still turn: the gossip loop and the re-pointing loop. If either
-// hangs, the pings stop and systemd restarts the daemon.
+// the work still turn: the gossip loop, the re-pointing loop and every
+// responder's (see stuckLoops). If one hangs, the pings stop and systemd
+// restarts the daemon.
 type watchdog struct{ d *Daemon }
 
 func (w *watchdog) String() string { return "watchdog" }
@@ -44,14 +44,12 @@ func (w *watchdog) Run(ctx context.Context) error {
 	}
 }
 
-// check pings unless a main loop has not turned for half the interval. A
-// loop that has not started yet (gossip joins its peers first, which may
-// take a TCP timeout) is not stuck: systemd's start timeout bounds that.
+// check pings unless a main loop has hung for half the interval. A loop
+// that has not started yet (gossip joins its peers first, which may take a
+// TCP timeout) is not stuck: systemd's start timeout bounds that.
 func (w *watchdog) check(now time.Time, interval time.Duration) {
-	beats := []time.Time{w.d.cluster.Heartbeat(), w.d.repointer.Heartbeat()}
-	stuck := func(b time.Time) bool { return b.UnixNano() != 0 && now.Sub(b) > interval/2 }
-	if slices.ContainsFunc(beats, stuck) {
-		w.d.log.Error("a main loop is stuck: not pinging the systemd watchdog", "gossip", beats[0], "repointer", beats[1])
+	if stuck := w.d.stuckLoops(now, interval/2); len(stuck) > 0 {
+		w.d.log.Error("a main loop is stuck: not pinging the systemd watchdog", "loops", stuck)
 		return
 	}
 	w.d.seams.notify("WATCHDOG=1")

@@ -141,7 +141,7 @@ func init() {
 		{
 			name: "check", summary: "check the config file, and this host against it",
 			help: "Checks the config file as the daemon would load it: every error is listed with its file and line, and warnings are printed without failing. " +
-				"Then, unless --offline, checks this host: that each VIP's interface exists, that gossip.bind is an address of this host and its port is free (naming the likely owner if not), that the gossip key file is not readable or writable by other users, and that no other user can change an exec health check's program. " +
+				"Then, unless --offline, checks this host: that each VIP's interface exists, that gossip.bind is an address of this host and its port is free or held by this host's own running daemon (naming the likely owner if not), that the gossip key file is not readable or writable by other users, and that no other user can change an exec health check's program. " +
 				"The unit runs it before every start and reload.",
 			examples: []string{"arpshare check", "arpshare check --offline --config rendered/web-1.toml"},
 			flags:    []flagDef{flagConfig, flagOffline, flagJSON},
@@ -401,10 +401,13 @@ type CheckResult struct {
 	OK       bool     `json:"ok"`
 	Errors   []string `json:"errors"`
 	Warnings []string `json:"warnings"`
+	// Notes say what the check found that is as expected (the gossip
+	// port held by this host's own running daemon).
+	Notes []string `json:"notes"`
 }
 
 func runCheck(e *env) int {
-	res := CheckResult{Config: e.opts.config, Errors: []string{}, Warnings: []string{}}
+	res := CheckResult{Config: e.opts.config, Errors: []string{}, Warnings: []string{}, Notes: []string{}}
 	cfg, err := daemon.LoadConfig(e.opts.config)
 	if err != nil {
 		res.Errors = append(res.Errors, strings.Split(err.Error(), "\n")...)
@@ -414,6 +417,8 @@ func runCheck(e *env) int {
 			for _, f := range cfg.CheckHost() {
 				if f.Error {
 					res.Errors = append(res.Errors, f.Message)
+				} else if f.Note {
+					res.Notes = append(res.Notes, f.Message)
 				} else {
 					res.Warnings = append(res.Warnings, f.Message)
 				}
@@ -431,6 +436,9 @@ func runCheck(e *env) int {
 			fmt.Fprintf(e.stderr, "%s: warning: %s\n", e.opts.config, w)
 		}
 		if res.OK {
+			for _, n := range res.Notes {
+				fmt.Fprintf(e.stdout, "%s: %s\n", e.opts.config, n)
+			}
 			fmt.Fprintf(e.stdout, "%s: ok\n", e.opts.config)
 		}
 	}

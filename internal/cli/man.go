@@ -51,7 +51,7 @@ var StatusFields = []struct{ Name, Meaning string }{
 	{"vips[].owners", "known clients per eligible host"},
 	{"vips[].frames", "ARP or NDP frames about it this host received, by outcome"},
 	{"vips[].kernel_frames", "of those frames, the ARP requests the kernel fast path (node.fast_path) decided on, by outcome; left out when none"},
-	{"repointing", "the re-pointing round in progress: rate (node.repoint_rate, packets/s), clients and packets still to send, remaining (how long that takes at the rate, in nanoseconds), and since start the clients that answered their re-pointing request (confirmed) and those that did not (unanswered)"},
+	{"repointing", "the re-pointing round in progress: rate (node.repoint_rate, packets/s), clients and packets still to send, remaining (how long that takes at the rate, in nanoseconds), and since start the clients that answered their re-pointing request (confirmed) and those that did not (unanswered); reasserting and reassert_rate are the clients left in the periodic re-assertion round (node.reassert_interval) and its pace in packets/s (node.reassert_rate, or slower to spread the round over the interval)"},
 	{"handover", "the connection handover (planned moves keep open TCP connections): active (the eBPF program is loaded), error (why not), interfaces (where it runs), unattached (interfaces it could not be put on, with why), clients (the moved clients whose unknown flows this host hands to their previous owner: vip, client, mac, previous, packets, left_ns of the grace period), packets (TCP segments from moved clients by outcome: handed, local, syn, expired, loop) and ended (handovers ended, by reason: grace, idle, previous_gone, unserved)"},
 }
 

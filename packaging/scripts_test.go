@@ -1,0 +1,56 @@
+package packaging
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// TestPostremovePurges: purging the deb, or erasing the rpm, removes the
+// state folder (a reinstall must not start drained); a removal that keeps
+// the configuration, or an upgrade, keeps it.
+func TestPostremovePurges(t *testing.T) {
+	t.Parallel()
+	// The script's PATH: rm, and a systemctl that reloads nothing on the
+	// machine that runs the test.
+	bin := t.TempDir()
+	rm, err := exec.LookPath("rm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(rm, filepath.Join(bin, "rm")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bin, "systemctl"), []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		arg  string
+		gone bool
+	}{
+		{"purge", true}, // deb: dpkg --purge
+		{"0", true},     // rpm: erase
+		{"remove", false},
+		{"upgrade", false},
+		{"1", false}, // rpm: upgrade
+	} {
+		root := t.TempDir()
+		state := filepath.Join(root, "var/lib/arpshare")
+		if err := os.MkdirAll(state, 0o750); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(state, "drained"), []byte("drained\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("sh", "scripts/postremove.sh", tt.arg)
+		cmd.Env = append(os.Environ(), "DPKG_ROOT="+root, "PATH="+bin)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("postremove.sh %s: %v: %s", tt.arg, err, out)
+		}
+		_, err := os.Stat(state)
+		if gone := os.IsNotExist(err); gone != tt.gone {
+			t.Errorf("postremove.sh %s: state folder gone %v, want %v", tt.arg, gone, tt.gone)
+		}
+	}
+}
