@@ -50,7 +50,7 @@ const (
 
 var (
 	descFrames = prometheus.NewDesc(MetricFramesReceived,
-		"ARP (protocol arp) and Neighbor Discovery (protocol ndp) frames received on a serving interface, by the VIP they concern (its name; empty for none) and what became of them: answered, not_owner, conflict, peer_announce, reply, foreign_target or malformed.",
+		"ARP (protocol arp) and Neighbor Discovery (protocol ndp) frames received on a serving interface, by the VIP they concern (its name; empty for none) and what became of them: answered, not_owner, conflict, peer_announce, reply, foreign_target, bad_sender_mac, mac_mismatch, bad_sender_ip or malformed.",
 		[]string{"interface", "protocol", "vip", "outcome"}, nil)
 	descReplies = prometheus.NewDesc(MetricRepliesSent,
 		"ARP replies and neighbor advertisements sent to clients this host owns.", []string{"interface", "protocol", "vip"}, nil)
