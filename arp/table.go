@@ -84,16 +84,22 @@ const (
 	// protects the client if it comes this soon after the request; the
 	// re-pointer sends a client its packets within a second.
 	confirmWindow = 10 * time.Second
+	// burstWindow: more new clients than an eighth of the table in this
+	// long is a flood, not a network's churn (262,144 clients by default:
+	// 32,768 new ones a minute).
+	burstWindow = time.Minute
 )
 
 // ClientTable remembers the clients of every VIP. Entries live long (clients
 // refresh only by unicast to their owner, so other hosts rarely hear them
 // again); the table is capped.
 //
-// Eviction is a segmented LRU that a flood of spoofed senders cannot use to
+// Eviction is a segmented list that a flood of spoofed senders cannot use to
 // push out real clients: a client is on probation, evicted first, until
 // there is evidence that a real machine stands behind it; then it is
-// protected. Evidence is what a spoofer cannot cheaply fake: the client
+// protected. Probation is kept in order of arrival; in a flood its newest
+// go first (see victim), so made-up senders displace each other and not
+// the clients known before, vouched for or not yet. Evidence is what a spoofer cannot cheaply fake: the client
 // answered a re-pointing request this host sent it (see Asked and
 // Confirm), or asked again at least protectSpan after it was first seen,
 // or a peer vouches for it. Asking twice is not evidence (a flood does that
@@ -121,6 +127,10 @@ type ClientTable struct {
 	lens     [2]int
 	evicts   uint64
 	rejected map[MergeReject]uint64
+	// New clients since arrivalsFrom (table seconds): more than an eighth
+	// of the table in burstWindow is a flood (see victim).
+	arrivals     int
+	arrivalsFrom int32
 	cursor   int // where the next EncodeAtMost starts
 }
 
@@ -231,6 +241,18 @@ func (t *ClientTable) pushFront(i uint32, l uint8) {
 	t.lens[l]++
 }
 
+func (t *ClientTable) pushBack(i uint32, l uint8) {
+	s := &t.slots[i]
+	s.list, s.prev, s.next = l, t.tails[l], nilSlot
+	if t.tails[l] != nilSlot {
+		t.slots[t.tails[l]].next = i
+	} else {
+		t.heads[l] = i
+	}
+	t.tails[l] = i
+	t.lens[l]++
+}
+
 // remove frees slot i. Call with t.mu held.
 func (t *ClientTable) remove(i uint32) {
 	t.unlink(i)
@@ -273,23 +295,23 @@ func (t *ClientTable) learn(k tableKey, mac [6]byte, w sighting) bool {
 			s.shared = w.now
 		}
 		s.mac, s.seen = mac, w.seen
-		t.unlink(i)
+		// Probation stays in order of arrival: asking again, however
+		// often, earns a made-up sender nothing.
 		if w.protect || s.list == listProtected {
+			t.unlink(i)
 			t.protect(i, w)
-		} else {
-			t.pushFront(i, listProbation)
 		}
 		return changed
 	}
 	if t.max <= 0 {
 		return false
 	}
+	if w.now-t.arrivalsFrom >= int32(burstWindow/time.Second) || w.now < t.arrivalsFrom {
+		t.arrivals, t.arrivalsFrom = 0, w.now
+	}
+	t.arrivals++
 	for len(t.byKey) >= t.max {
-		l := uint8(listProbation)
-		if t.lens[l] == 0 {
-			l = listProtected
-		}
-		t.remove(t.tails[l])
+		t.remove(t.victim())
 		t.evicts++
 	}
 	i := t.free
@@ -312,9 +334,25 @@ func (t *ClientTable) learn(k tableKey, mac [6]byte, w sighting) bool {
 	return true
 }
 
+// victim returns the client to evict from a full table: one on probation
+// if there is any. While new clients arrive faster than a real network
+// brings them (a flood), the newest, so that made-up senders displace each
+// other and not the clients known before; otherwise the one known longest
+// without evidence (it had minutes to earn some). Call with t.mu held.
+func (t *ClientTable) victim() uint32 {
+	switch {
+	case t.lens[listProbation] == 0:
+		return t.tails[listProtected]
+	case t.arrivals > max(1, t.max/8):
+		return t.heads[listProbation]
+	}
+	return t.tails[listProbation]
+}
+
 // protect puts unlinked slot i at the front of the protected list, making
-// room there by moving its least recent client back to probation. A newly
-// protected client is marked to be gossiped if w.mark is set.
+// room there by moving its least recent client back to probation, with the
+// clients known longest. A newly protected client is marked to be gossiped
+// if w.mark is set.
 func (t *ClientTable) protect(i uint32, w sighting) {
 	if t.slots[i].list != listProtected && w.mark {
 		t.slots[i].shared = w.now
@@ -323,7 +361,7 @@ func (t *ClientTable) protect(i uint32, w sighting) {
 	for t.lens[listProtected] > t.maxProtected() {
 		last := t.tails[listProtected]
 		t.unlink(last)
-		t.pushFront(last, listProbation)
+		t.pushBack(last, listProbation)
 	}
 }
 
@@ -516,8 +554,8 @@ func (t *ClientTable) Stats() TableStats {
 		Rejected: maps.Clone(t.rejected)}
 }
 
-// Clients returns a copy of every entry, protected ones first, each list
-// most recently seen first.
+// Clients returns a copy of every entry: protected ones first, most
+// recently seen first; then those on probation, newest first.
 func (t *ClientTable) Clients() []Client {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -13,35 +13,65 @@ import (
 
 func ip(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}) }
 
-func TestClientTableLRU(t *testing.T) {
+// A full table evicts a client on probation: in quiet times the one known
+// longest (it had time to earn protection and did not); in a flood of new
+// clients the newest, so that newcomers displace each other and not the
+// clients known before, whatever their standing.
+func TestClientTableEviction(t *testing.T) {
 	t.Parallel()
-	tb := NewClientTable(3, time.Hour)
+	tb := NewClientTable(16, time.Hour)
 	now := time.Unix(1000, 0)
-	for i := range 3 {
-		tb.Learn(vip, ip(i), clientMAC, now.Add(time.Duration(i)*time.Second))
+	at := func(i int) time.Time { return now.Add(time.Duration(i) * 40 * time.Second) }
+	for i := range 16 { // quietly: one new client every 40 s
+		tb.Learn(vip, ip(i), clientMAC, at(i))
 		if tb.Len() != i+1 {
 			t.Fatalf("client %d not new: %d clients", i, tb.Len())
 		}
 	}
-	// Seeing client 0 again makes client 1 the least recently seen.
-	tb.Learn(vip, ip(0), clientMAC, now.Add(10*time.Second))
-	if tb.Len() != 3 {
-		t.Errorf("same client learned again: %d clients, want 3", tb.Len())
+	tb.Learn(vip, ip(0), clientMAC, at(16))                 // asks again minutes later: protected
+	tb.Learn(vip, ip(1), clientMAC, at(1).Add(time.Second)) // asks again soon: nothing earned
+	tb.Learn(vip, ip(2), peerMAC, at(17))
+	if c, _ := tb.Get(vip, ip(2)); c.MAC.String() != peerMAC.String() {
+		t.Errorf("client 2 at %s after it changed MAC, want %s", c.MAC, peerMAC)
 	}
-	tb.Learn(vip, ip(0), peerMAC, now.Add(11*time.Second))
-	if c, _ := tb.Get(vip, ip(0)); c.MAC.String() != peerMAC.String() {
-		t.Errorf("client 0 at %s after it changed MAC, want %s", c.MAC, peerMAC)
+	tb.Learn(vip, ip(16), clientMAC, at(18))
+	if _, ok := tb.Get(vip, ip(1)); ok || tb.Len() != 16 {
+		t.Errorf("%d clients; client 1, known longest without evidence, not evicted", tb.Len())
 	}
-	tb.Learn(vip, ip(3), clientMAC, now.Add(12*time.Second))
-	if _, ok := tb.Get(vip, ip(1)); ok {
-		t.Error("least recently seen client 1 not evicted")
+	for _, i := range []int{0, 2, 15, 16} {
+		if _, ok := tb.Get(vip, ip(i)); !ok {
+			t.Errorf("client %d evicted", i)
+		}
 	}
-	if tb.Len() != 3 {
-		t.Errorf("Len = %d, want 3", tb.Len())
+
+	// A flood: a thousand new senders, each asking twice. Until it is
+	// seen to be one (an eighth of the table's worth of new clients in a
+	// minute), it evicts the clients known longest without evidence, 3
+	// and 4; then only its own.
+	flood := at(20)
+	for i := range 1000 {
+		tb.Learn(vip, fake(i), peerMAC, flood)
+		tb.Learn(vip, fake(i), peerMAC, flood.Add(time.Second))
 	}
+	for i := range 17 {
+		_, ok := tb.Get(vip, ip(i))
+		if want := i != 1 && i != 3 && i != 4; ok != want {
+			t.Errorf("client %d known %v after the flood, want %v", i, ok, want)
+		}
+	}
+	if st := tb.Stats(); tb.Len() != 16 || st.Evicted != 1+1000 {
+		t.Errorf("%d clients, %d evicted; want 16 and %d", tb.Len(), st.Evicted, 1+1000)
+	}
+	// Kept: the first (it came before the flood was seen) and the last.
+	for i, want := range map[int]bool{0: true, 1: false, 2: false, 998: false, 999: true} {
+		if _, ok := tb.Get(vip, fake(i)); ok != want {
+			t.Errorf("made-up sender %d known %v, want %v", i, ok, want)
+		}
+	}
+
 	// The same client of another VIP is another entry.
 	other := netip.MustParseAddr("198.18.0.201")
-	tb.Learn(other, ip(0), clientMAC, now.Add(13*time.Second))
+	tb.Learn(other, ip(0), clientMAC, flood)
 	if _, ok := tb.Get(vip, ip(0)); !ok {
 		t.Error("client 0 of the first VIP lost")
 	}
