@@ -45,6 +45,11 @@ func neighbourMACs(t *testing.T, clients []*Client, vip netip.Addr) map[string]s
 // and is still served by the host it was.
 func nobodyMoved(t *testing.T, clients []*Client, vip netip.Addr, macs, base map[string]string) {
 	t.Helper()
+	for c, mac := range macs {
+		if mac == "" {
+			t.Fatalf("client %s had no neighbour entry for %s to begin with", c, vip)
+		}
+	}
 	if diff := cmp.Diff(macs, neighbourMACs(t, clients, vip)); diff != "" {
 		t.Errorf("clients' neighbour entries for %s moved (-before +after):\n%s", vip, diff)
 	}
