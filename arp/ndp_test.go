@@ -185,14 +185,15 @@ func TestRepointPackets(t *testing.T) {
 }
 
 // TestNDPAnswerConfirms: a client's solicited advertisement of its own
-// address (its answer to a re-pointing solicitation) refreshes it in the
-// table, with or without a target link-layer option (Linux omits it when
+// address (its answer to a re-pointing solicitation) refreshes and protects
+// it in the table, with or without a target link-layer option (Linux omits it when
 // answering a unicast solicitation); a stranger's teaches nothing.
 func TestNDPAnswerConfirms(t *testing.T) {
 	t.Parallel()
 	for _, withMAC := range []bool{true, false} {
 		table := NewClientTable(10, time.Hour)
 		table.Learn(vip6, mine6, clientMAC, time.Unix(100, 0))
+		table.Asked(vip6, mine6, time.Unix(199, 0)) // this host's re-pointing solicitation
 		r := NewResponder(ResponderConfig{Interface: "eth0", IPv6: true, VIPs: hashVIPs6, Table: table, View: view, Logger: quietLogger()})
 		na := &ndp.NeighborAdvertisement{Solicited: true, TargetAddress: mine6}
 		if withMAC {
@@ -209,6 +210,9 @@ func TestNDPAnswerConfirms(t *testing.T) {
 		}
 		if table.Len() != 1 {
 			t.Errorf("with MAC %v: %d clients, want the one known", withMAC, table.Len())
+		}
+		if !table.Protected(vip6, mine6) {
+			t.Errorf("with MAC %v: the client that answered this host's solicitation is not protected", withMAC)
 		}
 	}
 }

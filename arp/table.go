@@ -131,7 +131,7 @@ type ClientTable struct {
 	// of the table in burstWindow is a flood (see victim).
 	arrivals     int
 	arrivalsFrom int32
-	cursor   int // where the next EncodeAtMost starts
+	cursor       int // where the next EncodeAtMost starts
 }
 
 // NewClientTable returns a table of at most max entries that forgets a client
