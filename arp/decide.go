@@ -40,11 +40,49 @@ var arpHeader = [8]byte{0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4}
 
 var broadcast = [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 
+// UnicastMAC reports whether mac can be one machine's own address: six
+// bytes, not a group address (multicast, broadcast) and not all zeros.
+// Nothing is learned from, answered to or re-pointed at any other.
+func UnicastMAC(mac []byte) bool {
+	return len(mac) == 6 && mac[0]&1 == 0 && [6]byte(mac) != [6]byte{}
+}
+
+// unicastIP reports whether a is an address a client can have: not
+// multicast, not the IPv4 broadcast, not loopback, not unspecified.
+func unicastIP(a netip.Addr) bool {
+	return a.IsValid() && !a.IsUnspecified() && !a.IsMulticast() && !a.IsLoopback() &&
+		a != netip.AddrFrom4([4]byte{255, 255, 255, 255})
+}
+
+// checkSender vets the sender of an ARP frame: its hardware address must
+// be unicast and the frame's Ethernet source, and its address one a
+// machine can have (or 0.0.0.0, a duplicate-address probe).
+func checkSender(f []byte) (Outcome, bool) {
+	sha := f[offSHA : offSHA+6]
+	if !UnicastMAC(sha) {
+		return BadSenderMAC, false
+	}
+	if [6]byte(sha) != [6]byte(f[offEtherSrc:offEtherSrc+6]) {
+		return MACMismatch, false
+	}
+	if spa := netip.AddrFrom4([4]byte(f[offSPA : offSPA+4])); !spa.IsUnspecified() && !unicastIP(spa) {
+		return BadSenderIP, false
+	}
+	return "", true
+}
+
 // decideARP decides on one Ethernet frame received on an interface whose
 // MAC is mac, learning the sender of a request for a VIP into the table.
 func (r *Responder) decideARP(s *snapshot, f []byte, mac [6]byte, now time.Time) verdict {
 	if len(f) < arpFrameLen || [8]byte(f[12:20]) != arpHeader {
 		return drop(Malformed)
+	}
+	// Whatever the frame says, a sender that no machine can be teaches
+	// nothing and is answered nothing: a broadcast sender learned as a
+	// client would have every re-pointing packet and kernel answer to it
+	// go to the whole segment.
+	if o, ok := checkSender(f); !ok {
+		return drop(o)
 	}
 	sha := f[offSHA : offSHA+6]
 	if i := s.find4(f[offSPA : offSPA+4]); i >= 0 && [6]byte(sha) != mac {
@@ -59,7 +97,7 @@ func (r *Responder) decideARP(s *snapshot, f []byte, mac [6]byte, now time.Time)
 		// kernel never asks from the VIP): it confirms the client is there.
 		if i := s.find4(f[offTPA : offTPA+4]); i >= 0 {
 			if client := netip.AddrFrom4([4]byte(f[offSPA : offSPA+4])); !client.IsUnspecified() {
-				r.cfg.Table.Learn(s.vips[i].Address, client, sha, now)
+				r.cfg.Table.Confirm(s.vips[i].Address, client, sha, now)
 			}
 		}
 		return drop(Reply)
@@ -123,13 +161,15 @@ const (
 // option (other) out of an answer to a unicast solicitation; the MAC is then
 // the one known.
 func (r *Responder) confirmNDP(s *snapshot, target netip.Addr, other []byte, now time.Time) {
+	if !unicastIP(target) {
+		return
+	}
 	for _, v := range s.vips {
-		if c, known := r.cfg.Table.Get(v.Address, target); known {
-			mac := c.MAC
+		if mac, known := r.cfg.Table.MAC(v.Address, target); known {
 			if other != nil {
-				mac = other
+				mac = [6]byte(other)
 			}
-			r.cfg.Table.Learn(v.Address, target, mac, now)
+			r.cfg.Table.Confirm(v.Address, target, mac[:], now)
 		}
 	}
 }
@@ -182,11 +222,19 @@ func (r *Responder) decideNDP(s *snapshot, b []byte, hops int, src netip.Addr, m
 	if target.IsMulticast() {
 		return bad
 	}
+	// A machine's source is unicast, or unspecified while it checks that
+	// an address is free (RFC 4291 2.7, RFC 4861 7.1.1).
+	if !src.IsUnspecified() && !unicastIP(src) {
+		return ndpVerdict{verdict: drop(BadSenderIP)}
+	}
 	i := s.find(target)
 	if b[0] == icmpNA {
 		other, ok := linkLayerOpt(b[ndpOptionsOff:], optTargetLLA)
 		if !ok {
 			return bad
+		}
+		if other != nil && !UnicastMAC(other) {
+			return ndpVerdict{verdict: drop(BadSenderMAC)}
 		}
 		if i < 0 && b[4]&naSolicited != 0 {
 			r.confirmNDP(s, target, other, now)
@@ -204,12 +252,21 @@ func (r *Responder) decideNDP(s *snapshot, b []byte, hops int, src netip.Addr, m
 	if !ok {
 		return bad
 	}
+	if from != nil && !UnicastMAC(from) {
+		return ndpVerdict{verdict: drop(BadSenderMAC)}
+	}
 	if i < 0 {
 		return ndpVerdict{verdict: drop(Foreign)}
 	}
-	// An unspecified source is duplicate address detection for the VIP:
-	// the owner of :: answers, to all nodes, so the prober backs off.
+	// An unspecified source is duplicate address detection for the VIP,
+	// which carries no source link-layer option (RFC 4861 7.1.1). The
+	// owner of :: answers it to all nodes with Override clear (see
+	// message): the prober learns the address is taken, and nobody's
+	// cache entry for the VIP moves.
 	if src.IsUnspecified() {
+		if from != nil {
+			return bad
+		}
 		if ok, delay := s.answer(i, src); ok {
 			return ndpVerdict{verdict: verdict{out: Answered, vip: i, send: true, delay: delay}, answer: answerAllNodes}
 		}

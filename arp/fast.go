@@ -152,8 +152,9 @@ func (r *Responder) keepDecisions(ctx context.Context, k *kernel) {
 }
 
 // rewrite gives the kernel the current snapshot's decision for every
-// protected client (see decided), then lets it answer, unless this host answers nobody or the
-// snapshot changed meanwhile (then it is rewritten again).
+// settled client with a unicast MAC (see decided), then lets it answer,
+// unless this host answers nobody or the snapshot changed meanwhile (then
+// it is rewritten again).
 func (r *Responder) rewrite(k *kernel, known []Known) []Known {
 	s := r.snap.Load()
 	var ds []fastpath.Decision
@@ -162,9 +163,9 @@ func (r *Responder) rewrite(k *kernel, known []Known) []Known {
 			if !v.kernelDecides() || !v.Address.Is4() || v.counts.slot >= fastpath.MaxSlots {
 				continue
 			}
-			known = r.cfg.Table.AppendProtected(known[:0], v.Address)
+			known = r.cfg.Table.AppendSettled(known[:0], v.Address)
 			for _, c := range known {
-				if !c.IP.Is4() || c.IP.IsUnspecified() || s.find(c.IP) >= 0 {
+				if !c.IP.Is4() || !unicastIP(c.IP) || !UnicastMAC(c.MAC[:]) || s.find(c.IP) >= 0 {
 					continue
 				}
 				ok, _ := s.answer(i, c.IP)
@@ -207,18 +208,20 @@ func (r *Responder) learnSeen(k *kernel) {
 
 // decided notes a decision made in user space on a request of client (at
 // mac) for VIP i, for the kernel to make from now on: once the client is
-// protected in the table, which its second request does. Until then its
-// requests keep coming to user space, whose learning protects it at once:
-// a client the kernel answered is protected only when the kernel's report
-// is read, up to a second later, and a flood of new senders in that second
-// must not push it out of the table.
+// settled in the table (ClientTable.Settled), which its second request
+// makes it. Until then its requests keep coming to user space, which
+// learns them at once: a client the kernel answered is learned only when
+// the kernel's report is read, up to a second later, and its first
+// request is the one the table must not miss. The decision was made on a
+// sender the decision vetted (unicast, the Ethernet source); the check is
+// repeated here because the kernel sends its answers to that MAC.
 func (r *Responder) decided(k *kernel, s *snapshot, i int, v verdict, f []byte) {
 	vip := s.vips[i]
 	if v.delay > 0 || !vip.kernelDecides() || vip.counts.slot >= fastpath.MaxSlots {
 		return
 	}
 	client := [4]byte(f[offSPA : offSPA+4])
-	if client == [4]byte{} || !r.cfg.Table.Protected(vip.Address, netip.AddrFrom4(client)) {
+	if client == [4]byte{} || !UnicastMAC(f[offSHA:offSHA+6]) || !r.cfg.Table.Settled(vip.Address, netip.AddrFrom4(client)) {
 		return
 	}
 	if s != k.pendingSnap {

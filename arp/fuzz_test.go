@@ -1,6 +1,7 @@
 package arp
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"testing"
@@ -8,6 +9,8 @@ import (
 
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ndp"
+
+	"github.com/arpshare/arpshare/arp/arptest"
 )
 
 // The decisions on received messages must never panic, whatever arrives.
@@ -17,15 +20,17 @@ func FuzzHandle(f *testing.F) {
 		op       arp.Operation
 		mac      net.HardwareAddr
 		from, to netip.Addr
-	}{{arp.OperationRequest, clientMAC, mine, vip}, {arp.OperationReply, peerMAC, vip, vip}} {
+	}{{arp.OperationRequest, clientMAC, mine, vip}, {arp.OperationReply, peerMAC, vip, vip}, {arp.OperationRequest, clientMAC, theirs, vip}} {
 		b, err := frameFor(p.op, p.mac, p.from, zeroMAC, p.to, clientMAC)
 		if err != nil {
 			f.Fatal(err)
 		}
 		f.Add(b)
+		f.Add(withSHA(append([]byte(nil), b...), broadcast[:]))
 	}
 	f.Add([]byte{})
-	r := NewResponder(ResponderConfig{Interface: "eth0", VIPs: hashVIPs, Table: NewClientTable(100, time.Hour), View: view, Logger: quietLogger()})
+	table := NewClientTable(100, time.Hour)
+	r := NewResponder(ResponderConfig{Interface: "eth0", VIPs: hashVIPs, Table: table, View: view, Logger: quietLogger()})
 	reply := make([]byte, arpFrameLen)
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		v := r.decideARP(r.snap.Load(), frame, [6]byte(myMAC), time.Unix(100, 0))
@@ -34,18 +39,42 @@ func FuzzHandle(f *testing.F) {
 		}
 		if v.send {
 			arpReply(reply, frame, [6]byte(myMAC))
+			if !UnicastMAC(reply[:6]) || !UnicastMAC(reply[offTHA:offTHA+6]) {
+				t.Fatalf("a reply to %x (target %x)", reply[:6], reply[offTHA:offTHA+6])
+			}
 		}
+		onlyUnicast(t, table)
 	})
+}
+
+// onlyUnicast fails t if the table holds a client that is not one
+// machine's: re-pointing would send to the whole segment.
+func onlyUnicast(t *testing.T, table *ClientTable) {
+	t.Helper()
+	for _, c := range table.Clients() {
+		if !UnicastMAC(c.MAC) || !unicastIP(c.IP) {
+			t.Fatalf("learned %s at %s", c.IP, c.MAC)
+		}
+	}
 }
 
 func FuzzHandleNDP(f *testing.F) {
 	ns, _ := ndp.MarshalMessage(&ndp.NeighborSolicitation{TargetAddress: vip6,
 		Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Source, Addr: clientMAC}}})
+	bns, _ := ndp.MarshalMessage(&ndp.NeighborSolicitation{TargetAddress: vip6,
+		Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Source, Addr: net.HardwareAddr(broadcast[:])}}})
 	na, _ := ndp.MarshalMessage(advertise(vip6, peerMAC, false))
+	confirm, _ := ndp.MarshalMessage(&ndp.NeighborAdvertisement{Solicited: true, TargetAddress: mine6,
+		Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: net.HardwareAddr(broadcast[:])}}})
 	f.Add(ns, 255, mine6.AsSlice())
+	f.Add(bns, 255, mine6.AsSlice())
+	f.Add(ns, 255, netip.IPv6Unspecified().AsSlice())
 	f.Add(na, 255, theirs6.AsSlice())
+	f.Add(confirm, 255, mine6.AsSlice())
 	f.Add([]byte{135}, 64, []byte{})
-	r := NewResponder(ResponderConfig{Interface: "eth0", IPv6: true, VIPs: hashVIPs6, Table: NewClientTable(100, time.Hour), View: view, Logger: quietLogger()})
+	table := NewClientTable(100, time.Hour)
+	table.Learn(vip6, mine6, clientMAC, time.Unix(50, 0))
+	r := NewResponder(ResponderConfig{Interface: "eth0", IPv6: true, VIPs: hashVIPs6, Table: table, View: view, Logger: quietLogger()})
 	f.Fuzz(func(t *testing.T, msg []byte, hops int, src []byte) {
 		from, _ := netip.AddrFromSlice(src)
 		s := r.snap.Load()
@@ -54,7 +83,41 @@ func FuzzHandleNDP(f *testing.F) {
 			t.Fatalf("an answer for outcome %s", v.out)
 		}
 		if v.send {
-			v.message(s, from, myMAC)
+			m, dst := v.message(s, from, myMAC)
+			a := m.(*ndp.NeighborAdvertisement)
+			switch {
+			case dst == allNodes && a.Override:
+				t.Fatal("an answer to all nodes with Override set")
+			case dst != allNodes && !unicastIP(dst):
+				t.Fatalf("an answer to %s", dst)
+			}
+		}
+		onlyUnicast(t, table)
+	})
+}
+
+// FuzzRepoint: whatever a client's MAC, re-pointing sends to one machine
+// or not at all.
+func FuzzRepoint(f *testing.F) {
+	f.Add([]byte(clientMAC), mine.AsSlice())
+	f.Add(broadcast[:], mine.AsSlice())
+	f.Add([]byte{1, 0, 0x5e, 0, 0, 1}, []byte{224, 0, 0, 1})
+	f.Fuzz(func(t *testing.T, mac, addr []byte) {
+		ip, ok := netip.AddrFromSlice(addr)
+		if !ok {
+			return
+		}
+		conn := arptest.NewConn()
+		r := NewResponder(ResponderConfig{Interface: "eth0", VIPs: hashVIPs, Table: NewClientTable(10, time.Hour), View: view, Logger: quietLogger()})
+		r.link, r.mac = &arpLink{conn: conn, mac: myMAC, reply: make([]byte, arpFrameLen)}, myMAC
+		err := r.Repoint(vip, Client{VIP: vip, IP: ip.Unmap(), MAC: mac})
+		for _, dst := range conn.WrittenTo() {
+			if !UnicastMAC(dst) {
+				t.Fatalf("re-pointed %s at %x: sent to %s", ip, mac, dst)
+			}
+		}
+		if !UnicastMAC(mac) && !errors.Is(err, ErrNotUnicast) {
+			t.Fatalf("re-pointing %x: %v, want ErrNotUnicast", mac, err)
 		}
 	})
 }
@@ -64,8 +127,14 @@ func FuzzMerge(f *testing.F) {
 	t.Learn(vip, mine, clientMAC, time.UnixMilli(1000))
 	b, _ := t.MarshalBinary()
 	f.Add(b)
+	f.Add(append(append([]byte(nil), b[:len(b)-10]...), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1))
 	f.Add([]byte{1, 2, 3})
-	f.Fuzz(func(_ *testing.T, b []byte) {
-		NewClientTable(10, time.Hour).Merge(b, time.UnixMilli(5000))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		table := NewClientTable(10, time.Hour)
+		table.Merge(b, time.UnixMilli(5000))
+		onlyUnicast(t, table)
+		if n, p := table.Len(), table.Stats().Protected; n > table.Max() || p > table.maxProtected() {
+			t.Fatalf("%d clients, %d protected: more than the table holds", n, p)
+		}
 	})
 }

@@ -138,13 +138,20 @@ func (r *Responder) handleNDP(l *ndpLink, msg []byte, hops int, src netip.Addr, 
 func (v ndpVerdict) message(s *snapshot, src netip.Addr, mac net.HardwareAddr) (ndp.Message, netip.Addr) {
 	vip := s.vips[v.vip].Address
 	if v.answer == answerAllNodes {
-		return advertise(vip, mac, false), allNodes
+		// Every machine hears it, and each has its own owner for the
+		// VIP: with Override clear (RFC 4861 7.2.4, as a proxy answers)
+		// it tells the prober the address is taken and moves no entry
+		// (7.2.5: a different address without Override at most makes a
+		// reachable entry stale, and the next probe goes to the owner).
+		a := advertise(vip, mac, false)
+		a.Override = false
+		return a, allNodes
 	}
 	return advertise(vip, mac, true), src
 }
 
-// advertise builds a Neighbor Advertisement of vip at mac. Override is
-// always set: the point is to replace whatever MAC the receiver has.
+// advertise builds a Neighbor Advertisement of vip at mac, with Override
+// set: the point is to replace whatever MAC the receiver has.
 func advertise(vip netip.Addr, mac net.HardwareAddr, solicited bool) *ndp.NeighborAdvertisement {
 	return &ndp.NeighborAdvertisement{
 		Solicited: solicited, Override: true, TargetAddress: vip,

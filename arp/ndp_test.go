@@ -12,6 +12,7 @@ import (
 	"golang.org/x/net/ipv6"
 
 	"github.com/arpshare/arpshare/arp/arptest"
+	"github.com/arpshare/arpshare/gossip"
 )
 
 func targetMAC(a *ndp.NeighborAdvertisement) net.HardwareAddr {
@@ -64,6 +65,13 @@ func TestHandleNDP(t *testing.T) {
 		{"other host's client", ns(vip6, clientMAC), 255, theirs6, NotOwner, netip.Addr{}, false, true},
 		{"reachability check without MAC", ns(vip6, nil), 255, mine6, Answered, mine6, true, false},
 		{"duplicate address detection", ns(vip6, nil), 255, netip.IPv6Unspecified(), dad, dadDst, false, false},
+		{"duplicate address detection with a source link-layer option", ns(vip6, clientMAC), 255, netip.IPv6Unspecified(), Malformed, netip.Addr{}, false, false},
+		{"broadcast source link-layer option", ns(vip6, net.HardwareAddr(broadcast[:])), 255, mine6, BadSenderMAC, netip.Addr{}, false, false},
+		{"multicast source link-layer option", ns(vip6, net.HardwareAddr{0x33, 0x33, 0, 0, 0, 1}), 255, mine6, BadSenderMAC, netip.Addr{}, false, false},
+		{"zero source link-layer option", ns(vip6, zeroMAC), 255, mine6, BadSenderMAC, netip.Addr{}, false, false},
+		{"multicast source address", ns(vip6, clientMAC), 255, netip.MustParseAddr("ff02::1"), BadSenderIP, netip.Addr{}, false, false},
+		{"loopback source address", ns(vip6, clientMAC), 255, netip.IPv6Loopback(), BadSenderIP, netip.Addr{}, false, false},
+		{"broadcast target link-layer option", na(vip6, net.HardwareAddr(broadcast[:])), 255, theirs6, BadSenderMAC, netip.Addr{}, false, false},
 		{"foreign target", ns(netip.MustParseAddr("fd00::1"), clientMAC), 255, mine6, Foreign, netip.Addr{}, false, false},
 		{"routed (hop limit 64)", ns(vip6, clientMAC), 64, mine6, Malformed, netip.Addr{}, false, false},
 		{"garbage", []byte{135, 0, 0}, 255, mine6, Malformed, netip.Addr{}, false, false},
@@ -90,14 +98,41 @@ func TestHandleNDP(t *testing.T) {
 					t.Errorf("answer to %v, want to %v", dst, tt.wantDst)
 				}
 				a := reply.(*ndp.NeighborAdvertisement)
-				if a.TargetAddress != vip6 || !a.Override || a.Solicited != tt.solicited || targetMAC(a).String() != myMAC.String() {
-					t.Errorf("answer %+v, want an override advertisement of %s at %s (solicited %v)", a, vip6, myMAC, tt.solicited)
+				// Only a solicited answer overrides: an answer to all
+				// nodes must move nobody's entry.
+				if a.TargetAddress != vip6 || a.Override != tt.solicited || a.Solicited != tt.solicited || targetMAC(a).String() != myMAC.String() {
+					t.Errorf("answer %+v, want an advertisement of %s at %s (solicited and override %v)", a, vip6, myMAC, tt.solicited)
 				}
 			}
 			if learned := table.Len() == 1; learned != tt.wantLearn {
 				t.Errorf("learned = %v, want %v", learned, tt.wantLearn)
 			}
 		})
+	}
+}
+
+// TestDADAnswer: a duplicate address detection solicitation for the VIP is
+// answered by the owner of :: (here the only host), to all nodes, with
+// Override and Solicited clear (RFC 4861 7.2.4), so that no machine's
+// entry for the VIP moves; nothing is learned.
+func TestDADAnswer(t *testing.T) {
+	t.Parallel()
+	alone := gossip.NewView("me", []gossip.Member{view.Members[0]}, 0)
+	table := NewClientTable(10, time.Hour)
+	r := NewResponder(ResponderConfig{Interface: "eth0", IPv6: true, VIPs: hashVIPs6, Table: table, View: alone, Logger: quietLogger()})
+	s := r.snap.Load()
+	msg := marshal(t, &ndp.NeighborSolicitation{TargetAddress: vip6})
+	v := r.decideNDP(s, msg, 255, netip.IPv6Unspecified(), [6]byte(myMAC), time.Unix(100, 0))
+	if v.out != Answered || !v.send {
+		t.Fatalf("outcome %q, send %v; want answered", v.out, v.send)
+	}
+	m, dst := v.message(s, netip.IPv6Unspecified(), myMAC)
+	a := m.(*ndp.NeighborAdvertisement)
+	if dst != allNodes || a.Override || a.Solicited || a.TargetAddress != vip6 || targetMAC(a).String() != myMAC.String() {
+		t.Errorf("answer %+v to %s, want %s at %s to %s, Override and Solicited clear", a, dst, vip6, myMAC, allNodes)
+	}
+	if table.Len() != 0 {
+		t.Errorf("learned %d clients from a DAD probe", table.Len())
 	}
 }
 
@@ -150,14 +185,15 @@ func TestRepointPackets(t *testing.T) {
 }
 
 // TestNDPAnswerConfirms: a client's solicited advertisement of its own
-// address (its answer to a re-pointing solicitation) refreshes it in the
-// table, with or without a target link-layer option (Linux omits it when
+// address (its answer to a re-pointing solicitation) refreshes and protects
+// it in the table, with or without a target link-layer option (Linux omits it when
 // answering a unicast solicitation); a stranger's teaches nothing.
 func TestNDPAnswerConfirms(t *testing.T) {
 	t.Parallel()
 	for _, withMAC := range []bool{true, false} {
 		table := NewClientTable(10, time.Hour)
 		table.Learn(vip6, mine6, clientMAC, time.Unix(100, 0))
+		table.Asked(vip6, mine6, time.Unix(199, 0)) // this host's re-pointing solicitation
 		r := NewResponder(ResponderConfig{Interface: "eth0", IPv6: true, VIPs: hashVIPs6, Table: table, View: view, Logger: quietLogger()})
 		na := &ndp.NeighborAdvertisement{Solicited: true, TargetAddress: mine6}
 		if withMAC {
@@ -174,6 +210,9 @@ func TestNDPAnswerConfirms(t *testing.T) {
 		}
 		if table.Len() != 1 {
 			t.Errorf("with MAC %v: %d clients, want the one known", withMAC, table.Len())
+		}
+		if !table.Protected(vip6, mine6) {
+			t.Errorf("with MAC %v: the client that answered this host's solicitation is not protected", withMAC)
 		}
 	}
 }

@@ -33,7 +33,14 @@ const (
 	PeerAnnounce Outcome = "peer_announce"  // a cluster member announces a VIP
 	Reply        Outcome = "reply"          // not a request: nothing to answer
 	Foreign      Outcome = "foreign_target" // a request for an address that is not our VIP
-	Malformed    Outcome = "malformed"      // not a well-formed ARP packet or NDP message
+	// The sender's MAC (ARP sender hardware address, NDP link-layer
+	// option) is broadcast, multicast or zero: no machine has it.
+	BadSenderMAC Outcome = "bad_sender_mac"
+	// The ARP sender hardware address is not the frame's Ethernet source.
+	MACMismatch Outcome = "mac_mismatch"
+	// The sender's address is multicast, broadcast or loopback.
+	BadSenderIP Outcome = "bad_sender_ip"
+	Malformed   Outcome = "malformed" // not a well-formed ARP packet or NDP message
 )
 
 // VIP is a VIP a responder serves, and how its clients are shared.
@@ -158,7 +165,7 @@ type counts struct {
 	kernelBase [2]atomic.Uint64
 }
 
-var outcomes = [...]Outcome{Answered, NotOwner, Conflict, PeerAnnounce, Reply, Foreign, Malformed}
+var outcomes = [...]Outcome{Answered, NotOwner, Conflict, PeerAnnounce, Reply, Foreign, BadSenderMAC, MACMismatch, BadSenderIP, Malformed}
 
 func outcomeIndex(o Outcome) int {
 	switch o {
@@ -174,8 +181,14 @@ func outcomeIndex(o Outcome) int {
 		return 4
 	case Foreign:
 		return 5
+	case BadSenderMAC:
+		return 6
+	case MACMismatch:
+		return 7
+	case BadSenderIP:
+		return 8
 	}
-	return 6
+	return len(outcomes) - 1
 }
 
 // count counts one frame's outcome, for VIP i (-1: none).
@@ -472,6 +485,9 @@ func (r *Responder) handleARP(l *arpLink, frame []byte, now time.Time) {
 		return
 	}
 	arpReply(l.reply, frame, mac)
+	if !UnicastMAC(l.reply[:6]) {
+		return // the decision vets the sender; this is the last guard
+	}
 	if v.delay > 0 {
 		later := slices.Clone(l.reply)
 		time.AfterFunc(v.delay, func() { r.sent(s, v.vip, l.conn.WriteFrame(later, later[:6])) })
@@ -517,6 +533,10 @@ func frameFor(op arp.Operation, srcMAC net.HardwareAddr, srcIP netip.Addr, dstMA
 // ErrNotOpen is returned when the interface is not open right now.
 var ErrNotOpen = errors.New("interface not open")
 
+// ErrNotUnicast is returned for a client whose MAC no single machine has:
+// a packet to it would reach the whole segment.
+var ErrNotUnicast = errors.New("client MAC is not unicast")
+
 // Repoint tells client that vip is now at this interface's MAC with the one
 // packet every neighbour implementation must honour, a request addressed to
 // the client from the VIP: for ARP "who has <client>? tell <VIP>" (sender
@@ -527,8 +547,12 @@ var ErrNotOpen = errors.New("interface not open")
 // override, within its locktime and with drop_gratuitous_arp or
 // drop_unsolicited_na set, which it does not for a gratuitous ARP or an
 // unsolicited advertisement (docs/design.md, "Re-pointing"). The client
-// answers the request, which confirms it is there.
+// answers the request, which confirms it is there and protects it in the
+// table (ClientTable.Confirm).
 func (r *Responder) Repoint(vip netip.Addr, c Client) error {
+	if !UnicastMAC(c.MAC) || !unicastIP(c.IP) {
+		return fmt.Errorf("repoint %s at %s on %s: %w", c.IP, c.MAC, r.cfg.Interface, ErrNotUnicast)
+	}
 	r.mu.Lock()
 	l, mac := r.link, r.mac
 	r.mu.Unlock()
@@ -539,8 +563,7 @@ func (r *Responder) Repoint(vip netip.Addr, c Client) error {
 		return fmt.Errorf("repoint %s on %s: %w", c.IP, r.cfg.Interface, err)
 	}
 	r.countsOf(vip).repoints.Add(1)
-	// A client this host re-points is one it answers: keep it.
-	r.cfg.Table.Protect(vip, c.IP)
+	r.cfg.Table.Asked(vip, c.IP, time.Now())
 	return nil
 }
 

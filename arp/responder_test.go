@@ -66,6 +66,13 @@ func request(t testing.TB, op arp.Operation, sha net.HardwareAddr, spa netip.Add
 	return b
 }
 
+// withSHA returns frame with its ARP sender hardware address set to mac,
+// its Ethernet source left as it is.
+func withSHA(frame []byte, mac []byte) []byte {
+	copy(frame[offSHA:offSHA+6], mac)
+	return frame
+}
+
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func TestHandle(t *testing.T) {
@@ -95,6 +102,15 @@ func TestHandle(t *testing.T) {
 		{"foreign target", request(t, arp.OperationRequest, clientMAC, mine, netip.MustParseAddr("198.18.0.1")), Foreign, false, false},
 		{"stranger claims the VIP", request(t, arp.OperationRequest, clientMAC, vip, vip), Conflict, false, false},
 		{"peer announces the VIP", request(t, arp.OperationRequest, peerMAC, vip, vip), PeerAnnounce, false, false},
+		{"broadcast sender MAC", withSHA(request(t, arp.OperationRequest, clientMAC, mine, vip), broadcast[:]), BadSenderMAC, false, false},
+		{"multicast sender MAC", withSHA(request(t, arp.OperationRequest, clientMAC, mine, vip), []byte{1, 0, 0x5e, 0, 0, 1}), BadSenderMAC, false, false},
+		{"zero sender MAC", withSHA(request(t, arp.OperationRequest, clientMAC, mine, vip), zeroMAC), BadSenderMAC, false, false},
+		{"sender MAC not the Ethernet source", withSHA(request(t, arp.OperationRequest, clientMAC, mine, vip), peerMAC), MACMismatch, false, false},
+		{"broadcast sender MAC in a reply", withSHA(request(t, arp.OperationReply, clientMAC, mine, vip), broadcast[:]), BadSenderMAC, false, false},
+		{"broadcast sender MAC claims the VIP", withSHA(request(t, arp.OperationRequest, clientMAC, vip, vip), broadcast[:]), BadSenderMAC, false, false},
+		{"multicast sender address", request(t, arp.OperationRequest, clientMAC, netip.MustParseAddr("224.0.0.5"), vip), BadSenderIP, false, false},
+		{"broadcast sender address", request(t, arp.OperationRequest, clientMAC, netip.MustParseAddr("255.255.255.255"), vip), BadSenderIP, false, false},
+		{"loopback sender address", request(t, arp.OperationRequest, clientMAC, netip.MustParseAddr("127.0.0.1"), vip), BadSenderIP, false, false},
 		{"truncated", short, Malformed, false, false},
 		{"ipv6-sized addresses", ipv6ARP, Malformed, false, false},
 		{"not ARP", notARP, Malformed, false, false},
@@ -208,8 +224,9 @@ func TestResponderRunWaitsAndReopens(t *testing.T) {
 	}
 }
 
-// Answering a client once does not protect it: each host answers its share
-// of a flood. Asking again does.
+// Answering a client does not protect it, nor does its asking again soon
+// after: each host answers its share of a flood, and a flood asks twice as
+// cheaply as once. Its answer to this host's re-pointing request does.
 func TestAnswerOnceDoesNotProtect(t *testing.T) {
 	t.Parallel()
 	table := NewClientTable(10, time.Hour)
@@ -218,11 +235,18 @@ func TestAnswerOnceDoesNotProtect(t *testing.T) {
 	if v := r.decideARP(r.snap.Load(), frame, [6]byte(myMAC), time.Unix(100, 0)); v.out != Answered {
 		t.Fatalf("outcome %s, want answered", v.out)
 	}
-	if table.Protected(vip, mine) {
-		t.Error("a client answered once is protected")
-	}
 	r.decideARP(r.snap.Load(), frame, [6]byte(myMAC), time.Unix(130, 0))
+	if table.Protected(vip, mine) {
+		t.Error("a client answered twice is protected")
+	}
+	reply := request(t, arp.OperationReply, clientMAC, mine, vip)
+	r.decideARP(r.snap.Load(), reply, [6]byte(myMAC), time.Unix(131, 0))
+	if table.Protected(vip, mine) {
+		t.Error("a reply nobody asked for protects")
+	}
+	table.Asked(vip, mine, time.Unix(140, 0))
+	r.decideARP(r.snap.Load(), reply, [6]byte(myMAC), time.Unix(141, 0))
 	if !table.Protected(vip, mine) {
-		t.Error("a client that asked again is not protected")
+		t.Error("a client that answered this host's request is not protected")
 	}
 }

@@ -31,6 +31,7 @@ const (
 	MetricRepointBacklog = "arpshare_repoint_backlog_seconds"
 	MetricClientsKnown   = "arpshare_clients_known"
 	MetricClientsEvicted = "arpshare_clients_evicted_total"
+	MetricClientsRefused = "arpshare_clients_merge_refused_total"
 	MetricClientsOwned   = "arpshare_clients_owned"
 	MetricMembers        = "arpshare_gossip_members"
 	MetricHealthScore    = "arpshare_gossip_health_score"
@@ -47,7 +48,7 @@ const (
 
 var (
 	descFrames = prometheus.NewDesc(MetricFramesReceived,
-		"ARP (protocol arp) and Neighbor Discovery (protocol ndp) frames received on a serving interface, by the VIP they concern (its name; empty for none) and what became of them: answered, not_owner, conflict, peer_announce, reply, foreign_target or malformed.",
+		"ARP (protocol arp) and Neighbor Discovery (protocol ndp) frames received on a serving interface, by the VIP they concern (its name; empty for none) and what became of them: answered, not_owner, conflict, peer_announce, reply, foreign_target, bad_sender_mac, mac_mismatch, bad_sender_ip or malformed.",
 		[]string{"interface", "protocol", "vip", "outcome"}, nil)
 	descReplies = prometheus.NewDesc(MetricRepliesSent,
 		"ARP replies and neighbor advertisements sent to clients this host owns.", []string{"interface", "protocol", "vip"}, nil)
@@ -71,6 +72,9 @@ var (
 		"Clients of the VIP in this host's client table (counted again when the view or config changes, and at most once a second while the table does).", []string{"vip"}, nil)
 	descEvicted = prometheus.NewDesc(MetricClientsEvicted,
 		"Clients dropped from the full client table to make room for new ones (a flood of new senders, or node.max_clients too small).", nil, nil)
+	descRefused = prometheus.NewDesc(MetricClientsRefused,
+		"Entries of peers' client tables refused, by reason: vip_not_served, mac_not_unicast, bad_address, too_many (beyond the table's capacity in one exchange), too_many_protected (taken, but not as protected) or too_many_vips (the whole table).",
+		[]string{"reason"}, nil)
 	descOwned = prometheus.NewDesc(MetricClientsOwned,
 		"Known clients of the VIP that this host answers (counted with arpshare_clients_known).", []string{"vip"}, nil)
 	descMembers = prometheus.NewDesc(MetricMembers,
@@ -104,7 +108,7 @@ var (
 type collector struct{ d *Daemon }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descFrames, descKernelFrames, descReplies, descConflicts, descRepoints, descVIPInfo, descKnown, descEvicted, descOwned,
+	for _, d := range []*prometheus.Desc{descFrames, descKernelFrames, descReplies, descConflicts, descRepoints, descVIPInfo, descKnown, descEvicted, descRefused, descOwned,
 		descRepointClients, descRepointBacklog, descMembers, descHealth, descQuorum, descJoin, descLastChange, descEligible, descHealthy, descIfaceUp, descBuild} {
 		ch <- d
 	}
@@ -220,7 +224,11 @@ func (c collector) collectClients(e emitter, cfg *Config, v *gossip.View) {
 		e.gauge(descKnown, float64(n), vip)
 		e.gauge(descOwned, float64(owned[vip]), vip)
 	}
-	e.counter(descEvicted, d.table.Stats().Evicted)
+	st := d.table.Stats()
+	e.counter(descEvicted, st.Evicted)
+	for reason, n := range st.Rejected {
+		e.counter(descRefused, n, string(reason))
+	}
 }
 
 // collectCluster sends the members by state and this host's standing in

@@ -43,12 +43,19 @@ type ownerCache struct {
 type countsSig struct {
 	view  *gossip.View // replaced, never changed, on every view change
 	cfg   *Config      // likewise on every reload
-	table arp.TableStats
+	table tableCounts
+}
+
+// tableCounts are the comparable counts of arp.TableStats.
+type tableCounts struct {
+	probation, protected int
+	evicted              uint64
 }
 
 // get returns the counts by VIP address; callers must not change them.
 func (c *ownerCache) get(cfg *Config, v *gossip.View, table *arp.ClientTable) map[netip.Addr]vipCounts {
-	sig := countsSig{view: v, cfg: cfg, table: table.Stats()}
+	st := table.Stats()
+	sig := countsSig{view: v, cfg: cfg, table: tableCounts{st.Probation, st.Protected, st.Evicted}}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.byVIP != nil && (sig == c.sig || (sig.view == c.sig.view && sig.cfg == c.sig.cfg && time.Since(c.at) < ownerCountsAge)) {

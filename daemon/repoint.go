@@ -69,6 +69,7 @@ type clientKey struct{ vip, ip netip.Addr }
 type queued struct {
 	key       clientKey
 	seen      time.Time // when the client was last seen, for the order
+	firstSeen time.Time // when this host first learned it, for the order
 	protected bool      // protected clients go first
 	left      int       // packets still to send
 	first     time.Time // when the first packet went out; zero before
@@ -268,7 +269,7 @@ func (r *Repointer) enqueue(c arp.Client, rounds int, now time.Time) bool {
 		}
 		q.left = 0 // dropped from the slow queue at the next round
 	}
-	q := &queued{key: k, seen: c.LastSeen, protected: c.Protected, left: rounds, next: now}
+	q := &queued{key: k, seen: c.LastSeen, firstSeen: c.FirstSeen, protected: c.Protected, left: rounds, next: now}
 	r.pending[k] = q
 	r.queue = append(r.queue, q)
 	return true
@@ -281,25 +282,33 @@ func (r *Repointer) enqueueSlow(c arp.Client, now time.Time) bool {
 	if _, ok := r.pending[k]; ok {
 		return false
 	}
-	q := &queued{key: k, seen: c.LastSeen, protected: c.Protected, left: 1, next: now, periodic: true}
+	q := &queued{key: k, seen: c.LastSeen, firstSeen: c.FirstSeen, protected: c.Protected, left: 1, next: now, periodic: true}
 	r.pending[k] = q
 	r.slow = append(r.slow, q)
 	return true
 }
 
-// sortQueue puts protected clients first (a flood of spoofed senders is
-// made of probationary ones, and must not delay the real clients), each
-// kind seen most recently first: they are the most likely to be sending
-// traffic right now.
+// sortQueue puts first the clients with evidence of a real machine behind
+// them (protected: a flood of spoofed senders, however often each asks, is
+// made of probationary ones, and must not delay the real clients), seen
+// most recently first: they are the most likely to be sending traffic right
+// now. The others follow, known longest first: a flood is recent, and a real
+// client not yet vouched for here was most likely learned before it (seen
+// once, at its first request, by every host but its owner).
 func (r *Repointer) sortQueue() { sortByEvidence(r.queue) }
 
 func sortByEvidence(queue []*queued) {
 	slices.SortStableFunc(queue, func(a, b *queued) int {
-		if a.protected != b.protected {
+		switch {
+		case a.protected != b.protected:
 			if a.protected {
 				return -1
 			}
 			return 1
+		case !a.protected:
+			if c := a.firstSeen.Compare(b.firstSeen); c != 0 {
+				return c
+			}
 		}
 		return b.seen.Compare(a.seen)
 	})

@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/arpshare/arpshare/arp"
@@ -77,6 +79,8 @@ func (d *vipServer) plumb(old, cfg *Config) (*Config, error) {
 			d.table.Forget(v.Address)
 		}
 	}
+	// Peers' client tables bring clients of the configured VIPs only.
+	d.table.Serve(slices.Collect(maps.Keys(is)))
 	return &served, errors.Join(errs...)
 }
 

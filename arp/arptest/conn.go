@@ -14,6 +14,7 @@ type Conn struct {
 	In     chan []byte
 	mu     sync.Mutex
 	out    [][]byte
+	dsts   []net.HardwareAddr
 	closed chan struct{}
 	once   sync.Once
 }
@@ -36,11 +37,12 @@ func (c *Conn) ReadFrame(b []byte) (int, error) {
 	}
 }
 
-// WriteFrame records a copy of b.
-func (c *Conn) WriteFrame(b []byte, _ net.HardwareAddr) error {
+// WriteFrame records a copy of b, and dst.
+func (c *Conn) WriteFrame(b []byte, dst net.HardwareAddr) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.out = append(c.out, append([]byte(nil), b...))
+	c.dsts = append(c.dsts, append(net.HardwareAddr(nil), dst...))
 	return nil
 }
 
@@ -65,4 +67,12 @@ func (c *Conn) Written() [][]byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return append([][]byte(nil), c.out...)
+}
+
+// WrittenTo returns the destinations the frames written so far were sent
+// to, in order.
+func (c *Conn) WrittenTo() []net.HardwareAddr {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]net.HardwareAddr(nil), c.dsts...)
 }

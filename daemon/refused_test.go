@@ -1,0 +1,51 @@
+package daemon
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/arpshare/arpshare/arp"
+)
+
+// TestMergeRefusalsCounted: what a peer's client table brings that this
+// host does not take is counted by reason in the metrics.
+func TestMergeRefusalsCounted(t *testing.T) {
+	t.Parallel()
+	d := New(&Config{Node: NodeConfig{Name: "x", StateDir: t.TempDir(), MaxClients: 10}}, quietLog(), "test")
+	d.table.Serve([]netip.Addr{testVIP})
+	src := arp.NewClientTable(10, time.Hour)
+	src.Learn(netip.MustParseAddr("198.18.0.250"), netip.MustParseAddr("198.18.1.1"), net.HardwareAddr{2, 0, 0, 0, 0, 1}, time.Now())
+	sharedTable{d.table, quietLog()}.MergeState(src.Encode(time.Now(), time.Time{}), true)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(tableCollector{d})
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		if f.GetName() != MetricClientsRefused {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			got[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+		}
+	}
+	if got["vip_not_served"] != 1 || len(got) != 1 {
+		t.Errorf("%s = %v, want 1 vip_not_served", MetricClientsRefused, got)
+	}
+}
+
+// tableCollector is the part of the daemon's collector about its clients.
+type tableCollector struct{ d *Daemon }
+
+func (c tableCollector) Describe(ch chan<- *prometheus.Desc) { collector(c).Describe(ch) }
+
+func (c tableCollector) Collect(ch chan<- prometheus.Metric) {
+	collector(c).collectClients(emitter{ch: ch, names: map[netip.Addr]string{}}, c.d.config(), nil)
+}
