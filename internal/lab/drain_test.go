@@ -163,6 +163,7 @@ func TestStopLastDoesNotDrain(t *testing.T) {
 	// h1 watches h2's metadata until h2 is gone.
 	var drained []string
 	stopped := make(chan error, 1)
+	stopAt := time.Now()
 	go func() { stopped <- h2.Stop(20 * time.Second) }()
 	var exitedAt time.Time
 	for exitedAt.IsZero() {
@@ -185,6 +186,7 @@ func TestStopLastDoesNotDrain(t *testing.T) {
 		}
 	}
 	samples := probe.Stop()
+	t.Logf("h2 exited %s after SIGTERM", exitedAt.Sub(stopAt).Round(10*time.Millisecond))
 	if len(drained) > 0 {
 		t.Errorf("h1 saw h2, the last eligible host, draining as it stopped, %d times from %s", len(drained), drained[0])
 	}
