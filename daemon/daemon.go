@@ -189,7 +189,6 @@ func (d *Daemon) Run(ctx context.Context, configPath string) error {
 func (d *Daemon) stop(ctx context.Context) {
 	d.seams.notify("STOPPING=1\nSTATUS=draining")
 	drained, guard := d.stopDrain(ctx)
-	defer guard()
 	if drained {
 		// The connections other hosts handed to this one end, up to
 		// handover.stop_wait.
@@ -201,6 +200,7 @@ func (d *Daemon) stop(ctx context.Context) {
 		}
 		d.handover.WaitConnections(ctx, vips, cfg.Handover.StopWait)
 	}
+	guard()
 	if err := d.cluster.Leave(leaveTimeout); err != nil {
 		d.log.Warn("leave cluster", "error", err)
 	}
