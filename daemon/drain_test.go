@@ -216,3 +216,43 @@ func TestStopLastDoesNotDrain(t *testing.T) {
 		t.Errorf("h2, the last host, drained on stop or did not say why not:\n%s", log)
 	}
 }
+
+// TestStopGuard: the hosts of a cluster stop at once. The one sorting last
+// stops without draining; the other drains to it, and answers again once it
+// is gone, until it exits itself.
+func TestStopGuard(t *testing.T) {
+	t.Parallel()
+	c := newCluster("h1", "h2")
+	h1, h2 := c.startTwo(t, vipV4, vipV4)
+	eventuallyView(t, h1, "h1 sees h2", func(v *gossip.View) bool { return len(v.Eligible(web)) == 2 })
+	// h1 stops as a stop does, but stays in its stop until the test ends.
+	stopped := make(chan bool, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		drained, guard := h1.d.stopDrain(ctx)
+		stopped <- drained
+		<-ctx.Done()
+		guard()
+	}()
+	defer cancel()
+	eventuallyView(t, h2, "h2 sees h1 leaving and draining", func(v *gossip.View) bool {
+		m, ok := metaOf(v, "h1")
+		return ok && m.Leaving && m.Draining
+	})
+	if err := h2.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if !<-stopped {
+		t.Fatalf("h1, stopping with h2 eligible, did not drain:\n%s", h1.log.String())
+	}
+	if log := h2.log.String(); !strings.Contains(log, "stopping WITHOUT draining") {
+		t.Errorf("h2, stopping with h1 leaving, drained:\n%s", log)
+	}
+	eventually(t, "h1 answers again", func() bool { return !h1.d.state.draining() })
+	eventuallyView(t, h1, "h1 eligible again", func(v *gossip.View) bool {
+		return len(v.Eligible(web)) == 1 && v.Eligible(web)[0].Name == "h1"
+	})
+	if !strings.Contains(h1.log.String(), "no other host is eligible any more") {
+		t.Errorf("h1 did not say why it answers again:\n%s", h1.log.String())
+	}
+}
