@@ -37,7 +37,8 @@ import (
 // digest of its own view.
 
 // repointStopWait bounds how long a stopping host waits for its peers to
-// re-point its clients: with the settle wait (drainWait), handover.stop_wait
+// re-point its clients, or, the last eligible host, for another host to
+// come back: with the settle wait (drainWait), handover.stop_wait
 // (30 s by default) and the leave, a stop stays under the unit's
 // TimeoutStopSec= (45 s).
 const repointStopWait = 10 * time.Second
@@ -279,14 +280,26 @@ func (s *hostState) setStopping(stopping bool) bool {
 
 // stopDrain is the draining part of a graceful stop. A host already drained
 // has nothing to hand over. A host that would leave a VIP to nobody does not
-// drain: it answers until it exits, and returns false. Otherwise it drains,
+// drain: it answers until it exits, and returns false; if other hosts stop
+// at the same time, it first waits (up to repointStopWait) for one of them
+// to come back, as a restart brings it, and drains to it. Otherwise it drains,
 // waits (up to repointStopWait) for the others to re-point its clients, and
 // keeps draining only while another host stays eligible (guardStop).
 func (d *Daemon) stopDrain(ctx context.Context) (drained bool, guard func()) {
 	if d.state.draining() {
 		return true, func() {}
 	}
-	if vs := d.mayLeave(ctx); len(vs) > 0 {
+	vs := d.mayLeave(ctx)
+	// One wait for a host to come back and for the re-pointing.
+	wait, done := context.WithTimeout(ctx, repointStopWait)
+	defer done()
+	if len(vs) > 0 && d.othersLeaving() {
+		d.log.Info("last eligible host while other hosts stop too (a restart of several at once): answering until one of them is back, or 10 s", "vips", vipNames(vs))
+		for len(vs) > 0 && clock.Sleep(wait, d.config().Gossip.ProbeInterval) {
+			vs = orphans(d.cluster.View(), d.config().Node.Name, d.config().VIPs)
+		}
+	}
+	if len(vs) > 0 {
 		d.log.Warn("stopping WITHOUT draining: this host is the last eligible host; it answers until it exits, and its clients wait for the next host up",
 			"vips", vipNames(vs))
 		return false, func() {}
@@ -297,10 +310,16 @@ func (d *Daemon) stopDrain(ctx context.Context) (drained bool, guard func()) {
 	gctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { d.guardStop(gctx) })
-	wait, done := context.WithTimeout(ctx, repointStopWait)
-	defer done()
 	d.waitRepointed(wait)
 	return true, func() { cancel(); wg.Wait() }
+}
+
+// othersLeaving reports whether another live member is leaving too.
+func (d *Daemon) othersLeaving() bool {
+	self := d.config().Node.Name
+	return slices.ContainsFunc(d.cluster.View().Members, func(m gossip.Member) bool {
+		return m.Name != self && m.Live() && m.Meta.Leaving
+	})
 }
 
 // waitRepointed waits until the peers have re-pointed this host's clients,

@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -198,5 +199,59 @@ func TestStopLastDoesNotDrain(t *testing.T) {
 				t.Errorf("client %s, before h2 exited: served by %q (%v)", c, s.Host, s.Err)
 			}
 		}
+	}
+}
+
+// TestFleetRestart: SIGTERM to every host at once, each started again as
+// soon as it has exited, as `systemctl restart arpshare` on the whole fleet
+// does. The host sorting last keeps answering until another is back, the
+// others drain to it: no client's connection attempt fails (but for a
+// handshake reset as it moves between two live hosts).
+func TestFleetRestart(t *testing.T) {
+	requirePrivileged(t)
+	l := newLab(t, 3, 12, HostConfig{})
+	startAll(t, l.Hosts)
+	base := expected(l.Clients, map[string]int{"h1": 1, "h2": 1, "h3": 1})
+	waitAssignment(t, l.Clients, base, 10*time.Second)
+	probe := StartProbe(l.Clients, VIP, 100*time.Millisecond, probeTimeout)
+	if err := probe.WaitServed(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for _, h := range l.Hosts {
+		wg.Go(func() {
+			start := time.Now()
+			if err := h.Stop(45 * time.Second); err != nil {
+				t.Errorf("stop %s: %v", h.Name, err)
+			}
+			t.Logf("%s stopped in %s", h.Name, time.Since(start).Round(10*time.Millisecond))
+			if err := h.Start(); err != nil {
+				t.Errorf("start %s again: %v", h.Name, err)
+			}
+		})
+	}
+	wg.Wait()
+	for _, h := range l.Hosts {
+		b, _ := os.ReadFile(h.Log)
+		for _, line := range strings.Split(string(b), "\n") {
+			for _, m := range []string{"stopping", "last eligible host", "answering again", "another host is eligible", "arpshare ready"} {
+				if strings.Contains(line, m) {
+					t.Logf("%s: %s", h.Name, line)
+					break
+				}
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := WaitMembers(ctx, l.Hosts, 3); err != nil {
+		t.Fatal(err)
+	}
+	waitAssignment(t, l.Clients, base, 30*time.Second)
+	samples := probe.Stop()
+	failed, handovers := failures(samples)
+	t.Logf("handshakes reset as their client moved: %d", handovers)
+	if len(failed) > 0 {
+		t.Errorf("%d failed connection attempts during the restart of every host: %v", len(failed), failed)
 	}
 }
