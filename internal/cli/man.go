@@ -148,7 +148,7 @@ func ManPage8(version string) string {
 	for _, s := range [][2]string{
 		{"SIGHUP", "Reload the config file (what `systemctl reload arpshare` sends, after `arpshare check` passes). VIPs and node.weight change live; other keys need a restart. A refused config is logged, counted in arpshare_config_reloads_total{result=\"refused\"} and leaves the running one in force."},
 		{"SIGTERM, SIGINT", "Stop gracefully: drain, wait (up to 10 s) until the other hosts report that they have re-pointed this host's clients, wait up to handover.stop_wait (30 s) for the TCP connections to the VIPs here to end, leave the cluster, take the VIPs off lo. " +
-			"The last eligible host of a VIP does not drain (it answers until it exits, and logs why), and a stopping host answers again while no other host is eligible, so stopping every host at once leaves no VIP unanswered for longer than one failover."},
+			"The last eligible host of a VIP does not drain (it answers until it exits, and logs why); if other hosts stop at the same time, it first waits up to 10 s for one of them to be back, and drains to it. A stopping host answers again while no other host is eligible. So a restart of every host at once leaves no VIP unanswered."},
 	} {
 		fmt.Fprintf(&b, ".TP\n.B %s\n%s\n", s[0], roff(s[1]))
 	}
