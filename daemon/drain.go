@@ -20,7 +20,8 @@ import (
 // says so (`arpshare drain --force`):
 //
 //   - A host that would be the last eligible host of a VIP refuses to
-//     drain, and stops without draining.
+//     drain, and stops without draining; if others stop too, it first
+//     waits a little for one of them to come back (see stopDrain).
 //   - Two hosts leaving at once each see the other still eligible. So a
 //     host first says it is leaving (gossip.Meta.Leaving, which changes no
 //     eligibility), waits for that and the others' answers to spread

@@ -53,7 +53,8 @@ func drainDaemon(t *testing.T, polls int32, refuse string) (socket string, force
 func TestDrainWaits(t *testing.T) {
 	t.Parallel()
 	sock, _ := drainDaemon(t, 3, "")
-	if code, out, errs := runCLI("drain", "--socket", sock); code != ExitOK || !strings.Contains(out, "node h1 (NOT SERVING: draining") {
+	if code, out, errs := runCLI("drain", "--socket", sock); code != ExitOK || !strings.Contains(out, "node h1 (NOT SERVING: draining") ||
+		!strings.Contains(out, "drained: the other hosts have re-pointed this host's clients") {
 		t.Errorf("drain done after 3 polls: exit %d, stdout %q, stderr %q", code, out, errs)
 	}
 
