@@ -256,3 +256,27 @@ func TestStopGuard(t *testing.T) {
 		t.Errorf("h1 did not say why it answers again:\n%s", h1.log.String())
 	}
 }
+
+// TestDrainMetaDecode: the drain fields decode within their bounds, and a
+// peer's metadata with a digest out of range is not trusted.
+func TestDrainMetaDecode(t *testing.T) {
+	t.Parallel()
+	m := gossip.Meta{Version: gossip.MetaVersion, Algorithm: gossip.Algorithm, Weight: 1, Leaving: true, Repointed: 4294967295}
+	b, err := m.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := gossip.DecodeMeta(b)
+	if err != nil || !got.Leaving || got.Repointed != 4294967295 {
+		t.Errorf("round trip of %s: %+v, %v", b, got, err)
+	}
+	for _, r := range []string{"-1", "4294967296", "1.5", `"7"`} {
+		b := []byte(`{"v":1,"a":1,"w":1,"h":[],"r":` + r + `}`)
+		if _, err := gossip.DecodeMeta(b); err == nil {
+			t.Errorf("metadata with r = %s decoded", r)
+		}
+	}
+	if _, err := gossip.DecodeMeta([]byte(`{"v":1,"a":1,"w":1,"h":[],"l":"yes"}`)); err == nil {
+		t.Error(`metadata with l = "yes" decoded`)
+	}
+}
