@@ -31,6 +31,9 @@ type Status struct {
 	Serving    bool     `json:"serving"`
 	NotServing []string `json:"not_serving"`
 	Draining   bool     `json:"draining"`
+	// Drain says, while this host drains, whether the others have taken
+	// its clients.
+	Drain *DrainStatus `json:"drain,omitempty"`
 	// Quorum is false while this host sees fewer than a majority of
 	// Expect hosts (0: not set), and then it answers nobody.
 	Quorum bool `json:"quorum"`
@@ -195,11 +198,16 @@ func (a *api) handler() http.Handler {
 	})
 	for path, drained := range map[string]bool{"POST /v1/drain": true, "POST /v1/resume": false} {
 		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
-			if err := a.daemon.SetDrained(r.Context(), drained); err != nil {
+			force := r.URL.Query().Get("force") == "true"
+			var refused *RefusedError
+			switch err := a.daemon.SetDrained(r.Context(), drained, force); {
+			case errors.As(err, &refused):
+				http.Error(w, err.Error(), http.StatusConflict)
+			case err != nil:
 				http.Error(w, err.Error(), http.StatusInternalServerError)
-				return
+			default:
+				reply(w, a.daemon.Status(), nil)
 			}
-			reply(w, a.daemon.Status(), nil)
 		})
 	}
 	if a.pprof {
@@ -242,11 +250,13 @@ func GetStatus(ctx context.Context, socket string) (Status, error) {
 	return s, call(ctx, socket, http.MethodGet, "/v1/status", &s)
 }
 
-// Drain asks the daemon to drain (or resume) and returns its new status.
-func Drain(ctx context.Context, socket string, drained bool) (Status, error) {
+// Drain asks the daemon to drain (or resume) and returns its new status. A
+// drain that would leave a VIP to nobody is refused unless force is set.
+// The drain is done once Status.Drain says so.
+func Drain(ctx context.Context, socket string, drained, force bool) (Status, error) {
 	path := "/v1/resume"
 	if drained {
-		path = "/v1/drain"
+		path = "/v1/drain?" + url.Values{"force": {fmt.Sprint(force)}}.Encode()
 	}
 	var s Status
 	return s, call(ctx, socket, http.MethodPost, path, &s)

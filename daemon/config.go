@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"net/url"
@@ -793,7 +794,8 @@ func (c *checker) vipCheck(i int, where string, rc *rawCheck) *Check {
 // metaFits checks that the gossip metadata fits with every VIP healthy and
 // every interface's MAC.
 func (c *checker) metaFits(cfg *Config) {
-	full := cfg.Meta(false, nil)
+	full := cfg.Meta(true, nil)
+	full.Leaving, full.Repointed = true, math.MaxUint32 // a stop's and a drain's
 	for range cfg.Interfaces() {
 		full.MACs = append(full.MACs, "00:00:00:00:00:00")
 	}

@@ -15,13 +15,13 @@ import (
 	"github.com/arpshare/arpshare/arp/fastpath"
 	"github.com/arpshare/arpshare/daemon/handover"
 	"github.com/arpshare/arpshare/gossip"
-	"github.com/arpshare/arpshare/internal/clock"
 )
 
 const (
-	// drainWait is how long a stopping host keeps accepting traffic after
-	// telling the cluster it drains: gossip reaches every host within a few
-	// gossip intervals, and the new owners send their first re-point at once.
+	// drainWait is how long a host that asks to drain or stops waits for
+	// that, and the other hosts' news, to spread before it looks whether
+	// another host stays eligible (see drain.go): gossip reaches every host
+	// within a few gossip intervals (100 ms).
 	drainWait = time.Second
 	// leaveTimeout bounds how long the leave message may take to go out.
 	leaveTimeout = time.Second
@@ -50,6 +50,8 @@ type Daemon struct {
 	api        *api
 	metrics    *metricsServer // nil without [api] metrics
 	sysctls    *sysctlGuard
+	reports    *repointReports
+	drainLock  drainLock
 
 	reloads    *prometheus.CounterVec
 	lastReload prometheus.Gauge
@@ -107,6 +109,8 @@ func newDaemon(cfg *Config, log *slog.Logger, version string, sm seams) *Daemon 
 		Reassert: cfg.Node.ReassertInterval, ReassertRate: cfg.Node.ReassertRate,
 	})
 	d.sysctls = newSysctlGuard(sm.sysctlDir, d.state, log)
+	d.reports = newRepointReports(d.state)
+	d.repointer.Progress = d.reports
 	d.handover = handover.New(cfg.Handover, cfg.Node.Name, cfg.Node.MaxClients, handoverSource{d.state, d.table}, log.With("component", "handover"))
 	d.cluster = gossip.NewCluster(gossip.ClusterConfig{
 		Name: cfg.Node.Name, Bind: cfg.Gossip.Bind, Peers: cfg.Gossip.Peers,
@@ -121,6 +125,7 @@ func newDaemon(cfg *Config, log *slog.Logger, version string, sm seams) *Daemon 
 		OnRefute:  d.repointer.Refuted,
 		Logger:    log.With("component", "gossip"),
 	})
+	d.reports.cluster = d.cluster
 	d.serving = &vipServer{log: log, seams: sm, state: d.state, table: d.table, cluster: d.cluster,
 		responders: d.responders, checks: newChecks()}
 	d.api = &api{path: cfg.API.Socket, daemon: d, pprof: cfg.API.Pprof, ready: make(chan struct{})}
@@ -161,7 +166,7 @@ func (d *Daemon) Run(ctx context.Context, configPath string) error {
 
 	all := []Task{d.cluster, readyOnStart(d.repointer), readyOnStart(d.handover), d.api,
 		&reloader{d: d, path: configPath, ready: make(chan struct{})}, readyOnStart(&watchdog{d: d}),
-		readyOnStart(d.sysctls)}
+		readyOnStart(d.sysctls), readyOnStart(d.reports)}
 	if d.metrics != nil {
 		all = append(all, d.metrics)
 	}
@@ -188,25 +193,24 @@ func (d *Daemon) Run(ctx context.Context, configPath string) error {
 	return sup.wait()
 }
 
-// stop is a graceful stop: drain, let the others take the clients and the
-// connections handed to this host end, leave.
+// stop is a graceful stop: drain (unless this host is the last eligible
+// one: see stopDrain), let the others take the clients and the connections
+// handed to this host end, leave.
 func (d *Daemon) stop(ctx context.Context) {
 	d.seams.notify("STOPPING=1\nSTATUS=draining")
-	d.log.Info("stopping: draining so that other hosts take this host's clients")
-	d.state.stop()
-	if err := d.cluster.UpdateMeta(d.seams.drainWait); err != nil {
-		d.log.Warn("announce draining", "error", err)
+	drained, guard := d.stopDrain(ctx)
+	if drained {
+		// The connections other hosts handed to this one end, up to
+		// handover.stop_wait.
+		d.seams.notify("STATUS=draining: waiting for open connections")
+		cfg := d.config()
+		var vips []netip.Addr
+		for _, v := range cfg.VIPs {
+			vips = append(vips, v.Address)
+		}
+		d.handover.WaitConnections(ctx, vips, cfg.Handover.StopWait)
 	}
-	clock.Sleep(ctx, d.seams.drainWait)
-	// The connections other hosts handed to this one end, up to
-	// handover.stop_wait.
-	d.seams.notify("STATUS=draining: waiting for open connections")
-	cfg := d.config()
-	var vips []netip.Addr
-	for _, v := range cfg.VIPs {
-		vips = append(vips, v.Address)
-	}
-	d.handover.WaitConnections(ctx, vips, cfg.Handover.StopWait)
+	guard()
 	if err := d.cluster.Leave(leaveTimeout); err != nil {
 		d.log.Warn("leave cluster", "error", err)
 	}

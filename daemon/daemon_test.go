@@ -376,7 +376,7 @@ func TestDrainResume(t *testing.T) {
 	}
 	eventuallyView(t, h2, "h2 sees h1 serving", draining(false))
 
-	s, err := Drain(context.Background(), h1.d.api.path, true)
+	s, err := Drain(context.Background(), h1.d.api.path, true, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -398,7 +398,7 @@ func TestDrainResume(t *testing.T) {
 		t.Error("a daemon started after a drain does not drain")
 	}
 
-	s, err = Drain(context.Background(), h1.d.api.path, false)
+	s, err = Drain(context.Background(), h1.d.api.path, false, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -410,7 +410,7 @@ func TestDrainResume(t *testing.T) {
 	}
 	eventuallyView(t, h2, "h2 sees h1 serving again", draining(false))
 	// Resuming twice is fine.
-	if err := h1.d.SetDrained(context.Background(), false); err != nil {
+	if err := h1.d.SetDrained(context.Background(), false, false); err != nil {
 		t.Error(err)
 	}
 }

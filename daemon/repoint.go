@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -132,6 +133,8 @@ type Repointer struct {
 	// sends at most (within Rate); it is spread over the whole interval
 	// when that is slower.
 	ReassertRate int
+	// Progress, if set, hears of each view whose re-pointing is done.
+	Progress Progress
 
 	views    chan *gossip.View // the latest view not yet planned
 	refuted  chan struct{}
@@ -153,7 +156,12 @@ type Repointer struct {
 	tokens               float64
 	slowRate, slowTokens float64 // of the periodic round in progress
 	lastTick             time.Time
-	heartbeat            *atomic.Int64 // Unix ns of the last loop turn
+	// moved are the clients the views gave this host that still get
+	// packets; reported is the digest last given to Progress.
+	moved     map[clientKey]bool
+	digest    uint32 // of last
+	reported  uint32
+	heartbeat *atomic.Int64 // Unix ns of the last loop turn
 
 	status *lockedStatus
 }
@@ -185,6 +193,7 @@ func NewRepointer(r Repointer) *Repointer {
 	r.pending = map[clientKey]*queued{}
 	r.announce = map[netip.Addr]announcement{}
 	r.unsettled = map[netip.Addr]bool{}
+	r.moved = map[clientKey]bool{}
 	r.heartbeat = new(atomic.Int64)
 	r.status = &lockedStatus{s: RepointStatus{Rate: r.Rate}}
 	return &r
@@ -340,6 +349,7 @@ func (r *Repointer) plan(v *gossip.View, clients []arp.Client, now time.Time) {
 	for _, c := range clients {
 		if p, ok := pols[c.VIP]; ok && p.Moved(r.last, v, c.VIP, c.IP) {
 			r.enqueue(c, repointRounds, now)
+			r.moved[clientKey{c.VIP, c.IP}] = true
 			n++
 		}
 	}
@@ -348,6 +358,7 @@ func (r *Repointer) plan(v *gossip.View, clients []arp.Client, now time.Time) {
 		r.Logger.Info("re-pointing clients to this host", "clients", n)
 	}
 	r.last = v
+	r.digest = ViewDigest(v)
 }
 
 // reassert is the periodic safety net: it queues every client this host
@@ -405,6 +416,29 @@ func (r *Repointer) round(v *gossip.View, now time.Time) {
 	r.slow = r.drop(r.slow)
 	r.confirm(now)
 	r.report()
+	r.done()
+}
+
+// Progress hears when this host has re-pointed every client a view gave it.
+type Progress interface {
+	// Repointed is called from the repointer's loop with the digest of
+	// the view (ViewDigest); it must not block.
+	Repointed(digest uint32)
+}
+
+// done tells Progress once every client the views gave this host has had
+// its packets (or answered, or is no longer this host's): the peers of a
+// draining host wait for that. Repeats of a settle or re-assertion are
+// not waited for: the first packets re-point the client.
+func (r *Repointer) done() {
+	maps.DeleteFunc(r.moved, func(k clientKey, _ bool) bool { return r.pending[k] == nil })
+	if r.Progress == nil || r.last == nil || len(r.moved) > 0 {
+		return
+	}
+	if r.digest != r.reported {
+		r.reported = r.digest
+		r.Progress.Repointed(r.digest)
+	}
 }
 
 // announceDue broadcasts the announcements that are due, and drops those

@@ -25,6 +25,7 @@ type hostState struct {
 	cfg      *Config
 	drained  bool // by the operator; survives restarts
 	stopping bool
+	leave    leaveState // see drain.go
 	healthy  map[netip.Addr]bool
 	macs     map[string]net.HardwareAddr // by interface, while open
 	// warning is what the daemon should say about the state it found at
@@ -67,6 +68,7 @@ func (s *hostState) meta() gossip.Meta {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	m := s.cfg.Meta(s.drained || s.stopping, s.healthy)
+	m.Leaving, m.Repointed = s.leave.leaving, s.leave.repointed
 	for _, mac := range s.macs {
 		m.MACs = append(m.MACs, mac.String())
 	}
@@ -78,12 +80,6 @@ func (s *hostState) draining() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.drained || s.stopping
-}
-
-func (s *hostState) stop() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.stopping = true
 }
 
 // setDrained records the operator's choice, on disk first so that it

@@ -37,6 +37,10 @@ func (d *Daemon) Status() Status {
 		Repointing: d.repointer.Status(),
 		Handover:   d.handover.Status(),
 	}
+	if s.Draining {
+		p := drainProgress(v, cfg.Node.Name, cfg.VIPs)
+		s.Drain = &p
+	}
 	healthy := d.state.health()
 	counts := d.ownerCounts(cfg, v)
 	responders := d.responders.snapshot()

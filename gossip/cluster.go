@@ -424,7 +424,8 @@ func (c *Cluster) UpdateMeta(timeout time.Duration) error {
 	c.mu.Lock()
 	ml := c.ml
 	c.mu.Unlock()
-	if ml == nil {
+	// After Leave, an update would tell the others this host is back.
+	if ml == nil || c.left.Load() {
 		return nil
 	}
 	// memberlist reads the metadata before it numbers the update: two

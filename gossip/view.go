@@ -25,6 +25,14 @@ type Meta struct {
 	VIPs      []netip.Addr `json:"h"`           // the VIPs this host serves and whose check passes
 	Unhealthy []netip.Addr `json:"u,omitempty"` // the VIPs it serves whose check fails
 	MACs      []string     `json:"m,omitempty"` // its serving interfaces' MACs
+	// Leaving: the host asks to drain, or stops, and waits to see whether
+	// other hosts stay eligible for its VIPs (see daemon.orphans). It
+	// changes nobody's eligibility.
+	Leaving bool `json:"l,omitempty"`
+	// Repointed is the digest of the latest view whose re-pointing the host
+	// has finished (0: none yet): a draining host waits until its peers
+	// report the digest of its own view.
+	Repointed uint32 `json:"r,omitempty"`
 }
 
 // Encode returns the metadata as gossiped, or an error if it is too large.

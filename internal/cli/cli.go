@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/arpshare/arpshare/daemon"
 )
 
@@ -47,6 +49,7 @@ type options struct {
 	output   string
 	group    string
 	force    bool
+	timeout  string
 }
 
 // env is what a command runs with.
@@ -57,6 +60,9 @@ type env struct {
 	build  Build
 	stdout io.Writer
 	stderr io.Writer
+	// callTimeout, if longer than the usual 30 s, bounds a call to the
+	// daemon.
+	callTimeout time.Duration
 }
 
 // flagDef declares one flag; the same declarations make --help, the man
@@ -95,9 +101,19 @@ var (
 		}}
 	flagGroup = stringFlag("group", "GROUP", "", "with --output: give FILE to GROUP, which may read it (mode 0640): the daemon's group, arpshare as packaged",
 		func(o *options) *string { return &o.group })
-	flagForce   = boolFlag("force", "with --output: replace FILE if it exists", func(o *options) *bool { return &o.force })
+	flagReplace = boolFlag("force", "with --output: replace FILE if it exists", func(o *options) *bool { return &o.force })
 	flagOffline = boolFlag("offline", "only check the file, not this host (for configs rendered for other hosts)", func(o *options) *bool { return &o.offline })
+	flagForce   = boolFlag("force", "drain even if this host is the last eligible host of a VIP, which then goes unanswered (a planned shutdown of the whole cluster)", func(o *options) *bool { return &o.force })
+	flagTimeout = stringFlag("timeout", "DURATION", defaultDrainTimeout.String(), "give up (exit 1, the host stays drained) if the other hosts have not taken this host's clients by then",
+		func(o *options) *string { return &o.timeout })
 )
+
+// defaultDrainTimeout is how long `arpshare drain` waits for the other hosts
+// to take this host's clients: each sends every client 3 packets at
+// node.repoint_rate, so 60,000 clients at the default rate (5,000/s) take
+// under 40 s even on one host, and 1,000 clients at a DAI-safe 15/s take
+// 200 s.
+const defaultDrainTimeout = 5 * time.Minute
 
 // command is one subcommand of arpshare.
 type command struct {
@@ -133,7 +149,7 @@ func init() {
 		{
 			name: "run", summary: "run the daemon (systemd starts it so)",
 			help: "Runs the daemon in the foreground: joins the cluster, puts the VIPs on lo, answers ARP and Neighbor Discovery for this host's share of the clients, and serves the API socket and the metrics. " +
-				"SIGHUP reloads the config; SIGTERM and SIGINT drain this host, leave the cluster and exit. Under systemd it speaks the notify protocol (READY, RELOADING, STOPPING, STATUS, WATCHDOG) and prefixes each log line with its syslog priority.",
+				"SIGHUP reloads the config; SIGTERM and SIGINT drain this host (unless it is the last eligible host of a VIP), leave the cluster and exit. Under systemd it speaks the notify protocol (READY, RELOADING, STOPPING, STATUS, WATCHDOG) and prefixes each log line with its syslog priority.",
 			examples: []string{"arpshare run --config /etc/arpshare/arpshare.toml --log-level debug"},
 			flags:    []flagDef{flagConfig, flagLogLevel},
 			run:      runDaemon,
@@ -152,7 +168,7 @@ func init() {
 			help: "Makes a new random 32-byte key (AES-256) in base64, the form gossip.key_file holds, and prints it, or with --output writes it to a new file that is never readable by others, not even for a moment: mode 0600, or 0640 and the group given with --group. " +
 				"It refuses to replace an existing file without --force. Every host of a cluster needs the same key.",
 			examples: []string{"arpshare keygen -o /etc/arpshare/gossip.key --group arpshare", "arpshare keygen >> /etc/arpshare/gossip.key"},
-			flags:    []flagDef{flagOutput, flagGroup, flagForce, flagJSON},
+			flags:    []flagDef{flagOutput, flagGroup, flagReplace, flagJSON},
 			run:      runKeygen,
 		},
 		{
@@ -179,9 +195,11 @@ func init() {
 		},
 		{
 			name: "drain", summary: "hand this host's clients to the others",
-			help:     "Drains this host: the others take its clients, and the command returns once they have had the time to. The drain is kept in node.state_dir across restarts until `arpshare resume`. Prints the new status.",
-			examples: []string{"arpshare drain && apt upgrade"},
-			flags:    []flagDef{flagConfig, flagSocket, flagJSON},
+			help: "Drains this host: the others take its clients, and the command returns once each of them reports that it has re-pointed the clients it takes (a progress line on a terminal names the hosts it waits for); it exits 1 if that takes longer than --timeout, leaving the host drained. " +
+				"A drain that would leave a VIP with no eligible host (this host is the last one, or the others drain or stop too and sort before it by name) is refused (exit 1, naming the VIPs) unless --force is given. " +
+				"The host still accepts the VIPs' traffic while drained. The drain is kept in node.state_dir across restarts until `arpshare resume`. Prints the new status.",
+			examples: []string{"arpshare drain && apt upgrade", "arpshare drain --timeout 20m   # node.repoint_rate set low for DAI", "arpshare drain --force   # every host, to shut the cluster down"},
+			flags:    []flagDef{flagConfig, flagSocket, flagJSON, flagForce, flagTimeout},
 			run:      runDrain,
 		},
 		{
@@ -475,7 +493,7 @@ func (e *env) askDaemon(call func(ctx context.Context, socket string) error) int
 		fmt.Fprintf(e.stderr, "arpshare: %v\n", err)
 		return ExitFailure
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), max(30*time.Second, e.callTimeout))
 	defer cancel()
 	err = call(ctx, socket)
 	switch {
@@ -514,8 +532,20 @@ func runStatus(e *env) int {
 func runDrain(e *env) int {
 	var s daemon.Status
 	drain := e.fs.Name() == "arpshare drain"
+	timeout := time.Duration(0)
+	if drain {
+		var err error
+		if timeout, err = time.ParseDuration(e.opts.timeout); err != nil || timeout <= 0 {
+			fmt.Fprintf(e.stderr, "arpshare drain: --timeout %q: want a positive duration such as 90s or 10m\n", e.opts.timeout)
+			return ExitUsage
+		}
+		e.callTimeout = timeout + 30*time.Second
+	}
 	if code := e.askDaemon(func(ctx context.Context, socket string) (err error) {
-		s, err = daemon.Drain(ctx, socket, drain)
+		if s, err = daemon.Drain(ctx, socket, drain, e.opts.force); err != nil || !drain {
+			return err
+		}
+		s, err = e.waitDrained(ctx, socket, s, timeout)
 		return err
 	}); code != ExitOK {
 		return code
@@ -527,6 +557,47 @@ func runDrain(e *env) int {
 	}
 	return ExitOK
 }
+
+// waitDrained polls the daemon until its peers have taken its clients,
+// with a progress line on a terminal.
+func (e *env) waitDrained(ctx context.Context, socket string, s daemon.Status, timeout time.Duration) (daemon.Status, error) {
+	start := time.Now()
+	f, _ := e.stderr.(*os.File)
+	tty := f != nil && isTerminal(f)
+	defer func() {
+		if tty {
+			fmt.Fprint(e.stderr, "\r\033[K")
+		}
+	}()
+	for s.Drain != nil && !s.Drain.Done {
+		if time.Since(start) > timeout {
+			return s, fmt.Errorf("not done within %s: no report yet that %s re-pointed this host's clients; this host stays drained (`arpshare status` shows the drain, `arpshare resume` undoes it)",
+				timeout, strings.Join(s.Drain.Waiting, ", "))
+		}
+		if tty {
+			fmt.Fprintf(e.stderr, "\r\033[Kdraining: waiting for %s to re-point this host's clients (%s)", strings.Join(s.Drain.Waiting, ", "), time.Since(start).Round(time.Second))
+		}
+		select {
+		case <-ctx.Done():
+			return s, ctx.Err()
+		case <-time.After(drainPoll):
+		}
+		var err error
+		if s, err = daemon.GetStatus(ctx, socket); err != nil {
+			return s, err
+		}
+	}
+	return s, nil
+}
+
+// isTerminal reports whether f is a terminal, for progress lines.
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// drainPoll is how often `arpshare drain` asks how far the drain is.
+const drainPoll = 200 * time.Millisecond
 
 func runClients(e *env) int {
 	var cs []daemon.ClientStatus

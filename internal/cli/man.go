@@ -20,6 +20,7 @@ var StatusFields = []struct{ Name, Meaning string }{
 	{"serving", "true when this host serves every VIP (status exits 0)"},
 	{"not_serving", "why it does not, one reason each (status exits 5)"},
 	{"draining", "this host is drained, or stopping"},
+	{"drain", "while this host drains: done (every live peer that serves one of its VIPs reports that it has re-pointed the clients this host's view gives it; `arpshare drain` waits for it) and waiting (the peers that have not yet); absent otherwise"},
 	{"quorum", "false while this host sees fewer than a majority of expect hosts: it then answers nobody"},
 	{"expect", "gossip.expect, absent when not set"},
 	{"join", "member (in the cluster, with live peers), alone (no peer answers at all) or rejected (peers answer but refuse this host: it answers nobody, and status exits 5)"},
@@ -146,7 +147,8 @@ func ManPage8(version string) string {
 	b.WriteString(".SH SIGNALS\n")
 	for _, s := range [][2]string{
 		{"SIGHUP", "Reload the config file (what `systemctl reload arpshare` sends, after `arpshare check` passes). VIPs and node.weight change live; other keys need a restart. A refused config is logged, counted in arpshare_config_reloads_total{result=\"refused\"} and leaves the running one in force."},
-		{"SIGTERM, SIGINT", "Stop gracefully: drain, give the other hosts a second to re-point this host's clients, wait up to handover.stop_wait (30 s) for the TCP connections to the VIPs here to end, leave the cluster, take the VIPs off lo."},
+		{"SIGTERM, SIGINT", "Stop gracefully: drain, wait (up to 10 s) until the other hosts report that they have re-pointed this host's clients, wait up to handover.stop_wait (30 s) for the TCP connections to the VIPs here to end, leave the cluster, take the VIPs off lo. " +
+			"The last eligible host of a VIP does not drain (it answers until it exits, and logs why); if other hosts stop at the same time, it first waits up to 10 s for one of them to be back, and drains to it. A stopping host answers again while no other host is eligible. So a restart of every host at once leaves no VIP unanswered."},
 	} {
 		fmt.Fprintf(&b, ".TP\n.B %s\n%s\n", s[0], roff(s[1]))
 	}

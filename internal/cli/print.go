@@ -59,6 +59,13 @@ func printStatus(w io.Writer, s daemon.Status) {
 	if s.JoinCause != "" {
 		fmt.Fprintf(tw, "REJECTED, answering nobody: %s\n", s.JoinCause)
 	}
+	switch {
+	case s.Drain == nil:
+	case s.Drain.Done:
+		fmt.Fprintln(tw, "drained: the other hosts have re-pointed this host's clients")
+	default:
+		fmt.Fprintf(tw, "draining: waiting for %s to re-point this host's clients\n", strings.Join(s.Drain.Waiting, ", "))
+	}
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "MEMBER\tADDRESS\tSTATE\tWEIGHT\tNOTE")
 	for _, m := range s.Members {

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -13,20 +12,6 @@ import (
 
 	"github.com/arpshare/arpshare/daemon"
 )
-
-// setNode adds lines to the [node] table of the host's config; call it
-// before the daemon starts.
-func setNode(t *testing.T, h *Host, lines string) {
-	t.Helper()
-	b, err := os.ReadFile(h.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := strings.Replace(string(b), "[node]\n", "[node]\n"+lines, 1)
-	if err := os.WriteFile(h.Config, []byte(s), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // TestCheckOnRunningHost: `arpshare check` on a host whose daemon runs (the
 // routine edit, check, reload) passes, and says that the gossip port is held
