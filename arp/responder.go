@@ -61,6 +61,9 @@ type ResponderConfig struct {
 	// OnOpen runs each time the interface is (re)opened, before any frame is
 	// read: host plumbing belongs here, as the interface may be new.
 	OnOpen func(name string, mac net.HardwareAddr) error
+	// OnClose runs each time the open interface is lost (err says why:
+	// the socket's read failed), before the responder tries to reopen it.
+	OnClose func(name string, err error)
 	// Retry is how often a missing or down interface is tried again.
 	Retry time.Duration
 	// FastPath answers the ARP requests of clients already decided on in
@@ -392,6 +395,9 @@ func (r *Responder) Run(ctx context.Context) error {
 			break
 		}
 		log.Warn("interface lost, reopening", "error", err)
+		if r.cfg.OnClose != nil {
+			r.cfg.OnClose(r.cfg.Interface, err)
+		}
 		if !clock.Sleep(ctx, r.cfg.Retry) {
 			break
 		}

@@ -205,6 +205,7 @@ type node struct {
 	d      *Daemon
 	host   *fakeHost
 	links  *fakeLinks
+	kernel *fakeKernel
 	log    *logBuffer
 	notes  *notes
 	cancel context.CancelFunc
@@ -298,6 +299,7 @@ func (c *cluster) prepare(t *testing.T, name, vips string, mac net.HardwareAddr)
 	dir := t.TempDir()
 	n := &node{t: t, name: name, dir: dir, path: filepath.Join(dir, "arpshare.toml"), host: newFakeHost(),
 		links: newFakeLinks(mac), log: &logBuffer{}, notes: &notes{}, done: make(chan error, 1)}
+	n.kernel = newFakeKernel(n.host, n.links)
 	n.write(c.config(name, dir, vips))
 	cfg, err := LoadConfig(n.path)
 	if err != nil {
@@ -305,7 +307,7 @@ func (c *cluster) prepare(t *testing.T, name, vips string, mac net.HardwareAddr)
 	}
 	n.d = newDaemon(cfg, slog.New(slog.NewTextHandler(n.log, &slog.HandlerOptions{Level: slog.LevelDebug})), "test", seams{
 		host: n.host, listen: n.links.listen, listenNDP: n.links.listenNDP,
-		transport: c.trans[name], notify: n.notes.add, drainWait: 200 * time.Millisecond,
+		transport: c.trans[name], notify: n.notes.add, drainWait: 200 * time.Millisecond, links: n.kernel,
 	})
 	return n
 }

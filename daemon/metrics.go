@@ -284,7 +284,7 @@ func collectVIPs(e emitter, cfg *Config, v *gossip.View) {
 // runtime's and process's own.
 func (d *Daemon) NewRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collector{d}, d.reloads, d.lastReload, d.handover.Collector(),
+	reg.MustRegister(collector{d}, d.reloads, d.lastReload, d.handover.Collector(), d.serving.links,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return reg
 }

@@ -27,6 +27,8 @@ type hostState struct {
 	stopping bool
 	healthy  map[netip.Addr]bool
 	macs     map[string]net.HardwareAddr // by interface, while open
+	// linkFaults says why this host's link cannot serve a VIP (link.go).
+	linkFaults map[netip.Addr]string
 }
 
 // newHostState starts drained if the operator left it drained.
@@ -48,7 +50,7 @@ func (s *hostState) config() *Config {
 func (s *hostState) meta() gossip.Meta {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m := s.cfg.Meta(s.drained || s.stopping, s.healthy)
+	m := s.cfg.Meta(s.drained || s.stopping, s.eligible())
 	for _, mac := range s.macs {
 		m.MACs = append(m.MACs, mac.String())
 	}
