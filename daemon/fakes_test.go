@@ -28,11 +28,12 @@ import (
 
 // fakeHost is a Host that records instead of plumbing the kernel.
 type fakeHost struct {
-	mu      sync.Mutex
-	vips    map[netip.Addr]bool     // on lo
-	quiet   []string                // interfaces whose sysctls were set
-	failAdd map[netip.Addr]error    // AddVIP fails for these
-	removed map[netip.Addr]struct{} // ever removed
+	mu       sync.Mutex
+	vips     map[netip.Addr]bool     // on lo
+	quiet    []string                // interfaces whose sysctls were set
+	failAdd  map[netip.Addr]error    // AddVIP fails for these
+	quietErr error                   // QuietARP fails with it
+	removed  map[netip.Addr]struct{} // ever removed
 }
 
 func newFakeHost() *fakeHost {
@@ -60,6 +61,9 @@ func (h *fakeHost) RemoveVIP(vip netip.Addr) error {
 func (h *fakeHost) QuietARP(iface string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.quietErr != nil {
+		return fmt.Errorf("interface %s: %w", iface, h.quietErr)
+	}
 	h.quiet = append(h.quiet, iface)
 	return nil
 }

@@ -313,15 +313,12 @@ func (w *linkWatch) opened(k linkKey) {
 	w.update()
 }
 
-// closed records that the responder of k lost its socket.
-func (w *linkWatch) closed(k linkKey, err error) {
+// closed records that the responder of k has no socket open, and why:
+// "socket failed: ...", "plumbing failed: ...".
+func (w *linkWatch) closed(k linkKey, why string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	s := socketState{err: "socket closed"}
-	if err != nil {
-		s.err = "socket failed: " + err.Error()
-	}
-	w.sockets[k] = s
+	w.sockets[k] = socketState{err: why}
 	w.update()
 }
 

@@ -145,14 +145,33 @@ func TestLinkFaults(t *testing.T) {
 	k.set(linkState{Index: 7, Name: "test0", Up: true, Carry: true, Oper: "up"})
 	waitLink(t, h1, h2, "")
 
-	// The socket fails: ineligible until the responder has reopened it.
+	// The socket fails, and opening it again fails too for a while:
+	// ineligible until the responder has reopened it.
 	old := h1.links.arpConn("test0")
+	h1.links.mu.Lock()
+	h1.links.down["test0"] = true
+	h1.links.mu.Unlock()
 	close(old.In)
 	waitLink(t, h1, h2, "link test0: ARP socket failed: link lost")
+	h1.links.mu.Lock()
+	h1.links.down["test0"] = false
+	h1.links.mu.Unlock()
 	waitLink(t, h1, h2, "")
 	if h1.links.arpConn("test0") == old {
 		t.Error("eligible again before the socket was reopened")
 	}
+
+	// The sysctls cannot be set as the socket opens again: ineligible
+	// until they can.
+	h1.host.mu.Lock()
+	h1.host.quietErr = errors.New("read-only file system")
+	h1.host.mu.Unlock()
+	close(h1.links.arpConn("test0").In)
+	waitLink(t, h1, h2, "link test0: ARP plumbing failed: interface test0: read-only file system")
+	h1.host.mu.Lock()
+	h1.host.quietErr = nil
+	h1.host.mu.Unlock()
+	waitLink(t, h1, h2, "")
 
 	// Someone flushes lo: the VIP is put back at once; one that cannot be
 	// put back makes the host ineligible until it can.

@@ -153,6 +153,9 @@ func (d *vipServer) newResponder(k linkKey, vips []arp.VIP) *arp.Responder {
 			return err
 		}
 		if err := plumb(iface, mac); err != nil {
+			if d.responders.current(k, r) {
+				d.links.closed(k, "plumbing failed: "+err.Error())
+			}
 			return err
 		}
 		if d.responders.current(k, r) {
@@ -162,7 +165,7 @@ func (d *vipServer) newResponder(k linkKey, vips []arp.VIP) *arp.Responder {
 	}
 	onClose := func(_ string, err error) {
 		if d.responders.current(k, r) {
-			d.links.closed(k, err)
+			d.links.closed(k, fmt.Sprintf("socket failed: %v", err))
 		}
 	}
 	r = arp.NewResponder(arp.ResponderConfig{
