@@ -116,20 +116,21 @@ func (kernelLinks) Watch(ctx context.Context, to linkEvents) error {
 	if err := netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{ErrorCallback: onErr}); err != nil {
 		return fmt.Errorf("subscribe to link changes: %w", err)
 	}
-	// Closing done ends both feeds; they close their channels once what
-	// they were sending is taken.
+	// Closing done ends the feeds; each closes its channel once what it
+	// was sending is taken.
+	addrsOn := false
 	defer func() {
 		close(done)
 		for range links {
+		}
+		for addrsOn {
+			_, addrsOn = <-addrs
 		}
 	}()
 	if err := netlink.AddrSubscribeWithOptions(addrs, done, netlink.AddrSubscribeOptions{ErrorCallback: onErr}); err != nil {
 		return fmt.Errorf("subscribe to address changes: %w", err)
 	}
-	defer func() {
-		for range addrs {
-		}
-	}()
+	addrsOn = true
 	all, err := netlink.LinkList()
 	if err != nil {
 		return fmt.Errorf("list links: %w", err)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
@@ -249,4 +250,42 @@ func TestLinkMetrics(t *testing.T) {
 	h1.kernel.set(linkState{Index: 2, Name: "test0", Up: true, Oper: "down"})
 	waitLink(t, h1, h2, "link test0: no carrier")
 	check(0, 0)
+}
+
+// listed records what the kernel's link feed reports.
+type listed struct {
+	mu    sync.Mutex
+	links []linkState
+	lo    int
+}
+
+func (l *listed) linksListed(all []linkState) { l.mu.Lock(); l.links = all; l.mu.Unlock() }
+func (l *listed) linkChanged(linkState)       {}
+func (l *listed) linkGone(int)                {}
+func (l *listed) loChanged()                  { l.mu.Lock(); l.lo++; l.mu.Unlock() }
+
+// TestKernelLinksWatch: the kernel's feed lists the links of this
+// namespace (lo among them, up) and lo's addresses, and Watch returns
+// once its context ends (a feed left undrained would hang the daemon's
+// stop). It only reads.
+func TestKernelLinksWatch(t *testing.T) {
+	t.Parallel()
+	var got listed
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- kernelLinks{}.Watch(ctx, &got) }()
+	eventually(t, "the links listed", func() bool {
+		got.mu.Lock()
+		defer got.mu.Unlock()
+		return got.lo > 0 && slices.ContainsFunc(got.links, func(l linkState) bool { return l.Name == "lo" && l.Up })
+	})
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Watch: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Watch did not return after its context ended")
+	}
 }
