@@ -64,6 +64,10 @@ type ResponderConfig struct {
 	// OnClose runs each time the open interface is lost (err says why:
 	// the socket's read failed), before the responder tries to reopen it.
 	OnClose func(name string, err error)
+	// WaitLink, if set, returns before each open once the interface can
+	// carry answers, or with an error once ctx ends: the responder does not
+	// try a link its caller knows to be down or missing.
+	WaitLink func(ctx context.Context, name string) error
 	// Retry is how often a missing or down interface is tried again.
 	Retry time.Duration
 	// FastPath answers the ARP requests of clients already decided on in
@@ -358,6 +362,9 @@ func (r *Responder) Run(ctx context.Context) error {
 	}
 	var lastErr string
 	for ctx.Err() == nil {
+		if r.cfg.WaitLink != nil && r.cfg.WaitLink(ctx, r.cfg.Interface) != nil {
+			break
+		}
 		conn, mac, err := r.open()
 		if err == nil && r.cfg.OnOpen != nil {
 			if err = r.cfg.OnOpen(r.cfg.Interface, mac); err != nil {

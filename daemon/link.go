@@ -210,6 +210,9 @@ type linkWatch struct {
 	changed chan struct{} // a latest-value mailbox for gossip
 	ready   chan struct{} // closed once the kernel listed the links
 	once    sync.Once
+	// moved is closed, and replaced, whenever a link changes: it wakes
+	// the responders waiting for their link (waitLink).
+	moved chan struct{}
 
 	mu      sync.Mutex
 	links   map[int]linkState // by index; nil until the kernel listed them
@@ -219,7 +222,7 @@ type linkWatch struct {
 }
 
 func newLinkWatch(log *slog.Logger, source linkSource, state *hostState) *linkWatch {
-	return &linkWatch{log: log, source: source, state: state, changed: make(chan struct{}, 1), ready: make(chan struct{}),
+	return &linkWatch{log: log, source: source, state: state, changed: make(chan struct{}, 1), ready: make(chan struct{}), moved: make(chan struct{}),
 		sockets: map[linkKey]socketState{}, lost: map[netip.Addr]string{}, faults: map[netip.Addr]string{}}
 }
 
@@ -269,6 +272,7 @@ func (w *linkWatch) linksListed(all []linkState) {
 		w.links[l.Index] = l
 	}
 	w.update()
+	w.wake()
 	w.once.Do(func() { close(w.ready) })
 }
 
@@ -280,6 +284,7 @@ func (w *linkWatch) linkChanged(l linkState) {
 	}
 	w.links[l.Index] = l // a rename keeps the index
 	w.update()
+	w.wake()
 }
 
 func (w *linkWatch) linkGone(index int) {
@@ -287,6 +292,7 @@ func (w *linkWatch) linkGone(index int) {
 	defer w.mu.Unlock()
 	delete(w.links, index)
 	w.update()
+	w.wake()
 }
 
 // loChanged puts back the VIPs someone took off lo, and records those it
@@ -321,6 +327,36 @@ func (w *linkWatch) closed(k linkKey, why string) {
 	defer w.mu.Unlock()
 	w.sockets[k] = socketState{err: why}
 	w.update()
+}
+
+// wake wakes the responders waiting for their link. w.mu is held.
+func (w *linkWatch) wake() {
+	close(w.moved)
+	w.moved = make(chan struct{})
+}
+
+// waitLink returns once the kernel reports iface able to carry answers (or
+// has not listed the links yet), or ctx's error once it ends: a responder
+// waits in it rather than trying a link that is down every second.
+func (w *linkWatch) waitLink(ctx context.Context, iface string) error {
+	said := ""
+	for {
+		w.mu.Lock()
+		p, moved := w.linkProblem(iface), w.moved
+		w.mu.Unlock()
+		if p == "" {
+			return nil
+		}
+		if p != said {
+			w.log.Warn("interface not usable, waiting for it", "interface", iface, "error", "link "+iface+": "+p)
+			said = p
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-moved:
+		}
+	}
 }
 
 // configured follows a change of the config in force: VIPs and responders

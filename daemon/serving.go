@@ -139,9 +139,9 @@ func (d *vipServer) removeVIPs() {
 	}
 }
 
-// newResponder makes the responder of k. It opens only a link the kernel
-// reports able to carry its answers, and tells the link watch when its
-// socket opens and when it fails.
+// newResponder makes the responder of k. It waits for the kernel to
+// report its link able to carry answers before it opens it, and tells the
+// link watch when its socket opens and when it fails.
 func (d *vipServer) newResponder(k linkKey, vips []arp.VIP) *arp.Responder {
 	var r *arp.Responder
 	plumb := d.interfaceOpened
@@ -170,7 +170,7 @@ func (d *vipServer) newResponder(k linkKey, vips []arp.VIP) *arp.Responder {
 	}
 	r = arp.NewResponder(arp.ResponderConfig{
 		Interface: k.iface, IPv6: k.ipv6, VIPs: vips, Table: d.table, View: d.cluster.View(),
-		Logger: d.log, OnOpen: onOpen, OnClose: onClose, Listen: d.seams.listen, ListenNDP: d.seams.listenNDP,
+		Logger: d.log, OnOpen: onOpen, OnClose: onClose, WaitLink: d.links.waitLink, Listen: d.seams.listen, ListenNDP: d.seams.listenNDP,
 		FastPath: d.state.config().Node.FastPath != FastPathOff, // fast path (issue 11)
 	})
 	return r
