@@ -42,6 +42,7 @@ func newGossipNetLab(t *testing.T, hosts, clients int, cfg HostConfig) *Lab {
 // index and MAC). Each time the other hosts serve its clients within
 // failoverLimit while the other clients notice nothing, its status and
 // metrics say why, and once its link is back it serves its clients again.
+// Last, the VIP is taken off its lo: the daemon puts it back at once.
 func TestServingLinkFails(t *testing.T) {
 	requirePrivileged(t)
 	l := newGossipNetLab(t, 3, 12, HostConfig{Metrics: true})
@@ -84,6 +85,35 @@ func TestServingLinkFails(t *testing.T) {
 			return
 		}
 	}
+	t.Run("VIP taken off lo", func(t *testing.T) {
+		probe := StartProbe(l.Clients, VIP, 100*time.Millisecond, 200*time.Millisecond)
+		if err := probe.WaitServed(10 * time.Second); err != nil {
+			probe.Stop()
+			t.Fatal(err)
+		}
+		removed := time.Now()
+		if err := ip("-n", h.NS, "addr", "del", netip.PrefixFrom(VIP, 32).String(), "dev", "lo"); err != nil {
+			probe.Stop()
+			t.Fatal(err)
+		}
+		for {
+			if has, err := h.HasVIP(); err != nil || has {
+				break
+			}
+			if time.Since(removed) > 5*time.Second {
+				probe.Stop()
+				t.Fatalf("the VIP not back on %s's lo within 5 s", h.Name)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Logf("VIP back on %s's lo after %s", h.Name, time.Since(removed).Round(time.Millisecond))
+		if err := probe.WaitServed(5 * time.Second); err != nil {
+			t.Error(err)
+		}
+		probe.Stop()
+		waitLog(t, h, "VIP was taken off lo: put it back", 5*time.Second)
+		waitAssignment(t, l.Clients, base, 10*time.Second)
+	})
 }
 
 // linkFails makes h's serving link fail with fail while every client
