@@ -80,6 +80,10 @@ func TestServingLinkFails(t *testing.T) {
 			waitAssignment(t, l.Clients, base, 15*time.Second)
 			t.Logf("every client served by its owner again %s after the link came back", time.Since(healed).Round(time.Millisecond))
 			checkLinkState(t, h, "", "1")
+			// h re-points its clients as soon as it sees itself eligible;
+			// the next fault must find every host knowing it is, or a
+			// host that never saw it back has nothing to re-point.
+			waitEligible(t, l.Hosts, h.Name)
 		})
 		if t.Failed() {
 			return
@@ -198,6 +202,28 @@ func checkLinkState(t *testing.T, h *Host, reason, gauge string) {
 	for _, name := range []string{"arpshare_link_up", "arpshare_link_serving"} {
 		if want := name + `{interface="eth0"} ` + gauge; !slices.Contains(lines, want) {
 			t.Errorf("%s metrics: no %q", h.Name, want)
+		}
+	}
+}
+
+// waitEligible waits until every host's status counts name eligible for
+// the VIP.
+func waitEligible(t *testing.T, hosts []*Host, name string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, o := range hosts {
+		for {
+			s, err := o.Status()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(s.VIPs) == 1 && slices.Contains(s.VIPs[0].Eligible, name) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s does not count %s eligible for web: %v", o.Name, name, s.VIPs)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
 	}
 }
