@@ -574,6 +574,18 @@ func (l *arpLink) announce(mac net.HardwareAddr, vip netip.Addr) error {
 	return l.conn.WriteFrame(f, ethernet.Broadcast)
 }
 
+// Reopen closes the interface's socket, if one is open, so that the
+// responder opens the interface again: for a caller that knows the socket
+// is on an interface that is gone or renamed (an NDP socket is not told).
+func (r *Responder) Reopen() {
+	r.mu.Lock()
+	l := r.link
+	r.mu.Unlock()
+	if l != nil {
+		l.Close()
+	}
+}
+
 // MAC returns the interface's MAC while it is open, or nil.
 func (r *Responder) MAC() net.HardwareAddr {
 	r.mu.Lock()

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -206,7 +207,10 @@ type linkWatch struct {
 	// are missing back, and returns those it could not, each with its error.
 	restore func(list func() ([]netip.Addr, error)) (map[netip.Addr]error, error)
 	// gossip tells the cluster that the faults changed.
-	gossip  func()
+	gossip func()
+	// reopen makes the responders of an interface open it again: the
+	// interface their socket is on is gone or renamed.
+	reopen  func(iface string)
 	changed chan struct{} // a latest-value mailbox for gossip
 	ready   chan struct{} // closed once the kernel listed the links
 	once    sync.Once
@@ -278,21 +282,39 @@ func (w *linkWatch) linksListed(all []linkState) {
 
 func (w *linkWatch) linkChanged(l linkState) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	if w.links == nil {
+		w.mu.Unlock()
 		return // before the listing, which will tell
 	}
+	was, ok := w.links[l.Index]
 	w.links[l.Index] = l // a rename keeps the index
 	w.update()
 	w.wake()
+	w.mu.Unlock()
+	if ok && was.Name != l.Name {
+		w.left(was.Name)
+	}
 }
 
 func (w *linkWatch) linkGone(index int) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
+	was, ok := w.links[index]
 	delete(w.links, index)
 	w.update()
 	w.wake()
+	w.mu.Unlock()
+	if ok {
+		w.left(was.Name)
+	}
+}
+
+// left follows the interface named iface going away (removed, or renamed):
+// a responder of it has its socket on an interface that no longer has the
+// name, and must open the one that has it, when there is one again.
+func (w *linkWatch) left(iface string) {
+	if slices.Contains(w.state.config().Interfaces(), iface) {
+		w.reopen(iface)
+	}
 }
 
 // loChanged puts back the VIPs someone took off lo, and records those it

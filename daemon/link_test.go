@@ -111,10 +111,16 @@ func eligibleIn(n *node, host string, vip netip.Addr) bool {
 // says, and h2 sees h1 eligible for web exactly when want is "".
 func waitLink(t *testing.T, h1, h2 *node, want string) {
 	t.Helper()
+	waitLinkOf(t, h1, h2, web, want)
+}
+
+// waitLinkOf is waitLink for the VIP at vip, h1's first.
+func waitLinkOf(t *testing.T, h1, h2 *node, vip netip.Addr, want string) {
+	t.Helper()
 	eventually(t, "h1's link state "+want, func() bool {
 		s := h1.d.Status()
-		return s.VIPs[0].Link == want && eligibleIn(h2, "h1", web) == (want == "") &&
-			(want == "") == !slices.Contains(s.NotServing, "vip web: "+want)
+		return s.VIPs[0].Address == vip && s.VIPs[0].Link == want && eligibleIn(h2, "h1", vip) == (want == "") &&
+			(want == "") == !slices.Contains(s.NotServing, "vip "+s.VIPs[0].Name+": "+want)
 	})
 }
 
@@ -193,6 +199,31 @@ func TestLinkFaults(t *testing.T) {
 	waitLink(t, h1, h2, "")
 	if !strings.Contains(h1.log.String(), "VIP was taken off lo: put it back") {
 		t.Error("the log does not say a VIP was put back on lo")
+	}
+}
+
+// TestLinkReplacedReopens: an NDP socket is not told that its interface
+// went away; when the kernel says so, the responder closes it, and opens
+// the interface that has the name once there is one again (a new index).
+// A rename away does the same.
+func TestLinkReplacedReopens(t *testing.T) {
+	t.Parallel()
+	c := newCluster("h1", "h2")
+	h1, h2 := c.startTwo(t, vipV6, vipV6)
+	waitLinkOf(t, h1, h2, web6, "")
+	for i, gone := range []func(){
+		func() { h1.kernel.remove("test0") },
+		func() { h1.kernel.set(linkState{Index: 7, Name: "test7", Oper: "down"}) },
+	} {
+		old := h1.links.ndpConn("test0")
+		gone()
+		waitLinkOf(t, h1, h2, web6, "link test0: missing")
+		eventually(t, "the NDP socket on the old interface closed", old.Closed)
+		h1.kernel.set(linkState{Index: 7 + i, Name: "test0", Up: true, Carry: true, Oper: "up"})
+		waitLinkOf(t, h1, h2, web6, "")
+		if c := h1.links.ndpConn("test0"); c == old || c.Closed() {
+			t.Fatalf("step %d: serving again without a new socket", i)
+		}
 	}
 }
 

@@ -38,6 +38,13 @@ type vipServer struct {
 func (d *vipServer) watchLinks(source linkSource) {
 	d.links = newLinkWatch(d.log.With("component", "links"), source, d.state)
 	d.links.restore = d.restoreVIPs
+	d.links.reopen = func(iface string) {
+		for k, r := range d.responders.snapshot() {
+			if k.iface == iface {
+				r.Reopen()
+			}
+		}
+	}
 	d.links.gossip = func() {
 		if err := d.cluster.UpdateMeta(500 * time.Millisecond); err != nil {
 			d.log.Debug("gossip link state", "error", err)
