@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/arpshare/arpshare/daemon"
 )
 
 // failoverLimit is how soon the other hosts must serve the clients of a
@@ -41,13 +43,15 @@ func newGossipNetLab(t *testing.T, hosts, clients int, cfg HostConfig) *Lab {
 // its eth0 is removed and made again under the same name (a new interface
 // index and MAC). Each time the other hosts serve its clients within
 // failoverLimit while the other clients notice nothing, its status and
-// metrics say why, and once its link is back it serves its clients again.
+// metrics say why, and once its link is back it serves its clients again,
+// in both families (an NDP socket is not told that its interface went
+// away: the daemon must reopen it).
 // Last, the VIP is taken off its lo: the daemon puts it back at once.
 func TestServingLinkFails(t *testing.T) {
 	requirePrivileged(t)
-	l := newGossipNetLab(t, 3, 12, HostConfig{Metrics: true})
+	l := newGossipNetLab(t, 3, 12, HostConfig{Metrics: true, IPv6VIP: true})
 	startAll(t, l.Hosts)
-	base := assignment(t, l.Clients)
+	base, base6 := assignment(t, l.Clients), assignmentTo(t, l.Clients, VIP6)
 	perHost := count(base)
 	h := l.Hosts[0]
 	for _, o := range l.Hosts {
@@ -79,6 +83,7 @@ func TestServingLinkFails(t *testing.T) {
 			}
 			waitAssignment(t, l.Clients, base, 15*time.Second)
 			t.Logf("every client served by its owner again %s after the link came back", time.Since(healed).Round(time.Millisecond))
+			waitAssignmentTo(t, l.Clients, VIP6, base6, 15*time.Second)
 			checkLinkState(t, h, "", "1")
 			// h re-points its clients as soon as it sees itself eligible;
 			// the next fault must find every host knowing it is, or a
@@ -180,16 +185,19 @@ func checkLinkState(t *testing.T, h *Host, reason, gauge string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(s.VIPs) == 1 && s.VIPs[0].Link == reason && (reason != "" || s.VIPs[0].Answering) {
+		if len(s.VIPs) == 2 && !slices.ContainsFunc(s.VIPs, func(v daemon.VIPStatus) bool {
+			return v.Link != reason || reason == "" && !v.Answering
+		}) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s status of web: %+v; want link %q", h.Name, s.VIPs, reason)
+			t.Fatalf("%s status of the VIPs: %+v; want link %q", h.Name, s.VIPs, reason)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	out, err := h.Run("status")
-	if ee := (*exec.ExitError)(nil); reason != "" && (!errors.As(err, &ee) || ee.ExitCode() != 5 || !strings.Contains(out, "vip web: "+reason)) {
+	if ee := (*exec.ExitError)(nil); reason != "" && (!errors.As(err, &ee) || ee.ExitCode() != 5 ||
+		!strings.Contains(out, "vip web: "+reason) || !strings.Contains(out, "vip web6: "+reason)) {
 		t.Errorf("arpshare status on %s, link failed: %v\n%s", h.Name, err, out)
 	} else if reason == "" && err != nil {
 		t.Errorf("arpshare status on %s, link back: %v\n%s", h.Name, err, out)
@@ -207,7 +215,7 @@ func checkLinkState(t *testing.T, h *Host, reason, gauge string) {
 }
 
 // waitEligible waits until every host's status counts name eligible for
-// the VIP.
+// both VIPs.
 func waitEligible(t *testing.T, hosts []*Host, name string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -217,11 +225,11 @@ func waitEligible(t *testing.T, hosts []*Host, name string) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(s.VIPs) == 1 && slices.Contains(s.VIPs[0].Eligible, name) {
+			if len(s.VIPs) == 2 && slices.Contains(s.VIPs[0].Eligible, name) && slices.Contains(s.VIPs[1].Eligible, name) {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("%s does not count %s eligible for web: %v", o.Name, name, s.VIPs)
+				t.Fatalf("%s does not count %s eligible for both VIPs: %v", o.Name, name, s.VIPs)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
