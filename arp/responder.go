@@ -68,6 +68,13 @@ type ResponderConfig struct {
 	// OnOpen runs each time the interface is (re)opened, before any frame is
 	// read: host plumbing belongs here, as the interface may be new.
 	OnOpen func(name string, mac net.HardwareAddr) error
+	// OnClose runs each time the open interface is lost (err says why:
+	// the socket's read failed), before the responder tries to reopen it.
+	OnClose func(name string, err error)
+	// WaitLink, if set, returns before each open once the interface can
+	// carry answers, or with an error once ctx ends: the responder does not
+	// try a link its caller knows to be down or missing.
+	WaitLink func(ctx context.Context, name string) error
 	// Retry is how often a missing or down interface is tried again.
 	Retry time.Duration
 	// FastPath answers the ARP requests of clients already decided on in
@@ -383,6 +390,9 @@ func (r *Responder) Run(ctx context.Context) error {
 	}
 	var lastErr string
 	for ctx.Err() == nil {
+		if r.cfg.WaitLink != nil && r.cfg.WaitLink(ctx, r.cfg.Interface) != nil {
+			break
+		}
 		r.busy.Store(time.Now().UnixNano())
 		conn, mac, err := r.open()
 		if err == nil && r.cfg.OnOpen != nil {
@@ -422,6 +432,9 @@ func (r *Responder) Run(ctx context.Context) error {
 			break
 		}
 		log.Warn("interface lost, reopening", "error", err)
+		if r.cfg.OnClose != nil {
+			r.cfg.OnClose(r.cfg.Interface, err)
+		}
 		if !clock.Sleep(ctx, r.cfg.Retry) {
 			break
 		}
@@ -600,6 +613,18 @@ func (l *arpLink) announce(mac net.HardwareAddr, vip netip.Addr) error {
 		return err
 	}
 	return l.conn.WriteFrame(f, ethernet.Broadcast)
+}
+
+// Reopen closes the interface's socket, if one is open, so that the
+// responder opens the interface again: for a caller that knows the socket
+// is on an interface that is gone or renamed (an NDP socket is not told).
+func (r *Responder) Reopen() {
+	r.mu.Lock()
+	l := r.link
+	r.mu.Unlock()
+	if l != nil {
+		l.Close()
+	}
 }
 
 // MAC returns the interface's MAC while it is open, or nil.

@@ -106,7 +106,10 @@ func (s *Status) Explain() {
 		s.NotServing = append(s.NotServing, "draining (arpshare resume undoes it)")
 	}
 	for _, v := range s.VIPs {
-		if !v.Answering {
+		switch {
+		case v.Link != "":
+			s.NotServing = append(s.NotServing, fmt.Sprintf("vip %s: %s", v.Name, v.Link))
+		case !v.Answering:
 			s.NotServing = append(s.NotServing, fmt.Sprintf("vip %s: interface %s missing or down", v.Name, v.Interface))
 		}
 		if !v.Healthy && !v.Fallback {
@@ -126,6 +129,10 @@ type VIPStatus struct {
 	Answering bool `json:"answering"`
 	// Healthy is this host's check result (true without a check).
 	Healthy bool `json:"healthy"`
+	// Link says why this host's link cannot serve the VIP ("link eth0: no
+	// carrier"), which makes it ineligible as a failed check does; empty
+	// while it can.
+	Link string `json:"link,omitempty"`
 	// Fallback is true when no host passes the check, so all live hosts answer.
 	Fallback  bool     `json:"fallback"`
 	Eligible  []string `json:"eligible"`

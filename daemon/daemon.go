@@ -67,6 +67,8 @@ type seams struct {
 	// transport carries gossip; nil: memberlist's UDP and TCP sockets.
 	transport memberlist.Transport
 	notify    func(state string) // to systemd
+	// links reports the kernel's interfaces and lo's addresses; nil: netlink.
+	links linkSource
 	// drainWait replaces drainWait; 0: drainWait.
 	drainWait time.Duration
 	// sysctlDir is where the ARP sysctls are kept (ProcNetConf); "":
@@ -82,6 +84,9 @@ func New(cfg *Config, log *slog.Logger, version string) *Daemon {
 func newDaemon(cfg *Config, log *slog.Logger, version string, sm seams) *Daemon {
 	if sm.drainWait == 0 {
 		sm.drainWait = drainWait
+	}
+	if sm.links == nil {
+		sm.links = kernelLinks{}
 	}
 	d := &Daemon{
 		log: log, version: version, seams: sm,
@@ -128,6 +133,7 @@ func newDaemon(cfg *Config, log *slog.Logger, version string, sm seams) *Daemon 
 	d.reports.cluster = d.cluster
 	d.serving = &vipServer{log: log, seams: sm, state: d.state, table: d.table, cluster: d.cluster,
 		responders: d.responders, checks: newChecks()}
+	d.serving.watchLinks(sm.links)
 	d.api = &api{path: cfg.API.Socket, daemon: d, pprof: cfg.API.Pprof, ready: make(chan struct{})}
 	if cfg.API.Metrics != "" {
 		d.metrics = &metricsServer{errorLog: scrapeErrors{log}, addr: cfg.API.Metrics, reg: d.NewRegistry(), ready: make(chan struct{})}

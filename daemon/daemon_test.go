@@ -444,7 +444,7 @@ func TestStatus(t *testing.T) {
 	if w.Name != "web" || !w.Answering || !w.Healthy || w.Clients != 1 || w.Owners["h1"] != 1 || w.Frames["answered"] != 1 || !slices.Equal(w.Eligible, []string{"h1"}) {
 		t.Errorf("web: %+v", w)
 	}
-	if d := s.VIPs[1]; d.Answering || s.Serving || !slices.Contains(s.NotServing, "vip db: interface test9 missing or down") {
+	if d := s.VIPs[1]; d.Answering || s.Serving || !slices.Contains(s.NotServing, "vip db: link test9: missing") {
 		t.Errorf("db answering %v; serving %v %q", d.Answering, s.Serving, s.NotServing)
 	}
 	if !strings.Contains(n.d.statusLine(), "waiting for interface test9 (vip db)") {

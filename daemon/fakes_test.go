@@ -28,11 +28,12 @@ import (
 
 // fakeHost is a Host that records instead of plumbing the kernel.
 type fakeHost struct {
-	mu      sync.Mutex
-	vips    map[netip.Addr]bool     // on lo
-	quiet   []string                // interfaces whose sysctls were set
-	failAdd map[netip.Addr]error    // AddVIP fails for these
-	removed map[netip.Addr]struct{} // ever removed
+	mu       sync.Mutex
+	vips     map[netip.Addr]bool     // on lo
+	quiet    []string                // interfaces whose sysctls were set
+	failAdd  map[netip.Addr]error    // AddVIP fails for these
+	quietErr error                   // QuietARP fails with it
+	removed  map[netip.Addr]struct{} // ever removed
 }
 
 func newFakeHost() *fakeHost {
@@ -60,6 +61,9 @@ func (h *fakeHost) RemoveVIP(vip netip.Addr) error {
 func (h *fakeHost) QuietARP(iface string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.quietErr != nil {
+		return fmt.Errorf("interface %s: %w", iface, h.quietErr)
+	}
 	h.quiet = append(h.quiet, iface)
 	return nil
 }
@@ -205,6 +209,7 @@ type node struct {
 	d      *Daemon
 	host   *fakeHost
 	links  *fakeLinks
+	kernel *fakeKernel
 	log    *logBuffer
 	notes  *notes
 	cancel context.CancelFunc
@@ -298,6 +303,7 @@ func (c *cluster) prepare(t *testing.T, name, vips string, mac net.HardwareAddr)
 	dir := t.TempDir()
 	n := &node{t: t, name: name, dir: dir, path: filepath.Join(dir, "arpshare.toml"), host: newFakeHost(),
 		links: newFakeLinks(mac), log: &logBuffer{}, notes: &notes{}, done: make(chan error, 1)}
+	n.kernel = newFakeKernel(n.host, n.links)
 	n.write(c.config(name, dir, vips))
 	cfg, err := LoadConfig(n.path)
 	if err != nil {
@@ -305,7 +311,7 @@ func (c *cluster) prepare(t *testing.T, name, vips string, mac net.HardwareAddr)
 	}
 	n.d = newDaemon(cfg, slog.New(slog.NewTextHandler(n.log, &slog.HandlerOptions{Level: slog.LevelDebug})), "test", seams{
 		host: n.host, listen: n.links.listen, listenNDP: n.links.listenNDP,
-		transport: c.trans[name], notify: n.notes.add, drainWait: 200 * time.Millisecond,
+		transport: c.trans[name], notify: n.notes.add, drainWait: 200 * time.Millisecond, links: n.kernel,
 	})
 	return n
 }

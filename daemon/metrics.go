@@ -278,7 +278,7 @@ func collectVIPs(e emitter, cfg *Config, v *gossip.View) {
 // runtime's and process's own.
 func (d *Daemon) NewRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collector{d}, d.reloads, d.lastReload, d.handover.Collector(), d.cluster.Collector(), d.sysctls.restored,
+	reg.MustRegister(collector{d}, d.reloads, d.lastReload, d.handover.Collector(), d.cluster.Collector(), d.sysctls.restored, d.serving.links,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return reg
 }

@@ -59,6 +59,15 @@ func (rs *responders) set(vips []VIP, newResponder func(linkKey, []arp.VIP) *arp
 	}
 }
 
+// current says whether r is the running responder of k (not one a reload
+// stopped).
+func (rs *responders) current(k linkKey, r *arp.Responder) bool {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	run, ok := rs.byLink[k]
+	return ok && run.t == r
+}
+
 // forVIP returns the responder serving vip.
 func (rs *responders) forVIP(vip netip.Addr) (*arp.Responder, error) {
 	rs.mu.Lock()

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/arpshare/arpshare/arp"
@@ -26,7 +27,31 @@ type vipServer struct {
 	cluster    *gossip.Cluster
 	responders *responders
 	checks     *checks
+	links      *linkWatch
 	tasks      *supervisor // set by Daemon.Run, before the first apply
+	// plumbing is held while the VIPs on lo change: by apply, and by the
+	// link watch putting back a VIP someone took off.
+	plumbing sync.Mutex
+}
+
+// watchLinks makes the link watch, which makes this host ineligible for
+// a VIP whose link cannot serve it (link.go).
+func (d *vipServer) watchLinks(source linkSource) {
+	d.links = newLinkWatch(d.log.With("component", "links"), source, d.state)
+	d.links.restore = d.restoreVIPs
+	d.links.reopen = func(iface string) {
+		for k, r := range d.responders.snapshot() {
+			if k.iface == iface {
+				r.Reopen()
+			}
+		}
+	}
+	d.links.gossip = func() {
+		if err := d.cluster.UpdateMeta(500 * time.Millisecond); err != nil {
+			d.log.Debug("gossip link state", "error", err)
+		}
+		d.seams.notify("STATUS=" + statusLine(d.cluster.View(), d.state, d.table))
+	}
 }
 
 // apply makes the VIPs of cfg served, starting from those of old (nil at
@@ -36,11 +61,17 @@ type vipServer struct {
 // start that is fatal; on reload a VIP that cannot be added is left out and
 // the rest applied.
 func (d *vipServer) apply(old, cfg *Config) error {
+	d.plumbing.Lock()
+	defer d.plumbing.Unlock()
+	if old == nil {
+		start(d.tasks, d.links)
+	}
 	served, err := d.plumb(old, cfg)
 	if err != nil && old == nil {
 		return err
 	}
 	d.state.setConfig(served)
+	d.links.configured()
 	d.checks.set(served.VIPs, d.state, d.startCheck)
 	d.responders.set(served.VIPs, d.newResponder, func(r *arp.Responder) *running[*arp.Responder] { return start(d.tasks, r) })
 	return err
@@ -84,6 +115,31 @@ func (d *vipServer) plumb(old, cfg *Config) (*Config, error) {
 	return &served, errors.Join(errs...)
 }
 
+// restoreVIPs puts back on lo the VIPs in force that are missing from it
+// (someone flushed lo's addresses), and returns those it could not put
+// back. It lists lo under the plumbing lock, so a VIP that apply is adding
+// or removing is not taken for lost.
+func (d *vipServer) restoreVIPs(list func() ([]netip.Addr, error)) (map[netip.Addr]error, error) {
+	d.plumbing.Lock()
+	defer d.plumbing.Unlock()
+	onLo, err := list()
+	if err != nil {
+		return nil, err
+	}
+	failed := map[netip.Addr]error{}
+	for _, v := range d.state.config().VIPs {
+		if slices.Contains(onLo, v.Address) {
+			continue
+		}
+		if err := d.seams.host.AddVIP(v.Address); err != nil {
+			failed[v.Address] = err
+			continue
+		}
+		d.log.Warn("VIP was taken off lo: put it back", "vip", v.Name, "address", v.Address)
+	}
+	return failed, nil
+}
+
 // removeVIPs takes every VIP off lo, as the daemon stops.
 func (d *vipServer) removeVIPs() {
 	for _, v := range d.state.config().VIPs {
@@ -93,16 +149,41 @@ func (d *vipServer) removeVIPs() {
 	}
 }
 
+// newResponder makes the responder of k. It waits for the kernel to
+// report its link able to carry answers before it opens it, and tells the
+// link watch when its socket opens and when it fails.
 func (d *vipServer) newResponder(k linkKey, vips []arp.VIP) *arp.Responder {
-	onOpen := d.interfaceOpened
+	var r *arp.Responder
+	plumb := d.interfaceOpened
 	if k.ipv6 {
-		onOpen = d.interfaceOpened6
+		plumb = d.interfaceOpened6
 	}
-	return arp.NewResponder(arp.ResponderConfig{
+	onOpen := func(iface string, mac net.HardwareAddr) error {
+		if err := d.links.usable(iface); err != nil {
+			return err
+		}
+		if err := plumb(iface, mac); err != nil {
+			if d.responders.current(k, r) {
+				d.links.closed(k, "plumbing failed: "+err.Error())
+			}
+			return err
+		}
+		if d.responders.current(k, r) {
+			d.links.opened(k)
+		}
+		return nil
+	}
+	onClose := func(_ string, err error) {
+		if d.responders.current(k, r) {
+			d.links.closed(k, fmt.Sprintf("socket failed: %v", err))
+		}
+	}
+	r = arp.NewResponder(arp.ResponderConfig{
 		Interface: k.iface, IPv6: k.ipv6, VIPs: vips, Table: d.table, View: d.cluster.View(),
-		Logger: d.log, OnOpen: onOpen, Listen: d.seams.listen, ListenNDP: d.seams.listenNDP,
+		Logger: d.log, OnOpen: onOpen, OnClose: onClose, WaitLink: d.links.waitLink, Listen: d.seams.listen, ListenNDP: d.seams.listenNDP,
 		FastPath: d.state.config().Node.FastPath != FastPathOff, // fast path (issue 11)
 	})
+	return r
 }
 
 func (d *vipServer) startCheck(v VIP) *running[*healthCheck] {

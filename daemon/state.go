@@ -31,6 +31,8 @@ type hostState struct {
 	// warning is what the daemon should say about the state it found at
 	// start ("" when nothing).
 	warning string
+	// linkFaults says why this host's link cannot serve a VIP (link.go).
+	linkFaults map[netip.Addr]string
 }
 
 // drainedText is the drained-state file's content: a file that does not
@@ -67,7 +69,7 @@ func (s *hostState) config() *Config {
 func (s *hostState) meta() gossip.Meta {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m := s.cfg.Meta(s.drained || s.stopping, s.healthy)
+	m := s.cfg.Meta(s.drained || s.stopping, s.eligible())
 	m.Leaving, m.Repointed = s.leave.leaving, s.leave.repointed
 	for _, mac := range s.macs {
 		m.MACs = append(m.MACs, mac.String())

@@ -48,7 +48,7 @@ func (d *Daemon) Status() Status {
 		r := responders[vip.link()]
 		vs := VIPStatus{
 			Name: vip.Name, Address: vip.Address, Interface: vip.Interface, Mode: vip.Mode,
-			Answering: r.MAC() != nil, Healthy: healthy[vip.Address], Fallback: v.Fallback(vip.Address),
+			Answering: r.MAC() != nil, Healthy: healthy[vip.Address], Link: d.state.linkFault(vip.Address), Fallback: v.Fallback(vip.Address),
 			Owners: map[string]int{}, Frames: map[string]uint64{}, Eligible: []string{}, Unhealthy: []string{},
 		}
 		for _, c := range v.Eligible(vip.Address) {

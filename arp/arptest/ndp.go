@@ -93,6 +93,16 @@ func (c *NDPConn) Close() error {
 	return nil
 }
 
+// Closed reports whether Close was called.
+func (c *NDPConn) Closed() bool {
+	select {
+	case <-c.closed:
+		return true
+	default:
+		return false
+	}
+}
+
 // State returns the groups joined and left, in order, and the messages sent.
 func (c *NDPConn) State() (joined, left []netip.Addr, sent []NDPOut) {
 	c.mu.Lock()

@@ -45,6 +45,7 @@ var StatusFields = []struct{ Name, Meaning string }{
 	{"vips[].mode", "hash, race or single"},
 	{"vips[].answering", "false while the interface is missing or down"},
 	{"vips[].healthy", "this host's health check passes (true without a check)"},
+	{"vips[].link", "why this host's link cannot serve the VIP (\"link eth0: no carrier\"), which makes it unhealthy for the others as a failed check does; left out while it can"},
 	{"vips[].fallback", "no host passes the check, so every live host answers"},
 	{"vips[].eligible", "the hosts that may answer its clients"},
 	{"vips[].unhealthy", "the live hosts whose check fails"},
@@ -133,7 +134,7 @@ func ManPage8(version string) string {
 		{ExitUsage, "Bad command line."},
 		{ExitNotRunning, "No daemon listens on the API socket: arpshare is not running (try: systemctl status arpshare)."},
 		{ExitDenied, "Permission denied on the API socket: run as root, or join the arpshare group."},
-		{ExitNotServing, "For `status`: the daemon runs but this host does not serve every VIP (no quorum, rejected by its peers, draining, an interface missing or down, a health check failing); the output says why."},
+		{ExitNotServing, "For `status`: the daemon runs but this host does not serve every VIP (no quorum, rejected by its peers, draining, an interface missing or down, a link that cannot serve, a health check failing); the output says why."},
 	} {
 		fmt.Fprintf(&b, ".TP\n.B %d\n%s\n", x.code, roff(x.text))
 	}

@@ -88,7 +88,10 @@ func printStatus(w io.Writer, s daemon.Status) {
 			iface += " (down)"
 		}
 		here := "healthy"
-		if !v.Healthy {
+		switch {
+		case v.Link != "":
+			here = "link fault" // the first line says which
+		case !v.Healthy:
 			here = "unhealthy"
 		}
 		var per []string

@@ -447,7 +447,7 @@ func TestInterfaceComesAndGoes(t *testing.T) {
 	}
 	waitLog(t, h2, "waiting for it to appear", time.Second)
 	out, err := h2.Run("status")
-	if ee := (*exec.ExitError)(nil); !errors.As(err, &ee) || ee.ExitCode() != 5 || !strings.Contains(out, "vip web: interface eth0 missing or down") {
+	if ee := (*exec.ExitError)(nil); !errors.As(err, &ee) || ee.ExitCode() != 5 || !strings.Contains(out, "vip web: link eth0: missing") {
 		t.Errorf("arpshare status on h2 waiting for eth0: %v\n%s", err, out)
 	}
 	if err := ip("-n", h2.NS, "link", "set", "eth9", "name", "eth0"); err != nil {

@@ -42,6 +42,10 @@ var (
 	maxHost = 50 + 53
 )
 
+// gossipIP is host i's address on the gossip network (Options.GossipNet),
+// in 198.19.0.0/24: the benchmarking range still.
+var gossipIP = func(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 19, 0, byte(hostNum(i))}) }
+
 // hostNum is the last number of host i's addresses: 11 to 60, then 202 to
 // 254.
 func hostNum(i int) int {
@@ -61,6 +65,10 @@ type Options struct {
 	Dir string
 	// Config is every host's config to start with.
 	Config HostConfig
+	// GossipNet gives gossip a network of its own: each host's eth1, on a
+	// second bridge (br1 in the switch's namespace), at 198.19.0.x; the
+	// VIP stays on eth0, where the clients are.
+	GossipNet bool
 	// User, if not 0, runs the daemons as this uid with only CAP_NET_RAW,
 	// CAP_NET_ADMIN and CAP_BPF, as the systemd unit does. It needs Dir
 	// empty.
@@ -114,6 +122,7 @@ type Lab struct {
 	binary   string
 	config   HostConfig
 	user     int
+	gossip   bool // GossipNet
 	switchNS string
 	nextHost int
 	ownDir   bool
@@ -124,10 +133,13 @@ type Lab struct {
 // Host is a machine running arpshare and a TCP service that answers with its
 // name.
 type Host struct {
-	Name   string
-	NS     string
-	Addr   netip.Addr
-	Addr6  netip.Addr
+	Name  string
+	NS    string
+	Addr  netip.Addr
+	Addr6 netip.Addr
+	// Gossip is the address gossip binds to: Addr, or its eth1 address
+	// with GossipNet.
+	Gossip netip.Addr
 	Config string // path of its config file
 	Socket string
 	Log    string // path of its daemon's log
@@ -166,7 +178,7 @@ func New(opts Options) (l *Lab, err error) {
 	}
 	suffix := make([]byte, 3)
 	rand.Read(suffix)
-	l = &Lab{Suffix: hex.EncodeToString(suffix), binary: opts.Binary, Dir: opts.Dir, config: opts.Config, user: opts.User}
+	l = &Lab{Suffix: hex.EncodeToString(suffix), binary: opts.Binary, Dir: opts.Dir, config: opts.Config, user: opts.User, gossip: opts.GossipNet}
 	if l.user != 0 && l.Dir != "" {
 		return nil, fmt.Errorf("lab: a User needs a lab-made Dir")
 	}
@@ -220,6 +232,14 @@ func New(opts Options) (l *Lab, err error) {
 	}
 	if err := ip("-n", l.switchNS, "link", "set", "br0", "up"); err != nil {
 		return nil, err
+	}
+	if l.gossip {
+		if err := ip("-n", l.switchNS, "link", "add", "br1", "type", "bridge"); err != nil {
+			return nil, err
+		}
+		if err := ip("-n", l.switchNS, "link", "set", "br1", "up"); err != nil {
+			return nil, err
+		}
 	}
 	for range opts.Hosts {
 		if _, err := l.AddHost(); err != nil {
@@ -306,7 +326,7 @@ func (l *Lab) AddHost() (*Host, error) {
 	i := l.nextHost
 	l.nextHost++
 	l.mu.Unlock()
-	h := &Host{Name: fmt.Sprintf("h%d", i+1), Addr: hostIP(i), Addr6: hostIP6(i), lab: l}
+	h := &Host{Name: fmt.Sprintf("h%d", i+1), Addr: hostIP(i), Addr6: hostIP6(i), Gossip: hostIP(i), lab: l}
 	h.NS = "arpshare-" + l.Suffix + "-" + h.Name
 	h.Config = filepath.Join(l.Dir, h.Name+".toml")
 	h.Socket = filepath.Join(l.Dir, h.Name+".sock")
@@ -317,6 +337,20 @@ func (l *Lab) AddHost() (*Host, error) {
 	}
 	if err := l.plug(h.NS, h.Name, h.Addr, h.Addr6); err != nil {
 		return nil, err
+	}
+	if l.gossip {
+		h.Gossip = gossipIP(i)
+		port := h.Name + "g"
+		for _, s := range [][]string{
+			{"-n", l.switchNS, "link", "add", port, "type", "veth", "peer", "name", "eth1", "netns", h.NS},
+			{"-n", l.switchNS, "link", "set", port, "master", "br1", "up"},
+			{"-n", h.NS, "addr", "add", netip.PrefixFrom(h.Gossip, subnet).String(), "dev", "eth1"},
+			{"-n", h.NS, "link", "set", "eth1", "up"},
+		} {
+			if err := ip(s...); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if err := h.WriteConfig(l.config); err != nil {
 		return nil, err
@@ -343,7 +377,11 @@ func (h *Host) WriteConfig(hc HostConfig) error {
 	}
 	var peers []string
 	for i := range 3 {
-		peers = append(peers, fmt.Sprintf("%q", hostIP(i).String()+":7946"))
+		addr := hostIP(i)
+		if h.lab.gossip {
+			addr = gossipIP(i)
+		}
+		peers = append(peers, fmt.Sprintf("%q", addr.String()+":7946"))
 	}
 	if hc.Name == "" {
 		hc.Name = h.Name
@@ -360,7 +398,7 @@ func (h *Host) WriteConfig(hc HostConfig) error {
 		fmt.Fprintf(&b, "fast_path = %q\n", hc.FastPath)
 	}
 	fmt.Fprintf(&b, "\n[gossip]\nbind = \"%s:7946\"\npeers = [%s]\nkey_file = %q\ncluster = %q\n",
-		h.Addr, strings.Join(peers, ", "), hc.KeyFile, hc.Cluster)
+		h.Gossip, strings.Join(peers, ", "), hc.KeyFile, hc.Cluster)
 	if hc.Expect != 0 {
 		fmt.Fprintf(&b, "expect = %d\n", hc.Expect)
 	}
