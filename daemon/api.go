@@ -283,7 +283,10 @@ func GetOwner(ctx context.Context, socket, vip, client string) (OwnerStatus, err
 }
 
 func call(ctx context.Context, socket, method, path string, out any) error {
-	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+	// One request a connection: a connection kept open for reuse by a
+	// Transport made for one call would hold one of the server's
+	// connection slots until its idle timeout.
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", socket)
 	}}}
 	req, err := http.NewRequestWithContext(ctx, method, "http://arpshare"+path, nil)

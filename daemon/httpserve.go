@@ -21,8 +21,10 @@ type serverLimits struct {
 
 var (
 	// apiLimits: drain answers after the drain (seconds), and pprof's
-	// profile and trace run at most Write.
-	apiLimits = serverLimits{Header: 5 * time.Second, Read: 10 * time.Second, Write: 2 * time.Minute, Idle: time.Minute, Conns: 16}
+	// profile and trace run at most Write. The API's clients make one
+	// request each: an idle connection is closed soon, so that idle ones
+	// cannot hold every slot.
+	apiLimits = serverLimits{Header: 5 * time.Second, Read: 10 * time.Second, Write: 2 * time.Minute, Idle: 5 * time.Second, Conns: 16}
 	// metricsLimits: a scrape takes milliseconds; Prometheus keeps its
 	// connection open between scrapes (Idle is above the usual interval).
 	metricsLimits = serverLimits{Header: 5 * time.Second, Read: 10 * time.Second, Write: 30 * time.Second, Idle: 2 * time.Minute, Conns: 8}

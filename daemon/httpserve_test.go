@@ -166,3 +166,27 @@ func TestEndpointsLimitsAndPprof(t *testing.T) {
 		}
 	}
 }
+
+// TestCallsHoldNoSlot: the API client's calls, one after another, each get
+// an answer at once from a server with fewer connection slots than calls
+// and a long idle timeout: a finished call keeps no connection open.
+func TestCallsHoldNoSlot(t *testing.T) {
+	t.Parallel()
+	socket := filepath.Join(t.TempDir(), "api.sock")
+	l, err := net.Listen("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	h := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, `{"owner":"h1"}`) })
+	go serve(ctx, l, h, serverLimits{Header: time.Minute, Read: time.Minute, Write: time.Minute, Idle: time.Minute, Conns: 2})
+	for i := range 5 {
+		cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+		o, err := GetOwner(cctx, socket, "web", "198.18.0.101")
+		ccancel()
+		if err != nil || o.Owner != "h1" {
+			t.Fatalf("call %d: %+v, %v", i+1, o, err)
+		}
+	}
+}

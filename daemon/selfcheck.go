@@ -43,7 +43,7 @@ func (cfg *Config) askDaemon() int {
 		return 0
 	}
 	pid := 0
-	client := &http.Client{Timeout: askTimeout, Transport: &http.Transport{
+	client := &http.Client{Timeout: askTimeout, Transport: &http.Transport{DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			c, err := (&net.Dialer{}).DialContext(ctx, "unix", cfg.API.Socket)
 			if err == nil {

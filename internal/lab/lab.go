@@ -637,7 +637,7 @@ func (h *Host) Signal(sig syscall.Signal) error {
 
 // Scrape fetches the host's metrics page.
 func (h *Host) Scrape() (string, error) {
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
 			err = inNS(h.NS, func() error {
 				conn, err = (&net.Dialer{Timeout: 2 * time.Second}).Dial(network, addr)
