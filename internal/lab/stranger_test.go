@@ -66,9 +66,10 @@ func TestStrangerLabelArmsNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Each host took every datagram: it logged or suppressed a line for
-	// each. Then re-assertion would be armed (its settle delay is 2 s):
-	// give it that, and more.
+	// Each host took the datagrams: it logged or suppressed a line for
+	// each (a few may be lost on the way, as UDP may be, on a busy
+	// machine). Then re-assertion would be armed (its settle delay is
+	// 2 s): give it that, and more.
 	for _, h := range l.Hosts {
 		deadline := time.Now().Add(15 * time.Second)
 		for {
@@ -78,7 +79,7 @@ func TestStrangerLabelArmsNothing(t *testing.T) {
 				t.Fatal(err)
 			}
 			suppressed := max(0, metric(t, page, gossip.MetricLogSuppressed, map[string]string{"level": "error"}))
-			if logged+int(suppressed) >= sent {
+			if logged+int(suppressed) >= sent-sent/20 {
 				t.Logf("%s: %d of memberlist's lines logged, %.0f suppressed, for %d datagrams", h.Name, logged, suppressed, sent)
 				break
 			}
