@@ -123,7 +123,8 @@ func ManPage8(version string) string {
 			fmt.Fprintf(&b, ".PP\nExample:\n.RS\n.EX\n%s\n.EE\n.RE\n", roff(ex))
 		}
 	}
-	b.WriteString(".PP\nEvery flag may be written with one dash or two, and \\fB\\-h\\fR or \\fB\\-\\-help\\fR shows a command's help.\n")
+	b.WriteString(".PP\n" + roff("Every flag may be written with one dash or two, before, between or after the arguments (`arpshare owner web 192.0.2.57 --json`); `--` ends the flags, and what follows it is arguments only. `-h` or `--help` shows a command's help.") + "\n")
+	b.WriteString(".PP\n" + roff("Every command names a VIP the same way: by its vip.name or its address, as an argument (`arpshare clients web`, `arpshare owner 198.18.0.100 192.0.2.57`). `--vip VIP` gives the same argument as a flag, as older releases had it for `clients`. An unknown VIP is refused with the list of the VIPs that exist.") + "\n")
 	b.WriteString(".SH EXIT STATUS\n")
 	for _, x := range []struct {
 		code int
