@@ -160,7 +160,7 @@ func init() {
 		{
 			name: "check", summary: "check the config file, and this host against it",
 			help: "Checks the config file as the daemon would load it: every error is listed with its file and line, and warnings are printed without failing. " +
-				"Then, unless --offline, checks this host: that each VIP's interface exists, that gossip.bind is an address of this host and its port is free or held by this host's own running daemon (naming the likely owner if not), that the gossip key file is not readable or writable by other users, and that no other user can change an exec health check's program. " +
+				"Then, unless --offline, checks this host: that each VIP's interface exists (a missing one fails the check, naming the interfaces this host has, unless the VIP sets wait_for_interface = true: then it is a warning and the daemon waits for it), that gossip.bind is an address of this host and its port is free or held by this host's own running daemon (naming the likely owner if not), that the gossip key file is not readable or writable by other users, and that no other user can change an exec health check's program. " +
 				"The unit runs it before every start and reload.",
 			examples: []string{"arpshare check", "arpshare check --offline --config rendered/web-1.toml"},
 			flags:    []flagDef{flagConfig, flagOffline, flagJSON},
