@@ -75,7 +75,7 @@ func TestPackages(t *testing.T) {
 		}
 		// Without VERSION=, make stamps what `git describe` gives.
 		want := strings.TrimSpace(run(t, "./version.sh"))
-		if !regexp.MustCompile(`^\d+\.\d+\.\d+(\+\d+\.g[0-9a-f]+)?(\.dirty)?$`).MatchString(want) {
+		if !regexp.MustCompile(`^\d+\.\d+\.\d+([+~](dev\.)?\d+\.g[0-9a-f]+)?(\.dirty)?$`).MatchString(want) {
 			t.Errorf("version.sh: %q is not a version dpkg and rpm both accept", want)
 		}
 	})
