@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -51,6 +52,44 @@ func TestPostremovePurges(t *testing.T) {
 		_, err := os.Stat(state)
 		if gone := os.IsNotExist(err); gone != tt.gone {
 			t.Errorf("postremove.sh %s: state folder gone %v, want %v", tt.arg, gone, tt.gone)
+		}
+	}
+}
+
+// TestPrermDisables: removing the deb stops and disables the service;
+// an upgrade (or a failed one) leaves it running and enabled.
+func TestPrermDisables(t *testing.T) {
+	t.Parallel()
+	bin := t.TempDir()
+	log := filepath.Join(bin, "calls")
+	for _, tool := range []string{"systemctl", "deb-systemd-invoke"} {
+		script := "#!/bin/sh\necho " + tool + " \"$@\" >> " + log + "\n"
+		if err := os.WriteFile(filepath.Join(bin, tool), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tt := range []struct {
+		arg     string
+		disable bool
+	}{
+		{"remove", true},
+		{"upgrade", false},
+		{"failed-upgrade", false},
+		{"deconfigure", false},
+	} {
+		os.Remove(log)
+		cmd := exec.Command("/bin/sh", "scripts/deb-prerm.sh", tt.arg)
+		cmd.Env = append(os.Environ(), "PATH="+bin)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("deb-prerm.sh %s: %v: %s", tt.arg, err, out)
+		}
+		calls, _ := os.ReadFile(log)
+		disabled := strings.Contains(string(calls), "systemctl --no-reload disable arpshare.service\n")
+		if disabled != tt.disable {
+			t.Errorf("deb-prerm.sh %s: disabled %v, want %v; calls:\n%s", tt.arg, disabled, tt.disable, calls)
+		}
+		if !tt.disable && len(calls) > 0 {
+			t.Errorf("deb-prerm.sh %s touched the service:\n%s", tt.arg, calls)
 		}
 	}
 }
