@@ -93,3 +93,29 @@ func TestPrermDisables(t *testing.T) {
 		}
 	}
 }
+
+// TestNeedrestartExcludes loads the needrestart snippet as needrestart
+// does (an eval of each /etc/needrestart/conf.d/*.conf) and matches unit
+// names against its override_rc as needrestart does: arpshare.service is
+// not restarted (0), other units are left alone.
+func TestNeedrestartExcludes(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("perl"); err != nil {
+		t.Skip("perl not installed")
+	}
+	const probe = `our %nrconf = (override_rc => {});
+eval do { local(@ARGV, $/) = shift; <> }; die "parse: $@" if $@;
+for my $unit (@ARGV) {
+	my $v = "unset";
+	foreach my $re (keys %{$nrconf{override_rc}}) { $v = $nrconf{override_rc}->{$re} if $unit =~ /$re/ }
+	print "$unit $v\n";
+}`
+	out, err := exec.Command("perl", "-we", probe, "needrestart.conf", "arpshare.service", "ssh.service", "arpshare-other.service").CombinedOutput()
+	if err != nil {
+		t.Fatalf("perl: %v: %s", err, out)
+	}
+	want := "arpshare.service 0\nssh.service unset\narpshare-other.service unset\n"
+	if string(out) != want {
+		t.Errorf("needrestart.conf: override_rc gives\n%s, want\n%s", out, want)
+	}
+}
