@@ -176,8 +176,11 @@ type VIP struct {
 	Name      string
 	Address   netip.Addr
 	Interface string
-	Mode      policy.Mode
-	Check     *Check // nil: healthy while the daemon runs
+	// WaitForInterface: Interface may be missing when the daemon starts
+	// (made later: a VLAN, bond or tunnel); `arpshare check` then accepts it.
+	WaitForInterface bool
+	Mode             policy.Mode
+	Check            *Check // nil: healthy while the daemon runs
 }
 
 // Policy is how the VIP's clients are shared.
@@ -237,11 +240,12 @@ type rawGossip struct {
 }
 
 type rawVIP struct {
-	Name      *string   `toml:"name"`
-	Address   *string   `toml:"address"`
-	Interface *string   `toml:"interface"`
-	Mode      *string   `toml:"mode"`
-	Check     *rawCheck `toml:"check"`
+	Name             *string   `toml:"name"`
+	Address          *string   `toml:"address"`
+	Interface        *string   `toml:"interface"`
+	WaitForInterface *bool     `toml:"wait_for_interface"`
+	Mode             *string   `toml:"mode"`
+	Check            *rawCheck `toml:"check"`
 }
 
 type rawCheck struct {
@@ -687,6 +691,7 @@ func (c *checker) vips(raw []rawVIP) []VIP {
 			v.Address = a
 		}
 		v.Interface = c.vipInterface(i, where, rv.Interface)
+		v.WaitForInterface = rv.WaitForInterface != nil && *rv.WaitForInterface
 		v.Mode = policy.Hash
 		if rv.Mode != nil {
 			if p, err := policy.Parse(*rv.Mode); err != nil {

@@ -458,8 +458,13 @@ func TestStatus(t *testing.T) {
 	if len(cs) != 1 || cs[0].IP != client || cs[0].Owner != "h1" || cs[0].MAC != "02:01:00:00:00:01" {
 		t.Errorf("clients: %+v", cs)
 	}
-	if _, err := GetClients(ctx, n.d.api.path, "nope"); err == nil || !strings.Contains(err.Error(), `no VIP "nope" here`) {
-		t.Errorf("clients of an unknown VIP: %v", err)
+	// An unknown VIP is refused with the list of those that exist.
+	known := fmt.Sprintf(`no VIP "nope" here; VIPs: web (198.18.0.200), db (%s)`, db)
+	if _, err := GetClients(ctx, n.d.api.path, "nope"); err == nil || !strings.Contains(err.Error(), known) {
+		t.Errorf("clients of an unknown VIP: %v, want %q", err, known)
+	}
+	if _, err := GetOwner(ctx, n.d.api.path, "nope", client.String()); err == nil || !strings.Contains(err.Error(), known) {
+		t.Errorf("owner for an unknown VIP: %v, want %q", err, known)
 	}
 	o, err := GetOwner(ctx, n.d.api.path, "198.18.0.200", client.String())
 	if err != nil {

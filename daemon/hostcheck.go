@@ -26,9 +26,10 @@ type Finding struct {
 const ServiceUser = "arpshare"
 
 // CheckHost checks the config against the host it runs on: what the file
-// alone cannot tell. A missing interface is a warning (the daemon waits for
-// it); a bind address that is not this host's, a gossip port taken by
-// another program and a key file others can read are errors. The port held
+// alone cannot tell. A missing interface, a bind address that is not this
+// host's, a gossip port taken by another program and a key file others can
+// read are errors. A missing interface is only a warning for a VIP with
+// wait_for_interface (the daemon waits for it). The port held
 // by this host's own running daemon is as expected (the routine edit,
 // check, reload): a note says so.
 func (cfg *Config) CheckHost() []Finding {
@@ -40,8 +41,14 @@ func (cfg *Config) CheckHost() []Finding {
 		out = append(out, Finding{Error: true, Message: fmt.Sprintf(format, args...)})
 	}
 	for _, v := range cfg.VIPs {
-		if _, err := net.InterfaceByName(v.Interface); err != nil {
-			warn("vip %q: interface %s does not exist (yet): the daemon starts and waits for it", v.Name, v.Interface)
+		if _, err := net.InterfaceByName(v.Interface); err == nil {
+			continue
+		}
+		if v.WaitForInterface {
+			warn("vip %q: interface %s does not exist yet: the daemon starts and waits for it (wait_for_interface = true)", v.Name, v.Interface)
+		} else {
+			fail("vip %q: interface %s does not exist on this host (it has %s): fix vip.interface, or set wait_for_interface = true in this [[vip]] if the interface is made after arpshare starts",
+				v.Name, v.Interface, hostInterfaces())
 		}
 	}
 	if b := cfg.Gossip.Bind; b.IsValid() {
@@ -121,6 +128,25 @@ func checkExecFile(vip, path string) []Finding {
 			return nil
 		}
 	}
+}
+
+// hostInterfaces lists this host's interfaces but lo, for an error that
+// says which interface does not exist.
+func hostInterfaces() string {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return "interfaces that cannot be listed: " + err.Error()
+	}
+	var names []string
+	for _, i := range ifs {
+		if i.Flags&net.FlagLoopback == 0 {
+			names = append(names, i.Name)
+		}
+	}
+	if len(names) == 0 {
+		return "no interface but lo"
+	}
+	return strings.Join(names, ", ")
 }
 
 func isLocalAddr(a netip.Addr) bool {

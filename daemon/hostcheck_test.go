@@ -58,9 +58,14 @@ func TestCheckHost(t *testing.T) {
 				VIPs: []VIP{{Name: "web", Interface: "lo"}}},
 		},
 		{
-			name:    "missing interface",
-			cfg:     Config{VIPs: []VIP{{Name: "web", Interface: "nosuch9"}}},
-			warning: []string{`vip "web": interface nosuch9 does not exist (yet): the daemon starts and waits for it`},
+			name:   "missing interface",
+			cfg:    Config{VIPs: []VIP{{Name: "web", Interface: "nosuch9"}}},
+			errors: []string{`vip "web": interface nosuch9 does not exist on this host (it has `},
+		},
+		{
+			name:    "missing interface that may appear later",
+			cfg:     Config{VIPs: []VIP{{Name: "web", Interface: "nosuch9", WaitForInterface: true}}},
+			warning: []string{`vip "web": interface nosuch9 does not exist yet: the daemon starts and waits for it (wait_for_interface = true)`},
 		},
 		{
 			name:   "bind elsewhere",

@@ -120,7 +120,7 @@ func (d *Daemon) Clients(vip string) ([]ClientStatus, error) {
 	if vip != "" {
 		v, ok := cfg.findVIP(vip)
 		if !ok {
-			return nil, fmt.Errorf("no VIP %q here", vip)
+			return nil, cfg.noVIP(vip)
 		}
 		only = v.Address
 	}
@@ -153,9 +153,10 @@ func (d *Daemon) Clients(vip string) ([]ClientStatus, error) {
 // Owner says which host answers client for vip (a name or address), from
 // this host's live view: the first question when a user complains.
 func (d *Daemon) Owner(vip, client string) (OwnerStatus, error) {
-	v, ok := d.config().findVIP(vip)
+	cfg := d.config()
+	v, ok := cfg.findVIP(vip)
 	if !ok {
-		return OwnerStatus{}, fmt.Errorf("no VIP %q here", vip)
+		return OwnerStatus{}, cfg.noVIP(vip)
 	}
 	ip, err := netip.ParseAddr(client)
 	if err != nil {

@@ -1,6 +1,11 @@
 package packaging
 
 import (
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -75,7 +80,7 @@ func TestPackages(t *testing.T) {
 		}
 		// Without VERSION=, make stamps what `git describe` gives.
 		want := strings.TrimSpace(run(t, "./version.sh"))
-		if !regexp.MustCompile(`^\d+\.\d+\.\d+(\+\d+\.g[0-9a-f]+)?(\.dirty)?$`).MatchString(want) {
+		if !regexp.MustCompile(`^\d+\.\d+\.\d+([+~](dev\.)?\d+\.g[0-9a-f]+)?(\.dirty)?$`).MatchString(want) {
 			t.Errorf("version.sh: %q is not a version dpkg and rpm both accept", want)
 		}
 	})
@@ -105,6 +110,10 @@ func TestPackages(t *testing.T) {
 		mustContain(t, "deb postinst", postinst, "systemd-sysusers arpshare.conf", "useradd --system")
 		mustContain(t, "deb depends", run(t, "dpkg-deb", "-f", deb, "Depends"), "passwd", "systemd")
 		docsLinkOnlyShipped(t, deb)
+		namedPathsShipped(t, deb)
+		mustContain(t, "deb conffiles", run(t, "dpkg-deb", "-I", deb, "conffiles"), "/etc/needrestart/conf.d/arpshare.conf")
+		mustContain(t, "deb prerm", run(t, "dpkg-deb", "-I", deb, "prerm"), "systemctl --no-reload disable arpshare.service")
+		mustContain(t, "deb postrm", run(t, "dpkg-deb", "-I", deb, "postrm"), `rm -rf "${DPKG_ROOT:-}/var/lib/arpshare"`)
 		if regexp.MustCompile(`systemctl (start|enable|restart)`).MatchString(postinst) {
 			t.Errorf("postinst starts or enables the service:\n%s", postinst)
 		}
@@ -204,6 +213,60 @@ func docsLinkOnlyShipped(t *testing.T, deb string) {
 	if links < 10 {
 		t.Errorf("only %d relative links found: the link pattern is broken", links)
 	}
+}
+
+// namedPathsShipped unpacks the .deb and finds every /usr/share/doc/arpshare
+// path that a file of the package names (the packaged config, the unit's
+// Documentation=, the man pages, the docs, the needrestart snippet): each
+// must be in the package. Gzipped files (the man pages) are read unpacked;
+// the binary is left out.
+func namedPathsShipped(t *testing.T, deb string) {
+	t.Helper()
+	root := t.TempDir()
+	run(t, "dpkg-deb", "-x", deb, root)
+	named := regexp.MustCompile(`/usr/share/doc/arpshare(/[A-Za-z0-9_./-]*)?`)
+	seen := 0
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if bytes.HasPrefix(b, []byte("\x7fELF")) {
+			return nil
+		}
+		if strings.HasSuffix(path, ".gz") {
+			if b, err = gunzip(b); err != nil {
+				return fmt.Errorf("%s: %w", path, err)
+			}
+		}
+		// roff writes - as \-.
+		text := strings.ReplaceAll(string(b), `\-`, "-")
+		for _, p := range named.FindAllString(text, -1) {
+			p = strings.TrimRight(p, ".")
+			seen++
+			if _, err := os.Stat(filepath.Join(root, p)); err != nil {
+				t.Errorf("%s names %s, which the package does not ship", strings.TrimPrefix(path, root), p)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seen < 6 {
+		t.Errorf("only %d /usr/share/doc/arpshare paths found in the package's files: the search is broken", seen)
+	}
+}
+
+func gunzip(b []byte) ([]byte, error) {
+	r, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		return nil, err
+	}
+	return io.ReadAll(r)
 }
 
 // TestUnitExposure: `systemd-analyze security --offline=true` rates the

@@ -93,7 +93,7 @@ var (
 	flagJSON     = boolFlag("json", "print JSON instead of text (fields are documented in arpshare(8))", func(o *options) *bool { return &o.json })
 	flagLogLevel = stringFlag("log-level", "LEVEL", "info", "the lowest level logged: debug, info, warn or error",
 		func(o *options) *string { return &o.logLevel })
-	flagVIP    = stringFlag("vip", "NAME", "", "only this VIP (its name or address)", func(o *options) *string { return &o.vip })
+	flagVIP    = stringFlag("vip", "VIP", "", "the VIP argument written as a flag (its name or address), for scripts written for older releases", func(o *options) *string { return &o.vip })
 	flagOutput = flagDef{name: "output", arg: "FILE", usage: "write the key to FILE, created mode 0600 (0640 with --group), instead of printing it; -o for short",
 		bind: func(fs *flag.FlagSet, o *options, name, usage string) {
 			fs.StringVar(&o.output, name, "", usage)
@@ -117,10 +117,13 @@ const defaultDrainTimeout = 5 * time.Minute
 
 // command is one subcommand of arpshare.
 type command struct {
-	name     string
-	args     []string // positional arguments, by name
-	summary  string   // one line, for the command list
-	help     string   // what it does, in full
+	name string
+	args []string // positional arguments, by name
+	// vipArg: the first argument is a VIP, by name or address, which
+	// --vip may give instead.
+	vipArg   bool
+	summary  string // one line, for the command list
+	help     string // what it does, in full
 	examples []string
 	flags    []flagDef
 	run      func(e *env) int
@@ -157,7 +160,7 @@ func init() {
 		{
 			name: "check", summary: "check the config file, and this host against it",
 			help: "Checks the config file as the daemon would load it: every error is listed with its file and line, and warnings are printed without failing. " +
-				"Then, unless --offline, checks this host: that each VIP's interface exists, that gossip.bind is an address of this host and its port is free or held by this host's own running daemon (naming the likely owner if not), that the gossip key file is not readable or writable by other users, and that no other user can change an exec health check's program. " +
+				"Then, unless --offline, checks this host: that each VIP's interface exists (a missing one fails the check, naming the interfaces this host has, unless the VIP sets wait_for_interface = true: then it is a warning and the daemon waits for it), that gossip.bind is an address of this host and its port is free or held by this host's own running daemon (naming the likely owner if not), that the gossip key file is not readable or writable by other users, and that no other user can change an exec health check's program. " +
 				"The unit runs it before every start and reload.",
 			examples: []string{"arpshare check", "arpshare check --offline --config rendered/web-1.toml"},
 			flags:    []flagDef{flagConfig, flagOffline, flagJSON},
@@ -180,17 +183,17 @@ func init() {
 			run:      runStatus,
 		},
 		{
-			name: "clients", summary: "list the known clients and the host that answers each",
-			help:     "Lists the clients this host has seen asking for a VIP (or learned from its peers), with their MAC, when they last asked, and the host that answers them.",
-			examples: []string{"arpshare clients --vip web"},
+			name: "clients", args: []string{"[VIP]"}, vipArg: true, summary: "list the known clients and the host that answers each",
+			help:     "Lists the clients this host has seen asking for VIP (a name or address; every VIP without it), or learned from its peers, with their MAC, when they last asked, and the host that answers them.",
+			examples: []string{"arpshare clients web", "arpshare clients 198.18.0.100 --json"},
 			flags:    []flagDef{flagConfig, flagSocket, flagVIP, flagJSON},
 			run:      runClients,
 		},
 		{
-			name: "owner", args: []string{"VIP", "CLIENT"}, summary: "say which host answers CLIENT for VIP",
+			name: "owner", args: []string{"VIP", "CLIENT"}, vipArg: true, summary: "say which host answers CLIENT for VIP",
 			help:     "Says which host answers the client at address CLIENT for VIP (a name or address), which hosts could, and whether this host has seen the client: the first question when a user says the service is unreachable.",
-			examples: []string{"arpshare owner web 192.0.2.57"},
-			flags:    []flagDef{flagConfig, flagSocket, flagJSON},
+			examples: []string{"arpshare owner web 192.0.2.57", "arpshare owner 198.18.0.100 192.0.2.57 --json"},
+			flags:    []flagDef{flagConfig, flagSocket, flagVIP, flagJSON},
 			run:      runOwner,
 		},
 		{
@@ -238,7 +241,7 @@ func findCommand(name string) *command {
 func Usage() string {
 	var b strings.Builder
 	b.WriteString("arpshare shares one virtual IP across the hosts of an L2 segment: every healthy\nhost answers ARP and Neighbor Discovery for its own share of the clients.\n\n")
-	b.WriteString("usage: arpshare COMMAND [flags]\n       arpshare --version | --help\n\ncommands:\n")
+	b.WriteString("usage: arpshare COMMAND [ARGUMENTS] [flags]\n       arpshare --version | --help\n\nFlags may come before, between or after the arguments; -- ends them.\nA VIP is named by its name or its address, as an argument.\n\ncommands:\n")
 	for _, c := range commands {
 		fmt.Fprintf(&b, "  %-8s %s\n", c.name, c.summary)
 	}
@@ -314,7 +317,7 @@ func Main(args []string, stdout, stderr io.Writer, build Build) int {
 	for _, f := range c.flags {
 		f.bind(e.fs, &e.opts, f.name, f.usage)
 	}
-	if err := e.fs.Parse(args[1:]); err != nil {
+	if err := e.parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, c.Help())
 			return ExitOK
@@ -322,7 +325,10 @@ func Main(args []string, stdout, stderr io.Writer, build Build) int {
 		fmt.Fprintf(stderr, "arpshare %s: %v\n\n%s", c.name, err, c.Help())
 		return ExitUsage
 	}
-	e.args = e.fs.Args()
+	if e.opts.vip != "" && c.vipArg {
+		// --vip VIP is the VIP argument, written as a flag.
+		e.args = append([]string{e.opts.vip}, e.args...)
+	}
 	want := 0
 	for _, a := range c.args {
 		if !strings.HasPrefix(a, "[") {
@@ -339,6 +345,40 @@ func Main(args []string, stdout, stderr io.Writer, build Build) int {
 		return ExitUsage
 	}
 	return c.run(e)
+}
+
+// parse parses the flags of args wherever they are, as ip, systemctl and
+// git do: `arpshare owner web 192.0.2.57 --json`. "--" ends the flags: what
+// follows is arguments only. The arguments are left in e.args, in order.
+func (e *env) parse(args []string) error {
+	var flags []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			e.args = append(e.args, args[i+1:]...)
+			break
+		}
+		if len(a) < 2 || a[0] != '-' {
+			e.args = append(e.args, a)
+			continue
+		}
+		flags = append(flags, a)
+		name := strings.TrimLeft(a, "-")
+		if strings.Contains(name, "=") {
+			continue
+		}
+		// A flag that takes a value takes the next word, whatever it is.
+		if f := e.fs.Lookup(name); f != nil && !isBoolFlag(f) && i+1 < len(args) {
+			flags = append(flags, args[i+1])
+			i++
+		}
+	}
+	return e.fs.Parse(flags)
+}
+
+func isBoolFlag(f *flag.Flag) bool {
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
 }
 
 // printJSON prints v indented.
@@ -602,7 +642,11 @@ const drainPoll = 200 * time.Millisecond
 func runClients(e *env) int {
 	var cs []daemon.ClientStatus
 	if code := e.askDaemon(func(ctx context.Context, socket string) (err error) {
-		cs, err = daemon.GetClients(ctx, socket, e.opts.vip)
+		vip := ""
+		if len(e.args) > 0 {
+			vip = e.args[0]
+		}
+		cs, err = daemon.GetClients(ctx, socket, vip)
 		return err
 	}); code != ExitOK {
 		return code

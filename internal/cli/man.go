@@ -123,7 +123,8 @@ func ManPage8(version string) string {
 			fmt.Fprintf(&b, ".PP\nExample:\n.RS\n.EX\n%s\n.EE\n.RE\n", roff(ex))
 		}
 	}
-	b.WriteString(".PP\nEvery flag may be written with one dash or two, and \\fB\\-h\\fR or \\fB\\-\\-help\\fR shows a command's help.\n")
+	b.WriteString(".PP\n" + roff("Every flag may be written with one dash or two, before, between or after the arguments (`arpshare owner web 192.0.2.57 --json`); `--` ends the flags, and what follows it is arguments only. `-h` or `--help` shows a command's help.") + "\n")
+	b.WriteString(".PP\n" + roff("Every command names a VIP the same way: by its vip.name or its address, as an argument (`arpshare clients web`, `arpshare owner 198.18.0.100 192.0.2.57`). `--vip VIP` gives the same argument as a flag, as older releases had it for `clients`. An unknown VIP is refused with the list of the VIPs that exist.") + "\n")
 	b.WriteString(".SH EXIT STATUS\n")
 	for _, x := range []struct {
 		code int
@@ -160,13 +161,14 @@ func ManPage8(version string) string {
 		{"/run/arpshare/arpshare.sock", "The API socket (mode 0660, group arpshare) that status, clients, owner, drain and resume use."},
 		{"/var/lib/arpshare/drained", "Present while this host is drained."},
 		{"/usr/lib/systemd/system/arpshare.service", "The systemd unit (/lib/systemd/system on Debian)."},
-		{"/usr/share/doc/arpshare/", "The operations guide, the configuration reference and an example config."},
+		{"/etc/needrestart/conf.d/arpshare.conf", "Tells needrestart not to restart arpshare after a package upgrade: upgrades reach every host at once, and a restart of every host at once leaves the cluster without quorum until most hosts are back. Restart one host at a time."},
+		{"/usr/share/doc/arpshare/", "The operations guide (docs/operations.md), the configuration reference (docs/configuration.md) and a commented example config (examples/arpshare.toml)."},
 	} {
 		fmt.Fprintf(&b, ".TP\n.I %s\n%s\n", roff(f[0]), roff(f[1]))
 	}
 	b.WriteString(".SH ENVIRONMENT\n.TP\n.B NOTIFY_SOCKET, WATCHDOG_USEC\nSet by systemd: the daemon reports readiness, reloads and status, and pings the watchdog.\n" +
 		".TP\n.B JOURNAL_STREAM\nSet by systemd when standard error goes to the journal: each log line then starts with its syslog priority, so \\fBjournalctl \\-u arpshare \\-p warning\\fR shows the warnings and errors.\n")
-	b.WriteString(".SH SEE ALSO\n.BR arpshare.toml (5),\n.BR systemctl (1),\n.BR journalctl (1),\n.BR ip (8)\n.PP\n/usr/share/doc/arpshare/operations.md\n")
+	b.WriteString(".SH SEE ALSO\n.BR arpshare.toml (5),\n.BR systemctl (1),\n.BR journalctl (1),\n.BR ip (8)\n.PP\n/usr/share/doc/arpshare/docs/operations.md, the operations guide\n")
 	return b.String()
 }
 
@@ -216,7 +218,7 @@ func ManPage5(version string, configurationMD string) string {
 		}
 	}
 	flush()
-	b.WriteString(".SH SEE ALSO\n.BR arpshare (8)\n.PP\n/usr/share/doc/arpshare/arpshare.toml.example, a commented example of every key.\n")
+	b.WriteString(".SH SEE ALSO\n.BR arpshare (8)\n.PP\n/usr/share/doc/arpshare/examples/arpshare.toml, a commented example of every key;\n/usr/share/doc/arpshare/docs/configuration.md, from which this page is made.\n")
 	return b.String()
 }
 

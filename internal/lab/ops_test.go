@@ -114,7 +114,8 @@ func TestOperations(t *testing.T) {
 	})
 
 	t.Run("clients and owner", func(t *testing.T) {
-		out, err := l.Hosts[1].Run("clients", "--json", "--vip", "web")
+		// The VIP as an argument, a flag after it.
+		out, err := l.Hosts[1].Run("clients", "web", "--json")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -141,8 +142,13 @@ func TestOperations(t *testing.T) {
 				t.Errorf("arpshare owner web %s said %q, want %s", c.Addr, out, base[c.Name])
 			}
 		}
-		if _, err := h1.Run("owner", "nosuch", "198.18.0.101"); err == nil || !strings.Contains(err.Error(), `no VIP "nosuch"`) {
+		// An unknown VIP is refused with the list of those that exist.
+		if _, err := h1.Run("owner", "nosuch", "198.18.0.101"); err == nil || !strings.Contains(err.Error(), `no VIP "nosuch" here; VIPs: web (`+VIP.String()+`)`) {
 			t.Errorf("owner of an unknown VIP: %v", err)
+		}
+		// --vip, as older releases took it for clients, names the same VIP.
+		if out, err := h1.Run("owner", l.Clients[0].Addr.String(), "--vip", VIP.String(), "--json"); err != nil || !strings.Contains(out, `"owner": "`+base[l.Clients[0].Name]+`"`) {
+			t.Errorf("owner --vip %s %s --json: %v\n%s", VIP, l.Clients[0].Addr, err, out)
 		}
 	})
 
