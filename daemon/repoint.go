@@ -161,7 +161,7 @@ type Repointer struct {
 	moved     map[clientKey]bool
 	digest    uint32 // of last
 	reported  uint32
-	heartbeat *atomic.Int64 // Unix ns of the last loop turn
+	heartbeat *atomic.Int64 // Unix ns the work in hand began; 0 while waiting
 
 	status *lockedStatus
 }
@@ -172,8 +172,15 @@ type lockedStatus struct {
 	s  RepointStatus
 }
 
-// Heartbeat returns when the repointer's loop last turned.
-func (r *Repointer) Heartbeat() time.Time { return time.Unix(0, r.heartbeat.Load()) }
+// Heartbeat returns when the repointer's loop began the work it is doing,
+// or now while it waits for work: the loop sleeps as long as nothing is
+// due, and a loop that waits is not stuck.
+func (r *Repointer) Heartbeat() time.Time {
+	if b := r.heartbeat.Load(); b != 0 {
+		return time.Unix(0, b)
+	}
+	return time.Now()
+}
 
 type announcement struct {
 	left int
@@ -233,10 +240,15 @@ func (r *Repointer) Status() RepointStatus {
 	return r.status.s
 }
 
-// Run re-points clients until ctx ends.
+// Run re-points clients until ctx ends. Nothing wakes it while there is
+// no work: the queue is looked at every repointTick only while packets are
+// owed; otherwise the loop sleeps until the next thing due (an
+// announcement, a settle, a refutation's re-assertion, the end of a wait
+// for answers), or until a view, a refutation or the periodic timers come.
 func (r *Repointer) Run(ctx context.Context) error {
-	tick := time.NewTicker(repointTick)
-	defer tick.Stop()
+	wake := time.NewTimer(time.Hour)
+	wake.Stop()
+	defer wake.Stop()
 	expire := time.NewTicker(expireEvery)
 	defer expire.Stop()
 	var reassert <-chan time.Time
@@ -245,26 +257,66 @@ func (r *Repointer) Run(ctx context.Context) error {
 		defer t.Stop()
 		reassert = t.C
 	}
+	armed := false
 	for {
-		r.heartbeat.Store(time.Now().UnixNano())
+		if next, ok := r.nextWake(time.Now()); ok {
+			wake.Reset(max(0, time.Until(next)))
+			armed = true
+		} else if armed {
+			wake.Stop()
+			armed = false
+		}
+		r.heartbeat.Store(0) // waiting: never stuck
 		select {
 		case <-ctx.Done():
 			return nil
 		case v := <-r.views:
+			r.heartbeat.Store(time.Now().UnixNano())
 			r.plan(v, r.Table.Clients(), time.Now())
 			r.round(v, time.Now())
 		case <-r.refuted:
+			r.heartbeat.Store(time.Now().UnixNano())
 			r.refute(time.Now())
-		case now := <-tick.C:
+		case now := <-wake.C:
+			armed = false
+			r.heartbeat.Store(time.Now().UnixNano())
 			r.round(r.last, now)
 		case now := <-reassert:
+			r.heartbeat.Store(time.Now().UnixNano())
 			r.reassert(r.last, now)
 		case now := <-expire.C:
+			r.heartbeat.Store(time.Now().UnixNano())
 			if n := r.Table.Expire(now); n > 0 {
 				r.Logger.Debug("forgot stale clients", "count", n)
 			}
 		}
 	}
+}
+
+// nextWake returns when the loop must next look at its work, if it has
+// any: every repointTick while packets are owed (the pace of refill), else
+// the earliest of what is due later.
+func (r *Repointer) nextWake(now time.Time) (time.Time, bool) {
+	if len(r.queue) > 0 || len(r.slow) > 0 {
+		return now.Add(repointTick), true
+	}
+	var next time.Time
+	due := func(t time.Time) {
+		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	for _, a := range r.announce {
+		due(a.next)
+	}
+	if len(r.awaiting) > 0 {
+		due(r.awaiting[0].deadline)
+	}
+	if len(r.unsettled) > 0 {
+		due(r.settleAt)
+	}
+	due(r.refuteAt)
+	return next, !next.IsZero()
 }
 
 // enqueue makes sure client c gets at least rounds more packets, at the

@@ -34,6 +34,8 @@ type benchOptions struct {
 	// timings, if set, replaces the default gossip timings
 	// (probe_interval/probe_timeout/suspicion_mult).
 	timings string
+	// idleHosts are the host counts the idle mode measures.
+	idleHosts []int
 }
 
 // section is one "## " section of docs/benchmarks.md.

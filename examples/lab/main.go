@@ -24,6 +24,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -35,7 +36,7 @@ import (
 
 func main() {
 	bench := flag.Bool("bench", false, "measure and write the results to -out")
-	modes := flag.String("modes", "reply,failover,table", "what -bench measures: reply, failover (with -hosts hosts and -clients clients), table (memory and gossip with -table clients; its made-up clients stay, so it goes last), tradeoff (failover against false deaths under a flood and a throttled daemon, for each -sweep setting, in 3-host labs of its own)")
+	modes := flag.String("modes", "reply,failover,table", "what -bench measures: reply, failover (with -hosts hosts and -clients clients), table (memory and gossip with -table clients; its made-up clients stay, so it goes last), tradeoff (failover against false deaths under a flood and a throttled daemon, for each -sweep setting, in 3-host labs of its own), idle (CPU and wake-ups per daemon at rest, and of memberlist alone, for each -idle-hosts count, in labs of its own)")
 	tableSize := flag.Int("table", 100_000, "clients the table mode of -bench makes up")
 	runs := flag.Int("runs", 5, "power losses to measure with -bench")
 	out := flag.String("out", "docs/benchmarks.md", "where -bench writes its results")
@@ -45,12 +46,29 @@ func main() {
 	sweep := flag.String("sweep", defaultSweep, "gossip settings the tradeoff mode of -bench compares: probe_interval/probe_timeout/suspicion_mult, comma-separated")
 	timings := flag.String("timings", "", "gossip timings instead of the defaults, as probe_interval/probe_timeout/suspicion_mult (the failover mode says so)")
 	safety := flag.Int("safety", 1, "flood and throttle rounds per setting in the tradeoff mode of -bench")
+	idleHosts := flag.String("idle-hosts", "3,16", "host counts the idle mode of -bench measures, each in a lab of its own, comma-separated")
+	floor := addFloorFlags()
 	flag.Parse()
+	if *floor.on {
+		if err := memberlistFloor(*floor.name, *floor.bind, *floor.peers, *floor.key); err != nil {
+			fmt.Fprintln(os.Stderr, "lab: memberlist floor:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	var ms []string
 	for _, m := range strings.Split(*modes, ",") {
 		ms = append(ms, strings.TrimSpace(m))
 	}
 	opts := benchOptions{modes: ms, table: *tableSize, runs: *runs, out: *out, binary: *binary, sweep: *sweep, safety: *safety, timings: *timings}
+	for _, n := range strings.Split(*idleHosts, ",") {
+		h, err := strconv.Atoi(strings.TrimSpace(n))
+		if err != nil || h < 1 {
+			fmt.Fprintf(os.Stderr, "lab: -idle-hosts %q: want host counts, comma-separated\n", *idleHosts)
+			os.Exit(2)
+		}
+		opts.idleHosts = append(opts.idleHosts, h)
+	}
 	if err := run(*bench, opts, *hosts, *clients); err != nil {
 		fmt.Fprintln(os.Stderr, "lab:", err)
 		os.Exit(1)
@@ -91,6 +109,17 @@ func run(bench bool, opts benchOptions, hosts, clients int) error {
 			return fmt.Errorf("tradeoff: %w", err)
 		}
 		opts.modes = slices.DeleteFunc(opts.modes, func(m string) bool { return m == "tradeoff" })
+		if len(opts.modes) == 0 {
+			return nil
+		}
+	}
+	if bench && slices.Contains(opts.modes, "idle") {
+		// Labs of its own, one per host count.
+		s, err := idleSections(bin, opts)
+		if err := errors.Join(err, write(opts.out, s)); err != nil {
+			return fmt.Errorf("idle: %w", err)
+		}
+		opts.modes = slices.DeleteFunc(opts.modes, func(m string) bool { return m == "idle" })
 		if len(opts.modes) == 0 {
 			return nil
 		}

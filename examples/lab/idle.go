@@ -1,0 +1,300 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/arpshare/arpshare/daemon"
+	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/lab"
+)
+
+// The idle mode: what a daemon costs when nothing happens. Every client is
+// served once (so each daemon holds clients), then no frame is sent; each
+// daemon's CPU time and wake-ups are counted over idleWindow, and the same
+// for a bare memberlist with the daemon's gossip settings, one per host in
+// the same namespaces, as the floor: what the failover budget (the probe
+// rate) costs by itself.
+const (
+	idleWindow = 60 * time.Second
+	// idleSettle lets the lab settle first: joins, the settle round
+	// (2 s after the last view change), clients re-pointed and confirmed.
+	idleSettle = 15 * time.Second
+	floorPort  = 7947
+)
+
+// idleCost is what one process used over a window.
+type idleCost struct {
+	cpu     time.Duration
+	wakeups uint64 // context switches of all its threads
+}
+
+func (c idleCost) percent(d time.Duration) float64 { return 100 * float64(c.cpu) / float64(d) }
+func (c idleCost) perSecond(d time.Duration) float64 {
+	return float64(c.wakeups) / d.Seconds()
+}
+
+// procCost reads the CPU time and the context switches (voluntary and not,
+// summed over its threads: each is a wake-up of some thread) of process
+// pid so far.
+func procCost(pid int) (idleCost, error) {
+	var c idleCost
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return c, err
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	utime, _ := strconv.Atoi(f[11])
+	stime, _ := strconv.Atoi(f[12])
+	c.cpu = time.Duration(utime+stime) * time.Second / 100 // USER_HZ
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	if err != nil {
+		return c, err
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue // the thread ended
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			k, v, _ := strings.Cut(l, ":")
+			if k == "voluntary_ctxt_switches" || k == "nonvoluntary_ctxt_switches" {
+				n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+				c.wakeups += n
+			}
+		}
+	}
+	return c, nil
+}
+
+// measureIdle returns what each process used over idleWindow.
+func measureIdle(pids []int) ([]idleCost, error) {
+	before := make([]idleCost, len(pids))
+	for i, pid := range pids {
+		c, err := procCost(pid)
+		if err != nil {
+			return nil, err
+		}
+		before[i] = c
+	}
+	time.Sleep(idleWindow)
+	out := make([]idleCost, len(pids))
+	for i, pid := range pids {
+		c, err := procCost(pid)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = idleCost{cpu: c.cpu - before[i].cpu, wakeups: c.wakeups - before[i].wakeups}
+	}
+	return out, nil
+}
+
+// summary is the mean, lowest and highest of the processes' costs.
+func summary(cs []idleCost) (mean, lo, hi idleCost) {
+	lo, hi = cs[0], cs[0]
+	for _, c := range cs {
+		mean.cpu += c.cpu
+		mean.wakeups += c.wakeups
+		if c.cpu < lo.cpu {
+			lo = c
+		}
+		if c.cpu > hi.cpu {
+			hi = c
+		}
+	}
+	mean.cpu /= time.Duration(len(cs))
+	mean.wakeups /= uint64(len(cs))
+	return mean, lo, hi
+}
+
+func costRow(what string, n int, cs []idleCost) string {
+	mean, lo, hi := summary(cs)
+	say("  %s, %d hosts: %.2f %% of a core per process (%.2f–%.2f), %.0f wake-ups/s", what, n,
+		mean.percent(idleWindow), lo.percent(idleWindow), hi.percent(idleWindow), mean.perSecond(idleWindow))
+	return fmt.Sprintf("| %s | %d | %.2f %% | %.2f – %.2f %% | %.0f |", what, n,
+		mean.percent(idleWindow), lo.percent(idleWindow), hi.percent(idleWindow), mean.perSecond(idleWindow))
+}
+
+// idleSections measures, in a lab of its own for each host count, the
+// daemons at rest and then the bare memberlist floor.
+func idleSections(bin string, opts benchOptions) ([]section, error) {
+	var rows []string
+	for _, n := range opts.idleHosts {
+		r, err := idleLab(bin, n)
+		if err != nil {
+			return nil, err
+		}
+		rows = append(rows, r...)
+	}
+	counts := make([]string, len(opts.idleHosts))
+	for i, n := range opts.idleHosts {
+		counts[i] = strconv.Itoa(n)
+	}
+	return []section{{"Idle cost", fmt.Sprintf(`Written by `+"`go run ./examples/lab -bench -modes idle -idle-hosts %s`"+` on %s.
+A lab of its own for each host count, 20 clients, the default gossip
+timings (probe every %s, gossip every %s). Every client connects to the
+VIP once, so every daemon holds clients; then nothing is sent for %s, and
+after that the daemons are measured over %s: *CPU* is the daemon's CPU time
+(user and system, /proc/<pid>/stat) over the window, as a share of one
+core, the mean over the daemons and the lowest and highest; *wake-ups* are
+the context switches of all its threads (voluntary and not, from
+/proc/<pid>/task/*/status) per second, the mean over the daemons. Then the
+daemons are stopped and a bare memberlist with the daemons' gossip
+settings (the same probe, gossip and push-pull intervals, encrypted with a
+32-byte key) runs in each host's namespace, the floor that the failover
+budget costs by itself; it is measured the same way, and the last row of
+each count is the difference: what arpshare adds to it. Goal: at most
+0.3 %% of a core per daemon with 3 hosts, 0.5 %% with 16; memberlist's own
+probes and gossip at these timings (kept: they are the failover budget)
+cost more than that by themselves, so the goal is within reach only of
+what arpshare adds.
+
+| process | hosts | CPU (mean) | lowest – highest | wake-ups/s |
+|---|---|---|---|---|
+%s
+`, strings.Join(counts, ","), today(), daemon.DefaultProbeInterval, daemon.DefaultGossipInterval, idleSettle, idleWindow, strings.Join(rows, "\n"))}}, nil
+}
+
+// idleLab measures the daemons of an n-host lab at rest, then the floor.
+func idleLab(bin string, n int) ([]string, error) {
+	l, err := newLab(lab.Options{Hosts: n, Clients: 20, Binary: bin})
+	if err != nil {
+		return nil, err
+	}
+	defer closeLab(l)
+	say("idle: %d hosts (lab %s)", n, l.Suffix)
+	if err := startAll(l.Hosts); err != nil {
+		return nil, err
+	}
+	if served := serve(l); len(served) != len(l.Clients) {
+		return nil, fmt.Errorf("%d hosts: only %d of %d clients served", n, len(served), len(l.Clients))
+	}
+	time.Sleep(idleSettle)
+	var pids []int
+	for _, h := range l.Hosts {
+		pids = append(pids, h.PID())
+	}
+	say("  measuring the daemons for %s", idleWindow)
+	daemons, err := measureIdle(pids)
+	if err != nil {
+		return nil, err
+	}
+	rows := []string{costRow("arpshare", n, daemons)}
+	for _, h := range l.Hosts {
+		if err := h.Stop(10 * time.Second); err != nil {
+			return nil, fmt.Errorf("%s: stop: %w", h.Name, err)
+		}
+	}
+	floor, err := floorCost(l)
+	if err != nil {
+		return nil, err
+	}
+	rows = append(rows, costRow("memberlist alone", n, floor))
+	d, _, _ := summary(daemons)
+	f, _, _ := summary(floor)
+	say("  arpshare's own, beyond memberlist: %+.2f %% of a core, %+.0f wake-ups/s", d.percent(idleWindow)-f.percent(idleWindow), d.perSecond(idleWindow)-f.perSecond(idleWindow))
+	return append(rows, fmt.Sprintf("| arpshare less memberlist alone | %d | %+.2f %% | | %+.0f |", n,
+		d.percent(idleWindow)-f.percent(idleWindow), d.perSecond(idleWindow)-f.perSecond(idleWindow))), nil
+}
+
+// floorCost runs a bare memberlist in every host's namespace and measures
+// it at rest.
+func floorCost(l *lab.Lab) ([]idleCost, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	key := make([]byte, 32)
+	rand.Read(key)
+	var peers []string
+	for _, h := range l.Hosts[:min(3, len(l.Hosts))] {
+		peers = append(peers, fmt.Sprintf("%s:%d", h.Addr, floorPort))
+	}
+	var pids []int
+	for _, h := range l.Hosts {
+		cmd := exec.Command("ip", "netns", "exec", h.NS, self, "-memberlist-floor",
+			"-floor-name", h.Name, "-floor-bind", h.Addr.String(), "-floor-peers", strings.Join(peers, ","), "-floor-key", hex.EncodeToString(key))
+		cmd.Stderr = os.Stderr
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			return nil, err
+		}
+		defer func() {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}()
+		pids = append(pids, cmd.Process.Pid)
+	}
+	say("  memberlist alone: %d processes, measuring for %s after %s", len(pids), idleWindow, idleSettle)
+	time.Sleep(idleSettle)
+	return measureIdle(pids)
+}
+
+// memberlistFloor is the process floorCost starts: one memberlist with the
+// daemon's gossip settings, until it is killed.
+func memberlistFloor(name, bind, peers, key string) error {
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = name
+	mc.BindAddr, mc.AdvertiseAddr = bind, bind
+	mc.BindPort, mc.AdvertisePort = floorPort, floorPort
+	mc.ProbeInterval = daemon.DefaultProbeInterval
+	mc.ProbeTimeout = daemon.DefaultProbeTimeout
+	mc.SuspicionMult = daemon.DefaultSuspicionMult
+	mc.GossipInterval = daemon.DefaultGossipInterval
+	mc.TCPTimeout = 2 * time.Second
+	mc.PushPullInterval = gossip.PushPullInterval
+	mc.Label = "lab"
+	mc.Logger = log.New(io.Discard, "", 0)
+	k, err := hex.DecodeString(key)
+	if err != nil {
+		return err
+	}
+	if mc.Keyring, err = memberlist.NewKeyring([][]byte{k}, k); err != nil {
+		return err
+	}
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return err
+	}
+	defer ml.Shutdown()
+	for {
+		if _, err := ml.Join(strings.Split(peers, ",")); err == nil && ml.NumMembers() > 1 {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	<-sig
+	return nil
+}
+
+// floorFlags are the flags of the memberlist floor process.
+type floorFlags struct {
+	on                     *bool
+	name, bind, peers, key *string
+}
+
+func addFloorFlags() floorFlags {
+	return floorFlags{
+		on:    flag.Bool("memberlist-floor", false, "internal: run a bare memberlist for the idle mode's floor"),
+		name:  flag.String("floor-name", "", "internal"),
+		bind:  flag.String("floor-bind", "", "internal"),
+		peers: flag.String("floor-peers", "", "internal"),
+		key:   flag.String("floor-key", "", "internal"),
+	}
+}
