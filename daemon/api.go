@@ -75,6 +75,10 @@ type MemberStatus struct {
 	// metadata and of the ownership function it runs.
 	MetadataVersion int `json:"metadata_version"`
 	Algorithm       int `json:"ownership_algorithm"`
+	// MinMetadataVersion is the oldest metadata version it speaks, and
+	// Software its release ("" from a build before it was gossiped).
+	MinMetadataVersion int    `json:"min_metadata_version,omitempty"`
+	Software           string `json:"software,omitempty"`
 }
 
 // memberStatuses converts the gossip view's members for the API.
@@ -88,6 +92,7 @@ func memberStatuses(ms []gossip.Member) []MemberStatus {
 			UnhealthyVIPs:   append([]netip.Addr{}, m.Meta.Unhealthy...),
 			MACs:            append([]string{}, m.Meta.MACs...),
 			MetadataVersion: m.Meta.Version, Algorithm: m.Meta.Algorithm,
+			MinMetadataVersion: m.Meta.MinVersion, Software: m.Meta.Software,
 		})
 	}
 	return out

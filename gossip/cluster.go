@@ -42,8 +42,12 @@ type ClusterConfig struct {
 	// Expect is the number of hosts the cluster should have (0: unknown);
 	// see View.Expect.
 	Expect int
-	// Meta returns this host's current metadata.
+	// Meta returns this host's current metadata. Its MinVersion, if
+	// zero, and Software, if empty, are filled in as gossiped.
 	Meta func() Meta
+	// Software is this host's release, gossiped in Meta.Software (cut to
+	// MaxSoftwareLen).
+	Software string
 	// State, if set, is exchanged with peers: in full when a host joins,
 	// and what changed lately on every periodic push-pull.
 	State SharedState
@@ -80,11 +84,14 @@ type Cluster struct {
 	cfg     ClusterConfig
 	ready   chan struct{}
 	changed chan struct{}
+	rejoin  chan struct{} // the peers changed: join them now
 
 	// memberlist calls the delegates with its own lock held, and they take
 	// mu: never call into memberlist while holding mu.
 	mu       sync.Mutex
 	ml       *memberlist.Memberlist
+	peers    []netip.AddrPort // cfg.Peers until SetPeers
+	expect   int              // cfg.Expect until SetPeers
 	view     *View
 	live     map[string]Member    // as memberlist last reported them
 	departed map[string]Member    // dead or left, as last reported
@@ -152,7 +159,10 @@ func NewCluster(cfg ClusterConfig) *Cluster {
 		cfg:       cfg,
 		ready:     make(chan struct{}),
 		changed:   make(chan struct{}, 1),
+		rejoin:    make(chan struct{}, 1),
 		view:      NewView(cfg.Name, nil, cfg.Expect),
+		peers:     cfg.Peers,
+		expect:    cfg.Expect,
 		live:      map[string]Member{},
 		departed:  map[string]Member{},
 		diedAt:    map[string]time.Time{},
@@ -295,6 +305,8 @@ func (c *Cluster) loop(ctx context.Context) error {
 			}
 		case <-rejoin.C:
 			joining.start(c.join)
+		case <-c.rejoin:
+			joining.start(c.join)
 		case <-recheck.C:
 			rechecking.start(c.recheckDead)
 		}
@@ -383,8 +395,11 @@ func (c *Cluster) join() {
 	// A rejected host asks every peer again, so that it learns as soon as
 	// they take it (or, with its name taken, that they still do not).
 	rejected := c.View().Rejected != ""
+	c.mu.Lock()
+	peers := c.peers
+	c.mu.Unlock()
 	var missing []string
-	for _, p := range c.cfg.Peers {
+	for _, p := range peers {
 		if p != c.cfg.Bind && (!live[p] || rejected) {
 			missing = append(missing, p.String())
 		}
@@ -515,7 +530,7 @@ func (c *Cluster) rebuild() (verify []string) {
 		}
 		members = append(members, m)
 	}
-	v := NewView(c.cfg.Name, members, c.cfg.Expect)
+	v := NewView(c.cfg.Name, members, c.expect)
 	v.Hosts = c.hosts()
 	v.Rejected = c.rejection(now, window)
 	changed := !sameView(c.view, v)
@@ -538,10 +553,34 @@ func (c *Cluster) rebuild() (verify []string) {
 	return verify
 }
 
-// hosts are the gossip addresses the configuration names, each once.
+// SetPeers applies a reloaded gossip.peers and gossip.expect: the next view
+// counts quorum with them, and peers not yet in the cluster are joined now
+// (in the background: a join waits for peers that do not answer). A member
+// no longer named stays a member while it lives, and stops counting toward
+// quorum once the configuration names at least expect hosts without it.
+func (c *Cluster) SetPeers(peers []netip.AddrPort, expect int) {
+	c.mu.Lock()
+	same := slices.Equal(c.peers, peers) && c.expect == expect
+	c.peers, c.expect = slices.Clone(peers), expect
+	running := c.ml != nil
+	c.mu.Unlock()
+	if same {
+		return
+	}
+	c.signal()
+	if running {
+		select {
+		case c.rejoin <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// hosts are the gossip addresses the configuration names, each once. Call
+// with mu held.
 func (c *Cluster) hosts() []netip.AddrPort {
 	hs := []netip.AddrPort{c.cfg.Bind}
-	for _, p := range c.cfg.Peers {
+	for _, p := range c.peers {
 		if !slices.Contains(hs, p) {
 			hs = append(hs, p)
 		}
@@ -812,7 +851,7 @@ func (c *Cluster) reach(addr netip.AddrPort, timeout time.Duration) reachResult 
 }
 
 func sameView(a, b *View) bool {
-	return slices.EqualFunc(a.Members, b.Members, func(x, y Member) bool {
+	return a.Expect == b.Expect && slices.Equal(a.Hosts, b.Hosts) && slices.EqualFunc(a.Members, b.Members, func(x, y Member) bool {
 		return x.Name == y.Name && x.Addr == y.Addr && x.State == y.State && x.Err == y.Err && x.Unreachable == y.Unreachable &&
 			x.Meta.Weight == y.Meta.Weight && x.Meta.Draining == y.Meta.Draining &&
 			slices.Equal(x.Meta.VIPs, y.Meta.VIPs) && slices.Equal(x.Meta.Unhealthy, y.Meta.Unhealthy) &&
@@ -843,6 +882,12 @@ type delegate struct{ c *Cluster }
 
 func (d delegate) NodeMeta(limit int) []byte {
 	meta := d.c.cfg.Meta()
+	if meta.MinVersion == 0 && meta.Version == MetaVersion {
+		meta.MinVersion = MinMetaVersion
+	}
+	if meta.Software == "" {
+		meta.Software = d.c.cfg.Software[:min(len(d.c.cfg.Software), MaxSoftwareLen)]
+	}
 	b, err := meta.Encode()
 	if err != nil || len(b) > limit {
 		d.c.cfg.Logger.Error("node metadata does not fit", "error", err, "limit", limit)
