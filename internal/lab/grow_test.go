@@ -2,7 +2,12 @@ package lab
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -147,5 +152,54 @@ func waitLogSince(t *testing.T, h *Host, since time.Time, msg string, within tim
 			t.Fatalf("%s log never said %q after %s", h.Name, msg, since.Format(time.TimeOnly))
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestAPIReaders runs the daemon as its own user, as the unit does, and the
+// CLI as other users: one in the socket's group reads status but may not
+// drain (the daemon checks the peer's credentials); one outside the group
+// cannot open the socket at all.
+func TestAPIReaders(t *testing.T) {
+	requirePrivileged(t)
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skip("needs setpriv from util-linux")
+	}
+	const daemonUID, readerUID = 65534, 65533
+	l, err := New(Options{Hosts: 1, Clients: 1, Binary: build(t), User: daemonUID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	// The group may reach the socket (the package's /run/arpshare is 0755).
+	if err := os.Chmod(l.Dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	startAll(t, l.Hosts)
+	h := l.Hosts[0]
+	as := func(uid, gid int, args ...string) (string, error) {
+		argv := append([]string{"--reuid=" + strconv.Itoa(uid), "--regid=" + strconv.Itoa(gid), "--clear-groups", l.binary, args[0], "--socket", h.Socket}, args[1:]...)
+		out, err := exec.Command("setpriv", argv...).CombinedOutput()
+		return string(out), err
+	}
+	out, err := as(readerUID, daemonUID, "status", "--json")
+	var s struct{ Node string }
+	if jerr := json.Unmarshal([]byte(out), &s); jerr != nil || s.Node != h.Name {
+		t.Errorf("status by a reader: %v %v: %s", err, jerr, out)
+	}
+	out, err = as(readerUID, daemonUID, "drain", "--timeout", "5s")
+	if err == nil || !strings.Contains(out, "only root and") {
+		t.Errorf("drain by a reader: %v: %s", err, out)
+	}
+	if st, _ := h.Status(); st.Draining {
+		t.Error("a reader drained the host")
+	}
+	out, err = as(readerUID, readerUID, "status")
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 4 {
+		t.Errorf("status by a user outside the group: %v: %s, want exit 4", err, out)
+	}
+	// The daemon's own user is an operator.
+	if out, err := as(daemonUID, daemonUID, "drain", "--force", "--timeout", "5s"); err != nil {
+		t.Errorf("drain by the daemon's user: %v: %s", err, out)
 	}
 }
