@@ -88,18 +88,21 @@ type Cluster struct {
 
 	// memberlist calls the delegates with its own lock held, and they take
 	// mu: never call into memberlist while holding mu.
-	mu       sync.Mutex
-	ml       *memberlist.Memberlist
-	peers    []netip.AddrPort // cfg.Peers until SetPeers
-	expect   int              // cfg.Expect until SetPeers
-	view     *View
-	live     map[string]Member    // as memberlist last reported them
-	departed map[string]Member    // dead or left, as last reported
-	diedAt   map[string]time.Time // when each departed member was reported
-	joinErr  map[string]string    // last join error by peer
-	refused  map[string]string    // why each peer that answered refused this host
-	heard    map[string]time.Time // last probe ack, by member
-	changeAt time.Time            // when the view last changed
+	mu     sync.Mutex
+	ml     *memberlist.Memberlist
+	peers  []netip.AddrPort // cfg.Peers until SetPeers
+	expect int              // cfg.Expect until SetPeers
+	// reconfigured: SetPeers changed them, and the next view is news even
+	// with the same members.
+	reconfigured bool
+	view         *View
+	live         map[string]Member    // as memberlist last reported them
+	departed     map[string]Member    // dead or left, as last reported
+	diedAt       map[string]time.Time // when each departed member was reported
+	joinErr      map[string]string    // last join error by peer
+	refused      map[string]string    // why each peer that answered refused this host
+	heard        map[string]time.Time // last probe ack, by member
+	changeAt     time.Time            // when the view last changed
 	// A member memberlist reports dead stays alive in the view until this
 	// time while the report is in doubt (see events.NotifyLeave, verify).
 	hold      map[string]time.Time
@@ -155,7 +158,7 @@ func NewCluster(cfg ClusterConfig) *Cluster {
 	if cfg.RejoinInterval == 0 {
 		cfg.RejoinInterval = 10 * time.Second
 	}
-	return &Cluster{
+	c := &Cluster{
 		cfg:       cfg,
 		ready:     make(chan struct{}),
 		changed:   make(chan struct{}, 1),
@@ -174,6 +177,7 @@ func NewCluster(cfg ClusterConfig) *Cluster {
 		owed:      map[string]time.Time{},
 		logs:      newLogLimiter(),
 	}
+	return c
 }
 
 func (c *Cluster) String() string { return "gossip on " + c.cfg.Bind.String() }
@@ -457,10 +461,23 @@ func (c *Cluster) UpdateMeta(timeout time.Duration) error {
 	return err
 }
 
+// ownMeta is this host's metadata as gossiped: cfg.Meta's, with the
+// protocol range and the release filled in.
+func (c *Cluster) ownMeta() Meta {
+	meta := c.cfg.Meta()
+	if meta.MinVersion == 0 && meta.Version == MetaVersion {
+		meta.MinVersion = MinMetaVersion
+	}
+	if meta.Software == "" {
+		meta.Software = c.cfg.Software[:min(len(c.cfg.Software), MaxSoftwareLen)]
+	}
+	return meta
+}
+
 // metaStale reports whether what gossip says of this host differs from its
 // metadata now: an update was lost or overtaken.
 func (c *Cluster) metaStale() bool {
-	want, err := c.cfg.Meta().Encode()
+	want, err := c.ownMeta().Encode()
 	if err != nil {
 		return false
 	}
@@ -533,7 +550,8 @@ func (c *Cluster) rebuild() (verify []string) {
 	v := NewView(c.cfg.Name, members, c.expect)
 	v.Hosts = c.hosts()
 	v.Rejected = c.rejection(now, window)
-	changed := !sameView(c.view, v)
+	changed := !sameView(c.view, v) || c.reconfigured
+	c.reconfigured = false
 	was := c.view.Rejected
 	c.view = v
 	if changed {
@@ -562,6 +580,7 @@ func (c *Cluster) SetPeers(peers []netip.AddrPort, expect int) {
 	c.mu.Lock()
 	same := slices.Equal(c.peers, peers) && c.expect == expect
 	c.peers, c.expect = slices.Clone(peers), expect
+	c.reconfigured = true
 	running := c.ml != nil
 	c.mu.Unlock()
 	if same {
@@ -851,7 +870,7 @@ func (c *Cluster) reach(addr netip.AddrPort, timeout time.Duration) reachResult 
 }
 
 func sameView(a, b *View) bool {
-	return a.Expect == b.Expect && slices.Equal(a.Hosts, b.Hosts) && slices.EqualFunc(a.Members, b.Members, func(x, y Member) bool {
+	return slices.EqualFunc(a.Members, b.Members, func(x, y Member) bool {
 		return x.Name == y.Name && x.Addr == y.Addr && x.State == y.State && x.Err == y.Err && x.Unreachable == y.Unreachable &&
 			x.Meta.Weight == y.Meta.Weight && x.Meta.Draining == y.Meta.Draining &&
 			slices.Equal(x.Meta.VIPs, y.Meta.VIPs) && slices.Equal(x.Meta.Unhealthy, y.Meta.Unhealthy) &&
@@ -881,13 +900,7 @@ func member(n *memberlist.Node) Member {
 type delegate struct{ c *Cluster }
 
 func (d delegate) NodeMeta(limit int) []byte {
-	meta := d.c.cfg.Meta()
-	if meta.MinVersion == 0 && meta.Version == MetaVersion {
-		meta.MinVersion = MinMetaVersion
-	}
-	if meta.Software == "" {
-		meta.Software = d.c.cfg.Software[:min(len(d.c.cfg.Software), MaxSoftwareLen)]
-	}
+	meta := d.c.ownMeta()
 	b, err := meta.Encode()
 	if err != nil || len(b) > limit {
 		d.c.cfg.Logger.Error("node metadata does not fit", "error", err, "limit", limit)
