@@ -3,6 +3,7 @@ package arp
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"maps"
 	"math"
 	"net"
@@ -579,9 +580,19 @@ func (t *ClientTable) Clients() []Client {
 //	IP (4 or 16 bytes), MAC (6 bytes), age in seconds at encoding (4 bytes)
 //
 // 17 bytes for an IPv4 client. Ages rather than times keep the hosts'
-// clocks out of it.
+// clocks out of it. A host reads the versions from tableWireMin on: the
+// previous release's too, so that a cluster upgrading host by host keeps
+// sharing its clients (docs/operations.md, Upgrading). Version 1, of the
+// first builds, is
+//
+//	version (1 byte), then per client: VIP (16 bytes), IP (16 bytes),
+//	MAC (6 bytes), last seen (8 bytes, Unix milliseconds)
+//
+// and is read as version 2 with ages taken from this host's clock.
 const (
 	tableWireVersion = 2
+	tableWireMin     = 1
+	entrySizeV1      = 16 + 16 + 6 + 8
 	flagIPv4         = 1
 	flagProtected    = 2
 	entrySize4       = 1 + 2 + 4 + 6 + 4
@@ -672,9 +683,60 @@ func appendEntry(b []byte, s *slot, now int64) []byte {
 
 var (
 	errWireVersion = errors.New("client table: unknown wire version")
+	// errWireRange names what this build reads.
+	errWireRange   = fmt.Sprintf("this build reads versions %d to %d", tableWireMin, tableWireVersion)
 	errTruncated   = errors.New("client table: truncated")
 	errTooManyVIPs = errors.New("client table: more VIPs than a host serves")
 )
+
+// fromV1 rewrites a table of wire version 1 as version 2, its clients' last
+// seen times as ages at now. None is protected: version 1 did not say.
+func fromV1(b []byte, now time.Time) ([]byte, error) {
+	b = b[1:]
+	if len(b)%entrySizeV1 != 0 {
+		return nil, errTruncated
+	}
+	index := map[netip.Addr]uint16{}
+	var vips []netip.Addr
+	entries := make([]byte, 0, len(b)/entrySizeV1*entrySize6)
+	for ; len(b) > 0; b = b[entrySizeV1:] {
+		vip := netip.AddrFrom16([16]byte(b[:16])).Unmap()
+		i, ok := index[vip]
+		if !ok {
+			if len(vips) == maxMergeVIPs {
+				return nil, errTooManyVIPs
+			}
+			i = uint16(len(vips))
+			index[vip] = i
+			vips = append(vips, vip)
+		}
+		ip := netip.AddrFrom16([16]byte(b[16:32]))
+		var flags byte
+		if ip.Is4In6() {
+			flags = flagIPv4
+		}
+		entries = append(entries, flags)
+		entries = binary.BigEndian.AppendUint16(entries, i)
+		if ip.Is4In6() {
+			a := ip.Unmap().As4()
+			entries = append(entries, a[:]...)
+		} else {
+			entries = append(entries, b[16:32]...)
+		}
+		entries = append(entries, b[32:38]...)
+		seen := int64(binary.BigEndian.Uint64(b[38:46]))
+		age := max(0, (now.UnixMilli()-seen)/1000)
+		entries = binary.BigEndian.AppendUint32(entries, uint32(min(age, 1<<32-1)))
+	}
+	out := make([]byte, 0, 3+16*len(vips)+len(entries))
+	out = append(out, tableWireVersion)
+	out = binary.BigEndian.AppendUint16(out, uint16(len(vips)))
+	for _, v := range vips {
+		a := v.As16()
+		out = append(out, a[:]...)
+	}
+	return append(out, entries...), nil
+}
 
 // MergeReject is why an entry of a peer's table was not taken; it becomes
 // a metric label.
@@ -718,7 +780,7 @@ func (t *ClientTable) MergeChanges(b []byte, now time.Time) ([]Client, error) {
 // them with the rest. Call with t.mu held.
 func (t *ClientTable) mergeVIPs(b []byte) ([]netip.Addr, []byte, error) {
 	if b[0] != tableWireVersion {
-		return nil, nil, errWireVersion
+		return nil, nil, fmt.Errorf("%w %d, %s", errWireVersion, b[0], errWireRange)
 	}
 	if len(b) < 3 {
 		return nil, nil, errTruncated
@@ -775,6 +837,17 @@ func (t *ClientTable) check(vip, ip netip.Addr, mac []byte, protected *bool, b *
 func (t *ClientTable) merge(b []byte, now time.Time, relay bool) ([]Client, error) {
 	if len(b) == 0 {
 		return nil, nil
+	}
+	if b[0] == 1 {
+		var err error
+		if b, err = fromV1(b, now); err != nil {
+			if errors.Is(err, errTooManyVIPs) {
+				t.mu.Lock()
+				t.rejected[RejectVIPCount]++
+				t.mu.Unlock()
+			}
+			return nil, err
+		}
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()

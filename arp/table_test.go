@@ -1,9 +1,12 @@
 package arp
 
 import (
+	"encoding/binary"
+	"errors"
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -432,5 +435,42 @@ func TestClientTableAppendSettled(t *testing.T) {
 	want := []Known{{ip(1), [6]byte(clientMAC)}, {ip(2), [6]byte(clientMAC)}, {ip(3), [6]byte(clientMAC)}}
 	if d := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); d != "" {
 		t.Errorf("settled clients of %s (-want +got):\n%s", vip, d)
+	}
+}
+
+// TestClientTableMergeV1: a peer of the first builds sends wire version 1
+// (absolute times): its clients are taken, with their ages; a version
+// beyond the range is refused, naming what this build reads.
+func TestClientTableMergeV1(t *testing.T) {
+	t.Parallel()
+	now := time.UnixMilli(1_000_000_000)
+	v6 := netip.MustParseAddr("fd00::200")
+	c6 := netip.MustParseAddr("fd00::1:1")
+	v1 := []byte{1}
+	for _, c := range []struct {
+		vip, ip netip.Addr
+		seen    time.Time
+	}{{vip, ip(1), now.Add(-time.Minute)}, {v6, c6, now.Add(-2 * time.Minute)}, {vip, ip(2), now.Add(-3 * time.Hour)}} {
+		a, b := c.vip.As16(), c.ip.As16()
+		v1 = append(append(append(v1, a[:]...), b[:]...), clientMAC...)
+		v1 = binary.BigEndian.AppendUint64(v1, uint64(c.seen.UnixMilli()))
+	}
+	dst := NewClientTable(10, time.Hour)
+	added, err := dst.Merge(v1, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Client{
+		{VIP: vip, IP: ip(1), MAC: clientMAC, LastSeen: now.Add(-time.Minute)},
+		{VIP: v6, IP: c6, MAC: clientMAC, LastSeen: now.Add(-2 * time.Minute)},
+	}
+	if diff := cmp.Diff(want, added, cmp.Comparer(func(a, b netip.Addr) bool { return a == b }), cmpopts.IgnoreFields(Client{}, "FirstSeen")); diff != "" {
+		t.Errorf("added from version 1 (-want +got):\n%s", diff)
+	}
+	if _, err := dst.Merge(v1[:len(v1)-1], now); !errors.Is(err, errTruncated) {
+		t.Errorf("truncated version 1: %v", err)
+	}
+	if _, err := dst.Merge([]byte{3, 0, 0}, now); !errors.Is(err, errWireVersion) || !strings.Contains(err.Error(), "version 3, this build reads versions 1 to 2") {
+		t.Errorf("version 3: %v", err)
 	}
 }

@@ -75,6 +75,10 @@ type MemberStatus struct {
 	// metadata and of the ownership function it runs.
 	MetadataVersion int `json:"metadata_version"`
 	Algorithm       int `json:"ownership_algorithm"`
+	// MinMetadataVersion is the oldest metadata version it speaks, and
+	// Software its release ("" from a build before it was gossiped).
+	MinMetadataVersion int    `json:"min_metadata_version,omitempty"`
+	Software           string `json:"software,omitempty"`
 }
 
 // memberStatuses converts the gossip view's members for the API.
@@ -88,6 +92,7 @@ func memberStatuses(ms []gossip.Member) []MemberStatus {
 			UnhealthyVIPs:   append([]netip.Addr{}, m.Meta.Unhealthy...),
 			MACs:            append([]string{}, m.Meta.MACs...),
 			MetadataVersion: m.Meta.Version, Algorithm: m.Meta.Algorithm,
+			MinMetadataVersion: m.Meta.MinVersion, Software: m.Meta.Software,
 		})
 	}
 	return out
@@ -148,14 +153,18 @@ type VIPStatus struct {
 }
 
 // api serves Status on a unix socket, and Go's pprof with api.pprof: the
-// socket is the daemon's user's and group's only, where the metrics port
-// is open to the network.
+// socket is the daemon's user's and group's (or StatusGroup's) only, where
+// the metrics port is open to the network; draining, resuming and pprof
+// take root or the daemon's user (access.go).
 type api struct {
 	path   string
 	daemon *Daemon
 	ready  chan struct{}
 	pprof  bool
 	limits serverLimits // zero: apiLimits
+	// operators says which peer uids may drain, resume and profile
+	// (nil: root and the daemon's user; see access.go).
+	operators func(uid int) bool
 }
 
 // ClientStatus is one known client, for `arpshare clients`.
@@ -204,7 +213,7 @@ func (a *api) handler() http.Handler {
 		reply(w, o, err)
 	})
 	for path, drained := range map[string]bool{"POST /v1/drain": true, "POST /v1/resume": false} {
-		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+		mux.HandleFunc(path, a.onlyOperators(func(w http.ResponseWriter, r *http.Request) {
 			force := r.URL.Query().Get("force") == "true"
 			var refused *RefusedError
 			switch err := a.daemon.SetDrained(r.Context(), drained, force); {
@@ -215,10 +224,12 @@ func (a *api) handler() http.Handler {
 			default:
 				reply(w, a.daemon.Status(), nil)
 			}
-		})
+		}))
 	}
 	if a.pprof {
-		handlePprof(mux)
+		pp := http.NewServeMux()
+		handlePprof(pp)
+		mux.Handle("/debug/pprof/", a.onlyOperators(pp.ServeHTTP))
 	}
 	return mux
 }
@@ -239,6 +250,15 @@ func (a *api) Run(ctx context.Context) error {
 		l.Close()
 		return fmt.Errorf("api socket %s: %w", a.path, err)
 	}
+	group, err := shareSocket(a.path)
+	if err != nil {
+		l.Close()
+		return fmt.Errorf("api socket %s: group %s: %w", a.path, StatusGroup, err)
+	}
+	if group != "" && a.daemon != nil {
+		a.daemon.log.Debug("api socket readable by group", "socket", a.path, "group", group)
+	}
+	l = peerListener{l}
 	defer os.Remove(a.path)
 	lim := a.limits
 	if lim == (serverLimits{}) {

@@ -123,6 +123,7 @@ func newDaemon(cfg *Config, log *slog.Logger, version string, sm seams) *Daemon 
 		ProbeInterval: cfg.Gossip.ProbeInterval, ProbeTimeout: cfg.Gossip.ProbeTimeout,
 		SuspicionMult: cfg.Gossip.SuspicionMult, GossipInterval: cfg.Gossip.GossipInterval,
 		Expect:    cfg.Gossip.Expect,
+		Software:  version,
 		Transport: sm.transport,
 		Meta:      d.state.meta,
 		State:     sharedTable{d.table, log},

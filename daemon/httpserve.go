@@ -32,7 +32,8 @@ var (
 
 // serve serves h on l within lim until ctx ends.
 func serve(ctx context.Context, l net.Listener, h http.Handler, lim serverLimits) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: lim.Header, ReadTimeout: lim.Read, WriteTimeout: lim.Write, IdleTimeout: lim.Idle}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: lim.Header, ReadTimeout: lim.Read, WriteTimeout: lim.Write, IdleTimeout: lim.Idle,
+		ConnContext: peerContext} // the API's peer credentials (access.go)
 	stop := context.AfterFunc(ctx, func() { srv.Close() })
 	defer stop()
 	if err := srv.Serve(netutil.LimitListener(l, lim.Conns)); err != nil && !errors.Is(err, http.ErrServerClosed) {

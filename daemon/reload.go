@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"reflect"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -20,8 +21,8 @@ var errRefused = errors.New("config refused, the running one stays in force")
 
 // Reload reads the config at path again and applies it. A config that does
 // not pass `arpshare check` is refused and the running one stays in force.
-// VIPs and node.weight change live; other settings need a restart, and the
-// log says which. A VIP that cannot be plumbed is left out, the others
+// VIPs, node.weight, gossip.peers and gossip.expect change live; other
+// settings need a restart, and the log says which. A VIP that cannot be plumbed is left out, the others
 // applied, and the error returned.
 func (d *Daemon) Reload(path string) error {
 	cfg, err := LoadConfig(path)
@@ -40,6 +41,10 @@ func (d *Daemon) Reload(path string) error {
 		d.reloads.WithLabelValues("applied").Inc()
 		d.lastReload.Set(1)
 	}
+	if g := applied.Gossip; !slices.Equal(g.Peers, old.Gossip.Peers) || g.Expect != old.Gossip.Expect {
+		d.log.Info("gossip peers reloaded: joining the new ones; quorum counts the hosts now named", "peers", len(g.Peers), "expect", g.Expect)
+		d.cluster.SetPeers(g.Peers, g.Expect)
+	}
 	if err := d.cluster.UpdateMeta(500 * time.Millisecond); err != nil {
 		d.log.Debug("gossip reloaded config", "error", err)
 	}
@@ -57,8 +62,10 @@ func (d *Daemon) Reload(path string) error {
 // kept as in old, and logs those that changed.
 func liveChanges(log *slog.Logger, old, cfg *Config) *Config {
 	var needRestart []string
-	if !reflect.DeepEqual(cfg.Gossip, old.Gossip) {
-		needRestart = append(needRestart, "[gossip]")
+	restartOnly := cfg.Gossip
+	restartOnly.Peers, restartOnly.Expect = old.Gossip.Peers, old.Gossip.Expect // these apply live
+	if !reflect.DeepEqual(restartOnly, old.Gossip) {
+		needRestart = append(needRestart, "[gossip] bind/key_file/cluster/insecure/timings")
 	}
 	if cfg.API != old.API {
 		needRestart = append(needRestart, "[api]")
@@ -76,6 +83,7 @@ func liveChanges(log *slog.Logger, old, cfg *Config) *Config {
 	}
 	applied := *cfg
 	applied.Gossip, applied.API, applied.Handover = old.Gossip, old.API, old.Handover
+	applied.Gossip.Peers, applied.Gossip.Expect = cfg.Gossip.Peers, cfg.Gossip.Expect
 	applied.Node.Name, applied.Node.StateDir, applied.Node.MaxClients = old.Node.Name, old.Node.StateDir, old.Node.MaxClients
 	applied.Node.RepointRate, applied.Node.ReassertInterval = old.Node.RepointRate, old.Node.ReassertInterval
 	applied.Node.ReassertRate = old.Node.ReassertRate

@@ -42,8 +42,12 @@ type ClusterConfig struct {
 	// Expect is the number of hosts the cluster should have (0: unknown);
 	// see View.Expect.
 	Expect int
-	// Meta returns this host's current metadata.
+	// Meta returns this host's current metadata. Its MinVersion, if
+	// zero, and Software, if empty, are filled in as gossiped.
 	Meta func() Meta
+	// Software is this host's release, gossiped in Meta.Software (cut to
+	// MaxSoftwareLen).
+	Software string
 	// State, if set, is exchanged with peers: in full when a host joins,
 	// and what changed lately on every periodic push-pull.
 	State SharedState
@@ -80,19 +84,25 @@ type Cluster struct {
 	cfg     ClusterConfig
 	ready   chan struct{}
 	changed chan struct{}
+	rejoin  chan struct{} // the peers changed: join them now
 
 	// memberlist calls the delegates with its own lock held, and they take
 	// mu: never call into memberlist while holding mu.
-	mu       sync.Mutex
-	ml       *memberlist.Memberlist
-	view     *View
-	live     map[string]Member    // as memberlist last reported them
-	departed map[string]Member    // dead or left, as last reported
-	diedAt   map[string]time.Time // when each departed member was reported
-	joinErr  map[string]string    // last join error by peer
-	refused  map[string]string    // why each peer that answered refused this host
-	heard    map[string]time.Time // last probe ack, by member
-	changeAt time.Time            // when the view last changed
+	mu     sync.Mutex
+	ml     *memberlist.Memberlist
+	peers  []netip.AddrPort // cfg.Peers until SetPeers
+	expect int              // cfg.Expect until SetPeers
+	// reconfigured: SetPeers changed them, and the next view is news even
+	// with the same members.
+	reconfigured bool
+	view         *View
+	live         map[string]Member    // as memberlist last reported them
+	departed     map[string]Member    // dead or left, as last reported
+	diedAt       map[string]time.Time // when each departed member was reported
+	joinErr      map[string]string    // last join error by peer
+	refused      map[string]string    // why each peer that answered refused this host
+	heard        map[string]time.Time // last probe ack, by member
+	changeAt     time.Time            // when the view last changed
 	// A member memberlist reports dead stays alive in the view until this
 	// time while the report is in doubt (see events.NotifyLeave, verify).
 	hold      map[string]time.Time
@@ -148,11 +158,14 @@ func NewCluster(cfg ClusterConfig) *Cluster {
 	if cfg.RejoinInterval == 0 {
 		cfg.RejoinInterval = 10 * time.Second
 	}
-	return &Cluster{
+	c := &Cluster{
 		cfg:       cfg,
 		ready:     make(chan struct{}),
 		changed:   make(chan struct{}, 1),
+		rejoin:    make(chan struct{}, 1),
 		view:      NewView(cfg.Name, nil, cfg.Expect),
+		peers:     cfg.Peers,
+		expect:    cfg.Expect,
 		live:      map[string]Member{},
 		departed:  map[string]Member{},
 		diedAt:    map[string]time.Time{},
@@ -164,6 +177,7 @@ func NewCluster(cfg ClusterConfig) *Cluster {
 		owed:      map[string]time.Time{},
 		logs:      newLogLimiter(),
 	}
+	return c
 }
 
 func (c *Cluster) String() string { return "gossip on " + c.cfg.Bind.String() }
@@ -295,6 +309,8 @@ func (c *Cluster) loop(ctx context.Context) error {
 			}
 		case <-rejoin.C:
 			joining.start(c.join)
+		case <-c.rejoin:
+			joining.start(c.join)
 		case <-recheck.C:
 			rechecking.start(c.recheckDead)
 		}
@@ -383,8 +399,11 @@ func (c *Cluster) join() {
 	// A rejected host asks every peer again, so that it learns as soon as
 	// they take it (or, with its name taken, that they still do not).
 	rejected := c.View().Rejected != ""
+	c.mu.Lock()
+	peers := c.peers
+	c.mu.Unlock()
 	var missing []string
-	for _, p := range c.cfg.Peers {
+	for _, p := range peers {
 		if p != c.cfg.Bind && (!live[p] || rejected) {
 			missing = append(missing, p.String())
 		}
@@ -442,10 +461,23 @@ func (c *Cluster) UpdateMeta(timeout time.Duration) error {
 	return err
 }
 
+// ownMeta is this host's metadata as gossiped: cfg.Meta's, with the
+// protocol range and the release filled in.
+func (c *Cluster) ownMeta() Meta {
+	meta := c.cfg.Meta()
+	if meta.MinVersion == 0 && meta.Version == MetaVersion {
+		meta.MinVersion = MinMetaVersion
+	}
+	if meta.Software == "" {
+		meta.Software = c.cfg.Software[:min(len(c.cfg.Software), MaxSoftwareLen)]
+	}
+	return meta
+}
+
 // metaStale reports whether what gossip says of this host differs from its
 // metadata now: an update was lost or overtaken.
 func (c *Cluster) metaStale() bool {
-	want, err := c.cfg.Meta().Encode()
+	want, err := c.ownMeta().Encode()
 	if err != nil {
 		return false
 	}
@@ -515,10 +547,11 @@ func (c *Cluster) rebuild() (verify []string) {
 		}
 		members = append(members, m)
 	}
-	v := NewView(c.cfg.Name, members, c.cfg.Expect)
+	v := NewView(c.cfg.Name, members, c.expect)
 	v.Hosts = c.hosts()
 	v.Rejected = c.rejection(now, window)
-	changed := !sameView(c.view, v)
+	changed := !sameView(c.view, v) || c.reconfigured
+	c.reconfigured = false
 	was := c.view.Rejected
 	c.view = v
 	if changed {
@@ -538,10 +571,35 @@ func (c *Cluster) rebuild() (verify []string) {
 	return verify
 }
 
-// hosts are the gossip addresses the configuration names, each once.
+// SetPeers applies a reloaded gossip.peers and gossip.expect: the next view
+// counts quorum with them, and peers not yet in the cluster are joined now
+// (in the background: a join waits for peers that do not answer). A member
+// no longer named stays a member while it lives, and stops counting toward
+// quorum once the configuration names at least expect hosts without it.
+func (c *Cluster) SetPeers(peers []netip.AddrPort, expect int) {
+	c.mu.Lock()
+	same := slices.Equal(c.peers, peers) && c.expect == expect
+	c.peers, c.expect = slices.Clone(peers), expect
+	c.reconfigured = true
+	running := c.ml != nil
+	c.mu.Unlock()
+	if same {
+		return
+	}
+	c.signal()
+	if running {
+		select {
+		case c.rejoin <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// hosts are the gossip addresses the configuration names, each once. Call
+// with mu held.
 func (c *Cluster) hosts() []netip.AddrPort {
 	hs := []netip.AddrPort{c.cfg.Bind}
-	for _, p := range c.cfg.Peers {
+	for _, p := range c.peers {
 		if !slices.Contains(hs, p) {
 			hs = append(hs, p)
 		}
@@ -842,7 +900,7 @@ func member(n *memberlist.Node) Member {
 type delegate struct{ c *Cluster }
 
 func (d delegate) NodeMeta(limit int) []byte {
-	meta := d.c.cfg.Meta()
+	meta := d.c.ownMeta()
 	b, err := meta.Encode()
 	if err != nil || len(b) > limit {
 		d.c.cfg.Logger.Error("node metadata does not fit", "error", err, "limit", limit)

@@ -10,15 +10,34 @@ import (
 	"strings"
 )
 
-// MetaVersion is the version of the metadata format below.
-const MetaVersion = 1
+// The gossip protocol's versions: MetaVersion is the one this build
+// speaks, MinMetaVersion the oldest it still speaks. A host trusts a peer
+// whose version is in its own range, or whose range (Meta.MinVersion to
+// Meta.Version) holds this host's version: a newer release that still
+// speaks this one. A release raises MetaVersion when it adds to the
+// metadata or changes its meaning, and keeps MinMetaVersion at the
+// previous minor release's, so that a cluster upgrades host by host
+// (docs/operations.md, Upgrades). Fields a version adds are optional to
+// the versions before it: JSON decoding leaves out what it does not know.
+const (
+	MetaVersion    = 1
+	MinMetaVersion = 1
+)
+
+// MaxSoftwareLen bounds the software version a peer gossips.
+const MaxSoftwareLen = 64
 
 // MaxMetaSize is memberlist's limit on node metadata.
 const MaxMetaSize = 512
 
 // Meta is what each host tells the others about itself through gossip.
 type Meta struct {
-	Version   int          `json:"v"`
+	Version int `json:"v"`
+	// MinVersion is the oldest protocol version the host speaks; 0 (a
+	// build from before it was gossiped) means Version alone.
+	MinVersion int `json:"vm,omitempty"`
+	// Software is the host's release, as `arpshare version` prints it.
+	Software  string       `json:"s,omitempty"`
 	Algorithm int          `json:"a"`
 	Weight    int          `json:"w"`
 	Draining  bool         `json:"d,omitempty"`
@@ -106,8 +125,11 @@ func DecodeMeta(b []byte) (Meta, error) {
 // check reports the first thing in m this build cannot trust.
 func (m Meta) check() *MetaError {
 	switch {
-	case m.Version != MetaVersion:
-		return metaErr(RejectVersion, "node metadata version %d, this build speaks %d", m.Version, MetaVersion)
+	case len(m.Software) > MaxSoftwareLen:
+		return metaErr(RejectDecode, "software version of %d bytes, more than %d", len(m.Software), MaxSoftwareLen)
+	case !m.Compatible():
+		return metaErr(RejectVersion, "%s speaks gossip protocol %s, this build speaks %s: more than one minor release apart; upgrade the older hosts",
+			orUnknown(m.Software), versionRange(m.MinVersion, m.Version), versionRange(MinMetaVersion, MetaVersion))
 	case m.Algorithm != Algorithm:
 		return metaErr(RejectAlgorithm, "ownership algorithm %d, this build uses %d: upgrade every host", m.Algorithm, Algorithm)
 	case m.Weight < 1 || m.Weight > MaxWeight:
@@ -133,6 +155,31 @@ func (m Meta) check() *MetaError {
 		}
 	}
 	return nil
+}
+
+// Compatible reports whether this build and the host that sent m speak a
+// common protocol version.
+func (m Meta) Compatible() bool {
+	lo := m.MinVersion
+	if lo == 0 || lo > m.Version {
+		lo = m.Version
+	}
+	return (m.Version >= MinMetaVersion && m.Version <= MetaVersion) || (lo <= MetaVersion && m.Version > MetaVersion)
+}
+
+// versionRange names a range of protocol versions.
+func versionRange(lo, hi int) string {
+	if lo == 0 || lo >= hi {
+		return fmt.Sprintf("version %d", hi)
+	}
+	return fmt.Sprintf("versions %d to %d", lo, hi)
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "an unknown release"
+	}
+	return s
 }
 
 // checkMAC says what is wrong with a gossiped MAC, or "": frames are

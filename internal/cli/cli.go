@@ -543,7 +543,7 @@ func (e *env) askDaemon(call func(ctx context.Context, socket string) error) int
 		fmt.Fprintf(e.stderr, "arpshare is not running (no socket at %s); try: systemctl status arpshare\n", socket)
 		return ExitNotRunning
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
-		fmt.Fprintf(e.stderr, "arpshare: permission denied on %s: run this as root (sudo), or join the arpshare group (usermod -aG arpshare $USER, then log in again)\n", socket)
+		fmt.Fprintf(e.stderr, "arpshare: permission denied on %s: run this as root (sudo), or, to read status, join the arpshare-status group (usermod -aG arpshare-status $USER, then log in again)\n", socket)
 		return ExitDenied
 	}
 	fmt.Fprintf(e.stderr, "arpshare %s: %v\n", e.fs.Name()[len("arpshare "):], err)

@@ -283,7 +283,7 @@ func TestPermissionDenied(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != ExitDenied ||
-		!regexp.MustCompile(`permission denied on .*api\.sock: run this as root \(sudo\), or join the arpshare group`).Match(out) {
+		!regexp.MustCompile(`permission denied on .*api\.sock: run this as root \(sudo\), or, to read status, join the arpshare-status group`).Match(out) {
 		t.Errorf("status as nobody: %v: %s", err, out)
 	}
 }

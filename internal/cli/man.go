@@ -36,7 +36,9 @@ var StatusFields = []struct{ Name, Meaning string }{
 	{"members[].healthy_vips", "the VIP addresses it serves whose health check passes there"},
 	{"members[].unhealthy_vips", "the VIP addresses it serves whose health check fails there"},
 	{"members[].macs", "the MAC addresses of its serving interfaces"},
-	{"members[].metadata_version", "the version of its gossip metadata"},
+	{"members[].metadata_version", "the version of the gossip protocol (its metadata) it speaks"},
+	{"members[].min_metadata_version", "the oldest gossip protocol version it also speaks; absent from builds before 0.1.0"},
+	{"members[].software", "its release, as arpshare version prints it; absent from builds before 0.1.0"},
 	{"members[].ownership_algorithm", "the version of the ownership function it runs"},
 	{"vips", "the VIPs of this host's config, each with:"},
 	{"vips[].name", "vip.name"},
@@ -134,7 +136,7 @@ func ManPage8(version string) string {
 		{ExitFailure, "The command failed: `check` found errors, or the daemon answered with an error."},
 		{ExitUsage, "Bad command line."},
 		{ExitNotRunning, "No daemon listens on the API socket: arpshare is not running (try: systemctl status arpshare)."},
-		{ExitDenied, "Permission denied on the API socket: run as root, or join the arpshare group."},
+		{ExitDenied, "Permission denied on the API socket: run as root, or join the arpshare-status group to read status (draining takes root)."},
 		{ExitNotServing, "For `status`: the daemon runs but this host does not serve every VIP (no quorum, rejected by its peers, draining, an interface missing or down, a link that cannot serve, a health check failing); the output says why."},
 	} {
 		fmt.Fprintf(&b, ".TP\n.B %d\n%s\n", x.code, roff(x.text))
@@ -148,7 +150,7 @@ func ManPage8(version string) string {
 		"`check` prints `config`, `ok`, `errors` and `warnings`; `version` prints `version`, `commit`, `go_version` and `platform`; `keygen` prints `key` (with `--output`: `file` and `mode`).") + "\n")
 	b.WriteString(".SH SIGNALS\n")
 	for _, s := range [][2]string{
-		{"SIGHUP", "Reload the config file (what `systemctl reload arpshare` sends, after `arpshare check` passes). VIPs and node.weight change live; other keys need a restart. A refused config is logged, counted in arpshare_config_reloads_total{result=\"refused\"} and leaves the running one in force."},
+		{"SIGHUP", "Reload the config file (what `systemctl reload arpshare` sends, after `arpshare check` passes). VIPs, node.weight, gossip.peers and gossip.expect change live; other keys need a restart. A refused config is logged, counted in arpshare_config_reloads_total{result=\"refused\"} and leaves the running one in force."},
 		{"SIGTERM, SIGINT", "Stop gracefully: drain, wait (up to 10 s) until the other hosts report that they have re-pointed this host's clients, wait up to handover.stop_wait (30 s) for the TCP connections to the VIPs here to end, leave the cluster, take the VIPs off lo. " +
 			"The last eligible host of a VIP does not drain (it answers until it exits, and logs why); if other hosts stop at the same time, it first waits up to 10 s for one of them to be back, and drains to it. A stopping host answers again while no other host is eligible. So a restart of every host at once leaves no VIP unanswered."},
 	} {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -67,7 +68,7 @@ func printStatus(w io.Writer, s daemon.Status) {
 		fmt.Fprintf(tw, "draining: waiting for %s to re-point this host's clients\n", strings.Join(s.Drain.Waiting, ", "))
 	}
 	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "MEMBER\tADDRESS\tSTATE\tWEIGHT\tNOTE")
+	fmt.Fprintln(tw, "MEMBER\tADDRESS\tSTATE\tWEIGHT\tVERSION\tPROTOCOL\tNOTE")
 	for _, m := range s.Members {
 		note := ""
 		switch {
@@ -78,7 +79,14 @@ func printStatus(w io.Writer, s daemon.Status) {
 		case m.Draining:
 			note = "draining"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", m.Name, m.Address, m.State, m.Weight, note)
+		sw, proto := m.Software, strconv.Itoa(m.MetadataVersion)
+		if sw == "" {
+			sw = "-" // a build from before it was gossiped
+		}
+		if m.MinMetadataVersion != 0 && m.MinMetadataVersion < m.MetadataVersion {
+			proto = fmt.Sprintf("%d-%d", m.MinMetadataVersion, m.MetadataVersion)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", m.Name, m.Address, m.State, m.Weight, sw, proto, note)
 	}
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "VIP\tADDRESS\tINTERFACE\tMODE\tHERE\tCLIENTS\tCLIENTS PER HOST\tUNHEALTHY")

@@ -102,6 +102,9 @@ type HostConfig struct {
 	Gossip string
 	// FastPath sets node.fast_path; "": not set (auto).
 	FastPath string
+	// Peers is how many of the lab's hosts gossip.peers names, the first
+	// ones; 0: three.
+	Peers int
 }
 
 // SecondVIP is the address of the optional second VIP, "db".
@@ -367,7 +370,7 @@ func (l *Lab) AddHost() (*Host, error) {
 }
 
 // WriteConfig writes the host's config; its peers are the lab's first three
-// hosts. A running daemon keeps its old config until restarted.
+// hosts, or hc.Peers. A running daemon keeps its old config until restarted.
 func (h *Host) WriteConfig(hc HostConfig) error {
 	if hc.KeyFile == "" {
 		hc.KeyFile = h.lab.KeyFile
@@ -376,7 +379,10 @@ func (h *Host) WriteConfig(hc HostConfig) error {
 		hc.Cluster = "lab"
 	}
 	var peers []string
-	for i := range 3 {
+	if hc.Peers == 0 {
+		hc.Peers = 3
+	}
+	for i := range hc.Peers {
 		addr := hostIP(i)
 		if h.lab.gossip {
 			addr = gossipIP(i)
