@@ -80,23 +80,31 @@ func TestPackagedConfigParses(t *testing.T) {
 }
 
 // TestDocsNameRealMetrics checks that the metric names in the operations
-// guide and the Grafana dashboard exist.
+// guide, the Grafana dashboard and the alert rules exist, and that the
+// guide names every metric the daemon exports.
 func TestDocsNameRealMetrics(t *testing.T) {
 	t.Parallel()
 	d := New(&Config{Node: NodeConfig{Name: "x", StateDir: t.TempDir()}}, quietLog(), "test")
 	descs := make(chan *prometheus.Desc, 100)
-	collector{d}.Describe(descs)
-	d.reloads.Describe(descs)
-	d.lastReload.Describe(descs)
-	d.handover.Collector().Describe(descs)
-	d.sysctls.restored.Describe(descs)
+	for _, c := range d.collectors() {
+		c.Describe(descs)
+	}
 	close(descs)
 	names := map[string]bool{}
 	for desc := range descs {
 		names[regexp.MustCompile(`fqName: "([a-z_]+)"`).FindStringSubmatch(desc.String())[1]] = true
 	}
-	if len(names) < 15 {
+	if len(names) < 40 {
 		t.Fatalf("only %d metrics described: %v", len(names), names)
+	}
+	ops, err := os.ReadFile("../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range names {
+		if !regexp.MustCompile("(?m)^\\| `" + name + "[{`]").Match(ops) {
+			t.Errorf("docs/operations.md's metrics table has no line for %s", name)
+		}
 	}
 	for _, file := range []string{"../docs/operations.md", "../examples/grafana-dashboard.json"} {
 		b, err := os.ReadFile(file)
