@@ -106,7 +106,7 @@ func TestDocsNameRealMetrics(t *testing.T) {
 			t.Errorf("docs/operations.md's metrics table has no line for %s", name)
 		}
 	}
-	for _, file := range []string{"../docs/operations.md", "../examples/grafana-dashboard.json"} {
+	for _, file := range []string{"../docs/operations.md", "../examples/grafana-dashboard.json", "../examples/prometheus/arpshare-alerts.yml", "../examples/prometheus/arpshare-alerts_test.yml"} {
 		b, err := os.ReadFile(file)
 		if err != nil {
 			t.Fatal(err)
