@@ -101,7 +101,7 @@ var (
 	descEligible = prometheus.NewDesc(MetricVIPEligible,
 		"1 if this host may answer for the VIP in its own view (alive, trusted, not draining, healthy), else 0.", []string{"vip"}, nil)
 	descHealthy = prometheus.NewDesc(MetricVIPHealthy,
-		"1 if the VIP's health check passes on this host, else 0.", []string{"vip"}, nil)
+		"1 if the VIP's health check passes on this host and its link can serve the VIP (as this host gossips it), else 0.", []string{"vip"}, nil)
 	descServing = prometheus.NewDesc(MetricVIPServing,
 		"1 if this host answers its share of the VIP's clients: quorum, not rejected, not draining, interface open and link fine, check passing (or every host failing it), else 0.", []string{"vip"}, nil)
 	descEligibleHosts = prometheus.NewDesc(MetricEligibleHosts,
@@ -339,10 +339,12 @@ func (c collector) collectVIPs(e emitter, cfg *Config, v *gossip.View) {
 	for _, vip := range cfg.VIPs {
 		eligible := v.Eligible(vip.Address)
 		self := slices.ContainsFunc(eligible, func(m gossip.Candidate) bool { return m.Name == cfg.Node.Name })
-		ok := healthy[vip.Address]
+		// As it gossips: a link that cannot serve counts as a failed check.
+		linkOK := c.d.state.linkFault(vip.Address) == ""
+		ok := healthy[vip.Address] && linkOK
 		r := responders[vip.link()]
 		open := r != nil && r.MAC() != nil
-		serving := up && open && c.d.state.linkFault(vip.Address) == "" && (ok || v.Fallback(vip.Address))
+		serving := up && open && linkOK && (ok || v.Fallback(vip.Address))
 		e.gauge(descEligible, bool01(self), vip.Name)
 		e.gauge(descHealthy, bool01(ok), vip.Name)
 		e.gauge(descServing, bool01(serving), vip.Name)
