@@ -117,7 +117,7 @@ var (
 	descNodeDrained = prometheus.NewDesc(MetricNodeDrained,
 		"1 while this host is drained by `arpshare drain` (it survives restarts until `arpshare resume`), else 0; a stopping host is not counted.", nil, nil)
 	descDrainedSince = prometheus.NewDesc(MetricDrainedSince,
-		"When this host was drained, in seconds since the epoch (the drained state file's time); only while drained.", nil, nil)
+		"When this host was drained, in seconds since the epoch (the drained state file's time: it survives restarts, and `arpshare drain` again does not move it); only while drained.", nil, nil)
 	descIfaceUp = prometheus.NewDesc(MetricInterfaceUp,
 		"1 while the serving interface is open and answering.", []string{"interface"}, nil)
 	descBuild = prometheus.NewDesc(MetricBuildInfo,

@@ -89,6 +89,12 @@ func TestHostFactsMetrics(t *testing.T) {
 	if since := got["arpshare_node_drained_since_timestamp_seconds{}"]; since < float64(before.Unix()) || since > float64(time.Now().Unix()+1) {
 		t.Errorf("h1 drained since %v, want about %v", since, time.Now().Unix())
 	}
+	if err := h1.d.SetDrained(context.Background(), true, false); err != nil {
+		t.Fatal(err)
+	}
+	if again := series(t, h1)["arpshare_node_drained_since_timestamp_seconds{}"]; again != got["arpshare_node_drained_since_timestamp_seconds{}"] {
+		t.Errorf("a second drain moved drained since from %v to %v", got["arpshare_node_drained_since_timestamp_seconds{}"], again)
+	}
 	check(h2, map[string]float64{
 		"arpshare_node_info{node=h2,version=test}": 1,
 		"arpshare_vip_serving{vip=web}":            1,
