@@ -272,3 +272,8 @@ func (r *Responder) readARP() {
 	}
 	r.busy.Store(0)
 }
+
+// FastPathAttached reports whether the kernel fast path's program is
+// attached to the interface now (node.fast_path on or auto, the kernel
+// allowed it, the interface is open).
+func (r *Responder) FastPathAttached() bool { return r.kern.Load() != nil }

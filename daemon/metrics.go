@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
+	"os"
 	"runtime"
 	"slices"
 
@@ -40,6 +41,14 @@ const (
 	MetricLastViewChange = "arpshare_gossip_last_view_change_timestamp_seconds"
 	MetricVIPEligible    = "arpshare_vip_eligible"
 	MetricVIPHealthy     = "arpshare_vip_healthy"
+	MetricVIPServing     = "arpshare_vip_serving"
+	MetricEligibleHosts  = "arpshare_vip_eligible_hosts"
+	MetricClientsMax     = "arpshare_clients_max"
+	MetricClientsTable   = "arpshare_clients_table_entries"
+	MetricFastPath       = "arpshare_fast_path_attached"
+	MetricNodeInfo       = "arpshare_node_info"
+	MetricNodeDrained    = "arpshare_node_drained"
+	MetricDrainedSince   = "arpshare_node_drained_since_timestamp_seconds"
 	MetricInterfaceUp    = "arpshare_interface_up"
 	MetricBuildInfo      = "arpshare_build_info"
 	MetricConfigReloads  = "arpshare_config_reloads_total"
@@ -61,8 +70,8 @@ var (
 		"Packets sent to move clients to this host: unicast, a request addressed to one client (ARP) or a solicitation (NDP); broadcast, a gratuitous ARP or unsolicited advertisement for a single-mode VIP.",
 		[]string{"vip", "kind"}, nil)
 	descRepointClients = prometheus.NewDesc(MetricRepointClients,
-		"Clients re-pointed, by result: answered (the client answered a re-pointing request) or unanswered (not within a second of its last one).",
-		[]string{"result"}, nil)
+		"Clients re-pointed, by VIP and result: answered (the client answered a re-pointing request) or unanswered (not within a second of its last one).",
+		[]string{"vip", "result"}, nil)
 	descRepointBacklog = prometheus.NewDesc(MetricRepointBacklog,
 		"How long the re-pointing round in progress will take at node.repoint_rate; 0 when idle.", nil, nil)
 	descVIPInfo = prometheus.NewDesc(MetricVIPInfo,
@@ -90,9 +99,25 @@ var (
 	descLastChange = prometheus.NewDesc(MetricLastViewChange,
 		"When this host's view of the cluster last changed, in seconds since the epoch.", nil, nil)
 	descEligible = prometheus.NewDesc(MetricVIPEligible,
-		"1 if the host may answer for the VIP in this host's view.", []string{"vip", "host"}, nil)
+		"1 if this host may answer for the VIP in its own view (alive, trusted, not draining, healthy), else 0.", []string{"vip"}, nil)
 	descHealthy = prometheus.NewDesc(MetricVIPHealthy,
-		"1 if the VIP's health check passes on the host, as it gossips; 0 if it fails.", []string{"vip", "host"}, nil)
+		"1 if the VIP's health check passes on this host and its link can serve the VIP (as this host gossips it), else 0.", []string{"vip"}, nil)
+	descServing = prometheus.NewDesc(MetricVIPServing,
+		"1 if this host answers its share of the VIP's clients: quorum, not rejected, not draining, interface open and link fine, check passing (or every host failing it), else 0.", []string{"vip"}, nil)
+	descEligibleHosts = prometheus.NewDesc(MetricEligibleHosts,
+		"Hosts that may answer for the VIP in this host's view; 0: nobody answers its clients.", []string{"vip"}, nil)
+	descClientsMax = prometheus.NewDesc(MetricClientsMax,
+		"The client table's capacity, all VIPs together (node.max_clients); a full table evicts.", nil, nil)
+	descClientsTable = prometheus.NewDesc(MetricClientsTable,
+		"Clients in the client table, all VIPs together, by list: probation or protected (a real machine is behind it; never more than 7/8 of node.max_clients).", []string{"list"}, nil)
+	descFastPath = prometheus.NewDesc(MetricFastPath,
+		"1 while the kernel fast path answers ARP on the interface, 0 while it answers from user space only (the kernel refused the program, or the interface is closed); only while node.fast_path is not off.", []string{"interface"}, nil)
+	descNodeInfo = prometheus.NewDesc(MetricNodeInfo,
+		"Always 1: maps the scrape's instance to this host's node name (the name in status and gossip); join on instance.", []string{"node", "version"}, nil)
+	descNodeDrained = prometheus.NewDesc(MetricNodeDrained,
+		"1 while this host is drained by `arpshare drain` (it survives restarts until `arpshare resume`), else 0; a stopping host is not counted.", nil, nil)
+	descDrainedSince = prometheus.NewDesc(MetricDrainedSince,
+		"When this host was drained, in seconds since the epoch (the drained state file's time: it survives restarts, and `arpshare drain` again does not move it); only while drained.", nil, nil)
 	descIfaceUp = prometheus.NewDesc(MetricInterfaceUp,
 		"1 while the serving interface is open and answering.", []string{"interface"}, nil)
 	descBuild = prometheus.NewDesc(MetricBuildInfo,
@@ -109,7 +134,8 @@ type collector struct{ d *Daemon }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descFrames, descKernelFrames, descReplies, descConflicts, descRepoints, descVIPInfo, descKnown, descEvicted, descRefused, descOwned,
-		descRepointClients, descRepointBacklog, descMembers, descHealth, descQuorum, descJoin, descLastChange, descEligible, descHealthy, descIfaceUp, descBuild} {
+		descRepointClients, descRepointBacklog, descMembers, descHealth, descQuorum, descJoin, descLastChange, descEligible, descHealthy, descIfaceUp, descBuild,
+		descServing, descEligibleHosts, descClientsMax, descClientsTable, descNodeInfo, descNodeDrained, descDrainedSince, descFastPath} {
 		ch <- d
 	}
 }
@@ -120,16 +146,57 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	for _, v := range cfg.VIPs {
 		e.names[v.Address] = v.Name
 	}
-	c.collectResponders(e)
-	rs := c.d.repointer.Status()
-	e.counter(descRepointClients, rs.Confirmed, "answered")
-	e.counter(descRepointClients, rs.Unanswered, "unanswered")
-	e.gauge(descRepointBacklog, rs.Remaining.Seconds())
+	c.collectResponders(e, cfg.Node.FastPath != FastPathOff)
+	c.collectRepoint(e, cfg)
 	v := c.d.cluster.View()
 	c.collectClients(e, cfg, v)
 	c.collectCluster(e, v)
-	collectVIPs(e, cfg, v)
+	c.collectVIPs(e, cfg, v)
+	c.collectNode(e, cfg)
 	e.gauge(descBuild, 1, c.d.version, runtime.Version())
+}
+
+// collectRepoint sends the re-pointing results by VIP (both results of
+// every configured VIP, so that rate() sees them from 0), and the backlog.
+func (c collector) collectRepoint(e emitter, cfg *Config) {
+	rs := c.d.repointer.Status()
+	results := map[string]RepointResults{}
+	for _, v := range cfg.VIPs {
+		results[v.Name] = RepointResults{}
+	}
+	for vip, n := range rs.ByVIP {
+		r := results[e.name(vip)]
+		r.Confirmed += n.Confirmed
+		r.Unanswered += n.Unanswered
+		results[e.name(vip)] = r
+	}
+	for vip, r := range results {
+		e.counter(descRepointClients, r.Confirmed, vip, "answered")
+		e.counter(descRepointClients, r.Unanswered, vip, "unanswered")
+	}
+	e.gauge(descRepointBacklog, rs.Remaining.Seconds())
+}
+
+// collectNode sends this host's name, whether the operator drained it and
+// since when.
+func (c collector) collectNode(e emitter, cfg *Config) {
+	e.gauge(descNodeInfo, 1, cfg.Node.Name, c.d.version)
+	drained := c.d.state.operatorDrained()
+	e.gauge(descNodeDrained, bool01(drained))
+	if !drained {
+		return
+	}
+	if fi, err := os.Stat(c.d.state.drainedFile()); err == nil {
+		e.gauge(descDrainedSince, float64(fi.ModTime().UnixNano())/1e9)
+	}
+}
+
+// operatorDrained reports whether `arpshare drain` drained this host (a
+// stop drains too, but is not the operator's doing).
+func (s *hostState) operatorDrained() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.drained
 }
 
 // emitter sends the series of one scrape. Every series is summed by its
@@ -167,9 +234,9 @@ func bool01(b bool) float64 {
 	return 0
 }
 
-// collectResponders sends the responders' counters and whether each
-// interface is up.
-func (c collector) collectResponders(e emitter) {
+// collectResponders sends the responders' counters, whether each
+// interface is up and, if fastPath, whether its ARP fast path is attached.
+func (c collector) collectResponders(e emitter, fastPath bool) {
 	type key [4]string
 	counters := map[*prometheus.Desc]map[key]uint64{descFrames: {}, descKernelFrames: {}, descReplies: {}, descConflicts: {}, descRepoints: {}}
 	up := map[string]bool{}
@@ -198,6 +265,9 @@ func (c collector) collectResponders(e emitter) {
 			counters[descRepoints][key{e.name(vip), "broadcast"}] += n
 		}
 		up[iface] = up[iface] || r.MAC() != nil
+		if fastPath && !k.ipv6 {
+			e.gauge(descFastPath, bool01(r.FastPathAttached()), iface)
+		}
 	}
 	for desc, series := range counters {
 		labels := map[*prometheus.Desc]int{descFrames: 4, descKernelFrames: 4, descReplies: 3, descConflicts: 3, descRepoints: 2}[desc]
@@ -225,6 +295,9 @@ func (c collector) collectClients(e emitter, cfg *Config, v *gossip.View) {
 		e.gauge(descOwned, float64(owned[vip]), vip)
 	}
 	st := d.table.Stats()
+	e.gauge(descClientsMax, float64(cfg.Node.MaxClients))
+	e.gauge(descClientsTable, float64(st.Probation), "probation")
+	e.gauge(descClientsTable, float64(st.Protected), "protected")
 	e.counter(descEvicted, st.Evicted)
 	for reason, n := range st.Rejected {
 		e.counter(descRefused, n, string(reason))
@@ -255,22 +328,27 @@ func (c collector) collectCluster(e emitter, v *gossip.View) {
 	}
 }
 
-// collectVIPs sends, for each VIP and each live member serving it, whether
-// the member is eligible and healthy.
-func collectVIPs(e emitter, cfg *Config, v *gossip.View) {
+// collectVIPs sends, for each VIP, this host's own facts (eligible,
+// healthy, serving) and how many hosts are eligible in its view. Facts
+// about the other hosts are theirs to send: one series per host and VIP,
+// not one per pair of hosts.
+func (c collector) collectVIPs(e emitter, cfg *Config, v *gossip.View) {
+	healthy := c.d.state.health()
+	responders := c.d.responders.snapshot()
+	up := v.Serving() && !c.d.state.draining()
 	for _, vip := range cfg.VIPs {
 		eligible := v.Eligible(vip.Address)
-		for _, m := range v.Members {
-			if !m.Serves(vip.Address) || m.State == gossip.StateDead {
-				continue
-			}
-			isEligible := false
-			for _, c := range eligible {
-				isEligible = isEligible || c.Name == m.Name
-			}
-			e.gauge(descEligible, bool01(isEligible), vip.Name, m.Name)
-			e.gauge(descHealthy, bool01(!slices.Contains(m.Meta.Unhealthy, vip.Address)), vip.Name, m.Name)
-		}
+		self := slices.ContainsFunc(eligible, func(m gossip.Candidate) bool { return m.Name == cfg.Node.Name })
+		// As it gossips: a link that cannot serve counts as a failed check.
+		linkOK := c.d.state.linkFault(vip.Address) == ""
+		ok := healthy[vip.Address] && linkOK
+		r := responders[vip.link()]
+		open := r != nil && r.MAC() != nil
+		serving := up && open && linkOK && (ok || v.Fallback(vip.Address))
+		e.gauge(descEligible, bool01(self), vip.Name)
+		e.gauge(descHealthy, bool01(ok), vip.Name)
+		e.gauge(descServing, bool01(serving), vip.Name)
+		e.gauge(descEligibleHosts, float64(len(eligible)), vip.Name)
 	}
 }
 
@@ -278,9 +356,14 @@ func collectVIPs(e emitter, cfg *Config, v *gossip.View) {
 // runtime's and process's own.
 func (d *Daemon) NewRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collector{d}, d.reloads, d.lastReload, d.handover.Collector(), d.cluster.Collector(), d.sysctls.restored, d.serving.links,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(d.collectors()...)
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return reg
+}
+
+// collectors are the daemon's own metrics, every arpshare_ series.
+func (d *Daemon) collectors() []prometheus.Collector {
+	return []prometheus.Collector{collector{d}, d.reloads, d.lastReload, d.handover.Collector(), d.cluster.Collector(), d.sysctls.restored, d.serving.links}
 }
 
 // metricsServer serves /metrics on TCP.

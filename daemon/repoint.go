@@ -98,12 +98,34 @@ type RepointStatus struct {
 	// answered their re-pointing request and those that did not.
 	Confirmed  uint64 `json:"confirmed"`
 	Unanswered uint64 `json:"unanswered"`
+	// ByVIP splits them by VIP, for the metrics.
+	ByVIP map[netip.Addr]RepointResults `json:"-"`
 	// Reasserting is the clients still to get their packet in the periodic
 	// re-assertion round in progress (node.reassert_interval), at
 	// ReassertRate packets per second (node.reassert_rate, or less to
 	// spread the round over the interval).
 	Reasserting  int     `json:"reasserting"`
 	ReassertRate float64 `json:"reassert_rate"`
+}
+
+// RepointResults counts one VIP's clients that answered their re-pointing
+// and those that did not.
+type RepointResults struct{ Confirmed, Unanswered uint64 }
+
+// result counts n clients of vip, answered or not.
+func (s *RepointStatus) result(vip netip.Addr, answered bool, n uint64) {
+	if s.ByVIP == nil {
+		s.ByVIP = map[netip.Addr]RepointResults{}
+	}
+	c := s.ByVIP[vip]
+	if answered {
+		s.Confirmed += n
+		c.Confirmed += n
+	} else {
+		s.Unanswered += n
+		c.Unanswered += n
+	}
+	s.ByVIP[vip] = c
 }
 
 // Served tells the repointer which VIPs this host serves now, and how each
@@ -237,7 +259,9 @@ func (r *Repointer) Refuted() {
 func (r *Repointer) Status() RepointStatus {
 	r.status.mu.Lock()
 	defer r.status.mu.Unlock()
-	return r.status.s
+	s := r.status.s
+	s.ByVIP = maps.Clone(s.ByVIP)
+	return s
 }
 
 // Run re-points clients until ctx ends. Nothing wakes it while there is
@@ -590,7 +614,7 @@ func (r *Repointer) sendOne(q *queued, v *gossip.View, pols map[netip.Addr]polic
 	}
 	if r.answered(c, q.first) {
 		q.left = 0
-		r.count(func(s *RepointStatus) { s.Confirmed++ })
+		r.count(func(s *RepointStatus) { s.result(q.key.vip, true, 1) })
 		return false, nil
 	}
 	r.tokens--
@@ -658,15 +682,15 @@ func (r *Repointer) confirm(now time.Time) {
 		switch {
 		case !known:
 		case r.answered(c, a.first):
-			r.count(func(s *RepointStatus) { s.Confirmed++ })
+			r.count(func(s *RepointStatus) { s.result(a.key.vip, true, 1) })
 		default:
 			unanswered++
+			r.count(func(s *RepointStatus) { s.result(a.key.vip, false, 1) })
 			r.Logger.Debug("client did not answer its re-pointing requests", "vip", a.key.vip, "client", a.key.ip)
 		}
 	}
 	r.awaiting = slices.Delete(r.awaiting, 0, i)
 	if unanswered > 0 {
-		r.count(func(s *RepointStatus) { s.Unanswered += uint64(unanswered) })
 		r.Logger.Info("clients did not answer re-pointing: gone, or dropping ARP requests from the VIP", "clients", unanswered)
 	}
 }

@@ -259,6 +259,9 @@ func TestRepointerRateOrderConfirm(t *testing.T) {
 	if st.Confirmed != 1 || st.Unanswered != n-1 || st.Clients != 0 || st.Remaining != 0 {
 		t.Errorf("status %+v: want 1 confirmed, %d unanswered, idle", st, n-1)
 	}
+	if want := (RepointResults{Confirmed: 1, Unanswered: n - 1}); st.ByVIP[testVIP] != want || len(st.ByVIP) != 1 {
+		t.Errorf("by VIP %v, want %s: %+v", st.ByVIP, testVIP, want)
+	}
 }
 
 // TestRepointerProtectedFirst: clients with evidence of a real machine go

@@ -126,6 +126,9 @@ func TestFastPath(t *testing.T) {
 	if got := re.FindStringSubmatch(m); got == nil || got[1] != strconv.FormatUint(countsOf(t, l.Hosts[0]).kernelAnswered, 10) {
 		t.Errorf("h1's metrics: kernel frames answered %v, want the status's %d", got, countsOf(t, l.Hosts[0]).kernelAnswered)
 	}
+	if !regexp.MustCompile(`(?m)^arpshare_fast_path_attached\{interface="eth0"\} 1$`).MatchString(m) {
+		t.Errorf("h1's metrics do not say the fast path is attached on eth0")
+	}
 
 	// The clients answered in the kernel are seen: their last-seen time
 	// moves on every host (reported every second).

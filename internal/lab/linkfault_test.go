@@ -176,7 +176,8 @@ func linkFails(t *testing.T, l *Lab, h *Host, base map[string]string, reason str
 }
 
 // checkLinkState checks what h's status and metrics say of its link: the
-// reason it cannot serve ("" if it can), and the link gauges' value.
+// reason it cannot serve ("" if it can), and the value of the link gauges
+// and of its VIPs' healthy and serving gauges.
 func checkLinkState(t *testing.T, h *Host, reason, gauge string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -210,6 +211,13 @@ func checkLinkState(t *testing.T, h *Host, reason, gauge string) {
 	for _, name := range []string{"arpshare_link_up", "arpshare_link_serving"} {
 		if want := name + `{interface="eth0"} ` + gauge; !slices.Contains(lines, want) {
 			t.Errorf("%s metrics: no %q", h.Name, want)
+		}
+	}
+	for _, name := range []string{"arpshare_vip_healthy", "arpshare_vip_serving"} {
+		for _, vip := range []string{"web", "web6"} {
+			if want := name + `{vip="` + vip + `"} ` + gauge; !slices.Contains(lines, want) {
+				t.Errorf("%s metrics: no %q", h.Name, want)
+			}
 		}
 	}
 }

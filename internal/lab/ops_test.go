@@ -84,8 +84,13 @@ func TestOperations(t *testing.T) {
 				t.Errorf("%s missing", name)
 			}
 		}
-		if got := metric(t, page, daemon.MetricVIPEligible, map[string]string{"vip": "web", "host": "h2"}); got != 1 {
-			t.Errorf("h2 eligible for web = %v, want 1", got)
+		for name, want := range map[string]float64{daemon.MetricEligibleHosts: 3, daemon.MetricVIPEligible: 1, daemon.MetricVIPServing: 1, daemon.MetricVIPHealthy: 1} {
+			if got := metric(t, page, name, vip); got != want {
+				t.Errorf("%s{vip=\"web\"} = %v, want %v", name, got, want)
+			}
+		}
+		if got := metric(t, page, daemon.MetricNodeInfo, map[string]string{"node": "h1"}); got != 1 {
+			t.Errorf("%s{node=\"h1\"} = %v, want 1", daemon.MetricNodeInfo, got)
 		}
 		answered := metric(t, page, daemon.MetricFramesReceived, map[string]string{"vip": "web", "protocol": "arp", "outcome": "answered"})
 		notOwner := metric(t, page, daemon.MetricFramesReceived, map[string]string{"vip": "web", "protocol": "arp", "outcome": "not_owner"})
