@@ -690,8 +690,12 @@ func (r *Repointer) confirm(now time.Time) {
 		}
 	}
 	r.awaiting = slices.Delete(r.awaiting, 0, i)
+	// A client that left hours ago (the table keeps it for its TTL) is
+	// asked at every periodic round: at steady state that is news for
+	// debugging, and arpshare_repoint_clients_total{result="unanswered"}
+	// counts it.
 	if unanswered > 0 {
-		r.Logger.Info("clients did not answer re-pointing: gone, or dropping ARP requests from the VIP", "clients", unanswered)
+		r.Logger.Debug("clients did not answer re-pointing: gone, or dropping ARP requests from the VIP", "clients", unanswered)
 	}
 }
 
