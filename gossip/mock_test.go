@@ -140,6 +140,19 @@ func TestClusterInMemory(t *testing.T) {
 	}
 }
 
+// waitAllAlive waits until every member sees the three members m1-m3
+// alive (not necessarily reachable: on a loaded machine, acks come too late
+// to count, and the tests that wait for this do not need them).
+func waitAllAlive(t *testing.T, nodes []*memNode) {
+	t.Helper()
+	for _, m := range nodes {
+		waitMemView(t, m, "three alive members", func(v *View) bool {
+			s := states(v)
+			return len(s) == 3 && s["m1"] == StateAlive && s["m2"] == StateAlive && s["m3"] == StateAlive
+		})
+	}
+}
+
 // waitMemView waits until cond holds for the member's view, and returns
 // that view.
 func waitMemView(t *testing.T, m *memNode, what string, cond func(*View) bool) *View {
@@ -164,14 +177,7 @@ func waitMemView(t *testing.T, m *memNode, what string, cond func(*View) bool) *
 func TestDeathInDoubtInMemory(t *testing.T) {
 	t.Parallel()
 	nodes := startMemCluster(t, 3)
-	for _, m := range nodes {
-		// Alive, not necessarily reachable: on a loaded machine, acks come
-		// too late to count, and the check below does not need them.
-		waitMemView(t, m, "three alive members", func(v *View) bool {
-			s := states(v)
-			return len(s) == 3 && s["m1"] == StateAlive && s["m2"] == StateAlive && s["m3"] == StateAlive
-		})
-	}
+	waitAllAlive(t, nodes)
 	m1 := nodes[0]
 	m2, _ := m1.c.View().Member("m2")
 	// memberlist's own nodes change under its lock: report a copy.

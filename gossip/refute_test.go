@@ -21,12 +21,7 @@ import (
 func TestRefutedDeath(t *testing.T) {
 	t.Parallel()
 	nodes := startMemCluster(t, 3)
-	for _, m := range nodes {
-		waitMemView(t, m, "three alive members", func(v *View) bool {
-			s := states(v)
-			return len(s) == 3 && s["m1"] == StateAlive && s["m2"] == StateAlive && s["m3"] == StateAlive
-		})
-	}
+	waitAllAlive(t, nodes)
 	m1 := nodes[0]
 	before := m1.refutes.Load()
 	m1.tr.Cut(true)
@@ -207,12 +202,7 @@ func TestCountedDeathMessage(t *testing.T) {
 func TestCountedDeathTold(t *testing.T) {
 	t.Parallel()
 	nodes := startMemCluster(t, 3)
-	for _, m := range nodes {
-		waitMemView(t, m, "three alive members", func(v *View) bool {
-			s := states(v)
-			return len(s) == 3 && s["m1"] == StateAlive && s["m2"] == StateAlive && s["m3"] == StateAlive
-		})
-	}
+	waitAllAlive(t, nodes)
 	m1, m2, m3 := nodes[0], nodes[1], nodes[2]
 	copyOf := func(m *memNode) *memberlist.Node {
 		self, _ := m.c.View().Member(m.c.cfg.Name)
