@@ -55,7 +55,15 @@ func build(t *testing.T) string {
 // test ends, after the daemons' logs are shown if the test failed.
 func newLab(t *testing.T, hosts, clients int, cfg HostConfig) *Lab {
 	t.Helper()
-	l, err := New(Options{Hosts: hosts, Clients: clients, Binary: build(t), Dir: t.TempDir(), Config: cfg})
+	return newLabWith(t, Options{Hosts: hosts, Clients: clients, Config: cfg})
+}
+
+// newLabWith is newLab with every option; it fills in the binary and the
+// folder.
+func newLabWith(t *testing.T, o Options) *Lab {
+	t.Helper()
+	o.Binary, o.Dir = build(t), t.TempDir()
+	l, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}

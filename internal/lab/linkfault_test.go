@@ -20,21 +20,7 @@ const failoverLimit = 1500 * time.Millisecond
 // each host), the VIP on eth0.
 func newGossipNetLab(t *testing.T, hosts, clients int, cfg HostConfig) *Lab {
 	t.Helper()
-	l, err := New(Options{Hosts: hosts, Clients: clients, Binary: build(t), Dir: t.TempDir(), Config: cfg, GossipNet: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, h := range l.Hosts {
-				if b, err := readTail(h.Log, 6000); err == nil {
-					t.Logf("--- %s log (tail, no debug):\n%s", h.Name, b)
-				}
-			}
-		}
-		l.Close()
-	})
-	return l
+	return newLabWith(t, Options{Hosts: hosts, Clients: clients, Config: cfg, GossipNet: true})
 }
 
 // TestServingLinkFails: gossip runs on its own network and the VIP on eth0.
