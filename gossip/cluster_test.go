@@ -76,16 +76,21 @@ func startNode(t *testing.T, name string, bind netip.AddrPort, peers []netip.Add
 		State:  n.state,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
+	n.run(t)
+	return n
+}
+
+// run runs n's cluster until the test ends.
+func (n *node) run(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	go func() {
 		defer close(n.done)
 		if err := n.c.Run(ctx); err != nil {
-			t.Errorf("%s: %v", name, err)
+			t.Errorf("%s: %v", n.c.cfg.Name, err)
 		}
 	}()
 	t.Cleanup(n.stop)
-	return n
 }
 
 func (n *node) stop() {

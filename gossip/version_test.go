@@ -1,7 +1,6 @@
 package gossip
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -34,15 +33,7 @@ func startVersioned(t *testing.T, name string, bind netip.AddrPort, peers []neti
 		o(&cfg)
 	}
 	n.c = NewCluster(cfg)
-	ctx, cancel := context.WithCancel(context.Background())
-	n.cancel = cancel
-	go func() {
-		defer close(n.done)
-		if err := n.c.Run(ctx); err != nil {
-			t.Errorf("%s: %v", name, err)
-		}
-	}()
-	t.Cleanup(n.stop)
+	n.run(t)
 	return n
 }
 
