@@ -291,9 +291,9 @@ func TestHostileFloodTwice(t *testing.T) {
 		}
 	}
 
-	dead := l.Hosts[0]
+	dead, served := l.Hosts[0], count(base)
 	for _, h := range l.Hosts {
-		if count(base)[h.Name] > count(base)[dead.Name] {
+		if served[h.Name] > served[dead.Name] {
 			dead = h
 		}
 	}
