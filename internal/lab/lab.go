@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -792,9 +793,56 @@ func WaitMembers(ctx context.Context, hosts []*Host, want int) error {
 			}
 		}
 		if last == nil {
-			return nil
+			break
 		}
 	}
+	return waitSettled(ctx, hosts)
+}
+
+// waitSettled waits until every host's view of each VIP lists as eligible
+// every given host that can serve it by its own account (healthy, link up,
+// not draining). A member can be alive a moment before its link watcher
+// has opened the ARP socket and gossiped so; a test that reads the
+// clients' assignment then would see them move again soon after.
+func waitSettled(ctx context.Context, hosts []*Host) error {
+	for {
+		last := settled(hosts)
+		if last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %v", ctx.Err(), last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func settled(hosts []*Host) error {
+	statuses := make([]daemon.Status, len(hosts))
+	can := map[string][]string{} // VIP name -> hosts that can serve it
+	for i, h := range hosts {
+		s, err := h.Status()
+		if err != nil {
+			return err
+		}
+		statuses[i] = s
+		for _, v := range s.VIPs {
+			if v.Healthy && v.Link == "" && v.Answering && !s.Draining {
+				can[v.Name] = append(can[v.Name], h.Name)
+			}
+		}
+	}
+	for i, s := range statuses {
+		for _, v := range s.VIPs {
+			for _, name := range can[v.Name] {
+				if !slices.Contains(v.Eligible, name) {
+					return fmt.Errorf("%s does not yet count %s eligible for %s (eligible: %v)", hosts[i].Name, name, v.Name, v.Eligible)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // Dial connects from the client to the VIP's service and returns the name of
