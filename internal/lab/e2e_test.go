@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/arpshare/arpshare/arp/policy"
+	"github.com/arpshare/arpshare/daemon"
 	"github.com/arpshare/arpshare/gossip"
 )
 
@@ -121,6 +122,22 @@ func assignment(t *testing.T, clients []*Client) map[string]string {
 	return assignmentTo(t, clients, VIP)
 }
 
+// statusWhen returns the host's status once ok holds for it, or after 3 s
+// whatever it is then. Client counts are recounted at most once a second
+// while the table keeps changing (the daemon's ownerCountsAge).
+func statusWhen(t *testing.T, h *Host, ok func(daemon.Status) bool) daemon.Status {
+	t.Helper()
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		s, err := h.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok(s) || time.Now().After(deadline) {
+			return s
+		}
+	}
+}
+
 // waitAssignment dials until every client is served as want says.
 func waitAssignment(t *testing.T, clients []*Client, want map[string]string, within time.Duration) {
 	t.Helper()
@@ -191,10 +208,7 @@ func TestSharingAndFailover(t *testing.T) {
 
 	// Every host's `arpshare status` counts the same clients per host.
 	for _, h := range l.Hosts {
-		s, err := h.Status()
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := statusWhen(t, h, func(s daemon.Status) bool { return len(s.VIPs) == 1 && s.VIPs[0].Clients == len(l.Clients) })
 		if len(s.VIPs) != 1 || s.VIPs[0].Clients != len(l.Clients) || !s.VIPs[0].Answering {
 			t.Fatalf("%s status: %+v", h.Name, s.VIPs)
 		}

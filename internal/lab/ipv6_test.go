@@ -2,12 +2,14 @@ package lab
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/arpshare/arpshare/arp/policy"
+	"github.com/arpshare/arpshare/daemon"
 	"github.com/arpshare/arpshare/gossip"
 )
 
@@ -67,10 +69,9 @@ func TestIPv6(t *testing.T) {
 		}
 	}
 	for _, h := range l.Hosts {
-		s, err := h.Status()
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := statusWhen(t, h, func(s daemon.Status) bool {
+			return slices.ContainsFunc(s.VIPs, func(v daemon.VIPStatus) bool { return v.Address == VIP6 && v.Clients == len(l.Clients) })
+		})
 		for _, v := range s.VIPs {
 			if v.Address == VIP6 {
 				if v.Clients != len(l.Clients) || !v.Answering {

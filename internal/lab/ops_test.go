@@ -64,9 +64,19 @@ func TestOperations(t *testing.T) {
 	vip := map[string]string{"vip": "web"}
 
 	t.Run("metrics", func(t *testing.T) {
-		page, err := h1.Scrape()
-		if err != nil {
-			t.Fatal(err)
+		// The client counts are recounted at most once a second while the
+		// table keeps changing (ownerCountsAge): the first scrape may
+		// predate the last clients' arrival.
+		var page string
+		for deadline := time.Now().Add(5 * time.Second); ; {
+			var err error
+			if page, err = h1.Scrape(); err != nil {
+				t.Fatal(err)
+			}
+			if metric(t, page, daemon.MetricClientsKnown, vip) == 10 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
 		for name, want := range map[string]float64{
 			daemon.MetricClientsKnown: 10,
@@ -103,7 +113,7 @@ func TestOperations(t *testing.T) {
 			}
 		}
 		assignment(t, l.Clients)
-		page, err = h1.Scrape()
+		page, err := h1.Scrape()
 		if err != nil {
 			t.Fatal(err)
 		}
