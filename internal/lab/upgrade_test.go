@@ -144,7 +144,8 @@ func TestMixedReleases(t *testing.T) {
 }
 
 // refusedNothing checks that no host's log says it dropped a peer's client
-// table or was rejected: neither release refused the other.
+// table, rejected a member or was rejected: neither release refused the
+// other.
 func refusedNothing(t *testing.T, l *Lab) {
 	t.Helper()
 	for _, h := range l.Hosts {
@@ -153,7 +154,8 @@ func refusedNothing(t *testing.T, l *Lab) {
 			t.Fatal(err)
 		}
 		for _, line := range strings.Split(string(b), "\n") {
-			if strings.Contains(line, "client table from a peer dropped") || strings.Contains(line, "REJECTED") {
+			if strings.Contains(line, "client table from a peer dropped") || strings.Contains(line, "REJECTED") ||
+				strings.Contains(line, "member rejected") {
 				t.Errorf("%s: %s", h.Name, line)
 			}
 		}
