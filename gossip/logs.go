@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"net/netip"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,8 +15,7 @@ import (
 // Memberlist logs from its only UDP reader, synchronously, a line for every
 // datagram it refuses (a wrong label, a failed decryption), before any key
 // check: whoever can reach the gossip port can make it log. Its lines are
-// therefore rate-limited, by level (the only part of a line this package
-// reads), and those suppressed are counted.
+// therefore rate-limited, by level, and those suppressed are counted.
 var logBudgets = map[slog.Level]struct {
 	burst int     // lines at once
 	rate  float64 // lines a second, after the burst
@@ -34,6 +35,78 @@ var logLevels = []struct {
 	{[]byte("[INFO] "), slog.LevelInfo},
 	{[]byte("[WARN] "), slog.LevelWarn},
 	{[]byte("[ERR] "), slog.LevelError},
+	{[]byte("[ERROR] "), slog.LevelError},
+}
+
+// lineFields are the shapes of memberlist's lines whose parts this package
+// also logs as fields: member, a member's node name; address, its gossip
+// address; accuser, the member that reported this host suspect or dead;
+// error, what failed. A line keeps memberlist's words (an error moves out
+// of the message into its field); the first shape that matches applies.
+var lineFields = []struct {
+	re     *regexp.Regexp
+	fields []string // the names of re's groups; "": the group is the message
+}{
+	{regexp.MustCompile(`^Initiating push/pull sync with: (\S*) (\S+)$`), []string{"member", "address"}},
+	{regexp.MustCompile(`^Suspect (\S+) has failed, no acks received$`), []string{"member"}},
+	{regexp.MustCompile(`^Marking (\S+) as failed, suspect timeout reached \((\d+) peer confirmations\)$`), []string{"member", "confirmations"}},
+	{regexp.MustCompile(`^Failed UDP ping: (\S+) \(timeout reached\)$`), []string{"member"}},
+	{regexp.MustCompile(`^Refuting a (?:suspect|dead) message \(from: (\S+)\)$`), []string{"accuser"}},
+	{regexp.MustCompile(`^Was able to connect to (\S+) over TCP but UDP probes failed`), []string{"member"}},
+	{regexp.MustCompile(`^Conflicting address for (\S+)\. `), []string{"member"}},
+	{regexp.MustCompile(`^(Push/Pull with (\S+) failed): (.+)$`), []string{"", "member", "error"}},
+	{regexp.MustCompile(`^((?:Failed|failed|Decrypt packet failed|Error)[^:"]*): (.+)$`), []string{"", "error"}},
+}
+
+// fromAddr is memberlist's " from=ADDRESS" at the end of a line about a
+// datagram or connection: the address it came from.
+const fromAddr = " from="
+
+// parseLine reads one of memberlist's lines: its level, its message
+// ("memberlist: " and memberlist's words) and the fields lineFields and
+// fromAddr find. A line of another shape is logged whole at info.
+func parseLine(p []byte) (level slog.Level, msg string, attrs []any) {
+	line := bytes.TrimSpace(p)
+	level = slog.LevelInfo
+	for _, l := range logLevels {
+		if rest, ok := bytes.CutPrefix(line, l.prefix); ok {
+			line, level = rest, l.level
+			break
+		}
+	}
+	text, ok := strings.CutPrefix(string(line), "memberlist: ")
+	if !ok {
+		return level, string(line), nil
+	}
+	if i := strings.LastIndex(text, fromAddr); i >= 0 {
+		addr := text[i+len(fromAddr):]
+		if _, err := netip.ParseAddrPort(addr); err == nil || addr == "<unknown address>" {
+			attrs = append(attrs, "from", addr)
+			text = strings.TrimSuffix(text[:i], ":")
+		}
+	}
+	for _, f := range lineFields {
+		m := f.re.FindStringSubmatchIndex(text)
+		if m == nil {
+			continue
+		}
+		keep := ""
+		for g, name := range f.fields {
+			lo, hi := m[2+2*g], m[3+2*g]
+			switch {
+			case lo == hi: // an empty group (a join's push-pull has no name)
+			case name == "":
+				keep = text[lo:hi]
+			default:
+				attrs = append(attrs, name, text[lo:hi])
+			}
+		}
+		if keep != "" {
+			text = keep
+		}
+		break
+	}
+	return level, "memberlist: " + text, attrs
 }
 
 // bucket is a token bucket: burst tokens, refilled at rate a second.
@@ -100,23 +173,17 @@ func (l *logLimiter) Suppressed() map[string]uint64 {
 	return out
 }
 
-// logWriter turns memberlist's "[LEVEL] memberlist: ..." lines into slog,
-// within the limiter's budget. Nothing else is read from a line: memberlist
-// puts text it received from strangers (a label) into it.
+// logWriter turns memberlist's "[LEVEL] memberlist: ..." lines into slog
+// records with their level and fields (parseLine), within the limiter's
+// budget. A line is only ever logged, never acted on: memberlist puts text
+// it received from strangers (a label, a node name) into it.
 type logWriter struct {
 	l     *slog.Logger
 	limit *logLimiter
 }
 
 func (w logWriter) Write(p []byte) (int, error) {
-	msg := bytes.TrimSpace(p)
-	level := slog.LevelInfo
-	for _, l := range logLevels {
-		if rest, ok := bytes.CutPrefix(msg, l.prefix); ok {
-			msg, level = rest, l.level
-			break
-		}
-	}
+	level, msg, attrs := parseLine(p)
 	ctx := context.Background()
 	if !w.l.Enabled(ctx, level) {
 		return len(p), nil
@@ -128,6 +195,6 @@ func (w logWriter) Write(p []byte) (int, error) {
 	if before > 0 {
 		w.l.Log(ctx, max(level, slog.LevelWarn), "memberlist logged too much: lines suppressed", "level", level.String(), "suppressed", before)
 	}
-	w.l.Log(ctx, level, string(msg))
+	w.l.Log(ctx, level, msg, attrs...)
 	return len(p), nil
 }

@@ -78,6 +78,7 @@ type countingHandler struct {
 	mu    sync.Mutex
 	count map[slog.Level]int
 	msgs  []string
+	from  []string // each message's from field, or ""
 }
 
 func (h *countingHandler) Enabled(context.Context, slog.Level) bool { return true }
@@ -88,6 +89,14 @@ func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
 		h.count[r.Level]++
 	}
 	h.msgs = append(h.msgs, r.Message)
+	from := ""
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "from" {
+			from = a.Value.String()
+		}
+		return true
+	})
+	h.from = append(h.from, from)
 	return nil
 }
 func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
@@ -170,9 +179,14 @@ func TestStrangerLabel(t *testing.T) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for _, m := range h.msgs {
+	for i, m := range h.msgs {
 		if strings.Contains(m, "unacceptable label") {
-			return // the datagrams were memberlist's to refuse
+			// The datagrams were memberlist's to refuse, and the line
+			// says where they came from in a field.
+			if h.from[i] != conn.LocalAddr().String() {
+				t.Errorf("%q logged from %q, want from=%s", m, h.from[i], conn.LocalAddr())
+			}
+			return
 		}
 	}
 	t.Errorf("memberlist never logged the datagrams it refused: %q", h.msgs)

@@ -544,21 +544,23 @@ changed at once, the most gossip a table makes. Goal: gossip under 100 KB/s
 per host with 100,000 clients. Before this change every push-pull carried
 the whole table, 46 bytes a client: by arithmetic, 4.6 MB an exchange, and
 each host takes part in about two exchanges every 30 s, about 300 KB/s.
-The ARP column is not gossip: every %s (node.reassert_interval) each
-host re-points every client it owns, a third of them here, one request each
-("periodic"), and once more 2 s after its view of the VIP's hosts changes
-("settle"), twice ("×2") when the change was this host refuting a
-suspicion; the made-up clients never answer. How many rounds went out in
-the window is what moves it from run to run: the last column lists, from
-each host's log, the rounds begun since the last unicast request, each with
-its clients and its start in seconds from the window's (one begun before may
-still be sending; at the default node.repoint_rate, 5,000 packets a second,
-one of 33,000 clients takes 7 s).
+The ARP column is not gossip: each host re-points the clients it owns, a
+third of them here, one request each, 2 s after its view of the VIP's hosts
+changes ("settle"; twice, "×2", when the change was this host refuting a
+suspicion), at node.repoint_rate (%d packets a second by default: 7 s for
+33,000 clients), and once more every %s (node.reassert_interval,
+"periodic"), paced apart at node.reassert_rate (%d packets a second by
+default, so a periodic round of 33,000 clients lasts longer than the
+interval, and no new one begins while it runs). The made-up clients never
+answer. How many rounds went out in the window is what moves it from run to
+run: the last column lists, from each host's log, the rounds begun since
+the last unicast request, each with its clients and its start in seconds
+from the window's (one begun before may still be sending).
 
 | host | gossip | push-pulls | ARP | all | re-pointing rounds (clients, start) |
 |---|---|---|---|---|---|
 %s
-`, n, today(), window, offset, daemon.DefaultReassertInterval, strings.Join(rows, "\n"))}
+`, n, today(), window, offset, daemon.DefaultRepointRate, daemon.DefaultReassertInterval, daemon.DefaultReassertRate, strings.Join(rows, "\n"))}
 	return []section{memory, gossip}, nil
 }
 

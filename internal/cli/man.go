@@ -105,7 +105,7 @@ func ManPage8(version string) string {
 	}
 	b.WriteString(".B arpshare \\-\\-version\n.br\n.B arpshare \\-\\-help\n")
 	b.WriteString(".SH DESCRIPTION\n" + roff("arpshare is a daemon for bare-metal Linux clusters that lets every healthy host answer ARP (IPv4) and Neighbor Discovery (IPv6) for the same virtual IP, each for its own share of the clients, chosen by a rendezvous hash over the hosts that memberlist gossip says are alive. "+
-		"When a host dies, fails its health check or is drained, its clients are re-pointed to the others within about a second. "+
+		"When a host dies, fails its health check or is drained, its clients are re-pointed to the others (after a power loss, in about 0.65 s with 3 hosts: docs/benchmarks.md). "+
 		"The daemon (`arpshare run`) is started by systemd; the other commands configure it and ask it questions over its API socket.") + "\n")
 	b.WriteString(".SH COMMANDS\n")
 	for _, c := range commands {

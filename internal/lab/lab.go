@@ -156,6 +156,11 @@ type Host struct {
 	// Strace, if set, is where `strace -f -c` writes a summary of the
 	// system calls the daemon made, when it exits. Set before Start.
 	Strace string
+	// Binary, if set, is the arpshare binary this host runs, for its
+	// daemon and its commands (another release, in a mixed cluster);
+	// empty: the lab's. Set while the daemon is stopped. With Options.User
+	// the user must be able to run it.
+	Binary string
 
 	lab       *Lab
 	throttled string // its cgroup while Throttle holds it
@@ -508,11 +513,19 @@ func (h *Host) Heal() error {
 // Run runs the arpshare binary (drain, resume...) against the host's daemon.
 func (h *Host) Run(args ...string) (string, error) {
 	argv := append([]string{args[0], "--socket", h.Socket}, args[1:]...)
-	out, err := exec.Command(h.lab.binary, argv...).CombinedOutput()
+	out, err := exec.Command(h.binary(), argv...).CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("%s: arpshare %s: %w: %s", h.Name, strings.Join(args, " "), err, out)
 	}
 	return string(out), nil
+}
+
+// binary is the arpshare binary the host runs.
+func (h *Host) binary() string {
+	if h.Binary != "" {
+		return h.Binary
+	}
+	return h.lab.binary
 }
 
 // listenNotify plays systemd's part: it records what the daemon sends to
@@ -568,7 +581,7 @@ func (h *Host) Start() error {
 	if h.Strace != "" {
 		argv = append(argv, "strace", "-f", "-qq", "-c", "-o", h.Strace)
 	}
-	argv = append(argv, h.lab.binary, "run", "--config", h.Config, "--log-level", "debug")
+	argv = append(argv, h.binary(), "run", "--config", h.Config, "--log-level", "debug")
 	cmd := exec.Command("ip", argv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// As systemd with WatchdogSec=3s would.
@@ -715,7 +728,7 @@ func (h *Host) PowerOn() error { return h.Link("up") }
 // Status runs `arpshare status --json` against the host's daemon. Exit
 // status 5 (the host does not serve) is a status too.
 func (h *Host) Status() (daemon.Status, error) {
-	out, err := exec.Command(h.lab.binary, "status", "--json", "--socket", h.Socket).Output()
+	out, err := exec.Command(h.binary(), "status", "--json", "--socket", h.Socket).Output()
 	if ee := (*exec.ExitError)(nil); errors.As(err, &ee) && ee.ExitCode() == 5 {
 		err = nil
 	}
