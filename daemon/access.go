@@ -9,6 +9,7 @@ import (
 	"os/user"
 	"strconv"
 
+	"github.com/arpshare/arpshare/internal/config"
 	"golang.org/x/sys/unix"
 )
 
@@ -106,7 +107,7 @@ func shareSocket(path string) (string, error) {
 		return "", nil
 	}
 	gid, err := strconv.Atoi(g.Gid)
-	if err != nil || !inGroup(uint32(gid)) {
+	if err != nil || !config.InGroup(uint32(gid)) {
 		return "", nil
 	}
 	if err := os.Chown(path, -1, gid); err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/arpshare/arpshare/arp/fastpath"
 	"github.com/arpshare/arpshare/daemon/handover"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/config"
 )
 
 const (
@@ -77,11 +78,11 @@ type seams struct {
 }
 
 // New wires a daemon from a checked config.
-func New(cfg *Config, log *slog.Logger, version string) *Daemon {
+func New(cfg *config.Config, log *slog.Logger, version string) *Daemon {
 	return newDaemon(cfg, log, version, seams{host: kernelHost{}, notify: sdNotify(log), sysctlDir: ProcNetConf})
 }
 
-func newDaemon(cfg *Config, log *slog.Logger, version string, sm seams) *Daemon {
+func newDaemon(cfg *config.Config, log *slog.Logger, version string, sm seams) *Daemon {
 	if sm.drainWait == 0 {
 		sm.drainWait = drainWait
 	}
@@ -143,13 +144,13 @@ func newDaemon(cfg *Config, log *slog.Logger, version string, sm seams) *Daemon 
 }
 
 // config returns the config in force.
-func (d *Daemon) config() *Config { return d.state.config() }
+func (d *Daemon) config() *config.Config { return d.state.config() }
 
 // Run serves until ctx ends, then stops gracefully: it drains, gives the
 // other hosts time to re-point its clients, leaves the cluster and removes
 // its VIPs. SIGHUP reloads the config.
 func (d *Daemon) Run(ctx context.Context, configPath string) error {
-	if d.config().Node.FastPath == FastPathOn { // fast path (issue 11)
+	if d.config().Node.FastPath == config.FastPathOn { // fast path (issue 11)
 		if err := fastpath.Check(); err != nil {
 			return fmt.Errorf("node.fast_path = \"on\": %w", err)
 		}

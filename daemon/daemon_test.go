@@ -20,6 +20,7 @@ import (
 
 	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/config"
 )
 
 var (
@@ -236,7 +237,7 @@ func TestReload(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `vip "db"`) || errors.Is(err, errRefused) {
 		t.Fatalf("reload with db failing: %v", err)
 	}
-	if slices.ContainsFunc(n.d.config().VIPs, func(v VIP) bool { return v.Name == "db" }) {
+	if slices.ContainsFunc(n.d.config().VIPs, func(v config.VIP) bool { return v.Name == "db" }) {
 		t.Error("db is in the config in force, though it is not on lo")
 	}
 	if m := n.d.state.meta(); slices.Contains(m.VIPs, db) || slices.Contains(m.Unhealthy, db) {

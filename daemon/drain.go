@@ -14,6 +14,7 @@ import (
 
 	"github.com/arpshare/arpshare/gossip"
 	"github.com/arpshare/arpshare/internal/clock"
+	"github.com/arpshare/arpshare/internal/config"
 )
 
 // Draining and stopping never leave a VIP to nobody unless the operator
@@ -83,8 +84,8 @@ func ViewDigest(v *gossip.View) uint32 {
 // the VIP (healthy or not: if no host passes a check, the others answer
 // anyway), counting a member that is leaving too only if its name sorts
 // after self's.
-func orphans(v *gossip.View, self string, vips []VIP) []VIP {
-	var out []VIP
+func orphans(v *gossip.View, self string, vips []config.VIP) []config.VIP {
+	var out []config.VIP
 	for _, vip := range vips {
 		if !slices.ContainsFunc(v.Members, func(m gossip.Member) bool {
 			return m.Name != self && m.Live() && !m.Meta.Draining && m.Serves(vip.Address) &&
@@ -97,7 +98,7 @@ func orphans(v *gossip.View, self string, vips []VIP) []VIP {
 }
 
 // RefusedError is a drain refused because it would leave VIPs unanswered.
-type RefusedError struct{ VIPs []VIP }
+type RefusedError struct{ VIPs []config.VIP }
 
 func (e *RefusedError) Error() string {
 	var names []string
@@ -156,7 +157,7 @@ func (d *Daemon) SetDrained(ctx context.Context, drained, force bool) error {
 // it would leave to nobody. Unless it is the last at once, it tells the
 // cluster it is leaving and looks again once that and the others' news
 // have spread (see the comment at the top). Leaving stays set.
-func (d *Daemon) mayLeave(ctx context.Context) []VIP {
+func (d *Daemon) mayLeave(ctx context.Context) []config.VIP {
 	self, vips := d.config().Node.Name, d.config().VIPs
 	if vs := orphans(d.cluster.View(), self, vips); len(vs) > 0 {
 		return vs
@@ -173,7 +174,7 @@ func (d *Daemon) updateMeta(what string) {
 	}
 }
 
-func vipNames(vs []VIP) []string {
+func vipNames(vs []config.VIP) []string {
 	var out []string
 	for _, v := range vs {
 		out = append(out, v.Name)
@@ -192,14 +193,14 @@ type DrainStatus struct {
 }
 
 // drainProgress is DrainStatus in view v.
-func drainProgress(v *gossip.View, self string, vips []VIP) DrainStatus {
+func drainProgress(v *gossip.View, self string, vips []config.VIP) DrainStatus {
 	digest := ViewDigest(v)
 	s := DrainStatus{Waiting: []string{}}
 	for _, m := range v.Members {
 		if m.Name == self || !m.Live() || m.Meta.Draining || m.Meta.Repointed == digest {
 			continue
 		}
-		if slices.ContainsFunc(vips, func(vip VIP) bool { return m.Serves(vip.Address) }) {
+		if slices.ContainsFunc(vips, func(vip config.VIP) bool { return m.Serves(vip.Address) }) {
 			s.Waiting = append(s.Waiting, m.Name)
 		}
 	}

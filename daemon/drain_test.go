@@ -14,6 +14,7 @@ import (
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/config"
 )
 
 // member is a live member serving testVIP, healthy unless unhealthy.
@@ -30,7 +31,7 @@ func member(name string, edit func(*gossip.Member)) gossip.Member {
 // eligible; of hosts leaving at once, the one whose name sorts last stays.
 func TestOrphans(t *testing.T) {
 	t.Parallel()
-	vips := []VIP{{Name: "web", Address: testVIP}}
+	vips := []config.VIP{{Name: "web", Address: testVIP}}
 	leaving := func(m *gossip.Member) { m.Meta.Leaving = true }
 	for _, tt := range []struct {
 		name    string
@@ -85,7 +86,7 @@ func TestViewDigest(t *testing.T) {
 // its VIPs reports the digest of its view.
 func TestDrainProgress(t *testing.T) {
 	t.Parallel()
-	vips := []VIP{{Name: "web", Address: testVIP}}
+	vips := []config.VIP{{Name: "web", Address: testVIP}}
 	members := []gossip.Member{
 		member("h1", func(m *gossip.Member) { m.Meta.Draining = true }),
 		member("h2", nil), member("h3", nil),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/arpshare/arpshare/internal/config"
 	"io"
 	"net"
 	"net/http"
@@ -16,7 +17,7 @@ import (
 // probe runs a check once; ctx carries its timeout.
 type probe func(ctx context.Context) error
 
-func newProbe(c *Check) probe {
+func newProbe(c *config.Check) probe {
 	switch {
 	case c.TCP != "":
 		return func(ctx context.Context) error {
@@ -76,7 +77,7 @@ func runCheck(ctx context.Context, argv []string) error {
 // healthy or not with rise/fall hysteresis. A VIP starts unhealthy: a host
 // takes clients only once its service has passed rise checks in a row.
 type healthCheck struct {
-	vip      VIP
+	vip      config.VIP
 	probe    probe
 	onChange func(healthy bool, err error)
 	// ticks returns the schedule; tests replace it.
@@ -88,7 +89,7 @@ type healthCheck struct {
 	once         sync.Once
 }
 
-func newHealthCheck(v VIP, onChange func(bool, error)) *healthCheck {
+func newHealthCheck(v config.VIP, onChange func(bool, error)) *healthCheck {
 	return &healthCheck{vip: v, probe: newProbe(v.Check), onChange: onChange, ready: make(chan struct{}), ticks: func(d time.Duration) (<-chan time.Time, func()) {
 		t := time.NewTicker(d)
 		return t.C, t.Stop

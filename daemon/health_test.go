@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"github.com/arpshare/arpshare/internal/config"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -15,13 +16,13 @@ import (
 	"time"
 )
 
-func checkVIP(c Check) VIP {
-	return VIP{Name: "web", Address: testVIP, Check: &c}
+func checkVIP(c config.Check) config.VIP {
+	return config.VIP{Name: "web", Address: testVIP, Check: &c}
 }
 
 func TestHealthRiseFall(t *testing.T) {
 	t.Parallel()
-	h := &healthCheck{vip: checkVIP(Check{Rise: 2, Fall: 3})}
+	h := &healthCheck{vip: checkVIP(config.Check{Rise: 2, Fall: 3})}
 	fail := errors.New("down")
 	steps := []struct {
 		err     error
@@ -54,7 +55,7 @@ func TestHealthRun(t *testing.T) {
 	hang := make(chan bool, 10) // true: the next probe hangs until cut off
 	var changes []bool
 	changed := make(chan struct{}, 10)
-	h := newHealthCheck(checkVIP(Check{TCP: "unused:1", Interval: time.Hour, Timeout: 20 * time.Millisecond, Rise: 1, Fall: 1}),
+	h := newHealthCheck(checkVIP(config.Check{TCP: "unused:1", Interval: time.Hour, Timeout: 20 * time.Millisecond, Rise: 1, Fall: 1}),
 		func(ok bool, err error) { changes = append(changes, ok); changed <- struct{}{} })
 	h.probe = func(ctx context.Context) error {
 		if <-hang {
@@ -94,13 +95,13 @@ func TestProbes(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	c, cancel := short()
-	if err := newProbe(&Check{TCP: addr})(c); err != nil {
+	if err := newProbe(&config.Check{TCP: addr})(c); err != nil {
 		t.Errorf("tcp probe of a listener: %v", err)
 	}
 	cancel()
 	l.Close()
 	c, cancel = short()
-	if err := newProbe(&Check{TCP: addr})(c); err == nil {
+	if err := newProbe(&config.Check{TCP: addr})(c); err == nil {
 		t.Error("tcp probe of a closed port passed")
 	}
 	cancel()
@@ -112,7 +113,7 @@ func TestProbes(t *testing.T) {
 	defer srv.Close()
 	for code, ok := range map[int]bool{200: true, 204: true, 302: false, 500: false} {
 		c, cancel := short()
-		err := newProbe(&Check{HTTP: srv.URL + "/" + strconv.Itoa(code)})(c)
+		err := newProbe(&config.Check{HTTP: srv.URL + "/" + strconv.Itoa(code)})(c)
 		cancel()
 		if (err == nil) != ok {
 			t.Errorf("http probe of a %d: err %v, want pass %v", code, err, ok)
@@ -121,7 +122,7 @@ func TestProbes(t *testing.T) {
 
 	for argv, ok := range map[string]bool{"/bin/true": true, "/bin/false": false, "/nonexistent/check": false} {
 		c, cancel := short()
-		err := newProbe(&Check{Exec: []string{argv}})(c)
+		err := newProbe(&config.Check{Exec: []string{argv}})(c)
 		cancel()
 		if (err == nil) != ok {
 			t.Errorf("exec %s: err %v, want pass %v", argv, err, ok)
@@ -140,7 +141,7 @@ func TestExecCheckKilled(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	errc := make(chan error, 1)
-	go func() { errc <- newProbe(&Check{Exec: []string{"/bin/sh", "-c", script}})(ctx) }()
+	go func() { errc <- newProbe(&config.Check{Exec: []string{"/bin/sh", "-c", script}})(ctx) }()
 	var b []byte
 	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		var err error

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/arpshare/arpshare/internal/clock"
+	"github.com/arpshare/arpshare/internal/config"
 )
 
 // A host serves a VIP only through a link that can serve it: an interface
@@ -388,7 +389,7 @@ func (w *linkWatch) configured() {
 	defer w.mu.Unlock()
 	keep := map[linkKey]bool{}
 	for _, v := range w.state.config().VIPs {
-		keep[v.link()] = true
+		keep[linkOf(v)] = true
 	}
 	maps.DeleteFunc(w.sockets, func(k linkKey, _ socketState) bool { return !keep[k] })
 	w.update()
@@ -421,7 +422,7 @@ func (w *linkWatch) linkProblem(iface string) string {
 
 // fault says why this host's link cannot serve v; "" if it can. w.mu is
 // held.
-func (w *linkWatch) fault(v VIP) string {
+func (w *linkWatch) fault(v config.VIP) string {
 	if p := w.linkProblem(v.Interface); p != "" {
 		return fmt.Sprintf("link %s: %s", v.Interface, p)
 	}
@@ -429,7 +430,7 @@ func (w *linkWatch) fault(v VIP) string {
 	if v.Address.Is6() {
 		proto = "NDP"
 	}
-	if s := w.sockets[v.link()]; !s.open {
+	if s := w.sockets[linkOf(v)]; !s.open {
 		if s.err == "" {
 			s.err = "not open yet"
 		}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/config"
 )
 
 // Metric names that tests and the dashboard rely on.
@@ -146,7 +147,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	for _, v := range cfg.VIPs {
 		e.names[v.Address] = v.Name
 	}
-	c.collectResponders(e, cfg.Node.FastPath != FastPathOff)
+	c.collectResponders(e, cfg.Node.FastPath != config.FastPathOff)
 	c.collectRepoint(e, cfg)
 	v := c.d.cluster.View()
 	c.collectClients(e, cfg, v)
@@ -158,7 +159,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 
 // collectRepoint sends the re-pointing results by VIP (both results of
 // every configured VIP, so that rate() sees them from 0), and the backlog.
-func (c collector) collectRepoint(e emitter, cfg *Config) {
+func (c collector) collectRepoint(e emitter, cfg *config.Config) {
 	rs := c.d.repointer.Status()
 	results := map[string]RepointResults{}
 	for _, v := range cfg.VIPs {
@@ -179,7 +180,7 @@ func (c collector) collectRepoint(e emitter, cfg *Config) {
 
 // collectNode sends this host's name, whether the operator drained it and
 // since when.
-func (c collector) collectNode(e emitter, cfg *Config) {
+func (c collector) collectNode(e emitter, cfg *config.Config) {
 	e.gauge(descNodeInfo, 1, cfg.Node.Name, c.d.version)
 	drained := c.d.state.operatorDrained()
 	e.gauge(descNodeDrained, bool01(drained))
@@ -281,7 +282,7 @@ func (c collector) collectResponders(e emitter, fastPath bool) {
 }
 
 // collectClients sends the VIPs' info and their clients, known and owned.
-func (c collector) collectClients(e emitter, cfg *Config, v *gossip.View) {
+func (c collector) collectClients(e emitter, cfg *config.Config, v *gossip.View) {
 	d := c.d
 	known, owned := map[string]int{}, map[string]int{}
 	counts := d.ownerCounts(cfg, v)
@@ -332,7 +333,7 @@ func (c collector) collectCluster(e emitter, v *gossip.View) {
 // healthy, serving) and how many hosts are eligible in its view. Facts
 // about the other hosts are theirs to send: one series per host and VIP,
 // not one per pair of hosts.
-func (c collector) collectVIPs(e emitter, cfg *Config, v *gossip.View) {
+func (c collector) collectVIPs(e emitter, cfg *config.Config, v *gossip.View) {
 	healthy := c.d.state.health()
 	responders := c.d.responders.snapshot()
 	up := v.Serving() && !c.d.state.draining()
@@ -342,7 +343,7 @@ func (c collector) collectVIPs(e emitter, cfg *Config, v *gossip.View) {
 		// As it gossips: a link that cannot serve counts as a failed check.
 		linkOK := c.d.state.linkFault(vip.Address) == ""
 		ok := healthy[vip.Address] && linkOK
-		r := responders[vip.link()]
+		r := responders[linkOf(vip)]
 		open := r != nil && r.MAC() != nil
 		serving := up && open && linkOK && (ok || v.Fallback(vip.Address))
 		e.gauge(descEligible, bool01(self), vip.Name)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/config"
 )
 
 // vipCounts counts one VIP's known clients and who answers them.
@@ -41,8 +42,8 @@ type ownerCache struct {
 // unchanged may still have changed (one client expired and another came);
 // that shows at its next change of counts.
 type countsSig struct {
-	view  *gossip.View // replaced, never changed, on every view change
-	cfg   *Config      // likewise on every reload
+	view  *gossip.View   // replaced, never changed, on every view change
+	cfg   *config.Config // likewise on every reload
 	table tableCounts
 }
 
@@ -53,7 +54,7 @@ type tableCounts struct {
 }
 
 // get returns the counts by VIP address; callers must not change them.
-func (c *ownerCache) get(cfg *Config, v *gossip.View, table *arp.ClientTable) map[netip.Addr]vipCounts {
+func (c *ownerCache) get(cfg *config.Config, v *gossip.View, table *arp.ClientTable) map[netip.Addr]vipCounts {
 	st := table.Stats()
 	sig := countsSig{view: v, cfg: cfg, table: tableCounts{st.Probation, st.Protected, st.Evicted}}
 	c.mu.Lock()
@@ -68,9 +69,9 @@ func (c *ownerCache) get(cfg *Config, v *gossip.View, table *arp.ClientTable) ma
 
 // countOwners walks the clients once: every VIP of cfg gets its counts,
 // clients of a VIP a reload removed are left out.
-func countOwners(cfg *Config, v *gossip.View, clients []arp.Client) map[netip.Addr]vipCounts {
+func countOwners(cfg *config.Config, v *gossip.View, clients []arp.Client) map[netip.Addr]vipCounts {
 	out := map[netip.Addr]vipCounts{}
-	vips := map[netip.Addr]VIP{}
+	vips := map[netip.Addr]config.VIP{}
 	for _, vip := range cfg.VIPs {
 		vips[vip.Address] = vip
 		out[vip.Address] = vipCounts{Owners: map[string]int{}}
@@ -96,6 +97,6 @@ func countOwners(cfg *Config, v *gossip.View, clients []arp.Client) map[netip.Ad
 }
 
 // ownerCounts are the daemon's cached counts.
-func (d *Daemon) ownerCounts(cfg *Config, v *gossip.View) map[netip.Addr]vipCounts {
+func (d *Daemon) ownerCounts(cfg *config.Config, v *gossip.View) map[netip.Addr]vipCounts {
 	return d.owners.get(cfg, v, d.table)
 }

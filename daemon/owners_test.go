@@ -9,14 +9,15 @@ import (
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/config"
 )
 
 var countsVIP = netip.MustParseAddr("198.18.0.100")
 
 // countsSetup is a config with one VIP, a view of hosts h1..h3 serving it
 // and a table of n clients.
-func countsSetup(n int) (*Config, *gossip.View, *arp.ClientTable) {
-	cfg := &Config{VIPs: []VIP{{Name: "web", Address: countsVIP, Interface: "eth0", Mode: policy.Hash}}}
+func countsSetup(n int) (*config.Config, *gossip.View, *arp.ClientTable) {
+	cfg := &config.Config{VIPs: []config.VIP{{Name: "web", Address: countsVIP, Interface: "eth0", Mode: policy.Hash}}}
 	var ms []gossip.Member
 	for _, name := range []string{"h1", "h2", "h3"} {
 		ms = append(ms, gossip.Member{Name: name, State: gossip.StateAlive, Meta: gossip.Meta{Weight: 1, VIPs: []netip.Addr{countsVIP}}})
@@ -60,7 +61,7 @@ func TestOwnerCache(t *testing.T) {
 	if got := c.get(cfg, v2, table)[countsVIP]; c.walks != 3 || got.Known != 1001 {
 		t.Errorf("a table change %s after the last walk: %d walks, %d known, want 3 and 1001", ownerCountsAge, c.walks, got.Known)
 	}
-	cfg2 := &Config{VIPs: []VIP{{Name: "web", Address: countsVIP, Interface: "eth0", Mode: policy.Race}}}
+	cfg2 := &config.Config{VIPs: []config.VIP{{Name: "web", Address: countsVIP, Interface: "eth0", Mode: policy.Race}}}
 	if got := c.get(cfg2, v2, table)[countsVIP]; c.walks != 4 || len(got.Owners) != 0 || got.Known != 1001 {
 		t.Errorf("after a reload to race mode: %d walks, counts %+v", c.walks, got)
 	}

@@ -9,13 +9,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/arpshare/arpshare/arp"
+	"github.com/arpshare/arpshare/internal/config"
 )
 
 // TestMergeRefusalsCounted: what a peer's client table brings that this
 // host does not take is counted by reason in the metrics.
 func TestMergeRefusalsCounted(t *testing.T) {
 	t.Parallel()
-	d := New(&Config{Node: NodeConfig{Name: "x", StateDir: t.TempDir(), MaxClients: 10}}, quietLog(), "test")
+	d := New(&config.Config{Node: config.NodeConfig{Name: "x", StateDir: t.TempDir(), MaxClients: 10}}, quietLog(), "test")
 	d.table.Serve([]netip.Addr{testVIP})
 	src := arp.NewClientTable(10, time.Hour)
 	src.Learn(netip.MustParseAddr("198.18.0.250"), netip.MustParseAddr("198.18.1.1"), net.HardwareAddr{2, 0, 0, 0, 0, 1}, time.Now())

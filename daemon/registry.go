@@ -8,6 +8,7 @@ import (
 
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/config"
 )
 
 // linkKey names a responder: an interface and an address family.
@@ -16,7 +17,8 @@ type linkKey struct {
 	ipv6  bool
 }
 
-func (v VIP) link() linkKey { return linkKey{v.Interface, v.Address.Is6()} }
+// linkOf is the link that serves v.
+func linkOf(v config.VIP) linkKey { return linkKey{v.Interface, v.Address.Is6()} }
 
 // responders are the running responders, one per interface and address
 // family that serves at least one VIP. They send what the repointer asks
@@ -34,12 +36,12 @@ func newResponders() *responders {
 // set makes the responders serve vips: a responder whose interface still
 // serves VIPs keeps running with the new ones, the others stop, and
 // newResponder makes the missing ones, which start runs.
-func (rs *responders) set(vips []VIP, newResponder func(linkKey, []arp.VIP) *arp.Responder, start func(*arp.Responder) *running[*arp.Responder]) {
+func (rs *responders) set(vips []config.VIP, newResponder func(linkKey, []arp.VIP) *arp.Responder, start func(*arp.Responder) *running[*arp.Responder]) {
 	byLink := map[linkKey][]arp.VIP{}
 	link := map[netip.Addr]linkKey{}
 	for _, v := range vips {
-		byLink[v.link()] = append(byLink[v.link()], arp.VIP{Address: v.Address, Policy: v.Policy()})
-		link[v.Address] = v.link()
+		byLink[linkOf(v)] = append(byLink[linkOf(v)], arp.VIP{Address: v.Address, Policy: v.Policy()})
+		link[v.Address] = linkOf(v)
 	}
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
@@ -127,8 +129,8 @@ func newChecks() *checks { return &checks{byAddr: map[netip.Addr]*running[*healt
 // set makes the checks those of vips. Unchanged checks keep running, with
 // their state. It reports each VIP's health as it starts: true without a
 // check, false for a check that starts.
-func (cs *checks) set(vips []VIP, state *hostState, start func(VIP) *running[*healthCheck]) {
-	want := map[netip.Addr]VIP{}
+func (cs *checks) set(vips []config.VIP, state *hostState, start func(config.VIP) *running[*healthCheck]) {
+	want := map[netip.Addr]config.VIP{}
 	for _, v := range vips {
 		want[v.Address] = v
 	}

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/arpshare/arpshare/internal/config"
 	"golang.org/x/sys/unix"
 )
 
@@ -25,7 +26,7 @@ var errRefused = errors.New("config refused, the running one stays in force")
 // settings need a restart, and the log says which. A VIP that cannot be plumbed is left out, the others
 // applied, and the error returned.
 func (d *Daemon) Reload(path string) error {
-	cfg, err := LoadConfig(path)
+	cfg, err := config.LoadConfig(path)
 	if err != nil {
 		d.reloads.WithLabelValues("refused").Inc()
 		d.lastReload.Set(0)
@@ -60,7 +61,7 @@ func (d *Daemon) Reload(path string) error {
 
 // liveChanges returns cfg with the settings that only apply at restart
 // kept as in old, and logs those that changed.
-func liveChanges(log *slog.Logger, old, cfg *Config) *Config {
+func liveChanges(log *slog.Logger, old, cfg *config.Config) *config.Config {
 	var needRestart []string
 	restartOnly := cfg.Gossip
 	restartOnly.Peers, restartOnly.Expect = old.Gossip.Peers, old.Gossip.Expect // these apply live

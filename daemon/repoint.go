@@ -13,6 +13,7 @@ import (
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/config"
 )
 
 // Re-pointing: when ownership of a known client moves to this host, the
@@ -212,10 +213,10 @@ type announcement struct {
 // NewRepointer returns a repointer; Run starts it.
 func NewRepointer(r Repointer) *Repointer {
 	if r.Rate <= 0 {
-		r.Rate = DefaultRepointRate
+		r.Rate = config.DefaultRepointRate
 	}
 	if r.ReassertRate <= 0 {
-		r.ReassertRate = DefaultReassertRate
+		r.ReassertRate = config.DefaultReassertRate
 	}
 	r.views = make(chan *gossip.View, 1)
 	r.refuted = make(chan struct{}, 1)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/config"
 )
 
 // vipServer serves the VIPs of the config in force: it puts them on lo,
@@ -60,7 +61,7 @@ func (d *vipServer) watchLinks(source linkSource) {
 // notice nothing. It returns the VIPs that failed, one error each: at
 // start that is fatal; on reload a VIP that cannot be added is left out and
 // the rest applied.
-func (d *vipServer) apply(old, cfg *Config) error {
+func (d *vipServer) apply(old, cfg *config.Config) error {
 	d.plumbing.Lock()
 	defer d.plumbing.Unlock()
 	if old == nil {
@@ -79,7 +80,7 @@ func (d *vipServer) apply(old, cfg *Config) error {
 
 // plumb puts the VIPs new in cfg on lo and takes those gone off. It returns
 // cfg without the VIPs that could not be added, and the failures.
-func (d *vipServer) plumb(old, cfg *Config) (*Config, error) {
+func (d *vipServer) plumb(old, cfg *config.Config) (*config.Config, error) {
 	was, is := map[netip.Addr]bool{}, map[netip.Addr]bool{}
 	if old != nil {
 		for _, v := range old.VIPs {
@@ -181,12 +182,12 @@ func (d *vipServer) newResponder(k linkKey, vips []arp.VIP) *arp.Responder {
 	r = arp.NewResponder(arp.ResponderConfig{
 		Interface: k.iface, IPv6: k.ipv6, VIPs: vips, Table: d.table, View: d.cluster.View(),
 		Logger: d.log, OnOpen: onOpen, OnClose: onClose, WaitLink: d.links.waitLink, Listen: d.seams.listen, ListenNDP: d.seams.listenNDP,
-		FastPath: d.state.config().Node.FastPath != FastPathOff, // fast path (issue 11)
+		FastPath: d.state.config().Node.FastPath != config.FastPathOff, // fast path (issue 11)
 	})
 	return r
 }
 
-func (d *vipServer) startCheck(v VIP) *running[*healthCheck] {
+func (d *vipServer) startCheck(v config.VIP) *running[*healthCheck] {
 	var h *healthCheck
 	h = newHealthCheck(v, func(ok bool, err error) { d.healthChanged(h, ok, err) })
 	return start(d.tasks, h)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/config"
 )
 
 // hostState is what this host is and tells the cluster about itself: the
@@ -22,7 +23,7 @@ import (
 // It produces the gossip metadata.
 type hostState struct {
 	mu       sync.Mutex
-	cfg      *Config
+	cfg      *config.Config
 	drained  bool // by the operator; survives restarts
 	stopping bool
 	leave    leaveState // see drain.go
@@ -44,7 +45,7 @@ const drainedText = "drained by `arpshare drain`; `arpshare resume` undoes it\n"
 // file that is empty or holds something else is not trusted: a host that
 // came up drained by accident would answer nobody until someone noticed,
 // while one that serves by accident is undone by draining it again.
-func newHostState(cfg *Config) *hostState {
+func newHostState(cfg *config.Config) *hostState {
 	s := &hostState{cfg: cfg, healthy: map[netip.Addr]bool{}, macs: map[string]net.HardwareAddr{}}
 	b, err := os.ReadFile(s.drainedFile())
 	switch {
@@ -59,7 +60,7 @@ func newHostState(cfg *Config) *hostState {
 	return s
 }
 
-func (s *hostState) config() *Config {
+func (s *hostState) config() *config.Config {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.cfg
@@ -197,7 +198,7 @@ func (s *hostState) mac(iface string) (net.HardwareAddr, bool) {
 // setConfig puts cfg in force: it forgets the health of VIPs that are gone
 // (health is the checks' to set, see checks.apply) and the MACs of
 // interfaces no longer served.
-func (s *hostState) setConfig(cfg *Config) {
+func (s *hostState) setConfig(cfg *config.Config) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.cfg = cfg

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"github.com/arpshare/arpshare/internal/config"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,7 +25,7 @@ func TestDrainedStateFile(t *testing.T) {
 		{name: "garbage", content: ptr("\x00\x00\x00"), warningHas: "is empty or corrupt (3 bytes)"},
 	} {
 		dir := t.TempDir()
-		cfg := &Config{Node: NodeConfig{StateDir: dir}}
+		cfg := &config.Config{Node: config.NodeConfig{StateDir: dir}}
 		file := filepath.Join(dir, "drained")
 		if tt.content != nil {
 			if err := os.WriteFile(file, []byte(*tt.content), 0o644); err != nil {
@@ -48,7 +49,7 @@ func ptr[T any](v T) *T { return &v }
 func TestSetDrainedAtomic(t *testing.T) {
 	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "state")
-	s := newHostState(&Config{Node: NodeConfig{StateDir: dir}})
+	s := newHostState(&config.Config{Node: config.NodeConfig{StateDir: dir}})
 	if changed, err := s.setDrained(true); err != nil || !changed {
 		t.Fatalf("drain: changed %v, %v", changed, err)
 	}
@@ -65,7 +66,7 @@ func TestSetDrainedAtomic(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(dir, "drained")); err != nil || fi.Mode().Perm() != 0o644 {
 		t.Errorf("drained file mode %v (%v), want 0644", fi.Mode().Perm(), err)
 	}
-	if !newHostState(&Config{Node: NodeConfig{StateDir: dir}}).draining() {
+	if !newHostState(&config.Config{Node: config.NodeConfig{StateDir: dir}}).draining() {
 		t.Error("a restart after drain does not start drained")
 	}
 	// Replacing a file keeps no temporary file either.
@@ -81,7 +82,7 @@ func TestSetDrainedAtomic(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "drained")); !os.IsNotExist(err) {
 		t.Errorf("drained file still there after resume: %v", err)
 	}
-	if newHostState(&Config{Node: NodeConfig{StateDir: dir}}).draining() {
+	if newHostState(&config.Config{Node: config.NodeConfig{StateDir: dir}}).draining() {
 		t.Error("a restart after resume starts drained")
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/config"
 )
 
 // statusLine is systemd's STATUS.
@@ -45,7 +46,7 @@ func (d *Daemon) Status() Status {
 	counts := d.ownerCounts(cfg, v)
 	responders := d.responders.snapshot()
 	for _, vip := range cfg.VIPs {
-		r := responders[vip.link()]
+		r := responders[linkOf(vip)]
 		vs := VIPStatus{
 			Name: vip.Name, Address: vip.Address, Interface: vip.Interface, Mode: vip.Mode,
 			Answering: r.MAC() != nil, Healthy: healthy[vip.Address], Link: d.state.linkFault(vip.Address), Fallback: v.Fallback(vip.Address),
@@ -102,29 +103,19 @@ func peerStatuses(ms []gossip.Member) []MemberStatus {
 	return out
 }
 
-// findVIP finds a VIP by name or address.
-func (cfg *Config) findVIP(nameOrAddr string) (VIP, bool) {
-	for _, v := range cfg.VIPs {
-		if v.Name == nameOrAddr || v.Address.String() == nameOrAddr {
-			return v, true
-		}
-	}
-	return VIP{}, false
-}
-
 // Clients lists the known clients of vip (a name or address; empty: all),
 // each with the host that answers it.
 func (d *Daemon) Clients(vip string) ([]ClientStatus, error) {
 	cfg := d.config()
 	var only netip.Addr
 	if vip != "" {
-		v, ok := cfg.findVIP(vip)
+		v, ok := cfg.FindVIP(vip)
 		if !ok {
-			return nil, cfg.noVIP(vip)
+			return nil, cfg.NoVIP(vip)
 		}
 		only = v.Address
 	}
-	names := map[netip.Addr]VIP{}
+	names := map[netip.Addr]config.VIP{}
 	for _, v := range cfg.VIPs {
 		names[v.Address] = v
 	}
@@ -154,9 +145,9 @@ func (d *Daemon) Clients(vip string) ([]ClientStatus, error) {
 // this host's live view: the first question when a user complains.
 func (d *Daemon) Owner(vip, client string) (OwnerStatus, error) {
 	cfg := d.config()
-	v, ok := cfg.findVIP(vip)
+	v, ok := cfg.FindVIP(vip)
 	if !ok {
-		return OwnerStatus{}, cfg.noVIP(vip)
+		return OwnerStatus{}, cfg.NoVIP(vip)
 	}
 	ip, err := netip.ParseAddr(client)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/arpshare/arpshare/internal/config"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -36,13 +37,13 @@ func TestSysctlGuard(t *testing.T) {
 	set("eth0", "arp_announce", "2")
 	set("eth1", "arp_ignore", "0") // IPv6 VIPs only: none of arpshare's business
 	set("eth1", "arp_announce", "0")
-	cfg := &Config{VIPs: []VIP{
+	cfg := &config.Config{VIPs: []config.VIP{
 		{Name: "web", Address: netip.MustParseAddr("198.18.0.200"), Interface: "eth0"},
 		{Name: "db", Address: netip.MustParseAddr("198.18.0.201"), Interface: "eth0"},
 		{Name: "web6", Address: netip.MustParseAddr("fd00::200"), Interface: "eth1"},
 		{Name: "later", Address: netip.MustParseAddr("198.18.0.202"), Interface: "eth9"}, // missing
 	}}
-	g := newSysctlGuard(dir, newHostState(&Config{Node: NodeConfig{StateDir: t.TempDir()}}), quietLog())
+	g := newSysctlGuard(dir, newHostState(&config.Config{Node: config.NodeConfig{StateDir: t.TempDir()}}), quietLog())
 	g.state.setConfig(cfg)
 	if n := g.check(); n != 0 {
 		t.Fatalf("put back %d sysctls that were right", n)

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/config"
 )
 
 // viewChanged is the path of a failover through the daemon: gossip hands
@@ -29,7 +30,7 @@ type viewWatch struct {
 	rejected map[string]string // why each member's metadata is rejected
 }
 
-func (w *viewWatch) observe(log *slog.Logger, v *gossip.View, vips []VIP) {
+func (w *viewWatch) observe(log *slog.Logger, v *gossip.View, vips []config.VIP) {
 	switch {
 	case w.quorum != v.Quorum() && !v.Quorum():
 		log.Error("lost quorum: this host sees fewer than a majority of the expected hosts and stops answering", "alive", v.Alive(), "expect", v.Expect)

@@ -16,8 +16,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/arpshare/arpshare/arp/policy"
-	"github.com/arpshare/arpshare/daemon"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/config"
 	"github.com/arpshare/arpshare/internal/lab"
 )
 
@@ -558,7 +558,7 @@ one of 33,000 clients takes 7 s).
 | host | gossip | push-pulls | ARP | all | re-pointing rounds (clients, start) |
 |---|---|---|---|---|---|
 %s
-`, n, today(), window, offset, daemon.DefaultReassertInterval, strings.Join(rows, "\n"))}
+`, n, today(), window, offset, config.DefaultReassertInterval, strings.Join(rows, "\n"))}
 	return []section{memory, gossip}, nil
 }
 

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/arpshare/arpshare/daemon"
+	"github.com/arpshare/arpshare/internal/config"
 )
 
 // Exit codes, the same for every command; arpshare(8) lists them.
@@ -86,9 +87,9 @@ func boolFlag(name, usage string, field func(*options) *bool) flagDef {
 }
 
 var (
-	flagConfig = stringFlag("config", "FILE", daemon.DefaultConfigPath, "the config file",
+	flagConfig = stringFlag("config", "FILE", config.DefaultConfigPath, "the config file",
 		func(o *options) *string { return &o.config })
-	flagSocket = stringFlag("socket", "PATH", "", "the daemon's API socket (default: api.socket from the config file, else "+daemon.DefaultSocket+")",
+	flagSocket = stringFlag("socket", "PATH", "", "the daemon's API socket (default: api.socket from the config file, else "+config.DefaultSocket+")",
 		func(o *options) *string { return &o.socket })
 	flagJSON     = boolFlag("json", "print JSON instead of text (fields are documented in arpshare(8))", func(o *options) *bool { return &o.json })
 	flagLogLevel = stringFlag("log-level", "LEVEL", "info", "the lowest level logged: debug, info, warn or error",
@@ -466,7 +467,7 @@ type CheckResult struct {
 
 func runCheck(e *env) int {
 	res := CheckResult{Config: e.opts.config, Errors: []string{}, Warnings: []string{}, Notes: []string{}}
-	cfg, err := daemon.LoadConfig(e.opts.config)
+	cfg, err := config.LoadConfig(e.opts.config)
 	if err != nil {
 		res.Errors = append(res.Errors, strings.Split(err.Error(), "\n")...)
 	} else {
@@ -515,12 +516,12 @@ func (e *env) socketPath() (string, error) {
 	}
 	explicit := false
 	e.fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
-	s, err := daemon.SocketFromConfig(e.opts.config)
+	s, err := config.SocketFromConfig(e.opts.config)
 	if err != nil {
 		if explicit {
 			return "", err
 		}
-		return daemon.DefaultSocket, nil
+		return config.DefaultSocket, nil
 	}
 	return s, nil
 }

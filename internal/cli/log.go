@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/arpshare/arpshare/daemon"
+	"github.com/arpshare/arpshare/internal/config"
 )
 
 // newLogger logs text lines to w at level and above. When w is the journal
@@ -107,7 +108,7 @@ func (h *priorityHandler) WithGroup(name string) slog.Handler {
 
 // serve runs the daemon until SIGTERM or SIGINT.
 func serve(e *env, log *slog.Logger) int {
-	cfg, err := daemon.LoadConfig(e.opts.config)
+	cfg, err := config.LoadConfig(e.opts.config)
 	if err != nil {
 		for _, line := range strings.Split(err.Error(), "\n") {
 			log.Error("config refused", "error", line)
@@ -115,7 +116,7 @@ func serve(e *env, log *slog.Logger) int {
 		return ExitFailure
 	}
 	if cfg.Gossip.KeyFile != "" {
-		if err := daemon.KeyFilePrivate(cfg.Gossip.KeyFile); err != nil {
+		if err := config.KeyFilePrivate(cfg.Gossip.KeyFile); err != nil {
 			log.Error("gossip key refused", "error", err.Error())
 			return ExitFailure
 		}

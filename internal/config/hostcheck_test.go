@@ -1,4 +1,4 @@
-package daemon
+package config
 
 import (
 	"encoding/json"
@@ -75,7 +75,7 @@ func TestCheckHost(t *testing.T) {
 		{
 			name: "port taken",
 			cfg:  Config{Gossip: GossipConfig{Bind: netip.MustParseAddrPort(held.Addr().String())}},
-			errors: []string{fmt.Sprintf("gossip.bind %s: the port is taken by daemon.test (pid %d); Docker Swarm, Serf, Consul and MetalLB speakers also use 7946",
+			errors: []string{fmt.Sprintf("gossip.bind %s: the port is taken by config.test (pid %d); Docker Swarm, Serf, Consul and MetalLB speakers also use 7946",
 				held.Addr(), os.Getpid())},
 		},
 		{
@@ -187,14 +187,14 @@ func TestCheckHostOwnDaemon(t *testing.T) {
 		errs   string
 	}{
 		{"own daemon", bind, fmt.Sprintf("gossip.bind %s: port %d is held by this host's running arpshare (pid %d, it answers on ", bind, bind.Port(), os.Getpid()), ""},
-		{"a daemon bound elsewhere", netip.MustParseAddrPort("127.0.0.2:7946"), "", "the port is taken by daemon.test (pid"},
+		{"a daemon bound elsewhere", netip.MustParseAddrPort("127.0.0.2:7946"), "", "the port is taken by config.test (pid"},
 	} {
 		socket := filepath.Join(t.TempDir(), "api.sock")
 		l, err := net.Listen("unix", socket)
 		if err != nil {
 			t.Fatal(err)
 		}
-		status := Status{Node: "h1", Members: []MemberStatus{{Name: "h2", Address: bind}, {Name: "h1", Address: tt.member}}}
+		status := map[string]any{"node": "h1", "members": []map[string]any{{"name": "h2", "address": bind}, {"name": "h1", "address": tt.member}}}
 		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			json.NewEncoder(w).Encode(status)
 		})}

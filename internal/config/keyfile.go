@@ -1,4 +1,4 @@
-package daemon
+package config
 
 import (
 	"fmt"
@@ -25,7 +25,7 @@ func KeyFilePrivate(path string) error {
 	}
 	mode := fi.Mode().Perm()
 	fix := "chmod 0600 " + path
-	if inGroup(st.Gid) {
+	if InGroup(st.Gid) {
 		fix = "chmod 0640 " + path
 	}
 	switch {
@@ -33,7 +33,7 @@ func KeyFilePrivate(path string) error {
 		return fmt.Errorf("gossip.key_file %s has mode %04o: every user of this host can read or change the key, and with it join the cluster and take clients; %s", path, mode, fix)
 	case mode&0o020 != 0:
 		return fmt.Errorf("gossip.key_file %s has mode %04o: its group %s can change the key; %s", path, mode, groupName(st.Gid), fix)
-	case mode&0o040 != 0 && !inGroup(st.Gid):
+	case mode&0o040 != 0 && !InGroup(st.Gid):
 		return fmt.Errorf("gossip.key_file %s has mode %04o: its group %s, which this daemon does not run in, can read the key; chmod 0600 %s, or chgrp %s %s if the daemon runs in group %s",
 			path, mode, groupName(st.Gid), path, ServiceUser, path, ServiceUser)
 	case st.Uid != 0 && int(st.Uid) != os.Geteuid():
@@ -47,7 +47,7 @@ func KeyFilePrivate(path string) error {
 }
 
 // inGroup reports whether this process runs in group gid.
-func inGroup(gid uint32) bool {
+func InGroup(gid uint32) bool {
 	if int(gid) == os.Getegid() {
 		return true
 	}

@@ -1,4 +1,4 @@
-package daemon
+package config
 
 import (
 	"encoding/base64"
@@ -28,7 +28,7 @@ func writeKey(t *testing.T, dir string, n int) string {
 
 func TestReferenceConfig(t *testing.T) {
 	t.Parallel()
-	data, err := os.ReadFile("../examples/arpshare.toml")
+	data, err := os.ReadFile("../../examples/arpshare.toml")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package daemon
+package config
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -58,7 +59,7 @@ func (cfg *Config) askDaemon() int {
 		return 0
 	}
 	defer resp.Body.Close()
-	var s Status
+	var s runningStatus
 	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&s) != nil {
 		return 0
 	}
@@ -68,6 +69,16 @@ func (cfg *Config) askDaemon() int {
 		}
 	}
 	return 0
+}
+
+// runningStatus is the part of the API's status that tells a daemon's own
+// gossip address: its node's name and the members' addresses.
+type runningStatus struct {
+	Node    string `json:"node"`
+	Members []struct {
+		Name    string         `json:"name"`
+		Address netip.AddrPort `json:"address"`
+	} `json:"members"`
 }
 
 // peerPID is the pid of the process at the other end of a Unix socket, 0
