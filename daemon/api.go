@@ -17,6 +17,7 @@ import (
 
 	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/daemon/handover"
+	"github.com/arpshare/arpshare/daemon/repoint"
 	"github.com/arpshare/arpshare/gossip"
 )
 
@@ -45,7 +46,7 @@ type Status struct {
 	Members   []MemberStatus `json:"members"`
 	VIPs      []VIPStatus    `json:"vips"`
 	// Repointing is the re-pointing round in progress, at node.repoint_rate.
-	Repointing RepointStatus `json:"repointing"`
+	Repointing repoint.Status `json:"repointing"`
 	// Handover: whether moved clients' open connections are handed to
 	// their previous owner, and which are now.
 	Handover handover.Status `json:"handover"`

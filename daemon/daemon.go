@@ -14,6 +14,7 @@ import (
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/arp/fastpath"
 	"github.com/arpshare/arpshare/daemon/handover"
+	"github.com/arpshare/arpshare/daemon/repoint"
 	"github.com/arpshare/arpshare/gossip"
 	"github.com/arpshare/arpshare/internal/config"
 )
@@ -43,7 +44,7 @@ type Daemon struct {
 	table      *arp.ClientTable
 	cluster    *gossip.Cluster
 	owners     ownerCache // status's and metrics' client counts
-	repointer  *Repointer
+	repointer  *repoint.Repointer
 	handover   *handover.Handover
 	serving    *vipServer
 	responders *responders // serving's, for the status and metrics
@@ -109,14 +110,14 @@ func newDaemon(cfg *config.Config, log *slog.Logger, version string, sm seams) *
 	if d.state.draining() {
 		log.Warn("starting drained: this host answers no client until `arpshare resume`")
 	}
-	d.repointer = NewRepointer(Repointer{
-		Table: d.table, Logger: log, Served: d.state, Send: d.responders,
-		Rate:     cfg.Node.RepointRate,
-		Reassert: cfg.Node.ReassertInterval, ReassertRate: cfg.Node.ReassertRate,
-	})
 	d.sysctls = newSysctlGuard(sm.sysctlDir, d.state, log)
 	d.reports = newRepointReports(d.state)
-	d.repointer.Progress = d.reports
+	d.repointer = repoint.New(repoint.Config{
+		Table: d.table, Logger: log, VIPs: d.state, Send: d.responders,
+		Rate:     cfg.Node.RepointRate,
+		Reassert: cfg.Node.ReassertInterval, ReassertRate: cfg.Node.ReassertRate,
+		Progress: d.reports,
+	})
 	d.handover = handover.New(cfg.Handover, cfg.Node.Name, cfg.Node.MaxClients, handoverSource{d.state, d.table}, log.With("component", "handover"))
 	d.cluster = gossip.NewCluster(gossip.ClusterConfig{
 		Name: cfg.Node.Name, Bind: cfg.Gossip.Bind, Peers: cfg.Gossip.Peers,

@@ -2,16 +2,13 @@ package daemon
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
-	"net/netip"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
-
+	"github.com/arpshare/arpshare/daemon/repoint"
 	"github.com/arpshare/arpshare/gossip"
 	"github.com/arpshare/arpshare/internal/clock"
 	"github.com/arpshare/arpshare/internal/config"
@@ -44,39 +41,6 @@ import (
 // (30 s by default) and the leave, a stop stays under the unit's
 // TimeoutStopSec= (45 s).
 const repointStopWait = 10 * time.Second
-
-// ViewDigest sums up who is eligible for each VIP in v, with their weights:
-// hosts whose views have the same digest give every client the same owner.
-// It is never 0 (gossip.Meta.Repointed's "none yet").
-func ViewDigest(v *gossip.View) uint32 {
-	if v == nil {
-		return 1
-	}
-	var vips []netip.Addr
-	for _, m := range v.Members {
-		vips = append(vips, m.Meta.VIPs...)
-		vips = append(vips, m.Meta.Unhealthy...)
-	}
-	slices.SortFunc(vips, netip.Addr.Compare)
-	vips = slices.Compact(vips)
-	h := xxhash.New()
-	for _, vip := range vips {
-		es := v.Eligible(vip)
-		if len(es) == 0 {
-			continue
-		}
-		a := vip.As16()
-		h.Write(a[:])
-		for _, c := range es {
-			h.WriteString(c.Name)
-			h.Write(binary.BigEndian.AppendUint32([]byte{0}, uint32(c.Weight)))
-		}
-	}
-	if d := uint32(h.Sum64()); d != 0 {
-		return d
-	}
-	return 1
-}
 
 // orphans returns the VIPs of vips that no host but self would answer if
 // self stopped answering: no other member that is live (as in eligibility:
@@ -194,7 +158,7 @@ type DrainStatus struct {
 
 // drainProgress is DrainStatus in view v.
 func drainProgress(v *gossip.View, self string, vips []config.VIP) DrainStatus {
-	digest := ViewDigest(v)
+	digest := repoint.ViewDigest(v)
 	s := DrainStatus{Waiting: []string{}}
 	for _, m := range v.Members {
 		if m.Name == self || !m.Live() || m.Meta.Draining || m.Meta.Repointed == digest {
@@ -223,7 +187,7 @@ type repointReports struct {
 	changed chan struct{}
 }
 
-var _ Progress = (*repointReports)(nil)
+var _ repoint.Progress = (*repointReports)(nil)
 
 func newRepointReports(state *hostState) *repointReports {
 	return &repointReports{state: state, changed: make(chan struct{}, 1)}

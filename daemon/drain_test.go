@@ -3,16 +3,13 @@ package daemon
 import (
 	"context"
 	"errors"
-	"net"
 	"net/netip"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/arpshare/arpshare/arp"
-	"github.com/arpshare/arpshare/arp/policy"
+	"github.com/arpshare/arpshare/daemon/repoint"
 	"github.com/arpshare/arpshare/gossip"
 	"github.com/arpshare/arpshare/internal/config"
 )
@@ -65,10 +62,10 @@ func TestOrphans(t *testing.T) {
 func TestViewDigest(t *testing.T) {
 	t.Parallel()
 	a, b := member("h1", nil), member("h2", nil)
-	d := ViewDigest(gossip.NewView("h1", []gossip.Member{a, b}, 0))
+	d := repoint.ViewDigest(gossip.NewView("h1", []gossip.Member{a, b}, 0))
 	b2 := b
 	b2.Meta.Repointed, b2.Meta.Leaving = 7, true
-	if got := ViewDigest(gossip.NewView("h2", []gossip.Member{b2, a}, 0)); got != d {
+	if got := repoint.ViewDigest(gossip.NewView("h2", []gossip.Member{b2, a}, 0)); got != d {
 		t.Errorf("same eligibility, digest %d != %d", got, d)
 	}
 	for name, other := range map[string]gossip.Member{
@@ -76,7 +73,7 @@ func TestViewDigest(t *testing.T) {
 		"h2 weighs 2": member("h2", func(m *gossip.Member) { m.Meta.Weight = 2 }),
 		"h2 is dead":  member("h2", func(m *gossip.Member) { m.State = gossip.StateDead }),
 	} {
-		if got := ViewDigest(gossip.NewView("h1", []gossip.Member{a, other}, 0)); got == d || got == 0 {
+		if got := repoint.ViewDigest(gossip.NewView("h1", []gossip.Member{a, other}, 0)); got == d || got == 0 {
 			t.Errorf("%s: digest %d, want neither %d nor 0", name, got, d)
 		}
 	}
@@ -97,67 +94,16 @@ func TestDrainProgress(t *testing.T) {
 	if diff := cmp.Diff(DrainStatus{Waiting: []string{"h2", "h3"}}, drainProgress(v, "h1", vips)); diff != "" {
 		t.Errorf("nobody reported (-want +got):\n%s", diff)
 	}
-	members[1].Meta.Repointed = ViewDigest(v)
-	members[2].Meta.Repointed = ViewDigest(v) + 1 // an older view
+	members[1].Meta.Repointed = repoint.ViewDigest(v)
+	members[2].Meta.Repointed = repoint.ViewDigest(v) + 1 // an older view
 	v = gossip.NewView("h1", members, 0)
 	if diff := cmp.Diff(DrainStatus{Waiting: []string{"h3"}}, drainProgress(v, "h1", vips)); diff != "" {
 		t.Errorf("h2 reported (-want +got):\n%s", diff)
 	}
-	members[2].Meta.Repointed = ViewDigest(v)
+	members[2].Meta.Repointed = repoint.ViewDigest(v)
 	v = gossip.NewView("h1", members, 0)
 	if diff := cmp.Diff(DrainStatus{Done: true, Waiting: []string{}}, drainProgress(v, "h1", vips)); diff != "" {
 		t.Errorf("all reported (-want +got):\n%s", diff)
-	}
-}
-
-type progressLog []uint32
-
-func (p *progressLog) Repointed(d uint32) { *p = append(*p, d) }
-
-// TestRepointerReportsDone: the repointer reports a view once every client
-// it gave this host has had its packets, not before; at a slow rate, that
-// takes as long as the rate says.
-func TestRepointerReportsDone(t *testing.T) {
-	t.Parallel()
-	table := arp.NewClientTable(1000, time.Hour)
-	for i := range 60 {
-		table.Learn(testVIP, netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}), net.HardwareAddr{2, 0, 0, 0, 1, byte(i)}, time.Unix(500, 0))
-	}
-	var reports progressLog
-	r := NewRepointer(Repointer{
-		Table: table, Served: served(policy.Hash), Logger: quietLog(), Rate: 20, Progress: &reports,
-		Send: fakeSender{repoint: func(netip.Addr, arp.Client) error { return nil }},
-	})
-	now := time.Unix(1000, 0)
-	all := view("h1", "h1", "h2")
-	r.plan(all, table.Clients(), now)
-	for start := now; len(reports) == 0 && now.Sub(start) < time.Minute; {
-		now = run(r, all, now, repointTick)
-	}
-	if len(reports) != 1 || reports[0] != ViewDigest(all) {
-		t.Fatalf("first view: reports %v, want [%d]", reports, ViewDigest(all))
-	}
-	// h2 drains: h1 takes its clients, 3 packets each at 20 a second.
-	alone := view("h1", "h1")
-	moved := 0
-	for _, c := range table.Clients() {
-		if policy.Of(policy.Hash).Moved(all, alone, testVIP, c.IP) {
-			moved++
-		}
-	}
-	if moved < 10 {
-		t.Fatalf("only %d clients move: the test needs more", moved)
-	}
-	start := now
-	r.plan(alone, table.Clients(), now)
-	for len(reports) == 1 && now.Sub(start) < time.Minute {
-		now = run(r, alone, now, repointTick)
-	}
-	if len(reports) != 2 || reports[1] != ViewDigest(alone) {
-		t.Fatalf("after h2 drains: reports %v, want a second, %d", reports, ViewDigest(alone))
-	}
-	if took, least := now.Sub(start), time.Duration(moved*repointRounds-1)*time.Second/20; took < least {
-		t.Errorf("%d clients reported re-pointed after %s, want at least %s at 20 packets/s", moved, took, least)
 	}
 }
 

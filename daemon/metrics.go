@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/arpshare/arpshare/arp"
+	"github.com/arpshare/arpshare/daemon/repoint"
 	"github.com/arpshare/arpshare/gossip"
 	"github.com/arpshare/arpshare/internal/config"
 )
@@ -161,9 +162,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 // every configured VIP, so that rate() sees them from 0), and the backlog.
 func (c collector) collectRepoint(e emitter, cfg *config.Config) {
 	rs := c.d.repointer.Status()
-	results := map[string]RepointResults{}
+	results := map[string]repoint.Results{}
 	for _, v := range cfg.VIPs {
-		results[v.Name] = RepointResults{}
+		results[v.Name] = repoint.Results{}
 	}
 	for vip, n := range rs.ByVIP {
 		r := results[e.name(vip)]

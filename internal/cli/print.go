@@ -11,6 +11,7 @@ import (
 
 	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/daemon"
+	"github.com/arpshare/arpshare/daemon/repoint"
 )
 
 func printClients(w io.Writer, cs []daemon.ClientStatus) {
@@ -129,7 +130,7 @@ func printStatus(w io.Writer, s daemon.Status) {
 }
 
 // repointLine says what re-pointing is doing, at which rate.
-func repointLine(r daemon.RepointStatus) string {
+func repointLine(r repoint.Status) string {
 	round := "idle"
 	if r.Clients > 0 {
 		round = fmt.Sprintf("%d clients, %d packets left, about %s at this rate", r.Clients, r.Packets, r.Remaining.Round(100*time.Millisecond))

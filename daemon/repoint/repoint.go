@@ -1,7 +1,8 @@
-package daemon
+package repoint
 
 import (
 	"context"
+	"encoding/binary"
 	"log/slog"
 	"maps"
 	"net/netip"
@@ -9,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/cespare/xxhash/v2"
 
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/arp/policy"
@@ -87,8 +90,8 @@ type awaited struct {
 	deadline time.Time
 }
 
-// RepointStatus is the re-pointing round in progress, for `arpshare status`.
-type RepointStatus struct {
+// Status is the re-pointing round in progress, for `arpshare status`.
+type Status struct {
 	Rate    int `json:"rate"`    // packets per second at most (node.repoint_rate)
 	Clients int `json:"clients"` // clients still to re-point
 	Packets int `json:"packets"` // packets still to send
@@ -100,7 +103,7 @@ type RepointStatus struct {
 	Confirmed  uint64 `json:"confirmed"`
 	Unanswered uint64 `json:"unanswered"`
 	// ByVIP splits them by VIP, for the metrics.
-	ByVIP map[netip.Addr]RepointResults `json:"-"`
+	ByVIP map[netip.Addr]Results `json:"-"`
 	// Reasserting is the clients still to get their packet in the periodic
 	// re-assertion round in progress (node.reassert_interval), at
 	// ReassertRate packets per second (node.reassert_rate, or less to
@@ -109,14 +112,14 @@ type RepointStatus struct {
 	ReassertRate float64 `json:"reassert_rate"`
 }
 
-// RepointResults counts one VIP's clients that answered their re-pointing
+// Results counts one VIP's clients that answered their re-pointing
 // and those that did not.
-type RepointResults struct{ Confirmed, Unanswered uint64 }
+type Results struct{ Confirmed, Unanswered uint64 }
 
 // result counts n clients of vip, answered or not.
-func (s *RepointStatus) result(vip netip.Addr, answered bool, n uint64) {
+func (s *Status) result(vip netip.Addr, answered bool, n uint64) {
 	if s.ByVIP == nil {
-		s.ByVIP = map[netip.Addr]RepointResults{}
+		s.ByVIP = map[netip.Addr]Results{}
 	}
 	c := s.ByVIP[vip]
 	if answered {
@@ -129,9 +132,9 @@ func (s *RepointStatus) result(vip netip.Addr, answered bool, n uint64) {
 	s.ByVIP[vip] = c
 }
 
-// Served tells the repointer which VIPs this host serves now, and how each
-// shares its clients.
-type Served interface {
+// VIPSource tells the repointer which VIPs this host serves now, and how
+// each shares its clients.
+type VIPSource interface {
 	VIPs() []arp.VIP
 }
 
@@ -141,10 +144,10 @@ type Sender interface {
 	Announce(vip netip.Addr) error              // to the whole segment
 }
 
-// Repointer re-points clients when the view gives them to this host.
-type Repointer struct {
+// Config is what a Repointer works with, and how fast.
+type Config struct {
 	Table  *arp.ClientTable
-	Served Served
+	VIPs   VIPSource
 	Send   Sender
 	Logger *slog.Logger
 	// Rate is how many packets per second may go out at most.
@@ -158,7 +161,11 @@ type Repointer struct {
 	ReassertRate int
 	// Progress, if set, hears of each view whose re-pointing is done.
 	Progress Progress
+}
 
+// Repointer re-points clients when the view gives them to this host.
+type Repointer struct {
+	cfg      Config
 	views    chan *gossip.View // the latest view not yet planned
 	refuted  chan struct{}
 	last     *gossip.View // the view in force
@@ -192,7 +199,7 @@ type Repointer struct {
 // lockedStatus is the status the loop writes and the API reads.
 type lockedStatus struct {
 	mu sync.Mutex
-	s  RepointStatus
+	s  Status
 }
 
 // Heartbeat returns when the repointer's loop began the work it is doing,
@@ -210,13 +217,14 @@ type announcement struct {
 	next time.Time
 }
 
-// NewRepointer returns a repointer; Run starts it.
-func NewRepointer(r Repointer) *Repointer {
-	if r.Rate <= 0 {
-		r.Rate = config.DefaultRepointRate
+// New returns a repointer; Run starts it.
+func New(cfg Config) *Repointer {
+	r := Repointer{cfg: cfg}
+	if r.cfg.Rate <= 0 {
+		r.cfg.Rate = config.DefaultRepointRate
 	}
-	if r.ReassertRate <= 0 {
-		r.ReassertRate = config.DefaultReassertRate
+	if r.cfg.ReassertRate <= 0 {
+		r.cfg.ReassertRate = config.DefaultReassertRate
 	}
 	r.views = make(chan *gossip.View, 1)
 	r.refuted = make(chan struct{}, 1)
@@ -225,7 +233,7 @@ func NewRepointer(r Repointer) *Repointer {
 	r.unsettled = map[netip.Addr]bool{}
 	r.moved = map[clientKey]bool{}
 	r.heartbeat = new(atomic.Int64)
-	r.status = &lockedStatus{s: RepointStatus{Rate: r.Rate}}
+	r.status = &lockedStatus{s: Status{Rate: r.cfg.Rate}}
 	return &r
 }
 
@@ -257,7 +265,7 @@ func (r *Repointer) Refuted() {
 }
 
 // Status returns the round in progress.
-func (r *Repointer) Status() RepointStatus {
+func (r *Repointer) Status() Status {
 	r.status.mu.Lock()
 	defer r.status.mu.Unlock()
 	s := r.status.s
@@ -277,8 +285,8 @@ func (r *Repointer) Run(ctx context.Context) error {
 	expire := time.NewTicker(expireEvery)
 	defer expire.Stop()
 	var reassert <-chan time.Time
-	if r.Reassert > 0 {
-		t := time.NewTicker(r.Reassert)
+	if r.cfg.Reassert > 0 {
+		t := time.NewTicker(r.cfg.Reassert)
 		defer t.Stop()
 		reassert = t.C
 	}
@@ -297,7 +305,7 @@ func (r *Repointer) Run(ctx context.Context) error {
 			return nil
 		case v := <-r.views:
 			r.heartbeat.Store(time.Now().UnixNano())
-			r.plan(v, r.Table.Clients(), time.Now())
+			r.plan(v, r.cfg.Table.Clients(), time.Now())
 			r.round(v, time.Now())
 		case <-r.refuted:
 			r.heartbeat.Store(time.Now().UnixNano())
@@ -311,8 +319,8 @@ func (r *Repointer) Run(ctx context.Context) error {
 			r.reassert(r.last, now)
 		case now := <-expire.C:
 			r.heartbeat.Store(time.Now().UnixNano())
-			if n := r.Table.Expire(now); n > 0 {
-				r.Logger.Debug("forgot stale clients", "count", n)
+			if n := r.cfg.Table.Expire(now); n > 0 {
+				r.cfg.Logger.Debug("forgot stale clients", "count", n)
 			}
 		}
 	}
@@ -403,7 +411,7 @@ func sortByEvidence(queue []*queued) {
 // policies returns the served VIPs' policies.
 func (r *Repointer) policies() map[netip.Addr]policy.Policy {
 	m := map[netip.Addr]policy.Policy{}
-	for _, v := range r.Served.VIPs() {
+	for _, v := range r.cfg.VIPs.VIPs() {
 		m[v.Address] = v.Policy
 	}
 	return m
@@ -418,7 +426,7 @@ func (r *Repointer) plan(v *gossip.View, clients []arp.Client, now time.Time) {
 			r.settleAt = now.Add(settleDelay)
 		}
 		if p.Announces(v, vip) && !p.Announces(r.last, vip) {
-			r.Logger.Info("taking over VIP", "vip", vip, "mode", p.Mode())
+			r.cfg.Logger.Info("taking over VIP", "vip", vip, "mode", p.Mode())
 			r.announce[vip] = announcement{left: announceCount, next: now}
 		}
 	}
@@ -432,7 +440,7 @@ func (r *Repointer) plan(v *gossip.View, clients []arp.Client, now time.Time) {
 	}
 	if n > 0 {
 		r.sortQueue()
-		r.Logger.Info("re-pointing clients to this host", "clients", n)
+		r.cfg.Logger.Info("re-pointing clients to this host", "clients", n)
 	}
 	r.last = v
 	r.digest = ViewDigest(v)
@@ -450,7 +458,7 @@ func (r *Repointer) reassert(v *gossip.View, now time.Time) {
 	}
 	pols := r.policies()
 	n := 0
-	for _, c := range r.Table.Clients() {
+	for _, c := range r.cfg.Table.Clients() {
 		if p, ok := pols[c.VIP]; ok && p.Holds(v, c.VIP, c.IP) && r.enqueueSlow(c, now) {
 			n++
 		}
@@ -464,19 +472,19 @@ func (r *Repointer) reassert(v *gossip.View, now time.Time) {
 		return
 	}
 	sortByEvidence(r.slow)
-	r.slowRate = float64(r.ReassertRate)
-	if r.Reassert > 0 {
-		r.slowRate = min(r.slowRate, float64(n)/r.Reassert.Seconds())
+	r.slowRate = float64(r.cfg.ReassertRate)
+	if r.cfg.Reassert > 0 {
+		r.slowRate = min(r.slowRate, float64(n)/r.cfg.Reassert.Seconds())
 	}
 	r.slowTokens = 1
-	r.Logger.Debug("re-asserting this host's clients", "why", "periodic", "clients", n, "packets_per_second", r.slowRate)
+	r.cfg.Logger.Debug("re-asserting this host's clients", "why", "periodic", "clients", n, "packets_per_second", r.slowRate)
 }
 
 // round sends what is due: announcements, then first packets, then repeats,
 // as many as the rate allows since the last round.
 func (r *Repointer) round(v *gossip.View, now time.Time) {
 	if !r.refuteAt.IsZero() && !now.Before(r.refuteAt) {
-		for _, vip := range r.Served.VIPs() {
+		for _, vip := range r.cfg.VIPs.VIPs() {
 			r.unsettled[vip.Address] = true
 		}
 		r.settleRounds = reassertRounds
@@ -509,12 +517,12 @@ type Progress interface {
 // not waited for: the first packets re-point the client.
 func (r *Repointer) done() {
 	maps.DeleteFunc(r.moved, func(k clientKey, _ bool) bool { return r.pending[k] == nil })
-	if r.Progress == nil || r.last == nil || len(r.moved) > 0 {
+	if r.cfg.Progress == nil || r.last == nil || len(r.moved) > 0 {
 		return
 	}
 	if r.digest != r.reported {
 		r.reported = r.digest
-		r.Progress.Repointed(r.digest)
+		r.cfg.Progress.Repointed(r.digest)
 	}
 }
 
@@ -526,8 +534,8 @@ func (r *Repointer) announceDue(v *gossip.View, pols map[netip.Addr]policy.Polic
 		case pols[vip] == nil || !pols[vip].Announces(v, vip):
 			delete(r.announce, vip)
 		case !now.Before(a.next):
-			if err := r.Send.Announce(vip); err != nil {
-				r.Logger.Warn("announce VIP", "vip", vip, "error", err)
+			if err := r.cfg.Send.Announce(vip); err != nil {
+				r.cfg.Logger.Warn("announce VIP", "vip", vip, "error", err)
 			}
 			if a.left <= 1 {
 				delete(r.announce, vip)
@@ -556,11 +564,11 @@ func (r *Repointer) drop(queue []*queued) []*queued {
 // least one packet), so the packets go out evenly rather than in bursts.
 func (r *Repointer) refill(now time.Time) {
 	if !r.lastTick.IsZero() {
-		r.tokens += now.Sub(r.lastTick).Seconds() * float64(r.Rate)
+		r.tokens += now.Sub(r.lastTick).Seconds() * float64(r.cfg.Rate)
 	} else {
 		r.tokens = 1
 	}
-	r.tokens = min(r.tokens, max(1, float64(r.Rate)*repointTick.Seconds()))
+	r.tokens = min(r.tokens, max(1, float64(r.cfg.Rate)*repointTick.Seconds()))
 	if !r.lastTick.IsZero() {
 		r.slowTokens += now.Sub(r.lastTick).Seconds() * r.slowRate
 	}
@@ -600,7 +608,7 @@ func (r *Repointer) sendDue(v *gossip.View, pols map[netip.Addr]policy.Policy, n
 		}
 	}
 	if failed > 0 {
-		r.Logger.Warn("re-pointing packets not sent, trying again", "packets", failed, "error", lastErr)
+		r.cfg.Logger.Warn("re-pointing packets not sent, trying again", "packets", failed, "error", lastErr)
 	}
 }
 
@@ -608,18 +616,18 @@ func (r *Repointer) sendDue(v *gossip.View, pols map[netip.Addr]policy.Policy, n
 // host's or answered already, and says whether that took a packet from the
 // budget.
 func (r *Repointer) sendOne(q *queued, v *gossip.View, pols map[netip.Addr]policy.Policy, now time.Time) (bool, error) {
-	c, known := r.Table.Get(q.key.vip, q.key.ip)
+	c, known := r.cfg.Table.Get(q.key.vip, q.key.ip)
 	if p := pols[q.key.vip]; !known || p == nil || !p.Claims(v, q.key.vip, q.key.ip) {
 		q.left = 0
 		return false, nil
 	}
 	if r.answered(c, q.first) {
 		q.left = 0
-		r.count(func(s *RepointStatus) { s.result(q.key.vip, true, 1) })
+		r.count(func(s *Status) { s.result(q.key.vip, true, 1) })
 		return false, nil
 	}
 	r.tokens--
-	if err := r.Send.Repoint(q.key.vip, c); err != nil {
+	if err := r.cfg.Send.Repoint(q.key.vip, c); err != nil {
 		r.failed(q, now)
 		return true, err
 	}
@@ -656,9 +664,9 @@ func (r *Repointer) report() {
 		packets += q.left
 		spread = max(spread, time.Duration(q.left-1)*repointSpacing)
 	}
-	r.count(func(s *RepointStatus) {
+	r.count(func(s *Status) {
 		s.Clients, s.Packets = len(r.queue), packets
-		s.Remaining = max(spread, time.Duration(packets)*time.Second/time.Duration(r.Rate))
+		s.Remaining = max(spread, time.Duration(packets)*time.Second/time.Duration(r.cfg.Rate))
 		s.Reasserting, s.ReassertRate = len(r.slow), 0
 		if len(r.slow) > 0 {
 			s.ReassertRate = r.slowRate
@@ -679,15 +687,15 @@ func (r *Repointer) confirm(now time.Time) {
 	i := 0
 	for ; i < len(r.awaiting) && !now.Before(r.awaiting[i].deadline); i++ {
 		a := r.awaiting[i]
-		c, known := r.Table.Get(a.key.vip, a.key.ip)
+		c, known := r.cfg.Table.Get(a.key.vip, a.key.ip)
 		switch {
 		case !known:
 		case r.answered(c, a.first):
-			r.count(func(s *RepointStatus) { s.result(a.key.vip, true, 1) })
+			r.count(func(s *Status) { s.result(a.key.vip, true, 1) })
 		default:
 			unanswered++
-			r.count(func(s *RepointStatus) { s.result(a.key.vip, false, 1) })
-			r.Logger.Debug("client did not answer its re-pointing requests", "vip", a.key.vip, "client", a.key.ip)
+			r.count(func(s *Status) { s.result(a.key.vip, false, 1) })
+			r.cfg.Logger.Debug("client did not answer its re-pointing requests", "vip", a.key.vip, "client", a.key.ip)
 		}
 	}
 	r.awaiting = slices.Delete(r.awaiting, 0, i)
@@ -696,11 +704,11 @@ func (r *Repointer) confirm(now time.Time) {
 	// debugging, and arpshare_repoint_clients_total{result="unanswered"}
 	// counts it.
 	if unanswered > 0 {
-		r.Logger.Debug("clients did not answer re-pointing: gone, or dropping ARP requests from the VIP", "clients", unanswered)
+		r.cfg.Logger.Debug("clients did not answer re-pointing: gone, or dropping ARP requests from the VIP", "clients", unanswered)
 	}
 }
 
-func (r *Repointer) count(f func(*RepointStatus)) {
+func (r *Repointer) count(f func(*Status)) {
 	r.status.mu.Lock()
 	defer r.status.mu.Unlock()
 	f(&r.status.s)
@@ -719,7 +727,7 @@ func (r *Repointer) refute(now time.Time) {
 	if !r.lastRefute.IsZero() {
 		r.refuteAt = later(r.refuteAt, r.lastRefute.Add(refuteEvery))
 	}
-	r.Logger.Info("this host refuted a suspicion or its death: others may have taken its clients; re-asserting them once the views agree",
+	r.cfg.Logger.Info("this host refuted a suspicion or its death: others may have taken its clients; re-asserting them once the views agree",
 		"in", r.refuteAt.Sub(now))
 }
 
@@ -736,7 +744,7 @@ func (r *Repointer) settle(v *gossip.View, now time.Time) {
 	pols := r.policies()
 	rounds := max(1, r.settleRounds)
 	n := 0
-	for _, c := range r.Table.Clients() {
+	for _, c := range r.cfg.Table.Clients() {
 		if p := pols[c.VIP]; r.unsettled[c.VIP] && p != nil && p.Holds(v, c.VIP, c.IP) && r.enqueue(c, rounds, now) {
 			n++
 		}
@@ -748,8 +756,41 @@ func (r *Repointer) settle(v *gossip.View, now time.Time) {
 	}
 	if n > 0 {
 		r.sortQueue()
-		r.Logger.Debug("cluster settled: re-pointing this host's clients once more", "clients", n, "packets_each", rounds)
+		r.cfg.Logger.Debug("cluster settled: re-pointing this host's clients once more", "clients", n, "packets_each", rounds)
 	}
 	clear(r.unsettled)
 	r.settleRounds = 0
+}
+
+// ViewDigest sums up who is eligible for each VIP in v, with their weights:
+// hosts whose views have the same digest give every client the same owner.
+// It is never 0 (gossip.Meta.Repointed's "none yet").
+func ViewDigest(v *gossip.View) uint32 {
+	if v == nil {
+		return 1
+	}
+	var vips []netip.Addr
+	for _, m := range v.Members {
+		vips = append(vips, m.Meta.VIPs...)
+		vips = append(vips, m.Meta.Unhealthy...)
+	}
+	slices.SortFunc(vips, netip.Addr.Compare)
+	vips = slices.Compact(vips)
+	h := xxhash.New()
+	for _, vip := range vips {
+		es := v.Eligible(vip)
+		if len(es) == 0 {
+			continue
+		}
+		a := vip.As16()
+		h.Write(a[:])
+		for _, c := range es {
+			h.WriteString(c.Name)
+			h.Write(binary.BigEndian.AppendUint32([]byte{0}, uint32(c.Weight)))
+		}
+	}
+	if d := uint32(h.Sum64()); d != 0 {
+		return d
+	}
+	return 1
 }

@@ -1,9 +1,7 @@
-package daemon
+package repoint
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
@@ -16,17 +14,6 @@ import (
 	"github.com/arpshare/arpshare/gossip"
 )
 
-var testVIP = netip.MustParseAddr("198.18.0.200")
-
-func view(self string, live ...string) *gossip.View {
-	var ms []gossip.Member
-	for _, n := range live {
-		ms = append(ms, gossip.Member{Name: n, State: gossip.StateAlive,
-			Meta: gossip.Meta{Version: gossip.MetaVersion, Algorithm: gossip.Algorithm, Weight: 1, VIPs: []netip.Addr{testVIP}}})
-	}
-	return gossip.NewView(self, ms, 0)
-}
-
 func TestRepointer(t *testing.T) {
 	t.Parallel()
 	table := arp.NewClientTable(1000, time.Hour)
@@ -35,9 +22,9 @@ func TestRepointer(t *testing.T) {
 	}
 	sent := map[netip.Addr]int{}
 	var current *gossip.View
-	r := NewRepointer(Repointer{
+	r := New(Config{
 		Table:  table,
-		Served: served(policy.Hash),
+		VIPs: served(policy.Hash),
 		Send:   fakeSender{repoint: func(vip netip.Addr, c arp.Client) error { sent[c.IP]++; return nil }},
 		Logger: quietLog(),
 	})
@@ -118,8 +105,8 @@ func TestRepointerSingleAndRace(t *testing.T) {
 	// gratuitous ARP.
 	for _, self := range others {
 		unicast, broadcasts := 0, []time.Time{}
-		r := NewRepointer(Repointer{
-			Table: table, Served: served(policy.Single),
+		r := New(Config{
+			Table: table, VIPs: served(policy.Single),
 			Send: fakeSender{
 				repoint:  func(netip.Addr, arp.Client) error { unicast++; return nil },
 				announce: func(netip.Addr) error { broadcasts = append(broadcasts, time.Time{}); return nil },
@@ -146,8 +133,8 @@ func TestRepointerSingleAndRace(t *testing.T) {
 	// between them, each client once by one survivor.
 	got := map[netip.Addr]int{}
 	for _, self := range []string{"h1", "h3"} {
-		r := NewRepointer(Repointer{
-			Table: table, Served: served(policy.Race),
+		r := New(Config{
+			Table: table, VIPs: served(policy.Race),
 			Send:   fakeSender{repoint: func(_ netip.Addr, c arp.Client) error { got[c.IP]++; return nil }},
 			Logger: quietLog(),
 		})
@@ -199,8 +186,6 @@ func (s servedVIPs) VIPs() []arp.VIP { return s }
 // served is testVIP, shared by mode m.
 func served(m policy.Mode) servedVIPs { return servedVIPs{{Address: testVIP, Policy: policy.Of(m)}} }
 
-func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
 // TestRepointerRateOrderConfirm: the packets keep to the rate, the
 // (protected) clients seen most recently go first, a client that answers
 // gets no more, and one that does not is counted.
@@ -215,8 +200,8 @@ func TestRepointerRateOrderConfirm(t *testing.T) {
 	}
 	var order []netip.Addr
 	sent := map[netip.Addr]int{}
-	r := NewRepointer(Repointer{
-		Table: table, Served: served(policy.Hash),
+	r := New(Config{
+		Table: table, VIPs: served(policy.Hash),
 		Send: fakeSender{repoint: func(_ netip.Addr, c arp.Client) error {
 			order = append(order, c.IP)
 			sent[c.IP]++
@@ -259,7 +244,7 @@ func TestRepointerRateOrderConfirm(t *testing.T) {
 	if st.Confirmed != 1 || st.Unanswered != n-1 || st.Clients != 0 || st.Remaining != 0 {
 		t.Errorf("status %+v: want 1 confirmed, %d unanswered, idle", st, n-1)
 	}
-	if want := (RepointResults{Confirmed: 1, Unanswered: n - 1}); st.ByVIP[testVIP] != want || len(st.ByVIP) != 1 {
+	if want := (Results{Confirmed: 1, Unanswered: n - 1}); st.ByVIP[testVIP] != want || len(st.ByVIP) != 1 {
 		t.Errorf("by VIP %v, want %s: %+v", st.ByVIP, testVIP, want)
 	}
 }
@@ -279,8 +264,8 @@ func TestRepointerProtectedFirst(t *testing.T) {
 		table.Protect(testVIP, a)
 	}
 	var order []netip.Addr
-	r := NewRepointer(Repointer{
-		Table: table, Served: served(policy.Hash), Logger: quietLog(), Rate: 4,
+	r := New(Config{
+		Table: table, VIPs: served(policy.Hash), Logger: quietLog(), Rate: 4,
 		Send: fakeSender{repoint: func(_ netip.Addr, c arp.Client) error { order = append(order, c.IP); return nil }},
 	})
 	alone := view("h1", "h1")
@@ -306,8 +291,8 @@ func TestRepointerRefuted(t *testing.T) {
 	all := view("h1", "h1", "h2", "h3")
 	var mu sync.Mutex
 	sent := map[netip.Addr]int{}
-	r := NewRepointer(Repointer{
-		Table: table, Served: served(policy.Hash),
+	r := New(Config{
+		Table: table, VIPs: served(policy.Hash),
 		Send: fakeSender{repoint: func(_ netip.Addr, c arp.Client) error {
 			mu.Lock()
 			defer mu.Unlock()
@@ -369,8 +354,8 @@ func TestRepointerPeriodic(t *testing.T) {
 	all := view("h1", "h1", "h2")
 	var mu sync.Mutex
 	sent := map[netip.Addr]int{}
-	r := NewRepointer(Repointer{
-		Table: table, Served: served(policy.Hash),
+	r := New(Config{
+		Table: table, VIPs: served(policy.Hash),
 		Send: fakeSender{repoint: func(_ netip.Addr, c arp.Client) error {
 			mu.Lock()
 			defer mu.Unlock()
@@ -424,5 +409,56 @@ func TestRepointerPeriodic(t *testing.T) {
 		if n < 2 {
 			t.Errorf("client %s got %d packets in %s, re-asserted every 300 ms", c.IP, n, time.Since(start).Round(time.Millisecond))
 		}
+	}
+}
+
+type progressLog []uint32
+
+func (p *progressLog) Repointed(d uint32) { *p = append(*p, d) }
+
+// TestRepointerReportsDone: the repointer reports a view once every client
+// it gave this host has had its packets, not before; at a slow rate, that
+// takes as long as the rate says.
+func TestRepointerReportsDone(t *testing.T) {
+	t.Parallel()
+	table := arp.NewClientTable(1000, time.Hour)
+	for i := range 60 {
+		table.Learn(testVIP, netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}), net.HardwareAddr{2, 0, 0, 0, 1, byte(i)}, time.Unix(500, 0))
+	}
+	var reports progressLog
+	r := New(Config{
+		Table: table, VIPs: served(policy.Hash), Logger: quietLog(), Rate: 20, Progress: &reports,
+		Send: fakeSender{repoint: func(netip.Addr, arp.Client) error { return nil }},
+	})
+	now := time.Unix(1000, 0)
+	all := view("h1", "h1", "h2")
+	r.plan(all, table.Clients(), now)
+	for start := now; len(reports) == 0 && now.Sub(start) < time.Minute; {
+		now = run(r, all, now, repointTick)
+	}
+	if len(reports) != 1 || reports[0] != ViewDigest(all) {
+		t.Fatalf("first view: reports %v, want [%d]", reports, ViewDigest(all))
+	}
+	// h2 drains: h1 takes its clients, 3 packets each at 20 a second.
+	alone := view("h1", "h1")
+	moved := 0
+	for _, c := range table.Clients() {
+		if policy.Of(policy.Hash).Moved(all, alone, testVIP, c.IP) {
+			moved++
+		}
+	}
+	if moved < 10 {
+		t.Fatalf("only %d clients move: the test needs more", moved)
+	}
+	start := now
+	r.plan(alone, table.Clients(), now)
+	for len(reports) == 1 && now.Sub(start) < time.Minute {
+		now = run(r, alone, now, repointTick)
+	}
+	if len(reports) != 2 || reports[1] != ViewDigest(alone) {
+		t.Fatalf("after h2 drains: reports %v, want a second, %d", reports, ViewDigest(alone))
+	}
+	if took, least := now.Sub(start), time.Duration(moved*repointRounds-1)*time.Second/20; took < least {
+		t.Errorf("%d clients reported re-pointed after %s, want at least %s at 20 packets/s", moved, took, least)
 	}
 }

@@ -1,4 +1,4 @@
-package daemon
+package repoint
 
 import (
 	"net"
@@ -52,8 +52,8 @@ func TestReassertPaced(t *testing.T) {
 		alone := view("h1", "h1")
 		var at []time.Time
 		var now time.Time
-		r := NewRepointer(Repointer{
-			Table: table, Served: served(policy.Hash), Logger: quietLog(), Rate: 5000,
+		r := New(Config{
+			Table: table, VIPs: served(policy.Hash), Logger: quietLog(), Rate: 5000,
 			Reassert: tt.interval, ReassertRate: tt.rate,
 			Send: fakeSender{repoint: func(netip.Addr, arp.Client) error { at = append(at, now); return nil }},
 		})
@@ -85,8 +85,8 @@ func TestFailoverOvertakesReassert(t *testing.T) {
 	all, noH2 := view("h1", "h1", "h2"), view("h1", "h1")
 	var now time.Time
 	sent := map[netip.Addr][]time.Time{}
-	r := NewRepointer(Repointer{
-		Table: table, Served: served(policy.Hash), Logger: quietLog(), Rate: 5000,
+	r := New(Config{
+		Table: table, VIPs: served(policy.Hash), Logger: quietLog(), Rate: 5000,
 		Reassert: time.Minute, ReassertRate: 5,
 		Send: fakeSender{repoint: func(_ netip.Addr, c arp.Client) error { sent[c.IP] = append(sent[c.IP], now); return nil }},
 	})
@@ -130,8 +130,8 @@ func TestRefutationsRateLimited(t *testing.T) {
 	all := view("h1", "h1", "h2", "h3")
 	var now time.Time
 	var at []time.Time
-	r := NewRepointer(Repointer{
-		Table: table, Served: served(policy.Hash), Logger: quietLog(),
+	r := New(Config{
+		Table: table, VIPs: served(policy.Hash), Logger: quietLog(),
 		Send: fakeSender{repoint: func(_ netip.Addr, c arp.Client) error { at = append(at, now); return nil }},
 	})
 	r.last = all

@@ -1,4 +1,4 @@
-package daemon
+package repoint
 
 import (
 	"context"
@@ -37,8 +37,8 @@ func TestRepointerIdle(t *testing.T) {
 	var mu sync.Mutex
 	sent := 0
 	calls := new(atomic.Int64)
-	r := NewRepointer(Repointer{
-		Table: table, Served: countedVIPs{served(policy.Hash), calls},
+	r := New(Config{
+		Table: table, VIPs: countedVIPs{served(policy.Hash), calls},
 		Send: fakeSender{repoint: func(netip.Addr, arp.Client) error {
 			mu.Lock()
 			defer mu.Unlock()
