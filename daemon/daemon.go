@@ -16,6 +16,7 @@ import (
 	"github.com/arpshare/arpshare/daemon/handover"
 	"github.com/arpshare/arpshare/daemon/repoint"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/api"
 	"github.com/arpshare/arpshare/internal/config"
 )
 
@@ -49,8 +50,8 @@ type Daemon struct {
 	serving    *vipServer
 	responders *responders // serving's, for the status and metrics
 	watch      viewWatch
-	api        *api
-	metrics    *metricsServer // nil without [api] metrics
+	api        *api.Server
+	metrics    *api.MetricsServer // nil without [api] metrics
 	sysctls    *sysctlGuard
 	reports    *repointReports
 	drainLock  drainLock
@@ -137,9 +138,9 @@ func newDaemon(cfg *config.Config, log *slog.Logger, version string, sm seams) *
 	d.serving = &vipServer{log: log, seams: sm, state: d.state, table: d.table, cluster: d.cluster,
 		responders: d.responders, checks: newChecks()}
 	d.serving.watchLinks(sm.links)
-	d.api = &api{path: cfg.API.Socket, daemon: d, pprof: cfg.API.Pprof, ready: make(chan struct{})}
+	d.api = api.NewServer(cfg.API.Socket, d, log, cfg.API.Pprof)
 	if cfg.API.Metrics != "" {
-		d.metrics = &metricsServer{errorLog: scrapeErrors{log}, addr: cfg.API.Metrics, reg: d.NewRegistry(), ready: make(chan struct{})}
+		d.metrics = api.NewMetricsServer(cfg.API.Metrics, d.NewRegistry(), log)
 	}
 	return d
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/api"
 	"github.com/arpshare/arpshare/internal/config"
 )
 
@@ -144,12 +145,12 @@ func TestTaskFailureStops(t *testing.T) {
 	if err := os.WriteFile(file, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	n.d.api.path = filepath.Join(file, "api.sock")
+	n.d.api = api.NewServer(filepath.Join(file, "api.sock"), n.d, quietLog(), false)
 	done := make(chan error, 1)
 	go func() { done <- n.d.Run(context.Background(), n.path) }()
 	select {
 	case err := <-done:
-		if err == nil || !strings.HasPrefix(err.Error(), "api on "+n.d.api.path) {
+		if err == nil || !strings.HasPrefix(err.Error(), "api on "+n.d.api.Socket()) {
 			t.Fatalf("Run: %v, want the API's error", err)
 		}
 	case <-time.After(10 * time.Second):
@@ -377,7 +378,7 @@ func TestDrainResume(t *testing.T) {
 	}
 	eventuallyView(t, h2, "h2 sees h1 serving", draining(false))
 
-	s, err := Drain(context.Background(), h1.d.api.path, true, false)
+	s, err := api.Drain(context.Background(), h1.d.api.Socket(), true, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -399,7 +400,7 @@ func TestDrainResume(t *testing.T) {
 		t.Error("a daemon started after a drain does not drain")
 	}
 
-	s, err = Drain(context.Background(), h1.d.api.path, false, false)
+	s, err = api.Drain(context.Background(), h1.d.api.Socket(), false, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -431,7 +432,7 @@ func TestStatus(t *testing.T) {
 	eventually(t, "the answer", func() bool { return len(sent(t, n.links.arpConn("test0"))) > 0 })
 
 	ctx := context.Background()
-	s, err := GetStatus(ctx, n.d.api.path)
+	s, err := api.GetStatus(ctx, n.d.api.Socket())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -452,7 +453,7 @@ func TestStatus(t *testing.T) {
 		t.Errorf("status line: %s", n.d.statusLine())
 	}
 
-	cs, err := GetClients(ctx, n.d.api.path, "web")
+	cs, err := api.GetClients(ctx, n.d.api.Socket(), "web")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -461,20 +462,20 @@ func TestStatus(t *testing.T) {
 	}
 	// An unknown VIP is refused with the list of those that exist.
 	known := fmt.Sprintf(`no VIP "nope" here; VIPs: web (198.18.0.200), db (%s)`, db)
-	if _, err := GetClients(ctx, n.d.api.path, "nope"); err == nil || !strings.Contains(err.Error(), known) {
+	if _, err := api.GetClients(ctx, n.d.api.Socket(), "nope"); err == nil || !strings.Contains(err.Error(), known) {
 		t.Errorf("clients of an unknown VIP: %v, want %q", err, known)
 	}
-	if _, err := GetOwner(ctx, n.d.api.path, "nope", client.String()); err == nil || !strings.Contains(err.Error(), known) {
+	if _, err := api.GetOwner(ctx, n.d.api.Socket(), "nope", client.String()); err == nil || !strings.Contains(err.Error(), known) {
 		t.Errorf("owner for an unknown VIP: %v, want %q", err, known)
 	}
-	o, err := GetOwner(ctx, n.d.api.path, "198.18.0.200", client.String())
+	o, err := api.GetOwner(ctx, n.d.api.Socket(), "198.18.0.200", client.String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if o.VIP != "web" || o.Owner != "h1" || !o.Known || o.MAC != "02:01:00:00:00:01" || !o.Quorum {
 		t.Errorf("owner: %+v", o)
 	}
-	if _, err := GetOwner(ctx, n.d.api.path, "web", "not-an-ip"); err == nil {
+	if _, err := api.GetOwner(ctx, n.d.api.Socket(), "web", "not-an-ip"); err == nil {
 		t.Error("owner of a client that is no IP: no error")
 	}
 }

@@ -4,12 +4,12 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/arpshare/arpshare/daemon/repoint"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/api"
 	"github.com/arpshare/arpshare/internal/clock"
 	"github.com/arpshare/arpshare/internal/config"
 )
@@ -61,19 +61,6 @@ func orphans(v *gossip.View, self string, vips []config.VIP) []config.VIP {
 	return out
 }
 
-// RefusedError is a drain refused because it would leave VIPs unanswered.
-type RefusedError struct{ VIPs []config.VIP }
-
-func (e *RefusedError) Error() string {
-	var names []string
-	for _, v := range e.VIPs {
-		names = append(names, fmt.Sprintf("vip %s (%s)", v.Name, v.Address))
-	}
-	return "refused: this host is the last eligible host of " + strings.Join(names, ", ") +
-		": drained, nobody would answer its clients. Bring another host back first (`arpshare status` lists the eligible hosts), " +
-		"or, to shut the whole cluster down, `arpshare drain --force`"
-}
-
 // drainLock serialises drains and resumes: each takes seconds.
 type drainLock struct{ sync.Mutex }
 
@@ -98,7 +85,7 @@ func (d *Daemon) SetDrained(ctx context.Context, drained, force bool) error {
 		case len(vs) > 0:
 			d.updateMeta("drain refused")
 			d.log.Warn("drain refused: this host is the last eligible host", "vips", vipNames(vs))
-			return &RefusedError{VIPs: vs}
+			return &api.RefusedError{VIPs: vs}
 		}
 	}
 	changed, err := d.state.setDrained(drained)
@@ -146,20 +133,10 @@ func vipNames(vs []config.VIP) []string {
 	return out
 }
 
-// DrainStatus says how far the other hosts are in taking the clients of
-// this drained (or stopping) host.
-type DrainStatus struct {
-	// Done: every live peer that serves one of this host's VIPs has
-	// re-pointed the clients that this host's view gives it.
-	Done bool `json:"done"`
-	// Waiting names the peers that have not yet.
-	Waiting []string `json:"waiting"`
-}
-
 // drainProgress is DrainStatus in view v.
-func drainProgress(v *gossip.View, self string, vips []config.VIP) DrainStatus {
+func drainProgress(v *gossip.View, self string, vips []config.VIP) api.DrainStatus {
 	digest := repoint.ViewDigest(v)
-	s := DrainStatus{Waiting: []string{}}
+	s := api.DrainStatus{Waiting: []string{}}
 	for _, m := range v.Members {
 		if m.Name == self || !m.Live() || m.Meta.Draining || m.Meta.Repointed == digest {
 			continue
@@ -173,7 +150,7 @@ func drainProgress(v *gossip.View, self string, vips []config.VIP) DrainStatus {
 }
 
 // DrainProgress is drainProgress now.
-func (d *Daemon) DrainProgress() DrainStatus {
+func (d *Daemon) DrainProgress() api.DrainStatus {
 	cfg := d.config()
 	return drainProgress(d.cluster.View(), cfg.Node.Name, cfg.VIPs)
 }

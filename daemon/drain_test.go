@@ -11,6 +11,7 @@ import (
 
 	"github.com/arpshare/arpshare/daemon/repoint"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/api"
 	"github.com/arpshare/arpshare/internal/config"
 )
 
@@ -91,18 +92,18 @@ func TestDrainProgress(t *testing.T) {
 		member("h5", func(m *gossip.Member) { m.State = gossip.StateDead }),
 	}
 	v := gossip.NewView("h1", members, 0)
-	if diff := cmp.Diff(DrainStatus{Waiting: []string{"h2", "h3"}}, drainProgress(v, "h1", vips)); diff != "" {
+	if diff := cmp.Diff(api.DrainStatus{Waiting: []string{"h2", "h3"}}, drainProgress(v, "h1", vips)); diff != "" {
 		t.Errorf("nobody reported (-want +got):\n%s", diff)
 	}
 	members[1].Meta.Repointed = repoint.ViewDigest(v)
 	members[2].Meta.Repointed = repoint.ViewDigest(v) + 1 // an older view
 	v = gossip.NewView("h1", members, 0)
-	if diff := cmp.Diff(DrainStatus{Waiting: []string{"h3"}}, drainProgress(v, "h1", vips)); diff != "" {
+	if diff := cmp.Diff(api.DrainStatus{Waiting: []string{"h3"}}, drainProgress(v, "h1", vips)); diff != "" {
 		t.Errorf("h2 reported (-want +got):\n%s", diff)
 	}
 	members[2].Meta.Repointed = repoint.ViewDigest(v)
 	v = gossip.NewView("h1", members, 0)
-	if diff := cmp.Diff(DrainStatus{Done: true, Waiting: []string{}}, drainProgress(v, "h1", vips)); diff != "" {
+	if diff := cmp.Diff(api.DrainStatus{Done: true, Waiting: []string{}}, drainProgress(v, "h1", vips)); diff != "" {
 		t.Errorf("all reported (-want +got):\n%s", diff)
 	}
 }
@@ -114,15 +115,15 @@ func TestDrainRefusal(t *testing.T) {
 	c := newCluster("h1", "h2")
 	h1, h2 := c.startTwo(t, vipV4, vipV4)
 	eventuallyView(t, h1, "h1 sees h2", func(v *gossip.View) bool { return len(v.Eligible(web)) == 2 })
-	if _, err := Drain(context.Background(), h1.d.api.path, true, false); err != nil {
+	if _, err := api.Drain(context.Background(), h1.d.api.Socket(), true, false); err != nil {
 		t.Fatalf("drain h1 with h2 eligible: %v", err)
 	}
 	eventuallyView(t, h2, "h2 sees h1 draining", func(v *gossip.View) bool { return len(v.Eligible(web)) == 1 })
-	_, err := Drain(context.Background(), h2.d.api.path, true, false)
+	_, err := api.Drain(context.Background(), h2.d.api.Socket(), true, false)
 	if err == nil || !strings.Contains(err.Error(), "last eligible host of vip web (198.18.0.200)") || !strings.Contains(err.Error(), "--force") {
 		t.Fatalf("drain of the last host: %v, want refused, naming web and --force", err)
 	}
-	var refused *RefusedError
+	var refused *api.RefusedError
 	if err := h2.d.SetDrained(context.Background(), true, false); !errors.As(err, &refused) {
 		t.Errorf("SetDrained on the last host: %v, want a RefusedError", err)
 	}
@@ -132,7 +133,7 @@ func TestDrainRefusal(t *testing.T) {
 	if m, _ := metaOf(h2.d.cluster.View(), "h2"); m.Leaving || m.Draining {
 		t.Errorf("h2's metadata after a refused drain: %+v", m)
 	}
-	s, err := Drain(context.Background(), h2.d.api.path, true, true)
+	s, err := api.Drain(context.Background(), h2.d.api.Socket(), true, true)
 	if err != nil || !s.Draining {
 		t.Fatalf("forced drain: %v, draining %v", err, s.Draining)
 	}

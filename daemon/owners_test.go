@@ -9,6 +9,7 @@ import (
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/api"
 	"github.com/arpshare/arpshare/internal/config"
 )
 
@@ -101,7 +102,7 @@ func TestStatusAndScrapeReadTheCache(t *testing.T) {
 	}
 	// Planted counts last until the view changes: plant them again then.
 	c := &h1.d.owners
-	var s Status
+	var s api.Status
 	got := map[string]float64{}
 	eventually(t, "status and scrape show the cached counts", func() bool {
 		c.mu.Lock()

@@ -24,7 +24,7 @@ func TestRepointer(t *testing.T) {
 	var current *gossip.View
 	r := New(Config{
 		Table:  table,
-		VIPs: served(policy.Hash),
+		VIPs:   served(policy.Hash),
 		Send:   fakeSender{repoint: func(vip netip.Addr, c arp.Client) error { sent[c.IP]++; return nil }},
 		Logger: quietLog(),
 	})

@@ -11,7 +11,6 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/arpshare/arpshare/daemon"
 	"github.com/arpshare/arpshare/internal/config"
 )
 
@@ -123,7 +122,7 @@ func serve(e *env, log *slog.Logger) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := daemon.New(cfg, log, e.build.Version).Run(ctx, e.opts.config); err != nil {
+	if err := e.build.Run(ctx, cfg, log, e.build.Version, e.opts.config); err != nil {
 		log.Error("arpshare failed", "error", err)
 		return ExitFailure
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/arpshare/arpshare/daemon"
+	"github.com/arpshare/arpshare/internal/api"
 )
 
 // metric returns the value of the sample of name whose labels include all
@@ -124,7 +125,7 @@ func TestOperations(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var cs []daemon.ClientStatus
+		var cs []api.ClientStatus
 		if err := json.Unmarshal([]byte(out), &cs); err != nil {
 			t.Fatalf("%v\n%s", err, out)
 		}

@@ -1,4 +1,4 @@
-package daemon
+package api
 
 import (
 	"bufio"
@@ -128,8 +128,8 @@ func TestEndpointsLimitsAndPprof(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	lim := serverLimits{Header: 200 * time.Millisecond, Read: time.Second, Write: time.Second, Idle: time.Second, Conns: 4}
-	a := &api{path: filepath.Join(t.TempDir(), "api.sock"), ready: make(chan struct{}), pprof: true, limits: lim}
-	m := &metricsServer{addr: "127.0.0.1:0", reg: prometheus.NewRegistry(), ready: make(chan struct{}), limits: lim}
+	a := &Server{path: filepath.Join(t.TempDir(), "api.sock"), ready: make(chan struct{}), pprof: true, limits: lim}
+	m := &MetricsServer{addr: "127.0.0.1:0", reg: prometheus.NewRegistry(), ready: make(chan struct{}), limits: lim}
 	go a.Run(ctx)
 	go m.Run(ctx)
 	<-a.ready

@@ -1,4 +1,4 @@
-package daemon
+package api
 
 import (
 	"bytes"
@@ -7,18 +7,21 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/daemon/handover"
 	"github.com/arpshare/arpshare/daemon/repoint"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/config"
 )
 
 // Status is what `arpshare status` shows: this host's view of the cluster.
@@ -46,11 +49,14 @@ type Status struct {
 	Members   []MemberStatus `json:"members"`
 	VIPs      []VIPStatus    `json:"vips"`
 	// Repointing is the re-pointing round in progress, at node.repoint_rate.
-	Repointing repoint.Status `json:"repointing"`
+	Repointing RepointStatus `json:"repointing"`
 	// Handover: whether moved clients' open connections are handed to
 	// their previous owner, and which are now.
 	Handover handover.Status `json:"handover"`
 }
+
+// RepointStatus is the re-pointing round in progress.
+type RepointStatus = repoint.Status
 
 // MemberStatus is one cluster member as this host sees it.
 type MemberStatus struct {
@@ -157,12 +163,13 @@ type VIPStatus struct {
 // socket is the daemon's user's and group's (or StatusGroup's) only, where
 // the metrics port is open to the network; draining, resuming and pprof
 // take root or the daemon's user (access.go).
-type api struct {
-	path   string
-	daemon *Daemon
-	ready  chan struct{}
-	pprof  bool
-	limits serverLimits // zero: apiLimits
+type Server struct {
+	path    string
+	backend Backend
+	log     *slog.Logger
+	ready   chan struct{}
+	pprof   bool
+	limits  serverLimits // zero: apiLimits
 	// operators says which peer uids may drain, resume and profile
 	// (nil: root and the daemon's user; see access.go).
 	operators func(uid int) bool
@@ -190,9 +197,28 @@ type OwnerStatus struct {
 	Quorum   bool        `json:"quorum"`
 }
 
-func (a *api) String() string         { return "api on " + a.path }
-func (a *api) Ready() <-chan struct{} { return a.ready }
-func (a *api) handler() http.Handler {
+// newAPIServer serves b on the unix socket at path, with Go's pprof if
+// pprof.
+func NewServer(path string, b Backend, log *slog.Logger, pprof bool) *Server {
+	return &Server{path: path, backend: b, log: log, pprof: pprof, ready: make(chan struct{})}
+}
+
+// socket is the path of the API's socket.
+func (a *Server) Socket() string { return a.path }
+
+// Backend is what the API serves: the daemon's answers.
+type Backend interface {
+	Status() Status
+	Clients(vip string) ([]ClientStatus, error)
+	Owner(vip, client string) (OwnerStatus, error)
+	// SetDrained drains or resumes this host; a drain that would leave a
+	// VIP to nobody is refused with a *RefusedError unless force is set.
+	SetDrained(ctx context.Context, drained, force bool) error
+}
+
+func (a *Server) String() string         { return "api on " + a.path }
+func (a *Server) Ready() <-chan struct{} { return a.ready }
+func (a *Server) handler() http.Handler {
 	mux := http.NewServeMux()
 	reply := func(w http.ResponseWriter, v any, err error) {
 		if err != nil {
@@ -203,27 +229,27 @@ func (a *api) handler() http.Handler {
 		json.NewEncoder(w).Encode(v)
 	}
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
-		reply(w, a.daemon.Status(), nil)
+		reply(w, a.backend.Status(), nil)
 	})
 	mux.HandleFunc("GET /v1/clients", func(w http.ResponseWriter, r *http.Request) {
-		cs, err := a.daemon.Clients(r.URL.Query().Get("vip"))
+		cs, err := a.backend.Clients(r.URL.Query().Get("vip"))
 		reply(w, cs, err)
 	})
 	mux.HandleFunc("GET /v1/owner", func(w http.ResponseWriter, r *http.Request) {
-		o, err := a.daemon.Owner(r.URL.Query().Get("vip"), r.URL.Query().Get("client"))
+		o, err := a.backend.Owner(r.URL.Query().Get("vip"), r.URL.Query().Get("client"))
 		reply(w, o, err)
 	})
 	for path, drained := range map[string]bool{"POST /v1/drain": true, "POST /v1/resume": false} {
 		mux.HandleFunc(path, a.onlyOperators(func(w http.ResponseWriter, r *http.Request) {
 			force := r.URL.Query().Get("force") == "true"
 			var refused *RefusedError
-			switch err := a.daemon.SetDrained(r.Context(), drained, force); {
+			switch err := a.backend.SetDrained(r.Context(), drained, force); {
 			case errors.As(err, &refused):
 				http.Error(w, err.Error(), http.StatusConflict)
 			case err != nil:
 				http.Error(w, err.Error(), http.StatusInternalServerError)
 			default:
-				reply(w, a.daemon.Status(), nil)
+				reply(w, a.backend.Status(), nil)
 			}
 		}))
 	}
@@ -235,7 +261,7 @@ func (a *api) handler() http.Handler {
 	return mux
 }
 
-func (a *api) Run(ctx context.Context) error {
+func (a *Server) Run(ctx context.Context) error {
 	if err := os.MkdirAll(filepath.Dir(a.path), 0o755); err != nil {
 		return fmt.Errorf("api socket %s: %w", a.path, err)
 	}
@@ -256,8 +282,8 @@ func (a *api) Run(ctx context.Context) error {
 		l.Close()
 		return fmt.Errorf("api socket %s: group %s: %w", a.path, StatusGroup, err)
 	}
-	if group != "" && a.daemon != nil {
-		a.daemon.log.Debug("api socket readable by group", "socket", a.path, "group", group)
+	if group != "" && a.log != nil {
+		a.log.Debug("api socket readable by group", "socket", a.path, "group", group)
 	}
 	l = peerListener{l}
 	defer os.Remove(a.path)
@@ -327,4 +353,44 @@ func call(ctx context.Context, socket, method, path string, out any) error {
 		return fmt.Errorf("ask daemon at %s: %w", socket, err)
 	}
 	return nil
+}
+
+// MemberRejected is the state status shows for a live member whose gossiped
+// metadata this host rejects (out of range, another version): it gets no
+// clients and does not count toward quorum; its error says why.
+const MemberRejected = "rejected"
+
+// peerStatuses lists the members for status, a live member whose metadata
+// is rejected as MemberRejected.
+func PeerStatuses(ms []gossip.Member) []MemberStatus {
+	out := memberStatuses(ms)
+	for i, m := range ms {
+		if m.Err != "" && m.State == gossip.StateAlive {
+			out[i].State = MemberRejected
+		}
+	}
+	return out
+}
+
+// RefusedError is a drain refused because it would leave VIPs unanswered.
+type RefusedError struct{ VIPs []config.VIP }
+
+func (e *RefusedError) Error() string {
+	var names []string
+	for _, v := range e.VIPs {
+		names = append(names, fmt.Sprintf("vip %s (%s)", v.Name, v.Address))
+	}
+	return "refused: this host is the last eligible host of " + strings.Join(names, ", ") +
+		": drained, nobody would answer its clients. Bring another host back first (`arpshare status` lists the eligible hosts), " +
+		"or, to shut the whole cluster down, `arpshare drain --force`"
+}
+
+// DrainStatus says how far the other hosts are in taking the clients of
+// this drained (or stopping) host.
+type DrainStatus struct {
+	// Done: every live peer that serves one of this host's VIPs has
+	// re-pointed the clients that this host's view gives it.
+	Done bool `json:"done"`
+	// Waiting names the peers that have not yet.
+	Waiting []string `json:"waiting"`
 }

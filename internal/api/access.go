@@ -1,4 +1,4 @@
-package daemon
+package api
 
 import (
 	"context"
@@ -80,7 +80,7 @@ func mayChange(r *http.Request, operators func(uid int) bool) bool {
 func operator(uid int) bool { return uid == 0 || uid == os.Geteuid() }
 
 // onlyOperators refuses the request unless its peer may change things.
-func (a *api) onlyOperators(h http.HandlerFunc) http.HandlerFunc {
+func (a *Server) onlyOperators(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ops := a.operators
 		if ops == nil {

@@ -1,4 +1,4 @@
-package daemon
+package api
 
 import (
 	"context"
@@ -22,7 +22,7 @@ func TestAPIAccess(t *testing.T) {
 	defer cancel()
 	var operatorUID atomic.Int64
 	operatorUID.Store(-1)
-	a := &api{path: filepath.Join(t.TempDir(), "api.sock"), ready: make(chan struct{}), pprof: true,
+	a := &Server{path: filepath.Join(t.TempDir(), "api.sock"), ready: make(chan struct{}), pprof: true,
 		operators: func(uid int) bool { return int64(uid) == operatorUID.Load() }}
 	go a.Run(ctx)
 	<-a.ready
