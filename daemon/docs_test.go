@@ -7,8 +7,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/arpshare/arpshare/internal/config"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/arpshare/arpshare/internal/config"
 )
 
 // TestDocsNameRealMetrics checks that the metric names in the operations

@@ -9,6 +9,7 @@ import (
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/gossip"
 	"github.com/arpshare/arpshare/internal/config"
+	"github.com/arpshare/arpshare/internal/health"
 )
 
 // linkKey names a responder: an interface and an address family.
@@ -121,15 +122,15 @@ func (rs *responders) setView(v *gossip.View) {
 // checks are the running health checks, one per VIP that has a check.
 type checks struct {
 	mu     sync.Mutex
-	byAddr map[netip.Addr]*running[*healthCheck]
+	byAddr map[netip.Addr]*running[*health.Check]
 }
 
-func newChecks() *checks { return &checks{byAddr: map[netip.Addr]*running[*healthCheck]{}} }
+func newChecks() *checks { return &checks{byAddr: map[netip.Addr]*running[*health.Check]{}} }
 
 // set makes the checks those of vips. Unchanged checks keep running, with
 // their state. It reports each VIP's health as it starts: true without a
 // check, false for a check that starts.
-func (cs *checks) set(vips []config.VIP, state *hostState, start func(config.VIP) *running[*healthCheck]) {
+func (cs *checks) set(vips []config.VIP, state *hostState, start func(config.VIP) *running[*health.Check]) {
 	want := map[netip.Addr]config.VIP{}
 	for _, v := range vips {
 		want[v.Address] = v
@@ -137,7 +138,7 @@ func (cs *checks) set(vips []config.VIP, state *hostState, start func(config.VIP
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	for addr, c := range cs.byAddr {
-		if v, ok := want[addr]; !ok || !reflect.DeepEqual(v.Check, c.t.vip.Check) {
+		if v, ok := want[addr]; !ok || !reflect.DeepEqual(v.Check, c.t.VIP().Check) {
 			c.stop()
 			delete(cs.byAddr, addr)
 		}
@@ -155,12 +156,12 @@ func (cs *checks) set(vips []config.VIP, state *hostState, start func(config.VIP
 
 // report records the health h found, unless a reload replaced h, and says
 // whether it did.
-func (cs *checks) report(h *healthCheck, healthy bool, state *hostState) bool {
+func (cs *checks) report(h *health.Check, healthy bool, state *hostState) bool {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	if c, ok := cs.byAddr[h.vip.Address]; !ok || c.t != h {
+	if c, ok := cs.byAddr[h.VIP().Address]; !ok || c.t != h {
 		return false
 	}
-	state.setHealth(h.vip.Address, healthy)
+	state.setHealth(h.VIP().Address, healthy)
 	return true
 }

@@ -13,8 +13,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/arpshare/arpshare/internal/config"
 	"golang.org/x/sys/unix"
+
+	"github.com/arpshare/arpshare/internal/config"
 )
 
 // errRefused is a reload that applied nothing.

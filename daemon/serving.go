@@ -14,6 +14,7 @@ import (
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/gossip"
 	"github.com/arpshare/arpshare/internal/config"
+	"github.com/arpshare/arpshare/internal/health"
 )
 
 // vipServer serves the VIPs of the config in force: it puts them on lo,
@@ -187,9 +188,9 @@ func (d *vipServer) newResponder(k linkKey, vips []arp.VIP) *arp.Responder {
 	return r
 }
 
-func (d *vipServer) startCheck(v config.VIP) *running[*healthCheck] {
-	var h *healthCheck
-	h = newHealthCheck(v, func(ok bool, err error) { d.healthChanged(h, ok, err) })
+func (d *vipServer) startCheck(v config.VIP) *running[*health.Check] {
+	var h *health.Check
+	h = health.New(v, func(ok bool, err error) { d.healthChanged(h, ok, err) })
 	return start(d.tasks, h)
 }
 
@@ -213,16 +214,16 @@ func (d *vipServer) interfaceOpened6(iface string, mac net.HardwareAddr) error {
 	return nil
 }
 
-func (d *vipServer) healthChanged(h *healthCheck, healthy bool, err error) {
+func (d *vipServer) healthChanged(h *health.Check, healthy bool, err error) {
 	if !d.checks.report(h, healthy, d.state) {
 		return // a check replaced by a reload
 	}
 	if healthy {
-		d.log.Info("health check passes: serving", "vip", h.vip.Name)
+		d.log.Info("health check passes: serving", "vip", h.VIP().Name)
 	} else {
-		d.log.Warn("health check fails: handing clients to other hosts", "vip", h.vip.Name, "error", err)
+		d.log.Warn("health check fails: handing clients to other hosts", "vip", h.VIP().Name, "error", err)
 	}
 	if err := d.cluster.UpdateMeta(500 * time.Millisecond); err != nil {
-		d.log.Debug("gossip health", "vip", h.vip.Name, "error", err)
+		d.log.Debug("gossip health", "vip", h.VIP().Name, "error", err)
 	}
 }

@@ -1,11 +1,12 @@
 package daemon
 
 import (
-	"github.com/arpshare/arpshare/internal/config"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/arpshare/arpshare/internal/config"
 )
 
 // TestDrainedStateFile: the drained flag survives a restart; a drained

@@ -6,8 +6,9 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/arpshare/arpshare/internal/config"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/arpshare/arpshare/internal/config"
 )
 
 // TestSysctlGuard: an ARP sysctl of a serving interface that something

@@ -9,8 +9,9 @@ import (
 	"os/user"
 	"strconv"
 
-	"github.com/arpshare/arpshare/internal/config"
 	"golang.org/x/sys/unix"
+
+	"github.com/arpshare/arpshare/internal/config"
 )
 
 // StatusGroup is the group whose members may read the API (status,

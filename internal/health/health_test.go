@@ -1,12 +1,12 @@
-package daemon
+package health
 
 import (
 	"context"
 	"errors"
-	"github.com/arpshare/arpshare/internal/config"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,7 +14,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/arpshare/arpshare/internal/config"
 )
+
+var testVIP = netip.MustParseAddr("198.18.0.200")
 
 func checkVIP(c config.Check) config.VIP {
 	return config.VIP{Name: "web", Address: testVIP, Check: &c}
@@ -22,7 +26,7 @@ func checkVIP(c config.Check) config.VIP {
 
 func TestHealthRiseFall(t *testing.T) {
 	t.Parallel()
-	h := &healthCheck{vip: checkVIP(config.Check{Rise: 2, Fall: 3})}
+	h := &Check{vip: checkVIP(config.Check{Rise: 2, Fall: 3})}
 	fail := errors.New("down")
 	steps := []struct {
 		err     error
@@ -55,7 +59,7 @@ func TestHealthRun(t *testing.T) {
 	hang := make(chan bool, 10) // true: the next probe hangs until cut off
 	var changes []bool
 	changed := make(chan struct{}, 10)
-	h := newHealthCheck(checkVIP(config.Check{TCP: "unused:1", Interval: time.Hour, Timeout: 20 * time.Millisecond, Rise: 1, Fall: 1}),
+	h := New(checkVIP(config.Check{TCP: "unused:1", Interval: time.Hour, Timeout: 20 * time.Millisecond, Rise: 1, Fall: 1}),
 		func(ok bool, err error) { changes = append(changes, ok); changed <- struct{}{} })
 	h.probe = func(ctx context.Context) error {
 		if <-hang {

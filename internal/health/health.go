@@ -1,10 +1,9 @@
-package daemon
+package health
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/arpshare/arpshare/internal/config"
 	"io"
 	"net"
 	"net/http"
@@ -12,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/arpshare/arpshare/internal/config"
 )
 
 // probe runs a check once; ctx carries its timeout.
@@ -76,7 +77,7 @@ func runCheck(ctx context.Context, argv []string) error {
 // healthCheck runs one VIP's check on its schedule and turns results into
 // healthy or not with rise/fall hysteresis. A VIP starts unhealthy: a host
 // takes clients only once its service has passed rise checks in a row.
-type healthCheck struct {
+type Check struct {
 	vip      config.VIP
 	probe    probe
 	onChange func(healthy bool, err error)
@@ -89,20 +90,23 @@ type healthCheck struct {
 	once         sync.Once
 }
 
-func newHealthCheck(v config.VIP, onChange func(bool, error)) *healthCheck {
-	return &healthCheck{vip: v, probe: newProbe(v.Check), onChange: onChange, ready: make(chan struct{}), ticks: func(d time.Duration) (<-chan time.Time, func()) {
+func New(v config.VIP, onChange func(bool, error)) *Check {
+	return &Check{vip: v, probe: newProbe(v.Check), onChange: onChange, ready: make(chan struct{}), ticks: func(d time.Duration) (<-chan time.Time, func()) {
 		t := time.NewTicker(d)
 		return t.C, t.Stop
 	}}
 }
 
-func (h *healthCheck) String() string { return fmt.Sprintf("health check for vip %q", h.vip.Name) }
+// VIP is the VIP whose check h runs.
+func (h *Check) VIP() config.VIP { return h.vip }
+
+func (h *Check) String() string { return fmt.Sprintf("health check for vip %q", h.vip.Name) }
 
 // Ready is closed once the check has run once.
-func (h *healthCheck) Ready() <-chan struct{} { return h.ready }
+func (h *Check) Ready() <-chan struct{} { return h.ready }
 
 // observe counts one result and reports whether the state changed.
-func (h *healthCheck) observe(err error) bool {
+func (h *Check) observe(err error) bool {
 	if err == nil {
 		h.passes, h.fail = h.passes+1, 0
 		if !h.healthy && h.passes >= h.vip.Check.Rise {
@@ -120,7 +124,7 @@ func (h *healthCheck) observe(err error) bool {
 }
 
 // Run checks at once, then every interval, until ctx ends.
-func (h *healthCheck) Run(ctx context.Context) error {
+func (h *Check) Run(ctx context.Context) error {
 	tick, stop := h.ticks(h.vip.Check.Interval)
 	defer stop()
 	for {
