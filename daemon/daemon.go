@@ -18,6 +18,7 @@ import (
 	"github.com/arpshare/arpshare/gossip"
 	"github.com/arpshare/arpshare/internal/api"
 	"github.com/arpshare/arpshare/internal/config"
+	"github.com/arpshare/arpshare/internal/hostnet"
 )
 
 const (
@@ -52,7 +53,7 @@ type Daemon struct {
 	watch      viewWatch
 	api        *api.Server
 	metrics    *api.MetricsServer // nil without [api] metrics
-	sysctls    *sysctlGuard
+	sysctls    *hostnet.SysctlGuard
 	reports    *repointReports
 	drainLock  drainLock
 
@@ -63,7 +64,7 @@ type Daemon struct {
 // seams are what tests replace: the kernel's side of the host, its sockets,
 // the gossip network and systemd.
 type seams struct {
-	host Host
+	host hostnet.Host
 	// listen and listenNDP open a serving interface; nil: raw sockets.
 	listen    func(iface string) (arp.Conn, net.HardwareAddr, error)
 	listenNDP func(iface string) (arp.NDPConn, net.HardwareAddr, error)
@@ -81,7 +82,7 @@ type seams struct {
 
 // New wires a daemon from a checked config.
 func New(cfg *config.Config, log *slog.Logger, version string) *Daemon {
-	return newDaemon(cfg, log, version, seams{host: kernelHost{}, notify: sdNotify(log), sysctlDir: ProcNetConf})
+	return newDaemon(cfg, log, version, seams{host: hostnet.Kernel{}, notify: sdNotify(log), sysctlDir: hostnet.ProcNetConf})
 }
 
 func newDaemon(cfg *config.Config, log *slog.Logger, version string, sm seams) *Daemon {
@@ -111,7 +112,7 @@ func newDaemon(cfg *config.Config, log *slog.Logger, version string, sm seams) *
 	if d.state.draining() {
 		log.Warn("starting drained: this host answers no client until `arpshare resume`")
 	}
-	d.sysctls = newSysctlGuard(sm.sysctlDir, d.state, log)
+	d.sysctls = hostnet.NewSysctlGuard(sm.sysctlDir, d.state, log)
 	d.reports = newRepointReports(d.state)
 	d.repointer = repoint.New(repoint.Config{
 		Table: d.table, Logger: log, VIPs: d.state, Send: d.responders,
@@ -146,7 +147,7 @@ func newDaemon(cfg *config.Config, log *slog.Logger, version string, sm seams) *
 }
 
 // config returns the config in force.
-func (d *Daemon) config() *config.Config { return d.state.config() }
+func (d *Daemon) config() *config.Config { return d.state.Config() }
 
 // Run serves until ctx ends, then stops gracefully: it drains, gives the
 // other hosts time to re-point its clients, leaves the cluster and removes

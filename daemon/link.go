@@ -313,7 +313,7 @@ func (w *linkWatch) linkGone(index int) {
 // a responder of it has its socket on an interface that no longer has the
 // name, and must open the one that has it, when there is one again.
 func (w *linkWatch) left(iface string) {
-	if slices.Contains(w.state.config().Interfaces(), iface) {
+	if slices.Contains(w.state.Config().Interfaces(), iface) {
 		w.reopen(iface)
 	}
 }
@@ -388,7 +388,7 @@ func (w *linkWatch) configured() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	keep := map[linkKey]bool{}
-	for _, v := range w.state.config().VIPs {
+	for _, v := range w.state.Config().VIPs {
 		keep[linkOf(v)] = true
 	}
 	maps.DeleteFunc(w.sockets, func(k linkKey, _ socketState) bool { return !keep[k] })
@@ -446,7 +446,7 @@ func (w *linkWatch) fault(v config.VIP) string {
 // logs the changes and wakes the goroutine that gossips. w.mu is held.
 func (w *linkWatch) update() {
 	faults := map[netip.Addr]string{}
-	vips := w.state.config().VIPs
+	vips := w.state.Config().VIPs
 	for _, v := range vips {
 		if f := w.fault(v); f != "" {
 			faults[v.Address] = f
@@ -483,7 +483,7 @@ func (w *linkWatch) Describe(ch chan<- *prometheus.Desc) {
 func (w *linkWatch) Collect(ch chan<- prometheus.Metric) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	cfg := w.state.config()
+	cfg := w.state.Config()
 	serving := map[string]bool{}
 	for _, iface := range cfg.Interfaces() {
 		serving[iface] = true

@@ -129,7 +129,7 @@ func (d *vipServer) restoreVIPs(list func() ([]netip.Addr, error)) (map[netip.Ad
 		return nil, err
 	}
 	failed := map[netip.Addr]error{}
-	for _, v := range d.state.config().VIPs {
+	for _, v := range d.state.Config().VIPs {
 		if slices.Contains(onLo, v.Address) {
 			continue
 		}
@@ -144,7 +144,7 @@ func (d *vipServer) restoreVIPs(list func() ([]netip.Addr, error)) (map[netip.Ad
 
 // removeVIPs takes every VIP off lo, as the daemon stops.
 func (d *vipServer) removeVIPs() {
-	for _, v := range d.state.config().VIPs {
+	for _, v := range d.state.Config().VIPs {
 		if err := d.seams.host.RemoveVIP(v.Address); err != nil {
 			d.log.Error("remove VIP", "vip", v.Name, "error", err)
 		}
@@ -183,7 +183,7 @@ func (d *vipServer) newResponder(k linkKey, vips []arp.VIP) *arp.Responder {
 	r = arp.NewResponder(arp.ResponderConfig{
 		Interface: k.iface, IPv6: k.ipv6, VIPs: vips, Table: d.table, View: d.cluster.View(),
 		Logger: d.log, OnOpen: onOpen, OnClose: onClose, WaitLink: d.links.waitLink, Listen: d.seams.listen, ListenNDP: d.seams.listenNDP,
-		FastPath: d.state.config().Node.FastPath != config.FastPathOff, // fast path (issue 11)
+		FastPath: d.state.Config().Node.FastPath != config.FastPathOff, // fast path (issue 11)
 	})
 	return r
 }

@@ -60,7 +60,7 @@ func newHostState(cfg *config.Config) *hostState {
 	return s
 }
 
-func (s *hostState) config() *config.Config {
+func (s *hostState) Config() *config.Config {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.cfg
@@ -162,7 +162,7 @@ func syncDir(dir string) error {
 }
 
 func (s *hostState) drainedFile() string {
-	return filepath.Join(s.config().Node.StateDir, "drained")
+	return filepath.Join(s.Config().Node.StateDir, "drained")
 }
 
 // setHealth records a VIP's health check result.
@@ -235,7 +235,7 @@ func (s *hostState) waitingFor() []string {
 // VIPs returns the VIPs in force and their policies.
 func (s *hostState) VIPs() []arp.VIP {
 	var out []arp.VIP
-	for _, v := range s.config().VIPs {
+	for _, v := range s.Config().VIPs {
 		out = append(out, arp.VIP{Address: v.Address, Policy: v.Policy()})
 	}
 	return out

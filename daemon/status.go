@@ -20,7 +20,7 @@ func statusLine(v *gossip.View, state *hostState, table *arp.ClientTable) string
 			live++
 		}
 	}
-	line := fmt.Sprintf("%d VIPs, %d live hosts, %d known clients", len(state.config().VIPs), live, table.Len())
+	line := fmt.Sprintf("%d VIPs, %d live hosts, %d known clients", len(state.Config().VIPs), live, table.Len())
 	if w := state.waitingFor(); len(w) > 0 {
 		line += "; waiting for interface " + strings.Join(w, ", ")
 	}

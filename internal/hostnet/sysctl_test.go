@@ -1,6 +1,7 @@
-package daemon
+package hostnet
 
 import (
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -44,8 +45,7 @@ func TestSysctlGuard(t *testing.T) {
 		{Name: "web6", Address: netip.MustParseAddr("fd00::200"), Interface: "eth1"},
 		{Name: "later", Address: netip.MustParseAddr("198.18.0.202"), Interface: "eth9"}, // missing
 	}}
-	g := newSysctlGuard(dir, newHostState(&config.Config{Node: config.NodeConfig{StateDir: t.TempDir()}}), quietLog())
-	g.state.setConfig(cfg)
+	g := NewSysctlGuard(dir, staticConfig{cfg}, slog.New(slog.DiscardHandler))
 	if n := g.check(); n != 0 {
 		t.Fatalf("put back %d sysctls that were right", n)
 	}
@@ -73,10 +73,10 @@ func TestSysctlGuard(t *testing.T) {
 	}
 }
 
-func restoredCount(t *testing.T, g *sysctlGuard, iface, key string) float64 {
+func restoredCount(t *testing.T, g *SysctlGuard, iface, key string) float64 {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(g.restored)
+	reg.MustRegister(g.Collector())
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -94,3 +94,8 @@ func restoredCount(t *testing.T, g *sysctlGuard, iface, key string) float64 {
 	}
 	return 0
 }
+
+// staticConfig is a config in force that never changes.
+type staticConfig struct{ cfg *config.Config }
+
+func (s staticConfig) Config() *config.Config { return s.cfg }

@@ -1,4 +1,4 @@
-package daemon
+package hostnet
 
 import (
 	"errors"
@@ -34,12 +34,12 @@ type Host interface {
 }
 
 // kernelHost plumbs the running kernel, through netlink and /proc.
-type kernelHost struct{}
+type Kernel struct{}
 
-var _ Host = kernelHost{}
+var _ Host = Kernel{}
 
 // AddVIP puts vip on lo as a /32 (or /128).
-func (kernelHost) AddVIP(vip netip.Addr) error {
+func (Kernel) AddVIP(vip netip.Addr) error {
 	lo, err := netlink.LinkByName("lo")
 	if err != nil {
 		return fmt.Errorf("add VIP %s to lo: %w", vip, err)
@@ -51,7 +51,7 @@ func (kernelHost) AddVIP(vip netip.Addr) error {
 }
 
 // RemoveVIP takes vip off lo.
-func (kernelHost) RemoveVIP(vip netip.Addr) error {
+func (Kernel) RemoveVIP(vip netip.Addr) error {
 	lo, err := netlink.LinkByName("lo")
 	if err != nil {
 		return fmt.Errorf("remove VIP %s from lo: %w", vip, err)
@@ -69,7 +69,7 @@ func vipAddr(vip netip.Addr) *netlink.Addr {
 
 // QuietARP sets arp_ignore and arp_announce on the serving interface; the
 // sysctl guard keeps them so.
-func (kernelHost) QuietARP(iface string) error {
+func (Kernel) QuietARP(iface string) error {
 	for _, s := range arpSysctls {
 		p := filepath.Join(ProcNetConf, iface, s.key)
 		if err := os.WriteFile(p, []byte(s.value), 0o644); err != nil {

@@ -1,4 +1,4 @@
-package daemon
+package hostnet
 
 import (
 	"context"
@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/arpshare/arpshare/internal/config"
 )
 
 // MetricSysctlRestored counts the ARP sysctls of serving interfaces found
@@ -37,26 +39,32 @@ var arpSysctls = []struct{ key, value string }{{"arp_ignore", "1"}, {"arp_announ
 
 // sysctlGuard puts back the ARP sysctls of the serving interfaces whenever
 // something else changed them.
-type sysctlGuard struct {
+type SysctlGuard struct {
 	dir      string // ProcNetConf; "" plumbs nothing (tests)
-	state    *hostState
+	cfg      ConfigSource
 	log      *slog.Logger
 	restored *prometheus.CounterVec
 	failed   map[string]string // the last error of each interface and sysctl, logged once
 }
 
-func newSysctlGuard(dir string, state *hostState, log *slog.Logger) *sysctlGuard {
-	return &sysctlGuard{dir: dir, state: state, log: log, failed: map[string]string{},
+func NewSysctlGuard(dir string, cfg ConfigSource, log *slog.Logger) *SysctlGuard {
+	return &SysctlGuard{dir: dir, cfg: cfg, log: log, failed: map[string]string{},
 		restored: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricSysctlRestored,
 			Help: "ARP sysctls (arp_ignore, arp_announce) of a serving interface found changed by something else and put back, by interface and sysctl.",
 		}, []string{"interface", "sysctl"})}
 }
 
-func (g *sysctlGuard) String() string { return "sysctl guard" }
+// ConfigSource gives the config in force.
+type ConfigSource interface{ Config() *config.Config }
+
+// Collector counts the sysctls put back.
+func (g *SysctlGuard) Collector() prometheus.Collector { return g.restored }
+
+func (g *SysctlGuard) String() string { return "sysctl guard" }
 
 // Run checks the sysctls every sysctlEvery until ctx ends.
-func (g *sysctlGuard) Run(ctx context.Context) error {
+func (g *SysctlGuard) Run(ctx context.Context) error {
 	if g.dir == "" {
 		<-ctx.Done()
 		return nil
@@ -74,9 +82,9 @@ func (g *sysctlGuard) Run(ctx context.Context) error {
 }
 
 // interfaces are those of the IPv4 VIPs in force, each once.
-func (g *sysctlGuard) interfaces() []string {
+func (g *SysctlGuard) interfaces() []string {
 	var out []string
-	for _, v := range g.state.config().VIPs {
+	for _, v := range g.cfg.Config().VIPs {
 		if v.Address.Is4() && !slices.Contains(out, v.Interface) {
 			out = append(out, v.Interface)
 		}
@@ -87,7 +95,7 @@ func (g *sysctlGuard) interfaces() []string {
 // check puts back every ARP sysctl of a serving interface that differs
 // from what it needs, and returns how many it put back. An interface that
 // does not exist (yet) is skipped: the responder sets them as it opens.
-func (g *sysctlGuard) check() int {
+func (g *SysctlGuard) check() int {
 	n := 0
 	for _, iface := range g.interfaces() {
 		for _, s := range arpSysctls {
