@@ -19,6 +19,7 @@ import (
 	"github.com/arpshare/arpshare/internal/api"
 	"github.com/arpshare/arpshare/internal/config"
 	"github.com/arpshare/arpshare/internal/hostnet"
+	"github.com/arpshare/arpshare/internal/linkwatch"
 )
 
 const (
@@ -72,7 +73,7 @@ type seams struct {
 	transport memberlist.Transport
 	notify    func(state string) // to systemd
 	// links reports the kernel's interfaces and lo's addresses; nil: netlink.
-	links linkSource
+	links linkwatch.Source
 	// drainWait replaces drainWait; 0: drainWait.
 	drainWait time.Duration
 	// sysctlDir is where the ARP sysctls are kept (ProcNetConf); "":
@@ -90,7 +91,7 @@ func newDaemon(cfg *config.Config, log *slog.Logger, version string, sm seams) *
 		sm.drainWait = drainWait
 	}
 	if sm.links == nil {
-		sm.links = kernelLinks{}
+		sm.links = linkwatch.Kernel{}
 	}
 	d := &Daemon{
 		log: log, version: version, seams: sm,

@@ -13,6 +13,7 @@ import (
 	"github.com/arpshare/arpshare/daemon/repoint"
 	"github.com/arpshare/arpshare/gossip"
 	"github.com/arpshare/arpshare/internal/config"
+	"github.com/arpshare/arpshare/internal/linkwatch"
 )
 
 // Metric names that tests and the dashboard rely on.
@@ -236,8 +237,8 @@ func (c collector) collectResponders(e emitter, fastPath bool) {
 	counters := map[*prometheus.Desc]map[key]uint64{descFrames: {}, descKernelFrames: {}, descReplies: {}, descConflicts: {}, descRepoints: {}}
 	up := map[string]bool{}
 	for k, r := range c.d.responders.snapshot() {
-		iface, proto := k.iface, "arp"
-		if k.ipv6 {
+		iface, proto := k.Iface, "arp"
+		if k.IPv6 {
 			proto = "ndp"
 		}
 		s := r.Stats()
@@ -260,7 +261,7 @@ func (c collector) collectResponders(e emitter, fastPath bool) {
 			counters[descRepoints][key{e.name(vip), "broadcast"}] += n
 		}
 		up[iface] = up[iface] || r.MAC() != nil
-		if fastPath && !k.ipv6 {
+		if fastPath && !k.IPv6 {
 			e.gauge(descFastPath, bool01(r.FastPathAttached()), iface)
 		}
 	}
@@ -337,7 +338,7 @@ func (c collector) collectVIPs(e emitter, cfg *config.Config, v *gossip.View) {
 		// As it gossips: a link that cannot serve counts as a failed check.
 		linkOK := c.d.state.linkFault(vip.Address) == ""
 		ok := healthy[vip.Address] && linkOK
-		r := responders[linkOf(vip)]
+		r := responders[linkwatch.KeyOf(vip)]
 		open := r != nil && r.MAC() != nil
 		serving := up && open && linkOK && (ok || v.Fallback(vip.Address))
 		e.gauge(descEligible, bool01(self), vip.Name)

@@ -10,39 +10,31 @@ import (
 	"github.com/arpshare/arpshare/gossip"
 	"github.com/arpshare/arpshare/internal/config"
 	"github.com/arpshare/arpshare/internal/health"
+	"github.com/arpshare/arpshare/internal/linkwatch"
 )
-
-// linkKey names a responder: an interface and an address family.
-type linkKey struct {
-	iface string
-	ipv6  bool
-}
-
-// linkOf is the link that serves v.
-func linkOf(v config.VIP) linkKey { return linkKey{v.Interface, v.Address.Is6()} }
 
 // responders are the running responders, one per interface and address
 // family that serves at least one VIP. They send what the repointer asks
 // for on the interface of the VIP.
 type responders struct {
 	mu     sync.Mutex
-	byLink map[linkKey]*running[*arp.Responder]
-	link   map[netip.Addr]linkKey // of each VIP served
+	byLink map[linkwatch.Key]*running[*arp.Responder]
+	link   map[netip.Addr]linkwatch.Key // of each VIP served
 }
 
 func newResponders() *responders {
-	return &responders{byLink: map[linkKey]*running[*arp.Responder]{}, link: map[netip.Addr]linkKey{}}
+	return &responders{byLink: map[linkwatch.Key]*running[*arp.Responder]{}, link: map[netip.Addr]linkwatch.Key{}}
 }
 
 // set makes the responders serve vips: a responder whose interface still
 // serves VIPs keeps running with the new ones, the others stop, and
 // newResponder makes the missing ones, which start runs.
-func (rs *responders) set(vips []config.VIP, newResponder func(linkKey, []arp.VIP) *arp.Responder, start func(*arp.Responder) *running[*arp.Responder]) {
-	byLink := map[linkKey][]arp.VIP{}
-	link := map[netip.Addr]linkKey{}
+func (rs *responders) set(vips []config.VIP, newResponder func(linkwatch.Key, []arp.VIP) *arp.Responder, start func(*arp.Responder) *running[*arp.Responder]) {
+	byLink := map[linkwatch.Key][]arp.VIP{}
+	link := map[netip.Addr]linkwatch.Key{}
 	for _, v := range vips {
-		byLink[linkOf(v)] = append(byLink[linkOf(v)], arp.VIP{Address: v.Address, Policy: v.Policy()})
-		link[v.Address] = linkOf(v)
+		byLink[linkwatch.KeyOf(v)] = append(byLink[linkwatch.KeyOf(v)], arp.VIP{Address: v.Address, Policy: v.Policy()})
+		link[v.Address] = linkwatch.KeyOf(v)
 	}
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
@@ -64,7 +56,7 @@ func (rs *responders) set(vips []config.VIP, newResponder func(linkKey, []arp.VI
 
 // current says whether r is the running responder of k (not one a reload
 // stopped).
-func (rs *responders) current(k linkKey, r *arp.Responder) bool {
+func (rs *responders) current(k linkwatch.Key, r *arp.Responder) bool {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	run, ok := rs.byLink[k]
@@ -102,10 +94,10 @@ func (rs *responders) Announce(vip netip.Addr) error {
 }
 
 // snapshot returns the responders by link.
-func (rs *responders) snapshot() map[linkKey]*arp.Responder {
+func (rs *responders) snapshot() map[linkwatch.Key]*arp.Responder {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
-	m := map[linkKey]*arp.Responder{}
+	m := map[linkwatch.Key]*arp.Responder{}
 	for k, r := range rs.byLink {
 		m[k] = r.t
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/arpshare/arpshare/gossip"
 	"github.com/arpshare/arpshare/internal/config"
 	"github.com/arpshare/arpshare/internal/health"
+	"github.com/arpshare/arpshare/internal/linkwatch"
 )
 
 // vipServer serves the VIPs of the config in force: it puts them on lo,
@@ -29,7 +30,7 @@ type vipServer struct {
 	cluster    *gossip.Cluster
 	responders *responders
 	checks     *checks
-	links      *linkWatch
+	links      *linkwatch.Watch
 	tasks      *supervisor // set by Daemon.Run, before the first apply
 	// plumbing is held while the VIPs on lo change: by apply, and by the
 	// link watch putting back a VIP someone took off.
@@ -38,22 +39,31 @@ type vipServer struct {
 
 // watchLinks makes the link watch, which makes this host ineligible for
 // a VIP whose link cannot serve it (link.go).
-func (d *vipServer) watchLinks(source linkSource) {
-	d.links = newLinkWatch(d.log.With("component", "links"), source, d.state)
-	d.links.restore = d.restoreVIPs
-	d.links.reopen = func(iface string) {
-		for k, r := range d.responders.snapshot() {
-			if k.iface == iface {
-				r.Reopen()
-			}
+func (d *vipServer) watchLinks(source linkwatch.Source) {
+	d.links = linkwatch.New(d.log.With("component", "links"), source, d)
+}
+
+// Config is the config in force, for the link watch.
+func (d *vipServer) Config() *config.Config { return d.state.Config() }
+
+// SetLinkFaults records the link watch's faults.
+func (d *vipServer) SetLinkFaults(f map[netip.Addr]string) { d.state.setLinkFaults(f) }
+
+// Reopen reopens the responders of iface.
+func (d *vipServer) Reopen(iface string) {
+	for k, r := range d.responders.snapshot() {
+		if k.Iface == iface {
+			r.Reopen()
 		}
 	}
-	d.links.gossip = func() {
-		if err := d.cluster.UpdateMeta(500 * time.Millisecond); err != nil {
-			d.log.Debug("gossip link state", "error", err)
-		}
-		d.seams.notify("STATUS=" + statusLine(d.cluster.View(), d.state, d.table))
+}
+
+// FaultsChanged gossips the link watch's faults.
+func (d *vipServer) FaultsChanged() {
+	if err := d.cluster.UpdateMeta(500 * time.Millisecond); err != nil {
+		d.log.Debug("gossip link state", "error", err)
 	}
+	d.seams.notify("STATUS=" + statusLine(d.cluster.View(), d.state, d.table))
 }
 
 // apply makes the VIPs of cfg served, starting from those of old (nil at
@@ -73,7 +83,7 @@ func (d *vipServer) apply(old, cfg *config.Config) error {
 		return err
 	}
 	d.state.setConfig(served)
-	d.links.configured()
+	d.links.Configured()
 	d.checks.set(served.VIPs, d.state, d.startCheck)
 	d.responders.set(served.VIPs, d.newResponder, func(r *arp.Responder) *running[*arp.Responder] { return start(d.tasks, r) })
 	return err
@@ -117,11 +127,11 @@ func (d *vipServer) plumb(old, cfg *config.Config) (*config.Config, error) {
 	return &served, errors.Join(errs...)
 }
 
-// restoreVIPs puts back on lo the VIPs in force that are missing from it
+// RestoreVIPs puts back on lo the VIPs in force that are missing from it
 // (someone flushed lo's addresses), and returns those it could not put
 // back. It lists lo under the plumbing lock, so a VIP that apply is adding
 // or removing is not taken for lost.
-func (d *vipServer) restoreVIPs(list func() ([]netip.Addr, error)) (map[netip.Addr]error, error) {
+func (d *vipServer) RestoreVIPs(list func() ([]netip.Addr, error)) (map[netip.Addr]error, error) {
 	d.plumbing.Lock()
 	defer d.plumbing.Unlock()
 	onLo, err := list()
@@ -154,35 +164,35 @@ func (d *vipServer) removeVIPs() {
 // newResponder makes the responder of k. It waits for the kernel to
 // report its link able to carry answers before it opens it, and tells the
 // link watch when its socket opens and when it fails.
-func (d *vipServer) newResponder(k linkKey, vips []arp.VIP) *arp.Responder {
+func (d *vipServer) newResponder(k linkwatch.Key, vips []arp.VIP) *arp.Responder {
 	var r *arp.Responder
 	plumb := d.interfaceOpened
-	if k.ipv6 {
+	if k.IPv6 {
 		plumb = d.interfaceOpened6
 	}
 	onOpen := func(iface string, mac net.HardwareAddr) error {
-		if err := d.links.usable(iface); err != nil {
+		if err := d.links.Usable(iface); err != nil {
 			return err
 		}
 		if err := plumb(iface, mac); err != nil {
 			if d.responders.current(k, r) {
-				d.links.closed(k, "plumbing failed: "+err.Error())
+				d.links.Closed(k, "plumbing failed: "+err.Error())
 			}
 			return err
 		}
 		if d.responders.current(k, r) {
-			d.links.opened(k)
+			d.links.Opened(k)
 		}
 		return nil
 	}
 	onClose := func(_ string, err error) {
 		if d.responders.current(k, r) {
-			d.links.closed(k, fmt.Sprintf("socket failed: %v", err))
+			d.links.Closed(k, fmt.Sprintf("socket failed: %v", err))
 		}
 	}
 	r = arp.NewResponder(arp.ResponderConfig{
-		Interface: k.iface, IPv6: k.ipv6, VIPs: vips, Table: d.table, View: d.cluster.View(),
-		Logger: d.log, OnOpen: onOpen, OnClose: onClose, WaitLink: d.links.waitLink, Listen: d.seams.listen, ListenNDP: d.seams.listenNDP,
+		Interface: k.Iface, IPv6: k.IPv6, VIPs: vips, Table: d.table, View: d.cluster.View(),
+		Logger: d.log, OnOpen: onOpen, OnClose: onClose, WaitLink: d.links.WaitLink, Listen: d.seams.listen, ListenNDP: d.seams.listenNDP,
 		FastPath: d.state.Config().Node.FastPath != config.FastPathOff, // fast path (issue 11)
 	})
 	return r

@@ -240,3 +240,31 @@ func (s *hostState) VIPs() []arp.VIP {
 	}
 	return out
 }
+
+// setLinkFaults records why this host's links cannot serve some VIPs.
+func (s *hostState) setLinkFaults(f map[netip.Addr]string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.linkFaults = f
+}
+
+// linkFault says why this host's link cannot serve vip, as gossiped; ""
+// if it can.
+func (s *hostState) linkFault(vip netip.Addr) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.linkFaults[vip]
+}
+
+// eligible is each VIP's health with the VIPs whose link cannot serve
+// counted as failing: what this host gossips. s.mu is held.
+func (s *hostState) eligible() map[netip.Addr]bool {
+	if len(s.linkFaults) == 0 {
+		return s.healthy
+	}
+	out := maps.Clone(s.healthy)
+	for vip := range s.linkFaults {
+		out[vip] = false
+	}
+	return out
+}

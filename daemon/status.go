@@ -10,6 +10,7 @@ import (
 	"github.com/arpshare/arpshare/gossip"
 	"github.com/arpshare/arpshare/internal/api"
 	"github.com/arpshare/arpshare/internal/config"
+	"github.com/arpshare/arpshare/internal/linkwatch"
 )
 
 // statusLine is systemd's STATUS.
@@ -47,7 +48,7 @@ func (d *Daemon) Status() api.Status {
 	counts := d.ownerCounts(cfg, v)
 	responders := d.responders.snapshot()
 	for _, vip := range cfg.VIPs {
-		r := responders[linkOf(vip)]
+		r := responders[linkwatch.KeyOf(vip)]
 		vs := api.VIPStatus{
 			Name: vip.Name, Address: vip.Address, Interface: vip.Interface, Mode: vip.Mode,
 			Answering: r.MAC() != nil, Healthy: healthy[vip.Address], Link: d.state.linkFault(vip.Address), Fallback: v.Fallback(vip.Address),

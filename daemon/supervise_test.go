@@ -13,6 +13,7 @@ import (
 
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/arp/arptest"
+	"github.com/arpshare/arpshare/internal/linkwatch"
 )
 
 // funcTask is a task made of a function; it is ready at once.
@@ -158,6 +159,6 @@ func TestWatchdogCoversResponders(t *testing.T) {
 	close(release)
 	eventually(t, "the responder waits again", func() bool {
 		return !slices.ContainsFunc(n.d.stuckLoops(time.Now(), time.Hour), func(s string) bool { return strings.Contains(s, "responder") }) &&
-			n.d.responders.snapshot()[linkKey{"test0", false}].Busy().IsZero()
+			n.d.responders.snapshot()[linkwatch.Key{Iface: "test0"}].Busy().IsZero()
 	})
 }

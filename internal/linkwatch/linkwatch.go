@@ -1,4 +1,12 @@
-package daemon
+// Package linkwatch knows whether each served VIP's link can serve it.
+// A host serves a VIP only through a link that can serve it: an interface
+// that is up, has carrier (its lower links too: the kernel carries a bond's
+// or VLAN's failed lower link up to it), whose responder socket is open, and
+// the VIP on lo. While one of these is missing, the host gossips the VIP as
+// it gossips a failed health check, and the other hosts re-point its
+// clients; when it is back, the host takes them back. The kernel's link and
+// address events drive it: nothing runs while nothing changes.
+package linkwatch
 
 import (
 	"context"
@@ -18,14 +26,6 @@ import (
 	"github.com/arpshare/arpshare/internal/clock"
 	"github.com/arpshare/arpshare/internal/config"
 )
-
-// A host serves a VIP only through a link that can serve it: an interface
-// that is up, has carrier (its lower links too: the kernel carries a bond's
-// or VLAN's failed lower link up to it), whose responder socket is open, and
-// the VIP on lo. While one of these is missing, the host gossips the VIP as
-// it gossips a failed health check, and the other hosts re-point its
-// clients; when it is back, the host takes them back. The kernel's link and
-// address events drive it: nothing runs while nothing changes.
 
 const (
 	// linkRetry is the first wait before listening again to the kernel's
@@ -50,8 +50,36 @@ var (
 		[]string{"interface"}, nil)
 )
 
-// linkState is one interface as the kernel reports it.
-type linkState struct {
+// Key names a link that serves VIPs, and its responder: an interface and
+// an address family.
+type Key struct {
+	Iface string
+	IPv6  bool
+}
+
+// KeyOf is the link that serves v.
+func KeyOf(v config.VIP) Key { return Key{v.Interface, v.Address.Is6()} }
+
+// Host is what the link watch works for: the config in force, the faults
+// it publishes, and the plumbing it asks to redo.
+type Host interface {
+	Config() *config.Config
+	// SetLinkFaults publishes why this host's links cannot serve some
+	// VIPs (by address; none: all can).
+	SetLinkFaults(faults map[netip.Addr]string)
+	// FaultsChanged tells the cluster; it runs on the watch's goroutine.
+	FaultsChanged()
+	// RestoreVIPs lists lo's addresses with list, puts the VIPs in force
+	// that are missing back, and returns those it could not, each with its
+	// error.
+	RestoreVIPs(list func() ([]netip.Addr, error)) (map[netip.Addr]error, error)
+	// Reopen makes the responders of an interface open it again: the
+	// interface their socket is on is gone or renamed.
+	Reopen(iface string)
+}
+
+// Link is one interface as the kernel reports it.
+type Link struct {
 	Index int
 	Name  string
 	Up    bool   // administratively up (IFF_UP)
@@ -60,7 +88,7 @@ type linkState struct {
 }
 
 // problem says why the link cannot carry the VIP's traffic; "" if it can.
-func (l linkState) problem() string {
+func (l Link) problem() string {
 	switch {
 	case !l.Up:
 		return "down"
@@ -72,39 +100,39 @@ func (l linkState) problem() string {
 	return ""
 }
 
-// linkEvents takes what the kernel reports.
-type linkEvents interface {
+// Events takes what the kernel reports.
+type Events interface {
 	// linksListed replaces every interface known with all.
-	linksListed(all []linkState)
-	linkChanged(l linkState)
-	linkGone(index int)
+	LinksListed(all []Link)
+	LinkChanged(l Link)
+	LinkGone(index int)
 	// loChanged follows a change of lo's addresses (and the first listing).
-	loChanged()
+	LoChanged()
 }
 
-// linkSource is the kernel's side of the links; tests use a fake.
-type linkSource interface {
+// Source is the kernel's side of the links; tests use a fake.
+type Source interface {
 	// Watch lists every interface, then reports each change, until ctx
 	// ends (it returns nil) or the kernel's feed breaks (an error).
-	Watch(ctx context.Context, to linkEvents) error
+	Watch(ctx context.Context, to Events) error
 	// LoAddrs lists the addresses on lo.
 	LoAddrs() ([]netip.Addr, error)
 }
 
-// kernelLinks is the running kernel's links, through netlink.
-type kernelLinks struct{}
+// Kernel is the running kernel's links, through netlink.
+type Kernel struct{}
 
-var _ linkSource = kernelLinks{}
+var _ Source = Kernel{}
 
-func stateOf(l netlink.Link) linkState {
+func stateOf(l netlink.Link) Link {
 	a := l.Attrs()
-	return linkState{Index: a.Index, Name: a.Name, Up: a.RawFlags&unix.IFF_UP != 0,
+	return Link{Index: a.Index, Name: a.Name, Up: a.RawFlags&unix.IFF_UP != 0,
 		Carry: a.RawFlags&unix.IFF_RUNNING != 0, Oper: a.OperState.String()}
 }
 
 // Watch subscribes first and lists after, so no change falls between the
 // two; a change seen twice is harmless.
-func (kernelLinks) Watch(ctx context.Context, to linkEvents) error {
+func (Kernel) Watch(ctx context.Context, to Events) error {
 	done := make(chan struct{})
 	links, addrs := make(chan netlink.LinkUpdate, 64), make(chan netlink.AddrUpdate, 64)
 	var mu sync.Mutex
@@ -137,7 +165,7 @@ func (kernelLinks) Watch(ctx context.Context, to linkEvents) error {
 	if err != nil {
 		return fmt.Errorf("list links: %w", err)
 	}
-	var states []linkState
+	var states []Link
 	lo := 0
 	for _, l := range all {
 		states = append(states, stateOf(l))
@@ -145,8 +173,8 @@ func (kernelLinks) Watch(ctx context.Context, to linkEvents) error {
 			lo = l.Attrs().Index
 		}
 	}
-	to.linksListed(states)
-	to.loChanged()
+	to.LinksListed(states)
+	to.LoChanged()
 	for {
 		select {
 		case <-ctx.Done():
@@ -156,23 +184,23 @@ func (kernelLinks) Watch(ctx context.Context, to linkEvents) error {
 				return feedErr("link")
 			}
 			if u.Header.Type == unix.RTM_DELLINK {
-				to.linkGone(int(u.Index))
+				to.LinkGone(int(u.Index))
 			} else {
-				to.linkChanged(stateOf(u.Link))
+				to.LinkChanged(stateOf(u.Link))
 			}
 		case u, ok := <-addrs:
 			if !ok {
 				return feedErr("address")
 			}
 			if u.LinkIndex == lo {
-				to.loChanged()
+				to.LoChanged()
 			}
 		}
 	}
 }
 
 // LoAddrs lists lo's addresses.
-func (kernelLinks) LoAddrs() ([]netip.Addr, error) {
+func (Kernel) LoAddrs() ([]netip.Addr, error) {
 	lo, err := netlink.LinkByName("lo")
 	if err != nil {
 		return nil, fmt.Errorf("list addresses of lo: %w", err)
@@ -196,22 +224,14 @@ type socketState struct {
 	err  string // why it closed, if it did
 }
 
-// linkWatch knows whether each served VIP's link can serve it, from the
+// Watch knows whether each served VIP's link can serve it, from the
 // kernel's link and address events and the responders' opens and closes,
-// and publishes the reasons into hostState (which leaves those VIPs out of
+// and publishes the reasons to its Host (which leaves those VIPs out of
 // the eligible ones it gossips). Its goroutine tells the cluster.
-type linkWatch struct {
-	log    *slog.Logger
-	source linkSource
-	state  *hostState
-	// restore lists lo's addresses with list, puts the VIPs in force that
-	// are missing back, and returns those it could not, each with its error.
-	restore func(list func() ([]netip.Addr, error)) (map[netip.Addr]error, error)
-	// gossip tells the cluster that the faults changed.
-	gossip func()
-	// reopen makes the responders of an interface open it again: the
-	// interface their socket is on is gone or renamed.
-	reopen  func(iface string)
+type Watch struct {
+	log     *slog.Logger
+	source  Source
+	host    Host
 	changed chan struct{} // a latest-value mailbox for gossip
 	ready   chan struct{} // closed once the kernel listed the links
 	once    sync.Once
@@ -220,25 +240,25 @@ type linkWatch struct {
 	moved chan struct{}
 
 	mu      sync.Mutex
-	links   map[int]linkState // by index; nil until the kernel listed them
-	sockets map[linkKey]socketState
+	links   map[int]Link // by index; nil until the kernel listed them
+	sockets map[Key]socketState
 	lost    map[netip.Addr]string // VIPs missing from lo, that could not be put back
 	faults  map[netip.Addr]string // as published
 }
 
-func newLinkWatch(log *slog.Logger, source linkSource, state *hostState) *linkWatch {
-	return &linkWatch{log: log, source: source, state: state, changed: make(chan struct{}, 1), ready: make(chan struct{}), moved: make(chan struct{}),
-		sockets: map[linkKey]socketState{}, lost: map[netip.Addr]string{}, faults: map[netip.Addr]string{}}
+func New(log *slog.Logger, source Source, host Host) *Watch {
+	return &Watch{log: log, source: source, host: host, changed: make(chan struct{}, 1), ready: make(chan struct{}), moved: make(chan struct{}),
+		sockets: map[Key]socketState{}, lost: map[netip.Addr]string{}, faults: map[netip.Addr]string{}}
 }
 
-func (w *linkWatch) String() string { return "link watch" }
+func (w *Watch) String() string { return "link watch" }
 
 // Ready is closed once the kernel has listed the links.
-func (w *linkWatch) Ready() <-chan struct{} { return w.ready }
+func (w *Watch) Ready() <-chan struct{} { return w.ready }
 
 // Run follows the kernel's events until ctx ends, listening again if the
 // feed breaks, and gossips each change of the faults.
-func (w *linkWatch) Run(ctx context.Context) error {
+func (w *Watch) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() {
@@ -247,7 +267,7 @@ func (w *linkWatch) Run(ctx context.Context) error {
 			case <-ctx.Done():
 				return
 			case <-w.changed:
-				w.gossip()
+				w.host.FaultsChanged()
 			}
 		}
 	})
@@ -269,10 +289,10 @@ func (w *linkWatch) Run(ctx context.Context) error {
 	}
 }
 
-func (w *linkWatch) linksListed(all []linkState) {
+func (w *Watch) LinksListed(all []Link) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.links = map[int]linkState{}
+	w.links = map[int]Link{}
 	for _, l := range all {
 		w.links[l.Index] = l
 	}
@@ -281,7 +301,7 @@ func (w *linkWatch) linksListed(all []linkState) {
 	w.once.Do(func() { close(w.ready) })
 }
 
-func (w *linkWatch) linkChanged(l linkState) {
+func (w *Watch) LinkChanged(l Link) {
 	w.mu.Lock()
 	if w.links == nil {
 		w.mu.Unlock()
@@ -297,7 +317,7 @@ func (w *linkWatch) linkChanged(l linkState) {
 	}
 }
 
-func (w *linkWatch) linkGone(index int) {
+func (w *Watch) LinkGone(index int) {
 	w.mu.Lock()
 	was, ok := w.links[index]
 	delete(w.links, index)
@@ -312,16 +332,16 @@ func (w *linkWatch) linkGone(index int) {
 // left follows the interface named iface going away (removed, or renamed):
 // a responder of it has its socket on an interface that no longer has the
 // name, and must open the one that has it, when there is one again.
-func (w *linkWatch) left(iface string) {
-	if slices.Contains(w.state.Config().Interfaces(), iface) {
-		w.reopen(iface)
+func (w *Watch) left(iface string) {
+	if slices.Contains(w.host.Config().Interfaces(), iface) {
+		w.host.Reopen(iface)
 	}
 }
 
-// loChanged puts back the VIPs someone took off lo, and records those it
+// LoChanged puts back the VIPs someone took off lo, and records those it
 // cannot.
-func (w *linkWatch) loChanged() {
-	failed, err := w.restore(w.source.LoAddrs)
+func (w *Watch) LoChanged() {
+	failed, err := w.host.RestoreVIPs(w.source.LoAddrs)
 	if err != nil {
 		w.log.Warn("cannot check the VIPs on lo", "error", err)
 		return
@@ -335,17 +355,17 @@ func (w *linkWatch) loChanged() {
 	w.update()
 }
 
-// opened records that the responder of k has its socket open.
-func (w *linkWatch) opened(k linkKey) {
+// Opened records that the responder of k has its socket open.
+func (w *Watch) Opened(k Key) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.sockets[k] = socketState{open: true}
 	w.update()
 }
 
-// closed records that the responder of k has no socket open, and why:
+// Closed records that the responder of k has no socket open, and why:
 // "socket failed: ...", "plumbing failed: ...".
-func (w *linkWatch) closed(k linkKey, why string) {
+func (w *Watch) Closed(k Key, why string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.sockets[k] = socketState{err: why}
@@ -353,15 +373,15 @@ func (w *linkWatch) closed(k linkKey, why string) {
 }
 
 // wake wakes the responders waiting for their link. w.mu is held.
-func (w *linkWatch) wake() {
+func (w *Watch) wake() {
 	close(w.moved)
 	w.moved = make(chan struct{})
 }
 
-// waitLink returns once the kernel reports iface able to carry answers (or
+// WaitLink returns once the kernel reports iface able to carry answers (or
 // has not listed the links yet), or ctx's error once it ends: a responder
 // waits in it rather than trying a link that is down every second.
-func (w *linkWatch) waitLink(ctx context.Context, iface string) error {
+func (w *Watch) WaitLink(ctx context.Context, iface string) error {
 	said := ""
 	for {
 		w.mu.Lock()
@@ -382,22 +402,22 @@ func (w *linkWatch) waitLink(ctx context.Context, iface string) error {
 	}
 }
 
-// configured follows a change of the config in force: VIPs and responders
+// Configured follows a change of the config in force: VIPs and responders
 // come and go.
-func (w *linkWatch) configured() {
+func (w *Watch) Configured() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	keep := map[linkKey]bool{}
-	for _, v := range w.state.Config().VIPs {
-		keep[linkOf(v)] = true
+	keep := map[Key]bool{}
+	for _, v := range w.host.Config().VIPs {
+		keep[KeyOf(v)] = true
 	}
-	maps.DeleteFunc(w.sockets, func(k linkKey, _ socketState) bool { return !keep[k] })
+	maps.DeleteFunc(w.sockets, func(k Key, _ socketState) bool { return !keep[k] })
 	w.update()
 }
 
-// usable says why iface cannot serve as the kernel reports it, or nil: a
+// Usable says why iface cannot serve as the kernel reports it, or nil: a
 // responder opens only a link that can carry its answers.
-func (w *linkWatch) usable(iface string) error {
+func (w *Watch) Usable(iface string) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if p := w.linkProblem(iface); p != "" {
@@ -408,7 +428,7 @@ func (w *linkWatch) usable(iface string) error {
 
 // linkProblem is what the kernel says is wrong with iface; "" if nothing,
 // or if the kernel has not listed the links yet. w.mu is held.
-func (w *linkWatch) linkProblem(iface string) string {
+func (w *Watch) linkProblem(iface string) string {
 	if w.links == nil {
 		return ""
 	}
@@ -422,7 +442,7 @@ func (w *linkWatch) linkProblem(iface string) string {
 
 // fault says why this host's link cannot serve v; "" if it can. w.mu is
 // held.
-func (w *linkWatch) fault(v config.VIP) string {
+func (w *Watch) fault(v config.VIP) string {
 	if p := w.linkProblem(v.Interface); p != "" {
 		return fmt.Sprintf("link %s: %s", v.Interface, p)
 	}
@@ -430,7 +450,7 @@ func (w *linkWatch) fault(v config.VIP) string {
 	if v.Address.Is6() {
 		proto = "NDP"
 	}
-	if s := w.sockets[linkOf(v)]; !s.open {
+	if s := w.sockets[KeyOf(v)]; !s.open {
 		if s.err == "" {
 			s.err = "not open yet"
 		}
@@ -444,9 +464,9 @@ func (w *linkWatch) fault(v config.VIP) string {
 
 // update works out every VIP's fault and, if one changed, publishes them,
 // logs the changes and wakes the goroutine that gossips. w.mu is held.
-func (w *linkWatch) update() {
+func (w *Watch) update() {
 	faults := map[netip.Addr]string{}
-	vips := w.state.Config().VIPs
+	vips := w.host.Config().VIPs
 	for _, v := range vips {
 		if f := w.fault(v); f != "" {
 			faults[v.Address] = f
@@ -466,7 +486,7 @@ func (w *linkWatch) update() {
 		}
 	}
 	w.faults = faults
-	w.state.setLinkFaults(maps.Clone(faults))
+	w.host.SetLinkFaults(maps.Clone(faults))
 	select {
 	case w.changed <- struct{}{}:
 	default:
@@ -475,15 +495,15 @@ func (w *linkWatch) update() {
 
 // Describe and Collect make the link watch a collector: whether each
 // serving interface is up, and whether it serves.
-func (w *linkWatch) Describe(ch chan<- *prometheus.Desc) {
+func (w *Watch) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descLinkUp
 	ch <- descLinkServing
 }
 
-func (w *linkWatch) Collect(ch chan<- prometheus.Metric) {
+func (w *Watch) Collect(ch chan<- prometheus.Metric) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	cfg := w.state.Config()
+	cfg := w.host.Config()
 	serving := map[string]bool{}
 	for _, iface := range cfg.Interfaces() {
 		serving[iface] = true
@@ -495,36 +515,15 @@ func (w *linkWatch) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, iface := range cfg.Interfaces() {
 		if w.links != nil {
-			ch <- prometheus.MustNewConstMetric(descLinkUp, prometheus.GaugeValue, bool01(w.linkProblem(iface) == ""), iface)
+			ch <- prometheus.MustNewConstMetric(descLinkUp, prometheus.GaugeValue, gauge01(w.linkProblem(iface) == ""), iface)
 		}
-		ch <- prometheus.MustNewConstMetric(descLinkServing, prometheus.GaugeValue, bool01(serving[iface]), iface)
+		ch <- prometheus.MustNewConstMetric(descLinkServing, prometheus.GaugeValue, gauge01(serving[iface]), iface)
 	}
 }
 
-// setLinkFaults records why this host's links cannot serve some VIPs.
-func (s *hostState) setLinkFaults(f map[netip.Addr]string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.linkFaults = f
-}
-
-// linkFault says why this host's link cannot serve vip, as gossiped; ""
-// if it can.
-func (s *hostState) linkFault(vip netip.Addr) string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.linkFaults[vip]
-}
-
-// eligible is each VIP's health with the VIPs whose link cannot serve
-// counted as failing: what this host gossips. s.mu is held.
-func (s *hostState) eligible() map[netip.Addr]bool {
-	if len(s.linkFaults) == 0 {
-		return s.healthy
+func gauge01(b bool) float64 {
+	if b {
+		return 1
 	}
-	out := maps.Clone(s.healthy)
-	for vip := range s.linkFaults {
-		out[vip] = false
-	}
-	return out
+	return 0
 }
