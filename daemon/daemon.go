@@ -20,6 +20,7 @@ import (
 	"github.com/arpshare/arpshare/internal/config"
 	"github.com/arpshare/arpshare/internal/hostnet"
 	"github.com/arpshare/arpshare/internal/linkwatch"
+	"github.com/arpshare/arpshare/internal/task"
 )
 
 const (
@@ -161,7 +162,7 @@ func (d *Daemon) Run(ctx context.Context, configPath string) error {
 	}
 	inner, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sup := newSupervisor(inner, d.log)
+	sup := task.NewSupervisor(inner, d.log)
 	d.serving.tasks = sup
 	defer d.serving.removeVIPs()
 
@@ -171,14 +172,14 @@ func (d *Daemon) Run(ctx context.Context, configPath string) error {
 	}
 	if err := d.serving.apply(nil, cfg); err != nil {
 		cancel()
-		sup.wait()
+		sup.Wait()
 		return err
 	}
 	d.handover.Open()
 
-	all := []Task{d.cluster, readyOnStart(d.repointer), readyOnStart(d.handover), d.api,
-		&reloader{d: d, path: configPath, ready: make(chan struct{})}, readyOnStart(&watchdog{d: d}),
-		readyOnStart(d.sysctls), readyOnStart(d.reports)}
+	all := []task.Task{d.cluster, task.ReadyOnStart(d.repointer), task.ReadyOnStart(d.handover), d.api,
+		&reloader{d: d, path: configPath, ready: make(chan struct{})}, task.ReadyOnStart(&watchdog{d: d}),
+		task.ReadyOnStart(d.sysctls), task.ReadyOnStart(d.reports)}
 	if d.metrics != nil {
 		all = append(all, d.metrics)
 	}
@@ -188,7 +189,7 @@ func (d *Daemon) Run(ctx context.Context, configPath string) error {
 	// A missing interface does not hold READY back (systemd would time
 	// the start out), so the responders are not waited for: STATUS says
 	// what the daemon waits for.
-	if sup.ready(ctx, all...) {
+	if sup.Ready(ctx, all...) {
 		d.log.Info("arpshare ready", "node", cfg.Node.Name, "version", d.version, "vips", len(cfg.VIPs))
 		d.seams.notify("READY=1\nSTATUS=" + d.statusLine())
 		if w := d.state.waitingFor(); len(w) > 0 {
@@ -196,13 +197,13 @@ func (d *Daemon) Run(ctx context.Context, configPath string) error {
 		}
 	}
 	select {
-	case <-sup.failed():
+	case <-sup.Failed():
 		// A task failed; wait returns its error.
 	case <-ctx.Done():
-		d.stop(sup.ctx)
+		d.stop(sup.Context())
 	}
 	cancel()
-	return sup.wait()
+	return sup.Wait()
 }
 
 // stop is a graceful stop: drain (unless this host is the last eligible

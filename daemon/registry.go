@@ -11,6 +11,7 @@ import (
 	"github.com/arpshare/arpshare/internal/config"
 	"github.com/arpshare/arpshare/internal/health"
 	"github.com/arpshare/arpshare/internal/linkwatch"
+	"github.com/arpshare/arpshare/internal/task"
 )
 
 // responders are the running responders, one per interface and address
@@ -18,18 +19,18 @@ import (
 // for on the interface of the VIP.
 type responders struct {
 	mu     sync.Mutex
-	byLink map[linkwatch.Key]*running[*arp.Responder]
+	byLink map[linkwatch.Key]*task.Running[*arp.Responder]
 	link   map[netip.Addr]linkwatch.Key // of each VIP served
 }
 
 func newResponders() *responders {
-	return &responders{byLink: map[linkwatch.Key]*running[*arp.Responder]{}, link: map[netip.Addr]linkwatch.Key{}}
+	return &responders{byLink: map[linkwatch.Key]*task.Running[*arp.Responder]{}, link: map[netip.Addr]linkwatch.Key{}}
 }
 
 // set makes the responders serve vips: a responder whose interface still
 // serves VIPs keeps running with the new ones, the others stop, and
 // newResponder makes the missing ones, which start runs.
-func (rs *responders) set(vips []config.VIP, newResponder func(linkwatch.Key, []arp.VIP) *arp.Responder, start func(*arp.Responder) *running[*arp.Responder]) {
+func (rs *responders) set(vips []config.VIP, newResponder func(linkwatch.Key, []arp.VIP) *arp.Responder, start func(*arp.Responder) *task.Running[*arp.Responder]) {
 	byLink := map[linkwatch.Key][]arp.VIP{}
 	link := map[netip.Addr]linkwatch.Key{}
 	for _, v := range vips {
@@ -41,10 +42,10 @@ func (rs *responders) set(vips []config.VIP, newResponder func(linkwatch.Key, []
 	rs.link = link
 	for k, r := range rs.byLink {
 		if vips, ok := byLink[k]; ok {
-			r.t.SetVIPs(vips)
+			r.Task().SetVIPs(vips)
 			continue
 		}
-		r.stop()
+		r.Stop()
 		delete(rs.byLink, k)
 	}
 	for k, vips := range byLink {
@@ -60,7 +61,7 @@ func (rs *responders) current(k linkwatch.Key, r *arp.Responder) bool {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	run, ok := rs.byLink[k]
-	return ok && run.t == r
+	return ok && run.Task() == r
 }
 
 // forVIP returns the responder serving vip.
@@ -69,7 +70,7 @@ func (rs *responders) forVIP(vip netip.Addr) (*arp.Responder, error) {
 	defer rs.mu.Unlock()
 	if k, ok := rs.link[vip]; ok {
 		if r, ok := rs.byLink[k]; ok {
-			return r.t, nil
+			return r.Task(), nil
 		}
 	}
 	return nil, fmt.Errorf("VIP %s is no longer served", vip)
@@ -99,7 +100,7 @@ func (rs *responders) snapshot() map[linkwatch.Key]*arp.Responder {
 	defer rs.mu.Unlock()
 	m := map[linkwatch.Key]*arp.Responder{}
 	for k, r := range rs.byLink {
-		m[k] = r.t
+		m[k] = r.Task()
 	}
 	return m
 }
@@ -114,15 +115,15 @@ func (rs *responders) setView(v *gossip.View) {
 // checks are the running health checks, one per VIP that has a check.
 type checks struct {
 	mu     sync.Mutex
-	byAddr map[netip.Addr]*running[*health.Check]
+	byAddr map[netip.Addr]*task.Running[*health.Check]
 }
 
-func newChecks() *checks { return &checks{byAddr: map[netip.Addr]*running[*health.Check]{}} }
+func newChecks() *checks { return &checks{byAddr: map[netip.Addr]*task.Running[*health.Check]{}} }
 
 // set makes the checks those of vips. Unchanged checks keep running, with
 // their state. It reports each VIP's health as it starts: true without a
 // check, false for a check that starts.
-func (cs *checks) set(vips []config.VIP, state *hostState, start func(config.VIP) *running[*health.Check]) {
+func (cs *checks) set(vips []config.VIP, state *hostState, start func(config.VIP) *task.Running[*health.Check]) {
 	want := map[netip.Addr]config.VIP{}
 	for _, v := range vips {
 		want[v.Address] = v
@@ -130,8 +131,8 @@ func (cs *checks) set(vips []config.VIP, state *hostState, start func(config.VIP
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	for addr, c := range cs.byAddr {
-		if v, ok := want[addr]; !ok || !reflect.DeepEqual(v.Check, c.t.VIP().Check) {
-			c.stop()
+		if v, ok := want[addr]; !ok || !reflect.DeepEqual(v.Check, c.Task().VIP().Check) {
+			c.Stop()
 			delete(cs.byAddr, addr)
 		}
 	}
@@ -151,7 +152,7 @@ func (cs *checks) set(vips []config.VIP, state *hostState, start func(config.VIP
 func (cs *checks) report(h *health.Check, healthy bool, state *hostState) bool {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	if c, ok := cs.byAddr[h.VIP().Address]; !ok || c.t != h {
+	if c, ok := cs.byAddr[h.VIP().Address]; !ok || c.Task() != h {
 		return false
 	}
 	state.setHealth(h.VIP().Address, healthy)

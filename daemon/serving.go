@@ -16,6 +16,7 @@ import (
 	"github.com/arpshare/arpshare/internal/config"
 	"github.com/arpshare/arpshare/internal/health"
 	"github.com/arpshare/arpshare/internal/linkwatch"
+	"github.com/arpshare/arpshare/internal/task"
 )
 
 // vipServer serves the VIPs of the config in force: it puts them on lo,
@@ -31,7 +32,7 @@ type vipServer struct {
 	responders *responders
 	checks     *checks
 	links      *linkwatch.Watch
-	tasks      *supervisor // set by Daemon.Run, before the first apply
+	tasks      *task.Supervisor // set by Daemon.Run, before the first apply
 	// plumbing is held while the VIPs on lo change: by apply, and by the
 	// link watch putting back a VIP someone took off.
 	plumbing sync.Mutex
@@ -76,7 +77,7 @@ func (d *vipServer) apply(old, cfg *config.Config) error {
 	d.plumbing.Lock()
 	defer d.plumbing.Unlock()
 	if old == nil {
-		start(d.tasks, d.links)
+		task.Start(d.tasks, d.links)
 	}
 	served, err := d.plumb(old, cfg)
 	if err != nil && old == nil {
@@ -85,7 +86,7 @@ func (d *vipServer) apply(old, cfg *config.Config) error {
 	d.state.setConfig(served)
 	d.links.Configured()
 	d.checks.set(served.VIPs, d.state, d.startCheck)
-	d.responders.set(served.VIPs, d.newResponder, func(r *arp.Responder) *running[*arp.Responder] { return start(d.tasks, r) })
+	d.responders.set(served.VIPs, d.newResponder, func(r *arp.Responder) *task.Running[*arp.Responder] { return task.Start(d.tasks, r) })
 	return err
 }
 
@@ -198,10 +199,10 @@ func (d *vipServer) newResponder(k linkwatch.Key, vips []arp.VIP) *arp.Responder
 	return r
 }
 
-func (d *vipServer) startCheck(v config.VIP) *running[*health.Check] {
+func (d *vipServer) startCheck(v config.VIP) *task.Running[*health.Check] {
 	var h *health.Check
 	h = health.New(v, func(ok bool, err error) { d.healthChanged(h, ok, err) })
-	return start(d.tasks, h)
+	return task.Start(d.tasks, h)
 }
 
 func (d *vipServer) interfaceOpened(iface string, mac net.HardwareAddr) error {

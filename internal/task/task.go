@@ -1,11 +1,9 @@
-package daemon
+package task
 
 import (
 	"context"
 	"fmt"
 	"log/slog"
-	"slices"
-	"time"
 
 	"golang.org/x/sync/errgroup"
 )
@@ -26,19 +24,22 @@ type Task interface {
 // one stops them all; the responders and health checks come and go with
 // the config (apply starts and stops them), and the failure of one is
 // logged while the others go on serving.
-type supervisor struct {
+type Supervisor struct {
 	log *slog.Logger
 	ctx context.Context // ends when any of the daemon's own tasks fails
 	g   *errgroup.Group
 }
 
-func newSupervisor(ctx context.Context, log *slog.Logger) *supervisor {
+func NewSupervisor(ctx context.Context, log *slog.Logger) *Supervisor {
 	g, gctx := errgroup.WithContext(ctx)
-	return &supervisor{log: log, ctx: gctx, g: g}
+	return &Supervisor{log: log, ctx: gctx, g: g}
 }
 
+// Context ends when any of the daemon's own tasks fails.
+func (s *Supervisor) Context() context.Context { return s.ctx }
+
 // Go runs t for the daemon's life.
-func (s *supervisor) Go(t Task) {
+func (s *Supervisor) Go(t Task) {
 	s.g.Go(func() error {
 		if err := t.Run(s.ctx); err != nil {
 			return fmt.Errorf("%s: %w", t, err)
@@ -48,19 +49,22 @@ func (s *supervisor) Go(t Task) {
 }
 
 // running is a task started by apply, until it is stopped.
-type running[T Task] struct {
+type Running[T Task] struct {
 	t      T
 	cancel context.CancelFunc
 }
 
+// Task is the task that runs.
+func (r *Running[T]) Task() T { return r.t }
+
 // stop ends the task; it does not wait for it (the supervisor's wait
 // does).
-func (r *running[T]) stop() { r.cancel() }
+func (r *Running[T]) Stop() { r.cancel() }
 
 // start runs t until it is stopped or the daemon stops.
-func start[T Task](s *supervisor, t T) *running[T] {
+func Start[T Task](s *Supervisor, t T) *Running[T] {
 	ctx, cancel := context.WithCancel(s.ctx)
-	r := &running[T]{t: t, cancel: cancel}
+	r := &Running[T]{t: t, cancel: cancel}
 	s.g.Go(func() error {
 		if err := t.Run(ctx); err != nil {
 			s.log.Error("task failed", "task", t.String(), "error", err)
@@ -72,7 +76,7 @@ func start[T Task](s *supervisor, t T) *running[T] {
 
 // ready waits until every one of tasks is ready, and says whether they all
 // are: false if ctx ends or a task fails first.
-func (s *supervisor) ready(ctx context.Context, tasks ...Task) bool {
+func (s *Supervisor) Ready(ctx context.Context, tasks ...Task) bool {
 	for _, t := range tasks {
 		select {
 		case <-t.Ready():
@@ -87,10 +91,10 @@ func (s *supervisor) ready(ctx context.Context, tasks ...Task) bool {
 
 // failed is closed when a task of the daemon's life has failed (or the
 // daemon stops).
-func (s *supervisor) failed() <-chan struct{} { return s.ctx.Done() }
+func (s *Supervisor) Failed() <-chan struct{} { return s.ctx.Done() }
 
 // wait waits for every task and returns the first failure.
-func (s *supervisor) wait() error { return s.g.Wait() }
+func (s *Supervisor) Wait() error { return s.g.Wait() }
 
 // startedTask is a task that is ready as soon as it runs.
 type startedTask struct {
@@ -101,7 +105,7 @@ type startedTask struct {
 	ready chan struct{}
 }
 
-func readyOnStart(t interface {
+func ReadyOnStart(t interface {
 	Run(context.Context) error
 	String() string
 }) *startedTask {
@@ -114,28 +118,3 @@ func (s *startedTask) Run(ctx context.Context) error {
 }
 func (s *startedTask) Ready() <-chan struct{} { return s.ready }
 func (s *startedTask) String() string         { return s.t.String() }
-
-// stuckLoops names the loops that do the work and have hung for longer
-// than limit, for the watchdog: gossip's and the repointer's, which turn
-// at least every tick (a loop that has not turned yet is not stuck: it has
-// not started, and systemd's start timeout bounds that), and each
-// responder's, which waits for frames as long as its segment is quiet, so
-// only time spent on one piece of work (a read's frames, opening its
-// interface) counts.
-func (d *Daemon) stuckLoops(now time.Time, limit time.Duration) []string {
-	var stuck []string
-	turned := func(name string, beat time.Time) {
-		if beat.UnixNano() != 0 && now.Sub(beat) > limit {
-			stuck = append(stuck, fmt.Sprintf("%s (last turned %s ago)", name, now.Sub(beat).Round(time.Millisecond)))
-		}
-	}
-	turned("gossip", d.cluster.Heartbeat())
-	turned("repointer", d.repointer.Heartbeat())
-	for _, r := range d.responders.snapshot() {
-		if busy := r.Busy(); !busy.IsZero() && now.Sub(busy) > limit {
-			stuck = append(stuck, fmt.Sprintf("%s (busy for %s)", r, now.Sub(busy).Round(time.Millisecond)))
-		}
-	}
-	slices.Sort(stuck)
-	return stuck
-}
