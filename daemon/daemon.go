@@ -20,6 +20,7 @@ import (
 	"github.com/arpshare/arpshare/internal/config"
 	"github.com/arpshare/arpshare/internal/hostnet"
 	"github.com/arpshare/arpshare/internal/linkwatch"
+	"github.com/arpshare/arpshare/internal/ownership"
 	"github.com/arpshare/arpshare/internal/task"
 )
 
@@ -47,7 +48,7 @@ type Daemon struct {
 	state      *hostState
 	table      *arp.ClientTable
 	cluster    *gossip.Cluster
-	owners     ownerCache // status's and metrics' client counts
+	owners     ownership.Cache // status's and metrics' client counts
 	repointer  *repoint.Repointer
 	handover   *handover.Handover
 	serving    *vipServer

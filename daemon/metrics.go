@@ -280,7 +280,7 @@ func (c collector) collectResponders(e emitter, fastPath bool) {
 func (c collector) collectClients(e emitter, cfg *config.Config, v *gossip.View) {
 	d := c.d
 	known, owned := map[string]int{}, map[string]int{}
-	counts := d.ownerCounts(cfg, v)
+	counts := d.owners.Get(cfg, v, d.table)
 	for _, vip := range cfg.VIPs {
 		known[vip.Name] += counts[vip.Address].Known
 		owned[vip.Name] += counts[vip.Address].Owned

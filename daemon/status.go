@@ -45,7 +45,7 @@ func (d *Daemon) Status() api.Status {
 		s.Drain = &p
 	}
 	healthy := d.state.health()
-	counts := d.ownerCounts(cfg, v)
+	counts := d.owners.Get(cfg, v, d.table)
 	responders := d.responders.snapshot()
 	for _, vip := range cfg.VIPs {
 		r := responders[linkwatch.KeyOf(vip)]

@@ -1,4 +1,7 @@
-package daemon
+// Package ownership counts each VIP's known clients and who answers them,
+// for status and metrics alike, and caches the counts so that a scrape or a
+// status does not walk the whole client table.
+package ownership
 
 import (
 	"net/netip"
@@ -10,8 +13,8 @@ import (
 	"github.com/arpshare/arpshare/internal/config"
 )
 
-// vipCounts counts one VIP's known clients and who answers them.
-type vipCounts struct {
+// Counts counts one VIP's known clients and who answers them.
+type Counts struct {
 	Known int
 	// Owned is how many this host answers (arpshare_clients_owned).
 	Owned int
@@ -20,21 +23,21 @@ type vipCounts struct {
 	Owners map[string]int
 }
 
-// ownerCountsAge is how often, at most, a table that keeps changing (a
+// maxAge is how often, at most, a table that keeps changing (a
 // flood of new senders, say) is counted again. A change of the view or the
 // config is counted at the next read.
-const ownerCountsAge = time.Second
+const maxAge = time.Second
 
-// ownerCache keeps the client counts that status and metrics show, so that
+// Cache keeps the client counts that status and metrics show, so that
 // a scrape or a status costs O(VIPs + hosts), not a walk of the whole
 // client table with a rendezvous hash per client: the table is walked
 // again only when the view, the config or the table's counts changed, and
-// for the table at most once per ownerCountsAge.
-type ownerCache struct {
+// for the table at most once per maxAge.
+type Cache struct {
 	mu    sync.Mutex
 	sig   countsSig
 	at    time.Time
-	byVIP map[netip.Addr]vipCounts
+	byVIP map[netip.Addr]Counts
 	walks int // how many times the table was walked, for tests
 }
 
@@ -53,28 +56,28 @@ type tableCounts struct {
 	evicted              uint64
 }
 
-// get returns the counts by VIP address; callers must not change them.
-func (c *ownerCache) get(cfg *config.Config, v *gossip.View, table *arp.ClientTable) map[netip.Addr]vipCounts {
+// Get returns the counts by VIP address; callers must not change them.
+func (c *Cache) Get(cfg *config.Config, v *gossip.View, table *arp.ClientTable) map[netip.Addr]Counts {
 	st := table.Stats()
 	sig := countsSig{view: v, cfg: cfg, table: tableCounts{st.Probation, st.Protected, st.Evicted}}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.byVIP != nil && (sig == c.sig || (sig.view == c.sig.view && sig.cfg == c.sig.cfg && time.Since(c.at) < ownerCountsAge)) {
+	if c.byVIP != nil && (sig == c.sig || (sig.view == c.sig.view && sig.cfg == c.sig.cfg && time.Since(c.at) < maxAge)) {
 		return c.byVIP
 	}
-	c.byVIP, c.sig, c.at = countOwners(cfg, v, table.Clients()), sig, time.Now()
+	c.byVIP, c.sig, c.at = Count(cfg, v, table.Clients()), sig, time.Now()
 	c.walks++
 	return c.byVIP
 }
 
-// countOwners walks the clients once: every VIP of cfg gets its counts,
+// Count walks the clients once: every VIP of cfg gets its counts,
 // clients of a VIP a reload removed are left out.
-func countOwners(cfg *config.Config, v *gossip.View, clients []arp.Client) map[netip.Addr]vipCounts {
-	out := map[netip.Addr]vipCounts{}
+func Count(cfg *config.Config, v *gossip.View, clients []arp.Client) map[netip.Addr]Counts {
+	out := map[netip.Addr]Counts{}
 	vips := map[netip.Addr]config.VIP{}
 	for _, vip := range cfg.VIPs {
 		vips[vip.Address] = vip
-		out[vip.Address] = vipCounts{Owners: map[string]int{}}
+		out[vip.Address] = Counts{Owners: map[string]int{}}
 	}
 	for _, cl := range clients {
 		vip, ok := vips[cl.VIP]
@@ -94,9 +97,4 @@ func countOwners(cfg *config.Config, v *gossip.View, clients []arp.Client) map[n
 		out[cl.VIP] = n
 	}
 	return out
-}
-
-// ownerCounts are the daemon's cached counts.
-func (d *Daemon) ownerCounts(cfg *config.Config, v *gossip.View) map[netip.Addr]vipCounts {
-	return d.owners.get(cfg, v, d.table)
 }
