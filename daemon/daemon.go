@@ -20,6 +20,7 @@ import (
 	"github.com/arpshare/arpshare/internal/config"
 	"github.com/arpshare/arpshare/internal/hostnet"
 	"github.com/arpshare/arpshare/internal/linkwatch"
+	"github.com/arpshare/arpshare/internal/metrics"
 	"github.com/arpshare/arpshare/internal/ownership"
 	"github.com/arpshare/arpshare/internal/task"
 )
@@ -102,17 +103,17 @@ func newDaemon(cfg *config.Config, log *slog.Logger, version string, sm seams) *
 		responders: newResponders(),
 		watch:      viewWatch{quorum: true, fallback: map[netip.Addr]bool{}},
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: MetricConfigReloads, Help: "Config reloads (SIGHUP), by result: applied, failed (the config was taken but a VIP could not be plumbed: the others are applied) or refused.",
+			Name: metrics.MetricConfigReloads, Help: "Config reloads (SIGHUP), by result: applied, failed (the config was taken but a VIP could not be plumbed: the others are applied) or refused.",
 		}, []string{"result"}),
 		lastReload: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: MetricConfigLastLoad, Help: "1 if the last config reload was applied whole, 0 if it was refused or a VIP failed.",
+			Name: metrics.MetricConfigLastLoad, Help: "1 if the last config reload was applied whole, 0 if it was refused or a VIP failed.",
 		}),
 	}
 	d.lastReload.Set(1)
 	if w := d.state.warning; w != "" {
 		log.Warn(w)
 	}
-	if d.state.draining() {
+	if d.state.Draining() {
 		log.Warn("starting drained: this host answers no client until `arpshare resume`")
 	}
 	d.sysctls = hostnet.NewSysctlGuard(sm.sysctlDir, d.state, log)

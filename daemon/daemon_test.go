@@ -22,6 +22,7 @@ import (
 	"github.com/arpshare/arpshare/gossip"
 	"github.com/arpshare/arpshare/internal/api"
 	"github.com/arpshare/arpshare/internal/config"
+	"github.com/arpshare/arpshare/internal/metrics"
 )
 
 var (
@@ -223,8 +224,8 @@ func TestReload(t *testing.T) {
 	if webCheck == nil || dbCheck != nil {
 		t.Errorf("checks after reload: web %v db %v, want web's only", webCheck, dbCheck)
 	}
-	eventually(t, "web healthy by its new check", func() bool { return n.d.state.health()[web] })
-	if got := scrape(t, n.d, MetricConfigReloads+`{result="applied"}`); got != "1" {
+	eventually(t, "web healthy by its new check", func() bool { return n.d.state.Health()[web] })
+	if got := scrape(t, n.d, metrics.MetricConfigReloads+`{result="applied"}`); got != "1" {
 		t.Errorf("reloads applied: %s, want 1", got)
 	}
 
@@ -244,10 +245,10 @@ func TestReload(t *testing.T) {
 	if m := n.d.state.meta(); slices.Contains(m.VIPs, db) || slices.Contains(m.Unhealthy, db) {
 		t.Errorf("db in the metadata: %+v", m)
 	}
-	if got := scrape(t, n.d, MetricConfigReloads+`{result="failed"}`); got != "1" {
+	if got := scrape(t, n.d, metrics.MetricConfigReloads+`{result="failed"}`); got != "1" {
 		t.Errorf("reloads failed: %s, want 1", got)
 	}
-	if got := scrape(t, n.d, MetricConfigLastLoad); got != "0" {
+	if got := scrape(t, n.d, metrics.MetricConfigLastLoad); got != "0" {
 		t.Errorf("last reload success: %s, want 0", got)
 	}
 
@@ -256,7 +257,7 @@ func TestReload(t *testing.T) {
 	if err := n.d.Reload(n.path); !errors.Is(err, errRefused) {
 		t.Fatalf("reload of a broken config: %v", err)
 	}
-	if got := scrape(t, n.d, MetricConfigReloads+`{result="refused"}`); got != "1" {
+	if got := scrape(t, n.d, metrics.MetricConfigReloads+`{result="refused"}`); got != "1" {
 		t.Errorf("reloads refused: %s, want 1", got)
 	}
 	if len(n.d.config().VIPs) != 1 {
@@ -295,7 +296,7 @@ func TestHealthFlip(t *testing.T) {
 	if got := v.Eligible(web); len(got) != 1 || got[0].Name != "h2" {
 		t.Errorf("eligible for web after h1's check fails: %v, want h2", got)
 	}
-	if h1.d.state.health()[web] {
+	if h1.d.state.Health()[web] {
 		t.Error("h1 thinks web healthy")
 	}
 	if !strings.Contains(h1.log.String(), "health check fails") {
@@ -396,7 +397,7 @@ func TestDrainResume(t *testing.T) {
 
 	// A restart keeps it drained.
 	again := newDaemon(h1.d.config(), h1.d.log, "test", h1.d.seams)
-	if !again.state.draining() || !again.state.meta().Draining {
+	if !again.state.Draining() || !again.state.meta().Draining {
 		t.Error("a daemon started after a drain does not drain")
 	}
 

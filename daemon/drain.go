@@ -72,7 +72,7 @@ type drainLock struct{ sync.Mutex }
 func (d *Daemon) SetDrained(ctx context.Context, drained, force bool) error {
 	d.drainLock.Lock()
 	defer d.drainLock.Unlock()
-	if drained && d.state.draining() {
+	if drained && d.state.Draining() {
 		return nil
 	}
 	if drained && !force {
@@ -229,7 +229,7 @@ func (s *hostState) setStopping(stopping bool) bool {
 // waits (up to repointStopWait) for the others to re-point its clients, and
 // keeps draining only while another host stays eligible (guardStop).
 func (d *Daemon) stopDrain(ctx context.Context) (drained bool, guard func()) {
-	if d.state.draining() {
+	if d.state.Draining() {
 		return true, func() {}
 	}
 	vs := d.mayLeave(ctx)

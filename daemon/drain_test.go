@@ -196,7 +196,7 @@ func TestStopGuard(t *testing.T) {
 	if log := h2.log.String(); !strings.Contains(log, "stopping WITHOUT draining") {
 		t.Errorf("h2, stopping with h1 leaving, drained:\n%s", log)
 	}
-	eventually(t, "h1 answers again", func() bool { return !h1.d.state.draining() })
+	eventually(t, "h1 answers again", func() bool { return !h1.d.state.Draining() })
 	eventuallyView(t, h1, "h1 eligible again", func(v *gossip.View) bool {
 		return len(v.Eligible(web)) == 1 && v.Eligible(web)[0].Name == "h1"
 	})

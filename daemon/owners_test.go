@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/arpshare/arpshare/internal/api"
+	"github.com/arpshare/arpshare/internal/metrics"
 )
 
 // TestStatusAndScrapeReadTheCache: status and metrics show the counts of
@@ -30,11 +31,11 @@ func TestStatusAndScrapeReadTheCache(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, mf := range mfs {
-			if n := mf.GetName(); n == MetricClientsKnown || n == MetricClientsOwned {
+			if n := mf.GetName(); n == metrics.MetricClientsKnown || n == metrics.MetricClientsOwned {
 				got[n] = mf.GetMetric()[0].GetGauge().GetValue()
 			}
 		}
 		return s.VIPs[0].Clients == want.Known && s.VIPs[0].Owners["h1"] == want.Owners["h1"] &&
-			got[MetricClientsKnown] == float64(want.Known) && got[MetricClientsOwned] == float64(want.Owned)
+			got[metrics.MetricClientsKnown] == float64(want.Known) && got[metrics.MetricClientsOwned] == float64(want.Owned)
 	})
 }

@@ -94,8 +94,8 @@ func (rs *responders) Announce(vip netip.Addr) error {
 	return r.Announce(vip)
 }
 
-// snapshot returns the responders by link.
-func (rs *responders) snapshot() map[linkwatch.Key]*arp.Responder {
+// Snapshot returns the responders by link.
+func (rs *responders) Snapshot() map[linkwatch.Key]*arp.Responder {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	m := map[linkwatch.Key]*arp.Responder{}
@@ -107,7 +107,7 @@ func (rs *responders) snapshot() map[linkwatch.Key]*arp.Responder {
 
 // setView gives every responder the new view.
 func (rs *responders) setView(v *gossip.View) {
-	for _, r := range rs.snapshot() {
+	for _, r := range rs.Snapshot() {
 		r.SetView(v)
 	}
 }

@@ -52,7 +52,7 @@ func (d *vipServer) SetLinkFaults(f map[netip.Addr]string) { d.state.setLinkFaul
 
 // Reopen reopens the responders of iface.
 func (d *vipServer) Reopen(iface string) {
-	for k, r := range d.responders.snapshot() {
+	for k, r := range d.responders.Snapshot() {
 		if k.Iface == iface {
 			r.Reopen()
 		}

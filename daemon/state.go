@@ -47,13 +47,13 @@ const drainedText = "drained by `arpshare drain`; `arpshare resume` undoes it\n"
 // while one that serves by accident is undone by draining it again.
 func newHostState(cfg *config.Config) *hostState {
 	s := &hostState{cfg: cfg, healthy: map[netip.Addr]bool{}, macs: map[string]net.HardwareAddr{}}
-	b, err := os.ReadFile(s.drainedFile())
+	b, err := os.ReadFile(s.DrainedFile())
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 	case err != nil:
-		s.warning = fmt.Sprintf("cannot read the drained state %s: %v; starting not drained (`arpshare drain` to drain)", s.drainedFile(), err)
+		s.warning = fmt.Sprintf("cannot read the drained state %s: %v; starting not drained (`arpshare drain` to drain)", s.DrainedFile(), err)
 	case !strings.HasPrefix(string(b), strings.TrimSpace(drainedText)):
-		s.warning = fmt.Sprintf("the drained state %s is empty or corrupt (%d bytes); starting not drained (`arpshare drain` to drain)", s.drainedFile(), len(b))
+		s.warning = fmt.Sprintf("the drained state %s is empty or corrupt (%d bytes); starting not drained (`arpshare drain` to drain)", s.DrainedFile(), len(b))
 	default:
 		s.drained = true
 	}
@@ -79,7 +79,7 @@ func (s *hostState) meta() gossip.Meta {
 	return m
 }
 
-func (s *hostState) draining() bool {
+func (s *hostState) Draining() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.drained || s.stopping
@@ -88,7 +88,7 @@ func (s *hostState) draining() bool {
 // setDrained records the operator's choice, on disk first so that it
 // survives a restart, and says whether it changed.
 func (s *hostState) setDrained(drained bool) (changed bool, err error) {
-	file := s.drainedFile()
+	file := s.DrainedFile()
 	if drained {
 		if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
 			return false, fmt.Errorf("drain: %w", err)
@@ -161,7 +161,7 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-func (s *hostState) drainedFile() string {
+func (s *hostState) DrainedFile() string {
 	return filepath.Join(s.Config().Node.StateDir, "drained")
 }
 
@@ -172,7 +172,7 @@ func (s *hostState) setHealth(vip netip.Addr, healthy bool) {
 	s.healthy[vip] = healthy
 }
 
-func (s *hostState) health() map[netip.Addr]bool {
+func (s *hostState) Health() map[netip.Addr]bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return maps.Clone(s.healthy)
@@ -250,7 +250,7 @@ func (s *hostState) setLinkFaults(f map[netip.Addr]string) {
 
 // linkFault says why this host's link cannot serve vip, as gossiped; ""
 // if it can.
-func (s *hostState) linkFault(vip netip.Addr) string {
+func (s *hostState) LinkFault(vip netip.Addr) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.linkFaults[vip]
@@ -267,4 +267,12 @@ func (s *hostState) eligible() map[netip.Addr]bool {
 		out[vip] = false
 	}
 	return out
+}
+
+// OperatorDrained reports whether `arpshare drain` drained this host (a
+// stop drains too, but is not the operator's doing).
+func (s *hostState) OperatorDrained() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.drained
 }

@@ -34,8 +34,8 @@ func TestDrainedStateFile(t *testing.T) {
 			}
 		}
 		s := newHostState(cfg)
-		if s.draining() != tt.drained {
-			t.Errorf("%s: drained %v, want %v", tt.name, s.draining(), tt.drained)
+		if s.Draining() != tt.drained {
+			t.Errorf("%s: drained %v, want %v", tt.name, s.Draining(), tt.drained)
 		}
 		if tt.warningHas == "" && s.warning != "" || !strings.Contains(s.warning, tt.warningHas) || tt.warningHas != "" && !strings.Contains(s.warning, file) {
 			t.Errorf("%s: warning %q, want one with %q and the file", tt.name, s.warning, tt.warningHas)
@@ -67,7 +67,7 @@ func TestSetDrainedAtomic(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(dir, "drained")); err != nil || fi.Mode().Perm() != 0o644 {
 		t.Errorf("drained file mode %v (%v), want 0644", fi.Mode().Perm(), err)
 	}
-	if !newHostState(&config.Config{Node: config.NodeConfig{StateDir: dir}}).draining() {
+	if !newHostState(&config.Config{Node: config.NodeConfig{StateDir: dir}}).Draining() {
 		t.Error("a restart after drain does not start drained")
 	}
 	// Replacing a file keeps no temporary file either.
@@ -83,7 +83,7 @@ func TestSetDrainedAtomic(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "drained")); !os.IsNotExist(err) {
 		t.Errorf("drained file still there after resume: %v", err)
 	}
-	if newHostState(&config.Config{Node: config.NodeConfig{StateDir: dir}}).draining() {
+	if newHostState(&config.Config{Node: config.NodeConfig{StateDir: dir}}).Draining() {
 		t.Error("a restart after resume starts drained")
 	}
 }

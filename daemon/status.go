@@ -35,7 +35,7 @@ func (d *Daemon) Status() api.Status {
 	v := d.cluster.View()
 	cfg := d.config()
 	s := api.Status{
-		Node: cfg.Node.Name, Version: d.version, Draining: d.state.draining(), Members: api.PeerStatuses(v.Members),
+		Node: cfg.Node.Name, Version: d.version, Draining: d.state.Draining(), Members: api.PeerStatuses(v.Members),
 		Quorum: v.Quorum(), Expect: v.Expect, Join: v.JoinState(), JoinCause: v.Rejected,
 		Repointing: d.repointer.Status(),
 		Handover:   d.handover.Status(),
@@ -44,14 +44,14 @@ func (d *Daemon) Status() api.Status {
 		p := drainProgress(v, cfg.Node.Name, cfg.VIPs)
 		s.Drain = &p
 	}
-	healthy := d.state.health()
+	healthy := d.state.Health()
 	counts := d.owners.Get(cfg, v, d.table)
-	responders := d.responders.snapshot()
+	responders := d.responders.Snapshot()
 	for _, vip := range cfg.VIPs {
 		r := responders[linkwatch.KeyOf(vip)]
 		vs := api.VIPStatus{
 			Name: vip.Name, Address: vip.Address, Interface: vip.Interface, Mode: vip.Mode,
-			Answering: r.MAC() != nil, Healthy: healthy[vip.Address], Link: d.state.linkFault(vip.Address), Fallback: v.Fallback(vip.Address),
+			Answering: r.MAC() != nil, Healthy: healthy[vip.Address], Link: d.state.LinkFault(vip.Address), Fallback: v.Fallback(vip.Address),
 			Owners: map[string]int{}, Frames: map[string]uint64{}, Eligible: []string{}, Unhealthy: []string{},
 		}
 		for _, c := range v.Eligible(vip.Address) {

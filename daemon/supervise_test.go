@@ -80,6 +80,6 @@ func TestWatchdogCoversResponders(t *testing.T) {
 	close(release)
 	eventually(t, "the responder waits again", func() bool {
 		return !slices.ContainsFunc(n.d.stuckLoops(time.Now(), time.Hour), func(s string) bool { return strings.Contains(s, "responder") }) &&
-			n.d.responders.snapshot()[linkwatch.Key{Iface: "test0"}].Busy().IsZero()
+			n.d.responders.Snapshot()[linkwatch.Key{Iface: "test0"}].Busy().IsZero()
 	})
 }

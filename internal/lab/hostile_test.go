@@ -16,8 +16,8 @@ import (
 	"github.com/mdlayher/packet"
 
 	"github.com/arpshare/arpshare/arp"
-	"github.com/arpshare/arpshare/daemon"
 	"github.com/arpshare/arpshare/internal/api"
+	"github.com/arpshare/arpshare/internal/metrics"
 )
 
 // An attacker on the segment, without the gossip key, sends what a machine
@@ -68,7 +68,7 @@ func droppedAs(t *testing.T, hosts []*Host, proto, outcome string, n float64) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := metric(t, page, daemon.MetricFramesReceived, map[string]string{"protocol": proto, "vip": "", "outcome": outcome}); got < n {
+		if got := metric(t, page, metrics.MetricFramesReceived, map[string]string{"protocol": proto, "vip": "", "outcome": outcome}); got < n {
 			t.Errorf("%s counted %v %s frames as %s, want %v", h.Name, got, proto, outcome, n)
 		}
 	}

@@ -1,19 +1,25 @@
-package daemon
+// Package metrics is the collector of the arpshare_ series about what this
+// host serves: the responders' counters, the VIPs and their clients, the
+// re-pointing, the cluster as this host sees it and this host's own facts.
+// It reads its sources at each scrape; the parts with state of their own
+// (gossip, handover, link watch, sysctl guard) export their own collectors.
+package metrics
 
 import (
 	"net/netip"
 	"os"
 	"runtime"
 	"slices"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/daemon/repoint"
 	"github.com/arpshare/arpshare/gossip"
 	"github.com/arpshare/arpshare/internal/config"
 	"github.com/arpshare/arpshare/internal/linkwatch"
+	"github.com/arpshare/arpshare/internal/ownership"
 )
 
 // Metric names that tests and the dashboard rely on.
@@ -126,7 +132,49 @@ var (
 // (owned here: the clients this host answers; status: the clients of each
 // owner, none in race mode), so a scrape and a status agree only where
 // nothing changed in between.
-type collector struct{ d *Daemon }
+type collector struct{ s Sources }
+
+// Sources are what the collector reads at each scrape.
+type Sources struct {
+	Version    string
+	Host       Host
+	Cluster    Cluster
+	Responders Responders
+	Repointer  *repoint.Repointer
+	Table      *arp.ClientTable
+	Owners     *ownership.Cache
+}
+
+// Host is this host's own facts.
+type Host interface {
+	Config() *config.Config
+	// Health is each VIP's check result.
+	Health() map[netip.Addr]bool
+	// Draining: drained by the operator, or stopping.
+	Draining() bool
+	// OperatorDrained: drained by `arpshare drain`.
+	OperatorDrained() bool
+	// DrainedFile keeps the operator's drain; its time is when it began.
+	DrainedFile() string
+	// LinkFault says why this host's link cannot serve vip; "" if it can.
+	LinkFault(vip netip.Addr) string
+}
+
+// Cluster is this host's view of the cluster.
+type Cluster interface {
+	View() *gossip.View
+	HealthScore() int
+	LastChange() time.Time
+}
+
+// Responders are the running responders by link.
+type Responders interface {
+	Snapshot() map[linkwatch.Key]*arp.Responder
+}
+
+// NewCollector returns the collector of the arpshare_ series about what
+// this host serves, read from s at each scrape.
+func NewCollector(s Sources) prometheus.Collector { return collector{s} }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descFrames, descKernelFrames, descReplies, descConflicts, descRepoints, descVIPInfo, descKnown, descEvicted, descRefused, descOwned,
@@ -137,25 +185,25 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
-	cfg := c.d.config()
+	cfg := c.s.Host.Config()
 	e := emitter{ch: ch, names: map[netip.Addr]string{}}
 	for _, v := range cfg.VIPs {
 		e.names[v.Address] = v.Name
 	}
 	c.collectResponders(e, cfg.Node.FastPath != config.FastPathOff)
 	c.collectRepoint(e, cfg)
-	v := c.d.cluster.View()
+	v := c.s.Cluster.View()
 	c.collectClients(e, cfg, v)
 	c.collectCluster(e, v)
 	c.collectVIPs(e, cfg, v)
 	c.collectNode(e, cfg)
-	e.gauge(descBuild, 1, c.d.version, runtime.Version())
+	e.gauge(descBuild, 1, c.s.Version, runtime.Version())
 }
 
 // collectRepoint sends the re-pointing results by VIP (both results of
 // every configured VIP, so that rate() sees them from 0), and the backlog.
 func (c collector) collectRepoint(e emitter, cfg *config.Config) {
-	rs := c.d.repointer.Status()
+	rs := c.s.Repointer.Status()
 	results := map[string]repoint.Results{}
 	for _, v := range cfg.VIPs {
 		results[v.Name] = repoint.Results{}
@@ -176,23 +224,15 @@ func (c collector) collectRepoint(e emitter, cfg *config.Config) {
 // collectNode sends this host's name, whether the operator drained it and
 // since when.
 func (c collector) collectNode(e emitter, cfg *config.Config) {
-	e.gauge(descNodeInfo, 1, cfg.Node.Name, c.d.version)
-	drained := c.d.state.operatorDrained()
+	e.gauge(descNodeInfo, 1, cfg.Node.Name, c.s.Version)
+	drained := c.s.Host.OperatorDrained()
 	e.gauge(descNodeDrained, bool01(drained))
 	if !drained {
 		return
 	}
-	if fi, err := os.Stat(c.d.state.drainedFile()); err == nil {
+	if fi, err := os.Stat(c.s.Host.DrainedFile()); err == nil {
 		e.gauge(descDrainedSince, float64(fi.ModTime().UnixNano())/1e9)
 	}
-}
-
-// operatorDrained reports whether `arpshare drain` drained this host (a
-// stop drains too, but is not the operator's doing).
-func (s *hostState) operatorDrained() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.drained
 }
 
 // emitter sends the series of one scrape. Every series is summed by its
@@ -236,7 +276,7 @@ func (c collector) collectResponders(e emitter, fastPath bool) {
 	type key [4]string
 	counters := map[*prometheus.Desc]map[key]uint64{descFrames: {}, descKernelFrames: {}, descReplies: {}, descConflicts: {}, descRepoints: {}}
 	up := map[string]bool{}
-	for k, r := range c.d.responders.snapshot() {
+	for k, r := range c.s.Responders.Snapshot() {
 		iface, proto := k.Iface, "arp"
 		if k.IPv6 {
 			proto = "ndp"
@@ -278,9 +318,8 @@ func (c collector) collectResponders(e emitter, fastPath bool) {
 
 // collectClients sends the VIPs' info and their clients, known and owned.
 func (c collector) collectClients(e emitter, cfg *config.Config, v *gossip.View) {
-	d := c.d
 	known, owned := map[string]int{}, map[string]int{}
-	counts := d.owners.Get(cfg, v, d.table)
+	counts := c.s.Owners.Get(cfg, v, c.s.Table)
 	for _, vip := range cfg.VIPs {
 		known[vip.Name] += counts[vip.Address].Known
 		owned[vip.Name] += counts[vip.Address].Owned
@@ -290,7 +329,7 @@ func (c collector) collectClients(e emitter, cfg *config.Config, v *gossip.View)
 		e.gauge(descKnown, float64(n), vip)
 		e.gauge(descOwned, float64(owned[vip]), vip)
 	}
-	st := d.table.Stats()
+	st := c.s.Table.Stats()
 	e.gauge(descClientsMax, float64(cfg.Node.MaxClients))
 	e.gauge(descClientsTable, float64(st.Probation), "probation")
 	e.gauge(descClientsTable, float64(st.Protected), "protected")
@@ -314,12 +353,12 @@ func (c collector) collectCluster(e emitter, v *gossip.View) {
 	for s, n := range states {
 		e.gauge(descMembers, float64(n), s)
 	}
-	e.gauge(descHealth, float64(c.d.cluster.HealthScore()))
+	e.gauge(descHealth, float64(c.s.Cluster.HealthScore()))
 	e.gauge(descQuorum, bool01(v.Quorum()))
 	for _, s := range []string{gossip.JoinMember, gossip.JoinAlone, gossip.JoinRejected} {
 		e.gauge(descJoin, bool01(v.JoinState() == s), s)
 	}
-	if t := c.d.cluster.LastChange(); !t.IsZero() {
+	if t := c.s.Cluster.LastChange(); !t.IsZero() {
 		e.gauge(descLastChange, float64(t.UnixNano())/1e9)
 	}
 }
@@ -329,14 +368,14 @@ func (c collector) collectCluster(e emitter, v *gossip.View) {
 // about the other hosts are theirs to send: one series per host and VIP,
 // not one per pair of hosts.
 func (c collector) collectVIPs(e emitter, cfg *config.Config, v *gossip.View) {
-	healthy := c.d.state.health()
-	responders := c.d.responders.snapshot()
-	up := v.Serving() && !c.d.state.draining()
+	healthy := c.s.Host.Health()
+	responders := c.s.Responders.Snapshot()
+	up := v.Serving() && !c.s.Host.Draining()
 	for _, vip := range cfg.VIPs {
 		eligible := v.Eligible(vip.Address)
 		self := slices.ContainsFunc(eligible, func(m gossip.Candidate) bool { return m.Name == cfg.Node.Name })
 		// As it gossips: a link that cannot serve counts as a failed check.
-		linkOK := c.d.state.linkFault(vip.Address) == ""
+		linkOK := c.s.Host.LinkFault(vip.Address) == ""
 		ok := healthy[vip.Address] && linkOK
 		r := responders[linkwatch.KeyOf(vip)]
 		open := r != nil && r.MAC() != nil
@@ -346,18 +385,4 @@ func (c collector) collectVIPs(e emitter, cfg *config.Config, v *gossip.View) {
 		e.gauge(descServing, bool01(serving), vip.Name)
 		e.gauge(descEligibleHosts, float64(len(eligible)), vip.Name)
 	}
-}
-
-// NewRegistry returns a registry with the daemon's metrics and the Go
-// runtime's and process's own.
-func (d *Daemon) NewRegistry() *prometheus.Registry {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(d.collectors()...)
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return reg
-}
-
-// collectors are the daemon's own metrics, every arpshare_ series.
-func (d *Daemon) collectors() []prometheus.Collector {
-	return []prometheus.Collector{collector{d}, d.reloads, d.lastReload, d.handover.Collector(), d.cluster.Collector(), d.sysctls.Collector(), d.serving.links}
 }

@@ -1,4 +1,4 @@
-package daemon
+package metrics
 
 import (
 	"net"
@@ -10,20 +10,23 @@ import (
 
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/internal/config"
+	"github.com/arpshare/arpshare/internal/ownership"
 )
 
 // TestMergeRefusalsCounted: what a peer's client table brings that this
 // host does not take is counted by reason in the metrics.
 func TestMergeRefusalsCounted(t *testing.T) {
 	t.Parallel()
-	d := New(&config.Config{Node: config.NodeConfig{Name: "x", StateDir: t.TempDir(), MaxClients: 10}}, quietLog(), "test")
-	d.table.Serve([]netip.Addr{testVIP})
+	table := arp.NewClientTable(10, time.Hour)
+	table.Serve([]netip.Addr{netip.MustParseAddr("198.18.0.200")})
 	src := arp.NewClientTable(10, time.Hour)
 	src.Learn(netip.MustParseAddr("198.18.0.250"), netip.MustParseAddr("198.18.1.1"), net.HardwareAddr{2, 0, 0, 0, 0, 1}, time.Now())
-	sharedTable{d.table, quietLog()}.MergeState(src.Encode(time.Now(), time.Time{}), true)
+	if _, err := table.Merge(src.Encode(time.Now(), time.Time{}), time.Now()); err != nil {
+		t.Fatal(err)
+	}
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(tableCollector{d})
+	reg.MustRegister(tableCollector{collector{Sources{Table: table, Owners: &ownership.Cache{}}}})
 	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -42,11 +45,11 @@ func TestMergeRefusalsCounted(t *testing.T) {
 	}
 }
 
-// tableCollector is the part of the daemon's collector about its clients.
-type tableCollector struct{ d *Daemon }
+// tableCollector is the part of the collector about the clients.
+type tableCollector struct{ c collector }
 
-func (c tableCollector) Describe(ch chan<- *prometheus.Desc) { collector(c).Describe(ch) }
+func (c tableCollector) Describe(ch chan<- *prometheus.Desc) { c.c.Describe(ch) }
 
 func (c tableCollector) Collect(ch chan<- prometheus.Metric) {
-	collector(c).collectClients(emitter{ch: ch, names: map[netip.Addr]string{}}, c.d.config(), nil)
+	c.c.collectClients(emitter{ch: ch, names: map[netip.Addr]string{}}, &config.Config{}, nil)
 }
