@@ -18,6 +18,7 @@ import (
 	"github.com/arpshare/arpshare/gossip"
 	"github.com/arpshare/arpshare/internal/api"
 	"github.com/arpshare/arpshare/internal/config"
+	"github.com/arpshare/arpshare/internal/drain"
 	"github.com/arpshare/arpshare/internal/hostnet"
 	"github.com/arpshare/arpshare/internal/linkwatch"
 	"github.com/arpshare/arpshare/internal/metrics"
@@ -59,7 +60,7 @@ type Daemon struct {
 	metrics    *api.MetricsServer // nil without [api] metrics
 	sysctls    *hostnet.SysctlGuard
 	reports    *repointReports
-	drainLock  drainLock
+	drainer    *drain.Drainer
 
 	reloads    *prometheus.CounterVec
 	lastReload prometheus.Gauge
@@ -140,6 +141,7 @@ func newDaemon(cfg *config.Config, log *slog.Logger, version string, sm seams) *
 		Logger:    log.With("component", "gossip"),
 	})
 	d.reports.cluster = d.cluster
+	d.drainer = drain.New(log, d.state, d.cluster, sm.drainWait)
 	d.serving = &vipServer{log: log, seams: sm, state: d.state, table: d.table, cluster: d.cluster,
 		responders: d.responders, checks: newChecks()}
 	d.serving.watchLinks(sm.links)
@@ -209,11 +211,11 @@ func (d *Daemon) Run(ctx context.Context, configPath string) error {
 }
 
 // stop is a graceful stop: drain (unless this host is the last eligible
-// one: see stopDrain), let the others take the clients and the connections
+// one: see drain.Drainer.Stop), let the others take the clients and the connections
 // handed to this host end, leave.
 func (d *Daemon) stop(ctx context.Context) {
 	d.seams.notify("STOPPING=1\nSTATUS=draining")
-	drained, guard := d.stopDrain(ctx)
+	drained, guard := d.drainer.Stop(ctx)
 	if drained {
 		// The connections other hosts handed to this one end, up to
 		// handover.stop_wait.

@@ -3,110 +3,12 @@ package daemon
 import (
 	"context"
 	"errors"
-	"net/netip"
 	"strings"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
-
-	"github.com/arpshare/arpshare/daemon/repoint"
 	"github.com/arpshare/arpshare/gossip"
 	"github.com/arpshare/arpshare/internal/api"
-	"github.com/arpshare/arpshare/internal/config"
 )
-
-// member is a live member serving testVIP, healthy unless unhealthy.
-func member(name string, edit func(*gossip.Member)) gossip.Member {
-	m := gossip.Member{Name: name, State: gossip.StateAlive,
-		Meta: gossip.Meta{Version: gossip.MetaVersion, Algorithm: gossip.Algorithm, Weight: 1, VIPs: []netip.Addr{testVIP}}}
-	if edit != nil {
-		edit(&m)
-	}
-	return m
-}
-
-// TestOrphans: a host may stop answering only if another host stays
-// eligible; of hosts leaving at once, the one whose name sorts last stays.
-func TestOrphans(t *testing.T) {
-	t.Parallel()
-	vips := []config.VIP{{Name: "web", Address: testVIP}}
-	leaving := func(m *gossip.Member) { m.Meta.Leaving = true }
-	for _, tt := range []struct {
-		name    string
-		self    string
-		members []gossip.Member
-		want    bool // orphaned: self may not leave
-	}{
-		{"alone", "h1", []gossip.Member{member("h1", nil)}, true},
-		{"another host", "h1", []gossip.Member{member("h1", nil), member("h2", nil)}, false},
-		{"the other drains", "h1", []gossip.Member{member("h1", nil), member("h2", func(m *gossip.Member) { m.Meta.Draining = true })}, true},
-		{"the other is dead", "h1", []gossip.Member{member("h1", nil), member("h2", func(m *gossip.Member) { m.State = gossip.StateDead })}, true},
-		{"the other is unreachable from here: it is eligible still", "h1", []gossip.Member{member("h1", nil), member("h2", func(m *gossip.Member) { m.Unreachable = true })}, false},
-		{"the other is untrusted", "h1", []gossip.Member{member("h1", nil), member("h2", func(m *gossip.Member) { m.Err = "version" })}, true},
-		{"the other does not serve it", "h1", []gossip.Member{member("h1", nil), member("h2", func(m *gossip.Member) { m.Meta.VIPs = nil })}, true},
-		{"the other fails its check: it answers in fallback", "h1", []gossip.Member{member("h1", nil), member("h2", func(m *gossip.Member) {
-			m.Meta.VIPs, m.Meta.Unhealthy = nil, []netip.Addr{testVIP}
-		})}, false},
-		{"both leave: the first by name goes", "h1", []gossip.Member{member("h1", leaving), member("h2", leaving)}, false},
-		{"both leave: the last by name stays", "h2", []gossip.Member{member("h1", leaving), member("h2", leaving)}, true},
-		{"three leave: the middle one goes", "h2", []gossip.Member{member("h1", leaving), member("h2", leaving), member("h3", leaving)}, false},
-	} {
-		v := gossip.NewView(tt.self, tt.members, 0)
-		if got := len(orphans(v, tt.self, vips)) > 0; got != tt.want {
-			t.Errorf("%s: orphaned %v, want %v", tt.name, got, tt.want)
-		}
-	}
-}
-
-// TestViewDigest: the digest depends on who is eligible for what, and
-// nothing else: not the order of members, nor the drain reports.
-func TestViewDigest(t *testing.T) {
-	t.Parallel()
-	a, b := member("h1", nil), member("h2", nil)
-	d := repoint.ViewDigest(gossip.NewView("h1", []gossip.Member{a, b}, 0))
-	b2 := b
-	b2.Meta.Repointed, b2.Meta.Leaving = 7, true
-	if got := repoint.ViewDigest(gossip.NewView("h2", []gossip.Member{b2, a}, 0)); got != d {
-		t.Errorf("same eligibility, digest %d != %d", got, d)
-	}
-	for name, other := range map[string]gossip.Member{
-		"h2 drains":   member("h2", func(m *gossip.Member) { m.Meta.Draining = true }),
-		"h2 weighs 2": member("h2", func(m *gossip.Member) { m.Meta.Weight = 2 }),
-		"h2 is dead":  member("h2", func(m *gossip.Member) { m.State = gossip.StateDead }),
-	} {
-		if got := repoint.ViewDigest(gossip.NewView("h1", []gossip.Member{a, other}, 0)); got == d || got == 0 {
-			t.Errorf("%s: digest %d, want neither %d nor 0", name, got, d)
-		}
-	}
-}
-
-// TestDrainProgress: a drained host is done when every live peer serving
-// its VIPs reports the digest of its view.
-func TestDrainProgress(t *testing.T) {
-	t.Parallel()
-	vips := []config.VIP{{Name: "web", Address: testVIP}}
-	members := []gossip.Member{
-		member("h1", func(m *gossip.Member) { m.Meta.Draining = true }),
-		member("h2", nil), member("h3", nil),
-		member("h4", func(m *gossip.Member) { m.Meta.VIPs = []netip.Addr{netip.MustParseAddr("198.18.0.9")} }),
-		member("h5", func(m *gossip.Member) { m.State = gossip.StateDead }),
-	}
-	v := gossip.NewView("h1", members, 0)
-	if diff := cmp.Diff(api.DrainStatus{Waiting: []string{"h2", "h3"}}, drainProgress(v, "h1", vips)); diff != "" {
-		t.Errorf("nobody reported (-want +got):\n%s", diff)
-	}
-	members[1].Meta.Repointed = repoint.ViewDigest(v)
-	members[2].Meta.Repointed = repoint.ViewDigest(v) + 1 // an older view
-	v = gossip.NewView("h1", members, 0)
-	if diff := cmp.Diff(api.DrainStatus{Waiting: []string{"h3"}}, drainProgress(v, "h1", vips)); diff != "" {
-		t.Errorf("h2 reported (-want +got):\n%s", diff)
-	}
-	members[2].Meta.Repointed = repoint.ViewDigest(v)
-	v = gossip.NewView("h1", members, 0)
-	if diff := cmp.Diff(api.DrainStatus{Done: true, Waiting: []string{}}, drainProgress(v, "h1", vips)); diff != "" {
-		t.Errorf("all reported (-want +got):\n%s", diff)
-	}
-}
 
 // TestDrainRefusal: the last eligible host of a VIP refuses to drain, with
 // a message naming the VIP and --force; forced, it drains.
@@ -177,7 +79,7 @@ func TestStopGuard(t *testing.T) {
 	stopped := make(chan bool, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
-		drained, guard := h1.d.stopDrain(ctx)
+		drained, guard := h1.d.drainer.Stop(ctx)
 		stopped <- drained
 		<-ctx.Done()
 		guard()

@@ -85,9 +85,9 @@ func (s *hostState) Draining() bool {
 	return s.drained || s.stopping
 }
 
-// setDrained records the operator's choice, on disk first so that it
+// SetDrained records the operator's choice, on disk first so that it
 // survives a restart, and says whether it changed.
-func (s *hostState) setDrained(drained bool) (changed bool, err error) {
+func (s *hostState) SetDrained(drained bool) (changed bool, err error) {
 	file := s.DrainedFile()
 	if drained {
 		if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {

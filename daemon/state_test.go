@@ -51,7 +51,7 @@ func TestSetDrainedAtomic(t *testing.T) {
 	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "state")
 	s := newHostState(&config.Config{Node: config.NodeConfig{StateDir: dir}})
-	if changed, err := s.setDrained(true); err != nil || !changed {
+	if changed, err := s.SetDrained(true); err != nil || !changed {
 		t.Fatalf("drain: changed %v, %v", changed, err)
 	}
 	entries, err := os.ReadDir(dir)
@@ -77,7 +77,7 @@ func TestSetDrainedAtomic(t *testing.T) {
 	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
 		t.Errorf("state folder holds %v after a rewrite, want the drained file alone", entries)
 	}
-	if changed, err := s.setDrained(false); err != nil || !changed {
+	if changed, err := s.SetDrained(false); err != nil || !changed {
 		t.Fatalf("resume: changed %v, %v", changed, err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "drained")); !os.IsNotExist(err) {

@@ -10,6 +10,7 @@ import (
 	"github.com/arpshare/arpshare/gossip"
 	"github.com/arpshare/arpshare/internal/api"
 	"github.com/arpshare/arpshare/internal/config"
+	"github.com/arpshare/arpshare/internal/drain"
 	"github.com/arpshare/arpshare/internal/linkwatch"
 )
 
@@ -41,7 +42,7 @@ func (d *Daemon) Status() api.Status {
 		Handover:   d.handover.Status(),
 	}
 	if s.Draining {
-		p := drainProgress(v, cfg.Node.Name, cfg.VIPs)
+		p := drain.ProgressIn(v, cfg.Node.Name, cfg.VIPs)
 		s.Drain = &p
 	}
 	healthy := d.state.Health()
