@@ -1,13 +1,10 @@
 package daemon
 
 import (
-	"errors"
 	"fmt"
 	"maps"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -15,6 +12,7 @@ import (
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/gossip"
 	"github.com/arpshare/arpshare/internal/config"
+	"github.com/arpshare/arpshare/internal/drain"
 )
 
 // hostState is what this host is and tells the cluster about itself: the
@@ -36,27 +34,11 @@ type hostState struct {
 	linkFaults map[netip.Addr]string
 }
 
-// drainedText is the drained-state file's content: a file that does not
-// start with it was not written whole (a full disk, a crash on a file
-// system that does not order data before the rename) or by arpshare.
-const drainedText = "drained by `arpshare drain`; `arpshare resume` undoes it\n"
-
-// newHostState starts drained if the operator left it drained. A drained
-// file that is empty or holds something else is not trusted: a host that
-// came up drained by accident would answer nobody until someone noticed,
-// while one that serves by accident is undone by draining it again.
+// newHostState starts drained if the operator left it drained (see
+// drain.ReadFile).
 func newHostState(cfg *config.Config) *hostState {
 	s := &hostState{cfg: cfg, healthy: map[netip.Addr]bool{}, macs: map[string]net.HardwareAddr{}}
-	b, err := os.ReadFile(s.DrainedFile())
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-	case err != nil:
-		s.warning = fmt.Sprintf("cannot read the drained state %s: %v; starting not drained (`arpshare drain` to drain)", s.DrainedFile(), err)
-	case !strings.HasPrefix(string(b), strings.TrimSpace(drainedText)):
-		s.warning = fmt.Sprintf("the drained state %s is empty or corrupt (%d bytes); starting not drained (`arpshare drain` to drain)", s.DrainedFile(), len(b))
-	default:
-		s.drained = true
-	}
+	s.drained, s.warning = drain.ReadFile(cfg.Node.StateDir)
 	return s
 }
 
@@ -88,16 +70,8 @@ func (s *hostState) Draining() bool {
 // SetDrained records the operator's choice, on disk first so that it
 // survives a restart, and says whether it changed.
 func (s *hostState) SetDrained(drained bool) (changed bool, err error) {
-	file := s.DrainedFile()
-	if drained {
-		if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
-			return false, fmt.Errorf("drain: %w", err)
-		}
-		if err := writeFileAtomic(file, []byte(drainedText), 0o644); err != nil {
-			return false, fmt.Errorf("drain: %w", err)
-		}
-	} else if err := removeFileSynced(file); err != nil {
-		return false, fmt.Errorf("resume: %w", err)
+	if err := drain.WriteFile(s.Config().Node.StateDir, drained); err != nil {
+		return false, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -106,64 +80,8 @@ func (s *hostState) SetDrained(drained bool) (changed bool, err error) {
 	return changed, nil
 }
 
-// writeFileAtomic replaces file with data whole or not at all: it writes a
-// temporary file in the same folder, syncs it, renames it over file and
-// syncs the folder, so that neither a full disk nor a crash leaves a
-// truncated file behind.
-func writeFileAtomic(file string, data []byte, perm os.FileMode) (err error) {
-	dir := filepath.Dir(file)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(file)+".*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), file); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-// removeFileSynced removes file, if it exists, durably.
-func removeFileSynced(file string) error {
-	if err := os.Remove(file); errors.Is(err, os.ErrNotExist) {
-		return nil
-	} else if err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(file))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
-func (s *hostState) DrainedFile() string {
-	return filepath.Join(s.Config().Node.StateDir, "drained")
-}
+// DrainedFile keeps the operator's drain.
+func (s *hostState) DrainedFile() string { return drain.FilePath(s.Config().Node.StateDir) }
 
 // setHealth records a VIP's health check result.
 func (s *hostState) setHealth(vip netip.Addr, healthy bool) {

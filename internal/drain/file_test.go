@@ -1,12 +1,10 @@
-package daemon
+package drain
 
 import (
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/arpshare/arpshare/internal/config"
 )
 
 // TestDrainedStateFile: the drained flag survives a restart; a drained
@@ -21,24 +19,23 @@ func TestDrainedStateFile(t *testing.T) {
 		warningHas string
 	}{
 		{name: "no file"},
-		{name: "drained", content: ptr(drainedText), drained: true},
+		{name: "drained", content: ptr(fileText), drained: true},
 		{name: "empty", content: ptr(""), warningHas: "is empty or corrupt (0 bytes); starting not drained"},
 		{name: "garbage", content: ptr("\x00\x00\x00"), warningHas: "is empty or corrupt (3 bytes)"},
 	} {
 		dir := t.TempDir()
-		cfg := &config.Config{Node: config.NodeConfig{StateDir: dir}}
 		file := filepath.Join(dir, "drained")
 		if tt.content != nil {
 			if err := os.WriteFile(file, []byte(*tt.content), 0o644); err != nil {
 				t.Fatal(err)
 			}
 		}
-		s := newHostState(cfg)
-		if s.Draining() != tt.drained {
-			t.Errorf("%s: drained %v, want %v", tt.name, s.Draining(), tt.drained)
+		drained, warning := ReadFile(dir)
+		if drained != tt.drained {
+			t.Errorf("%s: drained %v, want %v", tt.name, drained, tt.drained)
 		}
-		if tt.warningHas == "" && s.warning != "" || !strings.Contains(s.warning, tt.warningHas) || tt.warningHas != "" && !strings.Contains(s.warning, file) {
-			t.Errorf("%s: warning %q, want one with %q and the file", tt.name, s.warning, tt.warningHas)
+		if tt.warningHas == "" && warning != "" || !strings.Contains(warning, tt.warningHas) || tt.warningHas != "" && !strings.Contains(warning, file) {
+			t.Errorf("%s: warning %q, want one with %q and the file", tt.name, warning, tt.warningHas)
 		}
 	}
 }
@@ -50,9 +47,8 @@ func ptr[T any](v T) *T { return &v }
 func TestSetDrainedAtomic(t *testing.T) {
 	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "state")
-	s := newHostState(&config.Config{Node: config.NodeConfig{StateDir: dir}})
-	if changed, err := s.SetDrained(true); err != nil || !changed {
-		t.Fatalf("drain: changed %v, %v", changed, err)
+	if err := WriteFile(dir, true); err != nil {
+		t.Fatalf("drain: %v", err)
 	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -61,29 +57,29 @@ func TestSetDrainedAtomic(t *testing.T) {
 	if len(entries) != 1 || entries[0].Name() != "drained" {
 		t.Errorf("state folder holds %v, want the drained file alone", entries)
 	}
-	if b, err := os.ReadFile(filepath.Join(dir, "drained")); err != nil || string(b) != drainedText {
-		t.Errorf("drained file %q (%v), want %q", b, err, drainedText)
+	if b, err := os.ReadFile(filepath.Join(dir, "drained")); err != nil || string(b) != fileText {
+		t.Errorf("drained file %q (%v), want %q", b, err, fileText)
 	}
 	if fi, err := os.Stat(filepath.Join(dir, "drained")); err != nil || fi.Mode().Perm() != 0o644 {
 		t.Errorf("drained file mode %v (%v), want 0644", fi.Mode().Perm(), err)
 	}
-	if !newHostState(&config.Config{Node: config.NodeConfig{StateDir: dir}}).Draining() {
+	if drained, _ := ReadFile(dir); !drained {
 		t.Error("a restart after drain does not start drained")
 	}
 	// Replacing a file keeps no temporary file either.
-	if err := writeFileAtomic(filepath.Join(dir, "drained"), []byte(drainedText), 0o644); err != nil {
+	if err := writeFileAtomic(filepath.Join(dir, "drained"), []byte(fileText), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
 		t.Errorf("state folder holds %v after a rewrite, want the drained file alone", entries)
 	}
-	if changed, err := s.SetDrained(false); err != nil || !changed {
-		t.Fatalf("resume: changed %v, %v", changed, err)
+	if err := WriteFile(dir, false); err != nil {
+		t.Fatalf("resume: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "drained")); !os.IsNotExist(err) {
 		t.Errorf("drained file still there after resume: %v", err)
 	}
-	if newHostState(&config.Config{Node: config.NodeConfig{StateDir: dir}}).Draining() {
+	if drained, _ := ReadFile(dir); drained {
 		t.Error("a restart after resume starts drained")
 	}
 }
