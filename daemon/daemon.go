@@ -56,6 +56,7 @@ type Daemon struct {
 	serving    *vipServer
 	responders *responders // serving's, for the status and metrics
 	watch      viewWatch
+	views      *viewTask // hands views to the handover and the repointer
 	api        *api.Server
 	metrics    *api.MetricsServer // nil without [api] metrics
 	sysctls    *hostnet.SysctlGuard
@@ -126,6 +127,7 @@ func newDaemon(cfg *config.Config, log *slog.Logger, version string, sm seams) *
 		Progress: d.reports,
 	})
 	d.handover = handover.New(cfg.Handover, cfg.Node.Name, cfg.Node.MaxClients, handoverSource{d.state, d.table}, log.With("component", "handover"))
+	d.views = newViewTask(d.handover, d.repointer)
 	d.cluster = gossip.NewCluster(gossip.ClusterConfig{
 		Name: cfg.Node.Name, Bind: cfg.Gossip.Bind, Peers: cfg.Gossip.Peers,
 		Keys: cfg.Gossip.Keys, KeyFile: cfg.Gossip.KeyFile, Label: cfg.Gossip.Cluster,
@@ -181,7 +183,7 @@ func (d *Daemon) Run(ctx context.Context, configPath string) error {
 	}
 	d.handover.Open()
 
-	all := []task.Task{d.cluster, task.ReadyOnStart(d.repointer), task.ReadyOnStart(d.handover), d.api,
+	all := []task.Task{d.cluster, task.ReadyOnStart(d.views), task.ReadyOnStart(d.repointer), task.ReadyOnStart(d.handover), d.api,
 		&reloader{d: d, path: configPath, ready: make(chan struct{})}, task.ReadyOnStart(&watchdog{d: d}),
 		task.ReadyOnStart(d.sysctls), task.ReadyOnStart(d.reports)}
 	if d.metrics != nil {

@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/arp/arptest"
+	"github.com/arpshare/arpshare/gossip"
 	"github.com/arpshare/arpshare/internal/linkwatch"
 )
 
@@ -82,4 +85,26 @@ func TestWatchdogCoversResponders(t *testing.T) {
 		return !slices.ContainsFunc(n.d.stuckLoops(time.Now(), time.Hour), func(s string) bool { return strings.Contains(s, "responder") }) &&
 			n.d.responders.Snapshot()[linkwatch.Key{Iface: "test0"}].Busy().IsZero()
 	})
+}
+
+// TestViewChangedOnlyPublishes: gossip's callback leaves the view for the
+// views task, which is not running here, and returns; views that come
+// while none is taken replace each other; once the task runs, the
+// repointer gets the latest.
+func TestViewChangedOnlyPublishes(t *testing.T) {
+	t.Parallel()
+	n := newCluster("h1").prepare(t, "h1", vipV4, mac1)
+	var last *gossip.View
+	for i := range 100 {
+		last = view("h1", "h1", fmt.Sprintf("h%d", i+2))
+		n.d.viewChanged(last)
+	}
+	if got := n.d.views.latest.Load(); got != last || len(n.d.views.wake) != 1 {
+		t.Fatalf("published %p (want the last, %p), %d wakes pending (want 1)", got, last, len(n.d.views.wake))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go n.d.views.Run(ctx)
+	go n.d.repointer.Run(ctx)
+	eventually(t, "the views task emptied its mailbox", func() bool { return len(n.d.views.wake) == 0 && n.d.views.Busy().IsZero() })
 }

@@ -73,6 +73,9 @@ func (d *Daemon) stuckLoops(now time.Time, limit time.Duration) []string {
 	}
 	turned("gossip", d.cluster.Heartbeat())
 	turned("repointer", d.repointer.Heartbeat())
+	if busy := d.views.Busy(); !busy.IsZero() && now.Sub(busy) > limit {
+		stuck = append(stuck, fmt.Sprintf("%s (busy for %s)", d.views, now.Sub(busy).Round(time.Millisecond)))
+	}
 	for _, r := range d.responders.Snapshot() {
 		if busy := r.Busy(); !busy.IsZero() && now.Sub(busy) > limit {
 			stuck = append(stuck, fmt.Sprintf("%s (busy for %s)", r, now.Sub(busy).Round(time.Millisecond)))
