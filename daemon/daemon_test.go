@@ -505,3 +505,41 @@ func TestWatchdog(t *testing.T) {
 		return n.notes.has("WATCHDOG=1")
 	})
 }
+
+// TestStatusDuringReload: status read while reloads add and remove a VIP
+// on an interface of its own sees each config whole, with its responders:
+// never a VIP without one.
+func TestStatusDuringReload(t *testing.T) {
+	t.Parallel()
+	c := newCluster("h1")
+	n := c.start(t, "h1", vipV4, mac1)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for _, v := range n.d.Status().VIPs {
+				if v.Name == "db" && v.Frames == nil {
+					t.Error("db without its responder's counts")
+				}
+			}
+		}
+	}()
+	for i := range 20 {
+		vips := vipV4
+		if i%2 == 0 {
+			vips += vipTOML("db", db, "test1", "")
+		}
+		n.write(c.config("h1", n.dir, vips))
+		if err := n.d.Reload(n.path); err != nil {
+			t.Fatalf("reload %d: %v", i, err)
+		}
+	}
+	close(stop)
+	<-done
+}

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/arpshare/arpshare/arp"
@@ -36,6 +37,26 @@ type vipServer struct {
 	// plumbing is held while the VIPs on lo change: by apply, and by the
 	// link watch putting back a VIP someone took off.
 	plumbing sync.Mutex
+	// current is what is served, swapped whole by each apply.
+	current atomic.Pointer[served]
+}
+
+// served is what this host serves: the config in force and the responder
+// of each link it serves through, built whole by each apply and swapped at
+// once, so that status, metrics and the registry's readers never see a
+// reload's config with the responders of before it.
+type served struct {
+	cfg        *config.Config
+	responders map[linkwatch.Key]*arp.Responder
+}
+
+// Served returns what is served: the config in force and its responders.
+// Before the first apply it is the config given at start, with none.
+func (d *vipServer) Served() (*config.Config, map[linkwatch.Key]*arp.Responder) {
+	if s := d.current.Load(); s != nil {
+		return s.cfg, s.responders
+	}
+	return d.state.Config(), map[linkwatch.Key]*arp.Responder{}
 }
 
 // watchLinks makes the link watch, which makes this host ineligible for
@@ -79,14 +100,15 @@ func (d *vipServer) apply(old, cfg *config.Config) error {
 	if old == nil {
 		task.Start(d.tasks, d.links)
 	}
-	served, err := d.plumb(old, cfg)
+	plumbed, err := d.plumb(old, cfg)
 	if err != nil && old == nil {
 		return err
 	}
-	d.state.setConfig(served)
+	d.state.setConfig(plumbed)
 	d.links.Configured()
-	d.checks.set(served.VIPs, d.state, d.startCheck)
-	d.responders.set(served.VIPs, d.newResponder, func(r *arp.Responder) *task.Running[*arp.Responder] { return task.Start(d.tasks, r) })
+	d.checks.set(plumbed.VIPs, d.state, d.startCheck)
+	d.responders.set(plumbed.VIPs, d.newResponder, func(r *arp.Responder) *task.Running[*arp.Responder] { return task.Start(d.tasks, r) })
+	d.current.Store(&served{cfg: plumbed, responders: d.responders.Snapshot()})
 	return err
 }
 

@@ -34,7 +34,7 @@ func (d *Daemon) statusLine() string { return statusLine(d.cluster.View(), d.sta
 // Status reports this host's view.
 func (d *Daemon) Status() api.Status {
 	v := d.cluster.View()
-	cfg := d.config()
+	cfg, responders := d.serving.Served()
 	s := api.Status{
 		Node: cfg.Node.Name, Version: d.version, Draining: d.state.Draining(), Members: api.PeerStatuses(v.Members),
 		Quorum: v.Quorum(), Expect: v.Expect, Join: v.JoinState(), JoinCause: v.Rejected,
@@ -47,9 +47,8 @@ func (d *Daemon) Status() api.Status {
 	}
 	healthy := d.state.Health()
 	counts := d.owners.Get(cfg, v, d.table)
-	responders := d.responders.Snapshot()
 	for _, vip := range cfg.VIPs {
-		r := responders[linkwatch.KeyOf(vip)]
+		r := responders[linkwatch.KeyOf(vip)] // every VIP of a snapshot has one
 		vs := api.VIPStatus{
 			Name: vip.Name, Address: vip.Address, Interface: vip.Interface, Mode: vip.Mode,
 			Answering: r.MAC() != nil, Healthy: healthy[vip.Address], Link: d.state.LinkFault(vip.Address), Fallback: v.Fallback(vip.Address),

@@ -136,18 +136,17 @@ type collector struct{ s Sources }
 
 // Sources are what the collector reads at each scrape.
 type Sources struct {
-	Version    string
-	Host       Host
-	Cluster    Cluster
-	Responders Responders
-	Repointer  *repoint.Repointer
-	Table      *arp.ClientTable
-	Owners     *ownership.Cache
+	Version   string
+	Served    Served
+	Host      Host
+	Cluster   Cluster
+	Repointer *repoint.Repointer
+	Table     *arp.ClientTable
+	Owners    *ownership.Cache
 }
 
 // Host is this host's own facts.
 type Host interface {
-	Config() *config.Config
 	// Health is each VIP's check result.
 	Health() map[netip.Addr]bool
 	// Draining: drained by the operator, or stopping.
@@ -167,9 +166,11 @@ type Cluster interface {
 	LastChange() time.Time
 }
 
-// Responders are the running responders by link.
-type Responders interface {
-	Snapshot() map[linkwatch.Key]*arp.Responder
+// Served is what this host serves: the config in force and the responder
+// of each of its links, read together so that a scrape never mixes a
+// reload's config with the responders before it.
+type Served interface {
+	Served() (*config.Config, map[linkwatch.Key]*arp.Responder)
 }
 
 // NewCollector returns the collector of the arpshare_ series about what
@@ -185,17 +186,17 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
-	cfg := c.s.Host.Config()
+	cfg, responders := c.s.Served.Served()
 	e := emitter{ch: ch, names: map[netip.Addr]string{}}
 	for _, v := range cfg.VIPs {
 		e.names[v.Address] = v.Name
 	}
-	c.collectResponders(e, cfg.Node.FastPath != config.FastPathOff)
+	c.collectResponders(e, responders, cfg.Node.FastPath != config.FastPathOff)
 	c.collectRepoint(e, cfg)
 	v := c.s.Cluster.View()
 	c.collectClients(e, cfg, v)
 	c.collectCluster(e, v)
-	c.collectVIPs(e, cfg, v)
+	c.collectVIPs(e, cfg, responders, v)
 	c.collectNode(e, cfg)
 	e.gauge(descBuild, 1, c.s.Version, runtime.Version())
 }
@@ -272,11 +273,11 @@ func bool01(b bool) float64 {
 
 // collectResponders sends the responders' counters, whether each
 // interface is up and, if fastPath, whether its ARP fast path is attached.
-func (c collector) collectResponders(e emitter, fastPath bool) {
+func (c collector) collectResponders(e emitter, responders map[linkwatch.Key]*arp.Responder, fastPath bool) {
 	type key [4]string
 	counters := map[*prometheus.Desc]map[key]uint64{descFrames: {}, descKernelFrames: {}, descReplies: {}, descConflicts: {}, descRepoints: {}}
 	up := map[string]bool{}
-	for k, r := range c.s.Responders.Snapshot() {
+	for k, r := range responders {
 		iface, proto := k.Iface, "arp"
 		if k.IPv6 {
 			proto = "ndp"
@@ -367,9 +368,8 @@ func (c collector) collectCluster(e emitter, v *gossip.View) {
 // healthy, serving) and how many hosts are eligible in its view. Facts
 // about the other hosts are theirs to send: one series per host and VIP,
 // not one per pair of hosts.
-func (c collector) collectVIPs(e emitter, cfg *config.Config, v *gossip.View) {
+func (c collector) collectVIPs(e emitter, cfg *config.Config, responders map[linkwatch.Key]*arp.Responder, v *gossip.View) {
 	healthy := c.s.Host.Health()
-	responders := c.s.Responders.Snapshot()
 	up := v.Serving() && !c.s.Host.Draining()
 	for _, vip := range cfg.VIPs {
 		eligible := v.Eligible(vip.Address)

@@ -20,9 +20,8 @@ import (
 
 var web = config.VIP{Name: "web", Address: netip.MustParseAddr("198.18.0.200"), Interface: "test0", Mode: policy.Hash}
 
-type fakeHost struct{ cfg *config.Config }
+type fakeHost struct{}
 
-func (h fakeHost) Config() *config.Config        { return h.cfg }
 func (fakeHost) Health() map[netip.Addr]bool     { return map[netip.Addr]bool{web.Address: true} }
 func (fakeHost) Draining() bool                  { return false }
 func (fakeHost) OperatorDrained() bool           { return false }
@@ -35,9 +34,14 @@ func (c fakeCluster) View() *gossip.View  { return c.v }
 func (fakeCluster) HealthScore() int      { return 0 }
 func (fakeCluster) LastChange() time.Time { return time.Unix(1000, 0) }
 
-type fakeResponders map[linkwatch.Key]*arp.Responder
+type fakeServed struct {
+	cfg        *config.Config
+	responders map[linkwatch.Key]*arp.Responder
+}
 
-func (r fakeResponders) Snapshot() map[linkwatch.Key]*arp.Responder { return r }
+func (s fakeServed) Served() (*config.Config, map[linkwatch.Key]*arp.Responder) {
+	return s.cfg, s.responders
+}
 
 // TestCollector: one scrape of a host serving one VIP to two clients,
 // alone in its view, sends every family with the values it reads.
@@ -54,8 +58,8 @@ func TestCollector(t *testing.T) {
 	r := arp.NewResponder(arp.ResponderConfig{Interface: "test0", VIPs: []arp.VIP{{Address: web.Address, Policy: web.Policy()}}, Table: table, View: v, Logger: log})
 	rp := repoint.New(repoint.Config{Table: table, Logger: log})
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(NewCollector(Sources{Version: "test", Host: fakeHost{cfg}, Cluster: fakeCluster{v},
-		Responders: fakeResponders{linkwatch.KeyOf(web): r}, Repointer: rp, Table: table, Owners: &ownership.Cache{}}))
+	reg.MustRegister(NewCollector(Sources{Version: "test", Host: fakeHost{}, Cluster: fakeCluster{v},
+		Served: fakeServed{cfg, map[linkwatch.Key]*arp.Responder{linkwatch.KeyOf(web): r}}, Repointer: rp, Table: table, Owners: &ownership.Cache{}}))
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
