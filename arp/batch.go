@@ -3,9 +3,7 @@ package arp
 import (
 	"errors"
 	"fmt"
-	"runtime"
 	"syscall"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -28,28 +26,15 @@ type mmsghdr struct {
 	_   [4]byte
 }
 
-// readMode is how rawConn.ReadBatch waits for frames: "poll", through Go's
-// network poller, or "thread", blocked in recvmmsg on the reading
-// goroutine's own OS thread. Set at build time to compare them:
-//
-//	go build -ldflags "-X github.com/arpshare/arpshare/arp.readMode=thread" ./cmd/arpshare
-var readMode = "poll"
-
-// blockFor is how long a blocked read waits before it looks whether the
-// socket was closed.
-const blockFor = 100 * time.Millisecond
-
 // batch is the state of rawConn's batched reads, made once: a read
 // allocates nothing.
 type batch struct {
-	rc      syscall.RawConn
-	msgs    []mmsghdr
-	iovs    []unix.Iovec
-	read    func(fd uintptr) bool // the recvmmsg call, with its results below
-	block   func(fd uintptr)      // the same, blocking
-	n       int
-	err     error
-	blocked bool // the socket blocks, and this thread is locked to the reader
+	rc   syscall.RawConn
+	msgs []mmsghdr
+	iovs []unix.Iovec
+	read func(fd uintptr) bool // the recvmmsg call, with its results below
+	n    int
+	err  error
 }
 
 // ReadBatch reads with recvmmsg(2), through Go's network poller: when the
@@ -64,23 +49,11 @@ func (r *rawConn) ReadBatch(bufs [][]byte, sizes []int) (int, error) {
 		}
 		r.batch = b
 	}
-	if b.blocked {
-		for {
-			if err := b.rc.Control(b.block); err != nil {
-				return 0, err // closed
-			}
-			if b.err == unix.EAGAIN || b.err == unix.EINTR {
-				continue // the timeout: look again
-			}
-			break
-		}
-	} else {
-		if len(bufs) != len(b.msgs) || &bufs[0][0] != b.iovs[0].Base {
-			return 0, errors.New("ReadBatch: buffers changed")
-		}
-		if err := b.rc.Read(b.read); err != nil {
-			return 0, err
-		}
+	if len(bufs) != len(b.msgs) || &bufs[0][0] != b.iovs[0].Base {
+		return 0, errors.New("ReadBatch: buffers changed")
+	}
+	if err := b.rc.Read(b.read); err != nil {
+		return 0, err
 	}
 	if b.err != nil {
 		return 0, fmt.Errorf("recvmmsg: %w", b.err)
@@ -91,7 +64,7 @@ func (r *rawConn) ReadBatch(bufs [][]byte, sizes []int) (int, error) {
 	return b.n, nil
 }
 
-// newBatch sets up the batched reads into bufs, in readMode.
+// newBatch sets up the batched reads into bufs.
 func (r *rawConn) newBatch(bufs [][]byte) (*batch, error) {
 	rc, err := r.c.SyscallConn()
 	if err != nil {
@@ -115,30 +88,5 @@ func (r *rawConn) newBatch(bufs [][]byte) (*batch, error) {
 		}
 		return true
 	}
-	b.block = func(fd uintptr) {
-		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.msgs[0])), uintptr(len(b.msgs)), unix.MSG_WAITFORONE, 0, 0)
-		b.n, b.err = int(n), nil
-		if errno != 0 {
-			b.n, b.err = 0, errno
-		}
-	}
-	if readMode != "thread" {
-		return b, nil
-	}
-	// The reading goroutine keeps this thread: a frame wakes it straight
-	// from recvmmsg, with no poller in between. The socket times out reads
-	// so that a close is noticed.
-	var serr error
-	err = rc.Control(func(fd uintptr) {
-		if serr = unix.SetNonblock(int(fd), false); serr == nil {
-			tv := unix.NsecToTimeval(blockFor.Nanoseconds())
-			serr = unix.SetsockoptTimeval(int(fd), unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
-		}
-	})
-	if err = errors.Join(err, serr); err != nil {
-		return nil, fmt.Errorf("raw ARP socket: blocking reads: %w", err)
-	}
-	runtime.LockOSThread()
-	b.blocked = true
 	return b, nil
 }

@@ -125,7 +125,7 @@ func FuzzRepoint(f *testing.F) {
 func FuzzMerge(f *testing.F) {
 	t := NewClientTable(10, time.Hour)
 	t.Learn(vip, mine, clientMAC, time.UnixMilli(1000))
-	b, _ := t.MarshalBinary()
+	b := t.Encode(time.Now(), time.Time{})
 	f.Add(b)
 	f.Add(append(append([]byte(nil), b[:len(b)-10]...), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1))
 	f.Add([]byte{1, 2, 3})

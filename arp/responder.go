@@ -354,9 +354,6 @@ func (r *Responder) String() string {
 	return "arp responder on " + r.cfg.Interface
 }
 
-// Interface returns the interface's name.
-func (r *Responder) Interface() string { return r.cfg.Interface }
-
 // Ready is closed once the interface has been opened the first time.
 func (r *Responder) Ready() <-chan struct{} { return r.ready }
 

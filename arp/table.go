@@ -599,11 +599,6 @@ const (
 	entrySize6       = 1 + 2 + 16 + 6 + 4
 )
 
-// MarshalBinary encodes the whole table for another host.
-func (t *ClientTable) MarshalBinary() ([]byte, error) {
-	return t.Encode(time.Now(), time.Time{}), nil
-}
-
 // Encode encodes, with their ages at now, the clients that changed in a way
 // worth gossiping (new, new MAC, newly protected, or seen again long after)
 // since since; the zero since encodes every client.

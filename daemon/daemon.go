@@ -14,7 +14,16 @@ import (
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/arp/fastpath"
 	"github.com/arpshare/arpshare/daemon/handover"
+	"github.com/arpshare/arpshare/daemon/repoint"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/api"
+	"github.com/arpshare/arpshare/internal/config"
+	"github.com/arpshare/arpshare/internal/drain"
+	"github.com/arpshare/arpshare/internal/hostnet"
+	"github.com/arpshare/arpshare/internal/linkwatch"
+	"github.com/arpshare/arpshare/internal/metrics"
+	"github.com/arpshare/arpshare/internal/ownership"
+	"github.com/arpshare/arpshare/internal/task"
 )
 
 const (
@@ -41,17 +50,18 @@ type Daemon struct {
 	state      *hostState
 	table      *arp.ClientTable
 	cluster    *gossip.Cluster
-	owners     ownerCache // status's and metrics' client counts
-	repointer  *Repointer
+	owners     ownership.Cache // status's and metrics' client counts
+	repointer  *repoint.Repointer
 	handover   *handover.Handover
 	serving    *vipServer
 	responders *responders // serving's, for the status and metrics
 	watch      viewWatch
-	api        *api
-	metrics    *metricsServer // nil without [api] metrics
-	sysctls    *sysctlGuard
+	views      *viewTask // hands views to the handover and the repointer
+	api        *api.Server
+	metrics    *api.MetricsServer // nil without [api] metrics
+	sysctls    *hostnet.SysctlGuard
 	reports    *repointReports
-	drainLock  drainLock
+	drainer    *drain.Drainer
 
 	reloads    *prometheus.CounterVec
 	lastReload prometheus.Gauge
@@ -60,7 +70,7 @@ type Daemon struct {
 // seams are what tests replace: the kernel's side of the host, its sockets,
 // the gossip network and systemd.
 type seams struct {
-	host Host
+	host hostnet.Host
 	// listen and listenNDP open a serving interface; nil: raw sockets.
 	listen    func(iface string) (arp.Conn, net.HardwareAddr, error)
 	listenNDP func(iface string) (arp.NDPConn, net.HardwareAddr, error)
@@ -68,7 +78,7 @@ type seams struct {
 	transport memberlist.Transport
 	notify    func(state string) // to systemd
 	// links reports the kernel's interfaces and lo's addresses; nil: netlink.
-	links linkSource
+	links linkwatch.Source
 	// drainWait replaces drainWait; 0: drainWait.
 	drainWait time.Duration
 	// sysctlDir is where the ARP sysctls are kept (ProcNetConf); "":
@@ -77,16 +87,16 @@ type seams struct {
 }
 
 // New wires a daemon from a checked config.
-func New(cfg *Config, log *slog.Logger, version string) *Daemon {
-	return newDaemon(cfg, log, version, seams{host: kernelHost{}, notify: sdNotify(log), sysctlDir: ProcNetConf})
+func New(cfg *config.Config, log *slog.Logger, version string) *Daemon {
+	return newDaemon(cfg, log, version, seams{host: hostnet.Kernel{}, notify: sdNotify(log), sysctlDir: hostnet.ProcNetConf})
 }
 
-func newDaemon(cfg *Config, log *slog.Logger, version string, sm seams) *Daemon {
+func newDaemon(cfg *config.Config, log *slog.Logger, version string, sm seams) *Daemon {
 	if sm.drainWait == 0 {
 		sm.drainWait = drainWait
 	}
 	if sm.links == nil {
-		sm.links = kernelLinks{}
+		sm.links = linkwatch.Kernel{}
 	}
 	d := &Daemon{
 		log: log, version: version, seams: sm,
@@ -95,28 +105,29 @@ func newDaemon(cfg *Config, log *slog.Logger, version string, sm seams) *Daemon 
 		responders: newResponders(),
 		watch:      viewWatch{quorum: true, fallback: map[netip.Addr]bool{}},
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: MetricConfigReloads, Help: "Config reloads (SIGHUP), by result: applied, failed (the config was taken but a VIP could not be plumbed: the others are applied) or refused.",
+			Name: metrics.MetricConfigReloads, Help: "Config reloads (SIGHUP), by result: applied, failed (the config was taken but a VIP could not be plumbed: the others are applied) or refused.",
 		}, []string{"result"}),
 		lastReload: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: MetricConfigLastLoad, Help: "1 if the last config reload was applied whole, 0 if it was refused or a VIP failed.",
+			Name: metrics.MetricConfigLastLoad, Help: "1 if the last config reload was applied whole, 0 if it was refused or a VIP failed.",
 		}),
 	}
 	d.lastReload.Set(1)
 	if w := d.state.warning; w != "" {
 		log.Warn(w)
 	}
-	if d.state.draining() {
+	if d.state.Draining() {
 		log.Warn("starting drained: this host answers no client until `arpshare resume`")
 	}
-	d.repointer = NewRepointer(Repointer{
-		Table: d.table, Logger: log, Served: d.state, Send: d.responders,
+	d.sysctls = hostnet.NewSysctlGuard(sm.sysctlDir, d.state, log)
+	d.reports = newRepointReports(d.state)
+	d.repointer = repoint.New(repoint.Config{
+		Table: d.table, Logger: log, VIPs: d.state, Send: d.responders,
 		Rate:     cfg.Node.RepointRate,
 		Reassert: cfg.Node.ReassertInterval, ReassertRate: cfg.Node.ReassertRate,
+		Progress: d.reports,
 	})
-	d.sysctls = newSysctlGuard(sm.sysctlDir, d.state, log)
-	d.reports = newRepointReports(d.state)
-	d.repointer.Progress = d.reports
 	d.handover = handover.New(cfg.Handover, cfg.Node.Name, cfg.Node.MaxClients, handoverSource{d.state, d.table}, log.With("component", "handover"))
+	d.views = newViewTask(d.handover, d.repointer)
 	d.cluster = gossip.NewCluster(gossip.ClusterConfig{
 		Name: cfg.Node.Name, Bind: cfg.Gossip.Bind, Peers: cfg.Gossip.Peers,
 		Keys: cfg.Gossip.Keys, KeyFile: cfg.Gossip.KeyFile, Label: cfg.Gossip.Cluster,
@@ -132,31 +143,32 @@ func newDaemon(cfg *Config, log *slog.Logger, version string, sm seams) *Daemon 
 		Logger:    log.With("component", "gossip"),
 	})
 	d.reports.cluster = d.cluster
+	d.drainer = drain.New(log, d.state, d.cluster, sm.drainWait)
 	d.serving = &vipServer{log: log, seams: sm, state: d.state, table: d.table, cluster: d.cluster,
 		responders: d.responders, checks: newChecks()}
 	d.serving.watchLinks(sm.links)
-	d.api = &api{path: cfg.API.Socket, daemon: d, pprof: cfg.API.Pprof, ready: make(chan struct{})}
+	d.api = api.NewServer(cfg.API.Socket, d, log, cfg.API.Pprof)
 	if cfg.API.Metrics != "" {
-		d.metrics = &metricsServer{errorLog: scrapeErrors{log}, addr: cfg.API.Metrics, reg: d.NewRegistry(), ready: make(chan struct{})}
+		d.metrics = api.NewMetricsServer(cfg.API.Metrics, d.NewRegistry(), log)
 	}
 	return d
 }
 
 // config returns the config in force.
-func (d *Daemon) config() *Config { return d.state.config() }
+func (d *Daemon) config() *config.Config { return d.state.Config() }
 
 // Run serves until ctx ends, then stops gracefully: it drains, gives the
 // other hosts time to re-point its clients, leaves the cluster and removes
 // its VIPs. SIGHUP reloads the config.
 func (d *Daemon) Run(ctx context.Context, configPath string) error {
-	if d.config().Node.FastPath == FastPathOn { // fast path (issue 11)
+	if d.config().Node.FastPath == config.FastPathOn { // fast path (issue 11)
 		if err := fastpath.Check(); err != nil {
 			return fmt.Errorf("node.fast_path = \"on\": %w", err)
 		}
 	}
 	inner, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sup := newSupervisor(inner, d.log)
+	sup := task.NewSupervisor(inner, d.log)
 	d.serving.tasks = sup
 	defer d.serving.removeVIPs()
 
@@ -166,14 +178,14 @@ func (d *Daemon) Run(ctx context.Context, configPath string) error {
 	}
 	if err := d.serving.apply(nil, cfg); err != nil {
 		cancel()
-		sup.wait()
+		sup.Wait()
 		return err
 	}
 	d.handover.Open()
 
-	all := []Task{d.cluster, readyOnStart(d.repointer), readyOnStart(d.handover), d.api,
-		&reloader{d: d, path: configPath, ready: make(chan struct{})}, readyOnStart(&watchdog{d: d}),
-		readyOnStart(d.sysctls), readyOnStart(d.reports)}
+	all := []task.Task{d.cluster, task.ReadyOnStart(d.views), task.ReadyOnStart(d.repointer), task.ReadyOnStart(d.handover), d.api,
+		&reloader{d: d, path: configPath, ready: make(chan struct{})}, task.ReadyOnStart(&watchdog{d: d}),
+		task.ReadyOnStart(d.sysctls), task.ReadyOnStart(d.reports)}
 	if d.metrics != nil {
 		all = append(all, d.metrics)
 	}
@@ -183,7 +195,7 @@ func (d *Daemon) Run(ctx context.Context, configPath string) error {
 	// A missing interface does not hold READY back (systemd would time
 	// the start out), so the responders are not waited for: STATUS says
 	// what the daemon waits for.
-	if sup.ready(ctx, all...) {
+	if sup.Ready(ctx, all...) {
 		d.log.Info("arpshare ready", "node", cfg.Node.Name, "version", d.version, "vips", len(cfg.VIPs))
 		d.seams.notify("READY=1\nSTATUS=" + d.statusLine())
 		if w := d.state.waitingFor(); len(w) > 0 {
@@ -191,21 +203,21 @@ func (d *Daemon) Run(ctx context.Context, configPath string) error {
 		}
 	}
 	select {
-	case <-sup.failed():
+	case <-sup.Failed():
 		// A task failed; wait returns its error.
 	case <-ctx.Done():
-		d.stop(sup.ctx)
+		d.stop(sup.Context())
 	}
 	cancel()
-	return sup.wait()
+	return sup.Wait()
 }
 
 // stop is a graceful stop: drain (unless this host is the last eligible
-// one: see stopDrain), let the others take the clients and the connections
+// one: see drain.Drainer.Stop), let the others take the clients and the connections
 // handed to this host end, leave.
 func (d *Daemon) stop(ctx context.Context) {
 	d.seams.notify("STOPPING=1\nSTATUS=draining")
-	drained, guard := d.stopDrain(ctx)
+	drained, guard := d.drainer.Stop(ctx)
 	if drained {
 		// The connections other hosts handed to this one end, up to
 		// handover.stop_wait.

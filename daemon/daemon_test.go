@@ -20,6 +20,9 @@ import (
 
 	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/api"
+	"github.com/arpshare/arpshare/internal/config"
+	"github.com/arpshare/arpshare/internal/metrics"
 )
 
 var (
@@ -143,12 +146,12 @@ func TestTaskFailureStops(t *testing.T) {
 	if err := os.WriteFile(file, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	n.d.api.path = filepath.Join(file, "api.sock")
+	n.d.api = api.NewServer(filepath.Join(file, "api.sock"), n.d, quietLog(), false)
 	done := make(chan error, 1)
 	go func() { done <- n.d.Run(context.Background(), n.path) }()
 	select {
 	case err := <-done:
-		if err == nil || !strings.HasPrefix(err.Error(), "api on "+n.d.api.path) {
+		if err == nil || !strings.HasPrefix(err.Error(), "api on "+n.d.api.Socket()) {
 			t.Fatalf("Run: %v, want the API's error", err)
 		}
 	case <-time.After(10 * time.Second):
@@ -221,8 +224,8 @@ func TestReload(t *testing.T) {
 	if webCheck == nil || dbCheck != nil {
 		t.Errorf("checks after reload: web %v db %v, want web's only", webCheck, dbCheck)
 	}
-	eventually(t, "web healthy by its new check", func() bool { return n.d.state.health()[web] })
-	if got := scrape(t, n.d, MetricConfigReloads+`{result="applied"}`); got != "1" {
+	eventually(t, "web healthy by its new check", func() bool { return n.d.state.Health()[web] })
+	if got := scrape(t, n.d, metrics.MetricConfigReloads+`{result="applied"}`); got != "1" {
 		t.Errorf("reloads applied: %s, want 1", got)
 	}
 
@@ -236,16 +239,16 @@ func TestReload(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `vip "db"`) || errors.Is(err, errRefused) {
 		t.Fatalf("reload with db failing: %v", err)
 	}
-	if slices.ContainsFunc(n.d.config().VIPs, func(v VIP) bool { return v.Name == "db" }) {
+	if slices.ContainsFunc(n.d.config().VIPs, func(v config.VIP) bool { return v.Name == "db" }) {
 		t.Error("db is in the config in force, though it is not on lo")
 	}
 	if m := n.d.state.meta(); slices.Contains(m.VIPs, db) || slices.Contains(m.Unhealthy, db) {
 		t.Errorf("db in the metadata: %+v", m)
 	}
-	if got := scrape(t, n.d, MetricConfigReloads+`{result="failed"}`); got != "1" {
+	if got := scrape(t, n.d, metrics.MetricConfigReloads+`{result="failed"}`); got != "1" {
 		t.Errorf("reloads failed: %s, want 1", got)
 	}
-	if got := scrape(t, n.d, MetricConfigLastLoad); got != "0" {
+	if got := scrape(t, n.d, metrics.MetricConfigLastLoad); got != "0" {
 		t.Errorf("last reload success: %s, want 0", got)
 	}
 
@@ -254,7 +257,7 @@ func TestReload(t *testing.T) {
 	if err := n.d.Reload(n.path); !errors.Is(err, errRefused) {
 		t.Fatalf("reload of a broken config: %v", err)
 	}
-	if got := scrape(t, n.d, MetricConfigReloads+`{result="refused"}`); got != "1" {
+	if got := scrape(t, n.d, metrics.MetricConfigReloads+`{result="refused"}`); got != "1" {
 		t.Errorf("reloads refused: %s, want 1", got)
 	}
 	if len(n.d.config().VIPs) != 1 {
@@ -293,7 +296,7 @@ func TestHealthFlip(t *testing.T) {
 	if got := v.Eligible(web); len(got) != 1 || got[0].Name != "h2" {
 		t.Errorf("eligible for web after h1's check fails: %v, want h2", got)
 	}
-	if h1.d.state.health()[web] {
+	if h1.d.state.Health()[web] {
 		t.Error("h1 thinks web healthy")
 	}
 	if !strings.Contains(h1.log.String(), "health check fails") {
@@ -376,7 +379,7 @@ func TestDrainResume(t *testing.T) {
 	}
 	eventuallyView(t, h2, "h2 sees h1 serving", draining(false))
 
-	s, err := Drain(context.Background(), h1.d.api.path, true, false)
+	s, err := api.Drain(context.Background(), h1.d.api.Socket(), true, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,11 +397,11 @@ func TestDrainResume(t *testing.T) {
 
 	// A restart keeps it drained.
 	again := newDaemon(h1.d.config(), h1.d.log, "test", h1.d.seams)
-	if !again.state.draining() || !again.state.meta().Draining {
+	if !again.state.Draining() || !again.state.meta().Draining {
 		t.Error("a daemon started after a drain does not drain")
 	}
 
-	s, err = Drain(context.Background(), h1.d.api.path, false, false)
+	s, err = api.Drain(context.Background(), h1.d.api.Socket(), false, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -430,7 +433,7 @@ func TestStatus(t *testing.T) {
 	eventually(t, "the answer", func() bool { return len(sent(t, n.links.arpConn("test0"))) > 0 })
 
 	ctx := context.Background()
-	s, err := GetStatus(ctx, n.d.api.path)
+	s, err := api.GetStatus(ctx, n.d.api.Socket())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -451,7 +454,7 @@ func TestStatus(t *testing.T) {
 		t.Errorf("status line: %s", n.d.statusLine())
 	}
 
-	cs, err := GetClients(ctx, n.d.api.path, "web")
+	cs, err := api.GetClients(ctx, n.d.api.Socket(), "web")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -460,20 +463,20 @@ func TestStatus(t *testing.T) {
 	}
 	// An unknown VIP is refused with the list of those that exist.
 	known := fmt.Sprintf(`no VIP "nope" here; VIPs: web (198.18.0.200), db (%s)`, db)
-	if _, err := GetClients(ctx, n.d.api.path, "nope"); err == nil || !strings.Contains(err.Error(), known) {
+	if _, err := api.GetClients(ctx, n.d.api.Socket(), "nope"); err == nil || !strings.Contains(err.Error(), known) {
 		t.Errorf("clients of an unknown VIP: %v, want %q", err, known)
 	}
-	if _, err := GetOwner(ctx, n.d.api.path, "nope", client.String()); err == nil || !strings.Contains(err.Error(), known) {
+	if _, err := api.GetOwner(ctx, n.d.api.Socket(), "nope", client.String()); err == nil || !strings.Contains(err.Error(), known) {
 		t.Errorf("owner for an unknown VIP: %v, want %q", err, known)
 	}
-	o, err := GetOwner(ctx, n.d.api.path, "198.18.0.200", client.String())
+	o, err := api.GetOwner(ctx, n.d.api.Socket(), "198.18.0.200", client.String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if o.VIP != "web" || o.Owner != "h1" || !o.Known || o.MAC != "02:01:00:00:00:01" || !o.Quorum {
 		t.Errorf("owner: %+v", o)
 	}
-	if _, err := GetOwner(ctx, n.d.api.path, "web", "not-an-ip"); err == nil {
+	if _, err := api.GetOwner(ctx, n.d.api.Socket(), "web", "not-an-ip"); err == nil {
 		t.Error("owner of a client that is no IP: no error")
 	}
 }
@@ -501,4 +504,42 @@ func TestWatchdog(t *testing.T) {
 		w.check(time.Now(), time.Minute)
 		return n.notes.has("WATCHDOG=1")
 	})
+}
+
+// TestStatusDuringReload: status read while reloads add and remove a VIP
+// on an interface of its own sees each config whole, with its responders:
+// never a VIP without one.
+func TestStatusDuringReload(t *testing.T) {
+	t.Parallel()
+	c := newCluster("h1")
+	n := c.start(t, "h1", vipV4, mac1)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for _, v := range n.d.Status().VIPs {
+				if v.Name == "db" && v.Frames == nil {
+					t.Error("db without its responder's counts")
+				}
+			}
+		}
+	}()
+	for i := range 20 {
+		vips := vipV4
+		if i%2 == 0 {
+			vips += vipTOML("db", db, "test1", "")
+		}
+		n.write(c.config("h1", n.dir, vips))
+		if err := n.d.Reload(n.path); err != nil {
+			t.Fatalf("reload %d: %v", i, err)
+		}
+	}
+	close(stop)
+	<-done
 }

@@ -3,162 +3,12 @@ package daemon
 import (
 	"context"
 	"errors"
-	"net"
-	"net/netip"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/google/go-cmp/cmp"
-
-	"github.com/arpshare/arpshare/arp"
-	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/api"
 )
-
-// member is a live member serving testVIP, healthy unless unhealthy.
-func member(name string, edit func(*gossip.Member)) gossip.Member {
-	m := gossip.Member{Name: name, State: gossip.StateAlive,
-		Meta: gossip.Meta{Version: gossip.MetaVersion, Algorithm: gossip.Algorithm, Weight: 1, VIPs: []netip.Addr{testVIP}}}
-	if edit != nil {
-		edit(&m)
-	}
-	return m
-}
-
-// TestOrphans: a host may stop answering only if another host stays
-// eligible; of hosts leaving at once, the one whose name sorts last stays.
-func TestOrphans(t *testing.T) {
-	t.Parallel()
-	vips := []VIP{{Name: "web", Address: testVIP}}
-	leaving := func(m *gossip.Member) { m.Meta.Leaving = true }
-	for _, tt := range []struct {
-		name    string
-		self    string
-		members []gossip.Member
-		want    bool // orphaned: self may not leave
-	}{
-		{"alone", "h1", []gossip.Member{member("h1", nil)}, true},
-		{"another host", "h1", []gossip.Member{member("h1", nil), member("h2", nil)}, false},
-		{"the other drains", "h1", []gossip.Member{member("h1", nil), member("h2", func(m *gossip.Member) { m.Meta.Draining = true })}, true},
-		{"the other is dead", "h1", []gossip.Member{member("h1", nil), member("h2", func(m *gossip.Member) { m.State = gossip.StateDead })}, true},
-		{"the other is unreachable from here: it is eligible still", "h1", []gossip.Member{member("h1", nil), member("h2", func(m *gossip.Member) { m.Unreachable = true })}, false},
-		{"the other is untrusted", "h1", []gossip.Member{member("h1", nil), member("h2", func(m *gossip.Member) { m.Err = "version" })}, true},
-		{"the other does not serve it", "h1", []gossip.Member{member("h1", nil), member("h2", func(m *gossip.Member) { m.Meta.VIPs = nil })}, true},
-		{"the other fails its check: it answers in fallback", "h1", []gossip.Member{member("h1", nil), member("h2", func(m *gossip.Member) {
-			m.Meta.VIPs, m.Meta.Unhealthy = nil, []netip.Addr{testVIP}
-		})}, false},
-		{"both leave: the first by name goes", "h1", []gossip.Member{member("h1", leaving), member("h2", leaving)}, false},
-		{"both leave: the last by name stays", "h2", []gossip.Member{member("h1", leaving), member("h2", leaving)}, true},
-		{"three leave: the middle one goes", "h2", []gossip.Member{member("h1", leaving), member("h2", leaving), member("h3", leaving)}, false},
-	} {
-		v := gossip.NewView(tt.self, tt.members, 0)
-		if got := len(orphans(v, tt.self, vips)) > 0; got != tt.want {
-			t.Errorf("%s: orphaned %v, want %v", tt.name, got, tt.want)
-		}
-	}
-}
-
-// TestViewDigest: the digest depends on who is eligible for what, and
-// nothing else: not the order of members, nor the drain reports.
-func TestViewDigest(t *testing.T) {
-	t.Parallel()
-	a, b := member("h1", nil), member("h2", nil)
-	d := ViewDigest(gossip.NewView("h1", []gossip.Member{a, b}, 0))
-	b2 := b
-	b2.Meta.Repointed, b2.Meta.Leaving = 7, true
-	if got := ViewDigest(gossip.NewView("h2", []gossip.Member{b2, a}, 0)); got != d {
-		t.Errorf("same eligibility, digest %d != %d", got, d)
-	}
-	for name, other := range map[string]gossip.Member{
-		"h2 drains":   member("h2", func(m *gossip.Member) { m.Meta.Draining = true }),
-		"h2 weighs 2": member("h2", func(m *gossip.Member) { m.Meta.Weight = 2 }),
-		"h2 is dead":  member("h2", func(m *gossip.Member) { m.State = gossip.StateDead }),
-	} {
-		if got := ViewDigest(gossip.NewView("h1", []gossip.Member{a, other}, 0)); got == d || got == 0 {
-			t.Errorf("%s: digest %d, want neither %d nor 0", name, got, d)
-		}
-	}
-}
-
-// TestDrainProgress: a drained host is done when every live peer serving
-// its VIPs reports the digest of its view.
-func TestDrainProgress(t *testing.T) {
-	t.Parallel()
-	vips := []VIP{{Name: "web", Address: testVIP}}
-	members := []gossip.Member{
-		member("h1", func(m *gossip.Member) { m.Meta.Draining = true }),
-		member("h2", nil), member("h3", nil),
-		member("h4", func(m *gossip.Member) { m.Meta.VIPs = []netip.Addr{netip.MustParseAddr("198.18.0.9")} }),
-		member("h5", func(m *gossip.Member) { m.State = gossip.StateDead }),
-	}
-	v := gossip.NewView("h1", members, 0)
-	if diff := cmp.Diff(DrainStatus{Waiting: []string{"h2", "h3"}}, drainProgress(v, "h1", vips)); diff != "" {
-		t.Errorf("nobody reported (-want +got):\n%s", diff)
-	}
-	members[1].Meta.Repointed = ViewDigest(v)
-	members[2].Meta.Repointed = ViewDigest(v) + 1 // an older view
-	v = gossip.NewView("h1", members, 0)
-	if diff := cmp.Diff(DrainStatus{Waiting: []string{"h3"}}, drainProgress(v, "h1", vips)); diff != "" {
-		t.Errorf("h2 reported (-want +got):\n%s", diff)
-	}
-	members[2].Meta.Repointed = ViewDigest(v)
-	v = gossip.NewView("h1", members, 0)
-	if diff := cmp.Diff(DrainStatus{Done: true, Waiting: []string{}}, drainProgress(v, "h1", vips)); diff != "" {
-		t.Errorf("all reported (-want +got):\n%s", diff)
-	}
-}
-
-type progressLog []uint32
-
-func (p *progressLog) Repointed(d uint32) { *p = append(*p, d) }
-
-// TestRepointerReportsDone: the repointer reports a view once every client
-// it gave this host has had its packets, not before; at a slow rate, that
-// takes as long as the rate says.
-func TestRepointerReportsDone(t *testing.T) {
-	t.Parallel()
-	table := arp.NewClientTable(1000, time.Hour)
-	for i := range 60 {
-		table.Learn(testVIP, netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}), net.HardwareAddr{2, 0, 0, 0, 1, byte(i)}, time.Unix(500, 0))
-	}
-	var reports progressLog
-	r := NewRepointer(Repointer{
-		Table: table, Served: served(policy.Hash), Logger: quietLog(), Rate: 20, Progress: &reports,
-		Send: fakeSender{repoint: func(netip.Addr, arp.Client) error { return nil }},
-	})
-	now := time.Unix(1000, 0)
-	all := view("h1", "h1", "h2")
-	r.plan(all, table.Clients(), now)
-	for start := now; len(reports) == 0 && now.Sub(start) < time.Minute; {
-		now = run(r, all, now, repointTick)
-	}
-	if len(reports) != 1 || reports[0] != ViewDigest(all) {
-		t.Fatalf("first view: reports %v, want [%d]", reports, ViewDigest(all))
-	}
-	// h2 drains: h1 takes its clients, 3 packets each at 20 a second.
-	alone := view("h1", "h1")
-	moved := 0
-	for _, c := range table.Clients() {
-		if policy.Of(policy.Hash).Moved(all, alone, testVIP, c.IP) {
-			moved++
-		}
-	}
-	if moved < 10 {
-		t.Fatalf("only %d clients move: the test needs more", moved)
-	}
-	start := now
-	r.plan(alone, table.Clients(), now)
-	for len(reports) == 1 && now.Sub(start) < time.Minute {
-		now = run(r, alone, now, repointTick)
-	}
-	if len(reports) != 2 || reports[1] != ViewDigest(alone) {
-		t.Fatalf("after h2 drains: reports %v, want a second, %d", reports, ViewDigest(alone))
-	}
-	if took, least := now.Sub(start), time.Duration(moved*repointRounds-1)*time.Second/20; took < least {
-		t.Errorf("%d clients reported re-pointed after %s, want at least %s at 20 packets/s", moved, took, least)
-	}
-}
 
 // TestDrainRefusal: the last eligible host of a VIP refuses to drain, with
 // a message naming the VIP and --force; forced, it drains.
@@ -167,15 +17,15 @@ func TestDrainRefusal(t *testing.T) {
 	c := newCluster("h1", "h2")
 	h1, h2 := c.startTwo(t, vipV4, vipV4)
 	eventuallyView(t, h1, "h1 sees h2", func(v *gossip.View) bool { return len(v.Eligible(web)) == 2 })
-	if _, err := Drain(context.Background(), h1.d.api.path, true, false); err != nil {
+	if _, err := api.Drain(context.Background(), h1.d.api.Socket(), true, false); err != nil {
 		t.Fatalf("drain h1 with h2 eligible: %v", err)
 	}
 	eventuallyView(t, h2, "h2 sees h1 draining", func(v *gossip.View) bool { return len(v.Eligible(web)) == 1 })
-	_, err := Drain(context.Background(), h2.d.api.path, true, false)
+	_, err := api.Drain(context.Background(), h2.d.api.Socket(), true, false)
 	if err == nil || !strings.Contains(err.Error(), "last eligible host of vip web (198.18.0.200)") || !strings.Contains(err.Error(), "--force") {
 		t.Fatalf("drain of the last host: %v, want refused, naming web and --force", err)
 	}
-	var refused *RefusedError
+	var refused *api.RefusedError
 	if err := h2.d.SetDrained(context.Background(), true, false); !errors.As(err, &refused) {
 		t.Errorf("SetDrained on the last host: %v, want a RefusedError", err)
 	}
@@ -185,7 +35,7 @@ func TestDrainRefusal(t *testing.T) {
 	if m, _ := metaOf(h2.d.cluster.View(), "h2"); m.Leaving || m.Draining {
 		t.Errorf("h2's metadata after a refused drain: %+v", m)
 	}
-	s, err := Drain(context.Background(), h2.d.api.path, true, true)
+	s, err := api.Drain(context.Background(), h2.d.api.Socket(), true, true)
 	if err != nil || !s.Draining {
 		t.Fatalf("forced drain: %v, draining %v", err, s.Draining)
 	}
@@ -229,7 +79,7 @@ func TestStopGuard(t *testing.T) {
 	stopped := make(chan bool, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
-		drained, guard := h1.d.stopDrain(ctx)
+		drained, guard := h1.d.drainer.Stop(ctx)
 		stopped <- drained
 		<-ctx.Done()
 		guard()
@@ -248,7 +98,7 @@ func TestStopGuard(t *testing.T) {
 	if log := h2.log.String(); !strings.Contains(log, "stopping WITHOUT draining") {
 		t.Errorf("h2, stopping with h1 leaving, drained:\n%s", log)
 	}
-	eventually(t, "h1 answers again", func() bool { return !h1.d.state.draining() })
+	eventually(t, "h1 answers again", func() bool { return !h1.d.state.Draining() })
 	eventuallyView(t, h1, "h1 eligible again", func(v *gossip.View) bool {
 		return len(v.Eligible(web)) == 1 && v.Eligible(web)[0].Name == "h1"
 	})

@@ -24,6 +24,7 @@ import (
 	"github.com/arpshare/arpshare/arp/arptest"
 	"github.com/arpshare/arpshare/gossip"
 	"github.com/arpshare/arpshare/gossip/gossiptest"
+	"github.com/arpshare/arpshare/internal/config"
 )
 
 // fakeHost is a Host that records instead of plumbing the kernel.
@@ -305,7 +306,7 @@ func (c *cluster) prepare(t *testing.T, name, vips string, mac net.HardwareAddr)
 		links: newFakeLinks(mac), log: &logBuffer{}, notes: &notes{}, done: make(chan error, 1)}
 	n.kernel = newFakeKernel(n.host, n.links)
 	n.write(c.config(name, dir, vips))
-	cfg, err := LoadConfig(n.path)
+	cfg, err := config.LoadConfig(n.path)
 	if err != nil {
 		t.Fatal(err)
 	}

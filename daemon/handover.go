@@ -15,7 +15,7 @@ var _ handover.Source = handoverSource{}
 
 func (s handoverSource) Served() []handover.Served {
 	var out []handover.Served
-	for _, v := range s.state.config().VIPs {
+	for _, v := range s.state.Config().VIPs {
 		mac, _ := s.state.mac(v.Interface)
 		out = append(out, handover.Served{VIP: v.Address, Policy: v.Policy(), Interface: v.Interface, MAC: mac})
 	}

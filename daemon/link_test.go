@@ -8,12 +8,12 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/linkwatch"
 )
 
 // fakeKernel is a linkSource: the interfaces lo, test0, test1 and test9,
@@ -22,35 +22,35 @@ import (
 type fakeKernel struct {
 	host   *fakeHost
 	fl     *fakeLinks
-	events chan func(linkEvents)
+	events chan func(linkwatch.Events)
 
 	mu    sync.Mutex
-	links map[string]linkState
+	links map[string]linkwatch.Link
 }
 
 func newFakeKernel(host *fakeHost, fl *fakeLinks) *fakeKernel {
-	return &fakeKernel{host: host, fl: fl, events: make(chan func(linkEvents))}
+	return &fakeKernel{host: host, fl: fl, events: make(chan func(linkwatch.Events))}
 }
 
-func (k *fakeKernel) Watch(ctx context.Context, to linkEvents) error {
+func (k *fakeKernel) Watch(ctx context.Context, to linkwatch.Events) error {
 	k.mu.Lock()
 	if k.links == nil {
-		k.links = map[string]linkState{}
+		k.links = map[string]linkwatch.Link{}
 		k.fl.mu.Lock()
 		for i, name := range []string{"lo", "test0", "test1", "test9"} {
 			if !k.fl.down[name] {
-				k.links[name] = linkState{Index: i + 1, Name: name, Up: true, Carry: true, Oper: "up"}
+				k.links[name] = linkwatch.Link{Index: i + 1, Name: name, Up: true, Carry: true, Oper: "up"}
 			}
 		}
 		k.fl.mu.Unlock()
 	}
-	var all []linkState
+	var all []linkwatch.Link
 	for _, l := range k.links {
 		all = append(all, l)
 	}
 	k.mu.Unlock()
-	to.linksListed(all)
-	to.loChanged()
+	to.LinksListed(all)
+	to.LoChanged()
 	for {
 		select {
 		case <-ctx.Done():
@@ -64,11 +64,11 @@ func (k *fakeKernel) Watch(ctx context.Context, to linkEvents) error {
 func (k *fakeKernel) LoAddrs() ([]netip.Addr, error) { return k.host.onLo(), nil }
 
 // set changes a link as the kernel would report it.
-func (k *fakeKernel) set(l linkState) {
+func (k *fakeKernel) set(l linkwatch.Link) {
 	k.mu.Lock()
 	k.links[l.Name] = l
 	k.mu.Unlock()
-	k.events <- func(to linkEvents) { to.linkChanged(l) }
+	k.events <- func(to linkwatch.Events) { to.LinkChanged(l) }
 }
 
 // remove removes a link.
@@ -77,30 +77,11 @@ func (k *fakeKernel) remove(name string) {
 	l := k.links[name]
 	delete(k.links, name)
 	k.mu.Unlock()
-	k.events <- func(to linkEvents) { to.linkGone(l.Index) }
+	k.events <- func(to linkwatch.Events) { to.LinkGone(l.Index) }
 }
 
 // loChanged reports a change of lo's addresses.
-func (k *fakeKernel) loChanged() { k.events <- func(to linkEvents) { to.loChanged() } }
-
-func TestLinkProblem(t *testing.T) {
-	t.Parallel()
-	for _, c := range []struct {
-		l    linkState
-		want string
-	}{
-		{linkState{Up: true, Carry: true, Oper: "up"}, ""},
-		{linkState{Up: true, Carry: true, Oper: "unknown"}, ""}, // a dummy or tun has no operstate
-		{linkState{Up: false, Carry: false, Oper: "down"}, "down"},
-		{linkState{Up: true, Carry: false, Oper: "down"}, "no carrier"},
-		{linkState{Up: true, Carry: false, Oper: "lower-layer-down"}, "no carrier (lower link down)"}, // a VLAN or bond over a failed link
-		{linkState{Up: true, Carry: false, Oper: "dormant"}, "no carrier"},
-	} {
-		if got := c.l.problem(); got != c.want {
-			t.Errorf("%+v: problem %q, want %q", c.l, got, c.want)
-		}
-	}
-}
+func (k *fakeKernel) loChanged() { k.events <- func(to linkwatch.Events) { to.LoChanged() } }
 
 // eligibleIn says whether host is eligible for vip in n's view.
 func eligibleIn(n *node, host string, vip netip.Addr) bool {
@@ -135,21 +116,21 @@ func TestLinkFaults(t *testing.T) {
 	k := h1.kernel
 	waitLink(t, h1, h2, "")
 
-	k.set(linkState{Index: 2, Name: "test0", Up: true, Carry: false, Oper: "lower-layer-down"})
+	k.set(linkwatch.Link{Index: 2, Name: "test0", Up: true, Carry: false, Oper: "lower-layer-down"})
 	waitLink(t, h1, h2, "link test0: no carrier (lower link down)")
-	k.set(linkState{Index: 2, Name: "test0", Up: true, Carry: true, Oper: "up"})
+	k.set(linkwatch.Link{Index: 2, Name: "test0", Up: true, Carry: true, Oper: "up"})
 	waitLink(t, h1, h2, "")
 
-	k.set(linkState{Index: 2, Name: "test0", Oper: "down"})
+	k.set(linkwatch.Link{Index: 2, Name: "test0", Oper: "down"})
 	waitLink(t, h1, h2, "link test0: down")
-	k.set(linkState{Index: 2, Name: "test0", Up: true, Carry: true, Oper: "up"})
+	k.set(linkwatch.Link{Index: 2, Name: "test0", Up: true, Carry: true, Oper: "up"})
 	waitLink(t, h1, h2, "")
 
 	// Renamed away, then another interface takes the name.
-	k.set(linkState{Index: 2, Name: "test8", Up: true, Carry: true, Oper: "up"})
+	k.set(linkwatch.Link{Index: 2, Name: "test8", Up: true, Carry: true, Oper: "up"})
 	waitLink(t, h1, h2, "link test0: missing")
 	k.remove("test8")
-	k.set(linkState{Index: 7, Name: "test0", Up: true, Carry: true, Oper: "up"})
+	k.set(linkwatch.Link{Index: 7, Name: "test0", Up: true, Carry: true, Oper: "up"})
 	waitLink(t, h1, h2, "")
 
 	// The socket fails, and opening it again fails too for a while:
@@ -213,13 +194,13 @@ func TestLinkReplacedReopens(t *testing.T) {
 	waitLinkOf(t, h1, h2, web6, "")
 	for i, gone := range []func(){
 		func() { h1.kernel.remove("test0") },
-		func() { h1.kernel.set(linkState{Index: 7, Name: "test7", Oper: "down"}) },
+		func() { h1.kernel.set(linkwatch.Link{Index: 7, Name: "test7", Oper: "down"}) },
 	} {
 		old := h1.links.ndpConn("test0")
 		gone()
 		waitLinkOf(t, h1, h2, web6, "link test0: missing")
 		eventually(t, "the NDP socket on the old interface closed", old.Closed)
-		h1.kernel.set(linkState{Index: 7 + i, Name: "test0", Up: true, Carry: true, Oper: "up"})
+		h1.kernel.set(linkwatch.Link{Index: 7 + i, Name: "test0", Up: true, Carry: true, Oper: "up"})
 		waitLinkOf(t, h1, h2, web6, "")
 		if c := h1.links.ndpConn("test0"); c == old || c.Closed() {
 			t.Fatalf("step %d: serving again without a new socket", i)
@@ -235,7 +216,7 @@ func TestLinkDownNotReopened(t *testing.T) {
 	c := newCluster("h1", "h2")
 	h1, h2 := c.startTwo(t, vipV4, vipV4)
 	waitLink(t, h1, h2, "")
-	h1.kernel.set(linkState{Index: 2, Name: "test0", Oper: "down"})
+	h1.kernel.set(linkwatch.Link{Index: 2, Name: "test0", Oper: "down"})
 	waitLink(t, h1, h2, "link test0: down")
 	old := h1.links.arpConn("test0")
 	close(old.In)
@@ -245,7 +226,7 @@ func TestLinkDownNotReopened(t *testing.T) {
 	if c := h1.links.arpConn("test0"); c != old || !c.Closed() || h1.d.Status().VIPs[0].Answering {
 		t.Fatal("a socket was opened on a link that is down")
 	}
-	h1.kernel.set(linkState{Index: 2, Name: "test0", Up: true, Carry: true, Oper: "up"})
+	h1.kernel.set(linkwatch.Link{Index: 2, Name: "test0", Up: true, Carry: true, Oper: "up"})
 	waitLink(t, h1, h2, "")
 	if h1.links.arpConn("test0") == old {
 		t.Error("eligible again on the failed socket")
@@ -272,51 +253,13 @@ func TestLinkMetrics(t *testing.T) {
 				got[mf.GetName()+"/"+m.GetLabel()[0].GetValue()] = m.GetGauge().GetValue()
 			}
 		}
-		want := map[string]float64{MetricLinkUp + "/test0": up, MetricLinkServing + "/test0": serving}
+		want := map[string]float64{linkwatch.MetricLinkUp + "/test0": up, linkwatch.MetricLinkServing + "/test0": serving}
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("link metrics (-want +got):\n%s", diff)
 		}
 	}
 	check(1, 1)
-	h1.kernel.set(linkState{Index: 2, Name: "test0", Up: true, Oper: "down"})
+	h1.kernel.set(linkwatch.Link{Index: 2, Name: "test0", Up: true, Oper: "down"})
 	waitLink(t, h1, h2, "link test0: no carrier")
 	check(0, 0)
-}
-
-// listed records what the kernel's link feed reports.
-type listed struct {
-	mu    sync.Mutex
-	links []linkState
-	lo    int
-}
-
-func (l *listed) linksListed(all []linkState) { l.mu.Lock(); l.links = all; l.mu.Unlock() }
-func (l *listed) linkChanged(linkState)       {}
-func (l *listed) linkGone(int)                {}
-func (l *listed) loChanged()                  { l.mu.Lock(); l.lo++; l.mu.Unlock() }
-
-// TestKernelLinksWatch: the kernel's feed lists the links of this
-// namespace (lo among them, up) and lo's addresses, and Watch returns
-// once its context ends (a feed left undrained would hang the daemon's
-// stop). It only reads.
-func TestKernelLinksWatch(t *testing.T) {
-	t.Parallel()
-	var got listed
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- kernelLinks{}.Watch(ctx, &got) }()
-	eventually(t, "the links listed", func() bool {
-		got.mu.Lock()
-		defer got.mu.Unlock()
-		return got.lo > 0 && slices.ContainsFunc(got.links, func(l linkState) bool { return l.Name == "lo" && l.Up })
-	})
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Watch: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Watch did not return after its context ended")
-	}
 }

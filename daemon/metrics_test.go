@@ -9,6 +9,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/config"
 )
 
 // series gathers n's metrics: each series by its name and labels
@@ -56,7 +57,7 @@ func TestHostFactsMetrics(t *testing.T) {
 		"arpshare_vip_healthy{vip=web}":                             1,
 		"arpshare_vip_serving{vip=web}":                             1,
 		"arpshare_vip_eligible_hosts{vip=web}":                      2,
-		"arpshare_clients_max{}":                                    DefaultMaxClients,
+		"arpshare_clients_max{}":                                    config.DefaultMaxClients,
 		"arpshare_repoint_clients_total{result=unanswered,vip=web}": 0,
 	}
 	check := func(n *node, want map[string]float64) map[string]float64 {

@@ -8,48 +8,44 @@ import (
 
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/config"
+	"github.com/arpshare/arpshare/internal/health"
+	"github.com/arpshare/arpshare/internal/linkwatch"
+	"github.com/arpshare/arpshare/internal/task"
 )
-
-// linkKey names a responder: an interface and an address family.
-type linkKey struct {
-	iface string
-	ipv6  bool
-}
-
-func (v VIP) link() linkKey { return linkKey{v.Interface, v.Address.Is6()} }
 
 // responders are the running responders, one per interface and address
 // family that serves at least one VIP. They send what the repointer asks
 // for on the interface of the VIP.
 type responders struct {
 	mu     sync.Mutex
-	byLink map[linkKey]*running[*arp.Responder]
-	link   map[netip.Addr]linkKey // of each VIP served
+	byLink map[linkwatch.Key]*task.Running[*arp.Responder]
+	link   map[netip.Addr]linkwatch.Key // of each VIP served
 }
 
 func newResponders() *responders {
-	return &responders{byLink: map[linkKey]*running[*arp.Responder]{}, link: map[netip.Addr]linkKey{}}
+	return &responders{byLink: map[linkwatch.Key]*task.Running[*arp.Responder]{}, link: map[netip.Addr]linkwatch.Key{}}
 }
 
 // set makes the responders serve vips: a responder whose interface still
 // serves VIPs keeps running with the new ones, the others stop, and
 // newResponder makes the missing ones, which start runs.
-func (rs *responders) set(vips []VIP, newResponder func(linkKey, []arp.VIP) *arp.Responder, start func(*arp.Responder) *running[*arp.Responder]) {
-	byLink := map[linkKey][]arp.VIP{}
-	link := map[netip.Addr]linkKey{}
+func (rs *responders) set(vips []config.VIP, newResponder func(linkwatch.Key, []arp.VIP) *arp.Responder, start func(*arp.Responder) *task.Running[*arp.Responder]) {
+	byLink := map[linkwatch.Key][]arp.VIP{}
+	link := map[netip.Addr]linkwatch.Key{}
 	for _, v := range vips {
-		byLink[v.link()] = append(byLink[v.link()], arp.VIP{Address: v.Address, Policy: v.Policy()})
-		link[v.Address] = v.link()
+		byLink[linkwatch.KeyOf(v)] = append(byLink[linkwatch.KeyOf(v)], arp.VIP{Address: v.Address, Policy: v.Policy()})
+		link[v.Address] = linkwatch.KeyOf(v)
 	}
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	rs.link = link
 	for k, r := range rs.byLink {
 		if vips, ok := byLink[k]; ok {
-			r.t.SetVIPs(vips)
+			r.Task().SetVIPs(vips)
 			continue
 		}
-		r.stop()
+		r.Stop()
 		delete(rs.byLink, k)
 	}
 	for k, vips := range byLink {
@@ -61,11 +57,11 @@ func (rs *responders) set(vips []VIP, newResponder func(linkKey, []arp.VIP) *arp
 
 // current says whether r is the running responder of k (not one a reload
 // stopped).
-func (rs *responders) current(k linkKey, r *arp.Responder) bool {
+func (rs *responders) current(k linkwatch.Key, r *arp.Responder) bool {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	run, ok := rs.byLink[k]
-	return ok && run.t == r
+	return ok && run.Task() == r
 }
 
 // forVIP returns the responder serving vip.
@@ -74,7 +70,7 @@ func (rs *responders) forVIP(vip netip.Addr) (*arp.Responder, error) {
 	defer rs.mu.Unlock()
 	if k, ok := rs.link[vip]; ok {
 		if r, ok := rs.byLink[k]; ok {
-			return r.t, nil
+			return r.Task(), nil
 		}
 	}
 	return nil, fmt.Errorf("VIP %s is no longer served", vip)
@@ -98,20 +94,20 @@ func (rs *responders) Announce(vip netip.Addr) error {
 	return r.Announce(vip)
 }
 
-// snapshot returns the responders by link.
-func (rs *responders) snapshot() map[linkKey]*arp.Responder {
+// Snapshot returns the responders by link.
+func (rs *responders) Snapshot() map[linkwatch.Key]*arp.Responder {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
-	m := map[linkKey]*arp.Responder{}
+	m := map[linkwatch.Key]*arp.Responder{}
 	for k, r := range rs.byLink {
-		m[k] = r.t
+		m[k] = r.Task()
 	}
 	return m
 }
 
 // setView gives every responder the new view.
 func (rs *responders) setView(v *gossip.View) {
-	for _, r := range rs.snapshot() {
+	for _, r := range rs.Snapshot() {
 		r.SetView(v)
 	}
 }
@@ -119,24 +115,24 @@ func (rs *responders) setView(v *gossip.View) {
 // checks are the running health checks, one per VIP that has a check.
 type checks struct {
 	mu     sync.Mutex
-	byAddr map[netip.Addr]*running[*healthCheck]
+	byAddr map[netip.Addr]*task.Running[*health.Check]
 }
 
-func newChecks() *checks { return &checks{byAddr: map[netip.Addr]*running[*healthCheck]{}} }
+func newChecks() *checks { return &checks{byAddr: map[netip.Addr]*task.Running[*health.Check]{}} }
 
 // set makes the checks those of vips. Unchanged checks keep running, with
 // their state. It reports each VIP's health as it starts: true without a
 // check, false for a check that starts.
-func (cs *checks) set(vips []VIP, state *hostState, start func(VIP) *running[*healthCheck]) {
-	want := map[netip.Addr]VIP{}
+func (cs *checks) set(vips []config.VIP, state *hostState, start func(config.VIP) *task.Running[*health.Check]) {
+	want := map[netip.Addr]config.VIP{}
 	for _, v := range vips {
 		want[v.Address] = v
 	}
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	for addr, c := range cs.byAddr {
-		if v, ok := want[addr]; !ok || !reflect.DeepEqual(v.Check, c.t.vip.Check) {
-			c.stop()
+		if v, ok := want[addr]; !ok || !reflect.DeepEqual(v.Check, c.Task().VIP().Check) {
+			c.Stop()
 			delete(cs.byAddr, addr)
 		}
 	}
@@ -153,12 +149,12 @@ func (cs *checks) set(vips []VIP, state *hostState, start func(VIP) *running[*he
 
 // report records the health h found, unless a reload replaced h, and says
 // whether it did.
-func (cs *checks) report(h *healthCheck, healthy bool, state *hostState) bool {
+func (cs *checks) report(h *health.Check, healthy bool, state *hostState) bool {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	if c, ok := cs.byAddr[h.vip.Address]; !ok || c.t != h {
+	if c, ok := cs.byAddr[h.VIP().Address]; !ok || c.Task() != h {
 		return false
 	}
-	state.setHealth(h.vip.Address, healthy)
+	state.setHealth(h.VIP().Address, healthy)
 	return true
 }

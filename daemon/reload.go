@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/arpshare/arpshare/internal/config"
 )
 
 // errRefused is a reload that applied nothing.
@@ -25,7 +27,7 @@ var errRefused = errors.New("config refused, the running one stays in force")
 // settings need a restart, and the log says which. A VIP that cannot be plumbed is left out, the others
 // applied, and the error returned.
 func (d *Daemon) Reload(path string) error {
-	cfg, err := LoadConfig(path)
+	cfg, err := config.LoadConfig(path)
 	if err != nil {
 		d.reloads.WithLabelValues("refused").Inc()
 		d.lastReload.Set(0)
@@ -60,7 +62,7 @@ func (d *Daemon) Reload(path string) error {
 
 // liveChanges returns cfg with the settings that only apply at restart
 // kept as in old, and logs those that changed.
-func liveChanges(log *slog.Logger, old, cfg *Config) *Config {
+func liveChanges(log *slog.Logger, old, cfg *config.Config) *config.Config {
 	var needRestart []string
 	restartOnly := cfg.Gossip
 	restartOnly.Peers, restartOnly.Expect = old.Gossip.Peers, old.Gossip.Expect // these apply live

@@ -9,10 +9,15 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/config"
+	"github.com/arpshare/arpshare/internal/health"
+	"github.com/arpshare/arpshare/internal/linkwatch"
+	"github.com/arpshare/arpshare/internal/task"
 )
 
 // vipServer serves the VIPs of the config in force: it puts them on lo,
@@ -27,31 +32,60 @@ type vipServer struct {
 	cluster    *gossip.Cluster
 	responders *responders
 	checks     *checks
-	links      *linkWatch
-	tasks      *supervisor // set by Daemon.Run, before the first apply
+	links      *linkwatch.Watch
+	tasks      *task.Supervisor // set by Daemon.Run, before the first apply
 	// plumbing is held while the VIPs on lo change: by apply, and by the
 	// link watch putting back a VIP someone took off.
 	plumbing sync.Mutex
+	// current is what is served, swapped whole by each apply.
+	current atomic.Pointer[served]
+}
+
+// served is what this host serves: the config in force and the responder
+// of each link it serves through, built whole by each apply and swapped at
+// once, so that status, metrics and the registry's readers never see a
+// reload's config with the responders of before it.
+type served struct {
+	cfg        *config.Config
+	responders map[linkwatch.Key]*arp.Responder
+}
+
+// Served returns what is served: the config in force and its responders.
+// Before the first apply it is the config given at start, with none.
+func (d *vipServer) Served() (*config.Config, map[linkwatch.Key]*arp.Responder) {
+	if s := d.current.Load(); s != nil {
+		return s.cfg, s.responders
+	}
+	return d.state.Config(), map[linkwatch.Key]*arp.Responder{}
 }
 
 // watchLinks makes the link watch, which makes this host ineligible for
 // a VIP whose link cannot serve it (link.go).
-func (d *vipServer) watchLinks(source linkSource) {
-	d.links = newLinkWatch(d.log.With("component", "links"), source, d.state)
-	d.links.restore = d.restoreVIPs
-	d.links.reopen = func(iface string) {
-		for k, r := range d.responders.snapshot() {
-			if k.iface == iface {
-				r.Reopen()
-			}
+func (d *vipServer) watchLinks(source linkwatch.Source) {
+	d.links = linkwatch.New(d.log.With("component", "links"), source, d)
+}
+
+// Config is the config in force, for the link watch.
+func (d *vipServer) Config() *config.Config { return d.state.Config() }
+
+// SetLinkFaults records the link watch's faults.
+func (d *vipServer) SetLinkFaults(f map[netip.Addr]string) { d.state.setLinkFaults(f) }
+
+// Reopen reopens the responders of iface.
+func (d *vipServer) Reopen(iface string) {
+	for k, r := range d.responders.Snapshot() {
+		if k.Iface == iface {
+			r.Reopen()
 		}
 	}
-	d.links.gossip = func() {
-		if err := d.cluster.UpdateMeta(500 * time.Millisecond); err != nil {
-			d.log.Debug("gossip link state", "error", err)
-		}
-		d.seams.notify("STATUS=" + statusLine(d.cluster.View(), d.state, d.table))
+}
+
+// FaultsChanged gossips the link watch's faults.
+func (d *vipServer) FaultsChanged() {
+	if err := d.cluster.UpdateMeta(500 * time.Millisecond); err != nil {
+		d.log.Debug("gossip link state", "error", err)
 	}
+	d.seams.notify("STATUS=" + statusLine(d.cluster.View(), d.state, d.table))
 }
 
 // apply makes the VIPs of cfg served, starting from those of old (nil at
@@ -60,26 +94,27 @@ func (d *vipServer) watchLinks(source linkSource) {
 // notice nothing. It returns the VIPs that failed, one error each: at
 // start that is fatal; on reload a VIP that cannot be added is left out and
 // the rest applied.
-func (d *vipServer) apply(old, cfg *Config) error {
+func (d *vipServer) apply(old, cfg *config.Config) error {
 	d.plumbing.Lock()
 	defer d.plumbing.Unlock()
 	if old == nil {
-		start(d.tasks, d.links)
+		task.Start(d.tasks, d.links)
 	}
-	served, err := d.plumb(old, cfg)
+	plumbed, err := d.plumb(old, cfg)
 	if err != nil && old == nil {
 		return err
 	}
-	d.state.setConfig(served)
-	d.links.configured()
-	d.checks.set(served.VIPs, d.state, d.startCheck)
-	d.responders.set(served.VIPs, d.newResponder, func(r *arp.Responder) *running[*arp.Responder] { return start(d.tasks, r) })
+	d.state.setConfig(plumbed)
+	d.links.Configured()
+	d.checks.set(plumbed.VIPs, d.state, d.startCheck)
+	d.responders.set(plumbed.VIPs, d.newResponder, func(r *arp.Responder) *task.Running[*arp.Responder] { return task.Start(d.tasks, r) })
+	d.current.Store(&served{cfg: plumbed, responders: d.responders.Snapshot()})
 	return err
 }
 
 // plumb puts the VIPs new in cfg on lo and takes those gone off. It returns
 // cfg without the VIPs that could not be added, and the failures.
-func (d *vipServer) plumb(old, cfg *Config) (*Config, error) {
+func (d *vipServer) plumb(old, cfg *config.Config) (*config.Config, error) {
 	was, is := map[netip.Addr]bool{}, map[netip.Addr]bool{}
 	if old != nil {
 		for _, v := range old.VIPs {
@@ -115,11 +150,11 @@ func (d *vipServer) plumb(old, cfg *Config) (*Config, error) {
 	return &served, errors.Join(errs...)
 }
 
-// restoreVIPs puts back on lo the VIPs in force that are missing from it
+// RestoreVIPs puts back on lo the VIPs in force that are missing from it
 // (someone flushed lo's addresses), and returns those it could not put
 // back. It lists lo under the plumbing lock, so a VIP that apply is adding
 // or removing is not taken for lost.
-func (d *vipServer) restoreVIPs(list func() ([]netip.Addr, error)) (map[netip.Addr]error, error) {
+func (d *vipServer) RestoreVIPs(list func() ([]netip.Addr, error)) (map[netip.Addr]error, error) {
 	d.plumbing.Lock()
 	defer d.plumbing.Unlock()
 	onLo, err := list()
@@ -127,7 +162,7 @@ func (d *vipServer) restoreVIPs(list func() ([]netip.Addr, error)) (map[netip.Ad
 		return nil, err
 	}
 	failed := map[netip.Addr]error{}
-	for _, v := range d.state.config().VIPs {
+	for _, v := range d.state.Config().VIPs {
 		if slices.Contains(onLo, v.Address) {
 			continue
 		}
@@ -142,7 +177,7 @@ func (d *vipServer) restoreVIPs(list func() ([]netip.Addr, error)) (map[netip.Ad
 
 // removeVIPs takes every VIP off lo, as the daemon stops.
 func (d *vipServer) removeVIPs() {
-	for _, v := range d.state.config().VIPs {
+	for _, v := range d.state.Config().VIPs {
 		if err := d.seams.host.RemoveVIP(v.Address); err != nil {
 			d.log.Error("remove VIP", "vip", v.Name, "error", err)
 		}
@@ -152,44 +187,44 @@ func (d *vipServer) removeVIPs() {
 // newResponder makes the responder of k. It waits for the kernel to
 // report its link able to carry answers before it opens it, and tells the
 // link watch when its socket opens and when it fails.
-func (d *vipServer) newResponder(k linkKey, vips []arp.VIP) *arp.Responder {
+func (d *vipServer) newResponder(k linkwatch.Key, vips []arp.VIP) *arp.Responder {
 	var r *arp.Responder
 	plumb := d.interfaceOpened
-	if k.ipv6 {
+	if k.IPv6 {
 		plumb = d.interfaceOpened6
 	}
 	onOpen := func(iface string, mac net.HardwareAddr) error {
-		if err := d.links.usable(iface); err != nil {
+		if err := d.links.Usable(iface); err != nil {
 			return err
 		}
 		if err := plumb(iface, mac); err != nil {
 			if d.responders.current(k, r) {
-				d.links.closed(k, "plumbing failed: "+err.Error())
+				d.links.Closed(k, "plumbing failed: "+err.Error())
 			}
 			return err
 		}
 		if d.responders.current(k, r) {
-			d.links.opened(k)
+			d.links.Opened(k)
 		}
 		return nil
 	}
 	onClose := func(_ string, err error) {
 		if d.responders.current(k, r) {
-			d.links.closed(k, fmt.Sprintf("socket failed: %v", err))
+			d.links.Closed(k, fmt.Sprintf("socket failed: %v", err))
 		}
 	}
 	r = arp.NewResponder(arp.ResponderConfig{
-		Interface: k.iface, IPv6: k.ipv6, VIPs: vips, Table: d.table, View: d.cluster.View(),
-		Logger: d.log, OnOpen: onOpen, OnClose: onClose, WaitLink: d.links.waitLink, Listen: d.seams.listen, ListenNDP: d.seams.listenNDP,
-		FastPath: d.state.config().Node.FastPath != FastPathOff, // fast path (issue 11)
+		Interface: k.Iface, IPv6: k.IPv6, VIPs: vips, Table: d.table, View: d.cluster.View(),
+		Logger: d.log, OnOpen: onOpen, OnClose: onClose, WaitLink: d.links.WaitLink, Listen: d.seams.listen, ListenNDP: d.seams.listenNDP,
+		FastPath: d.state.Config().Node.FastPath != config.FastPathOff, // fast path (issue 11)
 	})
 	return r
 }
 
-func (d *vipServer) startCheck(v VIP) *running[*healthCheck] {
-	var h *healthCheck
-	h = newHealthCheck(v, func(ok bool, err error) { d.healthChanged(h, ok, err) })
-	return start(d.tasks, h)
+func (d *vipServer) startCheck(v config.VIP) *task.Running[*health.Check] {
+	var h *health.Check
+	h = health.New(v, func(ok bool, err error) { d.healthChanged(h, ok, err) })
+	return task.Start(d.tasks, h)
 }
 
 func (d *vipServer) interfaceOpened(iface string, mac net.HardwareAddr) error {
@@ -212,16 +247,16 @@ func (d *vipServer) interfaceOpened6(iface string, mac net.HardwareAddr) error {
 	return nil
 }
 
-func (d *vipServer) healthChanged(h *healthCheck, healthy bool, err error) {
+func (d *vipServer) healthChanged(h *health.Check, healthy bool, err error) {
 	if !d.checks.report(h, healthy, d.state) {
 		return // a check replaced by a reload
 	}
 	if healthy {
-		d.log.Info("health check passes: serving", "vip", h.vip.Name)
+		d.log.Info("health check passes: serving", "vip", h.VIP().Name)
 	} else {
-		d.log.Warn("health check fails: handing clients to other hosts", "vip", h.vip.Name, "error", err)
+		d.log.Warn("health check fails: handing clients to other hosts", "vip", h.VIP().Name, "error", err)
 	}
 	if err := d.cluster.UpdateMeta(500 * time.Millisecond); err != nil {
-		d.log.Debug("gossip health", "vip", h.vip.Name, "error", err)
+		d.log.Debug("gossip health", "vip", h.VIP().Name, "error", err)
 	}
 }

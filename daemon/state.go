@@ -1,19 +1,18 @@
 package daemon
 
 import (
-	"errors"
 	"fmt"
 	"maps"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/config"
+	"github.com/arpshare/arpshare/internal/drain"
 )
 
 // hostState is what this host is and tells the cluster about itself: the
@@ -22,7 +21,7 @@ import (
 // It produces the gossip metadata.
 type hostState struct {
 	mu       sync.Mutex
-	cfg      *Config
+	cfg      *config.Config
 	drained  bool // by the operator; survives restarts
 	stopping bool
 	leave    leaveState // see drain.go
@@ -35,31 +34,15 @@ type hostState struct {
 	linkFaults map[netip.Addr]string
 }
 
-// drainedText is the drained-state file's content: a file that does not
-// start with it was not written whole (a full disk, a crash on a file
-// system that does not order data before the rename) or by arpshare.
-const drainedText = "drained by `arpshare drain`; `arpshare resume` undoes it\n"
-
-// newHostState starts drained if the operator left it drained. A drained
-// file that is empty or holds something else is not trusted: a host that
-// came up drained by accident would answer nobody until someone noticed,
-// while one that serves by accident is undone by draining it again.
-func newHostState(cfg *Config) *hostState {
+// newHostState starts drained if the operator left it drained (see
+// drain.ReadFile).
+func newHostState(cfg *config.Config) *hostState {
 	s := &hostState{cfg: cfg, healthy: map[netip.Addr]bool{}, macs: map[string]net.HardwareAddr{}}
-	b, err := os.ReadFile(s.drainedFile())
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-	case err != nil:
-		s.warning = fmt.Sprintf("cannot read the drained state %s: %v; starting not drained (`arpshare drain` to drain)", s.drainedFile(), err)
-	case !strings.HasPrefix(string(b), strings.TrimSpace(drainedText)):
-		s.warning = fmt.Sprintf("the drained state %s is empty or corrupt (%d bytes); starting not drained (`arpshare drain` to drain)", s.drainedFile(), len(b))
-	default:
-		s.drained = true
-	}
+	s.drained, s.warning = drain.ReadFile(cfg.Node.StateDir)
 	return s
 }
 
-func (s *hostState) config() *Config {
+func (s *hostState) Config() *config.Config {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.cfg
@@ -78,25 +61,17 @@ func (s *hostState) meta() gossip.Meta {
 	return m
 }
 
-func (s *hostState) draining() bool {
+func (s *hostState) Draining() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.drained || s.stopping
 }
 
-// setDrained records the operator's choice, on disk first so that it
+// SetDrained records the operator's choice, on disk first so that it
 // survives a restart, and says whether it changed.
-func (s *hostState) setDrained(drained bool) (changed bool, err error) {
-	file := s.drainedFile()
-	if drained {
-		if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
-			return false, fmt.Errorf("drain: %w", err)
-		}
-		if err := writeFileAtomic(file, []byte(drainedText), 0o644); err != nil {
-			return false, fmt.Errorf("drain: %w", err)
-		}
-	} else if err := removeFileSynced(file); err != nil {
-		return false, fmt.Errorf("resume: %w", err)
+func (s *hostState) SetDrained(drained bool) (changed bool, err error) {
+	if err := drain.WriteFile(s.Config().Node.StateDir, drained); err != nil {
+		return false, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -105,64 +80,8 @@ func (s *hostState) setDrained(drained bool) (changed bool, err error) {
 	return changed, nil
 }
 
-// writeFileAtomic replaces file with data whole or not at all: it writes a
-// temporary file in the same folder, syncs it, renames it over file and
-// syncs the folder, so that neither a full disk nor a crash leaves a
-// truncated file behind.
-func writeFileAtomic(file string, data []byte, perm os.FileMode) (err error) {
-	dir := filepath.Dir(file)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(file)+".*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), file); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-// removeFileSynced removes file, if it exists, durably.
-func removeFileSynced(file string) error {
-	if err := os.Remove(file); errors.Is(err, os.ErrNotExist) {
-		return nil
-	} else if err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(file))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
-func (s *hostState) drainedFile() string {
-	return filepath.Join(s.config().Node.StateDir, "drained")
-}
+// DrainedFile keeps the operator's drain.
+func (s *hostState) DrainedFile() string { return drain.FilePath(s.Config().Node.StateDir) }
 
 // setHealth records a VIP's health check result.
 func (s *hostState) setHealth(vip netip.Addr, healthy bool) {
@@ -171,7 +90,7 @@ func (s *hostState) setHealth(vip netip.Addr, healthy bool) {
 	s.healthy[vip] = healthy
 }
 
-func (s *hostState) health() map[netip.Addr]bool {
+func (s *hostState) Health() map[netip.Addr]bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return maps.Clone(s.healthy)
@@ -197,7 +116,7 @@ func (s *hostState) mac(iface string) (net.HardwareAddr, bool) {
 // setConfig puts cfg in force: it forgets the health of VIPs that are gone
 // (health is the checks' to set, see checks.apply) and the MACs of
 // interfaces no longer served.
-func (s *hostState) setConfig(cfg *Config) {
+func (s *hostState) setConfig(cfg *config.Config) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.cfg = cfg
@@ -234,8 +153,44 @@ func (s *hostState) waitingFor() []string {
 // VIPs returns the VIPs in force and their policies.
 func (s *hostState) VIPs() []arp.VIP {
 	var out []arp.VIP
-	for _, v := range s.config().VIPs {
+	for _, v := range s.Config().VIPs {
 		out = append(out, arp.VIP{Address: v.Address, Policy: v.Policy()})
 	}
 	return out
+}
+
+// setLinkFaults records why this host's links cannot serve some VIPs.
+func (s *hostState) setLinkFaults(f map[netip.Addr]string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.linkFaults = f
+}
+
+// linkFault says why this host's link cannot serve vip, as gossiped; ""
+// if it can.
+func (s *hostState) LinkFault(vip netip.Addr) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.linkFaults[vip]
+}
+
+// eligible is each VIP's health with the VIPs whose link cannot serve
+// counted as failing: what this host gossips. s.mu is held.
+func (s *hostState) eligible() map[netip.Addr]bool {
+	if len(s.linkFaults) == 0 {
+		return s.healthy
+	}
+	out := maps.Clone(s.healthy)
+	for vip := range s.linkFaults {
+		out[vip] = false
+	}
+	return out
+}
+
+// OperatorDrained reports whether `arpshare drain` drained this host (a
+// stop drains too, but is not the operator's doing).
+func (s *hostState) OperatorDrained() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.drained
 }

@@ -8,6 +8,10 @@ import (
 
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/api"
+	"github.com/arpshare/arpshare/internal/config"
+	"github.com/arpshare/arpshare/internal/drain"
+	"github.com/arpshare/arpshare/internal/linkwatch"
 )
 
 // statusLine is systemd's STATUS.
@@ -18,7 +22,7 @@ func statusLine(v *gossip.View, state *hostState, table *arp.ClientTable) string
 			live++
 		}
 	}
-	line := fmt.Sprintf("%d VIPs, %d live hosts, %d known clients", len(state.config().VIPs), live, table.Len())
+	line := fmt.Sprintf("%d VIPs, %d live hosts, %d known clients", len(state.Config().VIPs), live, table.Len())
 	if w := state.waitingFor(); len(w) > 0 {
 		line += "; waiting for interface " + strings.Join(w, ", ")
 	}
@@ -28,27 +32,26 @@ func statusLine(v *gossip.View, state *hostState, table *arp.ClientTable) string
 func (d *Daemon) statusLine() string { return statusLine(d.cluster.View(), d.state, d.table) }
 
 // Status reports this host's view.
-func (d *Daemon) Status() Status {
+func (d *Daemon) Status() api.Status {
 	v := d.cluster.View()
-	cfg := d.config()
-	s := Status{
-		Node: cfg.Node.Name, Version: d.version, Draining: d.state.draining(), Members: peerStatuses(v.Members),
+	cfg, responders := d.serving.Served()
+	s := api.Status{
+		Node: cfg.Node.Name, Version: d.version, Draining: d.state.Draining(), Members: api.PeerStatuses(v.Members),
 		Quorum: v.Quorum(), Expect: v.Expect, Join: v.JoinState(), JoinCause: v.Rejected,
 		Repointing: d.repointer.Status(),
 		Handover:   d.handover.Status(),
 	}
 	if s.Draining {
-		p := drainProgress(v, cfg.Node.Name, cfg.VIPs)
+		p := drain.ProgressIn(v, cfg.Node.Name, cfg.VIPs)
 		s.Drain = &p
 	}
-	healthy := d.state.health()
-	counts := d.ownerCounts(cfg, v)
-	responders := d.responders.snapshot()
+	healthy := d.state.Health()
+	counts := d.owners.Get(cfg, v, d.table)
 	for _, vip := range cfg.VIPs {
-		r := responders[vip.link()]
-		vs := VIPStatus{
+		r := responders[linkwatch.KeyOf(vip)] // every VIP of a snapshot has one
+		vs := api.VIPStatus{
 			Name: vip.Name, Address: vip.Address, Interface: vip.Interface, Mode: vip.Mode,
-			Answering: r.MAC() != nil, Healthy: healthy[vip.Address], Link: d.state.linkFault(vip.Address), Fallback: v.Fallback(vip.Address),
+			Answering: r.MAC() != nil, Healthy: healthy[vip.Address], Link: d.state.LinkFault(vip.Address), Fallback: v.Fallback(vip.Address),
 			Owners: map[string]int{}, Frames: map[string]uint64{}, Eligible: []string{}, Unhealthy: []string{},
 		}
 		for _, c := range v.Eligible(vip.Address) {
@@ -85,63 +88,36 @@ func (d *Daemon) Status() Status {
 	return s
 }
 
-// MemberRejected is the state status shows for a live member whose gossiped
-// metadata this host rejects (out of range, another version): it gets no
-// clients and does not count toward quorum; its error says why.
-const MemberRejected = "rejected"
-
-// peerStatuses lists the members for status, a live member whose metadata
-// is rejected as MemberRejected.
-func peerStatuses(ms []gossip.Member) []MemberStatus {
-	out := memberStatuses(ms)
-	for i, m := range ms {
-		if m.Err != "" && m.State == gossip.StateAlive {
-			out[i].State = MemberRejected
-		}
-	}
-	return out
-}
-
-// findVIP finds a VIP by name or address.
-func (cfg *Config) findVIP(nameOrAddr string) (VIP, bool) {
-	for _, v := range cfg.VIPs {
-		if v.Name == nameOrAddr || v.Address.String() == nameOrAddr {
-			return v, true
-		}
-	}
-	return VIP{}, false
-}
-
 // Clients lists the known clients of vip (a name or address; empty: all),
 // each with the host that answers it.
-func (d *Daemon) Clients(vip string) ([]ClientStatus, error) {
+func (d *Daemon) Clients(vip string) ([]api.ClientStatus, error) {
 	cfg := d.config()
 	var only netip.Addr
 	if vip != "" {
-		v, ok := cfg.findVIP(vip)
+		v, ok := cfg.FindVIP(vip)
 		if !ok {
-			return nil, cfg.noVIP(vip)
+			return nil, cfg.NoVIP(vip)
 		}
 		only = v.Address
 	}
-	names := map[netip.Addr]VIP{}
+	names := map[netip.Addr]config.VIP{}
 	for _, v := range cfg.VIPs {
 		names[v.Address] = v
 	}
 	view := d.cluster.View()
-	out := []ClientStatus{}
+	out := []api.ClientStatus{}
 	for _, c := range d.table.Clients() {
 		v, ok := names[c.VIP]
 		if !ok || (only.IsValid() && c.VIP != only) {
 			continue
 		}
-		cs := ClientStatus{VIP: v.Name, IP: c.IP, MAC: c.MAC.String(), LastSeen: c.LastSeen}
+		cs := api.ClientStatus{VIP: v.Name, IP: c.IP, MAC: c.MAC.String(), LastSeen: c.LastSeen}
 		if p := v.Policy(); p.Exclusive() {
 			cs.Owner = p.Owner(view, c.VIP, c.IP)
 		}
 		out = append(out, cs)
 	}
-	slices.SortFunc(out, func(a, b ClientStatus) int {
+	slices.SortFunc(out, func(a, b api.ClientStatus) int {
 		if a.VIP != b.VIP {
 			return strings.Compare(a.VIP, b.VIP)
 		}
@@ -152,18 +128,18 @@ func (d *Daemon) Clients(vip string) ([]ClientStatus, error) {
 
 // Owner says which host answers client for vip (a name or address), from
 // this host's live view: the first question when a user complains.
-func (d *Daemon) Owner(vip, client string) (OwnerStatus, error) {
+func (d *Daemon) Owner(vip, client string) (api.OwnerStatus, error) {
 	cfg := d.config()
-	v, ok := cfg.findVIP(vip)
+	v, ok := cfg.FindVIP(vip)
 	if !ok {
-		return OwnerStatus{}, cfg.noVIP(vip)
+		return api.OwnerStatus{}, cfg.NoVIP(vip)
 	}
 	ip, err := netip.ParseAddr(client)
 	if err != nil {
-		return OwnerStatus{}, fmt.Errorf("client %q is not an IP address", client)
+		return api.OwnerStatus{}, fmt.Errorf("client %q is not an IP address", client)
 	}
 	view := d.cluster.View()
-	o := OwnerStatus{VIP: v.Name, Address: v.Address, Mode: v.Mode, Client: ip,
+	o := api.OwnerStatus{VIP: v.Name, Address: v.Address, Mode: v.Mode, Client: ip,
 		Owner: v.Policy().Owner(view, v.Address, ip), Eligible: []string{}, Quorum: view.Quorum()}
 	for _, c := range view.Eligible(v.Address) {
 		o.Eligible = append(o.Eligible, c.Name)

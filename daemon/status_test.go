@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/api"
 )
 
 // TestPeerStatusRejected: a live member whose gossiped metadata is rejected
@@ -23,8 +24,8 @@ func TestPeerStatusRejected(t *testing.T) {
 	good := gossip.Member{Name: "h1", State: gossip.StateAlive, Meta: gossip.Meta{Version: gossip.MetaVersion, Algorithm: gossip.Algorithm, Weight: 1}}
 	gone := bad
 	gone.Name, gone.State = "h3", gossip.StateDead
-	got := peerStatuses([]gossip.Member{good, bad, gone})
-	if got[0].State != "alive" || got[1].State != MemberRejected || got[2].State != "dead" {
+	got := api.PeerStatuses([]gossip.Member{good, bad, gone})
+	if got[0].State != "alive" || got[1].State != api.MemberRejected || got[2].State != "dead" {
 		t.Errorf("states %q %q %q, want alive rejected dead", got[0].State, got[1].State, got[2].State)
 	}
 	if !strings.Contains(got[1].Error, "weight 100000") {

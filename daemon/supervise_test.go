@@ -2,7 +2,7 @@ package daemon
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -13,84 +13,9 @@ import (
 
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/arp/arptest"
+	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/linkwatch"
 )
-
-// funcTask is a task made of a function; it is ready at once.
-type funcTask struct {
-	name  string
-	run   func(ctx context.Context) error
-	ready chan struct{}
-}
-
-func newFuncTask(name string, run func(ctx context.Context) error) *funcTask {
-	t := &funcTask{name: name, run: run, ready: make(chan struct{})}
-	close(t.ready)
-	return t
-}
-
-func (t *funcTask) Run(ctx context.Context) error { return t.run(ctx) }
-func (t *funcTask) Ready() <-chan struct{}        { return t.ready }
-func (t *funcTask) String() string                { return t.name }
-
-// TestSupervisor: a task started by apply that fails is logged and the
-// others go on; one of the daemon's life that fails stops them all, and
-// wait names it; a stopped task ends.
-func TestSupervisor(t *testing.T) {
-	t.Parallel()
-	log := &logBuffer{}
-	s := newSupervisor(context.Background(), slog.New(slog.NewTextHandler(log, nil)))
-	blocked := func(ctx context.Context) error { <-ctx.Done(); return nil }
-
-	start(s, newFuncTask("responder on test0", func(context.Context) error { return errors.New("socket: operation not permitted") }))
-	stopped := make(chan struct{})
-	r := start(s, newFuncTask("health check", func(ctx context.Context) error { <-ctx.Done(); close(stopped); return nil }))
-	s.Go(newFuncTask("gossip", blocked))
-	eventually(t, "the failure logged", func() bool { return strings.Contains(log.String(), "socket: operation not permitted") })
-	if !s.ready(context.Background(), newFuncTask("ready", blocked)) {
-		t.Fatal("a dynamic task's failure stopped the supervisor")
-	}
-	r.stop()
-	select {
-	case <-stopped:
-	case <-time.After(10 * time.Second):
-		t.Fatal("a stopped task runs on")
-	}
-
-	s.Go(newFuncTask("api", func(context.Context) error { return errors.New("listen: address in use") }))
-	select {
-	case <-s.failed():
-	case <-time.After(10 * time.Second):
-		t.Fatal("a failed task of the daemon's life did not stop the supervisor")
-	}
-	if err := s.wait(); err == nil || err.Error() != "api: listen: address in use" {
-		t.Errorf("wait: %v", err)
-	}
-	if s.ready(context.Background(), newFuncTask("late", blocked)) {
-		t.Error("ready after a failure")
-	}
-}
-
-// TestReadyOnStart: a task without readiness of its own is ready once it
-// runs.
-func TestReadyOnStart(t *testing.T) {
-	t.Parallel()
-	ran := make(chan struct{})
-	task := readyOnStart(newFuncTask("watchdog", func(context.Context) error { close(ran); return nil }))
-	select {
-	case <-task.Ready():
-		t.Fatal("ready before it runs")
-	default:
-	}
-	if err := task.Run(context.Background()); err != nil || task.String() != "watchdog" {
-		t.Fatal(err, task.String())
-	}
-	<-ran
-	select {
-	case <-task.Ready():
-	default:
-		t.Error("not ready after it ran")
-	}
-}
 
 // stallingConn is an ARP conn whose writes block until release is closed:
 // a responder that answers on it hangs.
@@ -158,6 +83,28 @@ func TestWatchdogCoversResponders(t *testing.T) {
 	close(release)
 	eventually(t, "the responder waits again", func() bool {
 		return !slices.ContainsFunc(n.d.stuckLoops(time.Now(), time.Hour), func(s string) bool { return strings.Contains(s, "responder") }) &&
-			n.d.responders.snapshot()[linkKey{"test0", false}].Busy().IsZero()
+			n.d.responders.Snapshot()[linkwatch.Key{Iface: "test0"}].Busy().IsZero()
 	})
+}
+
+// TestViewChangedOnlyPublishes: gossip's callback leaves the view for the
+// views task, which is not running here, and returns; views that come
+// while none is taken replace each other; once the task runs, the
+// repointer gets the latest.
+func TestViewChangedOnlyPublishes(t *testing.T) {
+	t.Parallel()
+	n := newCluster("h1").prepare(t, "h1", vipV4, mac1)
+	var last *gossip.View
+	for i := range 100 {
+		last = view("h1", "h1", fmt.Sprintf("h%d", i+2))
+		n.d.viewChanged(last)
+	}
+	if got := n.d.views.latest.Load(); got != last || len(n.d.views.wake) != 1 {
+		t.Fatalf("published %p (want the last, %p), %d wakes pending (want 1)", got, last, len(n.d.views.wake))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go n.d.views.Run(ctx)
+	go n.d.repointer.Run(ctx)
+	eventually(t, "the views task emptied its mailbox", func() bool { return len(n.d.views.wake) == 0 && n.d.views.Busy().IsZero() })
 }

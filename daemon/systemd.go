@@ -2,7 +2,9 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
@@ -53,4 +55,32 @@ func (w *watchdog) check(now time.Time, interval time.Duration) {
 		return
 	}
 	w.d.seams.notify("WATCHDOG=1")
+}
+
+// stuckLoops names the loops that do the work and have hung for longer
+// than limit, for the watchdog: gossip's and the repointer's, which turn
+// at least every tick (a loop that has not turned yet is not stuck: it has
+// not started, and systemd's start timeout bounds that), and each
+// responder's, which waits for frames as long as its segment is quiet, so
+// only time spent on one piece of work (a read's frames, opening its
+// interface) counts.
+func (d *Daemon) stuckLoops(now time.Time, limit time.Duration) []string {
+	var stuck []string
+	turned := func(name string, beat time.Time) {
+		if beat.UnixNano() != 0 && now.Sub(beat) > limit {
+			stuck = append(stuck, fmt.Sprintf("%s (last turned %s ago)", name, now.Sub(beat).Round(time.Millisecond)))
+		}
+	}
+	turned("gossip", d.cluster.Heartbeat())
+	turned("repointer", d.repointer.Heartbeat())
+	if busy := d.views.Busy(); !busy.IsZero() && now.Sub(busy) > limit {
+		stuck = append(stuck, fmt.Sprintf("%s (busy for %s)", d.views, now.Sub(busy).Round(time.Millisecond)))
+	}
+	for _, r := range d.responders.Snapshot() {
+		if busy := r.Busy(); !busy.IsZero() && now.Sub(busy) > limit {
+			stuck = append(stuck, fmt.Sprintf("%s (busy for %s)", r, now.Sub(busy).Round(time.Millisecond)))
+		}
+	}
+	slices.Sort(stuck)
+	return stuck
 }

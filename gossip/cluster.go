@@ -288,6 +288,12 @@ func (c *Cluster) loop(ctx context.Context) error {
 	defer rechecking.wait()
 	defer resyncing.wait()
 	defer telling.wait()
+	// Self-slowness is measured on a goroutine that does nothing else: the
+	// loop below also builds views and hands them on, and its own lateness
+	// would count that work against this host.
+	var lag sync.WaitGroup
+	defer lag.Wait()
+	lag.Go(func() { c.measureLag(ctx) })
 	for {
 		c.heartbeat.Store(time.Now().UnixNano())
 		select {
@@ -295,8 +301,7 @@ func (c *Cluster) loop(ctx context.Context) error {
 			return nil
 		case <-c.changed:
 			rebuild()
-		case tick := <-poll.C:
-			c.checkSelf(time.Since(tick))
+		case <-poll.C:
 			rebuild()
 			if c.owesNotice() {
 				telling.start(c.tellCounted)
@@ -678,6 +683,21 @@ func (c *Cluster) refusal(peer string, err error) string {
 		return fmt.Sprintf("peer %s hangs up on this host: its cluster label is not %q, or it is not arpshare; set gossip.cluster to the cluster's label", peer, c.cfg.Label)
 	default:
 		return fmt.Sprintf("peer %s refuses this host: %s", peer, strings.TrimSpace(msg))
+	}
+}
+
+// measureLag checks every probe interval how late its own timer fires,
+// until ctx ends.
+func (c *Cluster) measureLag(ctx context.Context) {
+	t := time.NewTicker(c.cfg.ProbeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case tick := <-t.C:
+			c.checkSelf(time.Since(tick))
+		}
 	}
 }
 

@@ -1,13 +1,18 @@
 // Command arpshare shares one virtual IP across the hosts of an L2 segment by
 // answering ARP and Neighbor Discovery for each client from one host, chosen
-// by consistent hashing. Its commands live in internal/cli.
+// by consistent hashing. Its commands live in internal/cli; main wires the
+// daemon to them.
 package main
 
 import (
+	"context"
+	"log/slog"
 	"os"
 	"runtime/debug"
 
+	"github.com/arpshare/arpshare/daemon"
 	"github.com/arpshare/arpshare/internal/cli"
+	"github.com/arpshare/arpshare/internal/config"
 )
 
 // Set at build time by `make`: -X main.version=1.2.3 -X main.commit=abc123.
@@ -17,7 +22,7 @@ var (
 )
 
 func main() {
-	os.Exit(cli.Main(os.Args[1:], os.Stdout, os.Stderr, cli.Build{Version: version, Commit: buildCommit()}))
+	os.Exit(cli.Main(os.Args[1:], os.Stdout, os.Stderr, cli.Build{Version: version, Commit: buildCommit(), Run: run}))
 }
 
 func buildCommit() string {
@@ -32,4 +37,9 @@ func buildCommit() string {
 		}
 	}
 	return "unknown"
+}
+
+// run runs the daemon: `arpshare run`.
+func run(ctx context.Context, cfg *config.Config, log *slog.Logger, version, path string) error {
+	return daemon.New(cfg, log, version).Run(ctx, path)
 }

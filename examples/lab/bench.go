@@ -16,8 +16,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/arpshare/arpshare/arp/policy"
-	"github.com/arpshare/arpshare/daemon"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/config"
 	"github.com/arpshare/arpshare/internal/lab"
 )
 
@@ -560,7 +560,7 @@ from the window's (one begun before may still be sending).
 | host | gossip | push-pulls | ARP | all | re-pointing rounds (clients, start) |
 |---|---|---|---|---|---|
 %s
-`, n, today(), window, offset, daemon.DefaultRepointRate, daemon.DefaultReassertInterval, daemon.DefaultReassertRate, strings.Join(rows, "\n"))}
+`, n, today(), window, offset, config.DefaultRepointRate, config.DefaultReassertInterval, config.DefaultReassertRate, strings.Join(rows, "\n"))}
 	return []section{memory, gossip}, nil
 }
 

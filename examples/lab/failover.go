@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/arpshare/arpshare/daemon"
+	"github.com/arpshare/arpshare/internal/config"
 	"github.com/arpshare/arpshare/internal/lab"
 )
 
@@ -98,7 +98,7 @@ func timelineOf(survivors []*lab.Host, dead string, lost time.Time) (timeline, e
 // time went, and returns the sections for docs/benchmarks.md.
 func failoverSections(l *lab.Lab, opts benchOptions) ([]section, error) {
 	runs := opts.runs
-	probe, timeout, mult := daemon.DefaultProbeInterval, daemon.DefaultProbeTimeout, daemon.DefaultSuspicionMult
+	probe, timeout, mult := config.DefaultProbeInterval, config.DefaultProbeTimeout, config.DefaultSuspicionMult
 	which, flag := "default", ""
 	if opts.timings != "" {
 		g, err := parseSweep(opts.timings)
@@ -241,7 +241,7 @@ func timings(n int, probe, timeout time.Duration, mult int) string {
 		k = 0
 	}
 	return fmt.Sprintf("probe %s, timeout %s, suspicion x%d, gossip %s; with %d hosts memberlist keeps a\nsuspect %s once %d other member(s) confirmed it, up to %s without",
-		probe, timeout, mult, daemon.DefaultGossipInterval, n, least, k, 6*least)
+		probe, timeout, mult, config.DefaultGossipInterval, n, least, k, 6*least)
 }
 
 func msOr(d time.Duration) string {

@@ -18,8 +18,8 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
-	"github.com/arpshare/arpshare/daemon"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/config"
 	"github.com/arpshare/arpshare/internal/lab"
 )
 
@@ -166,7 +166,7 @@ what arpshare adds.
 | process | hosts | CPU (mean) | lowest – highest | wake-ups/s |
 |---|---|---|---|---|
 %s
-`, strings.Join(counts, ","), today(), daemon.DefaultProbeInterval, daemon.DefaultGossipInterval, idleSettle, idleWindow, strings.Join(rows, "\n"))}}, nil
+`, strings.Join(counts, ","), today(), config.DefaultProbeInterval, config.DefaultGossipInterval, idleSettle, idleWindow, strings.Join(rows, "\n"))}}, nil
 }
 
 // idleLab measures the daemons of an n-host lab at rest, then the floor.
@@ -251,10 +251,10 @@ func memberlistFloor(name, bind, peers, key string) error {
 	mc.Name = name
 	mc.BindAddr, mc.AdvertiseAddr = bind, bind
 	mc.BindPort, mc.AdvertisePort = floorPort, floorPort
-	mc.ProbeInterval = daemon.DefaultProbeInterval
-	mc.ProbeTimeout = daemon.DefaultProbeTimeout
-	mc.SuspicionMult = daemon.DefaultSuspicionMult
-	mc.GossipInterval = daemon.DefaultGossipInterval
+	mc.ProbeInterval = config.DefaultProbeInterval
+	mc.ProbeTimeout = config.DefaultProbeTimeout
+	mc.SuspicionMult = config.DefaultSuspicionMult
+	mc.GossipInterval = config.DefaultGossipInterval
 	mc.TCPTimeout = 2 * time.Second
 	mc.PushPullInterval = gossip.PushPullInterval
 	mc.Label = "lab"

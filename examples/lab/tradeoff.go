@@ -10,13 +10,13 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/arpshare/arpshare/daemon"
+	"github.com/arpshare/arpshare/internal/config"
 	"github.com/arpshare/arpshare/internal/lab"
 )
 
 // defaultSweep is what the tradeoff mode compares unless -sweep says
 // otherwise: the defaults, and settings on either side of them.
-var defaultSweep = fmt.Sprintf("200ms/100ms/3,%s/%s/%d,50ms/25ms/3", daemon.DefaultProbeInterval, daemon.DefaultProbeTimeout, daemon.DefaultSuspicionMult)
+var defaultSweep = fmt.Sprintf("200ms/100ms/3,%s/%s/%d,50ms/25ms/3", config.DefaultProbeInterval, config.DefaultProbeTimeout, config.DefaultSuspicionMult)
 
 // gossipSetting is one point of the sweep.
 type gossipSetting struct {
@@ -32,7 +32,7 @@ func (g gossipSetting) config() string {
 }
 
 func (g gossipSetting) isDefault() bool {
-	return g.probe == daemon.DefaultProbeInterval && g.timeout == daemon.DefaultProbeTimeout && g.mult == daemon.DefaultSuspicionMult
+	return g.probe == config.DefaultProbeInterval && g.timeout == config.DefaultProbeTimeout && g.mult == config.DefaultSuspicionMult
 }
 
 func parseSweep(s string) ([]gossipSetting, error) {
@@ -221,7 +221,7 @@ out of the views.
 | setting | idle CPU per daemon | failover median / worst (clients) | flood: suspected / declared / in a view / refuted / moved | throttled: suspected / declared / in a view / refuted / moved |
 |---|---|---|---|---|
 %s
-`, opts.runs, opts.safety, opts.sweep, today(), daemon.DefaultGossipInterval, opts.runs, opts.safety, strings.Join(rows, "\n"))}}, nil
+`, opts.runs, opts.safety, opts.sweep, today(), config.DefaultGossipInterval, opts.runs, opts.safety, strings.Join(rows, "\n"))}}, nil
 }
 
 func tradeoffRow(l *lab.Lab, g gossipSetting, opts benchOptions) (string, error) {

@@ -10,7 +10,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/arpshare/arpshare/daemon"
+	"github.com/arpshare/arpshare/internal/api"
 )
 
 // echoDaemon answers clients and owner as the daemon's API does, and
@@ -29,13 +29,13 @@ func echoDaemon(t *testing.T) (socket string, asked func() []string) {
 		mu.Lock()
 		queries = append(queries, "clients "+r.URL.RawQuery)
 		mu.Unlock()
-		json.NewEncoder(w).Encode([]daemon.ClientStatus{{VIP: "web", IP: netip.MustParseAddr("192.0.2.57"), MAC: "02:00:00:00:00:01", Owner: "h1"}})
+		json.NewEncoder(w).Encode([]api.ClientStatus{{VIP: "web", IP: netip.MustParseAddr("192.0.2.57"), MAC: "02:00:00:00:00:01", Owner: "h1"}})
 	})
 	mux.HandleFunc("GET /v1/owner", func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		queries = append(queries, "owner "+r.URL.RawQuery)
 		mu.Unlock()
-		json.NewEncoder(w).Encode(daemon.OwnerStatus{VIP: "web", Owner: "h1", Eligible: []string{"h1"}, Quorum: true})
+		json.NewEncoder(w).Encode(api.OwnerStatus{VIP: "web", Owner: "h1", Eligible: []string{"h1"}, Quorum: true})
 	})
 	srv := &http.Server{Handler: mux}
 	go srv.Serve(l)

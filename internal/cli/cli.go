@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"runtime"
 	"slices"
@@ -18,7 +19,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/arpshare/arpshare/daemon"
+	"github.com/arpshare/arpshare/internal/api"
+	"github.com/arpshare/arpshare/internal/config"
 )
 
 // Exit codes, the same for every command; arpshare(8) lists them.
@@ -35,6 +37,9 @@ const (
 type Build struct {
 	Version string
 	Commit  string
+	// Run runs the daemon with a checked config until ctx ends; cmd wires
+	// it, so that the commands do not depend on the daemon.
+	Run func(ctx context.Context, cfg *config.Config, log *slog.Logger, version, path string) error
 }
 
 // options are every flag of every command; each command declares the ones
@@ -86,9 +91,9 @@ func boolFlag(name, usage string, field func(*options) *bool) flagDef {
 }
 
 var (
-	flagConfig = stringFlag("config", "FILE", daemon.DefaultConfigPath, "the config file",
+	flagConfig = stringFlag("config", "FILE", config.DefaultConfigPath, "the config file",
 		func(o *options) *string { return &o.config })
-	flagSocket = stringFlag("socket", "PATH", "", "the daemon's API socket (default: api.socket from the config file, else "+daemon.DefaultSocket+")",
+	flagSocket = stringFlag("socket", "PATH", "", "the daemon's API socket (default: api.socket from the config file, else "+config.DefaultSocket+")",
 		func(o *options) *string { return &o.socket })
 	flagJSON     = boolFlag("json", "print JSON instead of text (fields are documented in arpshare(8))", func(o *options) *bool { return &o.json })
 	flagLogLevel = stringFlag("log-level", "LEVEL", "info", "the lowest level logged: debug, info, warn or error",
@@ -466,7 +471,7 @@ type CheckResult struct {
 
 func runCheck(e *env) int {
 	res := CheckResult{Config: e.opts.config, Errors: []string{}, Warnings: []string{}, Notes: []string{}}
-	cfg, err := daemon.LoadConfig(e.opts.config)
+	cfg, err := config.LoadConfig(e.opts.config)
 	if err != nil {
 		res.Errors = append(res.Errors, strings.Split(err.Error(), "\n")...)
 	} else {
@@ -515,12 +520,12 @@ func (e *env) socketPath() (string, error) {
 	}
 	explicit := false
 	e.fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
-	s, err := daemon.SocketFromConfig(e.opts.config)
+	s, err := config.SocketFromConfig(e.opts.config)
 	if err != nil {
 		if explicit {
 			return "", err
 		}
-		return daemon.DefaultSocket, nil
+		return config.DefaultSocket, nil
 	}
 	return s, nil
 }
@@ -551,9 +556,9 @@ func (e *env) askDaemon(call func(ctx context.Context, socket string) error) int
 }
 
 func runStatus(e *env) int {
-	var s daemon.Status
+	var s api.Status
 	if code := e.askDaemon(func(ctx context.Context, socket string) (err error) {
-		s, err = daemon.GetStatus(ctx, socket)
+		s, err = api.GetStatus(ctx, socket)
 		return err
 	}); code != ExitOK {
 		return code
@@ -570,7 +575,7 @@ func runStatus(e *env) int {
 }
 
 func runDrain(e *env) int {
-	var s daemon.Status
+	var s api.Status
 	drain := e.fs.Name() == "arpshare drain"
 	timeout := time.Duration(0)
 	if drain {
@@ -582,7 +587,7 @@ func runDrain(e *env) int {
 		e.callTimeout = timeout + 30*time.Second
 	}
 	if code := e.askDaemon(func(ctx context.Context, socket string) (err error) {
-		if s, err = daemon.Drain(ctx, socket, drain, e.opts.force); err != nil || !drain {
+		if s, err = api.Drain(ctx, socket, drain, e.opts.force); err != nil || !drain {
 			return err
 		}
 		s, err = e.waitDrained(ctx, socket, s, timeout)
@@ -600,7 +605,7 @@ func runDrain(e *env) int {
 
 // waitDrained polls the daemon until its peers have taken its clients,
 // with a progress line on a terminal.
-func (e *env) waitDrained(ctx context.Context, socket string, s daemon.Status, timeout time.Duration) (daemon.Status, error) {
+func (e *env) waitDrained(ctx context.Context, socket string, s api.Status, timeout time.Duration) (api.Status, error) {
 	start := time.Now()
 	f, _ := e.stderr.(*os.File)
 	tty := f != nil && isTerminal(f)
@@ -623,7 +628,7 @@ func (e *env) waitDrained(ctx context.Context, socket string, s daemon.Status, t
 		case <-time.After(drainPoll):
 		}
 		var err error
-		if s, err = daemon.GetStatus(ctx, socket); err != nil {
+		if s, err = api.GetStatus(ctx, socket); err != nil {
 			return s, err
 		}
 	}
@@ -640,13 +645,13 @@ func isTerminal(f *os.File) bool {
 const drainPoll = 200 * time.Millisecond
 
 func runClients(e *env) int {
-	var cs []daemon.ClientStatus
+	var cs []api.ClientStatus
 	if code := e.askDaemon(func(ctx context.Context, socket string) (err error) {
 		vip := ""
 		if len(e.args) > 0 {
 			vip = e.args[0]
 		}
-		cs, err = daemon.GetClients(ctx, socket, vip)
+		cs, err = api.GetClients(ctx, socket, vip)
 		return err
 	}); code != ExitOK {
 		return code
@@ -660,9 +665,9 @@ func runClients(e *env) int {
 }
 
 func runOwner(e *env) int {
-	var o daemon.OwnerStatus
+	var o api.OwnerStatus
 	if code := e.askDaemon(func(ctx context.Context, socket string) (err error) {
-		o, err = daemon.GetOwner(ctx, socket, e.args[0], e.args[1])
+		o, err = api.GetOwner(ctx, socket, e.args[0], e.args[1])
 		return err
 	}); code != ExitOK {
 		return code

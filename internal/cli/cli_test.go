@@ -17,7 +17,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/arpshare/arpshare/daemon"
+	"github.com/arpshare/arpshare/internal/api"
 )
 
 func runCLI(args ...string) (code int, stdout, stderr string) {
@@ -119,7 +119,7 @@ func TestHelp(t *testing.T) {
 
 // fakeDaemon serves canned answers on a unix socket, as the daemon's API
 // does, and returns the socket's path.
-func fakeDaemon(t *testing.T, status daemon.Status) string {
+func fakeDaemon(t *testing.T, status api.Status) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "api.sock")
 	l, err := net.Listen("unix", path)
@@ -133,8 +133,8 @@ func fakeDaemon(t *testing.T, status daemon.Status) string {
 	mux.Handle("GET /v1/status", reply(status))
 	mux.Handle("POST /v1/drain", reply(status))
 	mux.Handle("POST /v1/resume", reply(status))
-	mux.Handle("GET /v1/clients", reply([]daemon.ClientStatus{{VIP: "web", MAC: "02:00:00:00:00:01", Owner: "h1"}}))
-	mux.Handle("GET /v1/owner", reply(daemon.OwnerStatus{VIP: "web", Owner: "h1", Eligible: []string{"h1"}, Quorum: true}))
+	mux.Handle("GET /v1/clients", reply([]api.ClientStatus{{VIP: "web", MAC: "02:00:00:00:00:01", Owner: "h1"}}))
+	mux.Handle("GET /v1/owner", reply(api.OwnerStatus{VIP: "web", Owner: "h1", Eligible: []string{"h1"}, Quorum: true}))
 	srv := &http.Server{Handler: mux}
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
@@ -143,15 +143,15 @@ func fakeDaemon(t *testing.T, status daemon.Status) string {
 
 func TestStatusExitCode(t *testing.T) {
 	t.Parallel()
-	serving := daemon.Status{Node: "h1", Quorum: true, VIPs: []daemon.VIPStatus{{Name: "web", Answering: true, Healthy: true}}}
+	serving := api.Status{Node: "h1", Quorum: true, VIPs: []api.VIPStatus{{Name: "web", Answering: true, Healthy: true}}}
 	notServing := serving
 	notServing.Draining = true
 	rejected := serving
 	rejected.Join, rejected.JoinCause = "rejected", "no installed keys could decrypt the message"
 	waiting := serving
-	waiting.VIPs = []daemon.VIPStatus{{Name: "web", Interface: "eth0", Healthy: true}}
+	waiting.VIPs = []api.VIPStatus{{Name: "web", Interface: "eth0", Healthy: true}}
 	for _, tt := range []struct {
-		s    daemon.Status
+		s    api.Status
 		code int
 		out  string
 	}{
@@ -176,7 +176,7 @@ func TestStatusExitCode(t *testing.T) {
 // prints one JSON document.
 func TestJSON(t *testing.T) {
 	t.Parallel()
-	s := daemon.Status{Node: "h1", Quorum: true}
+	s := api.Status{Node: "h1", Quorum: true}
 	s.Explain()
 	sock := fakeDaemon(t, s)
 	config := filepath.Join(t.TempDir(), "a.toml")
@@ -233,11 +233,11 @@ func TestStatusFieldsDocumented(t *testing.T) {
 			}
 		}
 	}
-	walk(reflect.TypeOf(daemon.Status{}), "")
+	walk(reflect.TypeOf(api.Status{}), "")
 	for name := range documented {
 		t.Errorf("arpshare(8) documents %s, which status does not print", name)
 	}
-	b, _ := json.Marshal(daemon.Status{Members: []daemon.MemberStatus{{Name: "h1", Weight: 2}}})
+	b, _ := json.Marshal(api.Status{Members: []api.MemberStatus{{Name: "h1", Weight: 2}}})
 	for _, wire := range []string{`"w"`, `"d"`, `"h"`, `"u"`, `"m"`, `"v"`, `"a"`, `"meta"`} {
 		if bytes.Contains(b, []byte(wire+":")) {
 			t.Errorf("status JSON has the gossip wire key %s: %s", wire, b)

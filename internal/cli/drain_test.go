@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/arpshare/arpshare/daemon"
+	"github.com/arpshare/arpshare/internal/api"
 )
 
 // drainDaemon serves a drain that is done after polls status requests; with
@@ -23,10 +23,10 @@ func drainDaemon(t *testing.T, polls int32, refuse string) (socket string, force
 	}
 	forced = new(atomic.Bool)
 	var asked atomic.Int32
-	status := func() daemon.Status {
-		s := daemon.Status{Node: "h1", Draining: true, Quorum: true, Drain: &daemon.DrainStatus{Waiting: []string{"h2", "h3"}}}
+	status := func() api.Status {
+		s := api.Status{Node: "h1", Draining: true, Quorum: true, Drain: &api.DrainStatus{Waiting: []string{"h2", "h3"}}}
 		if asked.Add(1) > polls {
-			s.Drain = &daemon.DrainStatus{Done: true, Waiting: []string{}}
+			s.Drain = &api.DrainStatus{Done: true, Waiting: []string{}}
 		}
 		s.Explain()
 		return s

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/arpshare/arpshare/daemon"
+	"github.com/arpshare/arpshare/internal/config"
 )
 
 // newLogger logs text lines to w at level and above. When w is the journal
@@ -107,7 +107,7 @@ func (h *priorityHandler) WithGroup(name string) slog.Handler {
 
 // serve runs the daemon until SIGTERM or SIGINT.
 func serve(e *env, log *slog.Logger) int {
-	cfg, err := daemon.LoadConfig(e.opts.config)
+	cfg, err := config.LoadConfig(e.opts.config)
 	if err != nil {
 		for _, line := range strings.Split(err.Error(), "\n") {
 			log.Error("config refused", "error", line)
@@ -115,14 +115,14 @@ func serve(e *env, log *slog.Logger) int {
 		return ExitFailure
 	}
 	if cfg.Gossip.KeyFile != "" {
-		if err := daemon.KeyFilePrivate(cfg.Gossip.KeyFile); err != nil {
+		if err := config.KeyFilePrivate(cfg.Gossip.KeyFile); err != nil {
 			log.Error("gossip key refused", "error", err.Error())
 			return ExitFailure
 		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := daemon.New(cfg, log, e.build.Version).Run(ctx, e.opts.config); err != nil {
+	if err := e.build.Run(ctx, cfg, log, e.build.Version, e.opts.config); err != nil {
 		log.Error("arpshare failed", "error", err)
 		return ExitFailure
 	}

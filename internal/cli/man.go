@@ -12,7 +12,7 @@ import (
 // docs say. `make packages` writes them with packaging/gen.
 
 // StatusFields documents `arpshare status --json` (and drain, resume): every
-// field of daemon.Status, MemberStatus and VIPStatus, by JSON name. A test
+// field of api.Status, MemberStatus and VIPStatus, by JSON name. A test
 // checks that none is missing.
 var StatusFields = []struct{ Name, Meaning string }{
 	{"node", "this host's node.name"},

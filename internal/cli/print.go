@@ -10,10 +10,10 @@ import (
 	"time"
 
 	"github.com/arpshare/arpshare/arp/policy"
-	"github.com/arpshare/arpshare/daemon"
+	"github.com/arpshare/arpshare/internal/api"
 )
 
-func printClients(w io.Writer, cs []daemon.ClientStatus) {
+func printClients(w io.Writer, cs []api.ClientStatus) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	defer tw.Flush()
 	fmt.Fprintln(tw, "VIP\tCLIENT\tMAC\tLAST SEEN\tOWNER")
@@ -26,7 +26,7 @@ func printClients(w io.Writer, cs []daemon.ClientStatus) {
 	}
 }
 
-func printOwner(w io.Writer, o daemon.OwnerStatus) {
+func printOwner(w io.Writer, o api.OwnerStatus) {
 	owner := o.Owner
 	switch {
 	case owner == "":
@@ -46,7 +46,7 @@ func printOwner(w io.Writer, o daemon.OwnerStatus) {
 	}
 }
 
-func printStatus(w io.Writer, s daemon.Status) {
+func printStatus(w io.Writer, s api.Status) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	defer tw.Flush()
 	state := "serving"
@@ -129,7 +129,7 @@ func printStatus(w io.Writer, s daemon.Status) {
 }
 
 // repointLine says what re-pointing is doing, at which rate.
-func repointLine(r daemon.RepointStatus) string {
+func repointLine(r api.RepointStatus) string {
 	round := "idle"
 	if r.Clients > 0 {
 		round = fmt.Sprintf("%d clients, %d packets left, about %s at this rate", r.Clients, r.Packets, r.Remaining.Round(100*time.Millisecond))

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/arpshare/arpshare/daemon"
+	"github.com/arpshare/arpshare/internal/hostnet"
 )
 
 // TestCheckOnRunningHost: `arpshare check` on a host whose daemon runs (the
@@ -99,8 +99,8 @@ func TestSysctlReset(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, key := range []string{"arp_ignore", "arp_announce"} {
-		if n := metric(t, page, daemon.MetricSysctlRestored, map[string]string{"interface": "eth0", "sysctl": key}); n != 1 {
-			t.Errorf("%s{interface=eth0,sysctl=%s} = %v, want 1", daemon.MetricSysctlRestored, key, n)
+		if n := metric(t, page, hostnet.MetricSysctlRestored, map[string]string{"interface": "eth0", "sysctl": key}); n != 1 {
+			t.Errorf("%s{interface=eth0,sysctl=%s} = %v, want 1", hostnet.MetricSysctlRestored, key, n)
 		}
 	}
 	if lines, err := h1.LogSince(time.Time{}); err != nil || !slices.ContainsFunc(lines, func(l LogLine) bool {

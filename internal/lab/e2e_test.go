@@ -17,8 +17,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/arpshare/arpshare/arp/policy"
-	"github.com/arpshare/arpshare/daemon"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/api"
 )
 
 // requirePrivileged skips a test that needs root and ip(8), unless
@@ -125,7 +125,7 @@ func assignment(t *testing.T, clients []*Client) map[string]string {
 // statusWhen returns the host's status once ok holds for it, or after 3 s
 // whatever it is then. Client counts are recounted at most once a second
 // while the table keeps changing (the daemon's ownerCountsAge).
-func statusWhen(t *testing.T, h *Host, ok func(daemon.Status) bool) daemon.Status {
+func statusWhen(t *testing.T, h *Host, ok func(api.Status) bool) api.Status {
 	t.Helper()
 	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		s, err := h.Status()
@@ -208,7 +208,7 @@ func TestSharingAndFailover(t *testing.T) {
 
 	// Every host's `arpshare status` counts the same clients per host.
 	for _, h := range l.Hosts {
-		s := statusWhen(t, h, func(s daemon.Status) bool { return len(s.VIPs) == 1 && s.VIPs[0].Clients == len(l.Clients) })
+		s := statusWhen(t, h, func(s api.Status) bool { return len(s.VIPs) == 1 && s.VIPs[0].Clients == len(l.Clients) })
 		if len(s.VIPs) != 1 || s.VIPs[0].Clients != len(l.Clients) || !s.VIPs[0].Answering {
 			t.Fatalf("%s status: %+v", h.Name, s.VIPs)
 		}

@@ -16,7 +16,8 @@ import (
 	"github.com/mdlayher/packet"
 
 	"github.com/arpshare/arpshare/arp"
-	"github.com/arpshare/arpshare/daemon"
+	"github.com/arpshare/arpshare/internal/api"
+	"github.com/arpshare/arpshare/internal/metrics"
 )
 
 // An attacker on the segment, without the gossip key, sends what a machine
@@ -67,20 +68,20 @@ func droppedAs(t *testing.T, hosts []*Host, proto, outcome string, n float64) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := metric(t, page, daemon.MetricFramesReceived, map[string]string{"protocol": proto, "vip": "", "outcome": outcome}); got < n {
+		if got := metric(t, page, metrics.MetricFramesReceived, map[string]string{"protocol": proto, "vip": "", "outcome": outcome}); got < n {
 			t.Errorf("%s counted %v %s frames as %s, want %v", h.Name, got, proto, outcome, n)
 		}
 	}
 }
 
 // clientsOf returns the clients a host's table holds (`arpshare clients`).
-func clientsOf(t *testing.T, h *Host) []daemon.ClientStatus {
+func clientsOf(t *testing.T, h *Host) []api.ClientStatus {
 	t.Helper()
 	out, err := h.Run("clients", "--json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var cs []daemon.ClientStatus
+	var cs []api.ClientStatus
 	if err := json.Unmarshal([]byte(out), &cs); err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +124,7 @@ func TestHostileBroadcastSender(t *testing.T) {
 	nobodyMoved(t, real, VIP, macs, base)
 	droppedAs(t, l.Hosts, "arp", "bad_sender_mac", 3)
 	for _, h := range l.Hosts {
-		if slices.ContainsFunc(clientsOf(t, h), func(c daemon.ClientStatus) bool { return c.IP == unusedIP }) {
+		if slices.ContainsFunc(clientsOf(t, h), func(c api.ClientStatus) bool { return c.IP == unusedIP }) {
 			t.Errorf("%s learned %s at a broadcast MAC", h.Name, unusedIP)
 		}
 	}
@@ -285,7 +286,7 @@ func TestHostileFloodTwice(t *testing.T) {
 	for _, h := range l.Hosts {
 		cs := clientsOf(t, h)
 		for _, c := range real {
-			if !slices.ContainsFunc(cs, func(s daemon.ClientStatus) bool { return s.IP == c.Addr }) {
+			if !slices.ContainsFunc(cs, func(s api.ClientStatus) bool { return s.IP == c.Addr }) {
 				t.Errorf("%s forgot real client %s (%s) in the flood", h.Name, c.Name, c.Addr)
 			}
 		}

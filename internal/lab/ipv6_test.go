@@ -9,8 +9,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/arpshare/arpshare/arp/policy"
-	"github.com/arpshare/arpshare/daemon"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/api"
 )
 
 // assignmentTo dials vip once from every client (retrying while its first
@@ -69,8 +69,8 @@ func TestIPv6(t *testing.T) {
 		}
 	}
 	for _, h := range l.Hosts {
-		s := statusWhen(t, h, func(s daemon.Status) bool {
-			return slices.ContainsFunc(s.VIPs, func(v daemon.VIPStatus) bool { return v.Address == VIP6 && v.Clients == len(l.Clients) })
+		s := statusWhen(t, h, func(s api.Status) bool {
+			return slices.ContainsFunc(s.VIPs, func(v api.VIPStatus) bool { return v.Address == VIP6 && v.Clients == len(l.Clients) })
 		})
 		for _, v := range s.VIPs {
 			if v.Address == VIP6 {

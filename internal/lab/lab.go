@@ -24,7 +24,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/arpshare/arpshare/daemon"
+	"github.com/arpshare/arpshare/internal/api"
 )
 
 // Addresses: everything lives in 198.18.0.0/24, inside the benchmarking range
@@ -727,17 +727,17 @@ func (h *Host) PowerOn() error { return h.Link("up") }
 
 // Status runs `arpshare status --json` against the host's daemon. Exit
 // status 5 (the host does not serve) is a status too.
-func (h *Host) Status() (daemon.Status, error) {
+func (h *Host) Status() (api.Status, error) {
 	out, err := exec.Command(h.binary(), "status", "--json", "--socket", h.Socket).Output()
 	if ee := (*exec.ExitError)(nil); errors.As(err, &ee) && ee.ExitCode() == 5 {
 		err = nil
 	}
 	if err != nil {
-		return daemon.Status{}, fmt.Errorf("%s: arpshare status: %w: %s", h.Name, err, out)
+		return api.Status{}, fmt.Errorf("%s: arpshare status: %w: %s", h.Name, err, out)
 	}
-	var s daemon.Status
+	var s api.Status
 	if err := json.Unmarshal(out, &s); err != nil {
-		return daemon.Status{}, fmt.Errorf("%s: arpshare status: %w", h.Name, err)
+		return api.Status{}, fmt.Errorf("%s: arpshare status: %w", h.Name, err)
 	}
 	return s, nil
 }
@@ -832,7 +832,7 @@ func waitSettled(ctx context.Context, hosts []*Host) error {
 }
 
 func settled(hosts []*Host) error {
-	statuses := make([]daemon.Status, len(hosts))
+	statuses := make([]api.Status, len(hosts))
 	can := map[string][]string{} // VIP name -> hosts that can serve it
 	for i, h := range hosts {
 		s, err := h.Status()

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/arpshare/arpshare/daemon"
+	"github.com/arpshare/arpshare/internal/api"
 )
 
 // failoverLimit is how soon the other hosts must serve the clients of a
@@ -172,7 +172,7 @@ func checkLinkState(t *testing.T, h *Host, reason, gauge string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(s.VIPs) == 2 && !slices.ContainsFunc(s.VIPs, func(v daemon.VIPStatus) bool {
+		if len(s.VIPs) == 2 && !slices.ContainsFunc(s.VIPs, func(v api.VIPStatus) bool {
 			return v.Link != reason || reason == "" && !v.Answering
 		}) {
 			break

@@ -12,7 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	"golang.org/x/net/icmp"
 
-	"github.com/arpshare/arpshare/daemon"
+	"github.com/arpshare/arpshare/internal/metrics"
 )
 
 // sendGarbage sends, from the client, an ARP frame too short to parse and
@@ -127,23 +127,23 @@ func TestDualStackScrape(t *testing.T) {
 			{"protocol": proto, "vip": vip, "outcome": "not_owner"},
 		} {
 			want["interface"] = "eth0"
-			if got := metric(t, page, daemon.MetricFramesReceived, want); got < 1 {
-				t.Errorf("%s%v = %v, want at least 1", daemon.MetricFramesReceived, want, got)
+			if got := metric(t, page, metrics.MetricFramesReceived, want); got < 1 {
+				t.Errorf("%s%v = %v, want at least 1", metrics.MetricFramesReceived, want, got)
 			}
 		}
 	}
-	if got := metric(t, page, daemon.MetricFramesReceived, map[string]string{"protocol": "arp", "vip": "", "outcome": "foreign_target"}); got < 1 {
+	if got := metric(t, page, metrics.MetricFramesReceived, map[string]string{"protocol": "arp", "vip": "", "outcome": "foreign_target"}); got < 1 {
 		t.Errorf("ARP requests for h2 not counted as foreign_target: %v", got)
 	}
 	for _, want := range []map[string]string{
 		{"vip": "web", "address": VIP.String(), "interface": "eth0", "mode": "hash"},
 		{"vip": "web6", "address": VIP6.String(), "interface": "eth0", "mode": "hash"},
 	} {
-		if got := metric(t, page, daemon.MetricVIPInfo, want); got != 1 {
-			t.Errorf("%s%v = %v, want 1", daemon.MetricVIPInfo, want, got)
+		if got := metric(t, page, metrics.MetricVIPInfo, want); got != 1 {
+			t.Errorf("%s%v = %v, want 1", metrics.MetricVIPInfo, want, got)
 		}
 	}
-	if got := metric(t, page, daemon.MetricClientsKnown, map[string]string{"vip": "web6"}); got != float64(len(l.Clients)) {
-		t.Errorf("%s{vip=web6} = %v, want %d", daemon.MetricClientsKnown, got, len(l.Clients))
+	if got := metric(t, page, metrics.MetricClientsKnown, map[string]string{"vip": "web6"}); got != float64(len(l.Clients)) {
+		t.Errorf("%s{vip=web6} = %v, want %d", metrics.MetricClientsKnown, got, len(l.Clients))
 	}
 }

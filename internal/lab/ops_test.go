@@ -13,7 +13,8 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/arpshare/arpshare/daemon"
+	"github.com/arpshare/arpshare/internal/api"
+	"github.com/arpshare/arpshare/internal/metrics"
 )
 
 // metric returns the value of the sample of name whose labels include all
@@ -73,38 +74,38 @@ func TestOperations(t *testing.T) {
 			if page, err = h1.Scrape(); err != nil {
 				t.Fatal(err)
 			}
-			if metric(t, page, daemon.MetricClientsKnown, vip) == 10 || time.Now().After(deadline) {
+			if metric(t, page, metrics.MetricClientsKnown, vip) == 10 || time.Now().After(deadline) {
 				break
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
 		for name, want := range map[string]float64{
-			daemon.MetricClientsKnown: 10,
-			daemon.MetricClientsOwned: float64(mine),
+			metrics.MetricClientsKnown: 10,
+			metrics.MetricClientsOwned: float64(mine),
 		} {
 			if got := metric(t, page, name, vip); got != want {
 				t.Errorf("%s = %v, want %v", name, got, want)
 			}
 		}
-		if got := metric(t, page, daemon.MetricMembers, map[string]string{"state": "alive"}); got != 3 {
+		if got := metric(t, page, metrics.MetricMembers, map[string]string{"state": "alive"}); got != 3 {
 			t.Errorf("alive members = %v, want 3", got)
 		}
-		for _, name := range []string{daemon.MetricBuildInfo, daemon.MetricQuorum, daemon.MetricHealthScore, daemon.MetricLastViewChange, "go_goroutines"} {
+		for _, name := range []string{metrics.MetricBuildInfo, metrics.MetricQuorum, metrics.MetricHealthScore, metrics.MetricLastViewChange, "go_goroutines"} {
 			if metric(t, page, name, nil) < 0 {
 				t.Errorf("%s missing", name)
 			}
 		}
-		for name, want := range map[string]float64{daemon.MetricEligibleHosts: 3, daemon.MetricVIPEligible: 1, daemon.MetricVIPServing: 1, daemon.MetricVIPHealthy: 1} {
+		for name, want := range map[string]float64{metrics.MetricEligibleHosts: 3, metrics.MetricVIPEligible: 1, metrics.MetricVIPServing: 1, metrics.MetricVIPHealthy: 1} {
 			if got := metric(t, page, name, vip); got != want {
 				t.Errorf("%s{vip=\"web\"} = %v, want %v", name, got, want)
 			}
 		}
-		if got := metric(t, page, daemon.MetricNodeInfo, map[string]string{"node": "h1"}); got != 1 {
-			t.Errorf("%s{node=\"h1\"} = %v, want 1", daemon.MetricNodeInfo, got)
+		if got := metric(t, page, metrics.MetricNodeInfo, map[string]string{"node": "h1"}); got != 1 {
+			t.Errorf("%s{node=\"h1\"} = %v, want 1", metrics.MetricNodeInfo, got)
 		}
-		answered := metric(t, page, daemon.MetricFramesReceived, map[string]string{"vip": "web", "protocol": "arp", "outcome": "answered"})
-		notOwner := metric(t, page, daemon.MetricFramesReceived, map[string]string{"vip": "web", "protocol": "arp", "outcome": "not_owner"})
-		replies := metric(t, page, daemon.MetricRepliesSent, vip)
+		answered := metric(t, page, metrics.MetricFramesReceived, map[string]string{"vip": "web", "protocol": "arp", "outcome": "answered"})
+		notOwner := metric(t, page, metrics.MetricFramesReceived, map[string]string{"vip": "web", "protocol": "arp", "outcome": "not_owner"})
+		replies := metric(t, page, metrics.MetricRepliesSent, vip)
 
 		// Every client asks afresh: h1 answers its own and hears the rest.
 		for _, c := range l.Clients {
@@ -117,13 +118,13 @@ func TestOperations(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := metric(t, page, daemon.MetricFramesReceived, map[string]string{"vip": "web", "protocol": "arp", "outcome": "answered"}); got < answered+float64(mine) {
+		if got := metric(t, page, metrics.MetricFramesReceived, map[string]string{"vip": "web", "protocol": "arp", "outcome": "answered"}); got < answered+float64(mine) {
 			t.Errorf("answered went from %v to %v, want at least +%d", answered, got, mine)
 		}
-		if got := metric(t, page, daemon.MetricFramesReceived, map[string]string{"vip": "web", "protocol": "arp", "outcome": "not_owner"}); got < notOwner+float64(10-mine) {
+		if got := metric(t, page, metrics.MetricFramesReceived, map[string]string{"vip": "web", "protocol": "arp", "outcome": "not_owner"}); got < notOwner+float64(10-mine) {
 			t.Errorf("not_owner went from %v to %v, want at least +%d", notOwner, got, 10-mine)
 		}
-		if got := metric(t, page, daemon.MetricRepliesSent, vip); got < replies+float64(mine) {
+		if got := metric(t, page, metrics.MetricRepliesSent, vip); got < replies+float64(mine) {
 			t.Errorf("replies went from %v to %v, want at least +%d", replies, got, mine)
 		}
 	})
@@ -134,7 +135,7 @@ func TestOperations(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var cs []daemon.ClientStatus
+		var cs []api.ClientStatus
 		if err := json.Unmarshal([]byte(out), &cs); err != nil {
 			t.Fatalf("%v\n%s", err, out)
 		}
@@ -215,11 +216,11 @@ func TestOperations(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := metric(t, page, daemon.MetricConfigReloads, map[string]string{"result": "refused"}); got != 1 {
+		if got := metric(t, page, metrics.MetricConfigReloads, map[string]string{"result": "refused"}); got != 1 {
 			t.Errorf("refused reloads = %v, want 1", got)
 		}
-		if got := metric(t, page, daemon.MetricConfigLastLoad, nil); got != 0 {
-			t.Errorf("%s = %v after a refused reload, want 0", daemon.MetricConfigLastLoad, got)
+		if got := metric(t, page, metrics.MetricConfigLastLoad, nil); got != 0 {
+			t.Errorf("%s = %v after a refused reload, want 0", metrics.MetricConfigLastLoad, got)
 		}
 		if !slices.ContainsFunc(h1.Notes(), func(n string) bool { return strings.HasPrefix(n, "STATUS=last reload refused (") }) {
 			t.Errorf("h1 did not tell systemd that the reload was refused: %q", h1.Notes())

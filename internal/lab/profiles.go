@@ -7,7 +7,7 @@ import (
 	"os/exec"
 	"strings"
 
-	"github.com/arpshare/arpshare/daemon"
+	"github.com/arpshare/arpshare/internal/api"
 )
 
 // Profile is a set of client settings that change how its kernel updates a
@@ -96,6 +96,6 @@ func (c *Client) Neighbours() (map[netip.Addr]Neighbour, error) {
 // Owner asks the host's daemon which host answers client for the VIP named
 // vip (`arpshare owner`).
 func (h *Host) Owner(vip string, client netip.Addr) (string, error) {
-	o, err := daemon.GetOwner(context.Background(), h.Socket, vip, client.String())
+	o, err := api.GetOwner(context.Background(), h.Socket, vip, client.String())
 	return o.Owner, err
 }

@@ -16,8 +16,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/arpshare/arpshare/daemon"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/api"
 )
 
 // TestStrangersAnswerNobody is the split-brain guard: a host with the wrong
@@ -225,7 +225,7 @@ func TestFloodKillsNoMember(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if alive := slices.IndexFunc(s.Members, func(m daemon.MemberStatus) bool { return m.State != string(gossip.StateAlive) }); alive >= 0 || len(s.Members) != 3 {
+		if alive := slices.IndexFunc(s.Members, func(m api.MemberStatus) bool { return m.State != string(gossip.StateAlive) }); alive >= 0 || len(s.Members) != 3 {
 			t.Errorf("%s after the flood: members %+v", h.Name, s.Members)
 		}
 	}

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/arpshare/arpshare/daemon"
+	"github.com/arpshare/arpshare/internal/api"
 )
 
 // TestFloodKeepsRealClients fills every host's client table many times
@@ -46,7 +46,7 @@ func TestFloodKeepsRealClients(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var cs []daemon.ClientStatus
+		var cs []api.ClientStatus
 		if err := json.Unmarshal([]byte(out), &cs); err != nil {
 			t.Fatal(err)
 		}
@@ -54,7 +54,7 @@ func TestFloodKeepsRealClients(t *testing.T) {
 			t.Errorf("%s knows %d clients, more than max_clients %d", h.Name, len(cs), capacity)
 		}
 		for _, c := range real {
-			if !slices.ContainsFunc(cs, func(s daemon.ClientStatus) bool { return s.IP == c.Addr }) {
+			if !slices.ContainsFunc(cs, func(s api.ClientStatus) bool { return s.IP == c.Addr }) {
 				t.Errorf("%s forgot real client %s (%s) in the flood", h.Name, c.Name, c.Addr)
 			}
 		}
