@@ -9,9 +9,9 @@ import (
 
 func TestConfigRouters(t *testing.T) {
 	t.Parallel()
-	head := "[gossip]\nbind = \"198.18.0.11:7946\"\ninsecure = true\n"                  // lines 1-3
+	head := "[gossip]\nbind = \"198.18.0.11:7946\"\ninsecure = true\n"                   // lines 1-3
 	vip := "[[vip]]\nname = \"web\"\naddress = \"198.18.0.200\"\ninterface = \"eth0\"\n" // lines 4-7
-	vip6 := "[[vip]]\nname = \"web6\"\naddress = \"fd00::200\"\ninterface = \"eth0\"\n" // lines 8-11 after vip
+	vip6 := "[[vip]]\nname = \"web6\"\naddress = \"fd00::200\"\ninterface = \"eth0\"\n"  // lines 8-11 after vip
 	cfg, err := ParseConfig("f.toml", []byte(head+vip+"routers = [\"198.18.0.254\", \"198.18.0.253\"]\n"+vip6+"routers = [\"fd00::fe\"]\n"))
 	if err != nil {
 		t.Fatal(err)
