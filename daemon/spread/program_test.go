@@ -1,0 +1,314 @@
+package spread
+
+import (
+	"bytes"
+	"encoding/binary"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/arpshare/arpshare/internal/bpftest"
+)
+
+const (
+	tcxNext     = -1 // TC_ACT_UNSPEC
+	tcxRedirect = 7  // TC_ACT_REDIRECT
+)
+
+var (
+	// BPF_PROG_TEST_RUN receives on loopback, whose MAC is all zeros: a
+	// frame to it is for this host.
+	toHost    = [6]byte{}
+	broadcast = [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	router    = [6]byte{0x02, 0, 0, 0, 0, 0xfe}
+	stranger  = [6]byte{0x02, 0, 0, 0, 0, 0x99}
+	peer      = [6]byte{0x02, 0, 0, 0, 0, 0x12}
+	vip4      = netip.MustParseAddr("198.18.0.200")
+	vip6      = netip.MustParseAddr("fd00::200")
+	cli4      = netip.MustParseAddr("198.19.1.1")
+	cli6      = netip.MustParseAddr("fd00:1::1")
+)
+
+// packet is an IP packet in an Ethernet frame.
+type packet struct {
+	dstMAC, srcMAC [6]byte
+	src, dst       netip.Addr
+	proto          uint8
+	sport, dport   uint16
+	fragment       bool // IPv4: a later fragment (offset 185); IPv6: a fragment header
+	l4             int  // transport bytes; 0: 20
+}
+
+func (p packet) frame() []byte {
+	l4 := p.l4
+	if l4 == 0 {
+		l4 = 20
+	}
+	body := make([]byte, l4)
+	if l4 >= 4 && !p.fragment {
+		binary.BigEndian.PutUint16(body[0:], p.sport)
+		binary.BigEndian.PutUint16(body[2:], p.dport)
+	}
+	b := append(append([]byte{}, p.dstMAC[:]...), p.srcMAC[:]...)
+	if p.src.Is4() {
+		b = binary.BigEndian.AppendUint16(b, unix.ETH_P_IP)
+		ip := make([]byte, 20)
+		ip[0] = 0x45
+		binary.BigEndian.PutUint16(ip[2:], uint16(20+len(body)))
+		if p.fragment {
+			binary.BigEndian.PutUint16(ip[6:], 185)
+		}
+		ip[8], ip[9] = 64, p.proto
+		s, d := p.src.As4(), p.dst.As4()
+		copy(ip[12:], s[:])
+		copy(ip[16:], d[:])
+		return append(append(b, ip...), body...)
+	}
+	b = binary.BigEndian.AppendUint16(b, unix.ETH_P_IPV6)
+	ip := make([]byte, 40)
+	ip[0] = 0x60
+	next := p.proto
+	if p.fragment {
+		next = 44
+		body = append([]byte{p.proto, 0, 0, 1, 0, 0, 0, 7}, body...)
+	}
+	binary.BigEndian.PutUint16(ip[4:], uint16(len(body)))
+	ip[6], ip[7] = next, 64
+	s, d := p.src.As16(), p.dst.As16()
+	copy(ip[8:], s[:])
+	copy(ip[24:], d[:])
+	return append(append(b, ip...), body...)
+}
+
+func load(t testing.TB) *Program {
+	t.Helper()
+	bpftest.Privileged(t)
+	p, err := LoadProgram(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// uniform is a table whose every slot is mac's.
+func uniform(mac [6]byte, local bool) []Slot {
+	t := make([]Slot, Slots)
+	for i := range t {
+		t[i] = Slot{MAC: mac, Local: local}
+	}
+	return t
+}
+
+func run(t testing.TB, p *Program, in []byte) (int32, []byte) {
+	t.Helper()
+	out := make([]byte, len(in))
+	ret, err := p.objs.Spread.Run(&ebpf.RunOptions{Data: in, DataOut: out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int32(ret), out
+}
+
+// TestProgram runs the kernel program on crafted frames: which are sent to
+// another host, how they are rewritten, and what each outcome counts.
+func TestProgram(t *testing.T) {
+	p := load(t)
+	for _, vip := range []netip.Addr{vip4, vip6} {
+		if err := p.SetTable(vip, uniform(peer, false)); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.SetRouters(vip, [][6]byte{router}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	otherVIP := netip.MustParseAddr("198.18.0.201")
+	tcp4 := packet{toHost, router, cli4, vip4, unix.IPPROTO_TCP, 40000, 80, false, 0}
+	tcp6 := packet{toHost, router, cli6, vip6, unix.IPPROTO_TCP, 40000, 80, false, 0}
+	with := func(p packet, f func(*packet)) packet { f(&p); return p }
+	for _, tc := range []struct {
+		name    string
+		in      packet
+		want    int32
+		outcome string
+	}{
+		{"IPv4 TCP from the router", tcp4, tcxRedirect, "spread"},
+		{"IPv6 TCP from the router", tcp6, tcxRedirect, "spread"},
+		{"UDP", with(tcp4, func(p *packet) { p.proto = unix.IPPROTO_UDP }), tcxRedirect, "spread"},
+		{"ICMP", with(tcp4, func(p *packet) { p.proto = unix.IPPROTO_ICMP }), tcxRedirect, "spread"},
+		{"IPv4 fragment", with(tcp4, func(p *packet) { p.fragment = true }), tcxRedirect, "spread"},
+		{"IPv6 fragment", with(tcp6, func(p *packet) { p.fragment = true }), tcxRedirect, "spread"},
+		{"from a client on the segment", with(tcp4, func(p *packet) { p.srcMAC = stranger }), tcxNext, "not_router"},
+		{"IPv6 from a client on the segment", with(tcp6, func(p *packet) { p.srcMAC = stranger }), tcxNext, "not_router"},
+		{"to a VIP without routers", with(tcp4, func(p *packet) { p.dst = otherVIP }), tcxNext, ""},
+		{"to another host's MAC (promiscuous)", with(tcp4, func(p *packet) { p.dstMAC = stranger }), tcxNext, ""},
+		{"to the broadcast MAC", with(tcp4, func(p *packet) { p.dstMAC = broadcast }), tcxNext, ""},
+		{"TCP header cut short", with(tcp4, func(p *packet) { p.l4 = 2 }), tcxNext, "bad_packet"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before, _ := p.Outcomes()
+			in := tc.in.frame()
+			ret, out := run(t, p, in)
+			if ret != tc.want {
+				t.Errorf("program returned %d, want %d", ret, tc.want)
+			}
+			want := in
+			if tc.want == tcxRedirect {
+				// To the peer, from the MAC the router sent it to.
+				want = append(append(append([]byte{}, peer[:]...), in[:6]...), in[12:]...)
+			}
+			if !bytes.Equal(out, want) {
+				t.Errorf("frame out\n%x\nwant\n%x", out, want)
+			}
+			after, _ := p.Outcomes()
+			for name, n := range after {
+				wantN := before[name]
+				if name == tc.outcome {
+					wantN++
+				}
+				if n != wantN {
+					t.Errorf("outcome %s counted %d, want %d", name, n-before[name], wantN-before[name])
+				}
+			}
+		})
+	}
+}
+
+// TestProgramTables checks the tables' states: this host's slots pass, an
+// empty table passes, a group MAC is never a destination, and a router
+// taken away is no longer spread.
+func TestProgramTables(t *testing.T) {
+	p := load(t)
+	if err := p.SetRouters(vip4, [][6]byte{router, stranger}); err != nil {
+		t.Fatal(err)
+	}
+	in := packet{toHost, router, cli4, vip4, unix.IPPROTO_TCP, 40000, 80, false, 0}.frame()
+	for _, tc := range []struct {
+		name    string
+		table   []Slot
+		routers [][6]byte
+		want    int32
+		outcome string
+	}{
+		{"this host's slots", uniform(peer, true), nil, tcxNext, "local"},
+		{"nobody eligible", nil, nil, tcxNext, "no_table"},
+		{"a broadcast MAC", uniform(broadcast, false), nil, tcxNext, "bad_mac"},
+		{"a zero MAC", uniform([6]byte{}, false), nil, tcxNext, "bad_mac"},
+		{"a peer's slots", uniform(peer, false), nil, tcxRedirect, "spread"},
+		{"the router taken away", uniform(peer, false), [][6]byte{stranger}, tcxNext, "not_router"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := p.SetTable(vip4, tc.table); err != nil {
+				t.Fatal(err)
+			}
+			if tc.routers != nil {
+				if err := p.SetRouters(vip4, tc.routers); err != nil {
+					t.Fatal(err)
+				}
+			}
+			before, _ := p.Outcomes()
+			if ret, _ := run(t, p, in); ret != tc.want {
+				t.Errorf("program returned %d, want %d", ret, tc.want)
+			}
+			after, _ := p.Outcomes()
+			if after[tc.outcome] != before[tc.outcome]+1 {
+				t.Errorf("outcome %s not counted: %v", tc.outcome, after)
+			}
+		})
+	}
+	if err := p.RemoveVIP(vip4); err != nil {
+		t.Fatal(err)
+	}
+	if ret, _ := run(t, p, in); ret != tcxNext {
+		t.Errorf("VIP removed: program returned %d, want %d", ret, tcxNext)
+	}
+}
+
+// TestFlowHashMatchesKernel gives every slot a MAC of its own and checks
+// that random flows leave for the slot FlowHash names: the kernel and Go
+// hash alike, with ports for TCP, UDP and SCTP, without for fragments and
+// other protocols.
+func TestFlowHashMatchesKernel(t *testing.T) {
+	p := load(t)
+	table := make([]Slot, Slots)
+	for i := range table {
+		table[i] = Slot{MAC: [6]byte{0x02, 0, 0, 0, byte(i >> 8), byte(i)}}
+	}
+	for _, vip := range []netip.Addr{vip4, vip6} {
+		if err := p.SetTable(vip, table); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.SetRouters(vip, [][6]byte{router}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	protos := []uint8{unix.IPPROTO_TCP, unix.IPPROTO_UDP, unix.IPPROTO_SCTP, unix.IPPROTO_ICMP, unix.IPPROTO_GRE}
+	seen := map[int]bool{}
+	for i := range 2000 {
+		pk := packet{dstMAC: toHost, srcMAC: router, proto: protos[rng.IntN(len(protos))],
+			sport: uint16(rng.Uint32()), dport: uint16(rng.Uint32()), fragment: i%7 == 0}
+		if i%2 == 0 {
+			pk.src, pk.dst = netip.AddrFrom4([4]byte{198, 19, byte(rng.Uint32()), byte(rng.Uint32())}), vip4
+		} else {
+			var a [16]byte
+			binary.BigEndian.PutUint64(a[:], 0xfd00000100000000)
+			binary.BigEndian.PutUint64(a[8:], rng.Uint64())
+			pk.src, pk.dst = netip.AddrFrom16(a), vip6
+		}
+		ports := !pk.fragment && pk.proto != unix.IPPROTO_ICMP && pk.proto != unix.IPPROTO_GRE
+		want := SlotOf(FlowHash(pk.src, pk.dst, pk.sport, pk.dport, pk.proto, ports))
+		ret, out := run(t, p, pk.frame())
+		if ret != tcxRedirect {
+			t.Fatalf("flow %+v: program returned %d", pk, ret)
+		}
+		if got := int(out[4])<<8 | int(out[5]); got != want {
+			t.Fatalf("flow %+v: kernel chose slot %d, FlowHash %d", pk, got, want)
+		}
+		seen[want] = true
+	}
+	if len(seen) < 1500 {
+		t.Errorf("2000 flows hit only %d of %d slots", len(seen), Slots)
+	}
+}
+
+// BenchmarkSpread measures the program on one TCP segment from a router
+// that is spread to another host: BPF_PROG_TEST_RUN repeats it in the
+// kernel, and ns/op is the kernel's time per run.
+func BenchmarkSpread(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		pk   packet
+	}{
+		{"IPv4", packet{toHost, router, cli4, vip4, unix.IPPROTO_TCP, 40000, 80, false, 0}},
+		{"IPv6", packet{toHost, router, cli6, vip6, unix.IPPROTO_TCP, 40000, 80, false, 0}},
+		{"IPv4_not_router", packet{toHost, stranger, cli4, vip4, unix.IPPROTO_TCP, 40000, 80, false, 0}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			p := load(b)
+			for _, vip := range []netip.Addr{vip4, vip6} {
+				if err := p.SetTable(vip, uniform(peer, false)); err != nil {
+					b.Fatal(err)
+				}
+				if err := p.SetRouters(vip, [][6]byte{router}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			in := c.pk.frame()
+			const repeat = 100000
+			var total float64
+			b.ResetTimer()
+			for range b.N {
+				_, d, err := p.objs.Spread.Benchmark(in, repeat, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				total += float64(d.Nanoseconds())
+			}
+			b.ReportMetric(total/float64(b.N), "ns/packet")
+		})
+	}
+}
