@@ -17,6 +17,7 @@ import (
 
 	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/daemon/handover"
+	"github.com/arpshare/arpshare/daemon/spread"
 	"github.com/arpshare/arpshare/gossip"
 )
 
@@ -49,6 +50,8 @@ type Status struct {
 	// Handover: whether moved clients' open connections are handed to
 	// their previous owner, and which are now.
 	Handover handover.Status `json:"handover"`
+	// Spread: whether routed clients' flows are spread over the hosts.
+	Spread spread.Status `json:"spread"`
 }
 
 // MemberStatus is one cluster member as this host sees it.

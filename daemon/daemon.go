@@ -14,6 +14,7 @@ import (
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/arp/fastpath"
 	"github.com/arpshare/arpshare/daemon/handover"
+	"github.com/arpshare/arpshare/daemon/spread"
 	"github.com/arpshare/arpshare/gossip"
 )
 
@@ -44,6 +45,7 @@ type Daemon struct {
 	owners     ownerCache // status's and metrics' client counts
 	repointer  *Repointer
 	handover   *handover.Handover
+	spread     *spread.Spreader
 	serving    *vipServer
 	responders *responders // serving's, for the status and metrics
 	watch      viewWatch
@@ -117,6 +119,7 @@ func newDaemon(cfg *Config, log *slog.Logger, version string, sm seams) *Daemon 
 	d.reports = newRepointReports(d.state)
 	d.repointer.Progress = d.reports
 	d.handover = handover.New(cfg.Handover, cfg.Node.Name, cfg.Node.MaxClients, handoverSource{d.state, d.table}, log.With("component", "handover"))
+	d.spread = spread.New(cfg.Node.Name, spreadSource{d.state, d.table}, log.With("component", "spread"))
 	d.cluster = gossip.NewCluster(gossip.ClusterConfig{
 		Name: cfg.Node.Name, Bind: cfg.Gossip.Bind, Peers: cfg.Gossip.Peers,
 		Keys: cfg.Gossip.Keys, KeyFile: cfg.Gossip.KeyFile, Label: cfg.Gossip.Cluster,
@@ -170,8 +173,9 @@ func (d *Daemon) Run(ctx context.Context, configPath string) error {
 		return err
 	}
 	d.handover.Open()
+	d.spread.Update(nil) // loads the program if a VIP has routers
 
-	all := []Task{d.cluster, readyOnStart(d.repointer), readyOnStart(d.handover), d.api,
+	all := []Task{d.cluster, readyOnStart(d.repointer), readyOnStart(d.handover), readyOnStart(d.spread), d.api,
 		&reloader{d: d, path: configPath, ready: make(chan struct{})}, readyOnStart(&watchdog{d: d}),
 		readyOnStart(d.sysctls), readyOnStart(d.reports)}
 	if d.metrics != nil {

@@ -363,7 +363,7 @@ func (d *Daemon) NewRegistry() *prometheus.Registry {
 
 // collectors are the daemon's own metrics, every arpshare_ series.
 func (d *Daemon) collectors() []prometheus.Collector {
-	return []prometheus.Collector{collector{d}, d.reloads, d.lastReload, d.handover.Collector(), d.cluster.Collector(), d.sysctls.restored, d.serving.links}
+	return []prometheus.Collector{collector{d}, d.reloads, d.lastReload, d.handover.Collector(), d.spread.Collector(), d.cluster.Collector(), d.sysctls.restored, d.serving.links}
 }
 
 // metricsServer serves /metrics on TCP.

@@ -36,6 +36,7 @@ func (d *Daemon) Status() Status {
 		Quorum: v.Quorum(), Expect: v.Expect, Join: v.JoinState(), JoinCause: v.Rejected,
 		Repointing: d.repointer.Status(),
 		Handover:   d.handover.Status(),
+		Spread:     d.spread.Status(),
 	}
 	if s.Draining {
 		p := drainProgress(v, cfg.Node.Name, cfg.VIPs)

@@ -126,6 +126,9 @@ func printStatus(w io.Writer, s daemon.Status) {
 	fmt.Fprintln(tw)
 	fmt.Fprint(tw, repointLine(s.Repointing))
 	fmt.Fprintln(tw, "handover: "+s.Handover.Summary())
+	if s.Spread.Configured {
+		fmt.Fprintln(tw, "spread: "+s.Spread.Summary())
+	}
 }
 
 // repointLine says what re-pointing is doing, at which rate.
