@@ -11,10 +11,11 @@ const (
 	MetricHosts     = "arpshare_spread_hosts"
 )
 
+const helpAvailable = "1 if the program that spreads routed clients' flows is loaded, 0 if a VIP has routers but their clients all go to the router's director. Absent without vip.routers."
+
 var (
-	descAvailable = prometheus.NewDesc(MetricAvailable,
-		"1 if the program that spreads routed clients' flows is loaded, 0 if a VIP has routers but their clients all go to the router's director. Absent without vip.routers.", nil, nil)
-	descPackets = prometheus.NewDesc(MetricPackets,
+	descAvailable = prometheus.NewDesc(MetricAvailable, helpAvailable, nil, nil)
+	descPackets   = prometheus.NewDesc(MetricPackets,
 		"Packets to VIPs with routers that reached this host, by outcome: spread (sent to another host), local (served here), not_router (from a client on the segment), no_table (no host to spread to), bad_packet (headers cut short), bad_mac (a table names a group or zero MAC: not sent).", []string{"outcome"}, nil)
 	descHosts = prometheus.NewDesc(MetricHosts,
 		"Hosts in a VIP's spread table.", []string{"vip"}, nil)
