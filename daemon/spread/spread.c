@@ -141,11 +141,40 @@ static __always_inline int has_ports(__u8 p)
 	return p == IPPROTO_TCP || p == IPPROTO_UDP || p == IPPROTO_SCTP || p == IPPROTO_UDPLITE;
 }
 
-// flow reads the packet's VIP (as 16 bytes) and the hash of its flow: the
-// 5-tuple for TCP, UDP and SCTP, the addresses alone for fragments, other
-// protocols and IPv6 with extension headers. Returns 0, 1 (not IP to read),
-// or 2 (a VIP packet's transport header is cut short).
-static __always_inline int flow(struct __sk_buff *skb, __u8 *vip, __u32 *hash)
+// destination reads the packet's destination address as 16 bytes (IPv4
+// as ::ffff:a.b.c.d); non-zero: not IP to read.
+static __always_inline int destination(struct __sk_buff *skb, __u8 *vip)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > end)
+		return 1;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+		if ((void *)(ip + 1) > end)
+			return 1;
+		vip[10] = 0xff;
+		vip[11] = 0xff;
+		__builtin_memcpy(&vip[12], &ip->daddr, 4);
+		return 0;
+	}
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		if ((void *)(ip6 + 1) > end)
+			return 1;
+		__builtin_memcpy(vip, &ip6->daddr, 16);
+		return 0;
+	}
+	return 1;
+}
+
+// flow reads the hash of the packet's flow: the 5-tuple for TCP, UDP and
+// SCTP, the addresses alone for fragments, other protocols and IPv6 with
+// extension headers. Returns 0, 1 (not IP to read), or 2 (the transport
+// header is cut short).
+static __always_inline int flow(struct __sk_buff *skb, __u32 *hash)
 {
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
@@ -160,9 +189,6 @@ static __always_inline int flow(struct __sk_buff *skb, __u8 *vip, __u32 *hash)
 		struct iphdr *ip = (void *)(eth + 1);
 		if ((void *)(ip + 1) > end || ip->ihl < 5 || ip->version != 4)
 			return 1;
-		vip[10] = 0xff;
-		vip[11] = 0xff;
-		__builtin_memcpy(&vip[12], &ip->daddr, 4);
 		h = mix(h, bpf_ntohl(ip->saddr));
 		h = mix(h, bpf_ntohl(ip->daddr));
 		proto = ip->protocol;
@@ -173,7 +199,6 @@ static __always_inline int flow(struct __sk_buff *skb, __u8 *vip, __u32 *hash)
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
 		if ((void *)(ip6 + 1) > end)
 			return 1;
-		__builtin_memcpy(vip, &ip6->daddr, 16);
 		for (int i = 0; i < 4; i++)
 			h = mix(h, bpf_ntohl(ip6->saddr.in6_u.u6_addr32[i]));
 		for (int i = 0; i < 4; i++)
@@ -216,13 +241,15 @@ int spread(struct __sk_buff *skb)
 		return TCX_NEXT_;
 
 	struct router_key rk = {};
-	__u32 hash;
-	int r = flow(skb, rk.vip, &hash);
-	if (r == 1)
+	if (destination(skb, rk.vip))
 		return TCX_NEXT_;
 	struct vip_value *v = bpf_map_lookup_elem(&vips, rk.vip);
 	if (!v)
-		return TCX_NEXT_; // not a VIP with routers
+		return TCX_NEXT_; // not a VIP with routers: the cheap way out
+	__u32 hash;
+	int r = flow(skb, &hash);
+	if (r == 1)
+		return TCX_NEXT_;
 	// The helpers may have moved the data: read the MACs again.
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
