@@ -119,7 +119,7 @@ func newDaemon(cfg *Config, log *slog.Logger, version string, sm seams) *Daemon 
 	d.reports = newRepointReports(d.state)
 	d.repointer.Progress = d.reports
 	d.handover = handover.New(cfg.Handover, cfg.Node.Name, cfg.Node.MaxClients, handoverSource{d.state, d.table}, log.With("component", "handover"))
-	d.spread = spread.New(cfg.Node.Name, spreadSource{d.state, d.table}, log.With("component", "spread"))
+	d.spread = spread.New(cfg.Node.Name, spreadGrace(cfg.Handover), spreadSource{d.state, d.table}, log.With("component", "spread"))
 	d.cluster = gossip.NewCluster(gossip.ClusterConfig{
 		Name: cfg.Node.Name, Bind: cfg.Gossip.Bind, Peers: cfg.Gossip.Peers,
 		Keys: cfg.Gossip.Keys, KeyFile: cfg.Gossip.KeyFile, Label: cfg.Gossip.Cluster,

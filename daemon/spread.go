@@ -1,7 +1,10 @@
 package daemon
 
 import (
+	"time"
+
 	"github.com/arpshare/arpshare/arp"
+	"github.com/arpshare/arpshare/daemon/handover"
 	"github.com/arpshare/arpshare/daemon/spread"
 )
 
@@ -22,6 +25,16 @@ func (s spreadSource) Served() []spread.Served {
 		}
 	}
 	return out
+}
+
+// spreadGrace is how long the flows that move to this host in a planned
+// move hand their open connections to the host that served them: the
+// handover's grace, or nothing without the handover.
+func spreadGrace(h handover.Config) time.Duration {
+	if !h.Enabled {
+		return 0
+	}
+	return h.Grace
 }
 
 func (s spreadSource) Clients() []arp.Client { return s.table.Clients() }

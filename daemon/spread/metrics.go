@@ -16,7 +16,7 @@ const helpAvailable = "1 if the program that spreads routed clients' flows is lo
 var (
 	descAvailable = prometheus.NewDesc(MetricAvailable, helpAvailable, nil, nil)
 	descPackets   = prometheus.NewDesc(MetricPackets,
-		"Packets to VIPs with routers that reached this host, by outcome: spread (sent to another host), local (served here), not_router (from a client on the segment), no_table (no host to spread to), bad_packet (headers cut short), bad_mac (a table names a group or zero MAC: not sent).", []string{"outcome"}, nil)
+		"Packets to VIPs with routers that reached this host, by outcome: spread (sent to another host), local (served here), not_router (from a client on the segment), no_table (no host to spread to), bad_packet (headers cut short), bad_mac (a table names a group or zero MAC: not sent), received (spread here by a director), handed (a TCP segment of a flow that moved here in a planned move, with no socket here: to the host that served it), loop (not handed back where it came from, or TTL spent).", []string{"outcome"}, nil)
 	descHosts = prometheus.NewDesc(MetricHosts,
 		"Hosts in a VIP's spread table.", []string{"vip"}, nil)
 )

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -18,12 +19,17 @@ const MaxVIPs = 64
 
 // Outcomes of a packet to a VIP with routers, as the kernel program counts
 // them (enum outcome in spread.c), by metric label.
-var outcomeNames = []string{"spread", "local", "not_router", "no_table", "bad_packet", "bad_mac"}
+var outcomeNames = []string{"spread", "local", "not_router", "no_table", "bad_packet", "bad_mac", "received", "handed", "loop"}
 
 // Slot says who serves a slot's flows.
 type Slot struct {
 	MAC   [6]byte // that host's MAC on the segment
 	Local bool    // this host
+	// Prev is the host that served the slot before a planned move, which
+	// still holds its open connections, until Deadline (CLOCK_MONOTONIC;
+	// 0: none).
+	Prev     [6]byte
+	Deadline time.Duration
 }
 
 // Program is the loaded kernel program and its maps.
@@ -132,7 +138,7 @@ func (p *Program) SetTable(vip netip.Addr, table []Slot) error {
 		values := make([]spreadBPFSlot, Slots)
 		for j, s := range table {
 			keys[j] = base + uint32(j)
-			values[j] = spreadBPFSlot{Mac: s.MAC}
+			values[j] = spreadBPFSlot{Mac: s.MAC, Prev: s.Prev, DeadlineNs: uint64(max(s.Deadline, 0))}
 			if s.Local {
 				values[j].Local = 1
 			}
@@ -189,6 +195,38 @@ func (p *Program) SetRouters(vip netip.Addr, macs [][6]byte) error {
 	for k := range want {
 		if err := p.objs.Routers.Put(k, uint8(1)); err != nil {
 			return fmt.Errorf("spread: router %s of %s: %w", net.HardwareAddr(k.Mac[:]), vip, err)
+		}
+	}
+	return nil
+}
+
+// SetPeers makes macs the cluster's hosts: frames from them to a VIP with
+// routers are flows a director sent here.
+func (p *Program) SetPeers(macs [][6]byte) error {
+	want := map[spreadBPFPeerKey]bool{}
+	for _, m := range macs {
+		want[spreadBPFPeerKey{Mac: m}] = true
+	}
+	var k spreadBPFPeerKey
+	var v uint8
+	var stale []spreadBPFPeerKey
+	it := p.objs.Peers.Iterate()
+	for it.Next(&k, &v) {
+		if !want[k] {
+			stale = append(stale, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("spread: peers: %w", err)
+	}
+	for _, k := range stale {
+		if err := p.objs.Peers.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("spread: peers: %w", err)
+		}
+	}
+	for k := range want {
+		if err := p.objs.Peers.Put(k, uint8(1)); err != nil {
+			return fmt.Errorf("spread: peer %s: %w", net.HardwareAddr(k.Mac[:]), err)
 		}
 	}
 	return nil

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -42,7 +44,15 @@ type packet struct {
 	l4             int  // transport bytes; 0: 20
 }
 
-func (p packet) frame() []byte {
+func (p packet) frame() []byte { return p.frameWith(flagACK, 64) }
+
+const (
+	flagSYN = 0x02
+	flagACK = 0x10
+)
+
+// frameWith builds the frame with these TCP flags and TTL (hop limit).
+func (p packet) frameWith(flags, ttl byte) []byte {
 	l4 := p.l4
 	if l4 == 0 {
 		l4 = 20
@@ -51,6 +61,9 @@ func (p packet) frame() []byte {
 	if l4 >= 4 && !p.fragment {
 		binary.BigEndian.PutUint16(body[0:], p.sport)
 		binary.BigEndian.PutUint16(body[2:], p.dport)
+	}
+	if l4 >= 14 && p.proto == unix.IPPROTO_TCP && !p.fragment {
+		body[12], body[13] = 5<<4, flags
 	}
 	b := append(append([]byte{}, p.dstMAC[:]...), p.srcMAC[:]...)
 	if p.src.Is4() {
@@ -61,10 +74,18 @@ func (p packet) frame() []byte {
 		if p.fragment {
 			binary.BigEndian.PutUint16(ip[6:], 185)
 		}
-		ip[8], ip[9] = 64, p.proto
+		ip[8], ip[9] = ttl, p.proto
 		s, d := p.src.As4(), p.dst.As4()
 		copy(ip[12:], s[:])
 		copy(ip[16:], d[:])
+		var sum uint32
+		for i := 0; i < 20; i += 2 {
+			sum += uint32(binary.BigEndian.Uint16(ip[i:]))
+		}
+		for sum > 0xffff {
+			sum = sum&0xffff + sum>>16
+		}
+		binary.BigEndian.PutUint16(ip[10:], ^uint16(sum))
 		return append(append(b, ip...), body...)
 	}
 	b = binary.BigEndian.AppendUint16(b, unix.ETH_P_IPV6)
@@ -76,7 +97,7 @@ func (p packet) frame() []byte {
 		body = append([]byte{p.proto, 0, 0, 1, 0, 0, 0, 7}, body...)
 	}
 	binary.BigEndian.PutUint16(ip[4:], uint16(len(body)))
-	ip[6], ip[7] = next, 64
+	ip[6], ip[7] = next, ttl
 	s, d := p.src.As16(), p.dst.As16()
 	copy(ip[8:], s[:])
 	copy(ip[24:], d[:])
@@ -332,5 +353,107 @@ func BenchmarkSpread(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestProgramMovedSlots checks the hand-over of a slot that moved here in a
+// planned move: a TCP segment that is not a SYN and matches no socket here
+// goes to the host that served the slot, one hop less, whether the router
+// or a director sent it; the rest stays.
+func TestProgramMovedSlots(t *testing.T) {
+	p := load(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	server := netip.MustParseAddrPort(ln.Addr().String())
+	clientEnd := netip.MustParseAddrPort(conn.LocalAddr().String())
+
+	prev := [6]byte{0x02, 0, 0, 0, 0, 0xaa}
+	director := [6]byte{0x02, 0, 0, 0, 0, 0xdd}
+	moved := uniform(peer, true)
+	for i := range moved {
+		moved[i].Prev, moved[i].Deadline = prev, monotonic()+time.Minute
+	}
+	for _, vip := range []netip.Addr{vip4, vip6, server.Addr()} {
+		if err := p.SetTable(vip, moved); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.SetRouters(vip, [][6]byte{router}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.SetPeers([][6]byte{director, prev}); err != nil {
+		t.Fatal(err)
+	}
+	tcp4 := packet{dstMAC: toHost, srcMAC: router, src: cli4, dst: vip4, proto: unix.IPPROTO_TCP, sport: 40000, dport: 80}
+	tcp6 := packet{dstMAC: toHost, srcMAC: router, src: cli6, dst: vip6, proto: unix.IPPROTO_TCP, sport: 40000, dport: 80}
+	with := func(p packet, f func(*packet)) packet { f(&p); return p }
+	local := packet{dstMAC: toHost, srcMAC: router, src: clientEnd.Addr(), dst: server.Addr(), proto: unix.IPPROTO_TCP, sport: clientEnd.Port(), dport: server.Port()}
+	for _, tc := range []struct {
+		name       string
+		in         packet
+		flags, ttl byte
+		want       int32
+		outcome    string
+	}{
+		{"IPv4 ACK from the router, no socket", tcp4, flagACK, 64, tcxRedirect, "handed"},
+		{"IPv6 ACK from the router, no socket", tcp6, flagACK, 64, tcxRedirect, "handed"},
+		{"ACK a director sent, no socket", with(tcp4, func(p *packet) { p.srcMAC = director }), flagACK, 63, tcxRedirect, "handed"},
+		{"SYN: a new connection stays", tcp4, flagSYN, 64, tcxNext, "local"},
+		{"SYN a director sent", with(tcp4, func(p *packet) { p.srcMAC = director }), flagSYN, 63, tcxNext, "received"},
+		{"UDP stays", with(tcp4, func(p *packet) { p.proto = unix.IPPROTO_UDP }), 0, 64, tcxNext, "local"},
+		{"a socket here owns it", local, flagACK, 64, tcxNext, "local"},
+		{"from the previous host: not back", with(tcp4, func(p *packet) { p.srcMAC = prev }), flagACK, 63, tcxNext, "loop"},
+		{"TTL spent", tcp4, flagACK, 1, tcxNext, "loop"},
+		{"from a client on the segment", with(tcp4, func(p *packet) { p.srcMAC = stranger }), flagACK, 64, tcxNext, "not_router"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before, _ := p.Outcomes()
+			in := tc.in.frameWith(tc.flags, tc.ttl)
+			ret, out := run(t, p, in)
+			if ret != tc.want {
+				t.Errorf("program returned %d, want %d", ret, tc.want)
+			}
+			if tc.want == tcxRedirect {
+				if [6]byte(out[0:6]) != prev || [6]byte(out[6:12]) != [6]byte(in[0:6]) {
+					t.Errorf("sent to %x from %x, want %x from %x", out[0:6], out[6:12], prev, in[0:6])
+				}
+				want := tc.in.frameWith(tc.flags, tc.ttl-1)
+				if !bytes.Equal(out[12:], want[12:]) {
+					t.Errorf("packet out\n%x\nwant, one hop less\n%x", out[12:], want[12:])
+				}
+			}
+			after, _ := p.Outcomes()
+			if after[tc.outcome] != before[tc.outcome]+1 {
+				t.Errorf("outcome %s not counted: %v", tc.outcome, after)
+			}
+		})
+	}
+	// Past its deadline, or a slot of another host a director sent.
+	for i := range moved {
+		moved[i].Deadline = monotonic() - time.Second
+	}
+	if err := p.SetTable(vip4, moved); err != nil {
+		t.Fatal(err)
+	}
+	if ret, _ := run(t, p, tcp4.frame()); ret != tcxNext {
+		t.Errorf("past the deadline: program returned %d", ret)
+	}
+	if err := p.SetTable(vip4, uniform(peer, false)); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := p.Outcomes()
+	if ret, _ := run(t, p, with(tcp4, func(p *packet) { p.srcMAC = director }).frame()); ret != tcxNext {
+		t.Errorf("another host's slot from a director: program returned %d", ret)
+	}
+	if after, _ := p.Outcomes(); after["received"] != before["received"]+1 {
+		t.Errorf("another host's slot from a director: not counted received: %v", after)
 	}
 }

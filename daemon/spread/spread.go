@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/gossip"
 )
@@ -41,6 +43,7 @@ type program interface {
 	Detach(ifindex int) error
 	SetTable(vip netip.Addr, table []Slot) error
 	SetRouters(vip netip.Addr, macs [][6]byte) error
+	SetPeers(macs [][6]byte) error
 	RemoveVIP(vip netip.Addr) error
 	Outcomes() (map[string]uint64, error)
 	Close() error
@@ -61,6 +64,7 @@ type vipState struct {
 	served  Served
 	hosts   []Host    // the table was made from these
 	made    bool      // a table is in the kernel
+	table   []Slot    // that table
 	routers [][6]byte // the routers' MACs in the kernel
 	known   map[netip.Addr][6]byte
 }
@@ -72,6 +76,10 @@ type Spreader struct {
 	log  *slog.Logger
 	src  Source
 	load func(vips int) (program, error)
+	// grace is how long a slot that moved here in a planned move hands
+	// its unknown TCP segments to the host that served it (0: never).
+	grace time.Duration
+	now   func() time.Duration // CLOCK_MONOTONIC
 
 	mu        sync.Mutex
 	prog      program
@@ -82,12 +90,15 @@ type Spreader struct {
 	vips      map[netip.Addr]*vipState
 	unseen    map[netip.Addr]bool // routers not yet seen, logged once
 	readAt    time.Time           // when the client table was last read
+	peers     [][6]byte           // the hosts' MACs in the kernel
 }
 
 // New returns a Spreader for host self; it loads the program once a VIP
-// with routers is served.
-func New(self string, src Source, log *slog.Logger) *Spreader {
-	return &Spreader{self: self, log: log, src: src, load: loadProgram,
+// with routers is served. For grace after a planned move (0: not at all),
+// the open connections of the flows that move here go on to the host that
+// served them.
+func New(self string, grace time.Duration, src Source, log *slog.Logger) *Spreader {
+	return &Spreader{self: self, log: log, src: src, load: loadProgram, grace: grace, now: monotonic,
 		attachErr: map[string]error{}, ifaces: map[string]int{}, vips: map[netip.Addr]*vipState{}, unseen: map[netip.Addr]bool{}}
 }
 
@@ -141,6 +152,7 @@ func (s *Spreader) Update(v *gossip.View) {
 		clients = s.src.Clients()
 		s.readAt = time.Now()
 	}
+	s.setPeers()
 	is := map[netip.Addr]bool{}
 	for _, sv := range served {
 		is[sv.VIP] = true
@@ -201,10 +213,11 @@ func (s *Spreader) updateVIP(sv Served, clients []arp.Client) {
 	st.served = sv
 	hosts := tableHosts(s.last, sv.VIP)
 	if !st.made || !slices.Equal(hosts, st.hosts) {
-		if err := s.prog.SetTable(sv.VIP, Table(sv.VIP, hosts, s.self)); err != nil {
+		table := s.table(sv.VIP, hosts, st)
+		if err := s.prog.SetTable(sv.VIP, table); err != nil {
 			s.log.Warn("cannot update the spread table: routed flows keep the old one", "vip", sv.Name, "error", err)
 		} else {
-			st.made, st.hosts = true, hosts
+			st.made, st.hosts, st.table = true, hosts, table
 			s.log.Debug("spread table updated", "vip", sv.Name, "hosts", len(hosts))
 		}
 	}
@@ -216,6 +229,52 @@ func (s *Spreader) updateVIP(sv Served, clients []arp.Client) {
 		}
 		st.routers = macs
 	}
+}
+
+// table makes vip's table over hosts, with the slots that moved here from
+// a live host marked to hand that host its open connections (see withPrev).
+func (s *Spreader) table(vip netip.Addr, hosts []Host, st *vipState) []Slot {
+	table := Table(vip, hosts, s.self)
+	if s.grace <= 0 || table == nil || s.last == nil {
+		return table
+	}
+	old := st.table
+	if !st.made {
+		old = Table(vip, slices.DeleteFunc(slices.Clone(hosts), func(h Host) bool { return h.Name == s.self }), "")
+	}
+	live := map[[6]byte]bool{}
+	for _, m := range s.last.Members {
+		if mac, ok := segmentMAC(s.last, m.Name); ok && m.Name != s.self {
+			live[mac] = true
+		}
+	}
+	now := s.now()
+	withPrev(table, old, live, now, now+s.grace)
+	return table
+}
+
+// setPeers tells the program the hosts' MACs, whose frames to a VIP with
+// routers a director sent.
+func (s *Spreader) setPeers() {
+	var macs [][6]byte
+	for m := range peerMACs(s.last) {
+		macs = append(macs, m)
+	}
+	slices.SortFunc(macs, func(a, b [6]byte) int { return slices.Compare(a[:], b[:]) })
+	if slices.Equal(macs, s.peers) {
+		return
+	}
+	if err := s.prog.SetPeers(macs); err != nil {
+		s.log.Warn("cannot update the spread program's hosts", "error", err)
+		return
+	}
+	s.peers = macs
+}
+
+func monotonic() time.Duration {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return time.Duration(ts.Nano())
 }
 
 // routerMACs returns the MACs of sv's routers, as the client table last

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -23,6 +24,7 @@ type fakeProgram struct {
 	routers  map[netip.Addr][][6]byte
 	attached []int
 	sets     int // SetTable calls
+	peers    [][6]byte
 	removed  []netip.Addr
 }
 
@@ -40,6 +42,7 @@ func (f *fakeProgram) SetRouters(v netip.Addr, m [][6]byte) error {
 	f.routers[v] = slices.Clone(m)
 	return nil
 }
+func (f *fakeProgram) SetPeers(m [][6]byte) error { f.peers = slices.Clone(m); return nil }
 func (f *fakeProgram) RemoveVIP(v netip.Addr) error {
 	delete(f.tables, v)
 	delete(f.routers, v)
@@ -76,7 +79,7 @@ func newTest(t *testing.T) (*Spreader, *fakeProgram, *source, *bytes.Buffer) {
 	var logs bytes.Buffer
 	src := &source{served: []Served{{VIP: vip4, Name: "web", Interface: "lo", Routers: []netip.Addr{routerIP}}}}
 	f := newFake()
-	s := New("a", src, slog.New(slog.NewTextHandler(&logs, nil)))
+	s := New("a", 0, src, slog.New(slog.NewTextHandler(&logs, nil)))
 	s.load = func(int) (program, error) { return f, nil }
 	return s, f, src, &logs
 }
@@ -184,7 +187,7 @@ func TestSpreaderWithoutProgram(t *testing.T) {
 	if !st.Configured || st.Active || !strings.Contains(st.Error, "not permitted") || !strings.HasPrefix(st.Summary(), "UNAVAILABLE") {
 		t.Errorf("status %+v, summary %q", st, st.Summary())
 	}
-	if got := fmt.Sprint(New("a", &source{}, slog.New(slog.DiscardHandler)).Status().Summary()); !strings.HasPrefix(got, "not configured") {
+	if got := fmt.Sprint(New("a", 0, &source{}, slog.New(slog.DiscardHandler)).Status().Summary()); !strings.HasPrefix(got, "not configured") {
 		t.Errorf("without routers: %q", got)
 	}
 }
@@ -227,7 +230,61 @@ func TestMetrics(t *testing.T) {
 	if v[MetricAvailable] != 1 || n[MetricPackets] != len(outcomeNames) || v[MetricPackets] != 3 || v[MetricHosts] != 1 {
 		t.Errorf("with the program: %v %v", v, n)
 	}
-	if _, n := gather(t, New("a", &source{}, slog.New(slog.DiscardHandler)).Collector()); len(n) != 0 {
+	if _, n := gather(t, New("a", 0, &source{}, slog.New(slog.DiscardHandler)).Collector()); len(n) != 0 {
 		t.Errorf("without routers: %v", n)
+	}
+}
+
+// TestSpreaderMarksMoves checks that the slots that come to this host from
+// a live host carry that host as the one to hand open connections to: on
+// start (a host joining takes slots from the others) and when a host
+// drains; and that a dead host is handed nothing.
+func TestSpreaderMarksMoves(t *testing.T) {
+	t.Parallel()
+	var logs bytes.Buffer
+	src := &source{served: []Served{{VIP: vip4, Name: "web", Interface: "lo", Routers: []netip.Addr{routerIP}}}}
+	f := newFake()
+	s := New("c", time.Minute, src, slog.New(slog.NewTextHandler(&logs, nil)))
+	s.load = func(int) (program, error) { return f, nil }
+	now := time.Hour
+	s.now = func() time.Duration { return now }
+	alive := func(name string) gossip.Member { return member(name, gossip.StateAlive) }
+	draining := func(name string) gossip.Member { m := alive(name); m.Meta.Draining = true; return m }
+
+	s.Update(gossip.NewView("c", []gossip.Member{alive("a"), alive("b"), alive("c")}, 0))
+	joined := f.tables[vip4]
+	marked := 0
+	for _, sl := range joined {
+		switch {
+		case !sl.Local && sl.Prev != [6]byte{}:
+			t.Fatal("another host's slot marked")
+		case sl.Local && (sl.Prev != macOf("a") && sl.Prev != macOf("b") || sl.Deadline != now+time.Minute):
+			t.Fatalf("joining: a slot taken over is not marked with its host: %+v", sl)
+		case sl.Local:
+			marked++
+		}
+	}
+	if marked == 0 {
+		t.Fatal("joining host got no slots")
+	}
+	now += 10 * time.Second
+	s.Update(gossip.NewView("c", []gossip.Member{draining("a"), alive("b"), alive("c")}, 0))
+	drained := f.tables[vip4]
+	for i, sl := range drained {
+		switch {
+		case joined[i].Local && (sl.Prev != joined[i].Prev || sl.Deadline != joined[i].Deadline):
+			t.Fatalf("slot %d: a running mark changed: %+v, was %+v", i, sl, joined[i])
+		case !joined[i].Local && sl.Local && (sl.Prev != macOf("a") || sl.Deadline != now+time.Minute):
+			t.Fatalf("slot %d from drained a: %+v", i, sl)
+		}
+	}
+	s.Update(gossip.NewView("c", []gossip.Member{member("a", gossip.StateDead), member("b", gossip.StateDead), alive("c")}, 0))
+	for _, sl := range f.tables[vip4] {
+		if sl.Prev != [6]byte{} {
+			t.Fatalf("a slot is handed to a dead host: %+v", sl)
+		}
+	}
+	if len(f.peers) != 3 {
+		t.Errorf("peers %x, want the three hosts' MACs", f.peers)
 	}
 }

@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type spreadBPFPeerKey struct {
+	_   structs.HostLayout
+	Mac [6]uint8
+	Pad [2]uint8
+}
+
 type spreadBPFRouterKey struct {
 	_   structs.HostLayout
 	Vip [16]uint8
@@ -21,10 +27,13 @@ type spreadBPFRouterKey struct {
 }
 
 type spreadBPFSlot struct {
-	_     structs.HostLayout
-	Mac   [6]uint8
-	Local uint8
-	Pad   uint8
+	_          structs.HostLayout
+	Mac        [6]uint8
+	Local      uint8
+	Pad        uint8
+	Prev       [6]uint8
+	Pad2       [2]uint8
+	DeadlineNs uint64
 }
 
 type spreadBPFVipValue struct {
@@ -38,6 +47,7 @@ type spreadBPFVipValue struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	spreadBPFMapOutcomes = "outcomes"
+	spreadBPFMapPeers    = "peers"
 	spreadBPFMapRouters  = "routers"
 	spreadBPFMapSlots    = "slots"
 	spreadBPFMapVips     = "vips"
@@ -94,6 +104,7 @@ type spreadBPFProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type spreadBPFMapSpecs struct {
 	Outcomes *ebpf.MapSpec `ebpf:"outcomes"`
+	Peers    *ebpf.MapSpec `ebpf:"peers"`
 	Routers  *ebpf.MapSpec `ebpf:"routers"`
 	Slots    *ebpf.MapSpec `ebpf:"slots"`
 	Vips     *ebpf.MapSpec `ebpf:"vips"`
@@ -126,6 +137,7 @@ func (o *spreadBPFObjects) Close() error {
 // It can be passed to loadSpreadBPFObjects or ebpf.CollectionSpec.LoadAndAssign.
 type spreadBPFMaps struct {
 	Outcomes *ebpf.Map `ebpf:"outcomes"`
+	Peers    *ebpf.Map `ebpf:"peers"`
 	Routers  *ebpf.Map `ebpf:"routers"`
 	Slots    *ebpf.Map `ebpf:"slots"`
 	Vips     *ebpf.Map `ebpf:"vips"`
@@ -134,6 +146,7 @@ type spreadBPFMaps struct {
 func (m *spreadBPFMaps) Close() error {
 	return _SpreadBPFClose(
 		m.Outcomes,
+		m.Peers,
 		m.Routers,
 		m.Slots,
 		m.Vips,

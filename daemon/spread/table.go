@@ -3,6 +3,7 @@ package spread
 import (
 	"encoding/binary"
 	"net/netip"
+	"time"
 
 	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/gossip"
@@ -96,4 +97,24 @@ func fmix(h uint32) uint32 {
 	h *= 0xc2b2ae35
 	h ^= h >> 16
 	return h
+}
+
+// withPrev marks the slots of table that are this host's and were another
+// live host's in old with that host and deadline, and keeps the marks of
+// old still running (before now) on slots that stay here. old nil: the
+// first table, as though the others had served without this host.
+func withPrev(table, old []Slot, live map[[6]byte]bool, now, deadline time.Duration) {
+	if len(old) != len(table) {
+		return
+	}
+	for i := range table {
+		t, o := &table[i], old[i]
+		switch {
+		case !t.Local:
+		case o.MAC != t.MAC && !o.Local && live[o.MAC]:
+			t.Prev, t.Deadline = o.MAC, deadline
+		case o.Local && o.Deadline > now && live[o.Prev]:
+			t.Prev, t.Deadline = o.Prev, o.Deadline
+		}
+	}
 }
