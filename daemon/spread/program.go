@@ -30,6 +30,9 @@ type Slot struct {
 	// 0: none).
 	Prev     [6]byte
 	Deadline time.Duration
+	// WasLocal: the slot moved away from this host until Deadline; its
+	// open connections here stay here.
+	WasLocal bool
 }
 
 // Program is the loaded kernel program and its maps.
@@ -141,6 +144,9 @@ func (p *Program) SetTable(vip netip.Addr, table []Slot) error {
 			values[j] = spreadBPFSlot{Mac: s.MAC, Prev: s.Prev, DeadlineNs: uint64(max(s.Deadline, 0))}
 			if s.Local {
 				values[j].Local = 1
+			}
+			if s.WasLocal {
+				values[j].WasLocal = 1
 			}
 		}
 		if err := p.putSlots(keys, values); err != nil {

@@ -456,4 +456,23 @@ func TestProgramMovedSlots(t *testing.T) {
 	if after, _ := p.Outcomes(); after["received"] != before["received"]+1 {
 		t.Errorf("another host's slot from a director: not counted received: %v", after)
 	}
+	// A slot that moved away: its connections here stay here while the
+	// router still sends to this host; the others go to the new host.
+	away := uniform(peer, false)
+	for i := range away {
+		away[i].WasLocal, away[i].Deadline = true, monotonic()+time.Minute
+	}
+	if err := p.SetTable(server.Addr(), away); err != nil {
+		t.Fatal(err)
+	}
+	if ret, _ := run(t, p, local.frame()); ret != tcxNext {
+		t.Errorf("moved away, a socket here: program returned %d, want %d", ret, tcxNext)
+	}
+	other := with(local, func(p *packet) { p.sport = 1 })
+	if ret, out := run(t, p, other.frame()); ret != tcxRedirect || [6]byte(out[0:6]) != peer {
+		t.Errorf("moved away, no socket here: program returned %d to %x, want %d to %x", ret, out[0:6], tcxRedirect, peer)
+	}
+	if ret, _ := run(t, p, local.frameWith(flagSYN, 64)); ret != tcxRedirect {
+		t.Errorf("moved away, a SYN: program returned %d, want %d", ret, tcxRedirect)
+	}
 }

@@ -67,10 +67,15 @@ struct {
 // that is not a SYN and matches no socket here belongs to a connection
 // the previous host still holds, and goes there, as the handover does for
 // moved clients.
+//
+// A slot that moved away from this host is marked was_local until
+// deadline: a router's TCP segment of it that is not a SYN and matches a
+// socket here stays here (the router still sends to this host while it
+// drains), instead of going to the new host, which would hand it back.
 struct slot {
 	__u8 mac[6];
 	__u8 local;
-	__u8 pad;
+	__u8 was_local;
 	__u8 prev[6];
 	__u8 pad2[2];
 	__u64 deadline_ns; // CLOCK_MONOTONIC; 0: no previous host
@@ -408,6 +413,11 @@ int spread(struct __sk_buff *skb)
 	}
 	if (s->local)
 		return local(skb, s, &f, rk.mac, from_router ? OUTCOME_LOCAL : OUTCOME_RECEIVED);
+	if (from_router && s->was_local && f.tuple_size && !f.syn && bpf_ktime_get_ns() <= s->deadline_ns &&
+	    has_socket(skb, &f)) {
+		count(OUTCOME_LOCAL);
+		return TCX_NEXT_;
+	}
 	if (!from_router) {
 		// A host sent it here for a slot this host's table gives to
 		// another: the views differ for a moment. The stack decides.

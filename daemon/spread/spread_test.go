@@ -276,6 +276,16 @@ func TestSpreaderMarksMoves(t *testing.T) {
 			t.Fatalf("slot %d: a running mark changed: %+v, was %+v", i, sl, joined[i])
 		case !joined[i].Local && sl.Local && (sl.Prev != macOf("a") || sl.Deadline != now+time.Minute):
 			t.Fatalf("slot %d from drained a: %+v", i, sl)
+		case sl.WasLocal:
+			t.Fatalf("slot %d marked as moved away, but this host lost none: %+v", i, sl)
+		}
+	}
+	// This host drains: every slot it had moves away, marked so.
+	now += 10 * time.Second
+	s.Update(gossip.NewView("c", []gossip.Member{draining("a"), alive("b"), draining("c")}, 0))
+	for i, sl := range f.tables[vip4] {
+		if drained[i].Local != (sl.WasLocal && sl.Deadline == now+time.Minute) || sl.Local {
+			t.Fatalf("slot %d after this host drained: %+v, was %+v", i, sl, drained[i])
 		}
 	}
 	s.Update(gossip.NewView("c", []gossip.Member{member("a", gossip.StateDead), member("b", gossip.StateDead), alive("c")}, 0))

@@ -30,7 +30,7 @@ type spreadBPFSlot struct {
 	_          structs.HostLayout
 	Mac        [6]uint8
 	Local      uint8
-	Pad        uint8
+	WasLocal   uint8
 	Prev       [6]uint8
 	Pad2       [2]uint8
 	DeadlineNs uint64

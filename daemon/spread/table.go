@@ -100,9 +100,11 @@ func fmix(h uint32) uint32 {
 }
 
 // withPrev marks the slots of table that are this host's and were another
-// live host's in old with that host and deadline, and keeps the marks of
-// old still running (before now) on slots that stay here. old nil: the
-// first table, as though the others had served without this host.
+// live host's in old with that host and deadline, and those that were this
+// host's and are another's as WasLocal until deadline; it keeps the marks
+// of old still running (before now) on slots that stay where they are. For
+// the first table, old is the table without this host: a host joining
+// takes its slots from the others.
 func withPrev(table, old []Slot, live map[[6]byte]bool, now, deadline time.Duration) {
 	if len(old) != len(table) {
 		return
@@ -110,11 +112,14 @@ func withPrev(table, old []Slot, live map[[6]byte]bool, now, deadline time.Durat
 	for i := range table {
 		t, o := &table[i], old[i]
 		switch {
-		case !t.Local:
-		case o.MAC != t.MAC && !o.Local && live[o.MAC]:
+		case t.Local && o.MAC != t.MAC && !o.Local && live[o.MAC]:
 			t.Prev, t.Deadline = o.MAC, deadline
-		case o.Local && o.Deadline > now && live[o.Prev]:
+		case t.Local && o.Local && o.Deadline > now && live[o.Prev]:
 			t.Prev, t.Deadline = o.Prev, o.Deadline
+		case !t.Local && o.Local:
+			t.WasLocal, t.Deadline = true, deadline
+		case !t.Local && o.WasLocal && o.MAC == t.MAC && o.Deadline > now:
+			t.WasLocal, t.Deadline = true, o.Deadline
 		}
 	}
 }

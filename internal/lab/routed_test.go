@@ -3,6 +3,7 @@ package lab
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,18 +18,7 @@ import (
 // new connections are served again within the failover time.
 func TestRoutedSpread(t *testing.T) {
 	requirePrivileged(t)
-	l := newLab(t, 3, 0, HostConfig{Routers: []netip.Addr{RouterIP}})
-	r, err := l.AddRouter(6)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, h := range l.Hosts {
-		if err := h.StartEcho(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	startAll(t, l.Hosts)
-	waitSpreading(t, l.Hosts, r, len(l.Hosts), 15*time.Second)
+	l, r := newRoutedLab(t, HostConfig{})
 
 	served := map[string]int{}
 	for range 30 {
@@ -46,11 +36,7 @@ func TestRoutedSpread(t *testing.T) {
 			t.Errorf("%s served %d of 180 routed connections, want at least 30", h.Name, served[h.Name])
 		}
 	}
-	var cands []gossip.Candidate
-	for _, h := range l.Hosts {
-		cands = append(cands, gossip.Candidate{Name: h.Name, Weight: 1})
-	}
-	director := hostNamed(l.Hosts, policy.Rendezvous(cands, VIP, RouterIP))
+	director, _ := routedBusiest(l, nil)
 	for _, h := range l.Hosts {
 		s, err := h.Status()
 		if err != nil {
@@ -71,22 +57,10 @@ func TestRoutedSpread(t *testing.T) {
 // director's power, and checks the streams on other hosts and new flows.
 func directorLoss(t *testing.T, l *Lab, r *Router, director *Host) {
 	t.Helper()
-	var streams []*Stream
-	t.Cleanup(func() {
-		for _, s := range streams {
-			s.Close()
-		}
-	})
+	streams := openRouted(t, r, 4)
 	perHost := map[string]int{}
-	for range 4 {
-		for _, c := range r.Clients {
-			s, err := c.OpenStream(VIP, 100*time.Millisecond, 2*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			streams = append(streams, s)
-			perHost[s.Host]++
-		}
+	for _, s := range streams {
+		perHost[s.Host]++
 	}
 	for _, h := range l.Hosts {
 		if h != director && perHost[h.Name] == 0 {
@@ -211,4 +185,154 @@ func hostNamed(hosts []*Host, name string) *Host {
 		}
 	}
 	return nil
+}
+
+// newRoutedLab is three hosts serving the VIP, with echo services, and six
+// clients behind a router listed in vip.routers, spreading.
+func newRoutedLab(t *testing.T, cfg HostConfig) (*Lab, *Router) {
+	t.Helper()
+	cfg.Routers = []netip.Addr{RouterIP}
+	l := newLab(t, 3, 0, cfg)
+	r, err := l.AddRouter(6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range l.Hosts {
+		if err := h.StartEcho(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	startAll(t, l.Hosts)
+	waitSpreading(t, l.Hosts, r, len(l.Hosts), 15*time.Second)
+	return l, r
+}
+
+// openRouted opens n streams from each routed client, and closes them when
+// the test ends.
+func openRouted(t *testing.T, r *Router, n int) []*Stream {
+	t.Helper()
+	var streams []*Stream
+	t.Cleanup(func() {
+		for _, s := range streams {
+			s.Close()
+		}
+	})
+	for range n {
+		for _, c := range r.Clients {
+			s, err := c.OpenStream(VIP, streamEvery, 2*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			streams = append(streams, s)
+		}
+	}
+	return streams
+}
+
+// spreadCount sums a spread outcome over the hosts.
+func spreadCount(t *testing.T, outcome string, hosts ...*Host) uint64 {
+	t.Helper()
+	var n uint64
+	for _, h := range hosts {
+		s, err := h.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += s.Spread.Packets[outcome]
+	}
+	return n
+}
+
+// TestRoutedDrain checks that planned moves keep routed connections: long
+// streams from the clients behind the router through a drain and a resume
+// of the host with most streams that is not the director, then a drain of
+// the director. The slots that move hand their open connections to the
+// host that served them; without the handover the drain resets them.
+func TestRoutedDrain(t *testing.T) {
+	requirePrivileged(t)
+	t.Run("enabled", func(t *testing.T) {
+		l, r := newRoutedLab(t, HostConfig{})
+		streams := openRouted(t, r, 4)
+		director, busy := routedBusiest(l, streams)
+		per := map[string]int{}
+		for _, s := range streams {
+			per[s.Host]++
+		}
+		t.Logf("streams per host: %v; director %s", per, director.Name)
+		for _, step := range []struct {
+			host *Host
+			cmd  string
+		}{{busy, "drain"}, {busy, "resume"}, {director, "drain"}} {
+			before := spreadCount(t, "handed", l.Hosts...)
+			if _, err := step.host.Run(step.cmd); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(hold)
+			handed := spreadCount(t, "handed", l.Hosts...) - before
+			t.Logf("%s %s: %d segments handed to the host that served them; outcomes %s", step.cmd, step.host.Name, handed, spreadOutcomes(t, l.Hosts))
+			if step.cmd == "drain" && handed == 0 {
+				t.Errorf("%s %s: no segment handed over", step.cmd, step.host.Name)
+			}
+			for _, s := range streams {
+				if res := s.Check(); res.Err != nil || res.MaxStall > maxStall {
+					t.Errorf("%s %s: stream %s: %d echoes, longest stall %s, error %v", step.cmd, step.host.Name, s, res.Echoes, res.MaxStall.Round(time.Millisecond), res.Err)
+				}
+			}
+			if t.Failed() {
+				return
+			}
+		}
+	})
+	t.Run("disabled", func(t *testing.T) {
+		l, r := newRoutedLab(t, HostConfig{Handover: "enabled = false"})
+		streams := openRouted(t, r, 4)
+		_, busy := routedBusiest(l, streams)
+		if _, err := busy.Run("drain"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(hold)
+		reset := 0
+		for _, s := range streams {
+			if s.Host == busy.Name && s.Check().Err != nil {
+				reset++
+			}
+		}
+		if reset == 0 {
+			t.Errorf("without the handover, draining %s broke none of its streams: the test cannot tell", busy.Name)
+		}
+	})
+}
+
+// routedBusiest returns the router's director and the other host holding the
+// most streams.
+func routedBusiest(l *Lab, streams []*Stream) (director, busy *Host) {
+	var cands []gossip.Candidate
+	for _, h := range l.Hosts {
+		cands = append(cands, gossip.Candidate{Name: h.Name, Weight: 1})
+	}
+	director = hostNamed(l.Hosts, policy.Rendezvous(cands, VIP, RouterIP))
+	per := map[string]int{}
+	for _, s := range streams {
+		per[s.Host]++
+	}
+	for _, h := range l.Hosts {
+		if h != director && (busy == nil || per[h.Name] > per[busy.Name]) {
+			busy = h
+		}
+	}
+	return director, busy
+}
+
+// spreadOutcomes lists every host's spread counters, for the log.
+func spreadOutcomes(t *testing.T, hosts []*Host) string {
+	t.Helper()
+	var b strings.Builder
+	for _, h := range hosts {
+		s, err := h.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "%s %v; ", h.Name, s.Spread.Packets)
+	}
+	return b.String()
 }
