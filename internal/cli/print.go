@@ -11,6 +11,7 @@ import (
 
 	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/daemon"
+	"github.com/arpshare/arpshare/daemon/spread"
 )
 
 func printClients(w io.Writer, cs []daemon.ClientStatus) {
@@ -126,9 +127,15 @@ func printStatus(w io.Writer, s daemon.Status) {
 	fmt.Fprintln(tw)
 	fmt.Fprint(tw, repointLine(s.Repointing))
 	fmt.Fprintln(tw, "handover: "+s.Handover.Summary())
-	if s.Spread.Configured {
-		fmt.Fprintln(tw, "spread: "+s.Spread.Summary())
+	fmt.Fprint(tw, spreadLine(s.Spread))
+}
+
+// spreadLine says how routed clients are spread, if any VIP has routers.
+func spreadLine(s spread.Status) string {
+	if !s.Configured {
+		return ""
 	}
+	return "spread: " + s.Summary() + "\n"
 }
 
 // repointLine says what re-pointing is doing, at which rate.
