@@ -11,14 +11,17 @@ import (
 	"github.com/arpshare/arpshare/gossip"
 )
 
-// TestRoutedSpread puts six clients behind a router and checks that their
-// flows are spread over the three hosts, each serving at least a sixth of
-// 180 connections; then cuts the power of the router's director and checks
-// that no long-lived connection served by another host is reset, and that
-// new connections are served again within the failover time.
+// TestRoutedSpread puts six clients behind a router, and three on the
+// segment, and checks that the routed flows are spread over the three
+// hosts, each serving at least a sixth of 180 connections, while the
+// on-segment clients keep their owners by ARP. Then long-lived streams
+// from the routed clients go through the power loss of a host that is not
+// the router's director (only its streams break; the others do not stall)
+// and then of the director (no stream of the surviving host is reset); new
+// connections are served again within the failover time after each.
 func TestRoutedSpread(t *testing.T) {
 	requirePrivileged(t)
-	l, r := newRoutedLab(t, HostConfig{})
+	l, r := newRoutedLab(t, HostConfig{}, 3)
 
 	served := map[string]int{}
 	for range 30 {
@@ -36,6 +39,7 @@ func TestRoutedSpread(t *testing.T) {
 			t.Errorf("%s served %d of 180 routed connections, want at least 30", h.Name, served[h.Name])
 		}
 	}
+	waitAssignment(t, l.Clients, streamOwners(l.Clients, VIP, map[string]int{"h1": 1, "h2": 1, "h3": 1}), 10*time.Second)
 	director, _ := routedBusiest(l, nil)
 	for _, h := range l.Hosts {
 		s, err := h.Status()
@@ -50,45 +54,64 @@ func TestRoutedSpread(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	directorLoss(t, l, r, director)
-}
-
-// directorLoss opens long-lived streams from the routed clients, cuts the
-// director's power, and checks the streams on other hosts and new flows.
-func directorLoss(t *testing.T, l *Lab, r *Router, director *Host) {
-	t.Helper()
 	streams := openRouted(t, r, 4)
 	perHost := map[string]int{}
 	for _, s := range streams {
 		perHost[s.Host]++
 	}
 	for _, h := range l.Hosts {
-		if h != director && perHost[h.Name] == 0 {
+		if perHost[h.Name] == 0 {
 			t.Fatalf("no stream on %s (streams per host: %v): nothing to check", h.Name, perHost)
 		}
 	}
+	var other *Host
+	for _, h := range l.Hosts {
+		if h != director {
+			other = h
+			break
+		}
+	}
+	gone := map[string]bool{}
+	hostLoss(t, r, streams, other, gone)
+	for _, s := range streams {
+		if res := s.Check(); !gone[s.Host] && res.MaxStall > maxStall {
+			t.Errorf("%s lost: stream %s on a live host stalled for %s", other.Name, s, res.MaxStall.Round(time.Millisecond))
+		}
+	}
+	if t.Failed() {
+		return
+	}
+	hostLoss(t, r, streams, director, gone)
+}
+
+// hostLoss cuts dead's power while the routed clients connect over and
+// over, checks that new connections are all served again within the
+// failover time, and that no stream served by a live host failed.
+func hostLoss(t *testing.T, r *Router, streams []*Stream, dead *Host, gone map[string]bool) {
+	t.Helper()
 	probe := StartProbe(r.Clients, VIP, 100*time.Millisecond, 300*time.Millisecond)
 	defer probe.Stop()
 	time.Sleep(500 * time.Millisecond)
 	lost := time.Now()
-	if err := director.PowerOff(); err != nil {
+	if err := dead.PowerOff(); err != nil {
 		t.Fatal(err)
 	}
-	back := waitRecovered(t, probe, r.Clients, director.Name, lost, 15*time.Second)
-	t.Logf("director %s lost: new routed connections all served again after %s", director.Name, back.Round(time.Millisecond))
+	gone[dead.Name] = true
+	back := waitRecovered(t, probe, r.Clients, dead.Name, lost, 15*time.Second)
+	t.Logf("%s lost: new routed connections all served again after %s", dead.Name, back.Round(time.Millisecond))
 	if back > failoverWithin {
-		t.Errorf("new routed connections failed for %s after the director's power loss, want at most %s", back.Round(time.Millisecond), failoverWithin)
+		t.Errorf("new routed connections failed for %s after the power loss of %s, want at most %s", back.Round(time.Millisecond), dead.Name, failoverWithin)
 	}
-	time.Sleep(time.Second) // the streams run on through the new director
+	time.Sleep(time.Second) // the streams run on
 	for _, s := range streams {
 		res := s.Check()
 		switch {
-		case s.Host == director.Name:
-			continue // served by the host that died
+		case gone[s.Host]:
+			continue // served by a host that died
 		case res.Err != nil:
-			t.Errorf("stream %s served by a live host failed: %v", s, res.Err)
+			t.Errorf("%s lost: stream %s served by a live host failed: %v", dead.Name, s, res.Err)
 		default:
-			t.Logf("stream %s: %d echoes, longest stall %s", s, res.Echoes, res.MaxStall.Round(time.Millisecond))
+			t.Logf("%s lost: stream %s: %d echoes, longest stall %s", dead.Name, s, res.Echoes, res.MaxStall.Round(time.Millisecond))
 		}
 	}
 }
@@ -187,12 +210,13 @@ func hostNamed(hosts []*Host, name string) *Host {
 	return nil
 }
 
-// newRoutedLab is three hosts serving the VIP, with echo services, and six
-// clients behind a router listed in vip.routers, spreading.
-func newRoutedLab(t *testing.T, cfg HostConfig) (*Lab, *Router) {
+// newRoutedLab is three hosts serving the VIP, with echo services, six
+// clients behind a router listed in vip.routers, spreading, and
+// segmentClients clients on the segment.
+func newRoutedLab(t *testing.T, cfg HostConfig, segmentClients int) (*Lab, *Router) {
 	t.Helper()
 	cfg.Routers = []netip.Addr{RouterIP}
-	l := newLab(t, 3, 0, cfg)
+	l := newLab(t, 3, segmentClients, cfg)
 	r, err := l.AddRouter(6)
 	if err != nil {
 		t.Fatal(err)
@@ -251,7 +275,7 @@ func spreadCount(t *testing.T, outcome string, hosts ...*Host) uint64 {
 func TestRoutedDrain(t *testing.T) {
 	requirePrivileged(t)
 	t.Run("enabled", func(t *testing.T) {
-		l, r := newRoutedLab(t, HostConfig{})
+		l, r := newRoutedLab(t, HostConfig{}, 0)
 		streams := openRouted(t, r, 4)
 		director, busy := routedBusiest(l, streams)
 		per := map[string]int{}
@@ -284,7 +308,7 @@ func TestRoutedDrain(t *testing.T) {
 		}
 	})
 	t.Run("disabled", func(t *testing.T) {
-		l, r := newRoutedLab(t, HostConfig{Handover: "enabled = false"})
+		l, r := newRoutedLab(t, HostConfig{Handover: "enabled = false"}, 0)
 		streams := openRouted(t, r, 4)
 		_, busy := routedBusiest(l, streams)
 		if _, err := busy.Run("drain"); err != nil {
