@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/arpshare/arpshare/arp"
@@ -8,8 +9,8 @@ import (
 	"github.com/arpshare/arpshare/daemon/spread"
 )
 
-// spreadSource tells the spreader which VIPs have routers and whom this host
-// knows (the routers among them).
+// spreadSource tells the spreader which VIPs have routers and the MACs of
+// the clients this host knows (the routers among them).
 type spreadSource struct {
 	state *hostState
 	table *arp.ClientTable
@@ -37,4 +38,4 @@ func spreadGrace(h handover.Config) time.Duration {
 	return h.Grace
 }
 
-func (s spreadSource) Clients() []arp.Client { return s.table.Clients() }
+func (s spreadSource) MAC(vip, ip netip.Addr) ([6]byte, bool) { return s.table.MAC(vip, ip) }

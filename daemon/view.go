@@ -15,7 +15,7 @@ import (
 func (d *Daemon) viewChanged(v *gossip.View) {
 	d.watch.observe(d.log, v, d.config().VIPs)
 	d.responders.setView(v)
-	d.spread.Update(v)
+	d.spread.ViewChanged(v)
 	d.handover.Update(v) // before re-pointing: a moved client's flows must be handed over at once
 	d.repointer.ViewChanged(v)
 	d.seams.notify("STATUS=" + d.statusLine())

@@ -8,18 +8,15 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/gossip"
 )
 
-const (
-	sweepEvery    = time.Second
-	routerRefresh = 30 * time.Second
-)
+const sweepEvery = time.Second
 
 // Served is a VIP this host serves whose routers' traffic is spread.
 type Served struct {
@@ -29,12 +26,12 @@ type Served struct {
 	Routers   []netip.Addr
 }
 
-// Source tells the spreader which VIPs have routers and which clients this
-// host knows: a router asks for the VIP like any client, so the client
-// table has its MAC.
+// Source tells the spreader which VIPs have routers, and the MACs of the
+// clients this host knows: a router asks for the VIP like any client, so
+// the client table has its MAC.
 type Source interface {
 	Served() []Served
-	Clients() []arp.Client
+	MAC(vip, ip netip.Addr) ([6]byte, bool)
 }
 
 // program is the loaded kernel program, or a fake in tests.
@@ -81,6 +78,9 @@ type Spreader struct {
 	grace time.Duration
 	now   func() time.Duration // CLOCK_MONOTONIC
 
+	pending atomic.Pointer[gossip.View] // the latest view not yet acted on
+	wake    chan struct{}
+
 	mu        sync.Mutex
 	prog      program
 	loadErr   error
@@ -89,7 +89,6 @@ type Spreader struct {
 	last      *gossip.View
 	vips      map[netip.Addr]*vipState
 	unseen    map[netip.Addr]bool // routers not yet seen, logged once
-	readAt    time.Time           // when the client table was last read
 	peers     [][6]byte           // the hosts' MACs in the kernel
 }
 
@@ -98,14 +97,15 @@ type Spreader struct {
 // the open connections of the flows that move here go on to the host that
 // served them.
 func New(self string, grace time.Duration, src Source, log *slog.Logger) *Spreader {
-	return &Spreader{self: self, log: log, src: src, load: loadProgram, grace: grace, now: monotonic,
+	return &Spreader{self: self, log: log, src: src, load: loadProgram, grace: grace, now: monotonic, wake: make(chan struct{}, 1),
 		attachErr: map[string]error{}, ifaces: map[string]int{}, vips: map[netip.Addr]*vipState{}, unseen: map[netip.Addr]bool{}}
 }
 
 func (s *Spreader) String() string { return "spread" }
 
-// Run keeps the routers' MACs and the interfaces up to date until ctx
-// ends, then unloads the program.
+// Run makes the tables from the views ViewChanged hands it, and keeps the
+// routers' MACs and the interfaces up to date, until ctx ends; then it
+// unloads the program.
 func (s *Spreader) Run(ctx context.Context) error {
 	t := time.NewTicker(sweepEvery)
 	defer t.Stop()
@@ -114,9 +114,24 @@ func (s *Spreader) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-s.wake:
+			if v := s.pending.Swap(nil); v != nil {
+				s.Update(v)
+			}
 		case <-t.C:
 			s.Update(nil)
 		}
+	}
+}
+
+// ViewChanged hands the spreader a new view, for Run: a table over many
+// hosts of high weight takes tens of milliseconds to make (BenchmarkTable),
+// which the gossip path, and the re-pointing after it, must not wait for.
+func (s *Spreader) ViewChanged(v *gossip.View) {
+	s.pending.Store(v)
+	select {
+	case s.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -147,16 +162,11 @@ func (s *Spreader) Update(v *gossip.View) {
 		return
 	}
 	s.attach(served)
-	var clients []arp.Client
-	if s.needRouters(served) {
-		clients = s.src.Clients()
-		s.readAt = time.Now()
-	}
 	s.setPeers()
 	is := map[netip.Addr]bool{}
 	for _, sv := range served {
 		is[sv.VIP] = true
-		s.updateVIP(sv, clients)
+		s.updateVIP(sv)
 	}
 	for vip := range s.vips {
 		if !is[vip] {
@@ -182,29 +192,8 @@ func (s *Spreader) open(vips int) {
 	s.log.Info("spreading routed clients' flows over the hosts", "vips", vips)
 }
 
-// needRouters says whether a router's MAC is still to be learnt, or was
-// last looked up routerRefresh ago (a router replaced): the client table,
-// which may be large, is read only then.
-func (s *Spreader) needRouters(served []Served) bool {
-	if time.Since(s.readAt) > routerRefresh {
-		return true
-	}
-	for _, sv := range served {
-		st := s.vips[sv.VIP]
-		if st == nil {
-			return true
-		}
-		for _, r := range sv.Routers {
-			if _, ok := st.known[r]; !ok {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // updateVIP brings one VIP's table and routers in line.
-func (s *Spreader) updateVIP(sv Served, clients []arp.Client) {
+func (s *Spreader) updateVIP(sv Served) {
 	st := s.vips[sv.VIP]
 	if st == nil {
 		st = &vipState{known: map[netip.Addr][6]byte{}}
@@ -221,7 +210,7 @@ func (s *Spreader) updateVIP(sv Served, clients []arp.Client) {
 			s.log.Debug("spread table updated", "vip", sv.Name, "hosts", len(hosts))
 		}
 	}
-	macs := s.routerMACs(sv, st, clients)
+	macs := s.routerMACs(sv, st)
 	if !slices.Equal(macs, st.routers) {
 		if err := s.prog.SetRouters(sv.VIP, macs); err != nil {
 			s.log.Warn("cannot update the spread routers", "vip", sv.Name, "error", err)
@@ -279,10 +268,10 @@ func monotonic() time.Duration {
 
 // routerMACs returns the MACs of sv's routers, as the client table last
 // knew them; a router not seen yet is logged once.
-func (s *Spreader) routerMACs(sv Served, st *vipState, clients []arp.Client) [][6]byte {
-	for _, c := range clients {
-		if c.VIP == sv.VIP && len(c.MAC) == 6 && slices.Contains(sv.Routers, c.IP) && unicast([6]byte(c.MAC)) {
-			st.known[c.IP] = [6]byte(c.MAC)
+func (s *Spreader) routerMACs(sv Served, st *vipState) [][6]byte {
+	for _, r := range sv.Routers {
+		if m, ok := s.src.MAC(sv.VIP, r); ok && unicast(m) {
+			st.known[r] = m
 		}
 	}
 	peers := peerMACs(s.last)

@@ -2,6 +2,7 @@ package spread
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -59,8 +60,15 @@ type source struct {
 	clients []arp.Client
 }
 
-func (s *source) Served() []Served      { return s.served }
-func (s *source) Clients() []arp.Client { return s.clients }
+func (s *source) Served() []Served { return s.served }
+func (s *source) MAC(vip, ip netip.Addr) ([6]byte, bool) {
+	for _, c := range s.clients {
+		if c.VIP == vip && c.IP == ip && len(c.MAC) == 6 {
+			return [6]byte(c.MAC), true
+		}
+	}
+	return [6]byte{}, false
+}
 
 func macOf(name string) [6]byte { return [6]byte{0x02, 0, 0, 0, 0, name[0]} }
 
@@ -159,7 +167,6 @@ func TestSpreaderLearnsRouters(t *testing.T) {
 	// A router with a host's MAC would send flows in a circle.
 	b := macOf("b")
 	src.clients[0].MAC = b[:]
-	s.readAt = s.readAt.Add(-2 * routerRefresh)
 	s.Update(nil)
 	if got := f.routers[vip4]; len(got) != 0 {
 		t.Errorf("router with a host's MAC spread: %v", got)
@@ -296,5 +303,37 @@ func TestSpreaderMarksMoves(t *testing.T) {
 	}
 	if len(f.peers) != 3 {
 		t.Errorf("peers %x, want the three hosts' MACs", f.peers)
+	}
+}
+
+// TestSpreaderRunTakesViews checks that a view handed over by ViewChanged
+// is acted on by Run, not by the caller.
+func TestSpreaderRunTakesViews(t *testing.T) {
+	t.Parallel()
+	s, f, _, _ := newTest(t)
+	s.ViewChanged(gossip.NewView("a", []gossip.Member{member("a", gossip.StateAlive), member("b", gossip.StateAlive)}, 0))
+	if f.sets != 0 {
+		t.Fatal("ViewChanged made the table itself")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st := s.Status()
+		if len(st.VIPs) == 1 && len(st.VIPs[0].Hosts) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Run did not take the view: %+v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Status(); st.Active {
+		t.Error("Run ended without unloading the program")
 	}
 }

@@ -82,3 +82,23 @@ func TestTableStable(t *testing.T) {
 		t.Error("two VIPs have the same table")
 	}
 }
+
+// BenchmarkTable measures making one VIP's table, which every host does on
+// each change of the VIP's eligible hosts.
+func BenchmarkTable(b *testing.B) {
+	for _, c := range []struct {
+		name    string
+		weights []int
+	}{
+		{"3_hosts_weight_1", []int{1, 1, 1}},
+		{"16_hosts_weight_1", slices.Repeat([]int{1}, 16)},
+		{"16_hosts_weight_10", slices.Repeat([]int{10}, 16)},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			hs := hosts(c.weights...)
+			for range b.N {
+				Table(vip4, hs, "a")
+			}
+		})
+	}
+}
