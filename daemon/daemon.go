@@ -15,6 +15,7 @@ import (
 	"github.com/arpshare/arpshare/arp/fastpath"
 	"github.com/arpshare/arpshare/daemon/handover"
 	"github.com/arpshare/arpshare/daemon/repoint"
+	"github.com/arpshare/arpshare/daemon/spread"
 	"github.com/arpshare/arpshare/gossip"
 	"github.com/arpshare/arpshare/internal/api"
 	"github.com/arpshare/arpshare/internal/config"
@@ -53,6 +54,7 @@ type Daemon struct {
 	owners     ownership.Cache // status's and metrics' client counts
 	repointer  *repoint.Repointer
 	handover   *handover.Handover
+	spread     *spread.Spreader
 	serving    *vipServer
 	responders *responders // serving's, for the status and metrics
 	watch      viewWatch
@@ -128,6 +130,7 @@ func newDaemon(cfg *config.Config, log *slog.Logger, version string, sm seams) *
 	})
 	d.handover = handover.New(cfg.Handover, cfg.Node.Name, cfg.Node.MaxClients, handoverSource{d.state, d.table}, log.With("component", "handover"))
 	d.views = newViewTask(d.handover, d.repointer)
+	d.spread = spread.New(cfg.Node.Name, spreadGrace(cfg.Handover), spreadSource{d.state, d.table}, log.With("component", "spread"))
 	d.cluster = gossip.NewCluster(gossip.ClusterConfig{
 		Name: cfg.Node.Name, Bind: cfg.Gossip.Bind, Peers: cfg.Gossip.Peers,
 		Keys: cfg.Gossip.Keys, KeyFile: cfg.Gossip.KeyFile, Label: cfg.Gossip.Cluster,
@@ -182,8 +185,9 @@ func (d *Daemon) Run(ctx context.Context, configPath string) error {
 		return err
 	}
 	d.handover.Open()
+	d.spread.Update(nil) // loads the program if a VIP has routers
 
-	all := []task.Task{d.cluster, task.ReadyOnStart(d.views), task.ReadyOnStart(d.repointer), task.ReadyOnStart(d.handover), d.api,
+	all := []task.Task{d.cluster, task.ReadyOnStart(d.views), task.ReadyOnStart(d.repointer), task.ReadyOnStart(d.handover), task.ReadyOnStart(d.spread), d.api,
 		&reloader{d: d, path: configPath, ready: make(chan struct{})}, task.ReadyOnStart(&watchdog{d: d}),
 		task.ReadyOnStart(d.sysctls), task.ReadyOnStart(d.reports)}
 	if d.metrics != nil {

@@ -51,6 +51,7 @@ func (d *Daemon) Reload(path string) error {
 		d.log.Debug("gossip reloaded config", "error", err)
 	}
 	d.handover.Update(nil)
+	d.spread.Update(nil)
 	d.repointer.ViewChanged(d.cluster.View())
 	var names []string
 	for _, v := range d.config().VIPs {

@@ -40,6 +40,7 @@ func (d *Daemon) Status() api.Status {
 		Quorum: v.Quorum(), Expect: v.Expect, Join: v.JoinState(), JoinCause: v.Rejected,
 		Repointing: d.repointer.Status(),
 		Handover:   d.handover.Status(),
+		Spread:     d.spread.Status(),
 	}
 	if s.Draining {
 		p := drain.ProgressIn(v, cfg.Node.Name, cfg.VIPs)

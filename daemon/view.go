@@ -23,6 +23,7 @@ import (
 func (d *Daemon) viewChanged(v *gossip.View) {
 	d.watch.observe(d.log, v, d.config().VIPs)
 	d.responders.setView(v)
+	d.spread.ViewChanged(v)
 	d.views.publish(v)
 	d.seams.notify("STATUS=" + d.statusLine())
 }

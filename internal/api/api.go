@@ -20,6 +20,7 @@ import (
 	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/daemon/handover"
 	"github.com/arpshare/arpshare/daemon/repoint"
+	"github.com/arpshare/arpshare/daemon/spread"
 	"github.com/arpshare/arpshare/gossip"
 	"github.com/arpshare/arpshare/internal/config"
 )
@@ -53,6 +54,8 @@ type Status struct {
 	// Handover: whether moved clients' open connections are handed to
 	// their previous owner, and which are now.
 	Handover handover.Status `json:"handover"`
+	// Spread: whether routed clients' flows are spread over the hosts.
+	Spread spread.Status `json:"spread"`
 }
 
 // RepointStatus is the re-pointing round in progress.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/arpshare/arpshare/arp/policy"
+	"github.com/arpshare/arpshare/daemon/spread"
 	"github.com/arpshare/arpshare/internal/api"
 )
 
@@ -126,6 +127,15 @@ func printStatus(w io.Writer, s api.Status) {
 	fmt.Fprintln(tw)
 	fmt.Fprint(tw, repointLine(s.Repointing))
 	fmt.Fprintln(tw, "handover: "+s.Handover.Summary())
+	fmt.Fprint(tw, spreadLine(s.Spread))
+}
+
+// spreadLine says how routed clients are spread, if any VIP has routers.
+func spreadLine(s spread.Status) string {
+	if !s.Configured {
+		return ""
+	}
+	return "spread: " + s.Summary() + "\n"
 }
 
 // repointLine says what re-pointing is doing, at which rate.

@@ -181,6 +181,9 @@ type VIP struct {
 	WaitForInterface bool
 	Mode             policy.Mode
 	Check            *Check // nil: healthy while the daemon runs
+	// Routers whose traffic to the VIP is spread over the hosts by flow
+	// (package daemon/spread); in the VIP's family.
+	Routers []netip.Addr
 }
 
 // Policy is how the VIP's clients are shared.
@@ -246,6 +249,7 @@ type rawVIP struct {
 	WaitForInterface *bool     `toml:"wait_for_interface"`
 	Mode             *string   `toml:"mode"`
 	Check            *rawCheck `toml:"check"`
+	Routers          []string  `toml:"routers"`
 }
 
 type rawCheck struct {
@@ -703,6 +707,7 @@ func (c *checker) vips(raw []rawVIP) []VIP {
 		if rv.Check != nil {
 			v.Check = c.vipCheck(i, where, rv.Check)
 		}
+		v.Routers = c.vipRouters(i, where, v.Address, rv.Routers)
 		out = append(out, v)
 	}
 	return out

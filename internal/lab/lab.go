@@ -106,6 +106,8 @@ type HostConfig struct {
 	// Peers is how many of the lab's hosts gossip.peers names, the first
 	// ones; 0: three.
 	Peers int
+	// Routers sets the VIP "web"'s vip.routers.
+	Routers []netip.Addr
 }
 
 // SecondVIP is the address of the optional second VIP, "db".
@@ -420,6 +422,13 @@ func (h *Host) WriteConfig(hc HostConfig) error {
 	fmt.Fprintf(&b, "\n[[vip]]\nname = \"web\"\naddress = %q\ninterface = \"eth0\"\n", VIP)
 	if hc.Mode != "" {
 		fmt.Fprintf(&b, "mode = %q\n", hc.Mode)
+	}
+	if len(hc.Routers) > 0 {
+		var rs []string
+		for _, r := range hc.Routers {
+			rs = append(rs, fmt.Sprintf("%q", r.String()))
+		}
+		fmt.Fprintf(&b, "routers = [%s]\n", strings.Join(rs, ", "))
 	}
 	if hc.Check {
 		fmt.Fprintf(&b, "[vip.check]\ntcp = \"127.0.0.1:%d\"\ninterval = \"200ms\"\ntimeout = \"200ms\"\nfall = 3\n", port)

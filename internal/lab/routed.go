@@ -1,0 +1,88 @@
+package lab
+
+import (
+	"fmt"
+	"net/netip"
+	"os/exec"
+)
+
+// Routed clients: a router on the segment at RouterIP, forwarding between it
+// and a subnet of clients behind it, RoutedNet, on a bridge of its own (br2
+// in the switch's namespace). Every address stays in 198.18.0.0/15.
+var (
+	RouterIP  = netip.MustParseAddr("198.18.0.254")
+	RoutedNet = netip.MustParsePrefix("198.19.1.0/24")
+	// routerInside is the router's address on the clients' subnet.
+	routerInside = netip.MustParseAddr("198.19.1.254")
+	routedIP     = func(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 19, 1, byte(1 + i)}) }
+)
+
+// Router is a machine that forwards between the segment and the routed
+// clients: the hosts see its MAC on every routed client's packets.
+type Router struct {
+	NS      string
+	Addr    netip.Addr // on the segment
+	Clients []*Client  // behind it
+}
+
+// AddRouter adds the router and clients routed clients behind it (at most
+// 99), and routes RoutedNet through it from every host already added (add
+// the hosts first). Forwarding is enabled in the router's namespace only.
+func (l *Lab) AddRouter(clients int) (*Router, error) {
+	if clients > 99 {
+		return nil, fmt.Errorf("lab: at most 99 routed clients")
+	}
+	r := &Router{NS: "arpshare-" + l.Suffix + "-rt", Addr: RouterIP}
+	if err := l.plug(r.NS, "rt", r.Addr, netip.MustParseAddr("fd00::fe")); err != nil {
+		return nil, err
+	}
+	if out, err := exec.Command("ip", "netns", "exec", r.NS, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1").CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("%s: sysctl: %w: %s", r.NS, err, out)
+	}
+	steps := [][]string{
+		{"-n", l.switchNS, "link", "add", "br2", "type", "bridge"},
+		{"-n", l.switchNS, "link", "set", "br2", "up"},
+		{"-n", l.switchNS, "link", "add", "rti", "type", "veth", "peer", "name", "eth1", "netns", r.NS},
+		{"-n", l.switchNS, "link", "set", "rti", "master", "br2", "up"},
+		{"-n", r.NS, "addr", "add", netip.PrefixFrom(routerInside, RoutedNet.Bits()).String(), "dev", "eth1"},
+		{"-n", r.NS, "link", "set", "eth1", "up"},
+	}
+	if err := ipSteps(steps); err != nil {
+		return nil, err
+	}
+	for i := range clients {
+		c := &Client{Name: fmt.Sprintf("r%02d", i+1), Addr: routedIP(i)}
+		c.NS = "arpshare-" + l.Suffix + "-" + c.Name
+		if err := l.addNS(c.NS); err != nil {
+			return nil, err
+		}
+		if err := ipSteps([][]string{
+			{"-n", l.switchNS, "link", "add", c.Name, "type", "veth", "peer", "name", "eth0", "netns", c.NS},
+			{"-n", l.switchNS, "link", "set", c.Name, "master", "br2", "up"},
+			{"-n", c.NS, "addr", "add", netip.PrefixFrom(c.Addr, RoutedNet.Bits()).String(), "dev", "eth0"},
+			{"-n", c.NS, "link", "set", "eth0", "up"},
+			{"-n", c.NS, "route", "add", "default", "via", routerInside.String()},
+		}); err != nil {
+			return nil, err
+		}
+		r.Clients = append(r.Clients, c)
+	}
+	l.mu.Lock()
+	hosts := append([]*Host(nil), l.Hosts...)
+	l.mu.Unlock()
+	for _, h := range hosts {
+		if err := ip("-n", h.NS, "route", "add", RoutedNet.String(), "via", r.Addr.String(), "dev", "eth0"); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+func ipSteps(steps [][]string) error {
+	for _, s := range steps {
+		if err := ip(s...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
