@@ -161,7 +161,7 @@ func (d *Daemon) config() *config.Config { return d.state.Config() }
 // other hosts time to re-point its clients, leaves the cluster and removes
 // its VIPs. SIGHUP reloads the config.
 func (d *Daemon) Run(ctx context.Context, configPath string) error {
-	if d.config().Node.FastPath == config.FastPathOn { // fast path (issue 11)
+	if d.config().Node.FastPath == config.FastPathOn {
 		if err := fastpath.Check(); err != nil {
 			return fmt.Errorf("node.fast_path = \"on\": %w", err)
 		}

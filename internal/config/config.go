@@ -558,7 +558,7 @@ func (c *checker) node(raw *rawNode) NodeConfig {
 	} else {
 		n.ReassertInterval = c.duration(s, DefaultReassertInterval, c.line("node", 0, "reassert_interval"), "node.reassert_interval (or \"0\" for never)")
 	}
-	if raw.FastPath != nil { // fast path (issue 11)
+	if raw.FastPath != nil {
 		n.FastPath = FastPath(*raw.FastPath)
 		if f := n.FastPath; f != FastPathAuto && f != FastPathOn && f != FastPathOff {
 			c.errAt(c.line("node", 0, "fast_path"), "node.fast_path %q: must be \"auto\", \"on\" or \"off\"", f)
