@@ -409,7 +409,7 @@ func (r *Responder) Run(ctx context.Context) error {
 			continue
 		}
 		lastErr = ""
-		log.Info("answering", "protocol", map[bool]string{false: "ARP", true: "NDP"}[r.cfg.IPv6], "mac", mac.String(), "vips", r.snap.Load().addrs())
+		log.Info("answering", "protocol", map[bool]string{false: "ARP", true: "NDP"}[r.cfg.IPv6], "mac", mac.String(), "vip_addresses", r.snap.Load().addrs())
 		r.mu.Lock()
 		r.link, r.mac = conn, mac
 		r.mu.Unlock()
@@ -510,7 +510,7 @@ func (r *Responder) handleARP(l *arpLink, frame []byte, now time.Time) {
 // delay, the link may have been closed meanwhile.
 func (r *Responder) sent(s *snapshot, i int, err error) {
 	if err != nil {
-		r.cfg.Logger.Debug("send answer", "interface", r.cfg.Interface, "vip", s.vips[i].Address, "error", err)
+		r.cfg.Logger.Debug("send answer", "interface", r.cfg.Interface, "vip_address", s.vips[i].Address, "error", err)
 		return
 	}
 	s.vips[i].counts.replies.Add(1)
@@ -524,7 +524,7 @@ func (r *Responder) warnConflict(vip netip.Addr, mac net.HardwareAddr) {
 	}
 	r.lastWarn = time.Now()
 	r.cfg.Logger.Warn("another machine claims a VIP (logged at most every 10s)",
-		"interface", r.cfg.Interface, "vip", vip, "mac", mac.String())
+		"interface", r.cfg.Interface, "vip_address", vip, "mac", mac.String())
 }
 
 func frameFor(op arp.Operation, srcMAC net.HardwareAddr, srcIP netip.Addr, dstMAC net.HardwareAddr, dstIP netip.Addr, ethDst net.HardwareAddr) ([]byte, error) {

@@ -196,7 +196,7 @@ func (d *Daemon) Run(ctx context.Context, configPath string) error {
 	// the start out), so the responders are not waited for: STATUS says
 	// what the daemon waits for.
 	if sup.Ready(ctx, all...) {
-		d.log.Info("arpshare ready", "node", cfg.Node.Name, "version", d.version, "vips", len(cfg.VIPs))
+		d.log.Info("arpshare ready", "node", cfg.Node.Name, "version", d.version, "vip_count", len(cfg.VIPs))
 		d.seams.notify("READY=1\nSTATUS=" + d.statusLine())
 		if w := d.state.waitingFor(); len(w) > 0 {
 			d.log.Warn("ready, but not answering on every interface yet: waiting for it to appear", "interfaces", w)
