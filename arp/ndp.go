@@ -125,12 +125,12 @@ func (r *Responder) handleNDP(l *ndpLink, msg []byte, hops int, src netip.Addr, 
 		return
 	}
 	m, dst := v.message(s, src, l.mac)
-	send := func() { r.sent(s, v.vip, l.conn.WriteTo(m, nil, dst)) }
+	send := func() error { return l.conn.WriteTo(m, nil, dst) }
 	if v.delay > 0 {
-		time.AfterFunc(v.delay, send)
+		r.sendLater(now.Add(v.delay), s, v.vip, send)
 		return
 	}
-	send()
+	r.sent(s, v.vip, send())
 }
 
 // message returns the advertisement that answers a solicitation from src,
