@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -131,15 +130,6 @@ func (n nodeAware) WriteToAddress(b []byte, a memberlist.Address) (time.Time, er
 
 func (n nodeAware) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
 	return n.DialTimeout(a.Addr, timeout)
-}
-
-// down says whether err means the peer is not there: nothing listens, no
-// route, or no answer in time.
-func down(err error) bool {
-	var ne net.Error
-	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EHOSTUNREACH) ||
-		errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EHOSTDOWN) ||
-		errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 // hangUp says whether err is the peer closing the stream.
