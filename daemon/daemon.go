@@ -24,6 +24,7 @@ import (
 	"github.com/arpshare/arpshare/internal/metrics"
 	"github.com/arpshare/arpshare/internal/ownership"
 	"github.com/arpshare/arpshare/internal/task"
+	"github.com/arpshare/arpshare/internal/viewlog"
 )
 
 const (
@@ -55,7 +56,7 @@ type Daemon struct {
 	handover   *handover.Handover
 	serving    *vipServer
 	responders *responders // serving's, for the status and metrics
-	watch      viewWatch
+	watch      *viewlog.Watch
 	views      *viewTask // hands views to the handover and the repointer
 	api        *api.Server
 	metrics    *api.MetricsServer // nil without [api] metrics
@@ -103,7 +104,7 @@ func newDaemon(cfg *config.Config, log *slog.Logger, version string, sm seams) *
 		state:      newHostState(cfg),
 		table:      arp.NewClientTable(cfg.Node.MaxClients, clientTTL),
 		responders: newResponders(),
-		watch:      viewWatch{quorum: true, fallback: map[netip.Addr]bool{}},
+		watch:      viewlog.New(),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: metrics.MetricConfigReloads, Help: "Config reloads (SIGHUP), by result: applied, failed (the config was taken but a VIP could not be plumbed: the others are applied) or refused.",
 		}, []string{"result"}),
@@ -137,7 +138,7 @@ func newDaemon(cfg *config.Config, log *slog.Logger, version string, sm seams) *
 		Software:  version,
 		Transport: sm.transport,
 		Meta:      d.state.meta,
-		State:     sharedTable{d.table, log},
+		State:     arp.NewSharedTable(d.table, log),
 		OnChange:  d.viewChanged,
 		OnRefute:  d.repointer.Refuted,
 		Logger:    log.With("component", "gossip"),
