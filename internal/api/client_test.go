@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/arpshare/arpshare/gossip"
 	"github.com/arpshare/arpshare/internal/config"
 )
 
@@ -119,5 +120,20 @@ func TestExplain(t *testing.T) {
 		if !strings.HasPrefix(s.NotServing[i], w) {
 			t.Errorf("reason %d: %q, want %q", i, s.NotServing[i], w)
 		}
+	}
+}
+
+// TestPeerStatuses: a live member whose metadata is rejected shows as
+// rejected with its error; a dead one stays dead; the rest are copied.
+func TestPeerStatuses(t *testing.T) {
+	t.Parallel()
+	meta := gossip.Meta{Version: gossip.MetaVersion, Algorithm: gossip.Algorithm, Weight: 2, MACs: []string{"02:00:00:00:00:01"}}
+	got := PeerStatuses([]gossip.Member{
+		{Name: "h1", State: gossip.StateAlive, Meta: meta},
+		{Name: "h2", State: gossip.StateAlive, Err: "weight 100000 out of range"},
+		{Name: "h3", State: gossip.StateDead, Err: "weight 100000 out of range"},
+	})
+	if got[0].State != "alive" || got[0].Weight != 2 || len(got[0].MACs) != 1 || got[1].State != MemberRejected || got[1].Error == "" || got[2].State != "dead" {
+		t.Errorf("statuses %+v", got)
 	}
 }
