@@ -185,7 +185,7 @@ func (d *Daemon) Run(ctx context.Context, configPath string) error {
 	d.handover.Open()
 
 	all := []task.Task{d.cluster, task.ReadyOnStart(d.views), task.ReadyOnStart(d.repointer), task.ReadyOnStart(d.handover), d.api,
-		&reloader{d: d, path: configPath, ready: make(chan struct{})}, task.ReadyOnStart(&watchdog{d: d}),
+		d.newReloader(configPath), task.ReadyOnStart(d.newWatchdog()),
 		task.ReadyOnStart(d.sysctls), task.ReadyOnStart(d.reports)}
 	if d.metrics != nil {
 		all = append(all, d.metrics)
