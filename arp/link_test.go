@@ -108,13 +108,13 @@ func TestNDPGroups(t *testing.T) {
 	out := logs.String()
 	for _, want := range []string{
 		"level=WARN msg=\"cannot join a VIP's solicited-node multicast group",
-		"level=WARN msg=\"leave a solicited-node multicast group\" vip=" + b.String(),
+		"level=WARN msg=\"leave a solicited-node multicast group\" vip_address=" + b.String(),
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("log lacks %q:\n%s", want, out)
 		}
 	}
-	if strings.Count(out, "vip="+b.String()) != 2 || strings.Contains(out, "vip="+a.String()) {
+	if strings.Count(out, "vip_address="+b.String()) != 2 || strings.Contains(out, "vip_address="+a.String()) {
 		t.Errorf("log names the wrong VIPs:\n%s", out)
 	}
 }

@@ -77,7 +77,7 @@ func (l *ndpLink) setVIPs(old, new []netip.Addr) {
 		if !slices.Contains(new, v) {
 			if g, err := ndp.SolicitedNodeMulticast(v); err == nil {
 				if err := l.conn.LeaveGroup(g); err != nil {
-					l.log.Warn("leave a solicited-node multicast group", "vip", v, "group", g, "error", err)
+					l.log.Warn("leave a solicited-node multicast group", "vip_address", v, "group", g, "error", err)
 				}
 			}
 		}
@@ -86,7 +86,7 @@ func (l *ndpLink) setVIPs(old, new []netip.Addr) {
 		if g, err := ndp.SolicitedNodeMulticast(v); err == nil && !slices.Contains(old, v) {
 			if err := l.conn.JoinGroup(g); err != nil {
 				l.log.Warn("cannot join a VIP's solicited-node multicast group: this host may not hear its clients' neighbor solicitations",
-					"vip", v, "group", g, "error", err)
+					"vip_address", v, "group", g, "error", err)
 			}
 		}
 	}
@@ -125,12 +125,12 @@ func (r *Responder) handleNDP(l *ndpLink, msg []byte, hops int, src netip.Addr, 
 		return
 	}
 	m, dst := v.message(s, src, l.mac)
-	send := func() { r.sent(s, v.vip, l.conn.WriteTo(m, nil, dst)) }
+	send := func() error { return l.conn.WriteTo(m, nil, dst) }
 	if v.delay > 0 {
-		time.AfterFunc(v.delay, send)
+		r.sendLater(now.Add(v.delay), s, v.vip, send)
 		return
 	}
-	send()
+	r.sent(s, v.vip, send())
 }
 
 // message returns the advertisement that answers a solicitation from src,

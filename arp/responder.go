@@ -101,6 +101,8 @@ type Responder struct {
 	// frames, opening the interface); 0 while it waits for frames or for
 	// the interface. See Busy.
 	busy atomic.Int64
+	// later sends the race mode's delayed answers while Run runs.
+	later *later
 
 	mu       sync.Mutex
 	counts   map[netip.Addr]*counts // kept across reloads: counters only grow
@@ -252,7 +254,7 @@ func NewResponder(cfg ResponderConfig) *Responder {
 	if cfg.Retry == 0 {
 		cfg.Retry = time.Second
 	}
-	r := &Responder{cfg: cfg, ready: make(chan struct{}), counts: map[netip.Addr]*counts{}}
+	r := &Responder{cfg: cfg, ready: make(chan struct{}), counts: map[netip.Addr]*counts{}, later: newLater()}
 	r.none.slot = -1 // frames about no VIP: never decided in the kernel
 	r.snap.Store(&snapshot{view: cfg.View, peers: peerMACs(cfg.View)})
 	r.SetVIPs(cfg.VIPs)
@@ -371,6 +373,9 @@ func (r *Responder) Busy() time.Time {
 // Run serves the interface until ctx ends, reopening it whenever it is lost.
 func (r *Responder) Run(ctx context.Context) error {
 	log := r.cfg.Logger.With("interface", r.cfg.Interface)
+	var delayed sync.WaitGroup
+	defer delayed.Wait()
+	delayed.Go(func() { r.later.run(ctx) })
 	if p := r.loadFastPath(); p != nil {
 		r.mu.Lock()
 		r.prog = p
@@ -409,7 +414,7 @@ func (r *Responder) Run(ctx context.Context) error {
 			continue
 		}
 		lastErr = ""
-		log.Info("answering", "protocol", map[bool]string{false: "ARP", true: "NDP"}[r.cfg.IPv6], "mac", mac.String(), "vips", r.snap.Load().addrs())
+		log.Info("answering", "protocol", map[bool]string{false: "ARP", true: "NDP"}[r.cfg.IPv6], "mac", mac.String(), "vip_addresses", r.snap.Load().addrs())
 		r.mu.Lock()
 		r.link, r.mac = conn, mac
 		r.mu.Unlock()
@@ -499,18 +504,29 @@ func (r *Responder) handleARP(l *arpLink, frame []byte, now time.Time) {
 		return // the decision vets the sender; this is the last guard
 	}
 	if v.delay > 0 {
-		later := slices.Clone(l.reply)
-		time.AfterFunc(v.delay, func() { r.sent(s, v.vip, l.conn.WriteFrame(later, later[:6])) })
+		reply := slices.Clone(l.reply)
+		r.sendLater(now.Add(v.delay), s, v.vip, func() error { return l.conn.WriteFrame(reply, reply[:6]) })
 		return
 	}
 	r.sent(s, v.vip, l.conn.WriteFrame(l.reply, l.reply[:6]))
 }
 
+// sendLater sends an answer for VIP i at due, on the responder's own
+// scheduler; an answer it has no room for is logged as not sent.
+func (r *Responder) sendLater(due time.Time, s *snapshot, i int, send func() error) {
+	if !r.later.add(due, func() { r.sent(s, i, send()) }) {
+		r.sent(s, i, errLaterFull)
+	}
+}
+
+// errLaterFull: too many delayed answers wait already.
+var errLaterFull = errors.New("too many delayed answers waiting: dropped")
+
 // sent counts an answer sent for VIP i, or logs why it was not: after a
 // delay, the link may have been closed meanwhile.
 func (r *Responder) sent(s *snapshot, i int, err error) {
 	if err != nil {
-		r.cfg.Logger.Debug("send answer", "interface", r.cfg.Interface, "vip", s.vips[i].Address, "error", err)
+		r.cfg.Logger.Debug("send answer", "interface", r.cfg.Interface, "vip_address", s.vips[i].Address, "error", err)
 		return
 	}
 	s.vips[i].counts.replies.Add(1)
@@ -524,7 +540,7 @@ func (r *Responder) warnConflict(vip netip.Addr, mac net.HardwareAddr) {
 	}
 	r.lastWarn = time.Now()
 	r.cfg.Logger.Warn("another machine claims a VIP (logged at most every 10s)",
-		"interface", r.cfg.Interface, "vip", vip, "mac", mac.String())
+		"interface", r.cfg.Interface, "vip_address", vip, "mac", mac.String())
 }
 
 func frameFor(op arp.Operation, srcMAC net.HardwareAddr, srcIP netip.Addr, dstMAC net.HardwareAddr, dstIP netip.Addr, ethDst net.HardwareAddr) ([]byte, error) {

@@ -25,6 +25,7 @@ import (
 	"github.com/arpshare/arpshare/internal/metrics"
 	"github.com/arpshare/arpshare/internal/ownership"
 	"github.com/arpshare/arpshare/internal/task"
+	"github.com/arpshare/arpshare/internal/viewlog"
 )
 
 const (
@@ -57,7 +58,7 @@ type Daemon struct {
 	spread     *spread.Spreader
 	serving    *vipServer
 	responders *responders // serving's, for the status and metrics
-	watch      viewWatch
+	watch      *viewlog.Watch
 	views      *viewTask // hands views to the handover and the repointer
 	api        *api.Server
 	metrics    *api.MetricsServer // nil without [api] metrics
@@ -105,7 +106,7 @@ func newDaemon(cfg *config.Config, log *slog.Logger, version string, sm seams) *
 		state:      newHostState(cfg),
 		table:      arp.NewClientTable(cfg.Node.MaxClients, clientTTL),
 		responders: newResponders(),
-		watch:      viewWatch{quorum: true, fallback: map[netip.Addr]bool{}},
+		watch:      viewlog.New(),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: metrics.MetricConfigReloads, Help: "Config reloads (SIGHUP), by result: applied, failed (the config was taken but a VIP could not be plumbed: the others are applied) or refused.",
 		}, []string{"result"}),
@@ -140,7 +141,7 @@ func newDaemon(cfg *config.Config, log *slog.Logger, version string, sm seams) *
 		Software:  version,
 		Transport: sm.transport,
 		Meta:      d.state.meta,
-		State:     sharedTable{d.table, log},
+		State:     arp.NewSharedTable(d.table, log),
 		OnChange:  d.viewChanged,
 		OnRefute:  d.repointer.Refuted,
 		Logger:    log.With("component", "gossip"),
@@ -164,7 +165,7 @@ func (d *Daemon) config() *config.Config { return d.state.Config() }
 // other hosts time to re-point its clients, leaves the cluster and removes
 // its VIPs. SIGHUP reloads the config.
 func (d *Daemon) Run(ctx context.Context, configPath string) error {
-	if d.config().Node.FastPath == config.FastPathOn { // fast path (issue 11)
+	if d.config().Node.FastPath == config.FastPathOn {
 		if err := fastpath.Check(); err != nil {
 			return fmt.Errorf("node.fast_path = \"on\": %w", err)
 		}
@@ -188,7 +189,7 @@ func (d *Daemon) Run(ctx context.Context, configPath string) error {
 	d.spread.Update(nil) // loads the program if a VIP has routers
 
 	all := []task.Task{d.cluster, task.ReadyOnStart(d.views), task.ReadyOnStart(d.repointer), task.ReadyOnStart(d.handover), task.ReadyOnStart(d.spread), d.api,
-		&reloader{d: d, path: configPath, ready: make(chan struct{})}, task.ReadyOnStart(&watchdog{d: d}),
+		d.newReloader(configPath), task.ReadyOnStart(d.newWatchdog()),
 		task.ReadyOnStart(d.sysctls), task.ReadyOnStart(d.reports)}
 	if d.metrics != nil {
 		all = append(all, d.metrics)
@@ -200,7 +201,7 @@ func (d *Daemon) Run(ctx context.Context, configPath string) error {
 	// the start out), so the responders are not waited for: STATUS says
 	// what the daemon waits for.
 	if sup.Ready(ctx, all...) {
-		d.log.Info("arpshare ready", "node", cfg.Node.Name, "version", d.version, "vips", len(cfg.VIPs))
+		d.log.Info("arpshare ready", "node", cfg.Node.Name, "version", d.version, "vip_count", len(cfg.VIPs))
 		d.seams.notify("READY=1\nSTATUS=" + d.statusLine())
 		if w := d.state.waitingFor(); len(w) > 0 {
 			d.log.Warn("ready, but not answering on every interface yet: waiting for it to appear", "interfaces", w)

@@ -264,7 +264,7 @@ func TestReload(t *testing.T) {
 		t.Errorf("VIPs in force after a refused reload: %v", n.d.config().VIPs)
 	}
 	// The reloader tells systemd.
-	(&reloader{d: n.d, path: n.path}).reload()
+	n.d.newReloader(n.path).reload()
 	if !n.notes.has("RELOADING=1") || !n.notes.has("READY=1\nSTATUS=last reload refused (") {
 		t.Errorf("systemd notes: %q", n.notes.s)
 	}
@@ -488,11 +488,11 @@ func TestWatchdog(t *testing.T) {
 	c := newCluster("h1", "h2")
 	n := c.start(t, "h1", vipV4, mac1)
 	starting := c.prepare(t, "h2", vipV4, mac2) // made, not run
-	(&watchdog{d: starting.d}).check(time.Now(), time.Second)
+	starting.d.newWatchdog().check(time.Now(), time.Second)
 	if !starting.notes.has("WATCHDOG=1") || strings.Contains(starting.log.String(), "stuck") {
 		t.Errorf("a daemon whose loops have not started is called stuck:\n%s", starting.log.String())
 	}
-	w := &watchdog{d: n.d}
+	w := n.d.newWatchdog()
 	w.check(time.Now().Add(time.Hour), time.Second) // both loops an hour behind
 	if n.notes.has("WATCHDOG=1") {
 		t.Error("pinged with stuck loops")

@@ -97,9 +97,21 @@ func liveChanges(log *slog.Logger, old, cfg *config.Config) *config.Config {
 // reloader reloads the config on SIGHUP, telling systemd as its
 // notify-reload protocol asks.
 type reloader struct {
-	d     *Daemon
-	path  string
-	ready chan struct{} // closed once SIGHUP is caught: before, it kills
+	d      reloadable
+	log    *slog.Logger
+	notify func(state string)
+	path   string
+	ready  chan struct{} // closed once SIGHUP is caught: before, it kills
+}
+
+// reloadable is what the reloader reloads, and the status it then tells.
+type reloadable interface {
+	Reload(path string) error
+	statusLine() string
+}
+
+func (d *Daemon) newReloader(path string) *reloader {
+	return &reloader{d: d, log: d.log, notify: d.seams.notify, path: path, ready: make(chan struct{})}
 }
 
 func (r *reloader) String() string         { return "reloader" }
@@ -123,10 +135,10 @@ func (r *reloader) Run(ctx context.Context) error {
 func (r *reloader) reload() {
 	var ts unix.Timespec
 	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	r.d.seams.notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", ts.Nano()/1000))
+	r.notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", ts.Nano()/1000))
 	status := ""
 	if err := r.d.Reload(r.path); err != nil {
-		r.d.log.Error("reload", "error", err)
+		r.log.Error("reload", "error", err)
 		// `systemctl status` shows it until the next status change.
 		first, _, _ := strings.Cut(err.Error(), "\n")
 		what := "failed"
@@ -135,5 +147,5 @@ func (r *reloader) reload() {
 		}
 		status = "last reload " + what + " (" + first + "); "
 	}
-	r.d.seams.notify("READY=1\nSTATUS=" + status + r.d.statusLine())
+	r.notify("READY=1\nSTATUS=" + status + r.d.statusLine())
 }

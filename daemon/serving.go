@@ -52,28 +52,28 @@ type served struct {
 
 // Served returns what is served: the config in force and its responders.
 // Before the first apply it is the config given at start, with none.
-func (d *vipServer) Served() (*config.Config, map[linkwatch.Key]*arp.Responder) {
-	if s := d.current.Load(); s != nil {
-		return s.cfg, s.responders
+func (s *vipServer) Served() (*config.Config, map[linkwatch.Key]*arp.Responder) {
+	if cur := s.current.Load(); cur != nil {
+		return cur.cfg, cur.responders
 	}
-	return d.state.Config(), map[linkwatch.Key]*arp.Responder{}
+	return s.state.Config(), map[linkwatch.Key]*arp.Responder{}
 }
 
 // watchLinks makes the link watch, which makes this host ineligible for
-// a VIP whose link cannot serve it (link.go).
-func (d *vipServer) watchLinks(source linkwatch.Source) {
-	d.links = linkwatch.New(d.log.With("component", "links"), source, d)
+// a VIP whose link cannot serve it (package linkwatch).
+func (s *vipServer) watchLinks(source linkwatch.Source) {
+	s.links = linkwatch.New(s.log.With("component", "links"), source, s)
 }
 
 // Config is the config in force, for the link watch.
-func (d *vipServer) Config() *config.Config { return d.state.Config() }
+func (s *vipServer) Config() *config.Config { return s.state.Config() }
 
 // SetLinkFaults records the link watch's faults.
-func (d *vipServer) SetLinkFaults(f map[netip.Addr]string) { d.state.setLinkFaults(f) }
+func (s *vipServer) SetLinkFaults(f map[netip.Addr]string) { s.state.setLinkFaults(f) }
 
 // Reopen reopens the responders of iface.
-func (d *vipServer) Reopen(iface string) {
-	for k, r := range d.responders.Snapshot() {
+func (s *vipServer) Reopen(iface string) {
+	for k, r := range s.responders.Snapshot() {
 		if k.Iface == iface {
 			r.Reopen()
 		}
@@ -81,11 +81,11 @@ func (d *vipServer) Reopen(iface string) {
 }
 
 // FaultsChanged gossips the link watch's faults.
-func (d *vipServer) FaultsChanged() {
-	if err := d.cluster.UpdateMeta(500 * time.Millisecond); err != nil {
-		d.log.Debug("gossip link state", "error", err)
+func (s *vipServer) FaultsChanged() {
+	if err := s.cluster.UpdateMeta(500 * time.Millisecond); err != nil {
+		s.log.Debug("gossip link state", "error", err)
 	}
-	d.seams.notify("STATUS=" + statusLine(d.cluster.View(), d.state, d.table))
+	s.seams.notify("STATUS=" + statusLine(s.cluster.View(), s.state, s.table))
 }
 
 // apply makes the VIPs of cfg served, starting from those of old (nil at
@@ -94,27 +94,27 @@ func (d *vipServer) FaultsChanged() {
 // notice nothing. It returns the VIPs that failed, one error each: at
 // start that is fatal; on reload a VIP that cannot be added is left out and
 // the rest applied.
-func (d *vipServer) apply(old, cfg *config.Config) error {
-	d.plumbing.Lock()
-	defer d.plumbing.Unlock()
+func (s *vipServer) apply(old, cfg *config.Config) error {
+	s.plumbing.Lock()
+	defer s.plumbing.Unlock()
 	if old == nil {
-		task.Start(d.tasks, d.links)
+		task.Start(s.tasks, s.links)
 	}
-	plumbed, err := d.plumb(old, cfg)
+	plumbed, err := s.plumb(old, cfg)
 	if err != nil && old == nil {
 		return err
 	}
-	d.state.setConfig(plumbed)
-	d.links.Configured()
-	d.checks.set(plumbed.VIPs, d.state, d.startCheck)
-	d.responders.set(plumbed.VIPs, d.newResponder, func(r *arp.Responder) *task.Running[*arp.Responder] { return task.Start(d.tasks, r) })
-	d.current.Store(&served{cfg: plumbed, responders: d.responders.Snapshot()})
+	s.state.setConfig(plumbed)
+	s.links.Configured()
+	s.checks.set(plumbed.VIPs, s.state, s.startCheck)
+	s.responders.set(plumbed.VIPs, s.newResponder, func(r *arp.Responder) *task.Running[*arp.Responder] { return task.Start(s.tasks, r) })
+	s.current.Store(&served{cfg: plumbed, responders: s.responders.Snapshot()})
 	return err
 }
 
 // plumb puts the VIPs new in cfg on lo and takes those gone off. It returns
 // cfg without the VIPs that could not be added, and the failures.
-func (d *vipServer) plumb(old, cfg *config.Config) (*config.Config, error) {
+func (s *vipServer) plumb(old, cfg *config.Config) (*config.Config, error) {
 	was, is := map[netip.Addr]bool{}, map[netip.Addr]bool{}
 	if old != nil {
 		for _, v := range old.VIPs {
@@ -127,7 +127,7 @@ func (d *vipServer) plumb(old, cfg *config.Config) (*config.Config, error) {
 	for _, v := range cfg.VIPs {
 		is[v.Address] = true
 		if !was[v.Address] {
-			if err := d.seams.host.AddVIP(v.Address); err != nil {
+			if err := s.seams.host.AddVIP(v.Address); err != nil {
 				errs = append(errs, fmt.Errorf("vip %q: %w", v.Name, err))
 				continue
 			}
@@ -139,14 +139,14 @@ func (d *vipServer) plumb(old, cfg *config.Config) (*config.Config, error) {
 			if is[v.Address] {
 				continue
 			}
-			if err := d.seams.host.RemoveVIP(v.Address); err != nil {
+			if err := s.seams.host.RemoveVIP(v.Address); err != nil {
 				errs = append(errs, fmt.Errorf("vip %q: %w", v.Name, err))
 			}
-			d.table.Forget(v.Address)
+			s.table.Forget(v.Address)
 		}
 	}
 	// Peers' client tables bring clients of the configured VIPs only.
-	d.table.Serve(slices.Collect(maps.Keys(is)))
+	s.table.Serve(slices.Collect(maps.Keys(is)))
 	return &served, errors.Join(errs...)
 }
 
@@ -154,32 +154,32 @@ func (d *vipServer) plumb(old, cfg *config.Config) (*config.Config, error) {
 // (someone flushed lo's addresses), and returns those it could not put
 // back. It lists lo under the plumbing lock, so a VIP that apply is adding
 // or removing is not taken for lost.
-func (d *vipServer) RestoreVIPs(list func() ([]netip.Addr, error)) (map[netip.Addr]error, error) {
-	d.plumbing.Lock()
-	defer d.plumbing.Unlock()
+func (s *vipServer) RestoreVIPs(list func() ([]netip.Addr, error)) (map[netip.Addr]error, error) {
+	s.plumbing.Lock()
+	defer s.plumbing.Unlock()
 	onLo, err := list()
 	if err != nil {
 		return nil, err
 	}
 	failed := map[netip.Addr]error{}
-	for _, v := range d.state.Config().VIPs {
+	for _, v := range s.state.Config().VIPs {
 		if slices.Contains(onLo, v.Address) {
 			continue
 		}
-		if err := d.seams.host.AddVIP(v.Address); err != nil {
+		if err := s.seams.host.AddVIP(v.Address); err != nil {
 			failed[v.Address] = err
 			continue
 		}
-		d.log.Warn("VIP was taken off lo: put it back", "vip", v.Name, "address", v.Address)
+		s.log.Warn("VIP was taken off lo: put it back", "vip", v.Name, "address", v.Address)
 	}
 	return failed, nil
 }
 
 // removeVIPs takes every VIP off lo, as the daemon stops.
-func (d *vipServer) removeVIPs() {
-	for _, v := range d.state.Config().VIPs {
-		if err := d.seams.host.RemoveVIP(v.Address); err != nil {
-			d.log.Error("remove VIP", "vip", v.Name, "error", err)
+func (s *vipServer) removeVIPs() {
+	for _, v := range s.state.Config().VIPs {
+		if err := s.seams.host.RemoveVIP(v.Address); err != nil {
+			s.log.Error("remove VIP", "vip", v.Name, "error", err)
 		}
 	}
 }
@@ -187,76 +187,76 @@ func (d *vipServer) removeVIPs() {
 // newResponder makes the responder of k. It waits for the kernel to
 // report its link able to carry answers before it opens it, and tells the
 // link watch when its socket opens and when it fails.
-func (d *vipServer) newResponder(k linkwatch.Key, vips []arp.VIP) *arp.Responder {
+func (s *vipServer) newResponder(k linkwatch.Key, vips []arp.VIP) *arp.Responder {
 	var r *arp.Responder
-	plumb := d.interfaceOpened
+	plumb := s.interfaceOpened
 	if k.IPv6 {
-		plumb = d.interfaceOpened6
+		plumb = s.interfaceOpened6
 	}
 	onOpen := func(iface string, mac net.HardwareAddr) error {
-		if err := d.links.Usable(iface); err != nil {
+		if err := s.links.Usable(iface); err != nil {
 			return err
 		}
 		if err := plumb(iface, mac); err != nil {
-			if d.responders.current(k, r) {
-				d.links.Closed(k, "plumbing failed: "+err.Error())
+			if s.responders.current(k, r) {
+				s.links.Closed(k, "plumbing failed: "+err.Error())
 			}
 			return err
 		}
-		if d.responders.current(k, r) {
-			d.links.Opened(k)
+		if s.responders.current(k, r) {
+			s.links.Opened(k)
 		}
 		return nil
 	}
 	onClose := func(_ string, err error) {
-		if d.responders.current(k, r) {
-			d.links.Closed(k, fmt.Sprintf("socket failed: %v", err))
+		if s.responders.current(k, r) {
+			s.links.Closed(k, fmt.Sprintf("socket failed: %v", err))
 		}
 	}
 	r = arp.NewResponder(arp.ResponderConfig{
-		Interface: k.Iface, IPv6: k.IPv6, VIPs: vips, Table: d.table, View: d.cluster.View(),
-		Logger: d.log, OnOpen: onOpen, OnClose: onClose, WaitLink: d.links.WaitLink, Listen: d.seams.listen, ListenNDP: d.seams.listenNDP,
-		FastPath: d.state.Config().Node.FastPath != config.FastPathOff, // fast path (issue 11)
+		Interface: k.Iface, IPv6: k.IPv6, VIPs: vips, Table: s.table, View: s.cluster.View(),
+		Logger: s.log, OnOpen: onOpen, OnClose: onClose, WaitLink: s.links.WaitLink, Listen: s.seams.listen, ListenNDP: s.seams.listenNDP,
+		FastPath: s.state.Config().Node.FastPath != config.FastPathOff,
 	})
 	return r
 }
 
-func (d *vipServer) startCheck(v config.VIP) *task.Running[*health.Check] {
+func (s *vipServer) startCheck(v config.VIP) *task.Running[*health.Check] {
 	var h *health.Check
-	h = health.New(v, func(ok bool, err error) { d.healthChanged(h, ok, err) })
-	return task.Start(d.tasks, h)
+	h = health.New(v, func(ok bool, err error) { s.healthChanged(h, ok, err) })
+	return task.Start(s.tasks, h)
 }
 
-func (d *vipServer) interfaceOpened(iface string, mac net.HardwareAddr) error {
-	if err := d.seams.host.QuietARP(iface); err != nil {
+func (s *vipServer) interfaceOpened(iface string, mac net.HardwareAddr) error {
+	if err := s.seams.host.QuietARP(iface); err != nil {
 		return err
 	}
-	return d.interfaceOpened6(iface, mac)
+	return s.interfaceOpened6(iface, mac)
 }
 
 // interfaceOpened6 is interfaceOpened for NDP, which needs no sysctl: the
 // kernel answers solicitations only for addresses on the interface they
 // arrive on, and the VIP is on lo.
-func (d *vipServer) interfaceOpened6(iface string, mac net.HardwareAddr) error {
-	if d.state.setMAC(iface, mac) {
-		if err := d.cluster.UpdateMeta(500 * time.Millisecond); err != nil {
-			d.log.Debug("gossip new MAC", "interface", iface, "error", err)
+func (s *vipServer) interfaceOpened6(iface string, mac net.HardwareAddr) error {
+	if s.state.setMAC(iface, mac) {
+		if err := s.cluster.UpdateMeta(500 * time.Millisecond); err != nil {
+			s.log.Debug("gossip new MAC", "interface", iface, "error", err)
 		}
-		d.seams.notify("STATUS=" + statusLine(d.cluster.View(), d.state, d.table))
+		s.seams.notify("STATUS=" + statusLine(s.cluster.View(), s.state, s.table))
 	}
 	return nil
 }
 
-func (d *vipServer) healthChanged(h *health.Check, healthy bool, err error) {
-	if !d.checks.report(h, healthy, d.state) {
+func (s *vipServer) healthChanged(h *health.Check, healthy bool, err error) {
+	if !s.checks.report(h, healthy, s.state) {
 		return // a check replaced by a reload
 	}
 	if healthy {
-		d.log.Info("health check passes: serving", "vip", h.VIP().Name)
+		s.log.Info("health check passes: serving", "vip", h.VIP().Name)
 	} else {
-		d.log.Warn("health check fails: handing clients to other hosts", "vip", h.VIP().Name, "error", err)
+		s.log.Warn("health check fails: handing clients to other hosts", "vip", h.VIP().Name, "error", err)
 	}
-	if err := d.cluster.UpdateMeta(500 * time.Millisecond); err != nil {
-		d.log.Debug("gossip health", "vip", h.VIP().Name, "error", err)
+	if err := s.cluster.UpdateMeta(500 * time.Millisecond); err != nil {
+		s.log.Debug("gossip health", "vip", h.VIP().Name, "error", err)
 	}
 }

@@ -75,7 +75,7 @@ func (d *Daemon) Status() api.Status {
 				vs.Frames[string(k.Outcome)] = n
 			}
 		}
-		for k, n := range st.Kernel { // fast path (issue 11)
+		for k, n := range st.Kernel {
 			if k.VIP == vip.Address {
 				if vs.KernelFrames == nil {
 					vs.KernelFrames = map[string]uint64{}

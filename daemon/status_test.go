@@ -1,8 +1,6 @@
 package daemon
 
 import (
-	"bytes"
-	"log/slog"
 	"net/netip"
 	"strings"
 	"testing"
@@ -30,19 +28,5 @@ func TestPeerStatusRejected(t *testing.T) {
 	}
 	if !strings.Contains(got[1].Error, "weight 100000") {
 		t.Errorf("error %q does not say why", got[1].Error)
-	}
-
-	var logged bytes.Buffer
-	log := slog.New(slog.NewTextHandler(&logged, nil))
-	w := viewWatch{quorum: true, fallback: map[netip.Addr]bool{}}
-	v := gossip.NewView("h1", []gossip.Member{good, bad}, 0)
-	w.observe(log, v, nil)
-	w.observe(log, v, nil)
-	if n := strings.Count(logged.String(), "member rejected"); n != 1 {
-		t.Errorf("rejection logged %d times over two views, want once:\n%s", n, logged.String())
-	}
-	w.observe(log, gossip.NewView("h1", []gossip.Member{good, {Name: "h2", State: gossip.StateAlive, Meta: good.Meta}}, 0), nil)
-	if !strings.Contains(logged.String(), "member trusted again") {
-		t.Errorf("no word when h2 is trusted again:\n%s", logged.String())
 	}
 }

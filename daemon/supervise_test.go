@@ -59,16 +59,16 @@ func TestWatchdogCoversResponders(t *testing.T) {
 	conn := <-conns
 	// Quiet: the responder waits for frames, and is not stuck.
 	time.Sleep(300 * time.Millisecond)
-	if stuck := n.d.stuckLoops(time.Now(), 100*time.Millisecond); slices.ContainsFunc(stuck, func(s string) bool { return strings.Contains(s, "responder") }) {
+	if stuck := n.d.newWatchdog().loops.stuck(time.Now(), 100*time.Millisecond); slices.ContainsFunc(stuck, func(s string) bool { return strings.Contains(s, "responder") }) {
 		t.Errorf("a responder waiting for frames is called stuck: %q", stuck)
 	}
 	// A client asks: the answer's write hangs.
 	conn.In <- arpRequest(t, net.HardwareAddr{2, 0, 0, 0, 9, 1}, netip.MustParseAddr("198.18.0.101"), web)
 	eventually(t, "the responder counted stuck", func() bool {
-		stuck := n.d.stuckLoops(time.Now(), 200*time.Millisecond)
+		stuck := n.d.newWatchdog().loops.stuck(time.Now(), 200*time.Millisecond)
 		return slices.ContainsFunc(stuck, func(s string) bool { return strings.HasPrefix(s, "arp responder on test0 (busy for") })
 	})
-	w := &watchdog{d: n.d}
+	w := n.d.newWatchdog()
 	before := len(n.notes.s)
 	w.check(time.Now(), 400*time.Millisecond)
 	n.notes.mu.Lock()
@@ -82,7 +82,7 @@ func TestWatchdogCoversResponders(t *testing.T) {
 	}
 	close(release)
 	eventually(t, "the responder waits again", func() bool {
-		return !slices.ContainsFunc(n.d.stuckLoops(time.Now(), time.Hour), func(s string) bool { return strings.Contains(s, "responder") }) &&
+		return !slices.ContainsFunc(n.d.newWatchdog().loops.stuck(time.Now(), time.Hour), func(s string) bool { return strings.Contains(s, "responder") }) &&
 			n.d.responders.Snapshot()[linkwatch.Key{Iface: "test0"}].Busy().IsZero()
 	})
 }

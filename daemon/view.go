@@ -2,16 +2,12 @@ package daemon
 
 import (
 	"context"
-	"log/slog"
-	"net/netip"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/arpshare/arpshare/daemon/handover"
 	"github.com/arpshare/arpshare/daemon/repoint"
 	"github.com/arpshare/arpshare/gossip"
-	"github.com/arpshare/arpshare/internal/config"
 )
 
 // viewChanged is the path of a failover through the daemon. Gossip hands
@@ -21,7 +17,7 @@ import (
 // swap each), and leaves it to the views task for the handover and the
 // repointer.
 func (d *Daemon) viewChanged(v *gossip.View) {
-	d.watch.observe(d.log, v, d.config().VIPs)
+	d.watch.Observe(d.log, v, d.config().VIPs)
 	d.responders.setView(v)
 	d.spread.ViewChanged(v)
 	d.views.publish(v)
@@ -79,74 +75,4 @@ func (t *viewTask) Run(ctx context.Context) error {
 		t.repointer.ViewChanged(v)
 		t.busy.Store(0)
 	}
-}
-
-// viewWatch logs what an operator must hear of in a new view: quorum lost
-// or regained, VIPs that no host passes the check of, untrusted members.
-// Only gossip's goroutine calls it.
-type viewWatch struct {
-	quorum   bool
-	fallback map[netip.Addr]bool
-	rejected map[string]string // why each member's metadata is rejected
-}
-
-func (w *viewWatch) observe(log *slog.Logger, v *gossip.View, vips []config.VIP) {
-	switch {
-	case w.quorum != v.Quorum() && !v.Quorum():
-		log.Error("lost quorum: this host sees fewer than a majority of the expected hosts and stops answering", "alive", v.Alive(), "expect", v.Expect)
-	case w.quorum != v.Quorum():
-		log.Info("quorum regained: answering again", "alive", v.Alive(), "expect", v.Expect)
-	}
-	w.quorum = v.Quorum()
-	var fallbackNow, fallbackOver []string
-	for _, vip := range vips {
-		if fb := v.Fallback(vip.Address); fb != w.fallback[vip.Address] {
-			w.fallback[vip.Address] = fb
-			if fb {
-				fallbackNow = append(fallbackNow, vip.Name)
-			} else {
-				fallbackOver = append(fallbackOver, vip.Name)
-			}
-		}
-	}
-	if len(fallbackNow) > 0 {
-		log.Error("no host passes the health check: every live host answers anyway", "vips", fallbackNow)
-	}
-	if len(fallbackOver) > 0 {
-		log.Info("a host passes the health check again", "vips", fallbackOver)
-	}
-	var hosts []string
-	for _, m := range v.Members {
-		hosts = append(hosts, m.Name+"="+string(m.State))
-	}
-	w.observeRejected(log, v)
-	log.Info("cluster view changed", "members", strings.Join(hosts, " "))
-}
-
-// observeRejected logs each member whose metadata is rejected once per
-// cause, and when it is trusted again: a peer can change views as often as
-// it likes.
-func (w *viewWatch) observeRejected(log *slog.Logger, v *gossip.View) {
-	if w.rejected == nil {
-		w.rejected = map[string]string{}
-	}
-	now := map[string]string{}
-	for _, m := range v.Members {
-		if m.Err == "" {
-			continue
-		}
-		now[m.Name] = m.Err
-		if w.rejected[m.Name] != m.Err {
-			log.Error("member rejected: its gossiped metadata is not trusted; it gets no clients and does not count toward quorum",
-				"member", m.Name, "address", m.Addr, "reason", m.Reason, "error", m.Err)
-		}
-	}
-	for name := range w.rejected {
-		if _, still := now[name]; !still {
-			if m, ok := v.Member(name); ok && m.State == gossip.StateAlive {
-				log.Info("member trusted again: its metadata is in range", "member", name)
-			}
-		}
-	}
-	w.rejected = now
 }

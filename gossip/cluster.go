@@ -82,6 +82,7 @@ type SharedState interface {
 // Cluster keeps this host in the gossip cluster and its View up to date.
 type Cluster struct {
 	cfg     ClusterConfig
+	streams *watchedTransport // memberlist's, set by Run
 	ready   chan struct{}
 	changed chan struct{}
 	rejoin  chan struct{} // the peers changed: join them now
@@ -199,7 +200,9 @@ func (c *Cluster) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c.plug(mc)
+	if err := c.plug(mc); err != nil {
+		return fmt.Errorf("start gossip on %s: %w", c.cfg.Bind, err)
+	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return fmt.Errorf("start gossip on %s: %w", c.cfg.Bind, err)
@@ -248,17 +251,32 @@ func (c *Cluster) memberlistConfig() (*memberlist.Config, error) {
 }
 
 // plug connects memberlist to this cluster: the delegates that feed the
-// view, the logger, and the transport if one is given.
-func (c *Cluster) plug(mc *memberlist.Config) {
+// view, the logger, and the transport (the one given, or UDP and TCP
+// sockets), watched for why peers refuse this host.
+func (c *Cluster) plug(mc *memberlist.Config) error {
 	mc.Delegate = delegate{c}
 	mc.Events = events{c}
 	mc.Ping = pings{c}
 	mc.Conflict = conflicts{c}
 	mc.Merge = merges{c}
 	mc.Logger = log.New(logWriter{l: c.cfg.Logger, limit: c.logs}, "", 0)
-	if c.cfg.Transport != nil {
-		mc.Transport = c.cfg.Transport
+	t := c.cfg.Transport
+	if t == nil {
+		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
+			BindAddrs: []string{mc.BindAddr}, BindPort: mc.BindPort, Logger: mc.Logger,
+		})
+		if err != nil {
+			return fmt.Errorf("could not set up network transport: %w", err)
+		}
+		if mc.BindPort == 0 {
+			mc.BindPort = nt.GetAutoBindPort()
+			mc.AdvertisePort = mc.BindPort
+		}
+		t = nt
 	}
+	c.streams = watchTransport(t)
+	mc.Transport = c.streams
+	return nil
 }
 
 // loop keeps the view current until ctx ends.
@@ -657,33 +675,37 @@ func (c *Cluster) rejection(now time.Time, window time.Duration) string {
 }
 
 // refusal says why peer refused this host's join, or "" when it took it or
-// did not answer at all (it is down, or not up yet: the host is alone).
+// is merely down, from how the stream to it went (see joinwatch.go): a
+// dial that failed, or a peer that never answered in time, is down; one
+// that hung up without a word refuses this host's label; one that answered
+// refuses its key (or its lack of one).
 func (c *Cluster) refusal(peer string, err error) string {
 	if err == nil {
 		return ""
 	}
-	msg := err.Error()
-	has := func(s ...string) bool {
-		return slices.ContainsFunc(s, func(s string) bool { return strings.Contains(msg, s) })
+	var f *streamFate
+	if c.streams != nil {
+		f = c.streams.fate(peer)
 	}
 	keyFile := c.cfg.KeyFile
 	if keyFile == "" {
 		keyFile = "the gossip key file"
 	}
 	switch {
-	case has("connection refused", "i/o timeout", "no route to host", "network is unreachable", "host is down", "deadline exceeded"):
+	case f == nil || f.dialErr != nil:
 		return ""
-	case has("no installed keys could decrypt"):
-		return fmt.Sprintf("gossip key does not match peer %s: copy %s from a cluster member", peer, keyFile)
-	case has("encryption is not configured"):
-		return fmt.Sprintf("peer %s encrypts gossip and this host does not: copy the cluster's key to this host and set gossip.key_file", peer)
-	case has("remote state is not encrypted"):
-		return fmt.Sprintf("peer %s does not encrypt gossip and this host does: use the same gossip.key_file (or insecure) on every host", peer)
-	case has("EOF", "connection reset by peer", "broken pipe"):
+	case !f.answered() && hangUp(f.readErr):
 		return fmt.Sprintf("peer %s hangs up on this host: its cluster label is not %q, or it is not arpshare; set gossip.cluster to the cluster's label", peer, c.cfg.Label)
-	default:
-		return fmt.Sprintf("peer %s refuses this host: %s", peer, strings.TrimSpace(msg))
+	case !f.answered():
+		return "" // no answer in time: a peer that is down or hung
+	case f.encrypted() && len(c.cfg.Keys) > 0:
+		return fmt.Sprintf("gossip key does not match peer %s: copy %s from a cluster member", peer, keyFile)
+	case f.encrypted():
+		return fmt.Sprintf("peer %s encrypts gossip and this host does not: copy the cluster's key to this host and set gossip.key_file", peer)
+	case len(c.cfg.Keys) > 0:
+		return fmt.Sprintf("peer %s does not encrypt gossip and this host does: use the same gossip.key_file (or insecure) on every host", peer)
 	}
+	return fmt.Sprintf("peer %s refuses this host: %s", peer, strings.TrimSpace(err.Error()))
 }
 
 // measureLag checks every probe interval how late its own timer fires,

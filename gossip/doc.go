@@ -1,3 +1,6 @@
-// Package gossip keeps each host's view of the cluster with hashicorp/memberlist
-// and decides, from that view alone, which host answers each client for a VIP.
+// Package gossip is cluster membership for arpshare, over
+// hashicorp/memberlist: who is alive, each member's metadata (weight, drain,
+// MACs, the VIPs it can serve), join state, and the immutable View built from
+// them. It reports who is usable; who answers each client is decided by the
+// sharing policies (package arp/policy) from that view.
 package gossip

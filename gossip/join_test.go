@@ -2,39 +2,58 @@ package gossip
 
 import (
 	"errors"
+	"io"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/memberlist"
 )
 
+// TestRefusal: a join's refusal is judged from how the stream went, by
+// error value: a failed dial or a silent peer is down, a peer that hangs
+// up refuses the label, one that answers refuses the key (or its lack).
 func TestRefusal(t *testing.T) {
 	t.Parallel()
-	c := NewCluster(ClusterConfig{Name: "a", Label: "lab", KeyFile: "/etc/arpshare/gossip.key"})
+	const peer = "198.18.0.12:7946"
+	labelled := func(b ...byte) []byte { return append([]byte{labelByte, 3, 'l', 'a', 'b'}, b...) }
 	for _, tc := range []struct {
-		err  string
+		name string
+		keys bool
+		fate *streamFate
 		want string // substring; "" means not a refusal
 	}{
-		{"1 error occurred:\n\t* failed to join 198.18.0.12:7946: dial tcp 198.18.0.12:7946: connect: connection refused", ""},
-		{"failed to join 198.18.0.12:7946: dial tcp 198.18.0.12:7946: i/o timeout", ""},
-		{"failed to join 198.18.0.12:7946: dial tcp 198.18.0.12:7946: connect: no route to host", ""},
-		{"failed to join 198.18.0.12:7946: no installed keys could decrypt the message", "gossip key does not match peer 198.18.0.12:7946: copy /etc/arpshare/gossip.key from a cluster member"},
-		{"failed to join 198.18.0.12:7946: remote state is encrypted and encryption is not configured", "encrypts gossip and this host does not"},
-		{"failed to join 198.18.0.12:7946: encryption is configured but remote state is not encrypted", "does not encrypt gossip"},
-		{"failed to join 198.18.0.12:7946: EOF", `cluster label is not "lab"`},
-		{"failed to join 198.18.0.12:7946: read tcp 198.18.0.11:4000->198.18.0.12:7946: read: connection reset by peer", `cluster label is not "lab"`},
-		{"failed to join 198.18.0.12:7946: remote error: incompatible protocol", "refuses this host: failed to join"},
+		{"never dialled", true, nil, ""},
+		{"refused", true, &streamFate{dialErr: &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}}, ""},
+		{"no route", true, &streamFate{dialErr: &net.OpError{Op: "dial", Err: syscall.EHOSTUNREACH}}, ""},
+		{"silent", true, &streamFate{readErr: os.ErrDeadlineExceeded}, ""},
+		{"hangs up", true, &streamFate{readErr: io.EOF}, `cluster label is not "lab"`},
+		{"resets", true, &streamFate{readErr: &net.OpError{Op: "read", Err: syscall.ECONNRESET}}, `cluster label is not "lab"`},
+		{"other key", true, &streamFate{head: labelled(encryptedByte, 0, 1)}, "gossip key does not match peer " + peer + ": copy /etc/arpshare/gossip.key from a cluster member"},
+		{"peer encrypts", false, &streamFate{head: []byte{encryptedByte, 0}}, "encrypts gossip and this host does not"},
+		{"peer does not encrypt", true, &streamFate{head: labelled(13, 0)}, "does not encrypt gossip"},
+		{"something else", false, &streamFate{head: []byte{13, 0}}, "refuses this host: remote error"},
 	} {
-		got := c.refusal("198.18.0.12:7946", errors.New(tc.err))
-		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
-			t.Errorf("refusal(%q) = %q, want %q", tc.err, got, tc.want)
+		cfg := ClusterConfig{Name: "a", Label: "lab", KeyFile: "/etc/arpshare/gossip.key"}
+		if tc.keys {
+			cfg.Keys = [][]byte{make([]byte, 32)}
 		}
-	}
-	if got := c.refusal("198.18.0.12:7946", nil); got != "" {
-		t.Errorf("refusal(nil) = %q", got)
+		c := NewCluster(cfg)
+		c.streams = &watchedTransport{fates: map[string]*streamFate{}}
+		if tc.fate != nil {
+			c.streams.fates[peer] = tc.fate
+		}
+		got := c.refusal(peer, errors.New("remote error"))
+		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+			t.Errorf("%s: refusal %q, want %q", tc.name, got, tc.want)
+		}
+		if got := c.refusal(peer, nil); got != "" {
+			t.Errorf("%s: refusal of no error %q", tc.name, got)
+		}
 	}
 }
 

@@ -426,7 +426,7 @@ func (r *Repointer) plan(v *gossip.View, clients []arp.Client, now time.Time) {
 			r.settleAt = now.Add(settleDelay)
 		}
 		if p.Announces(v, vip) && !p.Announces(r.last, vip) {
-			r.cfg.Logger.Info("taking over VIP", "vip", vip, "mode", p.Mode())
+			r.cfg.Logger.Info("taking over VIP", "vip_address", vip, "mode", p.Mode())
 			r.announce[vip] = announcement{left: announceCount, next: now}
 		}
 	}
@@ -535,7 +535,7 @@ func (r *Repointer) announceDue(v *gossip.View, pols map[netip.Addr]policy.Polic
 			delete(r.announce, vip)
 		case !now.Before(a.next):
 			if err := r.cfg.Send.Announce(vip); err != nil {
-				r.cfg.Logger.Warn("announce VIP", "vip", vip, "error", err)
+				r.cfg.Logger.Warn("announce VIP", "vip_address", vip, "error", err)
 			}
 			if a.left <= 1 {
 				delete(r.announce, vip)
@@ -695,7 +695,7 @@ func (r *Repointer) confirm(now time.Time) {
 		default:
 			unanswered++
 			r.count(func(s *Status) { s.result(a.key.vip, false, 1) })
-			r.cfg.Logger.Debug("client did not answer its re-pointing requests", "vip", a.key.vip, "client", a.key.ip)
+			r.cfg.Logger.Debug("client did not answer its re-pointing requests", "vip_address", a.key.vip, "client", a.key.ip)
 		}
 	}
 	r.awaiting = slices.Delete(r.awaiting, 0, i)

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"bytes"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -289,13 +287,9 @@ func LoadConfig(path string) (*Config, error) {
 // find a relative key file).
 func ParseConfig(path string, data []byte) (*Config, error) {
 	var raw rawConfig
-	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&raw)
+	md, err := decodeChecked(path, data, &raw)
 	if err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			return nil, fmt.Errorf("%s:%d: %s", path, pe.Position.Line, pe.Message)
-		}
-		return nil, typeError(path, data, err)
+		return nil, err
 	}
 	c := &checker{path: path, lines: strings.Split(string(data), "\n")}
 	for _, k := range md.Undecoded() {
@@ -306,47 +300,6 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		return nil, errors.Join(c.errs...)
 	}
 	return cfg, nil
-}
-
-// The decoder's type errors ("toml: line 3 (last key "node.weight"):
-// incompatible types: TOML value has type string; destination has type
-// integer") are plain errors: typeError puts them in file:line form.
-var typeErrorRE = regexp.MustCompile(`^toml: (?:line (\d+) )?\(last key "([^"]*)"\): (?:incompatible types: TOML value has type (\w+); destination has type (\w+)|(.*))$`)
-
-func typeError(path string, data []byte, err error) error {
-	m := typeErrorRE.FindStringSubmatch(err.Error())
-	if m == nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	line, key := m[1], m[2]
-	if line == "" {
-		c := &checker{path: path, lines: strings.Split(string(data), "\n")}
-		line = fmt.Sprint(c.lineOfKey(toml.Key(strings.Split(key, "."))))
-	}
-	what := m[5]
-	if m[3] != "" {
-		what = fmt.Sprintf("%s where %s belongs", typeName(m[3]), typeName(m[4]))
-	}
-	return fmt.Errorf("%s:%s: %s: %s", path, line, key, what)
-}
-
-// typeName names a TOML or Go type as the docs do.
-func typeName(t string) string {
-	switch {
-	case strings.HasPrefix(t, "int"):
-		return "an integer"
-	case strings.HasPrefix(t, "float"):
-		return "a number"
-	case t == "bool":
-		return "a boolean (true or false)"
-	case t == "string":
-		return "a string"
-	case t == "slice" || t == "array":
-		return "a list"
-	case t == "map" || t == "table" || t == "struct":
-		return "a table"
-	}
-	return "a " + t
 }
 
 type checker struct {
@@ -562,7 +515,7 @@ func (c *checker) node(raw *rawNode) NodeConfig {
 	} else {
 		n.ReassertInterval = c.duration(s, DefaultReassertInterval, c.line("node", 0, "reassert_interval"), "node.reassert_interval (or \"0\" for never)")
 	}
-	if raw.FastPath != nil { // fast path (issue 11)
+	if raw.FastPath != nil {
 		n.FastPath = FastPath(*raw.FastPath)
 		if f := n.FastPath; f != FastPathAuto && f != FastPathOn && f != FastPathOff {
 			c.errAt(c.line("node", 0, "fast_path"), "node.fast_path %q: must be \"auto\", \"on\" or \"off\"", f)

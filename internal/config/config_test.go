@@ -193,6 +193,10 @@ func TestConfigErrorLines(t *testing.T) {
 		{head + vip + "[[vip]]\nname = 7\n", "a.toml:9: vip.name: an integer where a string belongs"},
 		{"[gossip]\npeers = [1]\n", "a.toml:2: gossip.peers: an integer where a string belongs"},
 		{head + "expect = true\n" + vip, "a.toml:4: gossip.expect: a boolean (true or false) where an integer belongs"},
+		{"[gossip]\npeers = \"198.18.0.12\"\n", "a.toml:2: gossip.peers: a string where a list belongs"},
+		{head + vip + "[node]\nweight = 1.5\n", "a.toml:9: node.weight: a number where an integer belongs"},
+		// Syntax errors, from the decoder's position too.
+		{head + vip + "name = \n", "a.toml:8: "},
 		// Unknown keys.
 		{head + vip + "check = { tcp = \"127.0.0.1:80\", rsie = 2 }\n", `a.toml:8: unknown key "vip.check.rsie"`},
 		{"node.wieght = 2\n" + head + vip, `a.toml:1: unknown key "node.wieght"`},

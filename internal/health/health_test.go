@@ -198,3 +198,31 @@ func closedPort(t *testing.T) string {
 	}
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
 }
+
+// TestCheckRunsOnItsSchedule: a check made by New probes a real listener at
+// once, is Ready after that first probe, says which VIP it checks, and
+// passes rise checks to become healthy.
+func TestCheckRunsOnItsSchedule(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	healthy := make(chan bool, 1)
+	v := checkVIP(config.Check{TCP: l.Addr().String(), Interval: 10 * time.Millisecond, Timeout: time.Second, Rise: 2, Fall: 2})
+	h := New(v, func(ok bool, _ error) { healthy <- ok })
+	if h.VIP().Name != "web" || h.String() != `health check for vip "web"` {
+		t.Errorf("VIP %q, String %q", h.VIP().Name, h.String())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.Run(ctx) }()
+	<-h.Ready()
+	if ok := <-healthy; !ok {
+		t.Error("a listening service checked unhealthy")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Error(err)
+	}
+}

@@ -1,17 +1,21 @@
-package daemon
+package arp
 
 import (
 	"log/slog"
 	"time"
-
-	"github.com/arpshare/arpshare/arp"
 )
 
-// sharedTable lets memberlist's push-pull carry the client table, so that a
+// SharedTable lets memberlist's push-pull carry the client table, so that a
 // host that starts (or heals from a partition) knows the clients it must take.
-type sharedTable struct {
-	t   *arp.ClientTable
+type SharedTable struct {
+	t   *ClientTable
 	log *slog.Logger
+}
+
+// NewSharedTable shares t through memberlist's push-pull, logging what a
+// peer sent that could not be taken.
+func NewSharedTable(t *ClientTable, log *slog.Logger) SharedTable {
+	return SharedTable{t: t, log: log}
 }
 
 // maxChanges bounds the client-table changes one periodic exchange
@@ -22,14 +26,14 @@ type sharedTable struct {
 // exchanges. A joining host gets the whole table regardless.
 const maxChanges = 512 << 10
 
-func (s sharedTable) LocalState(since time.Time) []byte {
+func (s SharedTable) LocalState(since time.Time) []byte {
 	if since.IsZero() {
 		return s.t.Encode(time.Now(), since)
 	}
 	return s.t.EncodeAtMost(time.Now(), since, maxChanges)
 }
 
-func (s sharedTable) MergeState(b []byte, join bool) {
+func (s SharedTable) MergeState(b []byte, join bool) {
 	merge := s.t.MergeChanges
 	if join {
 		merge = s.t.Merge

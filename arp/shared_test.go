@@ -1,4 +1,4 @@
-package daemon
+package arp
 
 import (
 	"bytes"
@@ -9,13 +9,11 @@ import (
 	"net/netip"
 	"testing"
 	"time"
-
-	"github.com/arpshare/arpshare/arp"
 )
 
 // BenchmarkTableExchange measures one periodic push-pull's share of the
 // client table when 100,000 clients changed at once: the bytes
-// sharedTable.LocalState hands memberlist (at most maxChanges), and what
+// SharedTable.LocalState hands memberlist (at most maxChanges), and what
 // memberlist's compression (LZW, least significant bit first, 8-bit
 // literals, as its compressPayload; on by default) makes of them before it
 // encrypts them. "lab": the lab bench's made-up clients, consecutive
@@ -26,7 +24,7 @@ func BenchmarkTableExchange(b *testing.B) {
 	for _, kind := range []string{"lab", "random"} {
 		b.Run(kind, func(b *testing.B) {
 			rnd := rand.New(rand.NewPCG(1, 2))
-			t := arp.NewClientTable(200_000, time.Hour)
+			t := NewClientTable(200_000, time.Hour)
 			now := time.Now()
 			for i := range 100_000 {
 				ip := netip.AddrFrom4([4]byte{198, 19, byte(i >> 8), byte(i)})
@@ -38,7 +36,7 @@ func BenchmarkTableExchange(b *testing.B) {
 				t.Learn(vip, ip, mac, now.Add(-time.Duration(rnd.IntN(600))*time.Second))
 				t.Protect(vip, ip)
 			}
-			s := sharedTable{t, slog.New(slog.DiscardHandler)}
+			s := NewSharedTable(t, slog.New(slog.DiscardHandler))
 			var raw, wire int
 			for b.Loop() {
 				state := s.LocalState(now.Add(-2 * time.Minute))
