@@ -93,6 +93,10 @@ type HostConfig struct {
 	SecondVIP bool
 	// IPv6VIP adds the IPv6 VIP "web6" at VIP6.
 	IPv6VIP bool
+	// TableVIPs adds that many more IPv4 VIPs, "t1" on at TableVIP(1) on
+	// (at most MaxTableVIPs), for a table of more clients than the lab has
+	// addresses: each address is a client of every VIP it asks for.
+	TableVIPs int
 	// MaxClients sets node.max_clients; 0: not set.
 	MaxClients int
 	// Broken writes a config that does not parse.
@@ -110,6 +114,13 @@ type HostConfig struct {
 
 // SecondVIP is the address of the optional second VIP, "db".
 var SecondVIP = netip.MustParseAddr("198.18.0.201")
+
+// MaxTableVIPs is how many VIPs HostConfig.TableVIPs adds at most.
+const MaxTableVIPs = 9
+
+// TableVIP returns the address of the VIP "t<i>" of HostConfig.TableVIPs,
+// 1 ≤ i ≤ MaxTableVIPs: 198.18.0.2 on, below the hosts' addresses.
+func TableVIP(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 0, byte(1 + i)}) }
 
 // MetricsAddr is where a host with HostConfig.Metrics serves metrics,
 // inside its namespace.
@@ -432,6 +443,12 @@ func (h *Host) WriteConfig(hc HostConfig) error {
 	}
 	if hc.SecondVIP {
 		fmt.Fprintf(&b, "\n[[vip]]\nname = \"db\"\naddress = %q\ninterface = \"eth0\"\n", SecondVIP)
+	}
+	if hc.TableVIPs > MaxTableVIPs {
+		return fmt.Errorf("%s: %d table VIPs, at most %d", h.Name, hc.TableVIPs, MaxTableVIPs)
+	}
+	for i := 1; i <= hc.TableVIPs; i++ {
+		fmt.Fprintf(&b, "\n[[vip]]\nname = \"t%d\"\naddress = %q\ninterface = \"eth0\"\n", i, TableVIP(i))
 	}
 	fmt.Fprintf(&b, "\n[api]\nsocket = %q\n", h.Socket)
 	if hc.Metrics {

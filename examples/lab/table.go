@@ -1,0 +1,387 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/arpshare/arpshare/arp/policy"
+	"github.com/arpshare/arpshare/daemon"
+	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/lab"
+)
+
+// tablePlan spreads the table mode's made-up clients over VIPs: a client
+// is an address asking for a VIP, and the lab has addresses for maxTable,
+// so beyond that each address asks for more VIPs (the table's entries, its
+// gossip and its memory are per VIP and address alike).
+type tablePlan struct {
+	n       int
+	vips    []netip.Addr
+	senders int // addresses asking for each VIP; the last may have fewer
+}
+
+func planTable(n int) (tablePlan, error) {
+	k := (n + maxTable - 1) / maxTable
+	if n < 1 || k > 1+lab.MaxTableVIPs {
+		return tablePlan{}, fmt.Errorf("from 1 to %d made-up clients: the lab has addresses for %d, asking for up to %d VIPs", maxTable*(1+lab.MaxTableVIPs), maxTable, 1+lab.MaxTableVIPs)
+	}
+	p := tablePlan{n: n, vips: []netip.Addr{lab.VIP}, senders: (n + k - 1) / k}
+	for i := 1; i < k; i++ {
+		p.vips = append(p.vips, lab.TableVIP(i))
+	}
+	return p, nil
+}
+
+// clients returns how many addresses ask for VIP j.
+func (p tablePlan) clients(j int) int { return min(p.senders, p.n-j*p.senders) }
+
+// maxClients is node.max_clients for the plan: once all are protected they
+// must fit in 7/8 of the table (see arp.ClientTable).
+func (p tablePlan) maxClients() int { return max(daemon.DefaultMaxClients, p.n*5/4) }
+
+func (p tablePlan) String() string {
+	if len(p.vips) == 1 {
+		return fmt.Sprintf("%d addresses (%s on) asking for the VIP %s", p.n, tableSenders, lab.VIP)
+	}
+	return fmt.Sprintf("%d addresses (%s on) asking each for %d VIPs (%s and %s to %s)", p.senders, tableSenders,
+		len(p.vips), lab.VIP, lab.TableVIP(1), lab.TableVIP(len(p.vips)-1))
+}
+
+const tableRate = 10000 // requests a second
+
+// tableSections restarts the daemons with the VIPs and table size the
+// clients need, makes the clients up (each asks once by broadcast, then
+// once more by unicast to its owner), measures every daemon's memory, and
+// what goes through each host's port for 90 s, by kind.
+func tableSections(l *lab.Lab, opts benchOptions) ([]section, error) {
+	p, err := planTable(opts.table)
+	if err != nil {
+		return nil, err
+	}
+	hc := lab.HostConfig{IPv6VIP: true, TableVIPs: len(p.vips) - 1, MaxClients: p.maxClients(), Metrics: true}
+	if opts.timings != "" {
+		g, err := parseSweep(opts.timings)
+		if err != nil {
+			return nil, err
+		}
+		hc.Gossip = g[0].config()
+	}
+	say("table: restarting the daemons with %d VIPs and node.max_clients = %d", len(p.vips)+1, hc.MaxClients)
+	for _, h := range l.Hosts {
+		if err := h.Stop(10 * time.Second); err != nil {
+			return nil, fmt.Errorf("%s: stop: %w", h.Name, err)
+		}
+		if err := h.WriteConfig(hc); err != nil {
+			return nil, err
+		}
+	}
+	if err := startAll(l.Hosts); err != nil {
+		return nil, err
+	}
+	before, err := sampleHosts(l.Hosts)
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	if err := fillTable(l, p); err != nil {
+		return nil, err
+	}
+	filled, took := time.Now(), time.Since(start).Round(time.Second)
+	time.Sleep(3 * time.Second)
+	after, err := sampleHosts(l.Hosts)
+	if err != nil {
+		return nil, err
+	}
+	memory, err := memorySection(l, p, before, after, took)
+	if err != nil {
+		return nil, err
+	}
+	g, err := gossipSection(l, p, filled)
+	if err != nil {
+		return nil, err
+	}
+	return []section{memory, g}, nil
+}
+
+// fillTable makes the clients up: each asks for its VIP once by
+// broadcast (every daemon learns it), then once more by unicast to its
+// owner, as a Linux client refreshing a stale entry does: only the owner
+// hears it, marks the client protected, and must tell the others. This is
+// the most gossip a table of n clients makes: every one of them changed at
+// once.
+func fillTable(l *lab.Lab, p tablePlan) error {
+	macs, err := ownerMACs(l)
+	if err != nil {
+		return err
+	}
+	var cs []gossip.Candidate
+	for _, h := range l.Hosts {
+		cs = append(cs, gossip.Candidate{Name: h.Name, Weight: 1})
+	}
+	ctx := context.Background()
+	for _, unicast := range []bool{false, true} {
+		for j, vip := range p.vips {
+			load := lab.ARPLoad{Target: vip, First: tableSenders, Senders: p.clients(j), Rate: tableRate,
+				For: time.Duration(p.clients(j)/tableRate+5) * time.Second, Count: p.clients(j)}
+			how := "broadcast"
+			if unicast {
+				how = "unicast to the owner"
+				load.To = func(i int) net.HardwareAddr {
+					ip, _ := lab.BenchSender(tableSenders, i)
+					return macs[policy.Rendezvous(cs, vip, ip)]
+				}
+			}
+			run, err := l.Clients[0].ARPBench(ctx, load)
+			if err != nil {
+				return err
+			}
+			say("  %d clients ask for %s by %s, %d a second: sent %d, answered %d", p.clients(j), vip, how, tableRate, run.Sent, run.Answered)
+		}
+	}
+	return nil
+}
+
+// hostSample is what a daemon holds, and what its gossip carried so far.
+type hostSample struct {
+	rss, heap, heapSys int64 // bytes: resident, Go heap in use, Go heap from the OS
+	known              int   // clients, all VIPs
+	// Client-table bytes and states in push-pulls, sent and received,
+	// before compression (arpshare_gossip_table_*).
+	tableOut, tableIn   float64
+	statesOut, statesIn float64
+}
+
+func sampleHosts(hosts []*lab.Host) ([]hostSample, error) {
+	var out []hostSample
+	for _, h := range hosts {
+		var s hostSample
+		var err error
+		if s.rss, err = h.RSS(); err != nil {
+			return nil, err
+		}
+		st, err := h.Status()
+		if err != nil {
+			return nil, err
+		}
+		for _, v := range st.VIPs {
+			s.known += v.Clients
+		}
+		text, err := h.Scrape()
+		if err != nil {
+			return nil, err
+		}
+		m := parseMetrics(text)
+		s.heap, s.heapSys = int64(m["go_memstats_heap_inuse_bytes"]), int64(m["go_memstats_heap_sys_bytes"])
+		for k, v := range m {
+			name, labels, _ := strings.Cut(k, "{")
+			switch {
+			case name == gossip.MetricTableBytes && strings.Contains(labels, `"sent"`):
+				s.tableOut += v
+			case name == gossip.MetricTableBytes && strings.Contains(labels, `"received"`):
+				s.tableIn += v
+			case name == gossip.MetricTableStates && strings.Contains(labels, `"sent"`):
+				s.statesOut += v
+			case name == gossip.MetricTableStates && strings.Contains(labels, `"received"`):
+				s.statesIn += v
+			}
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// parseMetrics reads Prometheus text: the series (name and labels, as
+// written) to its value.
+func parseMetrics(text string) map[string]float64 {
+	out := map[string]float64{}
+	sc := bufio.NewScanner(strings.NewReader(text))
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			out[line[:i]] = v
+		}
+	}
+	return out
+}
+
+func memorySection(l *lab.Lab, p tablePlan, before, after []hostSample, took time.Duration) (section, error) {
+	var rows []string
+	for i, h := range l.Hosts {
+		listed := "–"
+		if p.n <= maxTable {
+			out, err := h.Run("clients", "--json")
+			if err != nil {
+				return section{}, err
+			}
+			var cs []json.RawMessage
+			if err := json.Unmarshal([]byte(out), &cs); err != nil {
+				return section{}, fmt.Errorf("%s: arpshare clients --json: %w", h.Name, err)
+			}
+			listed = fmt.Sprint(len(cs))
+		}
+		b, a := before[i], after[i]
+		per := float64(a.rss-b.rss) / float64(p.n)
+		say("  %s: knows %d clients (`arpshare clients` lists %s); RSS %.1f MB -> %.1f MB, %.0f bytes a client; Go heap in use %.1f MB -> %.1f MB (%.1f MB from the OS)",
+			h.Name, a.known, listed, mb(b.rss), mb(a.rss), per, mb(b.heap), mb(a.heap), mb(a.heapSys))
+		rows = append(rows, fmt.Sprintf("| %s | %d | %s | %.1f MB | %.1f MB | %.0f | %.1f MB | %.1f MB |",
+			h.Name, a.known, listed, mb(b.rss), mb(a.rss), per, mb(a.heap), mb(a.heapSys)))
+	}
+	cmd := fmt.Sprintf("go run ./examples/lab -bench -modes table -table %d", p.n)
+	return section{fmt.Sprintf("Memory with %d clients", p.n), fmt.Sprintf(`Written by `+"`%s`"+` on %s. The daemons
+are restarted with %d VIPs and `+"`node.max_clients = %d`"+`; then one client
+namespace makes up %d clients: %s, distinct MACs. Each asks once by
+broadcast, %d a second (every daemon hears it), then once more by unicast to
+its owner's MAC, as a Linux client refreshing a stale entry does; this took
+%s. A client is an address asking for a VIP: the lab's 198.18.0.0/15 has
+room for %d addresses, so past that each asks for more VIPs, and the table
+holds an entry per VIP and address, as it would for as many addresses. The
+kernel's neighbour tables are not touched: the requests are for the VIP,
+which the hosts' kernels do not answer (arp_ignore), and the daemons answer
+and re-point from raw sockets. RSS from /proc, the Go heap from the
+daemon's metrics (`+"`go_memstats_heap_inuse_bytes`, `go_memstats_heap_sys_bytes`"+`),
+before the clients and 3 s after; *known* is the clients in `+"`arpshare status`"+`,
+all VIPs; `+"`arpshare clients`"+` must list them all (not run past %d
+clients). Goals: RSS at most 50 MB with 100,000 clients, at most 200 bytes a
+client, and at most 250 MB with 1,000,000. The table alone, without the
+process around it, is measured by `+"`go test -run XXX -bench ClientTableMemory -benchtime 1x ./arp`"+`
+(about 100 bytes a client at 100,000, 120 at 1,000,000).
+
+| host | known | listed | RSS before | RSS after | bytes a client | Go heap in use | Go heap from the OS |
+|---|---|---|---|---|---|---|---|
+%s
+`, cmd, today(), len(p.vips)+1, p.maxClients(), p.n, p, tableRate, took, maxTable, maxTable, strings.Join(rows, "\n"))}, nil
+}
+
+// gossipWindow is how long gossipSection counts.
+const gossipWindow = 90 * time.Second
+
+// gossipSection counts what goes through each host's port for
+// gossipWindow, by kind and direction, with the client table's share of
+// the push-pulls from the daemons' own counters.
+func gossipSection(l *lab.Lab, p tablePlan, filled time.Time) (section, error) {
+	offset := time.Since(filled).Round(time.Second)
+	say("gossip: counting each host's bytes out and in for %s", gossipWindow)
+	var reads []func() (lab.PortBytes, error)
+	for _, h := range l.Hosts {
+		read, stop, err := h.CountPort()
+		if err != nil {
+			return section{}, err
+		}
+		defer stop()
+		reads = append(reads, read)
+	}
+	s0, err := sampleHosts(l.Hosts)
+	if err != nil {
+		return section{}, err
+	}
+	start := time.Now()
+	time.Sleep(gossipWindow)
+	var counts []lab.PortBytes
+	for _, read := range reads {
+		b, err := read()
+		if err != nil {
+			return section{}, err
+		}
+		counts = append(counts, b)
+	}
+	secs := time.Since(start).Seconds()
+	s1, err := sampleHosts(l.Hosts)
+	if err != nil {
+		return section{}, err
+	}
+	exchanges, err := pushPulls(l.Hosts, start, start.Add(gossipWindow))
+	if err != nil {
+		return section{}, err
+	}
+	kbs := func(b float64) string { return fmt.Sprintf("%.1f KB/s", b/secs/1000) }
+	kind := func(c lab.Count) string {
+		if c.Packets == 0 {
+			return "0"
+		}
+		return fmt.Sprintf("%s (%.0f/s × %.0f B)", kbs(float64(c.Bytes)), float64(c.Packets)/secs, float64(c.Bytes)/float64(c.Packets))
+	}
+	var gossipRows, otherRows []string
+	for i, h := range l.Hosts {
+		b, d := counts[i], hostSample{tableOut: s1[i].tableOut - s0[i].tableOut, tableIn: s1[i].tableIn - s0[i].tableIn,
+			statesOut: s1[i].statesOut - s0[i].statesOut, statesIn: s1[i].statesIn - s0[i].statesIn}
+		rounds, err := repointRounds(h, filled, start, start.Add(gossipWindow))
+		if err != nil {
+			return section{}, err
+		}
+		say("  %s: gossip sent %s: UDP %s, TCP %s (client table %s in %.0f states, before compression); received %s: UDP %s, TCP %s (client table %s in %.0f); %s push-pulls; ARP sent %s; all sent %s, received %s; heap %.1f MB; re-pointing rounds: %s",
+			h.Name, kbs(float64(b.Sent.Gossip().Bytes)), kind(b.Sent.GossipUDP), kind(b.Sent.GossipTCP), kbs(d.tableOut), d.statesOut,
+			kbs(float64(b.Received.Gossip().Bytes)), kind(b.Received.GossipUDP), kind(b.Received.GossipTCP), kbs(d.tableIn), d.statesIn,
+			exchanges[h.Name], kind(b.Sent.ARP), kbs(float64(b.Sent.All.Bytes)), kbs(float64(b.Received.All.Bytes)), mb(s1[i].heap), rounds)
+		gossipRows = append(gossipRows, fmt.Sprintf("| %s | **%s** | %s | %s | %s in %.0f | **%s** | %s | %s | %s in %.0f | %s |",
+			h.Name, kbs(float64(b.Sent.Gossip().Bytes)), kind(b.Sent.GossipUDP), kind(b.Sent.GossipTCP), kbs(d.tableOut), d.statesOut,
+			kbs(float64(b.Received.Gossip().Bytes)), kind(b.Received.GossipUDP), kind(b.Received.GossipTCP), kbs(d.tableIn), d.statesIn,
+			exchanges[h.Name]))
+		otherRows = append(otherRows, fmt.Sprintf("| %s | %s | %s | %s | %s |", h.Name, kind(b.Sent.ARP),
+			kbs(float64(b.Sent.All.Bytes)), kbs(float64(b.Received.All.Bytes)), rounds))
+	}
+	return section{fmt.Sprintf("Gossip with %d clients", p.n), fmt.Sprintf(gossipText, p.n, today(), gossipWindow, offset,
+		strings.Join(gossipRows, "\n"), daemon.DefaultRepointRate, daemon.DefaultReassertInterval, daemon.DefaultReassertRate,
+		strings.Join(otherRows, "\n"))}, nil
+}
+
+const gossipText = `Written by ` + "`go run ./examples/lab -bench -modes table -table %d`" + ` on %s, right
+after the memory measurement: the bytes each host sent and received through
+its port over %s, starting %s after the last unicast request, as an
+nftables table on the switch's side of each port counts them (Ethernet
+frames, headers included), by kind. In this window each owner offers its
+peers the clients that asked it again (now protected): every one of them
+changed at once, the most gossip a table makes. Goal: gossip under 100 KB/s
+per host with 1,000,000 clients.
+
+- **UDP**: to or from the gossip port over UDP: memberlist's probes (a ping
+  to one member every probe interval, and the acks to the members probing
+  this host), with whatever memberlist gossip rides along (metadata
+  broadcasts, suspicions; none while the cluster is steady), encrypted.
+- **TCP**: over TCP: memberlist's push-pull exchanges, with their
+  handshakes and acks; user messages (a host back from a counted death is
+  told by one) go this way too. A push-pull carries memberlist's list of
+  members and this host's client-table changes of the last 4 push-pull
+  intervals, at most 512 KiB of them (17 bytes a client) each way; a join
+  would carry the whole table. Memberlist compresses it (LZW) and encrypts it.
+- **client table**: the part of the push-pulls that is client table,
+  before memberlist compresses it, from the daemon's
+  ` + "`arpshare_gossip_table_bytes_total`" + `, and how many such states went.
+- **push-pulls**: the exchanges the host took part in, begun by it or by a
+  peer (from memberlist's log lines; a join is named).
+
+| host | gossip sent | UDP | TCP | client table sent | gossip received | UDP | TCP | client table received | push-pulls |
+|---|---|---|---|---|---|---|---|---|---|
+%s
+
+Not gossip, in the same window: **ARP**, ARP and NDP the host sent, here
+the unicast requests an owner sends its clients to re-point them, 60 bytes
+each (see docs/design.md, Re-pointing): each host re-points the clients it
+owns, a third of them here, one request each, 2 s after its view of the
+VIP's hosts changes ("settle"; twice, "×2", when the change was this host
+refuting a suspicion), at node.repoint_rate (%d packets a second by
+default), and once more every %s (node.reassert_interval, "periodic"),
+paced apart at node.reassert_rate (%d packets a second by default, so a
+periodic round of a large table lasts far longer than the interval, and no
+new one begins while it runs). The made-up clients never answer. The last
+column lists, from each host's log, the rounds begun since the last unicast
+request, each with its clients and its start in seconds from the window's
+(one begun before may still be sending).
+
+| host | ARP sent | all sent | all received | re-pointing rounds (clients, start) |
+|---|---|---|---|---|
+%s
+`
