@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/mdlayher/packet"
 
-	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/arp/fastpath"
 )
 
@@ -76,7 +76,7 @@ func (c *Client) ARPBench(ctx context.Context, load ARPLoad) (ARPRun, error) {
 	var run ARPRun
 	target, first, senders, rate, d := load.Target, load.First, load.Senders, load.Rate, load.For
 	err := inNS(c.NS, func() error {
-		conn, _, err := arp.Listen("eth0")
+		conn, err := benchConn("eth0")
 		if err != nil {
 			return err
 		}
@@ -97,7 +97,7 @@ func (c *Client) ARPBench(ctx context.Context, load ARPLoad) (ARPRun, error) {
 			b := make([]byte, 1500)
 			t4 := target.As4()
 			for {
-				n, err := conn.ReadFrame(b)
+				n, _, err := conn.ReadFrom(b)
 				now := time.Now()
 				if err != nil {
 					return
@@ -140,7 +140,7 @@ func (c *Client) ARPBench(ctx context.Context, load ARPLoad) (ARPRun, error) {
 				mu.Lock()
 				sentAt[i] = time.Now()
 				mu.Unlock()
-				if err := conn.WriteFrame(frames[i], dst(i)); err != nil {
+				if _, err := conn.WriteTo(frames[i], &packet.Addr{HardwareAddr: dst(i)}); err != nil {
 					return fmt.Errorf("send ARP request: %w", err)
 				}
 				run.Sent++
@@ -156,6 +156,21 @@ func (c *Client) ARPBench(ctx context.Context, load ARPLoad) (ARPRun, error) {
 		return nil
 	})
 	return run, err
+}
+
+// benchConn opens a raw ARP socket for ARPBench. Not arp.Listen's: its
+// filter keeps out frames for another machine's MAC, and the answers to
+// the bench's made-up senders are just that.
+func benchConn(name string) (*packet.Conn, error) {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return nil, err
+	}
+	c, err := packet.Listen(ifi, packet.Raw, 0x0806, nil)
+	if err != nil {
+		return nil, fmt.Errorf("open raw ARP socket: %w", err)
+	}
+	return c, nil
 }
 
 // CPUTime returns the CPU time (user and system) the host's daemon used so
