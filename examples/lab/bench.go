@@ -20,8 +20,10 @@ import (
 type benchOptions struct {
 	modes []string
 	table int // clients the table mode makes up
-	runs  int // power losses per address family
-	out   string
+	// profiles, if set, is where the table mode writes heap profiles.
+	profiles string
+	runs     int // power losses per address family
+	out      string
 	// binary, if set, is the arpshare binary to run instead of this
 	// tree's.
 	binary string

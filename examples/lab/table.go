@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -65,7 +67,7 @@ func tableSections(l *lab.Lab, opts benchOptions) ([]section, error) {
 	if err != nil {
 		return nil, err
 	}
-	hc := lab.HostConfig{IPv6VIP: true, TableVIPs: len(p.vips) - 1, MaxClients: p.maxClients(), Metrics: true}
+	hc := lab.HostConfig{IPv6VIP: true, TableVIPs: len(p.vips) - 1, MaxClients: p.maxClients(), Metrics: true, Pprof: true}
 	if opts.timings != "" {
 		g, err := parseSweep(opts.timings)
 		if err != nil {
@@ -99,12 +101,18 @@ func tableSections(l *lab.Lab, opts benchOptions) ([]section, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := saveProfiles(l, opts.profiles, "filled"); err != nil {
+		return nil, err
+	}
 	memory, err := memorySection(l, p, before, after, took)
 	if err != nil {
 		return nil, err
 	}
 	g, err := gossipSection(l, p, filled)
 	if err != nil {
+		return nil, err
+	}
+	if err := saveProfiles(l, opts.profiles, "after-gossip"); err != nil {
 		return nil, err
 	}
 	return []section{memory, g}, nil
@@ -399,3 +407,26 @@ request, each with its clients and its start in seconds from the window's
 |---|---|---|---|---|
 %s
 `
+
+// saveProfiles writes every daemon's heap profile into dir, as
+// <host>-<when>.heap.pb.gz; nothing if dir is empty.
+func saveProfiles(l *lab.Lab, dir, when string) error {
+	if dir == "" {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, h := range l.Hosts {
+		b, err := h.Profile("heap")
+		if err != nil {
+			return err
+		}
+		path := filepath.Join(dir, h.Name+"-"+when+".heap.pb.gz")
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			return err
+		}
+		say("  %s: heap profile in %s", h.Name, path)
+	}
+	return nil
+}

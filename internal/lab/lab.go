@@ -89,6 +89,9 @@ type HostConfig struct {
 	Check bool
 	// Metrics serves Prometheus metrics on MetricsAddr in the host.
 	Metrics bool
+	// Pprof serves Go's pprof on the API socket (api.pprof): see
+	// Host.Profile.
+	Pprof bool
 	// SecondVIP adds the VIP "db" at SecondVIP.
 	SecondVIP bool
 	// IPv6VIP adds the IPv6 VIP "web6" at VIP6.
@@ -444,15 +447,15 @@ func (h *Host) WriteConfig(hc HostConfig) error {
 	if hc.SecondVIP {
 		fmt.Fprintf(&b, "\n[[vip]]\nname = \"db\"\naddress = %q\ninterface = \"eth0\"\n", SecondVIP)
 	}
-	if hc.TableVIPs > MaxTableVIPs {
-		return fmt.Errorf("%s: %d table VIPs, at most %d", h.Name, hc.TableVIPs, MaxTableVIPs)
-	}
-	for i := 1; i <= hc.TableVIPs; i++ {
-		fmt.Fprintf(&b, "\n[[vip]]\nname = \"t%d\"\naddress = %q\ninterface = \"eth0\"\n", i, TableVIP(i))
+	if err := writeTableVIPs(&b, hc.TableVIPs); err != nil {
+		return fmt.Errorf("%s: %w", h.Name, err)
 	}
 	fmt.Fprintf(&b, "\n[api]\nsocket = %q\n", h.Socket)
 	if hc.Metrics {
 		fmt.Fprintf(&b, "metrics = %q\n", MetricsAddr)
+	}
+	if hc.Pprof {
+		b.WriteString("pprof = true\n")
 	}
 	if hc.Handover != "" {
 		fmt.Fprintf(&b, "\n[handover]\n%s\n", hc.Handover)
@@ -464,6 +467,17 @@ func (h *Host) WriteConfig(hc HostConfig) error {
 		return err
 	}
 	return h.lab.own(h.Config)
+}
+
+// writeTableVIPs writes the config of HostConfig.TableVIPs.
+func writeTableVIPs(b *strings.Builder, n int) error {
+	if n > MaxTableVIPs {
+		return fmt.Errorf("%d table VIPs, at most %d", n, MaxTableVIPs)
+	}
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(b, "\n[[vip]]\nname = \"t%d\"\naddress = %q\ninterface = \"eth0\"\n", i, TableVIP(i))
+	}
+	return nil
 }
 
 // StartService starts the host's TCP service: it answers every connection
@@ -693,6 +707,26 @@ func (h *Host) Scrape() (string, error) {
 		err = fmt.Errorf("%s: scrape: %s: %s", h.Name, resp.Status, b)
 	}
 	return string(b), err
+}
+
+// Profile returns the daemon's pprof profile name (heap, allocs,
+// goroutine...), fetched over its API socket (HostConfig.Pprof).
+func (h *Host) Profile(name string) ([]byte, error) {
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", h.Socket)
+		},
+	}}
+	resp, err := client.Get("http://arpshare/debug/pprof/" + name)
+	if err != nil {
+		return nil, fmt.Errorf("%s: pprof %s: %w", h.Name, name, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("%s: pprof %s: %s: %s", h.Name, name, resp.Status, b)
+	}
+	return b, err
 }
 
 // Stop sends SIGTERM and waits for the daemon to exit; it returns the exit
