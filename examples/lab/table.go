@@ -101,18 +101,24 @@ func tableSections(l *lab.Lab, opts benchOptions) ([]section, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := saveProfiles(l, opts.profiles, "filled"); err != nil {
-		return nil, err
-	}
-	memory, err := memorySection(l, p, before, after, took)
-	if err != nil {
+	if err := saveProfiles(l, opts.profiles, "filled", "heap"); err != nil {
 		return nil, err
 	}
 	g, err := gossipSection(l, p, filled)
 	if err != nil {
 		return nil, err
 	}
-	if err := saveProfiles(l, opts.profiles, "after-gossip"); err != nil {
+	// At rest: the heap profile with gc=1 collects first, so that the
+	// heap in use is what is live.
+	if err := saveProfiles(l, opts.profiles, "rest", "heap?gc=1"); err != nil {
+		return nil, err
+	}
+	rest, err := sampleHosts(l.Hosts)
+	if err != nil {
+		return nil, err
+	}
+	memory, err := memorySection(l, p, [3][]hostSample{before, after, rest}, took)
+	if err != nil {
 		return nil, err
 	}
 	return []section{memory, g}, nil
@@ -239,7 +245,10 @@ func parseMetrics(text string) map[string]float64 {
 	return out
 }
 
-func memorySection(l *lab.Lab, p tablePlan, before, after []hostSample, took time.Duration) (section, error) {
+// memorySection writes the memory rows: before the clients, 3 s after,
+// and at rest after the gossip window, garbage collected.
+func memorySection(l *lab.Lab, p tablePlan, samples [3][]hostSample, took time.Duration) (section, error) {
+	before, after, rest := samples[0], samples[1], samples[2]
 	var rows []string
 	for i, h := range l.Hosts {
 		listed := "–"
@@ -254,12 +263,12 @@ func memorySection(l *lab.Lab, p tablePlan, before, after []hostSample, took tim
 			}
 			listed = fmt.Sprint(len(cs))
 		}
-		b, a := before[i], after[i]
+		b, a, r := before[i], after[i], rest[i]
 		per := float64(a.rss-b.rss) / float64(p.n)
-		say("  %s: knows %d clients (`arpshare clients` lists %s); RSS %.1f MB -> %.1f MB, %.0f bytes a client; Go heap in use %.1f MB -> %.1f MB (%.1f MB from the OS)",
-			h.Name, a.known, listed, mb(b.rss), mb(a.rss), per, mb(b.heap), mb(a.heap), mb(a.heapSys))
-		rows = append(rows, fmt.Sprintf("| %s | %d | %s | %.1f MB | %.1f MB | %.0f | %.1f MB | %.1f MB |",
-			h.Name, a.known, listed, mb(b.rss), mb(a.rss), per, mb(a.heap), mb(a.heapSys)))
+		say("  %s: knows %d clients (`arpshare clients` lists %s); RSS %.1f MB -> %.1f MB, %.0f bytes a client; Go heap in use %.1f MB -> %.1f MB (%.1f MB from the OS); at rest, collected: RSS %.1f MB, heap in use %.1f MB (%.0f bytes a client)",
+			h.Name, a.known, listed, mb(b.rss), mb(a.rss), per, mb(b.heap), mb(a.heap), mb(a.heapSys), mb(r.rss), mb(r.heap), float64(r.heap-b.heap)/float64(p.n))
+		rows = append(rows, fmt.Sprintf("| %s | %d | %s | %.1f MB | %.1f MB | %.0f | %.1f MB | %.1f MB | %.1f MB | %.1f MB (%.0f a client) |",
+			h.Name, a.known, listed, mb(b.rss), mb(a.rss), per, mb(a.heap), mb(a.heapSys), mb(r.rss), mb(r.heap), float64(r.heap-b.heap)/float64(p.n)))
 	}
 	cmd := fmt.Sprintf("go run ./examples/lab -bench -modes table -table %d", p.n)
 	return section{fmt.Sprintf("Memory with %d clients", p.n), fmt.Sprintf(`Written by `+"`%s`"+` on %s. The daemons
@@ -275,15 +284,18 @@ kernel's neighbour tables are not touched: the requests are for the VIP,
 which the hosts' kernels do not answer (arp_ignore), and the daemons answer
 and re-point from raw sockets. RSS from /proc, the Go heap from the
 daemon's metrics (`+"`go_memstats_heap_inuse_bytes`, `go_memstats_heap_sys_bytes`"+`),
-before the clients and 3 s after; *known* is the clients in `+"`arpshare status`"+`,
+before the clients and 3 s after; then again *at rest*, after the gossip
+window (no client asked in it) and a garbage collection (the daemon's
+`+"`/debug/pprof/heap?gc=1`"+` on its API socket, api.pprof): the heap in use
+is then what is live. *known* is the clients in `+"`arpshare status`"+`,
 all VIPs; `+"`arpshare clients`"+` must list them all (not run past %d
 clients). Goals: RSS at most 50 MB with 100,000 clients, at most 200 bytes a
 client, and at most 250 MB with 1,000,000. The table alone, without the
 process around it, is measured by `+"`go test -run XXX -bench ClientTableMemory -benchtime 1x ./arp`"+`
 (about 100 bytes a client at 100,000, 120 at 1,000,000).
 
-| host | known | listed | RSS before | RSS after | bytes a client | Go heap in use | Go heap from the OS |
-|---|---|---|---|---|---|---|---|
+| host | known | listed | RSS before | RSS after | bytes a client | Go heap in use | Go heap from the OS | at rest: RSS | at rest: heap live |
+|---|---|---|---|---|---|---|---|---|---|
 %s
 `, cmd, today(), len(p.vips)+1, p.maxClients(), p.n, p, tableRate, protectAfter, took, maxTable, maxTable, strings.Join(rows, "\n"))}, nil
 }
@@ -408,19 +420,22 @@ request, each with its clients and its start in seconds from the window's
 %s
 `
 
-// saveProfiles writes every daemon's heap profile into dir, as
-// <host>-<when>.heap.pb.gz; nothing if dir is empty.
-func saveProfiles(l *lab.Lab, dir, when string) error {
-	if dir == "" {
-		return nil
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+// saveProfiles fetches every daemon's heap profile (profile: "heap", or
+// "heap?gc=1" to collect garbage first) and writes it into dir, as
+// <host>-<when>.heap.pb.gz, if dir is set.
+func saveProfiles(l *lab.Lab, dir, when, profile string) error {
+	if dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
 	}
 	for _, h := range l.Hosts {
-		b, err := h.Profile("heap")
+		b, err := h.Profile(profile)
 		if err != nil {
 			return err
+		}
+		if dir == "" {
+			continue
 		}
 		path := filepath.Join(dir, h.Name+"-"+when+".heap.pb.gz")
 		if err := os.WriteFile(path, b, 0o644); err != nil {
