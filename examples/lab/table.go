@@ -349,9 +349,11 @@ func gossipSection(l *lab.Lab, p tablePlan, filled time.Time) (section, error) {
 		return fmt.Sprintf("%s (%.0f/s × %.0f B)", kbs(float64(c.Bytes)), float64(c.Packets)/secs, float64(c.Bytes)/float64(c.Packets))
 	}
 	var gossipRows, otherRows []string
+	var sum accounting
 	for i, h := range l.Hosts {
 		b, d := counts[i], hostSample{tableOut: s1[i].tableOut - s0[i].tableOut, tableIn: s1[i].tableIn - s0[i].tableIn,
 			statesOut: s1[i].statesOut - s0[i].statesOut, statesIn: s1[i].statesIn - s0[i].statesIn}
+		sum.add(b.Sent, d)
 		rounds, err := repointRounds(h, filled, start, start.Add(gossipWindow))
 		if err != nil {
 			return section{}, err
@@ -368,8 +370,66 @@ func gossipSection(l *lab.Lab, p tablePlan, filled time.Time) (section, error) {
 			kbs(float64(b.Sent.All.Bytes)), kbs(float64(b.Received.All.Bytes)), rounds))
 	}
 	return section{fmt.Sprintf("Gossip with %d clients", p.n), fmt.Sprintf(gossipText, p.n, today(), gossipWindow, offset,
-		strings.Join(gossipRows, "\n"), daemon.DefaultRepointRate, daemon.DefaultReassertInterval, daemon.DefaultReassertRate,
-		strings.Join(otherRows, "\n"))}, nil
+		strings.Join(gossipRows, "\n"), sum.explain(len(l.Hosts), secs), daemon.DefaultRepointRate, daemon.DefaultReassertInterval,
+		daemon.DefaultReassertRate, strings.Join(otherRows, "\n"))}, nil
+}
+
+// accounting sums what the hosts sent, to explain it per host.
+type accounting struct {
+	udp, tcp        lab.Count
+	table, states   float64
+	gossip, allSent int64
+}
+
+func (a *accounting) add(sent lab.PortCount, d hostSample) {
+	a.udp.Packets += sent.GossipUDP.Packets
+	a.udp.Bytes += sent.GossipUDP.Bytes
+	a.tcp.Packets += sent.GossipTCP.Packets
+	a.tcp.Bytes += sent.GossipTCP.Bytes
+	a.table += d.tableOut
+	a.states += d.statesOut
+	a.gossip += sent.Gossip().Bytes
+	a.allSent += sent.All.Bytes
+}
+
+// Sizes in a memberlist UDP frame besides its message: Ethernet, IPv4 and
+// UDP headers; the label header (the cluster name, "lab", and 2 bytes);
+// AES-GCM (version, nonce, tag); the CRC memberlist adds.
+const udpHeaders, labelHeader, gcm, crc = 14 + 20 + 8, 2 + 3, 1 + 12 + 16, 5
+
+// explain says where a host's gossip bytes a second go, on average over
+// hosts hosts and secs seconds.
+func (a accounting) explain(hosts int, secs float64) string {
+	per := func(b float64) float64 { return b / float64(hosts) / secs }
+	kb := func(b float64) string { return fmt.Sprintf("%.2f KB/s", per(b)/1000) }
+	udpEach := float64(a.udp.Bytes) / float64(max(1, a.udp.Packets))
+	tcpEach := float64(a.tcp.Bytes) / float64(max(1, a.states))
+	tableEach := a.table / float64(max(1, a.states))
+	msg := udpEach - udpHeaders - labelHeader - gcm - crc
+	return fmt.Sprintf(`**Where a host's gossip goes**, on average over the %d hosts: it sent
+%s of gossip (%s of all it sent).
+
+- UDP, %s: %.1f frames a second of %.0f bytes. A ping to one member
+  every probe interval (%s by default: %.0f a second) and an ack to each
+  ping of the other members (as many again): %.0f a second. Each frame is %d bytes
+  of Ethernet, IPv4 and UDP headers, %d of memberlist's label header (the
+  cluster name), %d of AES-GCM (version, nonce, tag), %d of CRC, and
+  %.0f of the ping or ack itself (msgpack: sequence number, node name and
+  address). No metadata broadcast, suspicion or user message went in the
+  window (the cluster was steady): they would show here as more frames.
+- TCP, %s: %.2f push-pull states a second, %.0f bytes each on the wire
+  (compressed, encrypted, with TCP's headers and the acks of the states it
+  received), carrying %.0f bytes of client table each before compression
+  (%s): a backlog of changes larger than the 512 KiB a state carries at
+  most (maxChanges in daemon/table.go) fills every state, so this is the
+  most a periodic push-pull sends whatever the table's size; memberlist's
+  own part (its header and the members with their metadata, a few hundred
+  bytes) is the rest. LZW shrinks the table %.1f×: the made-up clients'
+  addresses and MACs are consecutive, real ones compress less, at worst
+  %s (the client table uncompressed).
+`, hosts, kb(float64(a.gossip)), kb(float64(a.allSent)), kb(float64(a.udp.Bytes)), per(float64(a.udp.Packets)), udpEach,
+		daemon.DefaultProbeInterval, 1/daemon.DefaultProbeInterval.Seconds(), 2/daemon.DefaultProbeInterval.Seconds(), udpHeaders, labelHeader, gcm, crc, msg,
+		kb(float64(a.tcp.Bytes)), per(a.states), tcpEach, tableEach, kb(a.table), tableEach/max(1, tcpEach), kb(a.table))
 }
 
 const gossipText = `Written by ` + "`go run ./examples/lab -bench -modes table -table %d`" + ` on %s, right
@@ -401,6 +461,7 @@ per host with 1,000,000 clients.
 |---|---|---|---|---|---|---|---|---|---|
 %s
 
+%s
 Not gossip, in the same window: **ARP**, ARP and NDP the host sent, here
 the unicast requests an owner sends its clients to re-point them, 60 bytes
 each (see docs/design.md, Re-pointing): each host re-points the clients it
