@@ -406,6 +406,11 @@ func (a accounting) explain(hosts int, secs float64) string {
 	tcpEach := float64(a.tcp.Bytes) / float64(max(1, a.states))
 	tableEach := a.table / float64(max(1, a.states))
 	msg := udpEach - udpHeaders - labelHeader - gcm - crc
+	probes := 2 / daemon.DefaultProbeInterval.Seconds()
+	extra := "That is all of them: no metadata broadcast, suspicion or user message went in the window (the cluster was steady); they would show as more frames."
+	if more := per(float64(a.udp.Packets)) - probes; more > probes/20 {
+		extra = fmt.Sprintf("%.1f frames a second more than the probes: memberlist's gossip (metadata broadcasts, suspicions, refutations), indirect probes, or user messages.", more)
+	}
 	return fmt.Sprintf(`**Where a host's gossip goes**, on average over the %d hosts: it sent
 %s of gossip (%s of all it sent).
 
@@ -415,8 +420,7 @@ func (a accounting) explain(hosts int, secs float64) string {
   of Ethernet, IPv4 and UDP headers, %d of memberlist's label header (the
   cluster name), %d of AES-GCM (version, nonce, tag), %d of CRC, and
   %.0f of the ping or ack itself (msgpack: sequence number, node name and
-  address). No metadata broadcast, suspicion or user message went in the
-  window (the cluster was steady): they would show here as more frames.
+  address). %s
 - TCP, %s: %.2f push-pull states a second, %.0f bytes each on the wire
   (compressed, encrypted, with TCP's headers and the acks of the states it
   received), carrying %.0f bytes of client table each before compression
@@ -428,7 +432,7 @@ func (a accounting) explain(hosts int, secs float64) string {
   addresses and MACs are consecutive, real ones compress less, at worst
   %s (the client table uncompressed).
 `, hosts, kb(float64(a.gossip)), kb(float64(a.allSent)), kb(float64(a.udp.Bytes)), per(float64(a.udp.Packets)), udpEach,
-		daemon.DefaultProbeInterval, 1/daemon.DefaultProbeInterval.Seconds(), 2/daemon.DefaultProbeInterval.Seconds(), udpHeaders, labelHeader, gcm, crc, msg,
+		daemon.DefaultProbeInterval, 1/daemon.DefaultProbeInterval.Seconds(), 2/daemon.DefaultProbeInterval.Seconds(), udpHeaders, labelHeader, gcm, crc, msg, extra,
 		kb(float64(a.tcp.Bytes)), per(a.states), tcpEach, tableEach, kb(a.table), tableEach/max(1, tcpEach), kb(a.table))
 }
 
