@@ -8,7 +8,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -87,6 +89,13 @@ func tableSections(l *lab.Lab, opts benchOptions) ([]section, error) {
 	if err := startAll(l.Hosts); err != nil {
 		return nil, err
 	}
+	profiles := opts.profiles
+	if profiles == "" {
+		if profiles, err = os.MkdirTemp("", "arpshare-table-"); err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(profiles)
+	}
 	before, err := sampleHosts(l.Hosts)
 	if err != nil {
 		return nil, err
@@ -101,7 +110,7 @@ func tableSections(l *lab.Lab, opts benchOptions) ([]section, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := saveProfiles(l, opts.profiles, "filled", "heap"); err != nil {
+	if err := saveProfiles(l, profiles, "filled", "heap"); err != nil {
 		return nil, err
 	}
 	g, err := gossipSection(l, p, filled)
@@ -110,14 +119,14 @@ func tableSections(l *lab.Lab, opts benchOptions) ([]section, error) {
 	}
 	// At rest: the heap profile with gc=1 collects first, so that the
 	// heap in use is what is live.
-	if err := saveProfiles(l, opts.profiles, "rest", "heap?gc=1"); err != nil {
+	if err := saveProfiles(l, profiles, "rest", "heap?gc=1"); err != nil {
 		return nil, err
 	}
 	rest, err := sampleHosts(l.Hosts)
 	if err != nil {
 		return nil, err
 	}
-	memory, err := memorySection(l, p, [3][]hostSample{before, after, rest}, took)
+	memory, err := memorySection(l, p, [3][]hostSample{before, after, rest}, took, profiles)
 	if err != nil {
 		return nil, err
 	}
@@ -247,8 +256,12 @@ func parseMetrics(text string) map[string]float64 {
 
 // memorySection writes the memory rows: before the clients, 3 s after,
 // and at rest after the gossip window, garbage collected.
-func memorySection(l *lab.Lab, p tablePlan, samples [3][]hostSample, took time.Duration) (section, error) {
+func memorySection(l *lab.Lab, p tablePlan, samples [3][]hostSample, took time.Duration, profiles string) (section, error) {
 	before, after, rest := samples[0], samples[1], samples[2]
+	top, err := heapTops(l, after, profiles)
+	if err != nil {
+		return section{}, err
+	}
 	var rows []string
 	for i, h := range l.Hosts {
 		listed := "–"
@@ -297,7 +310,8 @@ process around it, is measured by `+"`go test -run XXX -bench ClientTableMemory 
 | host | known | listed | RSS before | RSS after | bytes a client | Go heap in use | Go heap from the OS | at rest: RSS | at rest: heap live |
 |---|---|---|---|---|---|---|---|---|---|
 %s
-`, cmd, today(), len(p.vips)+1, p.maxClients(), p.n, p, tableRate, protectAfter, took, maxTable, maxTable, strings.Join(rows, "\n"))}, nil
+
+%s`, cmd, today(), len(p.vips)+1, p.maxClients(), p.n, p, tableRate, protectAfter, took, maxTable, maxTable, strings.Join(rows, "\n"), top)}, nil
 }
 
 // gossipWindow is how long gossipSection counts.
@@ -509,4 +523,52 @@ func saveProfiles(l *lab.Lab, dir, when, profile string) error {
 		say("  %s: heap profile in %s", h.Name, path)
 	}
 	return nil
+}
+
+// heapTops returns, for the host whose RSS was largest once the clients
+// were made up, what held its heap then and at rest: the functions that
+// allocated it, with their callers (`go tool pprof -peek` of those at the
+// top of `-top`).
+func heapTops(l *lab.Lab, after []hostSample, dir string) (string, error) {
+	big := 0
+	for i := range after {
+		if after[i].rss > after[big].rss {
+			big = i
+		}
+	}
+	h := l.Hosts[big].Name
+	var b strings.Builder
+	fmt.Fprintf(&b, "What held the heap of %s, the largest, from its heap profiles: the functions that allocated it\nand their callers (`go tool pprof -sample_index=inuse_space -peek`; `-profiles DIR` keeps the profiles).\n", h)
+	for _, when := range []struct{ name, what string }{{"filled", "3 s after the clients were made up (what the last collection left, and garbage since)"}, {"rest", "at rest, collected"}} {
+		path := filepath.Join(dir, h+"-"+when.name+".heap.pb.gz")
+		out, err := exec.Command("go", "tool", "pprof", "-sample_index=inuse_space", "-top", "-nodecount=5", path).Output()
+		if err != nil {
+			return "", fmt.Errorf("go tool pprof: %w", err)
+		}
+		var funcs []string
+		rows := false
+		for _, line := range strings.Split(string(out), "\n") {
+			f := strings.Fields(line)
+			if rows && len(f) >= 6 && f[0] != "0" {
+				funcs = append(funcs, regexp.QuoteMeta(strings.Join(f[5:], " "))+"$")
+			}
+			rows = rows || strings.Contains(line, "flat%")
+		}
+		peek, err := exec.Command("go", "tool", "pprof", "-sample_index=inuse_space", "-peek", strings.Join(funcs, "|"), path).Output()
+		if err != nil {
+			return "", fmt.Errorf("go tool pprof: %w", err)
+		}
+		fmt.Fprintf(&b, "\n%s:\n\n```\n", when.what)
+		rows = false
+		for _, line := range strings.Split(string(peek), "\n") {
+			if strings.HasPrefix(line, "Showing nodes") {
+				rows = true
+			}
+			if rows && strings.TrimSpace(line) != "" {
+				fmt.Fprintln(&b, strings.TrimRight(line, " \t"))
+			}
+		}
+		b.WriteString("```\n")
+	}
+	return b.String(), nil
 }
