@@ -303,9 +303,9 @@ window (no client asked in it) and a garbage collection (the daemon's
 `+"`/debug/pprof/heap?gc=1`"+` on its API socket, api.pprof): *heap live*
 is that profile's total, what survived the collection; RSS is read right
 after. Asking a daemon for its status or its metrics copies its client
-table once (about 130 MB at 1,000,000 clients, garbage at once), and the
-bench does both before and after the gossip window: the heap in use and
-RSS carry that too. *known* is the clients in `+"`arpshare status`"+`,
+table (at most once a second; about 130 MB at 1,000,000 clients, garbage at
+once), and the bench does both before and after the gossip window: the
+heap in use and RSS carry that too. *known* is the clients in `+"`arpshare status`"+`,
 all VIPs; `+"`arpshare clients`"+` must list them all (not run past %d
 clients). Goals: RSS at most 50 MB with 100,000 clients, at most 200 bytes a
 client, and at most 250 MB with 1,000,000. The table alone, without the
