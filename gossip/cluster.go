@@ -124,6 +124,10 @@ type Cluster struct {
 	probedAt atomic.Int64 // Unix ns of the last probe of this host by a peer
 	logs     *logLimiter  // memberlist's log lines
 	refutes  atomic.Uint64
+	// tableOut and tableIn count the client-table state of push-pulls,
+	// before memberlist compresses and encrypts it: [0] periodic
+	// exchanges, [1] joins.
+	tableOut, tableIn [2]stateCount
 
 	heartbeat atomic.Int64 // Unix ns of the last loop turn
 	updating  sync.Mutex   // one metadata update at a time
@@ -989,19 +993,39 @@ func (d delegate) LocalState(join bool) []byte {
 	if d.c.cfg.State == nil {
 		return nil
 	}
+	var b []byte
 	if join {
-		return d.c.cfg.State.LocalState(time.Time{})
+		b = d.c.cfg.State.LocalState(time.Time{})
+	} else {
+		d.c.mu.Lock()
+		n := len(d.c.live)
+		d.c.mu.Unlock()
+		b = d.c.cfg.State.LocalState(time.Now().Add(-changesWindow(n)))
 	}
-	d.c.mu.Lock()
-	n := len(d.c.live)
-	d.c.mu.Unlock()
-	return d.c.cfg.State.LocalState(time.Now().Add(-changesWindow(n)))
+	d.c.tableOut[kindOf(join)].add(len(b))
+	return b
 }
 
 func (d delegate) MergeRemoteState(buf []byte, join bool) {
+	d.c.tableIn[kindOf(join)].add(len(buf))
 	if d.c.cfg.State != nil {
 		d.c.cfg.State.MergeState(buf, join)
 	}
+}
+
+// stateCount counts push-pull states and their bytes.
+type stateCount struct{ n, bytes atomic.Uint64 }
+
+func (s *stateCount) add(bytes int) {
+	s.n.Add(1)
+	s.bytes.Add(uint64(bytes))
+}
+
+func kindOf(join bool) int {
+	if join {
+		return 1
+	}
+	return 0
 }
 
 // events copy what they are told: the nodes memberlist passes (and lists in

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -15,17 +14,16 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
-	"github.com/arpshare/arpshare/arp/policy"
-	"github.com/arpshare/arpshare/gossip"
-	"github.com/arpshare/arpshare/internal/config"
 	"github.com/arpshare/arpshare/internal/lab"
 )
 
 type benchOptions struct {
 	modes []string
 	table int // clients the table mode makes up
-	runs  int // power losses per address family
-	out   string
+	// profiles, if set, is where the table mode writes heap profiles.
+	profiles string
+	runs     int // power losses per address family
+	out      string
 	// binary, if set, is the arpshare binary to run instead of this
 	// tree's.
 	binary string
@@ -59,7 +57,7 @@ func measure(l *lab.Lab, opts benchOptions) error {
 		case "reply":
 			s, err = replySections(l)
 		case "table":
-			s, err = tableSections(l, opts.table)
+			s, err = tableSections(l, opts)
 		case "failover":
 			s, err = failoverSections(l, opts)
 		default:
@@ -123,8 +121,9 @@ func parseSections(doc string) []section {
 var (
 	replySenders = netip.MustParseAddr("198.18.0.64")
 	replyCount   = 36
-	// Made-up clients for the table mode: up to 130,000 from 198.18.1.0,
-	// inside the lab's 198.18.0.0/15.
+	// Made-up clients for the table mode: up to 130,000 addresses from
+	// 198.18.1.0, inside the lab's 198.18.0.0/15; more clients than that
+	// are the same addresses asking for more VIPs (planTable).
 	tableSenders = netip.MustParseAddr("198.18.1.0")
 	maxTable     = 130_000
 )
@@ -398,170 +397,6 @@ func ownerMACs(l *lab.Lab) (map[string]net.HardwareAddr, error) {
 		}
 	}
 	return out, nil
-}
-
-// tableSections makes up n clients (each asks once for the VIP), then
-// measures every daemon's memory, checks `arpshare clients` lists them all,
-// and measures what gossip sends for 90 s.
-func tableSections(l *lab.Lab, n int) ([]section, error) {
-	if n > maxTable {
-		return nil, fmt.Errorf("at most %d made-up clients fit the lab's addresses", maxTable)
-	}
-	ctx := context.Background()
-	rss := func() ([]int64, error) {
-		var out []int64
-		for _, h := range l.Hosts {
-			r, err := h.RSS()
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, r)
-		}
-		return out, nil
-	}
-	before, err := rss()
-	if err != nil {
-		return nil, err
-	}
-	const rate = 10000
-	say("table: %d made-up clients ask for %s once each, %d a second", n, lab.VIP, rate)
-	run, err := l.Clients[0].ARPBench(ctx, lab.ARPLoad{Target: lab.VIP, First: tableSenders, Senders: n, Rate: rate,
-		For: time.Duration(n/rate+5) * time.Second, Count: n})
-	if err != nil {
-		return nil, err
-	}
-	say("  sent %d, answered %d", run.Sent, run.Answered)
-	// Then each asks its owner again, by unicast, as a Linux client
-	// refreshes a stale entry: only the owner hears it, marks the client
-	// protected, and must tell the others. This is the most gossip a
-	// table of n clients makes: every one of them changed at once.
-	macs, err := ownerMACs(l)
-	if err != nil {
-		return nil, err
-	}
-	var names []string
-	for _, h := range l.Hosts {
-		names = append(names, h.Name)
-	}
-	to := func(i int) net.HardwareAddr {
-		ip, _ := lab.BenchSender(tableSenders, i)
-		var cs []gossip.Candidate
-		for _, n := range names {
-			cs = append(cs, gossip.Candidate{Name: n, Weight: 1})
-		}
-		return macs[policy.Rendezvous(cs, lab.VIP, ip)]
-	}
-	again, err := l.Clients[0].ARPBench(ctx, lab.ARPLoad{Target: lab.VIP, First: tableSenders, Senders: n, Rate: rate,
-		For: time.Duration(n/rate+5) * time.Second, Count: n, To: to})
-	if err != nil {
-		return nil, err
-	}
-	filled := time.Now()
-	say("  asked again by unicast to the owner: sent %d, answered %d", again.Sent, again.Answered)
-	time.Sleep(3 * time.Second)
-	after, err := rss()
-	if err != nil {
-		return nil, err
-	}
-	var rows []string
-	for i, h := range l.Hosts {
-		out, err := h.Run("clients", "--json")
-		if err != nil {
-			return nil, err
-		}
-		var cs []json.RawMessage
-		if err := json.Unmarshal([]byte(out), &cs); err != nil {
-			return nil, fmt.Errorf("%s: arpshare clients --json: %w", h.Name, err)
-		}
-		per := float64(after[i]-before[i]) / float64(n)
-		say("  %s: `arpshare clients` lists %d; RSS %.1f MB -> %.1f MB, %.0f bytes a client", h.Name, len(cs), mb(before[i]), mb(after[i]), per)
-		rows = append(rows, fmt.Sprintf("| %s | %d | %.1f MB | %.1f MB | %.0f |", h.Name, len(cs), mb(before[i]), mb(after[i]), per))
-	}
-	memory := section{fmt.Sprintf("Memory with %d clients", n), fmt.Sprintf(`Written by `+"`go run ./examples/lab -bench -modes table -table %d`"+` on %s. One
-client namespace sends one broadcast ARP request for the VIP from each of
-%d made-up clients (%s on, distinct MACs), %d a second; every daemon
-hears each once. Then each asks again, by unicast to its owner's MAC, as a
-Linux client refreshing a stale entry does. RSS from /proc before and 3 s
-after; `+"`arpshare clients`"+`
-must list every one. Goal: RSS at most 50 MB with 100,000 clients, at most
-200 bytes a client. The table alone, without the process around it, is
-measured by `+"`go test -run XXX -bench ClientTableMemory -benchtime 1x ./arp`"+`
-(about 100 bytes a client at 100,000, 120 at 1,000,000).
-
-| host | clients listed | RSS before | RSS after | bytes a client |
-|---|---|---|---|---|
-%s
-`, n, today(), n, tableSenders, rate, strings.Join(rows, "\n"))}
-
-	// Gossip: what each host sends, as its switch port counts it, by kind;
-	// no client asks now and no view changes, but each owner still
-	// re-asserts its clients (node.reassert_interval) with ARP requests.
-	const window = 90 * time.Second
-	offset := time.Since(filled).Round(time.Second)
-	say("gossip: counting each host's bytes out for %s", window)
-	var reads []func() (lab.PortBytes, error)
-	for _, h := range l.Hosts {
-		read, stop, err := h.CountPort()
-		if err != nil {
-			return nil, err
-		}
-		defer stop()
-		reads = append(reads, read)
-	}
-	start := time.Now()
-	time.Sleep(window)
-	rows = nil
-	kbs := func(b int64) float64 { return float64(b) / window.Seconds() / 1000 }
-	exchanges, err := pushPulls(l.Hosts, start, start.Add(window))
-	if err != nil {
-		return nil, err
-	}
-	for i, h := range l.Hosts {
-		b, err := reads[i]()
-		if err != nil {
-			return nil, err
-		}
-		rounds, err := repointRounds(h, filled, start, start.Add(window))
-		if err != nil {
-			return nil, err
-		}
-		say("  %s: gossip %.1f KB/s in %s push-pulls, ARP %.1f KB/s, all %.1f KB/s; re-pointing rounds: %s", h.Name, kbs(b.Gossip), exchanges[h.Name], kbs(b.ARP), kbs(b.All), rounds)
-		rows = append(rows, fmt.Sprintf("| %s | %.1f KB/s | %s | %.1f KB/s | %.1f KB/s | %s |", h.Name, kbs(b.Gossip), exchanges[h.Name], kbs(b.ARP), kbs(b.All), rounds))
-	}
-	gossip := section{fmt.Sprintf("Gossip with %d clients", n), fmt.Sprintf(`Written by `+"`go run ./examples/lab -bench -modes table -table %d`"+` on %s, right
-after the memory measurement: the bytes each host sent out of its port over
-%s, starting %s after the last unicast request, as an nftables table on
-the switch's side of each port counts them, by kind. **Gossip**: to or from
-the gossip port, memberlist's UDP probes and gossip and its TCP push-pull
-exchanges, encrypted and compressed (LZW); **push-pulls**: the exchanges
-the host took part in, begun by it or by a peer (from memberlist's log
-lines; a join would carry the whole table and is named), each carrying at most 512 KiB of client-table
-changes each way before compression. **ARP**: ARP and NDP, here the
-unicast requests the owner sends its clients to re-point them, 60 bytes each
-(see docs/design.md, Re-pointing). In this window each owner offers its
-peers the clients that asked it again (now protected), every one of them
-changed at once, the most gossip a table makes. Goal: gossip under 100 KB/s
-per host with 100,000 clients. Before this change every push-pull carried
-the whole table, 46 bytes a client: by arithmetic, 4.6 MB an exchange, and
-each host takes part in about two exchanges every 30 s, about 300 KB/s.
-The ARP column is not gossip: each host re-points the clients it owns, a
-third of them here, one request each, 2 s after its view of the VIP's hosts
-changes ("settle"; twice, "×2", when the change was this host refuting a
-suspicion), at node.repoint_rate (%d packets a second by default: 7 s for
-33,000 clients), and once more every %s (node.reassert_interval,
-"periodic"), paced apart at node.reassert_rate (%d packets a second by
-default, so a periodic round of 33,000 clients lasts longer than the
-interval, and no new one begins while it runs). The made-up clients never
-answer. How many rounds went out in the window is what moves it from run to
-run: the last column lists, from each host's log, the rounds begun since
-the last unicast request, each with its clients and its start in seconds
-from the window's (one begun before may still be sending).
-
-| host | gossip | push-pulls | ARP | all | re-pointing rounds (clients, start) |
-|---|---|---|---|---|---|
-%s
-`, n, today(), window, offset, config.DefaultRepointRate, config.DefaultReassertInterval, config.DefaultReassertRate, strings.Join(rows, "\n"))}
-	return []section{memory, gossip}, nil
 }
 
 func mb(b int64) float64 { return float64(b) / 1e6 }

@@ -38,6 +38,7 @@ func main() {
 	bench := flag.Bool("bench", false, "measure and write the results to -out")
 	modes := flag.String("modes", "reply,failover,table", "what -bench measures: reply, failover (with -hosts hosts and -clients clients), table (memory and gossip with -table clients; its made-up clients stay, so it goes last), tradeoff (failover against false deaths under a flood and a throttled daemon, for each -sweep setting, in 3-host labs of its own), idle (CPU and wake-ups per daemon at rest, and of memberlist alone, for each -idle-hosts count, in labs of its own)")
 	tableSize := flag.Int("table", 100_000, "clients the table mode of -bench makes up")
+	profiles := flag.String("profiles", "", "a directory where the table mode of -bench writes every daemon's heap profile (pprof, over the API socket) once the clients are made up and after the gossip window")
 	runs := flag.Int("runs", 5, "power losses to measure with -bench")
 	out := flag.String("out", "docs/benchmarks.md", "where -bench writes its results")
 	hosts := flag.Int("hosts", 3, "hosts")
@@ -60,7 +61,7 @@ func main() {
 	for _, m := range strings.Split(*modes, ",") {
 		ms = append(ms, strings.TrimSpace(m))
 	}
-	opts := benchOptions{modes: ms, table: *tableSize, runs: *runs, out: *out, binary: *binary, sweep: *sweep, safety: *safety, timings: *timings}
+	opts := benchOptions{modes: ms, table: *tableSize, profiles: *profiles, runs: *runs, out: *out, binary: *binary, sweep: *sweep, safety: *safety, timings: *timings}
 	for _, n := range strings.Split(*idleHosts, ",") {
 		h, err := strconv.Atoi(strings.TrimSpace(n))
 		if err != nil || h < 1 {

@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/mdlayher/packet"
 
-	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/arp/fastpath"
 )
 
@@ -76,7 +76,7 @@ func (c *Client) ARPBench(ctx context.Context, load ARPLoad) (ARPRun, error) {
 	var run ARPRun
 	target, first, senders, rate, d := load.Target, load.First, load.Senders, load.Rate, load.For
 	err := inNS(c.NS, func() error {
-		conn, _, err := arp.Listen("eth0")
+		conn, err := benchConn("eth0")
 		if err != nil {
 			return err
 		}
@@ -97,7 +97,7 @@ func (c *Client) ARPBench(ctx context.Context, load ARPLoad) (ARPRun, error) {
 			b := make([]byte, 1500)
 			t4 := target.As4()
 			for {
-				n, err := conn.ReadFrame(b)
+				n, _, err := conn.ReadFrom(b)
 				now := time.Now()
 				if err != nil {
 					return
@@ -140,7 +140,7 @@ func (c *Client) ARPBench(ctx context.Context, load ARPLoad) (ARPRun, error) {
 				mu.Lock()
 				sentAt[i] = time.Now()
 				mu.Unlock()
-				if err := conn.WriteFrame(frames[i], dst(i)); err != nil {
+				if _, err := conn.WriteTo(frames[i], &packet.Addr{HardwareAddr: dst(i)}); err != nil {
 					return fmt.Errorf("send ARP request: %w", err)
 				}
 				run.Sent++
@@ -156,6 +156,21 @@ func (c *Client) ARPBench(ctx context.Context, load ARPLoad) (ARPRun, error) {
 		return nil
 	})
 	return run, err
+}
+
+// benchConn opens a raw ARP socket for ARPBench. Not arp.Listen's: its
+// filter keeps out frames for another machine's MAC, and the answers to
+// the bench's made-up senders are just that.
+func benchConn(name string) (*packet.Conn, error) {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return nil, err
+	}
+	c, err := packet.Listen(ifi, packet.Raw, 0x0806, nil)
+	if err != nil {
+		return nil, fmt.Errorf("open raw ARP socket: %w", err)
+	}
+	return c, nil
 }
 
 // CPUTime returns the CPU time (user and system) the host's daemon used so
@@ -196,34 +211,62 @@ func (h *Host) RSS() (int64, error) {
 	return 0, fmt.Errorf("%s: no VmRSS", h.Name)
 }
 
-// PortBytes is what a host sent out of its switch port, by kind, in bytes
-// of Ethernet frames (headers included, as the port's own counter has
-// them; a TCP segment the kernel has yet to split counts once, as there).
-type PortBytes struct {
-	Gossip int64 // IPv4 and IPv6 from or to the gossip port: memberlist's UDP probes and gossip, its TCP push-pulls
-	ARP    int64 // ARP and NDP (neighbour solicitations and advertisements): answers, re-pointing requests
-	All    int64 // everything, these included
+// Count is packets and their bytes.
+type Count struct{ Packets, Bytes int64 }
+
+// PortCount is one direction of a host's switch port, by kind, in bytes of
+// Ethernet frames (headers included, as the port's own counter has them;
+// a TCP segment the kernel has yet to split counts once, as there).
+type PortCount struct {
+	GossipUDP Count // to or from the gossip port over UDP: memberlist's probes, acks and gossip
+	GossipTCP Count // over TCP: memberlist's push-pulls (their handshakes and acks included) and reliable messages
+	ARP       Count // ARP and NDP (neighbour solicitations and advertisements): answers, re-pointing requests
+	All       Count // everything, these included
 }
 
-// CountPort counts, by kind, the frames the host sends out of its port
-// from now on, with an nftables table on the switch's side of the port (in
-// the switch's namespace). read returns the counts so far; stop removes the
-// table (it goes with the lab's namespaces anyway).
+// Gossip is both gossip kinds together.
+func (p PortCount) Gossip() Count {
+	return Count{p.GossipUDP.Packets + p.GossipTCP.Packets, p.GossipUDP.Bytes + p.GossipTCP.Bytes}
+}
+
+// PortBytes is what went through a host's switch port.
+type PortBytes struct {
+	Sent     PortCount // by the host
+	Received PortCount // by the host: unicast to it, and every broadcast
+}
+
+// portKinds are CountPort's counters: a prefix for the direction (out: the
+// host sent it, in: the host received it) and one of these.
+var portKinds = []string{"udp", "tcp", "neigh", "frames"}
+
+// CountPort counts, by kind, the frames the host sends out of its port and
+// receives from it from now on, with an nftables table on the switch's
+// side of the port (in the switch's namespace): its ingress hook sees what
+// the host sent, its egress hook what the host receives. read returns the
+// counts so far; stop removes the table (it goes with the lab's namespaces
+// anyway).
 func (h *Host) CountPort() (read func() (PortBytes, error), stop func(), err error) {
 	table := "arpshare_port_" + h.Name
-	rules := fmt.Sprintf(`table netdev %[1]s {
-	counter gossip {}
-	counter neigh {}
-	counter frames {}
-	chain port {
-		type filter hook ingress device %[2]q priority 0; policy accept;
-		counter name "frames"
-		ether type arp counter name "neigh" accept
-		icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } counter name "neigh" accept
-		meta l4proto { tcp, udp } th sport 7946 counter name "gossip" accept
-		meta l4proto { tcp, udp } th dport 7946 counter name "gossip" accept
+	var rules strings.Builder
+	fmt.Fprintf(&rules, "table netdev %s {\n", table)
+	for _, dir := range []string{"out", "in"} {
+		for _, k := range portKinds {
+			fmt.Fprintf(&rules, "\tcounter %s_%s {}\n", dir, k)
+		}
+		hook := map[string]string{"out": "ingress", "in": "egress"}[dir]
+		fmt.Fprintf(&rules, `	chain %[1]s {
+		type filter hook %[2]s device %[3]q priority 0; policy accept;
+		counter name "%[1]s_frames"
+		ether type arp counter name "%[1]s_neigh" accept
+		icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } counter name "%[1]s_neigh" accept
+		udp sport 7946 counter name "%[1]s_udp" accept
+		udp dport 7946 counter name "%[1]s_udp" accept
+		tcp sport 7946 counter name "%[1]s_tcp" accept
+		tcp dport 7946 counter name "%[1]s_tcp" accept
 	}
-}`, table, h.Name)
+`, dir, hook, h.Name)
+	}
+	rules.WriteString("}\n")
 	nft := func(stdin string, args ...string) ([]byte, error) {
 		cmd := exec.Command("ip", append([]string{"netns", "exec", h.lab.switchNS, "nft"}, args...)...)
 		if stdin != "" {
@@ -235,7 +278,7 @@ func (h *Host) CountPort() (read func() (PortBytes, error), stop func(), err err
 		}
 		return out, nil
 	}
-	if _, err := nft(rules, "-f", "-"); err != nil {
+	if _, err := nft(rules.String(), "-f", "-"); err != nil {
 		return nil, nil, err
 	}
 	var once sync.Once
@@ -251,7 +294,8 @@ func (h *Host) CountPort() (read func() (PortBytes, error), stop func(), err err
 }
 
 // portBytes reads CountPort's counters from `nft -j list counters`. The
-// ingress hook sees frames without their Ethernet header: it is added back.
+// ingress hook sees frames without their Ethernet header: it is added back;
+// the egress hook sees it.
 func portBytes(j []byte) (PortBytes, error) {
 	var list struct {
 		Nftables []struct {
@@ -272,21 +316,29 @@ func portBytes(j []byte) (PortBytes, error) {
 		if c == nil {
 			continue
 		}
-		n := c.Bytes + 14*c.Packets
-		switch c.Name {
-		case "gossip":
-			b.Gossip = n
+		dir, kind, _ := strings.Cut(c.Name, "_")
+		pc, n := &b.Sent, Count{c.Packets, c.Bytes + 14*c.Packets}
+		if dir == "in" {
+			pc, n = &b.Received, Count{c.Packets, c.Bytes}
+		} else if dir != "out" {
+			continue
+		}
+		switch kind {
+		case "udp":
+			pc.GossipUDP = n
+		case "tcp":
+			pc.GossipTCP = n
 		case "neigh":
-			b.ARP = n
+			pc.ARP = n
 		case "frames":
-			b.All = n
+			pc.All = n
 		default:
 			continue
 		}
 		found++
 	}
-	if found != 3 {
-		return PortBytes{}, fmt.Errorf("count port: nft listed %d of its 3 counters", found)
+	if want := 2 * len(portKinds); found != want {
+		return PortBytes{}, fmt.Errorf("count port: nft listed %d of its %d counters", found, want)
 	}
 	return b, nil
 }

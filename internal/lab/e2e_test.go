@@ -310,12 +310,13 @@ func TestSharingAndFailover(t *testing.T) {
 // startPortCount starts CountPort on hosts; the function it returns checks
 // what one of them sent since: gossip, at least a 60-byte ARP request for
 // each of the took clients it re-pointed, other frames (its answers to the
-// clients' connections), and in all what the port's own counter has.
+// clients' connections), and in all what the port's own counter has; and
+// what it received: gossip, and in all what the port's counter has.
 func startPortCount(t *testing.T, hosts ...*Host) func(h *Host, took int) {
 	t.Helper()
 	type start struct {
-		read func() (PortBytes, error)
-		rx   int64
+		read   func() (PortBytes, error)
+		rx, tx int64
 	}
 	starts := map[*Host]start{}
 	for _, h := range hosts {
@@ -324,32 +325,41 @@ func startPortCount(t *testing.T, hosts ...*Host) func(h *Host, took int) {
 			t.Fatal(err)
 		}
 		t.Cleanup(stop)
-		starts[h] = start{read, portRx(t, h)}
+		starts[h] = start{read, portStat(t, h, "rx"), portStat(t, h, "tx")}
 	}
 	return func(h *Host, took int) {
 		t.Helper()
-		rx := portRx(t, h) - starts[h].rx
+		rx, tx := portStat(t, h, "rx")-starts[h].rx, portStat(t, h, "tx")-starts[h].tx
 		b, err := starts[h].read()
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("%s sent %d bytes: gossip %d, ARP %d; its port received %d", h.Name, b.All, b.Gossip, b.ARP, rx)
-		if b.Gossip == 0 || b.ARP < int64(60*took) || b.All <= b.Gossip+b.ARP {
-			t.Errorf("%s: counted %+v, want gossip, ARP for %d clients (%d bytes) and more", h.Name, b, took, 60*took)
+		out, in := b.Sent, b.Received
+		t.Logf("%s sent %d bytes: gossip %d, ARP %d; its port received %d. It received %d bytes, gossip %d; its port sent %d",
+			h.Name, out.All.Bytes, out.Gossip().Bytes, out.ARP.Bytes, rx, in.All.Bytes, in.Gossip().Bytes, tx)
+		if out.Gossip().Bytes == 0 || out.GossipUDP.Bytes == 0 || out.ARP.Bytes < int64(60*took) || out.All.Bytes <= out.Gossip().Bytes+out.ARP.Bytes {
+			t.Errorf("%s: counted %+v sent, want gossip, ARP for %d clients (%d bytes) and more", h.Name, out, took, 60*took)
+		}
+		if in.Gossip().Bytes == 0 || in.GossipUDP.Bytes == 0 {
+			t.Errorf("%s: counted %+v received, want gossip", h.Name, in)
 		}
 		// Read one after the other while the clients still connect.
-		if d := b.All - rx; d < -rx/20 || d > rx/20 {
-			t.Errorf("%s: counted %d bytes in all, its port received %d", h.Name, b.All, rx)
+		if d := out.All.Bytes - rx; d < -rx/20 || d > rx/20 {
+			t.Errorf("%s: counted %d bytes sent in all, its port received %d", h.Name, out.All.Bytes, rx)
+		}
+		if d := in.All.Bytes - tx; d < -tx/20 || d > tx/20 {
+			t.Errorf("%s: counted %d bytes received in all, its port sent %d", h.Name, in.All.Bytes, tx)
 		}
 	}
 }
 
-// portRx is what the switch's side of h's port has received so far.
-func portRx(t *testing.T, h *Host) int64 {
+// portStat is what the switch's side of h's port has received (rx) or
+// sent (tx) so far, in bytes.
+func portStat(t *testing.T, h *Host, dir string) int64 {
 	t.Helper()
-	out, err := exec.Command("ip", "netns", "exec", h.lab.switchNS, "cat", "/sys/class/net/"+h.Name+"/statistics/rx_bytes").CombinedOutput()
+	out, err := exec.Command("ip", "netns", "exec", h.lab.switchNS, "cat", "/sys/class/net/"+h.Name+"/statistics/"+dir+"_bytes").CombinedOutput()
 	if err != nil {
-		t.Fatalf("%s: rx bytes: %v: %s", h.Name, err, out)
+		t.Fatalf("%s: %s bytes: %v: %s", h.Name, dir, err, out)
 	}
 	n, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
 	if err != nil {

@@ -89,10 +89,17 @@ type HostConfig struct {
 	Check bool
 	// Metrics serves Prometheus metrics on MetricsAddr in the host.
 	Metrics bool
+	// Pprof serves Go's pprof on the API socket (api.pprof): see
+	// Host.Profile.
+	Pprof bool
 	// SecondVIP adds the VIP "db" at SecondVIP.
 	SecondVIP bool
 	// IPv6VIP adds the IPv6 VIP "web6" at VIP6.
 	IPv6VIP bool
+	// TableVIPs adds that many more IPv4 VIPs, "t1" on at TableVIP(1) on
+	// (at most MaxTableVIPs), for a table of more clients than the lab has
+	// addresses: each address is a client of every VIP it asks for.
+	TableVIPs int
 	// MaxClients sets node.max_clients; 0: not set.
 	MaxClients int
 	// Broken writes a config that does not parse.
@@ -112,6 +119,13 @@ type HostConfig struct {
 
 // SecondVIP is the address of the optional second VIP, "db".
 var SecondVIP = netip.MustParseAddr("198.18.0.201")
+
+// MaxTableVIPs is how many VIPs HostConfig.TableVIPs adds at most.
+const MaxTableVIPs = 9
+
+// TableVIP returns the address of the VIP "t<i>" of HostConfig.TableVIPs,
+// 1 ≤ i ≤ MaxTableVIPs: 198.18.0.2 on, below the hosts' addresses.
+func TableVIP(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 0, byte(1 + i)}) }
 
 // MetricsAddr is where a host with HostConfig.Metrics serves metrics,
 // inside its namespace.
@@ -442,9 +456,15 @@ func (h *Host) WriteConfig(hc HostConfig) error {
 	if hc.SecondVIP {
 		fmt.Fprintf(&b, "\n[[vip]]\nname = \"db\"\naddress = %q\ninterface = \"eth0\"\n", SecondVIP)
 	}
+	if err := writeTableVIPs(&b, hc.TableVIPs); err != nil {
+		return fmt.Errorf("%s: %w", h.Name, err)
+	}
 	fmt.Fprintf(&b, "\n[api]\nsocket = %q\n", h.Socket)
 	if hc.Metrics {
 		fmt.Fprintf(&b, "metrics = %q\n", MetricsAddr)
+	}
+	if hc.Pprof {
+		b.WriteString("pprof = true\n")
 	}
 	if hc.Handover != "" {
 		fmt.Fprintf(&b, "\n[handover]\n%s\n", hc.Handover)
@@ -456,6 +476,17 @@ func (h *Host) WriteConfig(hc HostConfig) error {
 		return err
 	}
 	return h.lab.own(h.Config)
+}
+
+// writeTableVIPs writes the config of HostConfig.TableVIPs.
+func writeTableVIPs(b *strings.Builder, n int) error {
+	if n > MaxTableVIPs {
+		return fmt.Errorf("%d table VIPs, at most %d", n, MaxTableVIPs)
+	}
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(b, "\n[[vip]]\nname = \"t%d\"\naddress = %q\ninterface = \"eth0\"\n", i, TableVIP(i))
+	}
+	return nil
 }
 
 // StartService starts the host's TCP service: it answers every connection
@@ -685,6 +716,26 @@ func (h *Host) Scrape() (string, error) {
 		err = fmt.Errorf("%s: scrape: %s: %s", h.Name, resp.Status, b)
 	}
 	return string(b), err
+}
+
+// Profile returns the daemon's pprof profile name (heap, allocs,
+// goroutine...), fetched over its API socket (HostConfig.Pprof).
+func (h *Host) Profile(name string) ([]byte, error) {
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", h.Socket)
+		},
+	}}
+	resp, err := client.Get("http://arpshare/debug/pprof/" + name)
+	if err != nil {
+		return nil, fmt.Errorf("%s: pprof %s: %w", h.Name, name, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("%s: pprof %s: %s: %s", h.Name, name, resp.Status, b)
+	}
+	return b, err
 }
 
 // Stop sends SIGTERM and waits for the daemon to exit; it returns the exit
