@@ -56,13 +56,17 @@ type kernel struct {
 // loadFastPath loads the program if the responder is to use it. A kernel
 // that refuses leaves it nil, with a warning: user space answers.
 func (r *Responder) loadFastPath() fastProgram {
-	if !r.cfg.FastPath || r.cfg.IPv6 {
+	if !r.cfg.FastPath {
 		return nil
 	}
 	if r.cfg.program != nil {
 		return r.cfg.program
 	}
-	p, err := fastpath.Load(r.cfg.Table.Max())
+	load := fastpath.Load
+	if r.cfg.IPv6 {
+		load = fastpath.LoadNDP
+	}
+	p, err := load(r.cfg.Table.Max())
 	if err != nil {
 		r.cfg.Logger.Warn("kernel fast path not available: answering from user space only", "interface", r.cfg.Interface, "error", err)
 		return nil
@@ -160,12 +164,12 @@ func (r *Responder) rewrite(k *kernel, known []Known) []Known {
 	var ds []fastpath.Decision
 	if s.view.Serving() {
 		for i, v := range s.vips {
-			if !v.kernelDecides() || !v.Address.Is4() || v.counts.slot >= fastpath.MaxSlots {
+			if !v.kernelDecides() || v.Address.Is4() == r.cfg.IPv6 || v.counts.slot >= fastpath.MaxSlots {
 				continue
 			}
 			known = r.cfg.Table.AppendSettled(known[:0], v.Address)
 			for _, c := range known {
-				if !c.IP.Is4() || !unicastIP(c.IP) || !UnicastMAC(c.MAC[:]) || s.find(c.IP) >= 0 {
+				if c.IP.Is4() == r.cfg.IPv6 || !unicastIP(c.IP) || !UnicastMAC(c.MAC[:]) || s.find(c.IP) >= 0 {
 					continue
 				}
 				ok, _ := s.answer(i, c.IP)
@@ -216,19 +220,37 @@ func (r *Responder) learnSeen(k *kernel) {
 // sender the decision vetted (unicast, the Ethernet source); the check is
 // repeated here because the kernel sends its answers to that MAC.
 func (r *Responder) decided(k *kernel, s *snapshot, i int, v verdict, f []byte) {
+	client := netip.AddrFrom4([4]byte(f[offSPA : offSPA+4]))
+	if client.IsUnspecified() {
+		return
+	}
+	r.note(k, s, i, v, client, f[offSHA:offSHA+6])
+}
+
+// decidedNDP is decided for a solicitation from src that carried mac (nil:
+// none) as its source link-layer address. The kernel answers only those
+// that do, to that MAC.
+func (r *Responder) decidedNDP(k *kernel, s *snapshot, i int, v ndpVerdict, src netip.Addr, mac []byte) {
+	if v.answer != answerSolicited || mac == nil || src.IsUnspecified() {
+		return
+	}
+	r.note(k, s, i, v.verdict, src, mac)
+}
+
+// note is the part of decided that both protocols share.
+func (r *Responder) note(k *kernel, s *snapshot, i int, v verdict, client netip.Addr, mac []byte) {
 	vip := s.vips[i]
 	if v.delay > 0 || !vip.kernelDecides() || vip.counts.slot >= fastpath.MaxSlots {
 		return
 	}
-	client := [4]byte(f[offSPA : offSPA+4])
-	if client == [4]byte{} || !UnicastMAC(f[offSHA:offSHA+6]) || !r.cfg.Table.Settled(vip.Address, netip.AddrFrom4(client)) {
+	if !UnicastMAC(mac) || !r.cfg.Table.Settled(vip.Address, client) {
 		return
 	}
 	if s != k.pendingSnap {
 		k.pending, k.pendingSnap = k.pending[:0], s
 	}
 	k.pending = append(k.pending, fastpath.Decision{
-		VIP: vip.Address, Client: netip.AddrFrom4(client), MAC: [6]byte(f[offSHA : offSHA+6]),
+		VIP: vip.Address, Client: client, MAC: [6]byte(mac),
 		Answer: v.out == Answered, Slot: uint8(vip.counts.slot),
 	})
 }
