@@ -19,8 +19,8 @@ import (
 // known client's decision from the new one and lets it answer again; a
 // client decided in user space (new, or its decision unknown to the kernel)
 // is added after each read. The program reports the clients it decided on,
-// and the responder learns them into the table every second, as if it had
-// read their requests itself.
+// and the responder learns them into the table, at most once a second and
+// only when there are any, as if it had read their requests itself.
 
 // kernelDecides reports whether the kernel may decide for the VIP's
 // clients: when one host answers each client (hash, single), at once. A
@@ -35,6 +35,8 @@ type fastProgram interface {
 	Replace(ds []fastpath.Decision) error
 	Put(ds []fastpath.Decision) error
 	DrainSeen(fn func(fastpath.Seen)) error
+	Arm() error
+	Wakes(ctx context.Context) (<-chan struct{}, error)
 	Counts(slot uint8) (answered, notOwner uint64, err error)
 	Detach() error
 	Close() error
@@ -134,23 +136,57 @@ func (r *Responder) pauseFastPath() {
 	}
 }
 
-// seenEvery is how often the clients the kernel decided on are learned.
+// seenEvery is how often at most the clients the kernel decided on are
+// learned: the first report after a read wakes the responder, which reads
+// them a second after the last read.
 const seenEvery = time.Second
 
 // keepDecisions rewrites the kernel's decisions whenever the snapshot
-// changes, and learns the clients it decided on.
+// changes, and learns the clients it decided on. Nothing wakes it while
+// the kernel decides on nobody.
 func (r *Responder) keepDecisions(ctx context.Context, k *kernel) {
-	tick := time.NewTicker(seenEvery)
-	defer tick.Stop()
-	var known []Known
+	wakes, err := k.prog.Wakes(ctx)
+	var every <-chan time.Time
+	if err != nil {
+		r.cfg.Logger.Warn("kernel fast path: learning its clients every second", "interface", r.cfg.Interface, "error", err)
+		t := time.NewTicker(seenEvery)
+		defer t.Stop()
+		every = t.C
+	}
+	later := time.NewTimer(seenEvery)
+	later.Stop()
+	defer later.Stop()
+	var (
+		known []Known
+		due   <-chan time.Time
+		last  time.Time
+	)
+	learn := func() {
+		last = time.Now()
+		if err := k.prog.Arm(); err != nil {
+			r.cfg.Logger.Warn("kernel fast path: wake-ups", "interface", r.cfg.Interface, "error", err)
+		}
+		r.learnSeen(k)
+	}
+	learn()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-k.dirty:
 			known = r.rewrite(k, known)
-		case <-tick.C:
-			r.learnSeen(k)
+		case <-wakes:
+			if wait := seenEvery - time.Since(last); wait > 0 {
+				later.Reset(wait)
+				due = later.C
+			} else {
+				learn()
+			}
+		case <-due:
+			due = nil
+			learn()
+		case <-every:
+			learn()
 		}
 	}
 }

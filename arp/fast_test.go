@@ -48,6 +48,10 @@ func (f *fakeProgram) SetServing(on bool) error             { return f.record(fm
 func (f *fakeProgram) Replace(ds []fastpath.Decision) error { return f.record(replace(ds...)) }
 func (f *fakeProgram) Put(ds []fastpath.Decision) error     { return f.record(put(ds...)) }
 func (f *fakeProgram) Detach() error                        { return f.record("detach") }
+func (f *fakeProgram) Arm() error                           { return nil }
+
+// Wakes never wakes: the responder reads the reports once as it starts.
+func (f *fakeProgram) Wakes(context.Context) (<-chan struct{}, error) { return nil, nil }
 
 func (f *fakeProgram) Close() error {
 	f.mu.Lock()

@@ -49,7 +49,8 @@ struct {
 } decisions SEC(".maps");
 
 // A client answered or ignored here, for the daemon's client table: it reads
-// and deletes these every second. At most one report a second per client.
+// and deletes these at most every second, woken by the first (see armed).
+// At most one report a second per client.
 struct seen_value {
 	__u8 client_mac[6];
 	__u8 pad[2];
@@ -88,6 +89,33 @@ struct {
 } seen6 SEC(".maps");
 
 #define REPORT_NS 1000000000ULL
+
+// The daemon sleeps until a report is waiting: it sets armed (one entry)
+// before it reads the reports, and the first report after that clears it
+// and wakes the daemon with a record in wake. Two processors may both send
+// one: harmless.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} armed SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096);
+} wake SEC(".maps");
+
+static __always_inline void wake_daemon(void)
+{
+	__u32 zero = 0;
+	__u32 *a = bpf_map_lookup_elem(&armed, &zero);
+	if (!a || !*a)
+		return;
+	*a = 0;
+	__u32 one = 1;
+	bpf_ringbuf_output(&wake, &one, sizeof(one), 0);
+}
 
 // The interface's state, one entry. serving is 0 while the daemon rewrites
 // the decisions, and whenever this host must answer nobody (no quorum,
@@ -196,6 +224,7 @@ static __always_inline void report(void *seen_map, void *k, struct decision *d, 
 	d->reported_ns = now;
 	if (direct)
 		d->reported_direct_ns = now;
+	wake_daemon();
 }
 
 SEC("tcx/ingress")

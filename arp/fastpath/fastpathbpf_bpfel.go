@@ -55,6 +55,7 @@ type fastpathBPFSeenValue struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	fastpathBPFMapArmed        = "armed"
 	fastpathBPFMapCounts       = "counts"
 	fastpathBPFMapDecisions    = "decisions"
 	fastpathBPFMapDecisions6   = "decisions6"
@@ -62,6 +63,7 @@ const (
 	fastpathBPFMapPunts        = "punts"
 	fastpathBPFMapSeen         = "seen"
 	fastpathBPFMapSeen6        = "seen6"
+	fastpathBPFMapWake         = "wake"
 	fastpathBPFProgArpFastpath = "arp_fastpath"
 	fastpathBPFProgNdpFastpath = "ndp_fastpath"
 )
@@ -116,6 +118,7 @@ type fastpathBPFProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type fastpathBPFMapSpecs struct {
+	Armed      *ebpf.MapSpec `ebpf:"armed"`
 	Counts     *ebpf.MapSpec `ebpf:"counts"`
 	Decisions  *ebpf.MapSpec `ebpf:"decisions"`
 	Decisions6 *ebpf.MapSpec `ebpf:"decisions6"`
@@ -123,6 +126,7 @@ type fastpathBPFMapSpecs struct {
 	Punts      *ebpf.MapSpec `ebpf:"punts"`
 	Seen       *ebpf.MapSpec `ebpf:"seen"`
 	Seen6      *ebpf.MapSpec `ebpf:"seen6"`
+	Wake       *ebpf.MapSpec `ebpf:"wake"`
 }
 
 // fastpathBPFVariableSpecs contains global variables before they are loaded into the kernel.
@@ -151,6 +155,7 @@ func (o *fastpathBPFObjects) Close() error {
 //
 // It can be passed to loadFastpathBPFObjects or ebpf.CollectionSpec.LoadAndAssign.
 type fastpathBPFMaps struct {
+	Armed      *ebpf.Map `ebpf:"armed"`
 	Counts     *ebpf.Map `ebpf:"counts"`
 	Decisions  *ebpf.Map `ebpf:"decisions"`
 	Decisions6 *ebpf.Map `ebpf:"decisions6"`
@@ -158,10 +163,12 @@ type fastpathBPFMaps struct {
 	Punts      *ebpf.Map `ebpf:"punts"`
 	Seen       *ebpf.Map `ebpf:"seen"`
 	Seen6      *ebpf.Map `ebpf:"seen6"`
+	Wake       *ebpf.Map `ebpf:"wake"`
 }
 
 func (m *fastpathBPFMaps) Close() error {
 	return _FastpathBPFClose(
+		m.Armed,
 		m.Counts,
 		m.Decisions,
 		m.Decisions6,
@@ -169,6 +176,7 @@ func (m *fastpathBPFMaps) Close() error {
 		m.Punts,
 		m.Seen,
 		m.Seen6,
+		m.Wake,
 	)
 }
 

@@ -1,6 +1,7 @@
 package fastpath
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 )
 
@@ -300,6 +302,37 @@ func drainSeen[K any](m *ebpf.Map, addrs func(K) (vip, client netip.Addr), fn fu
 			return nil
 		}
 	}
+}
+
+// Arm has the program wake the reader of Wakes at its next report. Call
+// it before DrainSeen: a report made while draining wakes it again.
+func (p *Program) Arm() error {
+	if err := p.objs.Armed.Put(uint32(0), uint32(1)); err != nil {
+		return fmt.Errorf("%s fast path: arm the wake-up: %w", p.proto(), err)
+	}
+	return nil
+}
+
+// Wakes returns a channel that receives when the program made a report
+// after Arm, until ctx ends. Between reports, nothing runs: the reading
+// goroutine blocks in the kernel without a timeout.
+func (p *Program) Wakes(ctx context.Context) (<-chan struct{}, error) {
+	rd, err := ringbuf.NewReader(p.objs.Wake)
+	if err != nil {
+		return nil, fmt.Errorf("%s fast path: wake-ups: %w", p.proto(), err)
+	}
+	context.AfterFunc(ctx, func() { rd.Close() })
+	ch := make(chan struct{}, 1)
+	go func() {
+		var rec ringbuf.Record
+		for rd.ReadInto(&rec) == nil {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return ch, nil
 }
 
 // Counts returns the frames the program decided for the VIP in slot:
