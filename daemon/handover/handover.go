@@ -190,11 +190,16 @@ func (h *Handover) String() string { return "handover" }
 func (h *Handover) Run(ctx context.Context) error {
 	defer h.close()
 	links := h.watchLinks(ctx)
+	h.mu.Lock()
+	// Without the link feed, the interfaces the program is on are looked
+	// at every sweep; without a program, there are none.
+	blind := links == nil && h.prog != nil
+	h.mu.Unlock()
 	t := time.NewTimer(h.every)
 	defer t.Stop()
 	for {
 		var tick <-chan time.Time
-		if links == nil || h.pending() {
+		if blind || h.pending() {
 			t.Reset(h.every)
 			tick = t.C
 		}
@@ -206,7 +211,7 @@ func (h *Handover) Run(ctx context.Context) error {
 		case <-h.poke:
 		case _, ok := <-links:
 			if !ok {
-				links = nil // the feed ended: sweep by the clock from now on
+				links, blind = nil, true // the feed ended: sweep by the clock from now on
 			}
 			h.mu.Lock()
 			h.attach()
