@@ -59,11 +59,18 @@ func load(clients int, ndp bool) (*Program, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load arp fast path: %w", err)
 	}
+	used, unused := []string{"decisions", "seen"}, []string{"decisions6", "seen6"}
+	if ndp {
+		used, unused = unused, used
+	}
 	if clients > 0 {
 		// The kernel allocates the hash buckets up front, 16 bytes an
 		// entry: capped at 8 MB. Clients beyond go to user space.
-		spec.Maps["decisions"].MaxEntries = uint32(min(clients, maxDecisions))
-		spec.Maps["decisions6"].MaxEntries = uint32(min(clients, maxDecisions))
+		spec.Maps[used[0]].MaxEntries = uint32(min(clients, maxDecisions))
+	}
+	// The other protocol's maps stay empty: no buckets for them.
+	for _, m := range unused {
+		spec.Maps[m].MaxEntries = 1
 	}
 	p := &Program{ndp: ndp}
 	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
