@@ -135,6 +135,14 @@ each: *daemon CPU* is a daemon's CPU time during the run, less its idle use,
 over the solicitations sent, averaged over the daemons; *BPF* is the NDP
 program's own run time per solicitation per host (BPF_ENABLE_STATS). Goal:
 arpshare's median at most 1.5× the kernel's, CPU per frame as for ARP.
+With the fast path off, the daemon answers through the host's IPv6 stack,
+which must first resolve the sender's address with a solicitation of its
+own: a real client answers it, and gets its advertisement a round trip
+later, but the made-up senders never do, so most of those answers are
+never sent (the loss column) and the rest went out while the host's kernel
+still held an entry for the sender from its own answers. The off rows
+measure that, not the daemon; the fast path answers at the link layer, to
+the MAC of the solicitation's option, and has no such wait.
 
 | fast path | round | arpshare p50 / p99 | lost | kernel p50 / p99 | lost | p50 ratio |
 |---|---|---|---|---|---|---|
