@@ -19,8 +19,8 @@ import (
 // known client's decision from the new one and lets it answer again; a
 // client decided in user space (new, or its decision unknown to the kernel)
 // is added after each read. The program reports the clients it decided on,
-// and the responder learns them into the table every second, as if it had
-// read their requests itself.
+// and the responder learns them into the table, at most once a second and
+// only when there are any, as if it had read their requests itself.
 
 // kernelDecides reports whether the kernel may decide for the VIP's
 // clients: when one host answers each client (hash, single), at once. A
@@ -35,6 +35,8 @@ type fastProgram interface {
 	Replace(ds []fastpath.Decision) error
 	Put(ds []fastpath.Decision) error
 	DrainSeen(fn func(fastpath.Seen)) error
+	Arm() error
+	Wakes(ctx context.Context) (<-chan struct{}, error)
 	Counts(slot uint8) (answered, notOwner uint64, err error)
 	Detach() error
 	Close() error
@@ -56,13 +58,17 @@ type kernel struct {
 // loadFastPath loads the program if the responder is to use it. A kernel
 // that refuses leaves it nil, with a warning: user space answers.
 func (r *Responder) loadFastPath() fastProgram {
-	if !r.cfg.FastPath || r.cfg.IPv6 {
+	if !r.cfg.FastPath {
 		return nil
 	}
 	if r.cfg.program != nil {
 		return r.cfg.program
 	}
-	p, err := fastpath.Load(r.cfg.Table.Max())
+	load := fastpath.Load
+	if r.cfg.IPv6 {
+		load = fastpath.LoadNDP
+	}
+	p, err := load(r.cfg.Table.Max())
 	if err != nil {
 		r.cfg.Logger.Warn("kernel fast path not available: answering from user space only", "interface", r.cfg.Interface, "error", err)
 		return nil
@@ -130,23 +136,57 @@ func (r *Responder) pauseFastPath() {
 	}
 }
 
-// seenEvery is how often the clients the kernel decided on are learned.
+// seenEvery is how often at most the clients the kernel decided on are
+// learned: the first report after a read wakes the responder, which reads
+// them a second after the last read.
 const seenEvery = time.Second
 
 // keepDecisions rewrites the kernel's decisions whenever the snapshot
-// changes, and learns the clients it decided on.
+// changes, and learns the clients it decided on. Nothing wakes it while
+// the kernel decides on nobody.
 func (r *Responder) keepDecisions(ctx context.Context, k *kernel) {
-	tick := time.NewTicker(seenEvery)
-	defer tick.Stop()
-	var known []Known
+	wakes, err := k.prog.Wakes(ctx)
+	var every <-chan time.Time
+	if err != nil {
+		r.cfg.Logger.Warn("kernel fast path: learning its clients every second", "interface", r.cfg.Interface, "error", err)
+		t := time.NewTicker(seenEvery)
+		defer t.Stop()
+		every = t.C
+	}
+	later := time.NewTimer(seenEvery)
+	later.Stop()
+	defer later.Stop()
+	var (
+		known []Known
+		due   <-chan time.Time
+		last  time.Time
+	)
+	learn := func() {
+		last = time.Now()
+		if err := k.prog.Arm(); err != nil {
+			r.cfg.Logger.Warn("kernel fast path: wake-ups", "interface", r.cfg.Interface, "error", err)
+		}
+		r.learnSeen(k)
+	}
+	learn()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-k.dirty:
 			known = r.rewrite(k, known)
-		case <-tick.C:
-			r.learnSeen(k)
+		case <-wakes:
+			if wait := seenEvery - time.Since(last); wait > 0 {
+				later.Reset(wait)
+				due = later.C
+			} else {
+				learn()
+			}
+		case <-due:
+			due = nil
+			learn()
+		case <-every:
+			learn()
 		}
 	}
 }
@@ -160,12 +200,12 @@ func (r *Responder) rewrite(k *kernel, known []Known) []Known {
 	var ds []fastpath.Decision
 	if s.view.Serving() {
 		for i, v := range s.vips {
-			if !v.kernelDecides() || !v.Address.Is4() || v.counts.slot >= fastpath.MaxSlots {
+			if !v.kernelDecides() || v.Address.Is4() == r.cfg.IPv6 || v.counts.slot >= fastpath.MaxSlots {
 				continue
 			}
 			known = r.cfg.Table.AppendSettled(known[:0], v.Address)
 			for _, c := range known {
-				if !c.IP.Is4() || !unicastIP(c.IP) || !UnicastMAC(c.MAC[:]) || s.find(c.IP) >= 0 {
+				if c.IP.Is4() == r.cfg.IPv6 || !unicastIP(c.IP) || !UnicastMAC(c.MAC[:]) || s.find(c.IP) >= 0 {
 					continue
 				}
 				ok, _ := s.answer(i, c.IP)
@@ -216,19 +256,37 @@ func (r *Responder) learnSeen(k *kernel) {
 // sender the decision vetted (unicast, the Ethernet source); the check is
 // repeated here because the kernel sends its answers to that MAC.
 func (r *Responder) decided(k *kernel, s *snapshot, i int, v verdict, f []byte) {
+	client := netip.AddrFrom4([4]byte(f[offSPA : offSPA+4]))
+	if client.IsUnspecified() {
+		return
+	}
+	r.note(k, s, i, v, client, f[offSHA:offSHA+6])
+}
+
+// decidedNDP is decided for a solicitation from src that carried mac (nil:
+// none) as its source link-layer address. The kernel answers only those
+// that do, to that MAC.
+func (r *Responder) decidedNDP(k *kernel, s *snapshot, i int, v ndpVerdict, src netip.Addr, mac []byte) {
+	if v.answer != answerSolicited || mac == nil || src.IsUnspecified() {
+		return
+	}
+	r.note(k, s, i, v.verdict, src, mac)
+}
+
+// note is the part of decided that both protocols share.
+func (r *Responder) note(k *kernel, s *snapshot, i int, v verdict, client netip.Addr, mac []byte) {
 	vip := s.vips[i]
 	if v.delay > 0 || !vip.kernelDecides() || vip.counts.slot >= fastpath.MaxSlots {
 		return
 	}
-	client := [4]byte(f[offSPA : offSPA+4])
-	if client == [4]byte{} || !UnicastMAC(f[offSHA:offSHA+6]) || !r.cfg.Table.Settled(vip.Address, netip.AddrFrom4(client)) {
+	if !UnicastMAC(mac) || !r.cfg.Table.Settled(vip.Address, client) {
 		return
 	}
 	if s != k.pendingSnap {
 		k.pending, k.pendingSnap = k.pending[:0], s
 	}
 	k.pending = append(k.pending, fastpath.Decision{
-		VIP: vip.Address, Client: netip.AddrFrom4(client), MAC: [6]byte(f[offSHA : offSHA+6]),
+		VIP: vip.Address, Client: client, MAC: [6]byte(mac),
 		Answer: v.out == Answered, Slot: uint8(vip.counts.slot),
 	})
 }

@@ -14,6 +14,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/mdlayher/arp"
+	"github.com/mdlayher/ndp"
+	"golang.org/x/net/ipv6"
 
 	"github.com/arpshare/arpshare/arp/arptest"
 	"github.com/arpshare/arpshare/arp/fastpath"
@@ -46,6 +48,10 @@ func (f *fakeProgram) SetServing(on bool) error             { return f.record(fm
 func (f *fakeProgram) Replace(ds []fastpath.Decision) error { return f.record(replace(ds...)) }
 func (f *fakeProgram) Put(ds []fastpath.Decision) error     { return f.record(put(ds...)) }
 func (f *fakeProgram) Detach() error                        { return f.record("detach") }
+func (f *fakeProgram) Arm() error                           { return nil }
+
+// Wakes never wakes: the responder reads the reports once as it starts.
+func (f *fakeProgram) Wakes(context.Context) (<-chan struct{}, error) { return nil, nil }
 
 func (f *fakeProgram) Close() error {
 	f.mu.Lock()
@@ -267,27 +273,71 @@ func TestFastPathAddsDecidedClients(t *testing.T) {
 	}
 }
 
-// TestFastPathNotForIPv6: an NDP responder never loads or attaches the
-// fast path, which answers ARP only.
-func TestFastPathNotForIPv6(t *testing.T) {
+// TestFastPathNDP: an NDP responder keeps the NDP program's decisions as
+// an ARP responder keeps the ARP one's: its protected IPv6 clients at
+// start, then each client decided in user space after the solicitation
+// that protected it, if that carried its MAC (the kernel answers to it).
+func TestFastPathNDP(t *testing.T) {
 	t.Parallel()
+	owner := func(before string) netip.Addr {
+		a := netip.MustParseAddr("fd00::1:1")
+		for hashPolicy.Owner(twoHosts, vip6, a) != before {
+			a = a.Next()
+		}
+		return a
+	}
+	staying6, peers6 := owner("me"), owner("peer")
+	newMine6, newPeers6 := staying6.Next(), peers6.Next()
+	for hashPolicy.Owner(twoHosts, vip6, newMine6) != "me" {
+		newMine6 = newMine6.Next()
+	}
+	for hashPolicy.Owner(twoHosts, vip6, newPeers6) != "peer" {
+		newPeers6 = newPeers6.Next()
+	}
+	noMAC := newMine6.Next()
+	d6 := func(client netip.Addr, answer bool) fastpath.Decision {
+		return fastpath.Decision{VIP: vip6, Client: client, MAC: [6]byte(clientMAC), Answer: answer}
+	}
+	table := NewClientTable(20, time.Hour)
+	protect(table, vip6, staying6, peers6)
+	protect(table, vip, staying) // IPv4: the ARP responder's
 	f := &fakeProgram{}
 	conn := arptest.NewNDPConn()
 	r := NewResponder(ResponderConfig{
-		Interface: "lo", IPv6: true, VIPs: hashVIPs6, Table: NewClientTable(10, time.Hour), View: twoHosts, Logger: quietLogger(),
+		Interface: "lo", IPv6: true, VIPs: []VIP{{vip6, hashPolicy}}, Table: table, View: twoHosts, Logger: quietLogger(),
 		ListenNDP: func(string) (NDPConn, net.HardwareAddr, error) { return conn, myMAC, nil },
 		FastPath:  true, program: f,
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- r.Run(ctx) }()
-	<-r.Ready()
+	want := []string{"attach " + myMAC.String(), replace(d6(staying6, true), d6(peers6, false)), "serving true"}
+	waitCalls(t, f, len(want))
+	ns := func(from net.HardwareAddr) []byte {
+		m := &ndp.NeighborSolicitation{TargetAddress: vip6}
+		if from != nil {
+			m.Options = []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Source, Addr: from}}
+		}
+		return marshal(t, m)
+	}
+	cm := &ipv6.ControlMessage{HopLimit: 255}
+	// Each asks twice: the second solicitation protects it. The one
+	// without its MAC first: once the others are in, it was read.
+	for _, in := range []arptest.NDPIn{
+		{Msg: ns(nil), CM: cm, Src: noMAC}, {Msg: ns(nil), CM: cm, Src: noMAC},
+		{Msg: ns(clientMAC), CM: cm, Src: newMine6}, {Msg: ns(clientMAC), CM: cm, Src: newMine6},
+		{Msg: ns(clientMAC), CM: cm, Src: newPeers6}, {Msg: ns(clientMAC), CM: cm, Src: newPeers6},
+	} {
+		conn.In <- in
+	}
+	want = append(want, put(d6(newMine6, true)), put(d6(newPeers6, false)))
+	waitCalls(t, f, len(want))
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if calls := f.Calls(); len(calls) != 0 {
-		t.Errorf("calls to the kernel fast path %q, want none", calls)
+	if diff := cmp.Diff(append(want, stopped...), f.Calls()); diff != "" {
+		t.Errorf("calls to the kernel fast path (-want +got):\n%s", diff)
 	}
 }
 

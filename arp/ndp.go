@@ -121,6 +121,11 @@ func (r *Responder) handleNDP(l *ndpLink, msg []byte, hops int, src netip.Addr, 
 	s := r.snap.Load()
 	v := r.decideNDP(s, msg, hops, src, [6]byte(l.mac), now)
 	r.count(s, v.vip, v.out)
+	if k := r.kern.Load(); k != nil && (v.out == Answered || v.out == NotOwner) {
+		from, _ := linkLayerOpt(msg[ndpOptionsOff:], optSourceLLA) // vetted by decideNDP
+		r.decidedNDP(k, s, v.vip, v, src, from)
+		r.flushDecided(k)
+	}
 	if !v.send {
 		return
 	}

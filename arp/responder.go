@@ -77,10 +77,11 @@ type ResponderConfig struct {
 	WaitLink func(ctx context.Context, name string) error
 	// Retry is how often a missing or down interface is tried again.
 	Retry time.Duration
-	// FastPath answers the ARP requests of clients already decided on in
-	// the kernel (package fastpath), where the kernel allows it; user space
-	// answers the rest, and everything when the kernel refuses. Only with
-	// Listen nil (the real raw socket).
+	// FastPath answers the ARP requests (or Neighbor Solicitations) of
+	// clients already decided on in the kernel (package fastpath), where
+	// the kernel allows it; user space answers the rest, and everything
+	// when the kernel refuses. Only with Listen (ListenNDP) nil: the real
+	// socket.
 	FastPath bool
 	// program, if set, is the fast path's program instead of one loaded
 	// into the kernel: a test's fake, which may run beside a fake conn.
@@ -244,7 +245,11 @@ func NewResponder(cfg ResponderConfig) *Responder {
 	// The kernel fast path runs beside the real raw socket only: a test's
 	// fake conn must never put a program on a real interface. A fake
 	// program (ResponderConfig.program) puts none.
-	cfg.FastPath = cfg.FastPath && (cfg.Listen == nil || cfg.program != nil)
+	real := cfg.Listen == nil
+	if cfg.IPv6 {
+		real = cfg.ListenNDP == nil
+	}
+	cfg.FastPath = cfg.FastPath && (real || cfg.program != nil)
 	if cfg.Listen == nil {
 		cfg.Listen = Listen
 	}

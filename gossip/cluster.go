@@ -300,8 +300,9 @@ func (c *Cluster) loop(ctx context.Context) error {
 	}
 	rejoin := time.NewTicker(c.cfg.RejoinInterval)
 	defer rejoin.Stop()
-	recheck := time.NewTicker(recheckEvery * c.cfg.ProbeInterval)
-	defer recheck.Stop()
+	// The rechecks of dead members go with every recheckEvery-th poll, and
+	// only while one died recently: no timer of their own.
+	polls := 0
 	// A join waits for TCP to unreachable peers, and an update for its
 	// broadcast: never in this loop. Each has its own token, so that a
 	// recheck never holds up a join.
@@ -325,6 +326,9 @@ func (c *Cluster) loop(ctx context.Context) error {
 			rebuild()
 		case <-poll.C:
 			rebuild()
+			if polls++; polls%recheckEvery == 0 && c.diedRecently() {
+				rechecking.start(c.recheckDead)
+			}
 			if c.owesNotice() {
 				telling.start(c.tellCounted)
 			}
@@ -338,8 +342,6 @@ func (c *Cluster) loop(ctx context.Context) error {
 			joining.start(c.join)
 		case <-c.rejoin:
 			joining.start(c.join)
-		case <-recheck.C:
-			rechecking.start(c.recheckDead)
 		}
 	}
 }
@@ -413,6 +415,19 @@ func (c *Cluster) recheckDead() {
 		wg.Go(func() { c.ml.Join([]string{a}) })
 	}
 	wg.Wait()
+}
+
+// diedRecently reports whether a member died less than recheckFor ago:
+// then recheckDead has someone to contact.
+func (c *Cluster) diedRecently() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for name := range c.departed {
+		if time.Since(c.diedAt[name]) < recheckFor {
+			return true
+		}
+	}
+	return false
 }
 
 // join contacts every configured peer that is not a live member.

@@ -2,7 +2,7 @@
 
 // SPDX-License-Identifier: Apache-2.0
 //
-// The ARP fast path (see doc.go).
+// The ARP and NDP fast paths (see doc.go).
 //
 // Runs at tcx ingress on a serving interface. An ARP request for a VIP from
 // a client the daemon has already decided on is answered (or ignored) here,
@@ -49,7 +49,8 @@ struct {
 } decisions SEC(".maps");
 
 // A client answered or ignored here, for the daemon's client table: it reads
-// and deletes these every second. At most one report a second per client.
+// and deletes these at most every second, woken by the first (see armed).
+// At most one report a second per client.
 struct seen_value {
 	__u8 client_mac[6];
 	__u8 pad[2];
@@ -65,7 +66,56 @@ struct {
 	__type(value, struct seen_value);
 } seen SEC(".maps");
 
+// The same for IPv6 (the NDP program): a client of a VIP, as on the wire.
+struct decision6_key {
+	__u8 vip[16];
+	__u8 client[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct decision6_key);
+	__type(value, struct decision);
+} decisions6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct decision6_key);
+	__type(value, struct seen_value);
+} seen6 SEC(".maps");
+
 #define REPORT_NS 1000000000ULL
+
+// The daemon sleeps until a report is waiting: it sets armed (one entry)
+// before it reads the reports, and the first report after that clears it
+// and wakes the daemon with a record in wake. Two processors may both send
+// one: harmless.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} armed SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096);
+} wake SEC(".maps");
+
+static __always_inline void wake_daemon(void)
+{
+	__u32 zero = 0;
+	__u32 *a = bpf_map_lookup_elem(&armed, &zero);
+	if (!a || !*a)
+		return;
+	*a = 0;
+	__u32 one = 1;
+	bpf_ringbuf_output(&wake, &one, sizeof(one), 0);
+}
 
 // The interface's state, one entry. serving is 0 while the daemon rewrites
 // the decisions, and whenever this host must answer nobody (no quorum,
@@ -101,6 +151,7 @@ enum punt {
 	PUNT_OTHER,     // a reply, an unusual request, garbage
 	PUNT_SENDER,    // sender MAC not unicast, or not the Ethernet source
 	PUNT_VLAN,      // tagged for a VLAN: that VLAN's interface's business
+	PUNT_CHECKSUM,  // a Neighbor Solicitation whose ICMPv6 checksum is wrong
 	PUNT_MAX,
 };
 
@@ -153,13 +204,13 @@ static __always_inline int unicast(const __u8 *m)
 
 #define VLAN_VID_MASK_ 0x0fff
 
-static __always_inline void report(struct decision_key *k, struct decision *d, int direct, __u64 now)
+static __always_inline void report(void *seen_map, void *k, struct decision *d, int direct, __u64 now)
 {
 	int due = now - d->reported_ns >= REPORT_NS;
 	int due_direct = direct && now - d->reported_direct_ns >= REPORT_NS;
 	if (!due && !due_direct)
 		return;
-	struct seen_value *s = bpf_map_lookup_elem(&seen, k);
+	struct seen_value *s = bpf_map_lookup_elem(seen_map, k);
 	if (s) {
 		s->last_ns = now;
 		if (direct)
@@ -167,12 +218,13 @@ static __always_inline void report(struct decision_key *k, struct decision *d, i
 	} else {
 		struct seen_value n = {.last_ns = now, .direct_ns = direct ? now : 0};
 		__builtin_memcpy(n.client_mac, d->client_mac, 6);
-		if (bpf_map_update_elem(&seen, k, &n, BPF_NOEXIST) && bpf_map_update_elem(&seen, k, &n, BPF_ANY))
+		if (bpf_map_update_elem(seen_map, k, &n, BPF_NOEXIST) && bpf_map_update_elem(seen_map, k, &n, BPF_ANY))
 			return; // full: reported again next time
 	}
 	d->reported_ns = now;
 	if (direct)
 		d->reported_direct_ns = now;
+	wake_daemon();
 }
 
 SEC("tcx/ingress")
@@ -230,7 +282,7 @@ int arp_fastpath(struct __sk_buff *skb)
 	// this host alone.
 	static const __u8 bcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
 	int direct = !same_mac(eth->h_dest, bcast);
-	report(&k, d, direct, bpf_ktime_get_ns());
+	report(&seen, &k, d, direct, bpf_ktime_get_ns());
 
 	if (d->action != ACTION_ANSWER) {
 		bump(&counts, 2 * (__u32)d->slot + 1);
@@ -249,6 +301,196 @@ int arp_fastpath(struct __sk_buff *skb)
 	__builtin_memcpy(a->tpa, &k.client, 4);
 	__builtin_memcpy(a->sha, cfg->mac, 6);
 	__builtin_memcpy(a->spa, &k.vip, 4);
+	return bpf_redirect(skb->ifindex, 0);
+}
+
+// The NDP fast path: the same for IPv6, on a Neighbor Solicitation for a
+// VIP from a client the daemon has decided on, answered with the Neighbor
+// Advertisement the daemon would send (solicited, override, the
+// interface's MAC as target link-layer address), unicast to the client.
+// Only the common form is answered here: from a unicast address, to the
+// VIP's solicited-node group or to the VIP, hop limit 255, no extension
+// header, exactly one option (the source link-layer address, the
+// Ethernet source), a correct checksum. Everything else goes on to the
+// daemon, which validates it as always.
+
+struct ip6 {
+	__be32 vtc_flow;
+	__be16 payload_len;
+	__u8 nexthdr;
+	__u8 hop_limit;
+	__u8 saddr[16];
+	__u8 daddr[16];
+} __attribute__((packed));
+
+// A Neighbor Solicitation (RFC 4861 4.3) with one link-layer address
+// option; an advertisement (4.4) has the same layout.
+struct ns {
+	__u8 type, code;
+	__u16 csum;
+	__be32 flags; // reserved in a solicitation
+	__u8 target[16];
+	__u8 opt_type, opt_len; // length in units of 8 bytes
+	__u8 opt_mac[6];
+} __attribute__((packed));
+
+#define NDP_OFF_NEXTHDR (ETH_HLEN + 6)
+#define NDP_OFF_ICMP (ETH_HLEN + sizeof(struct ip6))
+#define NDP_LEN (NDP_OFF_ICMP + sizeof(struct ns))
+#define IPPROTO_ICMPV6_ 58
+#define ICMP6_NS 135
+#define ICMP6_NA 136
+#define NDP_OPT_SLLA 1
+#define NDP_OPT_TLLA 2
+#define NA_FLAGS 0x60000000 // solicited, override
+
+// sum16 adds n 16-bit words at p, in the byte order they are in: the
+// Internet checksum is the same either way (RFC 1071 2.B).
+static __always_inline __u32 sum16(const __u16 *p, int n)
+{
+	__u32 s = 0;
+#pragma unroll
+	for (int i = 0; i < n; i++)
+		s += p[i];
+	return s;
+}
+
+// icmp6_sum is the ones' complement sum of the ICMPv6 message and its
+// pseudo-header (RFC 8200 8.1), before the final complement.
+static __always_inline __u16 icmp6_sum(struct ip6 *ip, struct ns *m)
+{
+	__u32 s = sum16((__u16 *)ip->saddr, 8) + sum16((__u16 *)ip->daddr, 8);
+	s += bpf_htons(sizeof(struct ns)) + bpf_htons(IPPROTO_ICMPV6_);
+	s += sum16((__u16 *)m, sizeof(struct ns) / 2);
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (__u16)s;
+}
+
+static __always_inline int zero16(const __u8 *a)
+{
+	__u8 x = 0;
+#pragma unroll
+	for (int i = 0; i < 16; i++)
+		x |= a[i];
+	return x == 0;
+}
+
+static __always_inline int same16(const __u8 *a, const __u8 *b)
+{
+	__u8 x = 0;
+#pragma unroll
+	for (int i = 0; i < 16; i++)
+		x |= a[i] ^ b[i];
+	return x == 0;
+}
+
+// to_target says whether a solicitation for target went where one goes:
+// to its solicited-node group (ff02::1:ffXX:XXXX, RFC 4291 2.7.1) on the
+// matching Ethernet group, or to the target itself, unicast.
+static __always_inline int to_target(struct ethhdr *eth, struct ip6 *ip, struct ns *m)
+{
+	if (same16(ip->daddr, m->target))
+		return !(eth->h_dest[0] & 1);
+	static const __u8 prefix[13] = {0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xff};
+	__u8 x = 0;
+#pragma unroll
+	for (int i = 0; i < 13; i++)
+		x |= ip->daddr[i] ^ prefix[i];
+#pragma unroll
+	for (int i = 13; i < 16; i++)
+		x |= (ip->daddr[i] ^ m->target[i]) | (eth->h_dest[i - 10] ^ m->target[i]);
+	return x == 0 && eth->h_dest[0] == 0x33 && eth->h_dest[1] == 0x33 && eth->h_dest[2] == 0xff;
+}
+
+// is_ns says whether the frame is an ICMPv6 Neighbor Solicitation, read
+// without pulling it: other IPv6 traffic is passed on uncounted.
+static __always_inline int is_ns(struct __sk_buff *skb)
+{
+	__u8 nexthdr, type;
+	if (bpf_skb_load_bytes(skb, NDP_OFF_NEXTHDR, &nexthdr, 1) || nexthdr != IPPROTO_ICMPV6_)
+		return 0;
+	return !bpf_skb_load_bytes(skb, NDP_OFF_ICMP, &type, 1) && type == ICMP6_NS;
+}
+
+// valid_ns checks everything the answer relies on (see above).
+static __always_inline int valid_ns(struct ip6 *ip, struct ns *m)
+{
+	if ((ip->vtc_flow & bpf_htonl(0xf0000000)) != bpf_htonl(0x60000000) ||
+	    ip->payload_len != bpf_htons(sizeof(struct ns)) || ip->hop_limit != 255)
+		return 0;
+	if (m->code != 0 || m->opt_type != NDP_OPT_SLLA || m->opt_len != 1)
+		return 0;
+	// A client's own address: not a group, not unspecified (duplicate
+	// address detection, answered to all nodes by the daemon).
+	if (ip->saddr[0] == 0xff || zero16(ip->saddr) || m->target[0] == 0xff)
+		return 0;
+	return 1;
+}
+
+SEC("tcx/ingress")
+int ndp_fastpath(struct __sk_buff *skb)
+{
+	if (skb->protocol != bpf_htons(ETH_P_IPV6) || !is_ns(skb))
+		return TCX_NEXT_;
+	if (skb->vlan_present && (skb->vlan_tci & VLAN_VID_MASK_))
+		return punt(PUNT_VLAN);
+	if (skb->pkt_type == PACKET_OTHERHOST || skb->len != NDP_LEN)
+		return punt(PUNT_OTHER);
+	if ((void *)(long)skb->data + NDP_LEN > (void *)(long)skb->data_end && bpf_skb_pull_data(skb, NDP_LEN))
+		return punt(PUNT_OTHER);
+
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct ip6 *ip = (void *)(eth + 1);
+	struct ns *m = (void *)(ip + 1);
+	if ((void *)(m + 1) > end)
+		return punt(PUNT_OTHER);
+	if (!valid_ns(ip, m) || !to_target(eth, ip, m))
+		return punt(PUNT_OTHER);
+	if (icmp6_sum(ip, m) != 0xffff)
+		return punt(PUNT_CHECKSUM);
+	if (!unicast(m->opt_mac) || !same_mac(m->opt_mac, eth->h_source))
+		return punt(PUNT_SENDER);
+
+	__u32 zero = 0;
+	struct iface_state *cfg = bpf_map_lookup_elem(&iface, &zero);
+	if (!cfg || !cfg->serving)
+		return punt(PUNT_NOT_SERVING);
+
+	struct decision6_key k = {};
+	__builtin_memcpy(k.vip, m->target, 16);
+	__builtin_memcpy(k.client, ip->saddr, 16);
+	struct decision *d = bpf_map_lookup_elem(&decisions6, &k);
+	if (!d)
+		return punt(PUNT_UNKNOWN);
+	if (!same_mac(d->client_mac, m->opt_mac))
+		return punt(PUNT_MAC);
+
+	// As the daemon tells them apart: to the VIP itself, not its group.
+	int direct = !(eth->h_dest[0] & 1);
+	report(&seen6, &k, d, direct, bpf_ktime_get_ns());
+
+	if (d->action != ACTION_ANSWER) {
+		bump(&counts, 2 * (__u32)d->slot + 1);
+		return TC_ACT_SHOT;
+	}
+	bump(&counts, 2 * (__u32)d->slot);
+
+	// The solicitation becomes its advertisement, in place: from the
+	// VIP at this interface's MAC, to the asker.
+	__builtin_memcpy(eth->h_dest, d->client_mac, 6);
+	__builtin_memcpy(eth->h_source, cfg->mac, 6);
+	ip->vtc_flow = bpf_htonl(0x60000000);
+	__builtin_memcpy(ip->daddr, k.client, 16);
+	__builtin_memcpy(ip->saddr, k.vip, 16);
+	m->type = ICMP6_NA;
+	m->csum = 0;
+	m->flags = bpf_htonl(NA_FLAGS);
+	m->opt_type = NDP_OPT_TLLA;
+	__builtin_memcpy(m->opt_mac, cfg->mac, 6);
+	m->csum = ~icmp6_sum(ip, m);
 	return bpf_redirect(skb->ifindex, 0);
 }
 

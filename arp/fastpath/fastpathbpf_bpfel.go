@@ -24,6 +24,12 @@ type fastpathBPFDecision struct {
 	ReportedDirectNs uint64
 }
 
+type fastpathBPFDecision6Key struct {
+	_      structs.HostLayout
+	Vip    [16]uint8
+	Client [16]uint8
+}
+
 type fastpathBPFDecisionKey struct {
 	_      structs.HostLayout
 	Vip    uint32
@@ -49,12 +55,17 @@ type fastpathBPFSeenValue struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	fastpathBPFMapArmed        = "armed"
 	fastpathBPFMapCounts       = "counts"
 	fastpathBPFMapDecisions    = "decisions"
+	fastpathBPFMapDecisions6   = "decisions6"
 	fastpathBPFMapIface        = "iface"
 	fastpathBPFMapPunts        = "punts"
 	fastpathBPFMapSeen         = "seen"
+	fastpathBPFMapSeen6        = "seen6"
+	fastpathBPFMapWake         = "wake"
 	fastpathBPFProgArpFastpath = "arp_fastpath"
+	fastpathBPFProgNdpFastpath = "ndp_fastpath"
 )
 
 // loadFastpathBPF returns the embedded CollectionSpec for fastpathBPF.
@@ -100,17 +111,22 @@ type fastpathBPFSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type fastpathBPFProgramSpecs struct {
 	ArpFastpath *ebpf.ProgramSpec `ebpf:"arp_fastpath"`
+	NdpFastpath *ebpf.ProgramSpec `ebpf:"ndp_fastpath"`
 }
 
 // fastpathBPFMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type fastpathBPFMapSpecs struct {
-	Counts    *ebpf.MapSpec `ebpf:"counts"`
-	Decisions *ebpf.MapSpec `ebpf:"decisions"`
-	Iface     *ebpf.MapSpec `ebpf:"iface"`
-	Punts     *ebpf.MapSpec `ebpf:"punts"`
-	Seen      *ebpf.MapSpec `ebpf:"seen"`
+	Armed      *ebpf.MapSpec `ebpf:"armed"`
+	Counts     *ebpf.MapSpec `ebpf:"counts"`
+	Decisions  *ebpf.MapSpec `ebpf:"decisions"`
+	Decisions6 *ebpf.MapSpec `ebpf:"decisions6"`
+	Iface      *ebpf.MapSpec `ebpf:"iface"`
+	Punts      *ebpf.MapSpec `ebpf:"punts"`
+	Seen       *ebpf.MapSpec `ebpf:"seen"`
+	Seen6      *ebpf.MapSpec `ebpf:"seen6"`
+	Wake       *ebpf.MapSpec `ebpf:"wake"`
 }
 
 // fastpathBPFVariableSpecs contains global variables before they are loaded into the kernel.
@@ -139,20 +155,28 @@ func (o *fastpathBPFObjects) Close() error {
 //
 // It can be passed to loadFastpathBPFObjects or ebpf.CollectionSpec.LoadAndAssign.
 type fastpathBPFMaps struct {
-	Counts    *ebpf.Map `ebpf:"counts"`
-	Decisions *ebpf.Map `ebpf:"decisions"`
-	Iface     *ebpf.Map `ebpf:"iface"`
-	Punts     *ebpf.Map `ebpf:"punts"`
-	Seen      *ebpf.Map `ebpf:"seen"`
+	Armed      *ebpf.Map `ebpf:"armed"`
+	Counts     *ebpf.Map `ebpf:"counts"`
+	Decisions  *ebpf.Map `ebpf:"decisions"`
+	Decisions6 *ebpf.Map `ebpf:"decisions6"`
+	Iface      *ebpf.Map `ebpf:"iface"`
+	Punts      *ebpf.Map `ebpf:"punts"`
+	Seen       *ebpf.Map `ebpf:"seen"`
+	Seen6      *ebpf.Map `ebpf:"seen6"`
+	Wake       *ebpf.Map `ebpf:"wake"`
 }
 
 func (m *fastpathBPFMaps) Close() error {
 	return _FastpathBPFClose(
+		m.Armed,
 		m.Counts,
 		m.Decisions,
+		m.Decisions6,
 		m.Iface,
 		m.Punts,
 		m.Seen,
+		m.Seen6,
+		m.Wake,
 	)
 }
 
@@ -167,11 +191,13 @@ type fastpathBPFVariables struct {
 // It can be passed to loadFastpathBPFObjects or ebpf.CollectionSpec.LoadAndAssign.
 type fastpathBPFPrograms struct {
 	ArpFastpath *ebpf.Program `ebpf:"arp_fastpath"`
+	NdpFastpath *ebpf.Program `ebpf:"ndp_fastpath"`
 }
 
 func (p *fastpathBPFPrograms) Close() error {
 	return _FastpathBPFClose(
 		p.ArpFastpath,
+		p.NdpFastpath,
 	)
 }
 

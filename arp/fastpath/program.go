@@ -1,6 +1,7 @@
 package fastpath
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -9,12 +10,13 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 )
 
 // Decision is the daemon's answer to one client of one VIP.
 type Decision struct {
-	VIP, Client netip.Addr // IPv4 only
+	VIP, Client netip.Addr // both IPv4 (ARP) or both IPv6 (NDP)
 	MAC         [6]byte    // the client's, as the daemon knows it: another one goes to the daemon
 	Answer      bool       // false: another host answers, stay silent
 	Slot        uint8      // the VIP's counters (Counts)
@@ -33,29 +35,44 @@ const MaxSlots = 256
 
 // Reasons the program passed an ARP request on to user space, as Punts
 // names them (enum punt in fastpath.c).
-var puntNames = []string{"not_serving", "unknown", "mac_changed", "other", "bad_sender", "vlan"}
+var puntNames = []string{"not_serving", "unknown", "mac_changed", "other", "bad_sender", "vlan", "bad_checksum"}
 
 // Program is the loaded program and its maps, for one interface.
 type Program struct {
 	objs    fastpathBPFObjects
 	link    link.Link
 	ifindex int
+	ndp     bool // answers Neighbor Solicitations, not ARP requests
 }
 
-// Load loads the program into the kernel, with room for clients decisions
-// (0: as compiled, 262,144; at most 524,288). It needs CAP_BPF and CAP_NET_ADMIN (or root)
-// and a kernel with tcx (Linux 6.6).
-func Load(clients int) (*Program, error) {
+// Load loads the ARP program into the kernel, with room for clients
+// decisions (0: as compiled, 262,144; at most 524,288). It needs CAP_BPF
+// and CAP_NET_ADMIN (or root) and a kernel with tcx (Linux 6.6).
+func Load(clients int) (*Program, error) { return load(clients, false) }
+
+// LoadNDP loads the NDP program, which answers the Neighbor Solicitations
+// of IPv6 clients as the ARP one answers ARP requests; as Load.
+func LoadNDP(clients int) (*Program, error) { return load(clients, true) }
+
+func load(clients int, ndp bool) (*Program, error) {
 	spec, err := loadFastpathBPF()
 	if err != nil {
 		return nil, fmt.Errorf("load arp fast path: %w", err)
 	}
+	used, unused := []string{"decisions", "seen"}, []string{"decisions6", "seen6"}
+	if ndp {
+		used, unused = unused, used
+	}
 	if clients > 0 {
 		// The kernel allocates the hash buckets up front, 16 bytes an
 		// entry: capped at 8 MB. Clients beyond go to user space.
-		spec.Maps["decisions"].MaxEntries = uint32(min(clients, maxDecisions))
+		spec.Maps[used[0]].MaxEntries = uint32(min(clients, maxDecisions))
 	}
-	p := &Program{}
+	// The other protocol's maps stay empty: no buckets for them.
+	for _, m := range unused {
+		spec.Maps[m].MaxEntries = 1
+	}
+	p := &Program{ndp: ndp}
 	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -80,11 +97,13 @@ func (p *Program) Attach(ifindex int, mac [6]byte) error {
 	if err := p.objs.Iface.Put(uint32(0), fastpathBPFIfaceState{Mac: mac}); err != nil {
 		return fmt.Errorf("arp fast path: interface state: %w", err)
 	}
-	l, err := link.AttachTCX(link.TCXOptions{
-		Interface: ifindex, Program: p.objs.ArpFastpath, Attach: ebpf.AttachTCXIngress,
-	})
+	prog := p.objs.ArpFastpath
+	if p.ndp {
+		prog = p.objs.NdpFastpath
+	}
+	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: ebpf.AttachTCXIngress})
 	if err != nil {
-		return fmt.Errorf("attach arp fast path to tcx ingress: %w", err)
+		return fmt.Errorf("attach %s fast path to tcx ingress: %w", p.proto(), err)
 	}
 	p.link, p.ifindex = l, ifindex
 	return nil
@@ -126,6 +145,17 @@ func key(vip, client netip.Addr) fastpathBPFDecisionKey {
 	return fastpathBPFDecisionKey{Vip: binary.NativeEndian.Uint32(v[:]), Client: binary.NativeEndian.Uint32(c[:])}
 }
 
+func key6(vip, client netip.Addr) fastpathBPFDecision6Key {
+	return fastpathBPFDecision6Key{Vip: vip.As16(), Client: client.As16()}
+}
+
+func (p *Program) proto() string {
+	if p.ndp {
+		return "ndp"
+	}
+	return "arp"
+}
+
 func addr(a uint32) netip.Addr {
 	var b [4]byte
 	binary.NativeEndian.PutUint32(b[:], a)
@@ -146,30 +176,38 @@ const maxDecisions = 524288
 // batch is how many entries one system call writes or deletes.
 const batch = 4096
 
-// Put adds or replaces decisions. A full map is not an error: the clients
-// left out go to user space.
+// Put adds or replaces decisions: IPv4 ones for the ARP program, IPv6
+// ones for the NDP program. A full map is not an error: the clients left
+// out go to user space.
 func (p *Program) Put(ds []Decision) error {
-	keys := make([]fastpathBPFDecisionKey, 0, min(len(ds), batch))
+	if p.ndp {
+		return putBatches(p.objs.Decisions6, ds, func(d Decision) bool { return d.VIP.Is6() && d.Client.Is6() && !d.Client.Is4In6() }, key6)
+	}
+	return putBatches(p.objs.Decisions, ds, func(d Decision) bool { return d.VIP.Is4() && d.Client.Is4() }, key)
+}
+
+// putBatches writes the decisions that fit into m, a batch at a time.
+func putBatches[K any](m *ebpf.Map, ds []Decision, fits func(Decision) bool, key func(vip, client netip.Addr) K) error {
+	keys := make([]K, 0, min(len(ds), batch))
 	vals := make([]fastpathBPFDecision, 0, min(len(ds), batch))
 	for len(ds) > 0 {
 		keys, vals = keys[:0], vals[:0]
 		n := min(len(ds), batch)
 		for _, d := range ds[:n] {
-			if !d.VIP.Is4() || !d.Client.Is4() {
-				continue
+			if fits(d) {
+				keys = append(keys, key(d.VIP, d.Client))
+				vals = append(vals, value(d))
 			}
-			keys = append(keys, key(d.VIP, d.Client))
-			vals = append(vals, value(d))
 		}
 		ds = ds[n:]
 		if len(keys) == 0 {
 			continue
 		}
-		if _, err := p.objs.Decisions.BatchUpdate(keys, vals, nil); err != nil {
+		if _, err := m.BatchUpdate(keys, vals, nil); err != nil {
 			if errors.Is(err, unix.E2BIG) {
 				return nil
 			}
-			return fmt.Errorf("arp fast path: write decisions: %w", err)
+			return fmt.Errorf("fast path: write decisions: %w", err)
 		}
 	}
 	return nil
@@ -178,51 +216,87 @@ func (p *Program) Put(ds []Decision) error {
 // Replace makes ds the only decisions. Call it with serving off: the map is
 // emptied first.
 func (p *Program) Replace(ds []Decision) error {
-	var (
-		cursor ebpf.MapBatchCursor
-		keys   = make([]fastpathBPFDecisionKey, batch)
-		vals   = make([]fastpathBPFDecision, batch)
-	)
-	for {
-		n, err := p.objs.Decisions.BatchLookupAndDelete(&cursor, keys, vals, nil)
-		if n == 0 || errors.Is(err, ebpf.ErrKeyNotExist) {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("arp fast path: clear decisions: %w", err)
-		}
+	var err error
+	if p.ndp {
+		err = clearMap[fastpathBPFDecision6Key](p.objs.Decisions6)
+	} else {
+		err = clearMap[fastpathBPFDecisionKey](p.objs.Decisions)
+	}
+	if err != nil {
+		return fmt.Errorf("%s fast path: clear decisions: %w", p.proto(), err)
 	}
 	return p.Put(ds)
 }
 
+// clearMap empties a decisions map.
+func clearMap[K any](m *ebpf.Map) error {
+	var (
+		cursor ebpf.MapBatchCursor
+		keys   = make([]K, batch)
+		vals   = make([]fastpathBPFDecision, batch)
+	)
+	for {
+		n, err := m.BatchLookupAndDelete(&cursor, keys, vals, nil)
+		if n == 0 || errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
 // Len returns how many decisions the map holds.
 func (p *Program) Len() (int, error) {
+	var n int
+	var err error
+	if p.ndp {
+		n, err = count[fastpathBPFDecision6Key](p.objs.Decisions6)
+	} else {
+		n, err = count[fastpathBPFDecisionKey](p.objs.Decisions)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("%s fast path: count decisions: %w", p.proto(), err)
+	}
+	return n, nil
+}
+
+func count[K any](m *ebpf.Map) (int, error) {
 	n := 0
-	var k fastpathBPFDecisionKey
+	var k K
 	var v fastpathBPFDecision
-	it := p.objs.Decisions.Iterate()
+	it := m.Iterate()
 	for it.Next(&k, &v) {
 		n++
 	}
-	if err := it.Err(); err != nil {
-		return 0, fmt.Errorf("arp fast path: count decisions: %w", err)
-	}
-	return n, nil
+	return n, it.Err()
 }
 
 // DrainSeen calls fn for every client the program decided on since the
 // last call (at most one report a second per client), and forgets them.
 func (p *Program) DrainSeen(fn func(Seen)) error {
+	if p.ndp {
+		return drainSeen(p.objs.Seen6, func(k fastpathBPFDecision6Key) (netip.Addr, netip.Addr) {
+			return netip.AddrFrom16(k.Vip), netip.AddrFrom16(k.Client)
+		}, fn)
+	}
+	return drainSeen(p.objs.Seen, func(k fastpathBPFDecisionKey) (netip.Addr, netip.Addr) {
+		return addr(k.Vip), addr(k.Client)
+	}, fn)
+}
+
+func drainSeen[K any](m *ebpf.Map, addrs func(K) (vip, client netip.Addr), fn func(Seen)) error {
 	var (
 		cursor ebpf.MapBatchCursor
-		keys   = make([]fastpathBPFDecisionKey, 256)
+		keys   = make([]K, 256)
 		vals   = make([]fastpathBPFSeenValue, 256)
 	)
 	for {
-		n, err := p.objs.Seen.BatchLookupAndDelete(&cursor, keys, vals, nil)
+		n, err := m.BatchLookupAndDelete(&cursor, keys, vals, nil)
 		for i := range n {
 			v := vals[i]
-			fn(Seen{VIP: addr(keys[i].Vip), Client: addr(keys[i].Client), MAC: v.ClientMac,
+			vip, client := addrs(keys[i])
+			fn(Seen{VIP: vip, Client: client, MAC: v.ClientMac,
 				Last: time.Duration(v.LastNs), Direct: time.Duration(v.DirectNs)})
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -235,6 +309,37 @@ func (p *Program) DrainSeen(fn func(Seen)) error {
 			return nil
 		}
 	}
+}
+
+// Arm has the program wake the reader of Wakes at its next report. Call
+// it before DrainSeen: a report made while draining wakes it again.
+func (p *Program) Arm() error {
+	if err := p.objs.Armed.Put(uint32(0), uint32(1)); err != nil {
+		return fmt.Errorf("%s fast path: arm the wake-up: %w", p.proto(), err)
+	}
+	return nil
+}
+
+// Wakes returns a channel that receives when the program made a report
+// after Arm, until ctx ends. Between reports, nothing runs: the reading
+// goroutine blocks in the kernel without a timeout.
+func (p *Program) Wakes(ctx context.Context) (<-chan struct{}, error) {
+	rd, err := ringbuf.NewReader(p.objs.Wake)
+	if err != nil {
+		return nil, fmt.Errorf("%s fast path: wake-ups: %w", p.proto(), err)
+	}
+	context.AfterFunc(ctx, func() { rd.Close() })
+	ch := make(chan struct{}, 1)
+	go func() {
+		var rec ringbuf.Record
+		for rd.ReadInto(&rec) == nil {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return ch, nil
 }
 
 // Counts returns the frames the program decided for the VIP in slot:
@@ -289,9 +394,12 @@ func Monotonic() time.Duration {
 	return time.Duration(ts.Nano())
 }
 
-// ProgramName is the program's name in the kernel, for tools that look for
-// it (bpftool, the lab's bench).
-const ProgramName = "arp_fastpath"
+// ProgramName and NDPProgramName are the programs' names in the kernel,
+// for tools that look for them (bpftool, the lab's bench).
+const (
+	ProgramName    = "arp_fastpath"
+	NDPProgramName = "ndp_fastpath"
+)
 
 // Check loads the program and unloads it: it reports whether this kernel
 // and these privileges allow the fast path (attaching needs tcx, Linux 6.6,

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/arpshare/arpshare/arp"
@@ -103,6 +104,12 @@ type Handover struct {
 	primed map[netip.Addr]bool
 	moved  map[Key]*moved
 	ended  map[string]uint64 // entries ended, by reason
+
+	// poke wakes Run after an update; watch follows link changes
+	// (kernelLinks, nil in tests); every is sweepEvery but in tests.
+	poke  chan struct{}
+	watch func(ctx context.Context) (<-chan netlink.LinkUpdate, error)
+	every time.Duration
 }
 
 // New returns a Handover for host self, with room for as many moved
@@ -110,6 +117,7 @@ type Handover struct {
 func New(cfg Config, self string, maxClients int, src Source, log *slog.Logger) *Handover {
 	h := newHandover(cfg, self, src, log, monotonic)
 	h.capacity = maxClients
+	h.watch = kernelLinks
 	return h
 }
 
@@ -164,7 +172,7 @@ func NewWithMap(cfg Config, self string, src Source, log *slog.Logger, m Map, no
 func newHandover(cfg Config, self string, src Source, log *slog.Logger, now func() time.Duration) *Handover {
 	return &Handover{cfg: cfg, self: self, src: src, log: log, now: now, load: loadProgram,
 		attachErr: map[string]error{}, ifaces: map[string]int{}, moved: map[Key]*moved{}, ended: map[string]uint64{},
-		primed: map[netip.Addr]bool{}}
+		primed: map[netip.Addr]bool{}, poke: make(chan struct{}, 1), every: sweepEvery}
 }
 
 func monotonic() time.Duration {
@@ -175,19 +183,82 @@ func monotonic() time.Duration {
 
 func (h *Handover) String() string { return "handover" }
 
-// Run sweeps the table until ctx ends, then unloads the program.
+// Run sweeps the table until ctx ends, then unloads the program. It
+// sweeps every sweepEvery only while there is something to sweep (see
+// pending); otherwise it sleeps until an update or a change of a link
+// (an interface made anew needs the program attached again).
 func (h *Handover) Run(ctx context.Context) error {
-	t := time.NewTicker(sweepEvery)
-	defer t.Stop()
 	defer h.close()
+	links := h.watchLinks(ctx)
+	h.mu.Lock()
+	// Without the link feed, the interfaces the program is on are looked
+	// at every sweep; without a program, there are none.
+	blind := links == nil && h.prog != nil
+	h.mu.Unlock()
+	t := time.NewTimer(h.every)
+	defer t.Stop()
 	for {
+		var tick <-chan time.Time
+		if blind || h.pending() {
+			t.Reset(h.every)
+			tick = t.C
+		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
+		case <-tick:
 			h.Sweep()
+		case <-h.poke:
+		case _, ok := <-links:
+			if !ok {
+				links, blind = nil, true // the feed ended: sweep by the clock from now on
+			}
+			h.mu.Lock()
+			h.attach()
+			h.mu.Unlock()
 		}
 	}
+}
+
+// pending reports whether a sweep has work: entries to age, a VIP not
+// looked at yet, an interface to retry.
+func (h *Handover) pending() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.kmap == nil {
+		return false
+	}
+	return len(h.moved) > 0 || len(h.attachErr) > 0 || slices.ContainsFunc(h.served, func(s Served) bool { return !h.primed[s.VIP] })
+}
+
+// watchLinks returns the kernel's link changes until ctx ends, or nil if
+// it cannot follow them (then Run sweeps every sweepEvery).
+func (h *Handover) watchLinks(ctx context.Context) <-chan netlink.LinkUpdate {
+	h.mu.Lock()
+	loaded := h.prog != nil
+	h.mu.Unlock()
+	if !loaded || h.watch == nil {
+		return nil
+	}
+	ch, err := h.watch(ctx)
+	if err != nil {
+		h.log.Debug("not following link changes: looking at the interfaces every second", "error", err)
+		return nil
+	}
+	// A change before the feed began is not in it.
+	h.mu.Lock()
+	h.attach()
+	h.mu.Unlock()
+	return ch
+}
+
+// kernelLinks follows the kernel's link changes until ctx ends.
+func kernelLinks(ctx context.Context) (<-chan netlink.LinkUpdate, error) {
+	ch := make(chan netlink.LinkUpdate, 16)
+	if err := netlink.LinkSubscribeWithOptions(ch, ctx.Done(), netlink.LinkSubscribeOptions{}); err != nil {
+		return nil, err
+	}
+	return ch, nil
 }
 
 func (h *Handover) close() {
@@ -206,8 +277,12 @@ func (h *Handover) close() {
 // and drops those no longer here or whose previous owner is gone.
 func (h *Handover) Update(v *gossip.View) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	h.update(v)
+	h.mu.Unlock()
+	select {
+	case h.poke <- struct{}{}: // Run looks whether it has work now
+	default:
+	}
 }
 
 // update is Update with h.mu held.

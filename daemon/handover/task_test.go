@@ -9,8 +9,13 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/vishvananda/netlink"
+
+	"github.com/arpshare/arpshare/gossip"
 	"github.com/arpshare/arpshare/internal/bpftest"
 )
 
@@ -97,5 +102,78 @@ func TestOpenAttachRun(t *testing.T) {
 	}
 	if h.String() != "handover" {
 		t.Error(h.String())
+	}
+}
+
+// countingSource counts how often a sweep asks how many clients there are.
+type countingSource struct {
+	*source
+	lens atomic.Int64
+}
+
+func (s *countingSource) Len() int { s.lens.Add(1); return s.source.Len() }
+
+// TestRunSweepsOnlyWithWork: at rest (nothing handed over, every VIP looked
+// at, every interface attached) Run does nothing until something happens:
+// a link change re-attaches the program, and moved clients are swept every
+// interval until their entries end.
+func TestRunSweepsOnlyWithWork(t *testing.T) {
+	t.Parallel()
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		t.Skip("no lo here")
+	}
+	cs := clients(60)
+	src := &countingSource{source: &source{served: []Served{{VIP: vip, Policy: hash, Interface: "lo", MAC: net.HardwareAddr{2, 0, 0, 0, 0, 'b'}}}, clients: cs}}
+	p := newFakeProgram()
+	links := make(chan netlink.LinkUpdate)
+	h := New(Config{Enabled: true, Grace: 10 * time.Minute, Idle: 2 * time.Minute}, "b", 100, src, quiet())
+	h.load = func(int) (program, error) { return p, nil }
+	h.watch = func(context.Context) (<-chan netlink.LinkUpdate, error) { return links, nil }
+	h.every = 5 * time.Millisecond
+	h.Open()
+	all := view("b", host("a", false, gossip.StateAlive), host("b", false, gossip.StateAlive))
+	h.primed[vip] = true // an old member of the cluster: nothing moved here
+	h.Update(all)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- h.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	time.Sleep(40 * h.every)
+	if n := src.lens.Load(); n != 0 {
+		t.Errorf("swept %d times at rest", n)
+	}
+
+	// The interface made anew: a new index.
+	h.mu.Lock()
+	delete(p.attached, lo.Index)
+	h.ifaces["lo"] = -1
+	h.mu.Unlock()
+	links <- netlink.LinkUpdate{}
+	waitFor(t, "the program attached again", func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return p.attached[lo.Index] && h.ifaces["lo"] == lo.Index
+	})
+
+	h.Update(view("b", host("a", true, gossip.StateAlive), host("b", false, gossip.StateAlive)))
+	if len(h.Status().Clients) == 0 {
+		t.Fatal("test setup: nothing handed over")
+	}
+	waitFor(t, "sweeps while clients are handed over", func() bool { return src.lens.Load() >= 3 })
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting: %s", what)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/arpshare/arpshare/arp/fastpath"
 	"github.com/arpshare/arpshare/internal/lab"
 )
 
@@ -186,7 +187,7 @@ func (k kernelCost) perFrame(d time.Duration) float64 {
 // replies at 2,000 requests a second, then loss, latency and CPU per frame
 // at rising rates, the daemons' CPU and the kernel's.
 func replySections(l *lab.Lab) ([]section, error) {
-	var latencyRows, rateRows []string
+	var latencyRows, rateRows, ndpLatency, ndpRates []string
 	var summary []string
 	idleNote := ""
 	for _, fp := range []string{"off", "on"} {
@@ -198,6 +199,11 @@ func replySections(l *lab.Lab) ([]section, error) {
 		if err != nil {
 			return nil, err
 		}
+		lat6, rates6, err := ndpReplyPath(l, fp, idle)
+		if err != nil {
+			return nil, err
+		}
+		ndpLatency, ndpRates = append(ndpLatency, lat6...), append(ndpRates, rates6...)
 		latencyRows = append(latencyRows, lat...)
 		rateRows = append(rateRows, rates...)
 		summary = append(summary, sum)
@@ -244,7 +250,7 @@ Goal: at most 2 µs of daemon CPU per frame at 50,000 frames/s.
 |---|---|---|---|---|---|---|---|---|---|---|---|
 %s
 `, today(), strings.TrimSuffix(strings.TrimSpace(idleNote), ";"), len(l.Hosts), replyCount, replyCount, strings.Join(rateRows, "\n"))}
-	return []section{latency, rates}, nil
+	return []section{latency, rates, ndpSection(l, ndpLatency, ndpRates)}, nil
 }
 
 // replyPath measures one fast path setting: table rows for both sections,
@@ -336,7 +342,7 @@ func replyPath(l *lab.Lab, fp string) (latencyRows, rateRows []string, summary s
 		if err != nil {
 			return nil, nil, "", 0, err
 		}
-		bpf0, runs0, err := lab.FastPathRuns()
+		bpf0, runs0, err := lab.FastPathRuns(fastpath.ProgramName)
 		if err != nil {
 			return nil, nil, "", 0, err
 		}
@@ -353,7 +359,7 @@ func replyPath(l *lab.Lab, fp string) (latencyRows, rateRows []string, summary s
 		if err != nil {
 			return nil, nil, "", 0, err
 		}
-		bpf1, runs1, err := lab.FastPathRuns()
+		bpf1, runs1, err := lab.FastPathRuns(fastpath.ProgramName)
 		if err != nil {
 			return nil, nil, "", 0, err
 		}

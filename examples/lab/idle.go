@@ -166,6 +166,22 @@ what arpshare adds.
 | process | hosts | CPU (mean) | lowest – highest | wake-ups/s |
 |---|---|---|---|---|
 %s
+
+What still runs at rest besides memberlist, by design: the gossip loop
+every probe interval (it marks members unreachable that stopped answering
+this host's pings, which memberlist does not report, and notices when this
+host runs late; the systemd watchdog counts on its turns), the dead-member
+rechecks with every second turn but only for a minute after a death, the
+look for configured peers to re-join every 10 s, the sysctl guard every
+5 s, the systemd watchdog ping every third of WATCHDOG_USEC, the client
+table's expiry every minute. The handover's sweep runs only while clients
+are handed over (or a VIP or an interface is pending) and learns of re-made
+interfaces from netlink; the fast path's reports are read only after the
+kernel answered someone (it wakes the daemon); the re-pointer ticks only
+while packets are owed; sockets block without timeouts. The rest of the
+difference is the Go runtime's share of the daemon's larger heap and
+goroutines, and noise: the two rows are measured a minute apart on a
+shared machine.
 `, strings.Join(counts, ","), today(), config.DefaultProbeInterval, config.DefaultGossipInterval, idleSettle, idleWindow, strings.Join(rows, "\n"))}}, nil
 }
 

@@ -18,8 +18,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/mdlayher/packet"
-
-	"github.com/arpshare/arpshare/arp/fastpath"
 )
 
 // ARPRun is what an ARPBench saw.
@@ -46,12 +44,16 @@ func (r ARPRun) Loss() float64 {
 }
 
 // BenchSender returns the address and MAC of fake sender i of a bench:
-// addresses from first on, MACs 02:f2:xx:xx:xx:xx.
+// addresses from first on (IPv4 or IPv6), MACs 02:f2:xx:xx:xx:xx.
 func BenchSender(first netip.Addr, i int) (netip.Addr, net.HardwareAddr) {
-	a := first.As4()
-	n := binary.BigEndian.Uint32(a[:]) + uint32(i)
-	binary.BigEndian.PutUint32(a[:], n)
-	return netip.AddrFrom4(a), net.HardwareAddr{0x02, 0xf2, 0, byte(i >> 16), byte(i >> 8), byte(i)}
+	a := first.As16()
+	n := binary.BigEndian.Uint32(a[12:]) + uint32(i)
+	binary.BigEndian.PutUint32(a[12:], n)
+	ip := netip.AddrFrom16(a)
+	if first.Is4() {
+		ip = ip.Unmap()
+	}
+	return ip, net.HardwareAddr{0x02, 0xf2, 0, byte(i >> 16), byte(i >> 8), byte(i)}
 }
 
 // ARPLoad is the load an ARPBench offers.
@@ -74,51 +76,23 @@ type ARPLoad struct {
 // lost.
 func (c *Client) ARPBench(ctx context.Context, load ARPLoad) (ARPRun, error) {
 	var run ARPRun
-	target, first, senders, rate, d := load.Target, load.First, load.Senders, load.Rate, load.For
 	err := inNS(c.NS, func() error {
-		conn, err := benchConn("eth0")
+		conn, err := listenFrames(0x0806)
 		if err != nil {
 			return err
 		}
-		defer conn.Close()
-		frames := make([][]byte, senders)
+		frames := make([][]byte, load.Senders)
 		for i := range frames {
-			ip, mac := BenchSender(first, i)
-			frames[i] = arpRequest(mac, ip, target)
+			ip, mac := BenchSender(load.First, i)
+			frames[i] = arpRequest(mac, ip, load.Target)
 		}
-		var (
-			mu      sync.Mutex
-			sentAt  = make([]time.Time, senders) // zero: nothing pending
-			answers []time.Duration
-		)
-		readDone := make(chan struct{})
-		go func() {
-			defer close(readDone)
-			b := make([]byte, 1500)
-			t4 := target.As4()
-			for {
-				n, _, err := conn.ReadFrom(b)
-				now := time.Now()
-				if err != nil {
-					return
-				}
-				if n < 42 || binary.BigEndian.Uint16(b[20:]) != 2 || [4]byte(b[28:32]) != t4 ||
-					b[32] != 0x02 || b[33] != 0xf2 {
-					continue
-				}
-				i := int(b[35])<<16 | int(b[36])<<8 | int(b[37])
-				if i >= senders {
-					continue
-				}
-				mu.Lock()
-				if !sentAt[i].IsZero() {
-					answers = append(answers, now.Sub(sentAt[i]))
-					sentAt[i] = time.Time{}
-				}
-				mu.Unlock()
+		t4 := load.Target.As4()
+		answer := func(b []byte) (int, bool) {
+			if len(b) < 42 || binary.BigEndian.Uint16(b[20:]) != 2 || [4]byte(b[28:32]) != t4 || b[32] != 0x02 || b[33] != 0xf2 {
+				return 0, false
 			}
-		}()
-
+			return int(b[35])<<16 | int(b[36])<<8 | int(b[37]), true
+		}
 		bcast := net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 		dst := func(int) net.HardwareAddr { return bcast }
 		if load.To != nil {
@@ -127,50 +101,169 @@ func (c *Client) ARPBench(ctx context.Context, load ARPLoad) (ARPRun, error) {
 				copy(f[0:6], dst(i))
 			}
 		}
-		start := time.Now()
-		for time.Since(start) < d && ctx.Err() == nil && (load.Count == 0 || run.Sent < load.Count) {
-			// Pace by the clock, not by a ticker: a late tick sends its
-			// backlog at once.
-			due := int(time.Since(start).Seconds() * float64(rate))
-			if load.Count > 0 {
-				due = min(due, load.Count)
-			}
-			for run.Sent < due {
-				i := run.Sent % senders
-				mu.Lock()
-				sentAt[i] = time.Now()
-				mu.Unlock()
-				if _, err := conn.WriteTo(frames[i], &packet.Addr{HardwareAddr: dst(i)}); err != nil {
-					return fmt.Errorf("send ARP request: %w", err)
-				}
-				run.Sent++
-			}
-			time.Sleep(200 * time.Microsecond)
-		}
-		time.Sleep(100 * time.Millisecond) // the last answers
-		conn.Close()
-		<-readDone
-		run.Answered = len(answers)
-		run.Latencies = answers
-		slices.Sort(run.Latencies)
-		return nil
+		run, err = benchRun(ctx, conn, frames, dst, answer, load)
+		return err
 	})
 	return run, err
 }
 
-// benchConn opens a raw ARP socket for ARPBench. Not arp.Listen's: its
-// filter keeps out frames for another machine's MAC, and the answers to
-// the bench's made-up senders are just that.
-func benchConn(name string) (*packet.Conn, error) {
-	ifi, err := net.InterfaceByName(name)
+// NDPBench is ARPBench for IPv6: Neighbor Solicitations for load.Target
+// (to its solicited-node group, hop limit 255, each with its sender's
+// link-layer address), timed to the advertisement that answers each.
+// load.First is an IPv6 address; load.To is not used.
+func (c *Client) NDPBench(ctx context.Context, load ARPLoad) (ARPRun, error) {
+	var run ARPRun
+	err := inNS(c.NS, func() error {
+		conn, err := listenFrames(0x86dd)
+		if err != nil {
+			return err
+		}
+		frames := make([][]byte, load.Senders)
+		for i := range frames {
+			ip, mac := BenchSender(load.First, i)
+			frames[i] = solicitation(mac, ip, load.Target)
+		}
+		target := load.Target.As16()
+		// An advertisement (ICMPv6 type 136) of the target, to a sender.
+		answer := func(b []byte) (int, bool) {
+			if len(b) < 78 || b[0] != 0x02 || b[1] != 0xf2 || binary.BigEndian.Uint16(b[12:]) != 0x86dd ||
+				b[20] != 58 || b[54] != 136 || [16]byte(b[62:78]) != target {
+				return 0, false
+			}
+			return int(b[3])<<16 | int(b[4])<<8 | int(b[5]), true
+		}
+		group := net.HardwareAddr(frames[0][0:6])
+		run, err = benchRun(ctx, conn, frames, func(int) net.HardwareAddr { return group }, answer, load)
+		return err
+	})
+	return run, err
+}
+
+// listenFrames opens a packet socket on eth0 for one EtherType, without
+// arp.Listen's filter: the answers go to the made-up senders' MACs, which
+// the kernel marks as another host's.
+func listenFrames(etherType uint16) (packetConn, error) {
+	ifi, err := net.InterfaceByName("eth0")
 	if err != nil {
-		return nil, err
+		return packetConn{}, err
 	}
-	c, err := packet.Listen(ifi, packet.Raw, 0x0806, nil)
+	pc, err := packet.Listen(ifi, packet.Raw, int(etherType), nil)
 	if err != nil {
-		return nil, fmt.Errorf("open raw ARP socket: %w", err)
+		return packetConn{}, fmt.Errorf("open packet socket: %w", err)
 	}
-	return c, nil
+	return packetConn{pc}, nil
+}
+
+// packetConn is a packet socket as a benchConn.
+type packetConn struct{ c *packet.Conn }
+
+func (p packetConn) ReadFrame(b []byte) (int, error) {
+	n, _, err := p.c.ReadFrom(b)
+	return n, err
+}
+
+func (p packetConn) WriteFrame(b []byte, dst net.HardwareAddr) error {
+	_, err := p.c.WriteTo(b, &packet.Addr{HardwareAddr: dst})
+	return err
+}
+
+func (p packetConn) Close() error { return p.c.Close() }
+
+// solicitation is a Neighbor Solicitation for target from sender (at
+// senderMAC) to target's solicited-node group, in an Ethernet frame.
+func solicitation(senderMAC net.HardwareAddr, sender, target netip.Addr) []byte {
+	t := target.As16()
+	group := [16]byte{0: 0xff, 1: 0x02, 11: 0x01, 12: 0xff, 13: t[13], 14: t[14], 15: t[15]}
+	b := append([]byte{0x33, 0x33, 0xff, t[13], t[14], t[15]}, senderMAC...)
+	b = append(b, 0x86, 0xdd, 0x60, 0, 0, 0, 0, 32, 58, 255)
+	b = append(b, sender.AsSlice()...)
+	b = append(b, group[:]...)
+	b = append(b, 135, 0, 0, 0, 0, 0, 0, 0)
+	b = append(b, t[:]...)
+	b = append(append(b, 1, 1), senderMAC...)
+	// The checksum over the pseudo-header (RFC 8200 8.1) and the message.
+	var sum uint32
+	for i := 22; i < 54; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	sum += 32 + 58
+	for i := 54; i < 86; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	binary.BigEndian.PutUint16(b[56:], ^uint16(sum))
+	return b
+}
+
+// benchConn is a socket of whole Ethernet frames.
+type benchConn interface {
+	ReadFrame(b []byte) (int, error)
+	WriteFrame(b []byte, dst net.HardwareAddr) error
+	Close() error
+}
+
+// benchRun sends frames[i % len] at load's rate to dst(i) on conn, and
+// times the answers that answer picks out (it returns the sender's index),
+// until load ends; it closes conn.
+func benchRun(ctx context.Context, conn benchConn, frames [][]byte, dst func(int) net.HardwareAddr, answer func([]byte) (int, bool), load ARPLoad) (ARPRun, error) {
+	var run ARPRun
+	defer conn.Close()
+	var (
+		mu      sync.Mutex
+		sentAt  = make([]time.Time, len(frames)) // zero: nothing pending
+		answers []time.Duration
+	)
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		b := make([]byte, 1500)
+		for {
+			n, err := conn.ReadFrame(b)
+			now := time.Now()
+			if err != nil {
+				return
+			}
+			i, ok := answer(b[:n])
+			if !ok || i >= len(frames) {
+				continue
+			}
+			mu.Lock()
+			if !sentAt[i].IsZero() {
+				answers = append(answers, now.Sub(sentAt[i]))
+				sentAt[i] = time.Time{}
+			}
+			mu.Unlock()
+		}
+	}()
+	start := time.Now()
+	for time.Since(start) < load.For && ctx.Err() == nil && (load.Count == 0 || run.Sent < load.Count) {
+		// Pace by the clock, not by a ticker: a late tick sends its
+		// backlog at once.
+		due := int(time.Since(start).Seconds() * float64(load.Rate))
+		if load.Count > 0 {
+			due = min(due, load.Count)
+		}
+		for run.Sent < due {
+			i := run.Sent % len(frames)
+			mu.Lock()
+			sentAt[i] = time.Now()
+			mu.Unlock()
+			if err := conn.WriteFrame(frames[i], dst(i)); err != nil {
+				return run, fmt.Errorf("send a request: %w", err)
+			}
+			run.Sent++
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	time.Sleep(100 * time.Millisecond) // the last answers
+	conn.Close()
+	<-readDone
+	run.Answered = len(answers)
+	run.Latencies = answers
+	slices.Sort(run.Latencies)
+	return run, nil
 }
 
 // CPUTime returns the CPU time (user and system) the host's daemon used so
@@ -381,9 +474,10 @@ func MachineCPU() (KernelCPU, error) {
 }
 
 // FastPathRuns returns the run time and run count the kernel has counted
-// for every loaded ARP fast path program (one per serving interface, in
-// any namespace), while ebpf.EnableStats is in force.
-func FastPathRuns() (time.Duration, uint64, error) {
+// for every loaded fast path program of that name (fastpath.ProgramName or
+// NDPProgramName; one per serving interface, in any namespace), while
+// ebpf.EnableStats is in force.
+func FastPathRuns(name string) (time.Duration, uint64, error) {
 	var (
 		total time.Duration
 		runs  uint64
@@ -403,7 +497,7 @@ func FastPathRuns() (time.Duration, uint64, error) {
 			continue // gone meanwhile
 		}
 		info, err := p.Info()
-		if err == nil && info.Name == fastpath.ProgramName {
+		if err == nil && info.Name == name {
 			if st, err := p.Stats(); err == nil {
 				total += st.Runtime
 				runs += st.RunCount
