@@ -444,7 +444,7 @@ func (a accounting) explain(hosts int, secs float64) string {
   (compressed, encrypted, with TCP's headers and the acks of the states it
   received), carrying %.0f bytes of client table each before compression
   (%s): a backlog of changes larger than the 512 KiB a state carries at
-  most (maxChanges in daemon/table.go) fills every state, so this is the
+  most (maxChanges in arp/shared.go) fills every state, so this is the
   most a periodic push-pull sends whatever the table's size; memberlist's
   own part (its header and the members with their metadata, a few hundred
   bytes) is the rest. LZW shrinks the table %.1f×: the made-up clients'
