@@ -901,6 +901,11 @@ func settled(hosts []*Host) error {
 		}
 		statuses[i] = s
 		for _, v := range s.VIPs {
+			// A link still opening its socket is a moment from serving:
+			// wait for it (a link that is down or missing is not).
+			if strings.HasSuffix(v.Link, "not open yet") {
+				return fmt.Errorf("%s: %s is still opening (vip %s)", h.Name, v.Link, v.Name)
+			}
 			if v.Healthy && v.Link == "" && v.Answering && !s.Draining {
 				can[v.Name] = append(can[v.Name], h.Name)
 			}
