@@ -449,12 +449,36 @@ func TestProgramMovedSlots(t *testing.T) {
 	if err := p.SetTable(vip4, uniform(peer, false)); err != nil {
 		t.Fatal(err)
 	}
-	before, _ := p.Outcomes()
-	if ret, _ := run(t, p, with(tcp4, func(p *packet) { p.srcMAC = director }).frame()); ret != tcxNext {
-		t.Errorf("another host's slot from a director: program returned %d", ret)
-	}
-	if after, _ := p.Outcomes(); after["received"] != before["received"]+1 {
-		t.Errorf("another host's slot from a director: not counted received: %v", after)
+	// A director whose table changed before this host's: an open
+	// connection's segment goes on to the host this table names; a SYN, a
+	// socket here, or a segment from that host itself stays.
+	fromDirector := with(tcp4, func(p *packet) { p.srcMAC = director })
+	for _, tc := range []struct {
+		name    string
+		in      packet
+		flags   byte
+		want    int32
+		outcome string
+	}{
+		{"another host's slot from a director, no socket", fromDirector, flagACK, tcxRedirect, "handed"},
+		{"another host's slot from a director, a SYN", fromDirector, flagSYN, tcxNext, "received"},
+		{"another host's slot from a director, a socket here", with(local, func(p *packet) { p.srcMAC = director }), flagACK, tcxNext, "received"},
+		{"another host's slot from that host", with(tcp4, func(p *packet) { p.srcMAC = peer }), flagACK, tcxNext, "loop"},
+	} {
+		if err := p.SetTable(tc.in.dst, uniform(peer, false)); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.SetPeers([][6]byte{director, prev, peer}); err != nil {
+			t.Fatal(err)
+		}
+		before, _ := p.Outcomes()
+		ret, out := run(t, p, tc.in.frameWith(tc.flags, 63))
+		if ret != tc.want || (ret == tcxRedirect && [6]byte(out[0:6]) != peer) {
+			t.Errorf("%s: program returned %d to %x, want %d to %x", tc.name, ret, out[0:6], tc.want, peer)
+		}
+		if after, _ := p.Outcomes(); after[tc.outcome] != before[tc.outcome]+1 {
+			t.Errorf("%s: outcome %s not counted: %v", tc.name, tc.outcome, after)
+		}
 	}
 	// A slot that moved away: its connections here stay here while the
 	// router still sends to this host; the others go to the new host.

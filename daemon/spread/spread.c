@@ -354,6 +354,29 @@ static __always_inline int local(struct __sk_buff *skb, struct slot *s, struct f
 	return r;
 }
 
+// stale decides on a packet a host sent here for a slot this host's table
+// gives to another: the hosts' views differ for a moment (each makes its
+// table when gossip brings it the change). An open connection's TCP
+// segment that matches no socket here goes on to the host this table
+// names, which served the slot until the sender's table moved it, one hop
+// less; the rest the stack decides. Without this, the host whose table
+// changes last answers a moved connection's segments with a reset.
+static __always_inline int stale(struct __sk_buff *skb, struct slot *s, struct flow *f, const __u8 *src)
+{
+	if (!f->tuple_size || f->syn || !unicast(s->mac) || has_socket(skb, f)) {
+		count(OUTCOME_RECEIVED);
+		return TCX_NEXT_;
+	}
+	if (same_mac(src, s->mac) || f->ttl <= 1) {
+		count(OUTCOME_LOOP);
+		return TCX_NEXT_;
+	}
+	int r = send(skb, s->mac, f, 1);
+	if (r != TCX_NEXT_)
+		count(OUTCOME_HANDED);
+	return r;
+}
+
 SEC("tcx/ingress")
 int spread(struct __sk_buff *skb)
 {
@@ -418,12 +441,8 @@ int spread(struct __sk_buff *skb)
 		count(OUTCOME_LOCAL);
 		return TCX_NEXT_;
 	}
-	if (!from_router) {
-		// A host sent it here for a slot this host's table gives to
-		// another: the views differ for a moment. The stack decides.
-		count(OUTCOME_RECEIVED);
-		return TCX_NEXT_;
-	}
+	if (!from_router)
+		return stale(skb, s, &f, rk.mac);
 	if (!unicast(s->mac)) {
 		count(OUTCOME_BAD_MAC);
 		return TCX_NEXT_;

@@ -286,10 +286,10 @@ func (s *Spreader) routerMACs(sv Served, st *vipState) [][6]byte {
 			}
 		case peers[m]:
 			// A router at a host's MAC would bounce its own flows.
-			s.log.Warn("router has the MAC of a host of the cluster: not spread", "vip", sv.Name, "router", r, "mac", net.HardwareAddr(m[:]))
+			s.log.Warn("router has the MAC of a host of the cluster: not spread", "vip", sv.Name, "router", r, "mac", net.HardwareAddr(m[:]).String())
 		default:
 			if s.unseen[r] {
-				s.log.Info("router seen: spreading its traffic", "vip", sv.Name, "router", r, "mac", net.HardwareAddr(m[:]))
+				s.log.Info("router seen: spreading its traffic", "vip", sv.Name, "router", r, "mac", net.HardwareAddr(m[:]).String())
 				delete(s.unseen, r)
 			}
 			if !slices.Contains(macs, m) {
