@@ -562,7 +562,16 @@ func TestUnprivileged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(l.Close)
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, h := range l.Hosts {
+				if b, err := readTail(h.Log, 6000); err == nil {
+					t.Logf("--- %s log (tail, no debug):\n%s", h.Name, b)
+				}
+			}
+		}
+		l.Close()
+	})
 	startAll(t, l.Hosts)
 	for _, h := range l.Hosts {
 		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", h.PID()))
