@@ -377,6 +377,17 @@ static __always_inline int stale(struct __sk_buff *skb, struct slot *s, struct f
 	return r;
 }
 
+// pull makes the first want bytes linear; non-zero if the packet is
+// shorter or they cannot be.
+static __always_inline int pull(struct __sk_buff *skb, const __u32 want)
+{
+	if (skb->len < want)
+		return 1;
+	if ((void *)(long)skb->data + want <= (void *)(long)skb->data_end)
+		return 0;
+	return bpf_skb_pull_data(skb, want) != 0;
+}
+
 SEC("tcx/ingress")
 int spread(struct __sk_buff *skb)
 {
@@ -388,11 +399,15 @@ int spread(struct __sk_buff *skb)
 		return TCX_NEXT_;
 	if (skb->protocol != bpf_htons(ETH_P_IP) && skb->protocol != bpf_htons(ETH_P_IPV6))
 		return TCX_NEXT_;
-	__u32 want = skb->protocol == bpf_htons(ETH_P_IPV6) ? ETH_HLEN + sizeof(struct ipv6hdr) : HEADERS_LEN;
-	if (skb->len < want)
+	// Each family's length is a constant added to the packet pointer: the
+	// verifier refuses a register added to it without CAP_PERFMON, and the
+	// daemon runs with CAP_BPF only.
+	if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		if (pull(skb, ETH_HLEN + sizeof(struct ipv6hdr)))
+			return TCX_NEXT_;
+	} else if (pull(skb, HEADERS_LEN)) {
 		return TCX_NEXT_;
-	if ((void *)(long)skb->data + want > (void *)(long)skb->data_end && bpf_skb_pull_data(skb, want))
-		return TCX_NEXT_;
+	}
 
 	struct router_key rk = {};
 	if (destination(skb, rk.vip))

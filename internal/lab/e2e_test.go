@@ -558,7 +558,7 @@ func TestUnprivileged(t *testing.T) {
 		}
 		t.Skip("needs setpriv from util-linux")
 	}
-	l, err := New(Options{Hosts: 2, Clients: 8, Binary: build(t), User: 65534, Config: HostConfig{IPv6VIP: true}})
+	l, err := New(Options{Hosts: 2, Clients: 8, Binary: build(t), User: 65534, Config: HostConfig{IPv6VIP: true, Routers: []netip.Addr{netip.MustParseAddr("198.18.0.254")}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -593,6 +593,10 @@ func TestUnprivileged(t *testing.T) {
 	for _, h := range l.Hosts {
 		if s, err := h.Status(); err != nil || !s.Handover.Active || len(s.Handover.Interfaces) != 1 {
 			t.Errorf("%s: handover %+v (%v), want active on eth0", h.Name, s.Handover, err)
+		}
+		// So is the program that spreads routed clients' flows.
+		if s, err := h.Status(); err != nil || !s.Spread.Active || s.Spread.Error != "" {
+			t.Errorf("%s: spread %+v (%v), want active", h.Name, s.Spread, err)
 		}
 	}
 	// The ARP fast path loads and answers with these capabilities too:
