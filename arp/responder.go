@@ -261,29 +261,14 @@ func NewResponder(cfg ResponderConfig) *Responder {
 	}
 	r := &Responder{cfg: cfg, ready: make(chan struct{}), counts: map[netip.Addr]*counts{}, later: newLater()}
 	r.none.slot = -1 // frames about no VIP: never decided in the kernel
-	r.snap.Store(&snapshot{view: cfg.View, peers: peerMACs(cfg.View)})
+	r.snap.Store(&snapshot{view: cfg.View, peers: cfg.View.PeerMACs()})
 	r.SetVIPs(cfg.VIPs)
 	return r
 }
 
-func peerMACs(v *gossip.View) map[[6]byte]bool {
-	peers := map[[6]byte]bool{}
-	if v == nil {
-		return peers
-	}
-	for _, m := range v.Members {
-		for _, s := range m.Meta.MACs {
-			if mac, err := net.ParseMAC(s); err == nil && len(mac) == 6 {
-				peers[[6]byte(mac)] = true
-			}
-		}
-	}
-	return peers
-}
-
 // SetView gives the responder a new view of the cluster.
 func (r *Responder) SetView(v *gossip.View) {
-	peers := peerMACs(v)
+	peers := v.PeerMACs()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := *r.snap.Load()

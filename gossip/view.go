@@ -365,6 +365,23 @@ func (v *View) Eligible(vip netip.Addr) []Candidate {
 	return v.byVIP[vip]
 }
 
+// PeerMACs is every MAC the members gossip, this host's included: frames
+// from them are a cluster member's, not a client's.
+func (v *View) PeerMACs() map[[6]byte]bool {
+	out := map[[6]byte]bool{}
+	if v == nil {
+		return out
+	}
+	for _, m := range v.Members {
+		for _, s := range m.Meta.MACs {
+			if mac, err := net.ParseMAC(s); err == nil && len(mac) == 6 {
+				out[[6]byte(mac)] = true
+			}
+		}
+	}
+	return out
+}
+
 // Member returns the named member.
 func (v *View) Member(name string) (Member, bool) {
 	if v == nil {

@@ -246,7 +246,7 @@ func (s *Spreader) table(vip netip.Addr, hosts []Host, st *vipState) []Slot {
 // routers a director sent.
 func (s *Spreader) setPeers() {
 	var macs [][6]byte
-	for m := range peerMACs(s.last) {
+	for m := range s.last.PeerMACs() {
 		macs = append(macs, m)
 	}
 	slices.SortFunc(macs, func(a, b [6]byte) int { return slices.Compare(a[:], b[:]) })
@@ -274,7 +274,7 @@ func (s *Spreader) routerMACs(sv Served, st *vipState) [][6]byte {
 			st.known[r] = m
 		}
 	}
-	peers := peerMACs(s.last)
+	peers := s.last.PeerMACs()
 	var macs [][6]byte
 	for _, r := range sv.Routers {
 		m, ok := st.known[r]
@@ -342,22 +342,6 @@ func segmentMAC(v *gossip.View, name string) ([6]byte, bool) {
 		return [6]byte{}, false
 	}
 	return [6]byte(mac), true
-}
-
-// peerMACs is every MAC the members gossip.
-func peerMACs(v *gossip.View) map[[6]byte]bool {
-	out := map[[6]byte]bool{}
-	if v == nil {
-		return out
-	}
-	for _, m := range v.Members {
-		for _, s := range m.Meta.MACs {
-			if mac, err := net.ParseMAC(s); err == nil && len(mac) == 6 {
-				out[[6]byte(mac)] = true
-			}
-		}
-	}
-	return out
 }
 
 func unicast(m [6]byte) bool {
