@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -30,6 +31,33 @@ func freePort(t *testing.T) uint16 {
 	}
 	t.Fatal("no free port")
 	return 0
+}
+
+// heldPort returns a loopback port on which nothing answers, held for the
+// whole test: TCP is bound but does not listen (a dial is refused), UDP is
+// bound and never read. A port merely closed could be taken meanwhile by a
+// parallel test's node, which would then answer (or refuse) a join.
+func heldPort(t *testing.T) uint16 {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := sa.(*syscall.SockaddrInet4).Port
+	u, err := net.ListenPacket("udp4", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { u.Close() })
+	return uint16(port)
 }
 
 type memState struct {
@@ -104,7 +132,8 @@ func waitView(t *testing.T, n *node, what string, cond func(*View) bool) {
 	deadline := time.Now().Add(15 * time.Second)
 	for !cond(n.c.View()) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: never saw %s; members %+v", n.c.cfg.Name, what, n.c.View().Members)
+			v := n.c.View()
+			t.Fatalf("%s: never saw %s; join state %q, rejected %q, members %+v", n.c.cfg.Name, what, v.JoinState(), v.Rejected, v.Members)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

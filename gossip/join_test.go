@@ -66,7 +66,7 @@ func TestJoinStates(t *testing.T) {
 	key, otherKey := make([]byte, 32), make([]byte, 32)
 	otherKey[0] = 1
 	a, b := netip.AddrPortFrom(lo, freePort(t)), netip.AddrPortFrom(lo, freePort(t))
-	down := netip.AddrPortFrom(lo, freePort(t)) // nothing listens there
+	down := netip.AddrPortFrom(lo, heldPort(t)) // nothing answers there
 
 	lonely := startNode(t, "lonely", netip.AddrPortFrom(lo, freePort(t)), []netip.AddrPort{down}, key, "test")
 	na := startNode(t, "a", a, []netip.AddrPort{b}, key, "test")
