@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/arpshare/arpshare/internal/bpftest"
+	"github.com/arpshare/arpshare/internal/bpf/bpftest"
 )
 
 // TestListenFilter: the raw socket's filter lets through the ARP requests

@@ -8,7 +8,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/arpshare/arpshare/arp/fastpath"
+	"github.com/arpshare/arpshare/internal/bpf"
+	"github.com/arpshare/arpshare/internal/bpf/fastpath"
 )
 
 // The kernel fast path (docs/design.md, "The kernel fast path"): a tc
@@ -231,7 +232,7 @@ func (r *Responder) rewrite(k *kernel, known []Known) []Known {
 // learnSeen learns the clients the kernel decided on into the table, as
 // the reading goroutine would have.
 func (r *Responder) learnSeen(k *kernel) {
-	mono, now := fastpath.Monotonic(), time.Now()
+	mono, now := bpf.Monotonic(), time.Now()
 	err := k.prog.DrainSeen(func(c fastpath.Seen) {
 		mac := net.HardwareAddr(c.MAC[:])
 		if c.Direct != 0 {

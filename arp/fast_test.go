@@ -18,9 +18,10 @@ import (
 	"golang.org/x/net/ipv6"
 
 	"github.com/arpshare/arpshare/arp/arptest"
-	"github.com/arpshare/arpshare/arp/fastpath"
 	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/bpf"
+	"github.com/arpshare/arpshare/internal/bpf/fastpath"
 )
 
 // fakeProgram is a kernel fast path that records, in order, what the
@@ -353,7 +354,7 @@ func TestFastPathLearnsSeenClients(t *testing.T) {
 		table.Learn(vip, staying, clientMAC, hourAgo)
 		table.Learn(vip, leaving, clientMAC, hourAgo)
 	}
-	mono, now := fastpath.Monotonic(), time.Now()
+	mono, now := bpf.Monotonic(), time.Now()
 	f := &fakeProgram{seen: []fastpath.Seen{
 		{VIP: vip, Client: staying, MAC: [6]byte(clientMAC), Last: mono - 2*time.Second},                               // broadcast only
 		{VIP: vip, Client: leaving, MAC: [6]byte(clientMAC), Last: mono - 3*time.Second, Direct: mono - 7*time.Second}, // unicast, then broadcast

@@ -15,9 +15,9 @@ import (
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
 
-	"github.com/arpshare/arpshare/arp/fastpath"
 	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/bpf/fastpath"
 	"github.com/arpshare/arpshare/internal/clock"
 )
 

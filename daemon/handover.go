@@ -2,7 +2,7 @@ package daemon
 
 import (
 	"github.com/arpshare/arpshare/arp"
-	"github.com/arpshare/arpshare/daemon/handover"
+	"github.com/arpshare/arpshare/internal/bpf/handover"
 )
 
 // handoverSource tells the handover what this host serves and whom it knows.

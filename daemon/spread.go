@@ -5,8 +5,8 @@ import (
 	"time"
 
 	"github.com/arpshare/arpshare/arp"
-	"github.com/arpshare/arpshare/daemon/handover"
-	"github.com/arpshare/arpshare/daemon/spread"
+	"github.com/arpshare/arpshare/internal/bpf/handover"
+	"github.com/arpshare/arpshare/internal/bpf/spread"
 )
 
 // spreadSource tells the spreader which VIPs have routers and the MACs of

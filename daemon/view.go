@@ -5,9 +5,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/arpshare/arpshare/daemon/handover"
 	"github.com/arpshare/arpshare/daemon/repoint"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/bpf/handover"
 )
 
 // viewChanged is the path of a failover through the daemon. Gossip hands

@@ -14,7 +14,7 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
-	"github.com/arpshare/arpshare/arp/fastpath"
+	"github.com/arpshare/arpshare/internal/bpf/fastpath"
 	"github.com/arpshare/arpshare/internal/lab"
 )
 

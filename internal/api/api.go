@@ -18,10 +18,10 @@ import (
 	"time"
 
 	"github.com/arpshare/arpshare/arp/policy"
-	"github.com/arpshare/arpshare/daemon/handover"
 	"github.com/arpshare/arpshare/daemon/repoint"
-	"github.com/arpshare/arpshare/daemon/spread"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/bpf/handover"
+	"github.com/arpshare/arpshare/internal/bpf/spread"
 	"github.com/arpshare/arpshare/internal/config"
 )
 

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/arpshare/arpshare/arp/policy"
-	"github.com/arpshare/arpshare/daemon/spread"
 	"github.com/arpshare/arpshare/internal/api"
+	"github.com/arpshare/arpshare/internal/bpf/spread"
 )
 
 func printClients(w io.Writer, cs []api.ClientStatus) {

@@ -17,8 +17,8 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/arpshare/arpshare/arp/policy"
-	"github.com/arpshare/arpshare/daemon/handover"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/bpf/handover"
 )
 
 // Defaults, in one place. Each says where its number comes from.
@@ -138,7 +138,7 @@ type NodeConfig struct {
 	// sends at most.
 	ReassertRate int
 	// FastPath says whether ARP requests of known clients are answered in
-	// the kernel (package arp/fastpath).
+	// the kernel (package internal/bpf/fastpath).
 	FastPath FastPath
 }
 
@@ -180,7 +180,7 @@ type VIP struct {
 	Mode             policy.Mode
 	Check            *Check // nil: healthy while the daemon runs
 	// Routers whose traffic to the VIP is spread over the hosts by flow
-	// (package daemon/spread); in the VIP's family.
+	// (package internal/bpf/spread); in the VIP's family.
 	Routers []netip.Addr
 }
 

@@ -14,7 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/arpshare/arpshare/arp/policy"
-	"github.com/arpshare/arpshare/daemon/handover"
+	"github.com/arpshare/arpshare/internal/bpf/handover"
 )
 
 func writeKey(t *testing.T, dir string, n int) string {

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/arpshare/arpshare/arp/policy"
-	"github.com/arpshare/arpshare/daemon/handover"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/bpf/handover"
 )
 
 const (

@@ -12,6 +12,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
+
+	"github.com/arpshare/arpshare/internal/bpf"
 )
 
 // Decision is the daemon's answer to one client of one VIP.
@@ -26,7 +28,7 @@ type Decision struct {
 type Seen struct {
 	VIP, Client netip.Addr
 	MAC         [6]byte
-	Last        time.Duration // on the monotonic clock (Monotonic)
+	Last        time.Duration // on the programs' clock (bpf.Monotonic)
 	Direct      time.Duration // the last unicast request; 0: none
 }
 
@@ -55,30 +57,24 @@ func Load(clients int) (*Program, error) { return load(clients, false) }
 func LoadNDP(clients int) (*Program, error) { return load(clients, true) }
 
 func load(clients int, ndp bool) (*Program, error) {
-	spec, err := loadFastpathBPF()
-	if err != nil {
-		return nil, fmt.Errorf("load arp fast path: %w", err)
-	}
 	used, unused := []string{"decisions", "seen"}, []string{"decisions6", "seen6"}
 	if ndp {
 		used, unused = unused, used
 	}
-	if clients > 0 {
-		// The kernel allocates the hash buckets up front, 16 bytes an
-		// entry: capped at 8 MB. Clients beyond go to user space.
-		spec.Maps[used[0]].MaxEntries = uint32(min(clients, maxDecisions))
-	}
-	// The other protocol's maps stay empty: no buckets for them.
-	for _, m := range unused {
-		spec.Maps[m].MaxEntries = 1
-	}
 	p := &Program{ndp: ndp}
-	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("load arp fast path: %w (verifier: %+v)", err, ve)
+	err := bpf.Load(p.proto()+" fast path", loadFastpathBPF, func(spec *ebpf.CollectionSpec) {
+		if clients > 0 {
+			// The kernel allocates the hash buckets up front, 16 bytes an
+			// entry: capped at 8 MB. Clients beyond go to user space.
+			spec.Maps[used[0]].MaxEntries = uint32(min(clients, maxDecisions))
 		}
-		return nil, fmt.Errorf("load arp fast path: %w", err)
+		// The other protocol's maps stay empty: no buckets for them.
+		for _, m := range unused {
+			spec.Maps[m].MaxEntries = 1
+		}
+	}, &p.objs)
+	if err != nil {
+		return nil, err
 	}
 	return p, nil
 }
@@ -101,9 +97,9 @@ func (p *Program) Attach(ifindex int, mac [6]byte) error {
 	if p.ndp {
 		prog = p.objs.NdpFastpath
 	}
-	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: ebpf.AttachTCXIngress})
+	l, err := bpf.AttachIngress(p.proto()+" fast path", ifindex, prog, false)
 	if err != nil {
-		return fmt.Errorf("attach %s fast path to tcx ingress: %w", p.proto(), err)
+		return err
 	}
 	p.link, p.ifindex = l, ifindex
 	return nil
@@ -345,53 +341,24 @@ func (p *Program) Wakes(ctx context.Context) (<-chan struct{}, error) {
 // Counts returns the frames the program decided for the VIP in slot:
 // answered, and left to another host.
 func (p *Program) Counts(slot uint8) (answered, notOwner uint64, err error) {
-	sum := func(i uint32) (uint64, error) {
-		var perCPU []uint64
-		if err := p.objs.Counts.Lookup(i, &perCPU); err != nil {
-			return 0, fmt.Errorf("arp fast path: counts: %w", err)
-		}
-		var s uint64
-		for _, n := range perCPU {
-			s += n
-		}
-		return s, nil
+	if answered, err = bpf.Count(p.objs.Counts, 2*uint32(slot)); err == nil {
+		notOwner, err = bpf.Count(p.objs.Counts, 2*uint32(slot)+1)
 	}
-	if answered, err = sum(2 * uint32(slot)); err != nil {
-		return 0, 0, err
+	if err != nil {
+		return 0, 0, fmt.Errorf("%s fast path: counts: %w", p.proto(), err)
 	}
-	notOwner, err = sum(2*uint32(slot) + 1)
-	return answered, notOwner, err
+	return answered, notOwner, nil
 }
 
-// Punts returns how many ARP requests the program passed on to user space,
+// Punts returns how many requests the program passed on to user space,
 // by reason.
 func (p *Program) Punts() (map[string]uint64, error) {
-	out := map[string]uint64{}
-	for i, name := range puntNames {
-		var perCPU []uint64
-		if err := p.objs.Punts.Lookup(uint32(i), &perCPU); err != nil {
-			return nil, fmt.Errorf("arp fast path: punts: %w", err)
-		}
-		var s uint64
-		for _, n := range perCPU {
-			s += n
-		}
-		out[name] = s
-	}
-	return out, nil
+	return bpf.Counters(p.proto()+" fast path: punts", p.objs.Punts, puntNames)
 }
 
 // Close detaches the program and unloads it.
 func (p *Program) Close() error {
 	return errors.Join(p.Detach(), p.objs.Close())
-}
-
-// Monotonic returns the time on the clock the program reads
-// (CLOCK_MONOTONIC, bpf_ktime_get_ns).
-func Monotonic() time.Duration {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return time.Duration(ts.Nano())
 }
 
 // ProgramName and NDPProgramName are the programs' names in the kernel,

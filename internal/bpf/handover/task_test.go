@@ -16,7 +16,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/arpshare/arpshare/gossip"
-	"github.com/arpshare/arpshare/internal/bpftest"
+	"github.com/arpshare/arpshare/internal/bpf/bpftest"
 )
 
 // fakeProgram is a loaded program that attaches nowhere for real.

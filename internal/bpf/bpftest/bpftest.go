@@ -1,5 +1,5 @@
 // Package bpftest holds what the tests of arpshare's eBPF programs
-// (daemon/handover, arp/fastpath) share.
+// (internal/bpf/fastpath, handover and spread) share.
 package bpftest
 
 import (

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/arpshare/arpshare/internal/bpf"
 )
 
 // TestWaitConnections: an open connection to a VIP is counted (the
@@ -36,7 +38,7 @@ func TestWaitConnections(t *testing.T) {
 		t.Fatalf("Connections = %d, %v; want the one accepted", n, err)
 	}
 	var logs bytes.Buffer
-	h := NewWithMap(DefaultConfig(), "a", &source{}, slog.New(slog.NewTextHandler(&logs, nil)), &fakeMap{entries: map[Key]Entry{}, usage: map[Key]Usage{}}, monotonic)
+	h := NewWithMap(DefaultConfig(), "a", &source{}, slog.New(slog.NewTextHandler(&logs, nil)), &fakeMap{entries: map[Key]Entry{}, usage: map[Key]Usage{}}, bpf.Monotonic)
 	h.WaitConnections(context.Background(), []netip.Addr{vip}, 200*time.Millisecond)
 	for _, want := range []string{"waiting for open connections to end\" connections=1", "stop_wait is over\" connections=1"} {
 		if !strings.Contains(logs.String(), want) {
@@ -57,7 +59,7 @@ func TestWaitConnections(t *testing.T) {
 // TestRun: the sweeping task stops with its context.
 func TestRun(t *testing.T) {
 	t.Parallel()
-	h := NewWithMap(DefaultConfig(), "a", &source{}, slog.New(slog.NewTextHandler(io.Discard, nil)), &fakeMap{entries: map[Key]Entry{}, usage: map[Key]Usage{}}, monotonic)
+	h := NewWithMap(DefaultConfig(), "a", &source{}, slog.New(slog.NewTextHandler(io.Discard, nil)), &fakeMap{entries: map[Key]Entry{}, usage: map[Key]Usage{}}, bpf.Monotonic)
 	if h.String() != "handover" {
 		t.Errorf("String = %q", h.String())
 	}

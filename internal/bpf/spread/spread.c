@@ -143,7 +143,7 @@ static __always_inline int same_mac(const __u8 *a, const __u8 *b)
 
 // The flow hash: MurmurHash3's 32-bit block and finalizer over words in
 // host order, so that every host, whatever its byte order, puts a flow in
-// the same slot. daemon/spread's FlowHash is the same function in Go.
+// the same slot. FlowHash in spread.go is the same function in Go.
 static __always_inline __u32 mix(__u32 h, __u32 w)
 {
 	w *= 0xcc9e2d51;

@@ -11,7 +11,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
 
-	"github.com/arpshare/arpshare/internal/bpftest"
+	"github.com/arpshare/arpshare/internal/bpf"
+	"github.com/arpshare/arpshare/internal/bpf/bpftest"
 )
 
 const (
@@ -137,11 +138,11 @@ func TestProgram(t *testing.T) {
 		Key
 		client netip.Addr
 	}{{Key{vip4.Addr(), moved}, cli4.Addr()}, {Key{vip6.Addr(), moved}, cli6.Addr()}, {Key{server.Addr(), moved}, netip.Addr{}}} {
-		if err := p.Put(k.Key, Entry{Client: k.client, Prev: prev, Own: own, Deadline: monotonic() + time.Minute}); err != nil {
+		if err := p.Put(k.Key, Entry{Client: k.client, Prev: prev, Own: own, Deadline: bpf.Monotonic() + time.Minute}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := p.Put(Key{vip4.Addr(), expired}, Entry{Prev: prev, Own: own, Deadline: monotonic() - time.Second}); err != nil {
+	if err := p.Put(Key{vip4.Addr(), expired}, Entry{Prev: prev, Own: own, Deadline: bpf.Monotonic() - time.Second}); err != nil {
 		t.Fatal(err)
 	}
 	// Entries no daemon writes (it refuses such MACs from gossip): the
@@ -150,7 +151,7 @@ func TestProgram(t *testing.T) {
 	badClient := map[string][6]byte{}
 	for i, name := range []string{"broadcast", "multicast", "zero", "own multicast"} {
 		badClient[name] = [6]byte{0x02, 0, 0, 0, 1, byte(i)}
-		e := Entry{Prev: badPrev[name], Own: own, Deadline: monotonic() + time.Minute}
+		e := Entry{Prev: badPrev[name], Own: own, Deadline: bpf.Monotonic() + time.Minute}
 		if name == "own multicast" {
 			e.Prev, e.Own = prev, multicast
 		}
@@ -244,7 +245,7 @@ func TestProgramReceived(t *testing.T) {
 	vip, vip6 := netip.MustParseAddrPort("198.18.0.200:80"), netip.MustParseAddrPort("[fd00::200]:80")
 	cli, cli6 := netip.MustParseAddrPort("198.18.0.101:40000"), netip.MustParseAddrPort("[fd00::101]:40000")
 	for _, e := range []struct{ vip, cli netip.AddrPort }{{vip, cli}, {vip6, cli6}} {
-		if err := p.Put(Key{e.vip.Addr(), moved}, Entry{Client: e.cli.Addr(), Prev: prev, Own: own, Deadline: monotonic() + time.Hour}); err != nil {
+		if err := p.Put(Key{e.vip.Addr(), moved}, Entry{Client: e.cli.Addr(), Prev: prev, Own: own, Deadline: bpf.Monotonic() + time.Hour}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -307,7 +308,7 @@ func BenchmarkProgram(b *testing.B) {
 	moved := [6]byte{0x02, 0, 0, 0, 0, 0x01}
 	vip := netip.MustParseAddrPort("198.18.0.200:80")
 	cli := netip.MustParseAddrPort("198.18.0.101:40000")
-	if err := p.Put(Key{vip.Addr(), moved}, Entry{Client: cli.Addr(), Prev: [6]byte{2, 0, 0, 0, 0, 0xaa}, Own: [6]byte{2, 0, 0, 0, 0, 0xbb}, Deadline: monotonic() + time.Hour}); err != nil {
+	if err := p.Put(Key{vip.Addr(), moved}, Entry{Client: cli.Addr(), Prev: [6]byte{2, 0, 0, 0, 0, 0xaa}, Own: [6]byte{2, 0, 0, 0, 0, 0xbb}, Deadline: bpf.Monotonic() + time.Hour}); err != nil {
 		b.Fatal(err)
 	}
 	for _, bc := range []struct {

@@ -11,9 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/bpf"
 )
 
 const sweepEvery = time.Second
@@ -97,7 +96,7 @@ type Spreader struct {
 // the open connections of the flows that move here go on to the host that
 // served them.
 func New(self string, grace time.Duration, src Source, log *slog.Logger) *Spreader {
-	return &Spreader{self: self, log: log, src: src, load: loadProgram, grace: grace, now: monotonic, wake: make(chan struct{}, 1),
+	return &Spreader{self: self, log: log, src: src, load: loadProgram, grace: grace, now: bpf.Monotonic, wake: make(chan struct{}, 1),
 		attachErr: map[string]error{}, ifaces: map[string]int{}, vips: map[netip.Addr]*vipState{}, unseen: map[netip.Addr]bool{}}
 }
 
@@ -258,12 +257,6 @@ func (s *Spreader) setPeers() {
 		return
 	}
 	s.peers = macs
-}
-
-func monotonic() time.Duration {
-	var ts unix.Timespec
-	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return time.Duration(ts.Nano())
 }
 
 // routerMACs returns the MACs of sv's routers, as the client table last

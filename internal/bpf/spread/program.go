@@ -9,6 +9,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+
+	"github.com/arpshare/arpshare/internal/bpf"
 )
 
 // Slots is how many slots one VIP's table has (SLOTS in spread.c).
@@ -51,18 +53,12 @@ type Program struct {
 // tcx (Linux 6.6).
 func LoadProgram(vips int) (*Program, error) {
 	vips = min(max(vips, 1), MaxVIPs)
-	spec, err := loadSpreadBPF()
-	if err != nil {
-		return nil, fmt.Errorf("load spread program: %w", err)
-	}
-	spec.Maps["slots"].MaxEntries = uint32(2 * vips * Slots)
 	p := &Program{links: map[int]link.Link{}, index: map[netip.Addr]uint32{}, half: map[netip.Addr]uint32{}, vips: vips}
-	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("load spread program: %w (verifier: %+v)", err, ve)
-		}
-		return nil, fmt.Errorf("load spread program: %w", err)
+	err := bpf.Load("spread program", loadSpreadBPF, func(spec *ebpf.CollectionSpec) {
+		spec.Maps["slots"].MaxEntries = uint32(2 * vips * Slots)
+	}, &p.objs)
+	if err != nil {
+		return nil, err
 	}
 	return p, nil
 }
@@ -74,11 +70,9 @@ func (p *Program) Attach(ifindex int) error {
 	if _, ok := p.links[ifindex]; ok {
 		return nil
 	}
-	l, err := link.AttachTCX(link.TCXOptions{
-		Interface: ifindex, Program: p.objs.Spread, Attach: ebpf.AttachTCXIngress, Anchor: link.Head(),
-	})
+	l, err := bpf.AttachIngress("spread program", ifindex, p.objs.Spread, true)
 	if err != nil {
-		return fmt.Errorf("attach spread program to tcx ingress: %w", err)
+		return err
 	}
 	p.links[ifindex] = l
 	return nil
@@ -253,17 +247,5 @@ func (p *Program) RemoveVIP(vip netip.Addr) error {
 
 // Outcomes returns the program's counters by outcome, summed over CPUs.
 func (p *Program) Outcomes() (map[string]uint64, error) {
-	out := map[string]uint64{}
-	for i, name := range outcomeNames {
-		var perCPU []uint64
-		if err := p.objs.Outcomes.Lookup(uint32(i), &perCPU); err != nil {
-			return nil, fmt.Errorf("spread outcomes: %w", err)
-		}
-		var sum uint64
-		for _, n := range perCPU {
-			sum += n
-		}
-		out[name] = sum
-	}
-	return out, nil
+	return bpf.Counters("spread outcomes", p.objs.Outcomes, outcomeNames)
 }

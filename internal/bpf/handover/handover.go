@@ -10,11 +10,11 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/bpf"
 )
 
 // Defaults, each with where its number comes from.
@@ -115,7 +115,7 @@ type Handover struct {
 // New returns a Handover for host self, with room for as many moved
 // clients as the client table holds; Open loads the kernel program.
 func New(cfg Config, self string, maxClients int, src Source, log *slog.Logger) *Handover {
-	h := newHandover(cfg, self, src, log, monotonic)
+	h := newHandover(cfg, self, src, log, bpf.Monotonic)
 	h.capacity = maxClients
 	h.watch = kernelLinks
 	return h
@@ -173,12 +173,6 @@ func newHandover(cfg Config, self string, src Source, log *slog.Logger, now func
 	return &Handover{cfg: cfg, self: self, src: src, log: log, now: now, load: loadProgram,
 		attachErr: map[string]error{}, ifaces: map[string]int{}, moved: map[Key]*moved{}, ended: map[string]uint64{},
 		primed: map[netip.Addr]bool{}, poke: make(chan struct{}, 1), every: sweepEvery}
-}
-
-func monotonic() time.Duration {
-	var ts unix.Timespec
-	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return time.Duration(ts.Nano())
 }
 
 func (h *Handover) String() string { return "handover" }

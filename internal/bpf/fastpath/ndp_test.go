@@ -13,7 +13,8 @@ import (
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv6"
 
-	"github.com/arpshare/arpshare/internal/bpftest"
+	"github.com/arpshare/arpshare/internal/bpf"
+	"github.com/arpshare/arpshare/internal/bpf/bpftest"
 )
 
 // ndpFrame is an ICMPv6 NDP message (m, checksummed by x/net/icmp unless
@@ -208,7 +209,7 @@ func TestNDPProgram(t *testing.T) {
 	if err := p.DrainSeen(func(s Seen) { got = append(got, s) }); err != nil {
 		t.Fatal(err)
 	}
-	now := Monotonic()
+	now := bpf.Monotonic()
 	want := map[netip.Addr]bool{ipMine: true, ipTheirs: false} // client: a request to the VIP itself
 	if len(got) != len(want) {
 		t.Errorf("reported %+v, want %v", got, want)

@@ -8,7 +8,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/arpshare/arpshare/internal/bpftest"
+	"github.com/arpshare/arpshare/internal/bpf/bpftest"
 )
 
 // TestWakes: once armed, the program's first report wakes the reader, and

@@ -10,7 +10,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/arpshare/arpshare/internal/bpftest"
+	"github.com/arpshare/arpshare/internal/bpf"
+	"github.com/arpshare/arpshare/internal/bpf/bpftest"
 )
 
 const (
@@ -179,7 +180,7 @@ func TestProgram(t *testing.T) {
 	if err := p.DrainSeen(func(s Seen) { got = append(got, s) }); err != nil {
 		t.Fatal(err)
 	}
-	now := Monotonic()
+	now := bpf.Monotonic()
 	check := func(vip, client netip.Addr, mac [6]byte, direct bool) {
 		t.Helper()
 		for _, s := range got {

@@ -9,6 +9,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+
+	"github.com/arpshare/arpshare/internal/bpf"
 )
 
 // Outcomes of a TCP segment from a moved client, as the kernel program
@@ -57,21 +59,15 @@ var _ Map = (*Program)(nil)
 // CAP_NET_ADMIN (or root) and a kernel with tcx (Linux 6.6).
 func LoadProgram(clients int) (*Program, error) {
 	p := &Program{links: map[int]link.Link{}}
-	spec, err := loadHandoverBPF()
-	if err != nil {
-		return nil, fmt.Errorf("load handover program: %w", err)
-	}
-	if clients > 0 {
-		// By MAC and by IP. The kernel allocates the hash buckets up
-		// front, 16 bytes per entry: capped at 8 MB.
-		spec.Maps["moved"].MaxEntries = uint32(2 * min(clients, maxMoved))
-	}
-	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("load handover program: %w (verifier: %+v)", err, ve)
+	err := bpf.Load("handover program", loadHandoverBPF, func(spec *ebpf.CollectionSpec) {
+		if clients > 0 {
+			// By MAC and by IP. The kernel allocates the hash buckets up
+			// front, 16 bytes per entry: capped at 8 MB.
+			spec.Maps["moved"].MaxEntries = uint32(2 * min(clients, maxMoved))
 		}
-		return nil, fmt.Errorf("load handover program: %w", err)
+	}, &p.objs)
+	if err != nil {
+		return nil, err
 	}
 	return p, nil
 }
@@ -83,11 +79,9 @@ func (p *Program) Attach(ifindex int) error {
 	if _, ok := p.links[ifindex]; ok {
 		return nil
 	}
-	l, err := link.AttachTCX(link.TCXOptions{
-		Interface: ifindex, Program: p.objs.Handover, Attach: ebpf.AttachTCXIngress,
-	})
+	l, err := bpf.AttachIngress("handover program", ifindex, p.objs.Handover, false)
 	if err != nil {
-		return fmt.Errorf("attach handover program to tcx ingress: %w", err)
+		return err
 	}
 	p.links[ifindex] = l
 	return nil
@@ -181,17 +175,5 @@ func (p *Program) Usage(k Key, e Entry) (Usage, error) {
 
 // Outcomes returns the program's counters by outcome, summed over CPUs.
 func (p *Program) Outcomes() (map[string]uint64, error) {
-	out := map[string]uint64{}
-	for i, name := range outcomeNames {
-		var perCPU []uint64
-		if err := p.objs.Outcomes.Lookup(uint32(i), &perCPU); err != nil {
-			return nil, fmt.Errorf("handover outcomes: %w", err)
-		}
-		var sum uint64
-		for _, n := range perCPU {
-			sum += n
-		}
-		out[name] = sum
-	}
-	return out, nil
+	return bpf.Counters("handover outcomes", p.objs.Outcomes, outcomeNames)
 }

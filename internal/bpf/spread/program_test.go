@@ -12,7 +12,8 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
-	"github.com/arpshare/arpshare/internal/bpftest"
+	"github.com/arpshare/arpshare/internal/bpf"
+	"github.com/arpshare/arpshare/internal/bpf/bpftest"
 )
 
 const (
@@ -379,7 +380,7 @@ func TestProgramMovedSlots(t *testing.T) {
 	director := [6]byte{0x02, 0, 0, 0, 0, 0xdd}
 	moved := uniform(peer, true)
 	for i := range moved {
-		moved[i].Prev, moved[i].Deadline = prev, monotonic()+time.Minute
+		moved[i].Prev, moved[i].Deadline = prev, bpf.Monotonic()+time.Minute
 	}
 	for _, vip := range []netip.Addr{vip4, vip6, server.Addr()} {
 		if err := p.SetTable(vip, moved); err != nil {
@@ -438,7 +439,7 @@ func TestProgramMovedSlots(t *testing.T) {
 	}
 	// Past its deadline, or a slot of another host a director sent.
 	for i := range moved {
-		moved[i].Deadline = monotonic() - time.Second
+		moved[i].Deadline = bpf.Monotonic() - time.Second
 	}
 	if err := p.SetTable(vip4, moved); err != nil {
 		t.Fatal(err)
@@ -484,7 +485,7 @@ func TestProgramMovedSlots(t *testing.T) {
 	// router still sends to this host; the others go to the new host.
 	away := uniform(peer, false)
 	for i := range away {
-		away[i].WasLocal, away[i].Deadline = true, monotonic()+time.Minute
+		away[i].WasLocal, away[i].Deadline = true, bpf.Monotonic()+time.Minute
 	}
 	if err := p.SetTable(server.Addr(), away); err != nil {
 		t.Fatal(err)
