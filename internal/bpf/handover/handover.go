@@ -49,6 +49,16 @@ func DefaultConfig() Config {
 	return Config{Enabled: true, Grace: DefaultGrace, Idle: DefaultIdle, StopWait: DefaultStopWait}
 }
 
+// FlowGrace is how long the flows that move to this host in a planned
+// move hand their open connections to the host that served them: Grace,
+// or nothing when the handover is off.
+func (c Config) FlowGrace() time.Duration {
+	if !c.Enabled {
+		return 0
+	}
+	return c.Grace
+}
+
 // Served is a VIP this host serves, as the handover needs it.
 type Served struct {
 	VIP       netip.Addr

@@ -361,3 +361,18 @@ func BenchmarkUpdate100k(b *testing.B) {
 		h.Update(v)
 	}
 }
+
+// TestFlowGrace: the spread's flows are handed over for the grace, and
+// not at all with the handover off.
+func TestFlowGrace(t *testing.T) {
+	t.Parallel()
+	on := Config{Enabled: true, Grace: 3 * time.Minute}
+	if got := on.FlowGrace(); got != 3*time.Minute {
+		t.Errorf("enabled: FlowGrace = %v, want 3m", got)
+	}
+	off := on
+	off.Enabled = false
+	if got := off.FlowGrace(); got != 0 {
+		t.Errorf("disabled: FlowGrace = %v, want 0", got)
+	}
+}
