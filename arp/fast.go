@@ -26,7 +26,7 @@ import (
 // kernelDecides reports whether the kernel may decide for the VIP's
 // clients: when one host answers each client (hash, single), at once. A
 // policy where every host answers (race) waits a random time first.
-func (v VIP) kernelDecides() bool { return v.Policy.Exclusive() && v.Policy.Delay() == 0 }
+func (v SharedVIP) kernelDecides() bool { return v.Policy.Exclusive() && v.Policy.Delay() == 0 }
 
 // fastProgram is what the responder asks of the kernel fast path: a
 // *fastpath.Program, or a test's fake (ResponderConfig.program).

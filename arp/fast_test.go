@@ -112,7 +112,7 @@ var (
 	raceAway = netip.MustParseAddr("198.18.0.203")
 	// fastVIPs: three VIPs the kernel never decides for, and a hash VIP
 	// it does (with counters in slot 3).
-	fastVIPs = []VIP{{raceVIP, policy.Of(policy.Race)}, {raceAway, policy.Of(policy.Race)}, {vip6, hashPolicy}, {vip, hashPolicy}}
+	fastVIPs = []SharedVIP{{raceVIP, policy.Of(policy.Race)}, {raceAway, policy.Of(policy.Race)}, {vip6, hashPolicy}, {vip, hashPolicy}}
 )
 
 // member is a host serving the VIPs above but raceAway, at its own MAC.
@@ -206,7 +206,7 @@ func TestFastPathRewritesOnChange(t *testing.T) {
 		want   []string // after the pause
 	}{
 		{"VIP removed", func(r *Responder) { r.SetVIPs(nil) }, []string{replace(), "serving true"}},
-		{"VIP now races", func(r *Responder) { r.SetVIPs([]VIP{{vip, policy.Of(policy.Race)}}) }, []string{replace(), "serving true"}},
+		{"VIP now races", func(r *Responder) { r.SetVIPs([]SharedVIP{{vip, policy.Of(policy.Race)}}) }, []string{replace(), "serving true"}},
 		{"quorum lost", func(r *Responder) { r.SetView(noQuorum) }, []string{replace()}},
 		{"peer died: its client moves here", func(r *Responder) { r.SetView(peerDead) },
 			[]string{replace(decision(staying, true), decision(leaving, true), decision(peers, true)), "serving true"}},
@@ -221,7 +221,7 @@ func TestFastPathRewritesOnChange(t *testing.T) {
 			// sender, and a VIP.
 			protect(table, vip, staying, leaving, peers, netip.IPv4Unspecified(), vip)
 			f := &fakeProgram{}
-			r, _, stop := runFast(t, ResponderConfig{VIPs: []VIP{{vip, hashPolicy}}, Table: table, View: twoHosts, program: f})
+			r, _, stop := runFast(t, ResponderConfig{VIPs: []SharedVIP{{vip, hashPolicy}}, Table: table, View: twoHosts, program: f})
 			waitCalls(t, f, len(start))
 			tt.change(r)
 			waitCalls(t, f, len(start)+1+len(tt.want))
@@ -305,7 +305,7 @@ func TestFastPathNDP(t *testing.T) {
 	f := &fakeProgram{}
 	conn := arptest.NewNDPConn()
 	r := NewResponder(ResponderConfig{
-		Interface: "lo", IPv6: true, VIPs: []VIP{{vip6, hashPolicy}}, Table: table, View: twoHosts, Logger: quietLogger(),
+		Interface: "lo", IPv6: true, VIPs: []SharedVIP{{vip6, hashPolicy}}, Table: table, View: twoHosts, Logger: quietLogger(),
 		ListenNDP: func(string) (NDPConn, net.HardwareAddr, error) { return conn, myMAC, nil },
 		FastPath:  true, program: f,
 	})
@@ -360,7 +360,7 @@ func TestFastPathLearnsSeenClients(t *testing.T) {
 		{VIP: vip, Client: leaving, MAC: [6]byte(clientMAC), Last: mono - 3*time.Second, Direct: mono - 7*time.Second}, // unicast, then broadcast
 		{VIP: vip, Client: peers, MAC: [6]byte(clientMAC), Last: mono - 5*time.Second, Direct: mono - 5*time.Second},   // new, unicast
 	}}
-	_, _, stop := runFast(t, ResponderConfig{VIPs: []VIP{{vip, hashPolicy}}, Table: table, View: twoHosts, program: f})
+	_, _, stop := runFast(t, ResponderConfig{VIPs: []SharedVIP{{vip, hashPolicy}}, Table: table, View: twoHosts, program: f})
 	waitFor(t, "the last seen client learned", func() bool { _, ok := table.Get(vip, peers); return ok })
 	stop()
 
@@ -390,7 +390,7 @@ func TestFastPathLearnsSeenClients(t *testing.T) {
 func TestFastPathCounts(t *testing.T) {
 	t.Parallel()
 	f := &fakeProgram{counts: map[uint8][2]uint64{0: {7, 3}, 1: {0, 4}}}
-	r, conn, stop := runFast(t, ResponderConfig{VIPs: []VIP{{vip, hashPolicy}, {vip2, hashPolicy}}, Table: NewClientTable(10, time.Hour), View: twoHosts, program: f})
+	r, conn, stop := runFast(t, ResponderConfig{VIPs: []SharedVIP{{vip, hashPolicy}, {vip2, hashPolicy}}, Table: NewClientTable(10, time.Hour), View: twoHosts, program: f})
 	conn.In <- request(t, arp.OperationRequest, clientMAC, staying, vip)
 	waitFor(t, "the request counted", func() bool { return r.Stats().Frames[Key{vip, Answered}] == 8 })
 	want := Stats{
@@ -416,7 +416,7 @@ func TestFastPathCounts(t *testing.T) {
 func TestFlushDropsStaleDecisions(t *testing.T) {
 	t.Parallel()
 	table := NewClientTable(10, time.Hour)
-	r := NewResponder(ResponderConfig{Interface: "eth0", VIPs: []VIP{{vip, hashPolicy}}, Table: table, View: twoHosts, Logger: quietLogger()})
+	r := NewResponder(ResponderConfig{Interface: "eth0", VIPs: []SharedVIP{{vip, hashPolicy}}, Table: table, View: twoHosts, Logger: quietLogger()})
 	f := &fakeProgram{}
 	r.kern.Store(&kernel{prog: f, dirty: make(chan struct{}, 1)})
 	l := &arpLink{conn: arptest.NewConn(), mac: myMAC, reply: make([]byte, arpFrameLen)}

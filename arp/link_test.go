@@ -164,7 +164,7 @@ func TestNDPResponderRun(t *testing.T) {
 	solicit(mine6)
 	waitFor(t, "the last solicitation counted", func() bool { return r.Stats().Frames[Key{vip6, NotOwner}] == 2 })
 	other := netip.MustParseAddr("fd00::3:300")
-	r.SetVIPs([]VIP{{other, hashPolicy}})
+	r.SetVIPs([]SharedVIP{{other, hashPolicy}})
 
 	joined, left, sent := conn.State()
 	if len(sent) != 2 || sent[0].Dst != mine6 || !sent[0].M.(*ndp.NeighborAdvertisement).Solicited ||

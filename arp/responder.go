@@ -43,8 +43,9 @@ const (
 	Malformed   Outcome = "malformed" // not a well-formed ARP packet or NDP message
 )
 
-// VIP is a VIP a responder serves, and how its clients are shared.
-type VIP struct {
+// SharedVIP is a VIP a responder answers for, and the policy that shares
+// its clients among the hosts.
+type SharedVIP struct {
 	Address netip.Addr
 	Policy  policy.Policy
 }
@@ -55,7 +56,7 @@ type ResponderConfig struct {
 	// IPv6 makes it answer Neighbor Discovery for IPv6 VIPs instead of ARP
 	// for IPv4 ones.
 	IPv6  bool
-	VIPs  []VIP // the VIPs served on this interface
+	VIPs  []SharedVIP // the VIPs served on this interface
 	Table *ClientTable
 	// View is the cluster as this host sees it when the responder starts;
 	// SetView follows its changes. Nil answers nobody.
@@ -126,7 +127,7 @@ type snapshot struct {
 }
 
 type servedVIP struct {
-	VIP
+	SharedVIP
 	counts *counts
 }
 
@@ -322,10 +323,10 @@ func (r *Responder) open() (link, net.HardwareAddr, error) {
 
 // SetVIPs changes the VIPs served on the interface, or their modes (on a
 // config reload).
-func (r *Responder) SetVIPs(vips []VIP) {
+func (r *Responder) SetVIPs(vips []SharedVIP) {
 	served := make([]servedVIP, len(vips))
 	for i, v := range vips {
-		served[i] = servedVIP{VIP: v, counts: r.countsOf(v.Address)}
+		served[i] = servedVIP{SharedVIP: v, counts: r.countsOf(v.Address)}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -34,8 +34,8 @@ var (
 	mine, theirs   = split(vip, netip.MustParseAddr("198.18.0.101"))
 	mine6, theirs6 = split(vip6, netip.MustParseAddr("fd00::101"))
 	hashPolicy     = policy.Of(policy.Hash)
-	hashVIPs       = []VIP{{vip, hashPolicy}}
-	hashVIPs6      = []VIP{{vip6, hashPolicy}}
+	hashVIPs       = []SharedVIP{{vip, hashPolicy}}
+	hashVIPs6      = []SharedVIP{{vip6, hashPolicy}}
 )
 
 // split returns the first address from start on that this host owns in

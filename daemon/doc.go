@@ -1,4 +1,6 @@
-// Package daemon runs arpshare on one host: it reads the config, plumbs the
-// VIPs into the kernel, wires gossip to the ARP responders, re-points clients
-// when ownership moves, and serves the local status API.
+// Package daemon runs arpshare on one host: it wires the parts (gossip, the
+// responders, the repointer, the kernel programs, the health checks, the
+// API) and runs them under one supervisor; keeps this host's state, which
+// it gossips, and the snapshot of what it serves; applies the config at
+// start and on reload; and speaks to systemd (notify, watchdog).
 package daemon

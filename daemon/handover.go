@@ -13,11 +13,11 @@ type handoverSource struct {
 
 var _ handover.Source = handoverSource{}
 
-func (s handoverSource) Served() []handover.Served {
-	var out []handover.Served
+func (s handoverSource) Served() []handover.ServedVIP {
+	var out []handover.ServedVIP
 	for _, v := range s.state.Config().VIPs {
 		mac, _ := s.state.mac(v.Interface)
-		out = append(out, handover.Served{VIP: v.Address, Policy: v.Policy(), Interface: v.Interface, MAC: mac})
+		out = append(out, handover.ServedVIP{VIP: v.Address, Policy: v.Policy(), Interface: v.Interface, MAC: mac})
 	}
 	return out
 }

@@ -30,11 +30,11 @@ func newResponders() *responders {
 // set makes the responders serve vips: a responder whose interface still
 // serves VIPs keeps running with the new ones, the others stop, and
 // newResponder makes the missing ones, which start runs.
-func (rs *responders) set(vips []config.VIP, newResponder func(linkwatch.Key, []arp.VIP) *arp.Responder, start func(*arp.Responder) *task.Running[*arp.Responder]) {
-	byLink := map[linkwatch.Key][]arp.VIP{}
+func (rs *responders) set(vips []config.VIP, newResponder func(linkwatch.Key, []arp.SharedVIP) *arp.Responder, start func(*arp.Responder) *task.Running[*arp.Responder]) {
+	byLink := map[linkwatch.Key][]arp.SharedVIP{}
 	link := map[netip.Addr]linkwatch.Key{}
 	for _, v := range vips {
-		byLink[linkwatch.KeyOf(v)] = append(byLink[linkwatch.KeyOf(v)], arp.VIP{Address: v.Address, Policy: v.Policy()})
+		byLink[linkwatch.KeyOf(v)] = append(byLink[linkwatch.KeyOf(v)], arp.SharedVIP{Address: v.Address, Policy: v.Policy()})
 		link[v.Address] = linkwatch.KeyOf(v)
 	}
 	rs.mu.Lock()

@@ -187,7 +187,7 @@ func (s *vipServer) removeVIPs() {
 // newResponder makes the responder of k. It waits for the kernel to
 // report its link able to carry answers before it opens it, and tells the
 // link watch when its socket opens and when it fails.
-func (s *vipServer) newResponder(k linkwatch.Key, vips []arp.VIP) *arp.Responder {
+func (s *vipServer) newResponder(k linkwatch.Key, vips []arp.SharedVIP) *arp.Responder {
 	var r *arp.Responder
 	plumb := s.interfaceOpened
 	if k.IPv6 {

@@ -151,10 +151,10 @@ func (s *hostState) waitingFor() []string {
 }
 
 // VIPs returns the VIPs in force and their policies.
-func (s *hostState) VIPs() []arp.VIP {
-	var out []arp.VIP
+func (s *hostState) VIPs() []arp.SharedVIP {
+	var out []arp.SharedVIP
 	for _, v := range s.Config().VIPs {
-		out = append(out, arp.VIP{Address: v.Address, Policy: v.Policy()})
+		out = append(out, arp.SharedVIP{Address: v.Address, Policy: v.Policy()})
 	}
 	return out
 }

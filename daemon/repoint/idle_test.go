@@ -20,7 +20,7 @@ type countedVIPs struct {
 	calls *atomic.Int64
 }
 
-func (c countedVIPs) VIPs() []arp.VIP {
+func (c countedVIPs) VIPs() []arp.SharedVIP {
 	c.calls.Add(1)
 	return c.servedVIPs.VIPs()
 }

@@ -135,7 +135,7 @@ func (s *Status) result(vip netip.Addr, answered bool, n uint64) {
 // VIPSource tells the repointer which VIPs this host serves now, and how
 // each shares its clients.
 type VIPSource interface {
-	VIPs() []arp.VIP
+	VIPs() []arp.SharedVIP
 }
 
 // Sender sends the re-pointing packets.

@@ -179,9 +179,9 @@ func (f fakeSender) Announce(vip netip.Addr) error {
 }
 
 // servedVIPs is a fixed set of served VIPs.
-type servedVIPs []arp.VIP
+type servedVIPs []arp.SharedVIP
 
-func (s servedVIPs) VIPs() []arp.VIP { return s }
+func (s servedVIPs) VIPs() []arp.SharedVIP { return s }
 
 // served is testVIP, shared by mode m.
 func served(m policy.Mode) servedVIPs { return servedVIPs{{Address: testVIP, Policy: policy.Of(m)}} }

@@ -55,7 +55,7 @@ func TestCollector(t *testing.T) {
 	v := gossip.NewView("h1", []gossip.Member{{Name: "h1", State: gossip.StateAlive,
 		Meta: gossip.Meta{Version: gossip.MetaVersion, Algorithm: gossip.Algorithm, Weight: 1, VIPs: []netip.Addr{web.Address}}}}, 0)
 	log := slog.New(slog.DiscardHandler)
-	r := arp.NewResponder(arp.ResponderConfig{Interface: "test0", VIPs: []arp.VIP{{Address: web.Address, Policy: web.Policy()}}, Table: table, View: v, Logger: log})
+	r := arp.NewResponder(arp.ResponderConfig{Interface: "test0", VIPs: []arp.SharedVIP{{Address: web.Address, Policy: web.Policy()}}, Table: table, View: v, Logger: log})
 	rp := repoint.New(repoint.Config{Table: table, Logger: log})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(NewCollector(Sources{Version: "test", Host: fakeHost{}, Cluster: fakeCluster{v},

@@ -59,8 +59,8 @@ func (c Config) FlowGrace() time.Duration {
 	return c.Grace
 }
 
-// Served is a VIP this host serves, as the handover needs it.
-type Served struct {
+// ServedVIP is a VIP this host serves, as the handover needs it.
+type ServedVIP struct {
 	VIP       netip.Addr
 	Policy    policy.Policy
 	Interface string
@@ -70,7 +70,7 @@ type Served struct {
 // Source tells the handover what this host serves and which clients it
 // knows.
 type Source interface {
-	Served() []Served
+	Served() []ServedVIP
 	Clients() []arp.Client
 	Len() int // how many clients, cheaply
 }
@@ -103,7 +103,7 @@ type Handover struct {
 	loadErr   error
 	attachErr map[string]error // by interface, logged once
 	ifaces    map[string]int   // attached: interface -> index
-	served    []Served
+	served    []ServedVIP
 	known     int // clients known at the last update
 	last      *gossip.View
 	// primed: the VIP's clients were looked at once, with its interface's
@@ -232,7 +232,7 @@ func (h *Handover) pending() bool {
 	if h.kmap == nil {
 		return false
 	}
-	return len(h.moved) > 0 || len(h.attachErr) > 0 || slices.ContainsFunc(h.served, func(s Served) bool { return !h.primed[s.VIP] })
+	return len(h.moved) > 0 || len(h.attachErr) > 0 || slices.ContainsFunc(h.served, func(s ServedVIP) bool { return !h.primed[s.VIP] })
 }
 
 // watchLinks returns the kernel's link changes until ctx ends, or nil if
@@ -312,7 +312,7 @@ func (h *Handover) update(v *gossip.View) {
 	}
 	h.last = v
 
-	byVIP := map[netip.Addr]Served{}
+	byVIP := map[netip.Addr]ServedVIP{}
 	for _, s := range served {
 		byVIP[s.VIP] = s
 	}
@@ -344,7 +344,7 @@ func (h *Handover) update(v *gossip.View) {
 
 // addMoved starts handing over the clients that moved here from a live host
 // between old and v, and keeps handing over those that still need it.
-func (h *Handover) addMoved(v, old *gossip.View, byVIP map[netip.Addr]Served, clients []arp.Client) {
+func (h *Handover) addMoved(v, old *gossip.View, byVIP map[netip.Addr]ServedVIP, clients []arp.Client) {
 	now := h.now()
 	known := h.stillKnown(clients)
 	added, failed := map[string]int{}, 0
@@ -417,7 +417,7 @@ func (h *Handover) stillKnown(clients []arp.Client) map[Key]bool {
 // previous says who owned client c (key k) before this host, "" if nobody
 // else did; newly, whether it moved here since old; first, whether this is
 // the first look at the VIP's clients (see primed).
-func (h *Handover) previous(v, old *gossip.View, s Served, c arp.Client, k Key) (prev string, newly, first bool) {
+func (h *Handover) previous(v, old *gossip.View, s ServedVIP, c arp.Client, k Key) (prev string, newly, first bool) {
 	newly, first = true, !h.primed[c.VIP]
 	if first {
 		prev = s.Policy.OwnerWithout(v, c.VIP, c.IP, h.self)
@@ -471,7 +471,7 @@ func (h *Handover) Sweep() {
 		return
 	}
 	now := h.now()
-	unprimed := slices.ContainsFunc(h.served, func(s Served) bool { return !h.primed[s.VIP] })
+	unprimed := slices.ContainsFunc(h.served, func(s ServedVIP) bool { return !h.primed[s.VIP] })
 	if unprimed || h.src.Len() != h.known {
 		h.update(nil)
 	} else {

@@ -62,11 +62,11 @@ func clients(n int) []arp.Client {
 
 // source is what the daemon serves and knows.
 type source struct {
-	served  []Served
+	served  []ServedVIP
 	clients []arp.Client
 }
 
-func (s *source) Served() []Served      { return s.served }
+func (s *source) Served() []ServedVIP   { return s.served }
 func (s *source) Clients() []arp.Client { return s.clients }
 func (s *source) Len() int              { return len(s.clients) }
 
@@ -85,7 +85,7 @@ func newTest(self string, cs []arp.Client) (*Handover, *fakeMap, *clock) {
 
 var hash = policy.Of(policy.Hash)
 
-var served = []Served{{VIP: vip, Policy: hash, Interface: "eth0", MAC: net.HardwareAddr{0x02, 0, 0, 0, 0, 'b'}}}
+var served = []ServedVIP{{VIP: vip, Policy: hash, Interface: "eth0", MAC: net.HardwareAddr{0x02, 0, 0, 0, 0, 'b'}}}
 
 // handed returns the previous owner's host letter by client IP, from the map.
 func handed(m *fakeMap, cs []arp.Client) map[netip.Addr]string {
@@ -231,7 +231,7 @@ func TestJoinAndWeight(t *testing.T) {
 	h, m, c := newTest("d", cs)
 	delete(h.primed, vip)
 	src := h.src.(*source)
-	src.served = []Served{{VIP: vip, Policy: hash, Interface: "eth0"}}
+	src.served = []ServedVIP{{VIP: vip, Policy: hash, Interface: "eth0"}}
 	joined := view("d", append(three, host("d", false, gossip.StateAlive))...)
 	h.Update(joined)
 	if len(m.entries) != 0 {

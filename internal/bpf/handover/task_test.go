@@ -68,7 +68,7 @@ func TestOpenAttachRun(t *testing.T) {
 	if err != nil {
 		t.Skip("no lo here")
 	}
-	src := &source{served: []Served{
+	src := &source{served: []ServedVIP{
 		{VIP: vip, Interface: "lo", MAC: net.HardwareAddr{2, 0, 0, 0, 0, 'a'}},
 		{VIP: netip.MustParseAddr("198.18.0.201"), Interface: "nosuch0"},
 	}}
@@ -124,7 +124,7 @@ func TestRunSweepsOnlyWithWork(t *testing.T) {
 		t.Skip("no lo here")
 	}
 	cs := clients(60)
-	src := &countingSource{source: &source{served: []Served{{VIP: vip, Policy: hash, Interface: "lo", MAC: net.HardwareAddr{2, 0, 0, 0, 0, 'b'}}}, clients: cs}}
+	src := &countingSource{source: &source{served: []ServedVIP{{VIP: vip, Policy: hash, Interface: "lo", MAC: net.HardwareAddr{2, 0, 0, 0, 0, 'b'}}}, clients: cs}}
 	p := newFakeProgram()
 	links := make(chan netlink.LinkUpdate)
 	h := New(Config{Enabled: true, Grace: 10 * time.Minute, Idle: 2 * time.Minute}, "b", 100, src, quiet())

@@ -23,11 +23,11 @@ type configSource struct {
 	macs MACs
 }
 
-func (s configSource) Served() []Served {
-	var out []Served
+func (s configSource) Routed() []RoutedVIP {
+	var out []RoutedVIP
 	for _, v := range s.cfg().VIPs {
 		if len(v.Routers) > 0 {
-			out = append(out, Served{VIP: v.Address, Name: v.Name, Interface: v.Interface, Routers: v.Routers})
+			out = append(out, RoutedVIP{VIP: v.Address, Name: v.Name, Interface: v.Interface, Routers: v.Routers})
 		}
 	}
 	return out

@@ -23,15 +23,15 @@ func TestFromConfig(t *testing.T) {
 		{Name: "routed", Address: netip.MustParseAddr("198.18.0.11"), Interface: "eth1", Routers: []netip.Addr{router}},
 	}}
 	src := FromConfig(func() *config.Config { return cfg }, macMap{router: {2, 0, 0, 0, 0, 1}})
-	want := []Served{{VIP: netip.MustParseAddr("198.18.0.11"), Name: "routed", Interface: "eth1", Routers: []netip.Addr{router}}}
-	if diff := cmp.Diff(want, src.Served(), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
-		t.Errorf("Served (-want +got):\n%s", diff)
+	want := []RoutedVIP{{VIP: netip.MustParseAddr("198.18.0.11"), Name: "routed", Interface: "eth1", Routers: []netip.Addr{router}}}
+	if diff := cmp.Diff(want, src.Routed(), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+		t.Errorf("Routed (-want +got):\n%s", diff)
 	}
 	if mac, ok := src.MAC(want[0].VIP, router); !ok || mac != [6]byte{2, 0, 0, 0, 0, 1} {
 		t.Errorf("MAC(router) = %v, %v", mac, ok)
 	}
 	cfg = &config.Config{}
-	if got := src.Served(); len(got) != 0 {
-		t.Errorf("after a reload without routers, Served = %v", got)
+	if got := src.Routed(); len(got) != 0 {
+		t.Errorf("after a reload without routers, Routed = %v", got)
 	}
 }

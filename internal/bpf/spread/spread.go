@@ -17,8 +17,8 @@ import (
 
 const sweepEvery = time.Second
 
-// Served is a VIP this host serves whose routers' traffic is spread.
-type Served struct {
+// RoutedVIP is a VIP this host serves with routers, whose traffic is spread.
+type RoutedVIP struct {
 	VIP       netip.Addr
 	Name      string
 	Interface string
@@ -29,7 +29,7 @@ type Served struct {
 // clients this host knows: a router asks for the VIP like any client, so
 // the client table has its MAC.
 type Source interface {
-	Served() []Served
+	Routed() []RoutedVIP
 	MAC(vip, ip netip.Addr) ([6]byte, bool)
 }
 
@@ -57,7 +57,7 @@ func loadProgram(vips int) (program, error) {
 
 // vipState is what the kernel has of one VIP.
 type vipState struct {
-	served  Served
+	served  RoutedVIP
 	hosts   []Host    // the table was made from these
 	made    bool      // a table is in the kernel
 	table   []Slot    // that table
@@ -153,7 +153,7 @@ func (s *Spreader) Update(v *gossip.View) {
 	if v != nil {
 		s.last = v
 	}
-	served := s.src.Served()
+	served := s.src.Routed()
 	if len(served) > 0 && s.prog == nil && s.loadErr == nil {
 		s.open(len(served))
 	}
@@ -192,7 +192,7 @@ func (s *Spreader) open(vips int) {
 }
 
 // updateVIP brings one VIP's table and routers in line.
-func (s *Spreader) updateVIP(sv Served) {
+func (s *Spreader) updateVIP(sv RoutedVIP) {
 	st := s.vips[sv.VIP]
 	if st == nil {
 		st = &vipState{known: map[netip.Addr][6]byte{}}
@@ -261,7 +261,7 @@ func (s *Spreader) setPeers() {
 
 // routerMACs returns the MACs of sv's routers, as the client table last
 // knew them; a router not seen yet is logged once.
-func (s *Spreader) routerMACs(sv Served, st *vipState) [][6]byte {
+func (s *Spreader) routerMACs(sv RoutedVIP, st *vipState) [][6]byte {
 	for _, r := range sv.Routers {
 		if m, ok := s.src.MAC(sv.VIP, r); ok && unicast(m) {
 			st.known[r] = m
@@ -343,7 +343,7 @@ func unicast(m [6]byte) bool {
 
 // attach puts the program on every interface that serves a VIP with
 // routers, and takes it off the others. Call with s.mu held.
-func (s *Spreader) attach(served []Served) {
+func (s *Spreader) attach(served []RoutedVIP) {
 	want := map[string]bool{}
 	for _, sv := range served {
 		want[sv.Interface] = true
@@ -412,7 +412,7 @@ type VIPStatus struct {
 func (s *Spreader) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := Status{Configured: len(s.src.Served()) > 0, Active: s.prog != nil}
+	st := Status{Configured: len(s.src.Routed()) > 0, Active: s.prog != nil}
 	if s.loadErr != nil {
 		st.Error = s.loadErr.Error()
 	}

@@ -56,11 +56,11 @@ func (f *fakeProgram) Outcomes() (map[string]uint64, error) {
 func (f *fakeProgram) Close() error { return nil }
 
 type source struct {
-	served  []Served
+	served  []RoutedVIP
 	clients []arp.Client
 }
 
-func (s *source) Served() []Served { return s.served }
+func (s *source) Routed() []RoutedVIP { return s.served }
 func (s *source) MAC(vip, ip netip.Addr) ([6]byte, bool) {
 	for _, c := range s.clients {
 		if c.VIP == vip && c.IP == ip && len(c.MAC) == 6 {
@@ -85,7 +85,7 @@ var routerIP = netip.MustParseAddr("198.18.0.254")
 func newTest(t *testing.T) (*Spreader, *fakeProgram, *source, *bytes.Buffer) {
 	t.Helper()
 	var logs bytes.Buffer
-	src := &source{served: []Served{{VIP: vip4, Name: "web", Interface: "lo", Routers: []netip.Addr{routerIP}}}}
+	src := &source{served: []RoutedVIP{{VIP: vip4, Name: "web", Interface: "lo", Routers: []netip.Addr{routerIP}}}}
 	f := newFake()
 	s := New("a", 0, src, slog.New(slog.NewTextHandler(&logs, nil)))
 	s.load = func(int) (program, error) { return f, nil }
@@ -249,7 +249,7 @@ func TestMetrics(t *testing.T) {
 func TestSpreaderMarksMoves(t *testing.T) {
 	t.Parallel()
 	var logs bytes.Buffer
-	src := &source{served: []Served{{VIP: vip4, Name: "web", Interface: "lo", Routers: []netip.Addr{routerIP}}}}
+	src := &source{served: []RoutedVIP{{VIP: vip4, Name: "web", Interface: "lo", Routers: []netip.Addr{routerIP}}}}
 	f := newFake()
 	s := New("c", time.Minute, src, slog.New(slog.NewTextHandler(&logs, nil)))
 	s.load = func(int) (program, error) { return f, nil }
