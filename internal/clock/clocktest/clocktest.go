@@ -18,7 +18,7 @@ type Fake struct {
 	tickers  []*ticker
 	sleepers []*sleeper
 	// changed is closed, and replaced, whenever a goroutine starts to
-	// sleep: WaitSleepers waits on it.
+	// sleep or a ticker is made: WaitSleepers and WaitTickers wait on it.
 	changed chan struct{}
 }
 
@@ -36,9 +36,10 @@ func (f *Fake) Now() time.Time {
 	return f.now
 }
 
-// Advance moves the time on by d: each ticker whose time came ticks once
-// (as a time.Ticker, a tick its reader is not ready for is dropped), and
-// each sleep that ends by then returns.
+// Advance moves the time on by d: each ticker whose time came ticks once,
+// with the new time (as a time.Ticker sends the time it fires at, and drops
+// a tick its reader is not ready for), and each sleep that ends by then
+// returns.
 func (f *Fake) Advance(d time.Duration) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -47,12 +48,11 @@ func (f *Fake) Advance(d time.Duration) {
 		if t.next.After(f.now) {
 			continue
 		}
-		at := t.next
 		for !t.next.After(f.now) {
 			t.next = t.next.Add(t.period)
 		}
 		select {
-		case t.c <- at:
+		case t.c <- f.now:
 		default:
 		}
 	}
@@ -84,6 +84,7 @@ func (f *Fake) NewTicker(d time.Duration) clock.Ticker {
 	defer f.mu.Unlock()
 	t := &ticker{f: f, period: d, next: f.now.Add(d), c: make(chan time.Time, 1)}
 	f.tickers = append(f.tickers, t)
+	f.notify()
 	return t
 }
 
@@ -114,8 +115,7 @@ func (f *Fake) Sleep(ctx context.Context, d time.Duration) bool {
 	f.mu.Lock()
 	s := &sleeper{until: f.now.Add(d), done: make(chan struct{})}
 	f.sleepers = append(f.sleepers, s)
-	close(f.changed)
-	f.changed = make(chan struct{})
+	f.notify()
 	f.mu.Unlock()
 	select {
 	case <-s.done:
@@ -133,6 +133,12 @@ func (f *Fake) Sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
+// notify wakes the waits for sleepers and tickers. Call with mu held.
+func (f *Fake) notify() {
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
 // Sleepers returns how many goroutines sleep on the clock.
 func (f *Fake) Sleepers() int {
 	f.mu.Lock()
@@ -144,11 +150,23 @@ func (f *Fake) Sleepers() int {
 // until ctx ends (then it returns ctx's error): a test advances the clock
 // once the goroutine it drives has come to its next wait.
 func (f *Fake) WaitSleepers(ctx context.Context, n int) error {
+	return f.wait(ctx, func() bool { return len(f.sleepers) >= n })
+}
+
+// WaitTickers waits until at least n tickers run on the clock, or until
+// ctx ends (then it returns ctx's error): a test advances the clock once
+// the loop it drives has made its tickers.
+func (f *Fake) WaitTickers(ctx context.Context, n int) error {
+	return f.wait(ctx, func() bool { return len(f.tickers) >= n })
+}
+
+// wait waits until cond, called with mu held, holds.
+func (f *Fake) wait(ctx context.Context, cond func() bool) error {
 	for {
 		f.mu.Lock()
-		have, changed := len(f.sleepers), f.changed
+		ok, changed := cond(), f.changed
 		f.mu.Unlock()
-		if have >= n {
+		if ok {
 			return nil
 		}
 		select {

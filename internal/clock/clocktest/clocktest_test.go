@@ -11,7 +11,14 @@ var start = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 func TestTicker(t *testing.T) {
 	t.Parallel()
 	f := New(start)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	waited := make(chan error)
+	go func() { waited <- f.WaitTickers(ctx, 1) }()
 	tk := f.NewTicker(time.Second)
+	if err := <-waited; err != nil {
+		t.Fatal(err)
+	}
 	defer tk.Stop()
 	f.Advance(999 * time.Millisecond)
 	select {
@@ -26,8 +33,8 @@ func TestTicker(t *testing.T) {
 	// Three intervals at once: one tick, the others dropped, as a
 	// time.Ticker whose reader is late.
 	f.Advance(3 * time.Second)
-	if at := <-tk.C(); !at.Equal(start.Add(2 * time.Second)) {
-		t.Errorf("tick at %v, want %v", at, start.Add(2*time.Second))
+	if at := <-tk.C(); !at.Equal(start.Add(4 * time.Second)) {
+		t.Errorf("tick at %v, want %v", at, start.Add(4*time.Second))
 	}
 	select {
 	case at := <-tk.C():
