@@ -303,16 +303,26 @@ var (
 	verifyGap = max(100*time.Millisecond, recheckHeld) // verify's wait between checks, for unitCluster
 )
 
-// scriptedProber answers verify's probes one by one, as the test says.
+// scriptedProber answers verify's probes one by one, as the test says,
+// until the test ends (quit).
 type scriptedProber struct {
 	asked   chan string
 	answers chan answer
+	quit    chan struct{}
 }
 
 func (p scriptedProber) probe(name string, _ netip.AddrPort) (bool, reachResult) {
-	p.asked <- name
-	a := <-p.answers
-	return a.pinged, a.reached
+	select {
+	case p.asked <- name:
+	case <-p.quit:
+		return false, reachNone
+	}
+	select {
+	case a := <-p.answers:
+		return a.pinged, a.reached
+	case <-p.quit:
+		return false, reachNone
+	}
 }
 
 // verifyRun runs verify of one member on a unit cluster, probe by probe.
@@ -331,7 +341,7 @@ type verifyRun struct {
 func startVerify(t *testing.T, c *Cluster, clk *clocktest.Fake, n *memberlist.Node) *verifyRun {
 	t.Helper()
 	r := &verifyRun{t: t, c: c, clk: clk, name: n.Name, start: clk.Now(), done: make(chan struct{}),
-		p: scriptedProber{asked: make(chan string), answers: make(chan answer)}}
+		p: scriptedProber{asked: make(chan string), answers: make(chan answer), quit: make(chan struct{})}}
 	c.probes = r.p
 	events{c}.NotifyLeave(n)
 	if got := c.rebuild(); !slices.Equal(got, []string{n.Name}) {
@@ -342,7 +352,11 @@ func startVerify(t *testing.T, c *Cluster, clk *clocktest.Fake, n *memberlist.No
 		defer close(r.done)
 		c.verify(ctx, n.Name)
 	}()
-	t.Cleanup(func() { cancel(); <-r.done })
+	t.Cleanup(func() {
+		cancel()
+		close(r.p.quit)
+		<-r.done
+	})
 	return r
 }
 
