@@ -65,6 +65,13 @@ type ClusterConfig struct {
 	// memberlist.MockNetwork. Bind must then be the address the transport
 	// advertises, as peers know this host by it.
 	Transport memberlist.Transport
+	// Clock, if set, is the time the cluster's own decisions read: its
+	// loop's tickers, the holds and checks of deaths in doubt, the
+	// windows of unreachable members, of rechecks and of name conflicts,
+	// its lateness, and its log budget. Tests drive those with a fake;
+	// nil is the real clock. Memberlist's own timers, and deadlines on
+	// sockets, are real whatever it is.
+	Clock clock.Clock
 }
 
 // SharedState is exchanged between hosts by memberlist's push-pull: each
@@ -82,6 +89,8 @@ type SharedState interface {
 // Cluster keeps this host in the gossip cluster and its View up to date.
 type Cluster struct {
 	cfg     ClusterConfig
+	clock   clock.Clock
+	probes  prober            // how verify checks a member
 	streams *watchedTransport // memberlist's, set by Run
 	ready   chan struct{}
 	changed chan struct{}
@@ -163,8 +172,12 @@ func NewCluster(cfg ClusterConfig) *Cluster {
 	if cfg.RejoinInterval == 0 {
 		cfg.RejoinInterval = 10 * time.Second
 	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
+	}
 	c := &Cluster{
 		cfg:       cfg,
+		clock:     cfg.Clock,
 		ready:     make(chan struct{}),
 		changed:   make(chan struct{}, 1),
 		rejoin:    make(chan struct{}, 1),
@@ -182,6 +195,7 @@ func NewCluster(cfg ClusterConfig) *Cluster {
 		owed:      map[string]time.Time{},
 		logs:      newLogLimiter(),
 	}
+	c.probes = liveProber{c}
 	return c
 }
 
@@ -263,7 +277,7 @@ func (c *Cluster) plug(mc *memberlist.Config) error {
 	mc.Ping = pings{c}
 	mc.Conflict = conflicts{c}
 	mc.Merge = merges{c}
-	mc.Logger = log.New(logWriter{l: c.cfg.Logger, limit: c.logs}, "", 0)
+	mc.Logger = log.New(logWriter{l: c.cfg.Logger, limit: c.logs, clock: c.clock}, "", 0)
 	t := c.cfg.Transport
 	if t == nil {
 		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
@@ -287,7 +301,7 @@ func (c *Cluster) plug(mc *memberlist.Config) error {
 func (c *Cluster) loop(ctx context.Context) error {
 	// memberlist reports joins and deaths as events, but not suspicion:
 	// look at the members every probe interval as well.
-	poll := time.NewTicker(c.cfg.ProbeInterval)
+	poll := c.clock.NewTicker(c.cfg.ProbeInterval)
 	defer poll.Stop()
 	// Deaths in doubt are checked each on a goroutine of its own: a ping
 	// waits for its timeout.
@@ -298,7 +312,7 @@ func (c *Cluster) loop(ctx context.Context) error {
 			verifying.Go(func() { c.verify(ctx, name) })
 		}
 	}
-	rejoin := time.NewTicker(c.cfg.RejoinInterval)
+	rejoin := c.clock.NewTicker(c.cfg.RejoinInterval)
 	defer rejoin.Stop()
 	// The rechecks of dead members go with every recheckEvery-th poll, and
 	// only while one died recently: no timer of their own.
@@ -318,13 +332,13 @@ func (c *Cluster) loop(ctx context.Context) error {
 	defer lag.Wait()
 	lag.Go(func() { c.measureLag(ctx) })
 	for {
-		c.heartbeat.Store(time.Now().UnixNano())
+		c.heartbeat.Store(c.clock.Now().UnixNano())
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-c.changed:
 			rebuild()
-		case <-poll.C:
+		case <-poll.C():
 			rebuild()
 			if polls++; polls%recheckEvery == 0 && c.diedRecently() {
 				rechecking.start(c.recheckDead)
@@ -338,7 +352,7 @@ func (c *Cluster) loop(ctx context.Context) error {
 					c.UpdateMeta(time.Second)
 				})
 			}
-		case <-rejoin.C:
+		case <-rejoin.C():
 			joining.start(c.join)
 		case <-c.rejoin:
 			joining.start(c.join)
@@ -394,9 +408,20 @@ const (
 // one to each falsely dead member every two probe intervals, from every
 // host, loads a busy cluster into more false deaths.
 func (c *Cluster) recheckDead() {
+	var wg sync.WaitGroup
+	for _, a := range c.recheckTargets(c.clock.Now()) {
+		// A dead host does not answer: that is expected, and not logged.
+		wg.Go(func() { c.ml.Join([]string{a}) })
+	}
+	wg.Wait()
+}
+
+// recheckTargets are the addresses recheckDead joins at now; the held
+// members among them are noted as rechecked then.
+func (c *Cluster) recheckTargets(now time.Time) []string {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	var addrs []string
-	now := time.Now()
 	for name, m := range c.departed {
 		if _, held := c.hold[name]; held {
 			if now.Sub(c.rechecked[name]) < recheckHeld {
@@ -404,26 +429,21 @@ func (c *Cluster) recheckDead() {
 			}
 			c.rechecked[name] = now
 		}
-		if time.Since(c.diedAt[name]) < recheckFor {
+		if now.Sub(c.diedAt[name]) < recheckFor {
 			addrs = append(addrs, m.Addr.String())
 		}
 	}
-	c.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, a := range addrs {
-		// A dead host does not answer: that is expected, and not logged.
-		wg.Go(func() { c.ml.Join([]string{a}) })
-	}
-	wg.Wait()
+	return addrs
 }
 
 // diedRecently reports whether a member died less than recheckFor ago:
 // then recheckDead has someone to contact.
 func (c *Cluster) diedRecently() bool {
+	now := c.clock.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for name := range c.departed {
-		if time.Since(c.diedAt[name]) < recheckFor {
+		if now.Sub(c.diedAt[name]) < recheckFor {
 			return true
 		}
 	}
@@ -432,31 +452,10 @@ func (c *Cluster) diedRecently() bool {
 
 // join contacts every configured peer that is not a live member.
 func (c *Cluster) join() {
-	live := map[netip.AddrPort]bool{}
-	for _, m := range c.View().Members {
-		if m.State == StateAlive {
-			live[m.Addr] = true
-		}
-	}
-	// A rejected host asks every peer again, so that it learns as soon as
-	// they take it (or, with its name taken, that they still do not).
-	rejected := c.View().Rejected != ""
-	c.mu.Lock()
-	peers := c.peers
-	c.mu.Unlock()
-	var missing []string
-	for _, p := range peers {
-		if p != c.cfg.Bind && (!live[p] || rejected) {
-			missing = append(missing, p.String())
-		}
-	}
-	if len(missing) == 0 {
-		return
-	}
 	// memberlist tries peers one after another, each up to its TCP timeout;
 	// a dead peer must not hold up the live ones.
 	var wg sync.WaitGroup
-	for _, p := range missing {
+	for _, p := range c.missing() {
 		wg.Go(func() {
 			_, err := c.ml.Join([]string{p})
 			c.mu.Lock()
@@ -478,6 +477,31 @@ func (c *Cluster) join() {
 		})
 	}
 	wg.Wait()
+}
+
+// missing are the configured peers that join contacts: those that are not
+// live members, or all of them while this host is rejected.
+func (c *Cluster) missing() []string {
+	v := c.View()
+	live := map[netip.AddrPort]bool{}
+	for _, m := range v.Members {
+		if m.State == StateAlive {
+			live[m.Addr] = true
+		}
+	}
+	// A rejected host asks every peer again, so that it learns as soon as
+	// they take it (or, with its name taken, that they still do not).
+	rejected := v.Rejected != ""
+	c.mu.Lock()
+	peers := c.peers
+	c.mu.Unlock()
+	var missing []string
+	for _, p := range peers {
+		if p != c.cfg.Bind && (!live[p] || rejected) {
+			missing = append(missing, p.String())
+		}
+	}
+	return missing
 }
 
 // UpdateMeta gossips this host's metadata again, after Meta changed.
@@ -557,7 +581,7 @@ func (c *Cluster) signal() {
 func (c *Cluster) rebuild() (verify []string) {
 	c.mu.Lock()
 	window := c.probeWindow()
-	now := time.Now()
+	now := c.clock.Now()
 	var members []Member
 	for name, m := range c.live {
 		if _, ok := c.heard[name]; !ok {
@@ -730,14 +754,15 @@ func (c *Cluster) refusal(peer string, err error) string {
 // measureLag checks every probe interval how late its own timer fires,
 // until ctx ends.
 func (c *Cluster) measureLag(ctx context.Context) {
-	t := time.NewTicker(c.cfg.ProbeInterval)
+	t := c.clock.NewTicker(c.cfg.ProbeInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case tick := <-t.C:
-			c.checkSelf(time.Since(tick))
+		case tick := <-t.C():
+			// memberlist's lock, never held while it calls this package.
+			c.checkSelf(c.clock.Now().Sub(tick), c.ml.GetHealthScore())
 		}
 	}
 }
@@ -750,23 +775,25 @@ func (c *Cluster) measureLag(ctx context.Context) {
 // death is checked before it counts (see verify), and while this host runs
 // late a failed check proves nothing, so that stale suspicions never
 // re-point healthy peers' clients to this host.
-func (c *Cluster) checkSelf(lag time.Duration) {
+//
+// score is memberlist's health score as lag was measured.
+func (c *Cluster) checkSelf(lag time.Duration, score int) {
+	now := c.clock.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	score := c.ml.GetHealthScore() // its own lock, never held while calling us
 	// Without two peers to send nacks, memberlist counts every failed
 	// probe against itself: its score then says nothing about this host.
 	if lag < c.cfg.ProbeTimeout/2 && (score == 0 || len(c.live) < 3) {
 		return
 	}
 	if lag >= c.cfg.ProbeTimeout/2 {
-		c.lagAt = time.Now()
+		c.lagAt = now
 	}
-	if time.Now().After(c.doubtUntil) {
+	if now.After(c.doubtUntil) {
 		c.cfg.Logger.Warn("this host is slow: while it runs late, the deaths it hears of stay in doubt",
 			"lag", lag.Round(time.Millisecond), "health_score", score, "for", c.maxHold())
 	}
-	c.doubtUntil = time.Now().Add(c.maxHold())
+	c.doubtUntil = now.Add(c.maxHold())
 }
 
 // maxSlowHold bounds how long a member reported dead stays held because its
@@ -796,35 +823,20 @@ const maxSlowHold = 10 * time.Second
 // most maxSlowHold.
 func (c *Cluster) verify(ctx context.Context, name string) {
 	c.cfg.Logger.Debug("checking a member reported dead before it counts: checking it", "member", name)
-	start := time.Now()
+	start := c.clock.Now()
 	misses, said := 0, ""
 	for ctx.Err() == nil {
-		c.mu.Lock()
-		m, departed := c.departed[name]
-		until, held := c.hold[name]
-		doubt := time.Since(c.lagAt) < 2*c.cfg.ProbeInterval
-		if doubt && departed && held {
-			until = time.Now().Add(c.maxHold())
-			c.hold[name] = until
-		}
-		ml := c.ml
-		c.mu.Unlock()
-		if !departed || !held || time.Now().After(until) {
+		addr, doubt, held := c.stillHeld(name)
+		if !held {
 			return
 		}
-		var reached reachResult
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			reached = c.reach(m.Addr, c.cfg.ProbeTimeout)
-		}()
-		_, err := ml.Ping(name, net.UDPAddrFromAddrPort(m.Addr))
-		<-done
+		pinged, reached := c.probes.probe(name, addr)
 		switch {
-		case err == nil:
+		case pinged:
 			misses = 0
+			now := c.clock.Now()
 			c.mu.Lock()
-			c.heard[name] = time.Now()
+			c.heard[name] = now
 			c.mu.Unlock()
 			c.extendHold(name, start)
 			if said != "ping" {
@@ -853,10 +865,53 @@ func (c *Cluster) verify(ctx context.Context, name string) {
 		// It answered: check again, but seldom. Every host checks every
 		// held member; a check each probe interval, from each of them,
 		// is more than a starved daemon can take.
-		if !clock.Sleep(ctx, max(c.cfg.ProbeInterval, recheckHeld)) {
+		if !c.clock.Sleep(ctx, max(c.cfg.ProbeInterval, recheckHeld)) {
 			return
 		}
 	}
+}
+
+// stillHeld says whether a member's death is still held in doubt, where to
+// check it, and whether this host ran late in the last two probe intervals
+// (then the hold lasts while it does, as its own check may be what is late).
+func (c *Cluster) stillHeld(name string) (addr netip.AddrPort, doubt, held bool) {
+	now := c.clock.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m, departed := c.departed[name]
+	until, held := c.hold[name]
+	doubt = now.Sub(c.lagAt) < 2*c.cfg.ProbeInterval
+	if doubt && departed && held {
+		until = now.Add(c.maxHold())
+		c.hold[name] = until
+	}
+	return m.Addr, doubt, departed && held && !now.After(until)
+}
+
+// prober checks a member whose death is in doubt (see verify).
+type prober interface {
+	// probe pings the member by name, and at the same time connects to
+	// its gossip port at addr, both within the probe timeout.
+	probe(name string, addr netip.AddrPort) (pinged bool, reached reachResult)
+}
+
+// liveProber checks a member through memberlist and the network.
+type liveProber struct{ c *Cluster }
+
+func (p liveProber) probe(name string, addr netip.AddrPort) (bool, reachResult) {
+	c := p.c
+	c.mu.Lock()
+	ml := c.ml
+	c.mu.Unlock()
+	var reached reachResult
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		reached = c.reach(addr, c.cfg.ProbeTimeout)
+	}()
+	_, err := ml.Ping(name, net.UDPAddrFromAddrPort(addr))
+	<-done
+	return err == nil, reached
 }
 
 // extendHold keeps a member that answered verify's check held for the
@@ -870,7 +925,7 @@ func (c *Cluster) extendHold(name string, start time.Time) {
 		return
 	}
 	// Till after the next check, however short the suspicion.
-	ext := time.Now().Add(max(c.maxHold(), 2*recheckHeld))
+	ext := c.clock.Now().Add(max(c.maxHold(), 2*recheckHeld))
 	if limit := start.Add(maxSlowHold); ext.After(limit) {
 		ext = limit
 	}
@@ -924,7 +979,7 @@ func (c *Cluster) reach(addr netip.AddrPort, timeout time.Duration) reachResult 
 	if err != nil {
 		return reachNone
 	}
-	conn.SetDeadline(time.Now().Add(timeout))
+	conn.SetDeadline(time.Now().Add(timeout)) // the socket's clock: real
 	memberlist.AddLabelHeaderToStream(conn, c.cfg.Label)
 	conn.Close()
 	return reachOpen
@@ -1015,6 +1070,7 @@ func (d delegate) LocalState(join bool) []byte {
 		d.c.mu.Lock()
 		n := len(d.c.live)
 		d.c.mu.Unlock()
+		// The shared state stamps its changes with the real time.
 		b = d.c.cfg.State.LocalState(time.Now().Add(-changesWindow(n)))
 	}
 	d.c.tableOut[kindOf(join)].add(len(b))
@@ -1052,7 +1108,7 @@ func (e events) NotifyJoin(n *memberlist.Node) {
 	e.c.mu.Lock()
 	if old, ok := e.c.departed[n.Name]; ok && n.Name != e.c.cfg.Name && !old.Meta.Draining {
 		if _, held := e.c.hold[n.Name]; !held {
-			e.c.owed[n.Name] = time.Now()
+			e.c.owed[n.Name] = e.c.clock.Now()
 		}
 	}
 	e.c.live[n.Name] = m
@@ -1067,6 +1123,7 @@ func (e events) NotifyUpdate(n *memberlist.Node) { e.NotifyJoin(n) }
 func (e events) NotifyLeave(n *memberlist.Node) {
 	m := member(n)
 	m.State = StateDead
+	now := e.c.clock.Now()
 	e.c.mu.Lock()
 	if old, ok := e.c.live[n.Name]; ok && n.Name != e.c.cfg.Name && !old.Meta.Draining {
 		// Every death of a member that may have clients is in doubt until
@@ -1075,14 +1132,14 @@ func (e events) NotifyLeave(n *memberlist.Node) {
 		// on stale suspicions, makes it report deaths that are not. Keep
 		// the member as it was until verify settles it. A draining
 		// member has no clients, and one that stops drains first.
-		e.c.hold[n.Name] = time.Now().Add(e.c.maxHold())
+		e.c.hold[n.Name] = now.Add(e.c.maxHold())
 		e.c.toVerify = append(e.c.toVerify, n.Name)
 		m = old
 		m.State = StateDead
 	}
 	delete(e.c.live, n.Name)
 	e.c.departed[n.Name] = m
-	e.c.diedAt[n.Name] = time.Now()
+	e.c.diedAt[n.Name] = now
 	e.c.mu.Unlock()
 	e.c.signal()
 }
@@ -1092,14 +1149,15 @@ type pings struct{ c *Cluster }
 // AckPayload is called as this host answers a peer's probe: the peer counts
 // it as a member.
 func (p pings) AckPayload() []byte {
-	p.c.probedAt.Store(time.Now().UnixNano())
+	p.c.probedAt.Store(p.c.clock.Now().UnixNano())
 	return nil
 }
 
 func (p pings) NotifyPingComplete(other *memberlist.Node, _ time.Duration, _ []byte) {
+	now := p.c.clock.Now()
 	p.c.mu.Lock()
 	defer p.c.mu.Unlock()
-	p.c.heard[other.Name] = time.Now()
+	p.c.heard[other.Name] = now
 }
 
 // conflicts hears of two hosts claiming one name; see rejection.
@@ -1112,7 +1170,7 @@ func (f conflicts) NotifyConflict(existing, other *memberlist.Node) {
 	addr, _ := netip.AddrFromSlice(other.Addr)
 	f.c.mu.Lock()
 	defer f.c.mu.Unlock()
-	f.c.conflictAt = time.Now()
+	f.c.conflictAt = f.c.clock.Now()
 	f.c.conflictWith = netip.AddrPortFrom(addr.Unmap(), other.Port).String()
 	f.c.cfg.Logger.Error("another host claims this host's node name", "name", f.c.cfg.Name, "other", f.c.conflictWith)
 }
@@ -1137,20 +1195,8 @@ func (c *Cluster) owesNotice() bool {
 // were moved. A member that cannot be told is tried again every probe
 // interval for recheckFor.
 func (c *Cluster) tellCounted() {
-	type owed struct {
-		name string
-		at   netip.AddrPort
-	}
-	var todo []owed
+	todo := c.stillOwed(c.clock.Now())
 	c.mu.Lock()
-	for name, since := range c.owed {
-		m, live := c.live[name]
-		if !live || time.Since(since) > recheckFor {
-			delete(c.owed, name)
-			continue
-		}
-		todo = append(todo, owed{name, m.Addr})
-	}
 	ml := c.ml
 	c.mu.Unlock()
 	for _, o := range todo {
@@ -1163,6 +1209,30 @@ func (c *Cluster) tellCounted() {
 		delete(c.owed, o.name)
 		c.mu.Unlock()
 	}
+}
+
+// owed is a member to tell that this host counted its death.
+type owed struct {
+	name string
+	at   netip.AddrPort
+}
+
+// stillOwed are the members tellCounted tells at now: those back from a
+// counted death for at most recheckFor, and still live; the others are
+// forgotten.
+func (c *Cluster) stillOwed(now time.Time) []owed {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var todo []owed
+	for name, since := range c.owed {
+		m, live := c.live[name]
+		if !live || now.Sub(since) > recheckFor {
+			delete(c.owed, name)
+			continue
+		}
+		todo = append(todo, owed{name, m.Addr})
+	}
+	return todo
 }
 
 // merges reads each join's push-pull, in either direction: the peer's

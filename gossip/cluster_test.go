@@ -126,17 +126,26 @@ func (n *node) stop() {
 	<-n.done
 }
 
+// waitFor waits until cond holds, for at most patience; then it fails the
+// test with what it waited for and what it saw.
+func waitFor(t *testing.T, what string, cond func() bool, saw func() string) {
+	t.Helper()
+	deadline := time.Now().Add(patience)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("never saw %s; saw %s", what, saw())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // waitView waits until cond holds for the node's view.
 func waitView(t *testing.T, n *node, what string, cond func(*View) bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond(n.c.View()) {
-		if time.Now().After(deadline) {
-			v := n.c.View()
-			t.Fatalf("%s: never saw %s; join state %q, rejected %q, members %+v", n.c.cfg.Name, what, v.JoinState(), v.Rejected, v.Members)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitFor(t, n.c.cfg.Name+": "+what, func() bool { return cond(n.c.View()) }, func() string {
+		v := n.c.View()
+		return fmt.Sprintf("join state %q, rejected %q, members %+v", v.JoinState(), v.Rejected, v.Members)
+	})
 }
 
 func states(v *View) map[string]State {
@@ -180,10 +189,11 @@ func TestCluster(t *testing.T) {
 	nodes[1].mu.Lock()
 	nodes[1].draining = true
 	nodes[1].mu.Unlock()
-	// The broadcast is confirmed once sent to enough peers: on a loaded
-	// machine that took more than a second.
-	if err := nodes[1].c.UpdateMeta(10 * time.Second); err != nil {
-		t.Fatal(err)
+	// The broadcast is confirmed once sent to enough peers, which takes
+	// memberlist's time; one not confirmed is sent again (see
+	// TestUnconfirmedUpdateIsSentAgain): what counts is that it arrives.
+	if err := nodes[1].c.UpdateMeta(time.Second); err != nil {
+		t.Logf("n2's update not confirmed yet: %v", err)
 	}
 	vip := netip.MustParseAddr("198.18.0.200")
 	waitView(t, n1, "n2 draining", func(v *View) bool {
@@ -193,15 +203,13 @@ func TestCluster(t *testing.T) {
 
 	// A host that leaves or vanishes is dead (memberlist does not tell
 	// which).
-	if err := nodes[1].c.Leave(10 * time.Second); err != nil {
-		t.Fatal(err)
+	if err := nodes[1].c.Leave(time.Second); err != nil {
+		t.Logf("n2's leave not confirmed: %v (then it is found dead)", err)
 	}
 	nodes[1].stop()
 	waitView(t, n1, "n2 gone", func(v *View) bool { return states(v)["n2"] == StateDead })
 	nodes[2].stop()
-	start := time.Now()
 	waitView(t, n1, "n3 dead", func(v *View) bool { return states(v)["n3"] == StateDead })
-	t.Logf("n3 declared dead after %s", time.Since(start).Round(time.Millisecond))
 	if e := n1.c.View().Eligible(vip); len(e) != 1 || e[0].Name != "n1" {
 		t.Errorf("eligible after n2 left and n3 died: %v, want only n1", e)
 	}
@@ -216,7 +224,10 @@ func TestClusterRefusesStrangers(t *testing.T) {
 	na := startNode(t, "a", a, []netip.AddrPort{b, c}, key, "test")
 	nb := startNode(t, "b", b, []netip.AddrPort{a}, otherKey, "test") // wrong key
 	nc := startNode(t, "c", c, []netip.AddrPort{a}, key, "other")     // wrong label
-	time.Sleep(3 * time.Second)                                       // three re-join rounds
+	// Each has tried its peers and been refused: then none took another.
+	waitView(t, na, "refused by b and c", func(v *View) bool { return v.Rejected != "" })
+	waitView(t, nb, "refused for its key", func(v *View) bool { return strings.Contains(v.Rejected, "gossip key does not match") })
+	waitView(t, nc, "refused for its label", func(v *View) bool { return strings.Contains(v.Rejected, "cluster label is not") })
 	// Key rotation: d has learned the new key but still speaks the old one,
 	// e already speaks the new one; each understands the other.
 	d := netip.AddrPortFrom(lo, freePort(t))
@@ -278,13 +289,8 @@ func TestUnconfirmedUpdateIsSentAgain(t *testing.T) {
 	if err := n1.c.UpdateMeta(time.Nanosecond); err == nil {
 		t.Fatal("an update with a 1 ns timeout was confirmed")
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for n1.c.unsent.Load() {
-		if time.Now().After(deadline) {
-			t.Fatal("the unconfirmed update was never sent again")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitFor(t, "the unconfirmed update sent again and confirmed", func() bool { return !n1.c.unsent.Load() },
+		func() string { return "it unconfirmed" })
 	waitView(t, n2, "n1 draining", func(v *View) bool {
 		m, _ := v.Member("n1")
 		return m.Meta.Draining

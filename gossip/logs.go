@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/arpshare/arpshare/internal/clock"
 )
 
 // Memberlist logs from its only UDP reader, synchronously, a line for every
@@ -180,6 +182,7 @@ func (l *logLimiter) Suppressed() map[string]uint64 {
 type logWriter struct {
 	l     *slog.Logger
 	limit *logLimiter
+	clock clock.Clock
 }
 
 func (w logWriter) Write(p []byte) (int, error) {
@@ -188,7 +191,7 @@ func (w logWriter) Write(p []byte) (int, error) {
 	if !w.l.Enabled(ctx, level) {
 		return len(p), nil
 	}
-	ok, before := w.limit.allow(level, time.Now())
+	ok, before := w.limit.allow(level, w.clock.Now())
 	if !ok {
 		return len(p), nil
 	}

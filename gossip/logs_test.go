@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/arpshare/arpshare/internal/clock"
 )
 
 // TestParseLine reads lines as memberlist formats them (its own format
@@ -71,7 +73,7 @@ func TestParseLine(t *testing.T) {
 func TestLogWriterFields(t *testing.T) {
 	t.Parallel()
 	var b bytes.Buffer
-	w := logWriter{l: slog.New(slog.NewTextHandler(&b, &slog.HandlerOptions{Level: slog.LevelDebug})), limit: newLogLimiter()}
+	w := logWriter{l: slog.New(slog.NewTextHandler(&b, &slog.HandlerOptions{Level: slog.LevelDebug})), limit: newLogLimiter(), clock: clock.Real{}}
 	w.Write([]byte("[WARN] memberlist: Refuting a dead message (from: h1)\n"))
 	w.Write([]byte("[DEBUG] memberlist: Stream connection from=198.18.0.12:40312\n"))
 	got := b.String()

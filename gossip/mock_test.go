@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/memberlist"
-
 	"github.com/arpshare/arpshare/gossip/gossiptest"
+	"github.com/arpshare/arpshare/internal/clock"
+	"github.com/arpshare/arpshare/internal/clock/clocktest"
 )
 
 // memNode is a cluster member on an in-memory network.
@@ -40,35 +40,55 @@ func startMemCluster(t *testing.T, n int) []*memNode {
 	}
 	var nodes []*memNode
 	for i, tr := range transports {
-		m := &memNode{done: make(chan struct{}), tr: tr}
-		m.c = NewCluster(ClusterConfig{
-			Name: fmt.Sprintf("m%d", i+1), Bind: binds[i], Peers: binds, Label: "test",
-			ProbeInterval: 100 * time.Millisecond, ProbeTimeout: 50 * time.Millisecond,
-			SuspicionMult: 2, GossipInterval: 50 * time.Millisecond, RejoinInterval: time.Second,
-			Meta: func() Meta {
-				return Meta{Version: MetaVersion, Algorithm: Algorithm, Weight: 1, VIPs: []netip.Addr{netip.MustParseAddr("198.18.0.200")}}
-			},
-			OnChange: func(v *View) {
-				m.mu.Lock()
-				defer m.mu.Unlock()
-				m.changes = append(m.changes, v)
-			},
-			OnRefute:  func() { m.refutes.Add(1) },
-			Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
-			Transport: tr,
-		})
-		ctx, cancel := context.WithCancel(context.Background())
-		m.cancel = cancel
-		go func() {
-			defer close(m.done)
-			if err := m.c.Run(ctx); err != nil {
-				t.Errorf("m%d: %v", i+1, err)
-			}
-		}()
-		t.Cleanup(m.kill)
-		nodes = append(nodes, m)
+		nodes = append(nodes, startMemNode(t, fmt.Sprintf("m%d", i+1), tr, binds, nil))
 	}
 	return nodes
+}
+
+// startMemNode starts a member on tr's network with the given peers and
+// clock (nil: the real one), until the test ends.
+func startMemNode(t *testing.T, name string, tr *gossiptest.Transport, peers []netip.AddrPort, clk clock.Clock) *memNode {
+	t.Helper()
+	m := &memNode{done: make(chan struct{}), tr: tr}
+	m.c = NewCluster(ClusterConfig{
+		Name: name, Bind: tr.Addr(), Peers: peers, Label: "test",
+		ProbeInterval: 100 * time.Millisecond, ProbeTimeout: 50 * time.Millisecond,
+		SuspicionMult: 2, GossipInterval: 50 * time.Millisecond, RejoinInterval: time.Second,
+		Meta: func() Meta {
+			return Meta{Version: MetaVersion, Algorithm: Algorithm, Weight: 1, VIPs: []netip.Addr{netip.MustParseAddr("198.18.0.200")}}
+		},
+		OnChange: func(v *View) {
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			m.changes = append(m.changes, v)
+		},
+		OnRefute:  func() { m.refutes.Add(1) },
+		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Transport: tr,
+		Clock:     clk,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	go func() {
+		defer close(m.done)
+		if err := m.c.Run(ctx); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}()
+	t.Cleanup(m.kill)
+	return m
+}
+
+// ready waits until the member listens.
+func (m *memNode) ready(t *testing.T) {
+	t.Helper()
+	select {
+	case <-m.c.Ready():
+	case <-m.done:
+		t.Fatalf("%s stopped before it was ready", m.c.cfg.Name)
+	case <-time.After(patience):
+		t.Fatalf("%s never ready", m.c.cfg.Name)
+	}
 }
 
 // kill stops the member without leaving, as a host that loses power: its
@@ -100,15 +120,11 @@ func TestClusterInMemory(t *testing.T) {
 		return len(s) == 3 && s["m1"] == StateAlive && s["m2"] == StateAlive && s["m3"] == StateAlive
 	}
 	for _, m := range nodes {
-		select {
-		case <-m.c.Ready():
-		case <-m.done:
-			t.Fatalf("%s stopped before it was ready", m.c.cfg.Name)
-		case <-time.After(15 * time.Second):
-			t.Fatalf("%s never ready", m.c.cfg.Name)
-		}
+		m.ready(t)
 		waitMemView(t, m, "three alive members", allAlive)
 	}
+	// Memberlist tells this package when a peer probes this host.
+	waitFor(t, "m1 probed", func() bool { return nodes[0].c.probedAt.Load() != 0 }, func() string { return "never" })
 	if v := nodes[0].c.View(); v.JoinState() != JoinMember || !v.Quorum() {
 		t.Errorf("m1 join state %q quorum %v, want member with quorum", v.JoinState(), v.Quorum())
 	}
@@ -157,35 +173,59 @@ func waitAllAlive(t *testing.T, nodes []*memNode) {
 // that view.
 func waitMemView(t *testing.T, m *memNode, what string, cond func(*View) bool) *View {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		v := m.c.View()
-		if cond(v) {
-			return v
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: never saw %s; members %+v", m.c.cfg.Name, what, v.Members)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	var v *View
+	waitFor(t, m.c.cfg.Name+": "+what, func() bool {
+		v = m.c.View()
+		return cond(v)
+	}, func() string { return fmt.Sprintf("members %+v", v.Members) })
+	return v
 }
 
-// TestDeathInDoubtInMemory: a death reported of a member that is up is held
-// on an in-memory network too: the check of the member's gossip port goes
-// through the transport (a socket on the member's address is nobody's, and
-// its refusal made every such report count at once).
-func TestDeathInDoubtInMemory(t *testing.T) {
+// TestRejoin: configured peers missing from the cluster are joined again
+// every rejoin interval, of the cluster's clock: b was down when a started,
+// and comes up naming nobody; only a's rejoin brings them together.
+func TestRejoin(t *testing.T) {
+	t.Parallel()
+	network := gossiptest.NewNetwork()
+	ta, tb := network.NewTransport(), network.NewTransport()
+	clk := clocktest.New(epoch)
+	// b's transport takes no stream yet: a's first join waits for
+	// memberlist's TCP timeout, and fails.
+	a := startMemNode(t, "a", ta, []netip.AddrPort{tb.Addr()}, clk)
+	a.ready(t)
+	b := startMemNode(t, "b", tb, nil, nil)
+	b.ready(t)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	if err := clk.WaitTickers(ctx, 3); err != nil { // a's loop: poll, rejoin, lateness
+		t.Fatal(err)
+	}
+	if _, ok := a.c.View().Member("b"); ok {
+		t.Fatal("a found b before any rejoin")
+	}
+	clk.Advance(a.c.cfg.RejoinInterval)
+	waitMemView(t, a, "b, joined", func(v *View) bool { return states(v)["b"] == StateAlive })
+	waitMemView(t, b, "a, which joined it", func(v *View) bool { return states(v)["a"] == StateAlive })
+}
+
+// TestReachInMemory: the check of a member's gossip port goes through the
+// configured transport (a socket on an in-memory member's address is
+// nobody's, and its refusal made every report of a death count at once):
+// a member up takes the connection, one powered off refuses it.
+func TestReachInMemory(t *testing.T) {
 	t.Parallel()
 	nodes := startMemCluster(t, 3)
 	waitAllAlive(t, nodes)
 	m1 := nodes[0]
 	m2, _ := m1.c.View().Member("m2")
-	// memberlist's own nodes change under its lock: report a copy.
-	node2 := &memberlist.Node{Name: "m2", Addr: m2.Addr.Addr().AsSlice(), Port: m2.Addr.Port()}
-	events{m1.c}.NotifyLeave(node2)
-	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
-		if m, _ := m1.c.View().Member("m2"); m.State != StateAlive {
-			t.Fatalf("m2, up, shown %s after a false report", m.State)
-		}
+	m3, _ := m1.c.View().Member("m3")
+	nodes[2].kill()
+	// However long memberlist takes to take the connection: the verdict is
+	// what is checked, not its time.
+	if got := m1.c.reach(m2.Addr, patience); got != reachOpen {
+		t.Errorf("m2, up: reach %v, want open", got)
+	}
+	if got := m1.c.reach(m3.Addr, patience); got != reachClosed {
+		t.Errorf("m3, powered off: reach %v, want closed", got)
 	}
 }

@@ -17,4 +17,18 @@ func TestSleep(t *testing.T) {
 	if Sleep(ctx, time.Hour) {
 		t.Error("Sleep with an ended context = true, want false")
 	}
+	if (Real{}).Sleep(ctx, time.Hour) {
+		t.Error("Real.Sleep with an ended context = true, want false")
+	}
+}
+
+func TestRealTicker(t *testing.T) {
+	t.Parallel()
+	tk := Real{}.NewTicker(time.Millisecond)
+	defer tk.Stop()
+	before := Real{}.Now()
+	// Waits for a tick, however late it comes: no bound on when.
+	if at := <-tk.C(); at.Before(before.Add(-time.Second)) {
+		t.Errorf("tick at %v, before the ticker was made (%v)", at, before)
+	}
 }
