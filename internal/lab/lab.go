@@ -113,8 +113,9 @@ type HostConfig struct {
 	// Peers is how many of the lab's hosts gossip.peers names, the first
 	// ones; 0: three.
 	Peers int
-	// Routers sets the VIP "web"'s vip.routers.
-	Routers []netip.Addr
+	// Routers sets the VIP "web"'s vip.routers, Routers6 those of
+	// "web6" (with IPv6VIP).
+	Routers, Routers6 []netip.Addr
 }
 
 // SecondVIP is the address of the optional second VIP, "db".
@@ -437,13 +438,7 @@ func (h *Host) WriteConfig(hc HostConfig) error {
 	if hc.Mode != "" {
 		fmt.Fprintf(&b, "mode = %q\n", hc.Mode)
 	}
-	if len(hc.Routers) > 0 {
-		var rs []string
-		for _, r := range hc.Routers {
-			rs = append(rs, fmt.Sprintf("%q", r.String()))
-		}
-		fmt.Fprintf(&b, "routers = [%s]\n", strings.Join(rs, ", "))
-	}
+	writeRouters(&b, hc.Routers)
 	if hc.Check {
 		fmt.Fprintf(&b, "[vip.check]\ntcp = \"127.0.0.1:%d\"\ninterval = \"200ms\"\ntimeout = \"200ms\"\nfall = 3\n", port)
 	}
@@ -452,6 +447,7 @@ func (h *Host) WriteConfig(hc HostConfig) error {
 		if hc.Mode != "" {
 			fmt.Fprintf(&b, "mode = %q\n", hc.Mode)
 		}
+		writeRouters(&b, hc.Routers6)
 	}
 	if hc.SecondVIP {
 		fmt.Fprintf(&b, "\n[[vip]]\nname = \"db\"\naddress = %q\ninterface = \"eth0\"\n", SecondVIP)
@@ -476,6 +472,18 @@ func (h *Host) WriteConfig(hc HostConfig) error {
 		return err
 	}
 	return h.lab.own(h.Config)
+}
+
+// writeRouters writes a VIP's routers line, if it has any.
+func writeRouters(b *strings.Builder, routers []netip.Addr) {
+	if len(routers) == 0 {
+		return
+	}
+	var rs []string
+	for _, r := range routers {
+		rs = append(rs, fmt.Sprintf("%q", r.String()))
+	}
+	fmt.Fprintf(b, "routers = [%s]\n", strings.Join(rs, ", "))
 }
 
 // writeTableVIPs writes the config of HostConfig.TableVIPs.
