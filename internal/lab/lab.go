@@ -113,6 +113,8 @@ type HostConfig struct {
 	// Peers is how many of the lab's hosts gossip.peers names, the first
 	// ones; 0: three.
 	Peers int
+	// ProposeRouters sets node.propose_routers.
+	ProposeRouters bool
 	// Routers sets the VIP "web"'s vip.routers, Routers6 those of
 	// "web6" (with IPv6VIP).
 	Routers, Routers6 []netip.Addr
@@ -425,6 +427,9 @@ func (h *Host) WriteConfig(hc HostConfig) error {
 	}
 	if hc.FastPath != "" {
 		fmt.Fprintf(&b, "fast_path = %q\n", hc.FastPath)
+	}
+	if hc.ProposeRouters {
+		b.WriteString("propose_routers = true\n")
 	}
 	fmt.Fprintf(&b, "\n[gossip]\nbind = \"%s:7946\"\npeers = [%s]\nkey_file = %q\ncluster = %q\n",
 		h.Gossip, strings.Join(peers, ", "), hc.KeyFile, hc.Cluster)

@@ -26,15 +26,15 @@ var (
 // Router is a machine that forwards between the segment and the routed
 // clients: the hosts see its MAC on every routed client's packets.
 type Router struct {
-	NS      string
-	Addr    netip.Addr // on the segment
-	Addr6   netip.Addr // on the segment
+	NS    string
+	Addr  netip.Addr // on the segment
+	Addr6 netip.Addr // on the segment
 	// LinkLocal is its link-local address on the segment: it asks for an
 	// IPv6 VIP from it (Linux solicits a neighbour for a packet it
 	// forwards from its link-local address), so it is the address to list
 	// in an IPv6 VIP's routers.
 	LinkLocal netip.Addr
-	Clients []*Client  // behind it, with an IPv4 and an IPv6 address
+	Clients   []*Client // behind it, with an IPv4 and an IPv6 address
 }
 
 // AddRouter adds the router and clients routed clients behind it (at most

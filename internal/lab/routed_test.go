@@ -9,9 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/daemon/spread"
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/api"
 )
 
 // TestRoutedSpread puts six clients behind a router, and three on the
@@ -309,15 +312,73 @@ func segmentOwners(t *testing.T, clients []*Client, vip netip.Addr, weights map[
 // TestRoutedWeighted spreads routed flows by weight, in IPv4 and in IPv6:
 // with weights 2:1:1, h1 serves about half of each family's flows, the
 // others a quarter each, and the on-segment clients of the same VIPs keep
-// the owners their addresses give them.
+// the owners their addresses give them. With node.propose_routers, the
+// router's address is proposed for the VIP "db", which does not list it.
 func TestRoutedWeighted(t *testing.T) {
 	requirePrivileged(t)
 	weights := map[string]int{"h1": 2, "h2": 1, "h3": 1}
-	l, r := newRoutedLab(t, HostConfig{IPv6VIP: true}, 3, weights)
+	l, r := newRoutedLab(t, HostConfig{IPv6VIP: true, SecondVIP: true, ProposeRouters: true}, 3, weights)
 	for _, vip := range []netip.Addr{VIP, VIP6} {
 		spreadShares(t, r, vip, 360, weights)
 		segmentOwners(t, l.Clients, vip, weights)
 	}
+	checkProposals(t, l, r, weights)
+}
+
+// checkProposals has every routed client connect to the VIP "db" twice,
+// and checks that the host that owns the router for it (the router sends
+// it every connection) proposes the router's address for db, and that no
+// host proposes anything else: not the on-segment clients (one address
+// each), not for the VIPs that list the router already, not the director
+// whose frames carry spread flows.
+func checkProposals(t *testing.T, l *Lab, r *Router, weights map[string]int) {
+	t.Helper()
+	for range 2 {
+		for _, c := range r.Clients {
+			if _, err := c.DialVIP(SecondVIP, 2*time.Second); err != nil {
+				t.Fatalf("%s to %s: %v", c.Name, SecondVIP, err)
+			}
+		}
+	}
+	var cands []gossip.Candidate
+	for name, w := range weights {
+		cands = append(cands, gossip.Candidate{Name: name, Weight: w})
+	}
+	director := policy.Rendezvous(cands, SecondVIP, RouterIP)
+	proposed := func(s api.Status) []string {
+		var out []string
+		for _, v := range s.VIPs {
+			for _, p := range v.ProposedRouters {
+				out = append(out, fmt.Sprintf("%s: %s %v", v.Name, p.MAC, p.Addresses))
+			}
+		}
+		return out
+	}
+	for _, h := range l.Hosts {
+		mine := h.Name == director
+		s := statusWhen(t, h, func(s api.Status) bool { return mine == (len(proposed(s)) > 0) })
+		got := proposed(s)
+		t.Logf("%s proposes %v; segments %v", h.Name, got, s.Proposals.Segments)
+		want := []string(nil)
+		if mine {
+			want = []string{fmt.Sprintf("db: %s [%s]", routerMAC(t, s), RouterIP)}
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("%s proposes (-want +got):\n%s", h.Name, diff)
+		}
+	}
+}
+
+// routerMAC is the router's MAC as a host's status knows it.
+func routerMAC(t *testing.T, s api.Status) string {
+	t.Helper()
+	for _, v := range s.Spread.VIPs {
+		if m := v.Routers[RouterIP.String()]; m != "" {
+			return m
+		}
+	}
+	t.Fatalf("%s does not know the router's MAC", s.Node)
+	return ""
 }
 
 // openRouted opens n streams from each routed client, and closes them when
