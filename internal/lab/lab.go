@@ -944,8 +944,15 @@ func (c *Client) Dial(timeout time.Duration) (string, error) {
 
 // DialVIP is Dial to another VIP.
 func (c *Client) DialVIP(vip netip.Addr, timeout time.Duration) (string, error) {
-	var name string
-	err := inNS(c.NS, func() error {
+	name, _, err := c.DialTimed(vip, timeout)
+	return name, err
+}
+
+// DialTimed is DialVIP that also says how long the connection took to be
+// made and greeted, timed in the client's namespace.
+func (c *Client) DialTimed(vip netip.Addr, timeout time.Duration) (name string, took time.Duration, err error) {
+	err = inNS(c.NS, func() error {
+		start := time.Now()
 		conn, err := net.DialTimeout("tcp", netip.AddrPortFrom(vip, uint16(port)).String(), timeout)
 		if err != nil {
 			return err
@@ -953,13 +960,14 @@ func (c *Client) DialVIP(vip netip.Addr, timeout time.Duration) (string, error) 
 		defer conn.Close()
 		conn.SetDeadline(time.Now().Add(timeout))
 		name, err = bufio.NewReader(conn).ReadString('\n')
+		took = time.Since(start)
 		name = strings.TrimSpace(name)
 		if err != nil && !(errors.Is(err, io.EOF) && name != "") {
 			return err
 		}
 		return nil
 	})
-	return name, err
+	return name, took, err
 }
 
 // Close stops every daemon and removes every namespace and file of the lab.

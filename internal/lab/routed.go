@@ -123,3 +123,33 @@ func linkLocal(ns string) (netip.Addr, error) {
 	}
 	return netip.Addr{}, fmt.Errorf("%s: eth0 has no link-local address: %q", ns, out)
 }
+
+// Spreading returns nil once every host spreads vips VIPs, each with every
+// router seen (its MAC learnt) and want hosts in its table, else what is
+// missing.
+func Spreading(hosts []*Host, vips, want int) error {
+	for _, h := range hosts {
+		s, err := h.Status()
+		if err != nil {
+			return err
+		}
+		sp := s.Spread
+		switch {
+		case !sp.Active:
+			return fmt.Errorf("%s: spreading not active: %s", h.Name, sp.Error)
+		case len(sp.VIPs) != vips:
+			return fmt.Errorf("%s: spreading %d VIPs, want %d", h.Name, len(sp.VIPs), vips)
+		}
+		for _, v := range sp.VIPs {
+			for ip, mac := range v.Routers {
+				if mac == "" {
+					return fmt.Errorf("%s: %s: router %s not seen yet", h.Name, v.Name, ip)
+				}
+			}
+			if len(v.Hosts) != want {
+				return fmt.Errorf("%s: %s: spread table has hosts %v", h.Name, v.Name, v.Hosts)
+			}
+		}
+	}
+	return nil
+}

@@ -172,7 +172,7 @@ func waitSpreading(t *testing.T, hosts []*Host, r *Router, vips []netip.Addr, wa
 		for _, vip := range vips {
 			r.Clients[0].DialVIP(vip, 500*time.Millisecond)
 		}
-		err := spreading(hosts, len(vips), want)
+		err := Spreading(hosts, len(vips), want)
 		if err == nil {
 			return
 		}
@@ -181,33 +181,6 @@ func waitSpreading(t *testing.T, hosts []*Host, r *Router, vips []netip.Addr, wa
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-}
-
-func spreading(hosts []*Host, vips, want int) error {
-	for _, h := range hosts {
-		s, err := h.Status()
-		if err != nil {
-			return err
-		}
-		sp := s.Spread
-		switch {
-		case !sp.Active:
-			return fmt.Errorf("%s: spreading not active: %s", h.Name, sp.Error)
-		case len(sp.VIPs) != vips:
-			return fmt.Errorf("%s: spreading %d VIPs, want %d", h.Name, len(sp.VIPs), vips)
-		}
-		for _, v := range sp.VIPs {
-			for ip, mac := range v.Routers {
-				if mac == "" {
-					return fmt.Errorf("%s: %s: router %s not seen yet", h.Name, v.Name, ip)
-				}
-			}
-			if len(v.Hosts) != want {
-				return fmt.Errorf("%s: %s: spread table has hosts %v", h.Name, v.Name, v.Hosts)
-			}
-		}
-	}
-	return nil
 }
 
 func hostNamed(hosts []*Host, name string) *Host {
