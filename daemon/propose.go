@@ -6,7 +6,6 @@ import (
 	"slices"
 
 	"github.com/arpshare/arpshare/arp"
-	"github.com/arpshare/arpshare/internal/config"
 	"github.com/arpshare/arpshare/internal/propose"
 )
 
@@ -24,7 +23,7 @@ func newProposer(d *Daemon) *propose.Watcher {
 		}
 		return out
 	}
-	return propose.New(watched, routerAddrs(d.table), d.log.With("component", "propose"))
+	return propose.New(watched, routerAddrs(d.table), listedRouter(d), d.log.With("component", "propose"))
 }
 
 // routerAddrs finds the addresses a neighbour asked for a VIP from, in
@@ -44,18 +43,23 @@ func routerAddrs(table *arp.ClientTable) func(vip netip.Addr, mac [6]byte) []net
 	}
 }
 
-// proposedRouters is vip's proposals but its configured routers (by
-// address, or by the MAC the client table knows for one).
-func (d *Daemon) proposedRouters(vip config.VIP) []propose.Proposal {
-	return d.propose.Proposed(vip.Address, func(mac [6]byte, addrs []netip.Addr) bool {
-		for _, r := range vip.Routers {
+// listedRouter says whether vip lists a neighbour in its routers already:
+// by one of its addresses, or by the MAC the client table knows for a
+// listed router.
+func listedRouter(d *Daemon) func(vip netip.Addr, mac [6]byte, addrs []netip.Addr) bool {
+	return func(vip netip.Addr, mac [6]byte, addrs []netip.Addr) bool {
+		v, ok := d.config().FindVIP(vip.String())
+		if !ok {
+			return false
+		}
+		for _, r := range v.Routers {
 			if slices.Contains(addrs, r) {
 				return true
 			}
-			if m, ok := d.table.MAC(vip.Address, r); ok && m == mac {
+			if m, ok := d.table.MAC(vip, r); ok && m == mac {
 				return true
 			}
 		}
 		return false
-	})
+	}
 }

@@ -85,8 +85,8 @@ func TestRoutedSpread(t *testing.T) {
 
 // hostLoss cuts dead's power while the routed and on-segment clients
 // connect over and over, checks that new connections are all served again
-// within the failover time, and that no stream served by a live host
-// failed.
+// within the failover time, that no stream served by a live host failed,
+// and that dead's did (only its flows break).
 func hostLoss(t *testing.T, l *Lab, r *Router, streams []*Stream, dead *Host, gone map[string]bool) {
 	t.Helper()
 	clients := append(slices.Clone(r.Clients), l.Clients...)
@@ -104,16 +104,25 @@ func hostLoss(t *testing.T, l *Lab, r *Router, streams []*Stream, dead *Host, go
 		t.Errorf("new connections failed for %s after the power loss of %s, want at most %s", back.Round(time.Millisecond), dead.Name, failoverWithin)
 	}
 	time.Sleep(time.Second) // the streams run on
+	broke := 0
 	for _, s := range streams {
 		res := s.Check()
 		switch {
+		case s.Host == dead.Name:
+			if res.Err != nil || res.MaxStall > maxStall {
+				broke++
+			}
 		case gone[s.Host]:
-			continue // served by a host that died
+			continue // served by a host that died before
 		case res.Err != nil:
 			t.Errorf("%s lost: stream %s served by a live host failed: %v", dead.Name, s, res.Err)
 		default:
 			t.Logf("%s lost: stream %s: %d echoes, longest stall %s", dead.Name, s, res.Echoes, res.MaxStall.Round(time.Millisecond))
 		}
+	}
+	// Its own streams break: else the loss was not one.
+	if broke == 0 {
+		t.Errorf("%s lost: none of its streams broke or stalled: the test cannot tell", dead.Name)
 	}
 }
 

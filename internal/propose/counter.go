@@ -39,6 +39,7 @@ const (
 	RateLimited = "rate_limited" // over Rate
 	TableFull   = "table_full"   // a new neighbour, MaxNeighbours held
 	FromCluster = "from_cluster" // from a cluster member's MAC (a spread flow)
+	Listed      = "listed"       // from a router the VIP lists already
 	NotVIP      = "not_vip"      // to an address that is not a watched VIP
 	BadFrame    = "bad_frame"    // not an Ethernet IPv4 or IPv6 TCP segment
 )
@@ -62,6 +63,8 @@ type neighbour struct {
 	sources []netip.Addr // distinct, up to Threshold
 	addrs   []netip.Addr // once proposed
 	looked  time.Time    // the last address lookup
+	checked bool         // looked up since the last config change
+	listed  bool         // a router the VIP lists: not counted
 	last    time.Time
 }
 
@@ -70,6 +73,7 @@ type neighbour struct {
 type Counter struct {
 	now    func() time.Time
 	lookup func(vip netip.Addr, mac [6]byte) []netip.Addr
+	listed func(vip netip.Addr, mac [6]byte, addrs []netip.Addr) bool
 
 	mu     sync.Mutex
 	seen   map[key]*neighbour
@@ -80,9 +84,9 @@ type Counter struct {
 }
 
 // NewCounter returns a Counter that finds a proposed neighbour's addresses
-// with lookup.
-func NewCounter(lookup func(vip netip.Addr, mac [6]byte) []netip.Addr) *Counter {
-	return &Counter{now: time.Now, lookup: lookup, seen: map[key]*neighbour{}, peers: map[[6]byte]bool{}, tokens: Rate, counts: map[string]uint64{}}
+// with lookup, and leaves out those listed says the VIP lists already.
+func NewCounter(lookup func(vip netip.Addr, mac [6]byte) []netip.Addr, listed func(vip netip.Addr, mac [6]byte, addrs []netip.Addr) bool) *Counter {
+	return &Counter{now: time.Now, lookup: lookup, listed: listed, seen: map[key]*neighbour{}, peers: map[[6]byte]bool{}, tokens: Rate, counts: map[string]uint64{}}
 }
 
 // SetPeers gives the cluster members' MACs: their frames carry the flows
@@ -111,9 +115,10 @@ func (c *Counter) Observe(vip netip.Addr, mac [6]byte, src netip.Addr) string {
 	if look {
 		// Outside the lock: status need not wait for the scan.
 		addrs := c.lookup(vip, mac)
+		listed := c.listed(vip, mac, addrs)
 		c.mu.Lock()
 		if n := c.seen[key{vip, mac}]; n != nil {
-			n.addrs = addrs
+			n.addrs, n.listed = addrs, listed
 		}
 		c.mu.Unlock()
 	}
@@ -126,6 +131,13 @@ func (c *Counter) observe(now time.Time, k key, src netip.Addr) (outcome string,
 	if c.peers[k.mac] {
 		return FromCluster, false
 	}
+	n := c.seen[k]
+	if n != nil && n.listed {
+		// Before the rate: a busy listed router must not starve the
+		// counting of one that is not listed yet.
+		n.last = now
+		return Listed, false
+	}
 	// The token bucket fills as time passes: no timer.
 	c.tokens = min(Rate, c.tokens+now.Sub(c.filled).Seconds()*Rate)
 	c.filled = now
@@ -133,7 +145,6 @@ func (c *Counter) observe(now time.Time, k key, src netip.Addr) (outcome string,
 		return RateLimited, false
 	}
 	c.tokens--
-	n := c.seen[k]
 	if n == nil {
 		if len(c.seen) >= MaxNeighbours && !c.evict(now) {
 			return TableFull, false
@@ -145,8 +156,8 @@ func (c *Counter) observe(now time.Time, k key, src netip.Addr) (outcome string,
 	if len(n.sources) < Threshold && !slices.Contains(n.sources, src) {
 		n.sources = append(n.sources, src)
 	}
-	if len(n.sources) == Threshold && len(n.addrs) == 0 && now.Sub(n.looked) >= lookupEvery {
-		n.looked = now
+	if len(n.sources) == Threshold && (!n.checked || len(n.addrs) == 0 && now.Sub(n.looked) >= lookupEvery) {
+		n.looked, n.checked = now, true
 		return Counted, true
 	}
 	return Counted, false
@@ -169,15 +180,15 @@ func (c *Counter) evict(now time.Time) bool {
 }
 
 // Proposed returns vip's proposals: the neighbours seen within Forget
-// whose connections carried Threshold sources, but for those skip names
-// (a configured router), sorted by MAC.
-func (c *Counter) Proposed(vip netip.Addr, skip func(mac [6]byte, addrs []netip.Addr) bool) []Proposal {
+// whose connections carried Threshold sources, but the routers it lists,
+// sorted by MAC.
+func (c *Counter) Proposed(vip netip.Addr) []Proposal {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.now()
 	var out []Proposal
 	for k, n := range c.seen {
-		if k.vip != vip || len(n.sources) < Threshold || now.Sub(n.last) >= Forget || c.peers[k.mac] || skip(k.mac, n.addrs) {
+		if k.vip != vip || len(n.sources) < Threshold || now.Sub(n.last) >= Forget || c.peers[k.mac] || c.listed(vip, k.mac, n.addrs) {
 			continue
 		}
 		out = append(out, Proposal{Addresses: slices.Clone(n.addrs), MAC: net.HardwareAddr(k.mac[:]).String(), Sources: len(n.sources), LastSeen: n.last})
@@ -197,13 +208,15 @@ func (c *Counter) Counts() map[string]uint64 {
 	return out
 }
 
-// Forget drops every neighbour of VIPs not in keep (after a reload).
-func (c *Counter) Forget(keep map[netip.Addr]bool) {
+// Reset drops every neighbour of VIPs not in keep, and has the others
+// looked up again, against the config now in force.
+func (c *Counter) Reset(keep map[netip.Addr]bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for k := range c.seen {
+	for k, n := range c.seen {
 		if !keep[k.vip] {
 			delete(c.seen, k)
 		}
+		n.checked, n.listed = false, false
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/mdlayher/packet"
 	"golang.org/x/net/bpf"
@@ -27,6 +28,9 @@ type Watcher struct {
 	counter *Counter
 	listen  func(iface string, vips []netip.Addr) (conn, error)
 	wake    chan struct{}
+	// reloaded: the config changed since the last sync, so the counter
+	// looks its neighbours up again.
+	reloaded atomic.Bool
 
 	mu    sync.Mutex
 	socks map[string]*sock
@@ -49,9 +53,10 @@ type sock struct {
 
 // New returns a Watcher of the VIPs watched names, by interface (nil or
 // empty: none); lookup finds the addresses a neighbour asked for a VIP
-// from.
-func New(watched func() map[string][]netip.Addr, lookup func(vip netip.Addr, mac [6]byte) []netip.Addr, log *slog.Logger) *Watcher {
-	return &Watcher{log: log, watched: watched, counter: NewCounter(lookup), listen: listen,
+// from, listed says whether the VIP lists it in its routers already.
+func New(watched func() map[string][]netip.Addr, lookup func(vip netip.Addr, mac [6]byte) []netip.Addr,
+	listed func(vip netip.Addr, mac [6]byte, addrs []netip.Addr) bool, log *slog.Logger) *Watcher {
+	return &Watcher{log: log, watched: watched, counter: NewCounter(lookup, listed), listen: listen,
 		wake: make(chan struct{}, 1), socks: map[string]*sock{}, errs: map[string]error{}}
 }
 
@@ -74,6 +79,11 @@ func (w *Watcher) Run(ctx context.Context) error {
 
 // Update looks at the config again (after a reload).
 func (w *Watcher) Update() {
+	w.reloaded.Store(true)
+	w.poke()
+}
+
+func (w *Watcher) poke() {
 	select {
 	case w.wake <- struct{}{}:
 	default:
@@ -89,14 +99,12 @@ func (w *Watcher) ViewChanged(v *gossip.View) {
 	retry := len(w.errs) > 0
 	w.mu.Unlock()
 	if retry {
-		w.Update()
+		w.poke()
 	}
 }
 
-// Proposed returns vip's proposals but those skip names.
-func (w *Watcher) Proposed(vip netip.Addr, skip func(mac [6]byte, addrs []netip.Addr) bool) []Proposal {
-	return w.counter.Proposed(vip, skip)
-}
+// Proposed returns vip's proposals.
+func (w *Watcher) Proposed(vip netip.Addr) []Proposal { return w.counter.Proposed(vip) }
 
 func (w *Watcher) sync() {
 	want := w.watched()
@@ -134,7 +142,9 @@ func (w *Watcher) sync() {
 			delete(w.errs, iface)
 		}
 	}
-	w.counter.Forget(keep)
+	if w.reloaded.Swap(false) {
+		w.counter.Reset(keep)
+	}
 }
 
 // open opens iface's socket and starts its reader. Call with w.mu held.
