@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mdlayher/packet"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // fakeConn hands the watcher's reader the frames sent to it.
@@ -87,6 +88,9 @@ func TestWatcher(t *testing.T) {
 	if !st.Enabled || len(st.Interfaces) != 1 || st.Interfaces[0] != "lo" {
 		t.Errorf("status %+v, want watching lo", st)
 	}
+	if n := series(w); n != len(outcomes) {
+		t.Errorf("%d %s series, want one per outcome (%d)", n, MetricSegments, len(outcomes))
+	}
 
 	mu.Lock()
 	watched = nil // node.propose_routers turned off
@@ -102,4 +106,19 @@ func TestWatcher(t *testing.T) {
 			t.Fatal("proposals kept with node.propose_routers off")
 		}
 	}
+	if n := series(w); n != 0 {
+		t.Errorf("%d series with node.propose_routers off, want none", n)
+	}
+}
+
+// series counts the metrics w's collector gives.
+func series(w *Watcher) int {
+	ch := make(chan prometheus.Metric, 100)
+	w.Collector().Collect(ch)
+	close(ch)
+	n := 0
+	for range ch {
+		n++
+	}
+	return n
 }
