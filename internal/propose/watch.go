@@ -2,6 +2,7 @@ package propose
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -264,6 +265,18 @@ func listen(iface string, vips []netip.Addr) (conn, error) {
 	c, err := packet.Listen(ifi, packet.Raw, unix.ETH_P_ALL, &packet.Config{Filter: raw})
 	if err != nil {
 		return nil, fmt.Errorf("open raw socket: %w", err)
+	}
+	// Not a tap on what the host sends: without this, every frame it
+	// sends on the interface would be copied for the socket's filter to
+	// drop.
+	rc, err := c.SyscallConn()
+	if err == nil {
+		cerr := rc.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1) })
+		err = errors.Join(err, cerr)
+	}
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("raw socket: ignore outgoing frames: %w", err)
 	}
 	return c, nil
 }
