@@ -24,6 +24,7 @@ import (
 	"github.com/arpshare/arpshare/internal/linkwatch"
 	"github.com/arpshare/arpshare/internal/metrics"
 	"github.com/arpshare/arpshare/internal/ownership"
+	"github.com/arpshare/arpshare/internal/propose"
 	"github.com/arpshare/arpshare/internal/task"
 	"github.com/arpshare/arpshare/internal/viewlog"
 )
@@ -56,6 +57,7 @@ type Daemon struct {
 	repointer  *repoint.Repointer
 	handover   *handover.Handover
 	spread     *spread.Spreader
+	propose    *propose.Watcher
 	serving    *vipServer
 	responders *responders // serving's, for the status and metrics
 	watch      *viewlog.Watch
@@ -132,6 +134,7 @@ func newDaemon(cfg *config.Config, log *slog.Logger, version string, sm seams) *
 	d.handover = handover.New(cfg.Handover, cfg.Node.Name, cfg.Node.MaxClients, handoverSource{d.state, d.table}, log.With("component", "handover"))
 	d.views = newViewTask(d.handover, d.repointer)
 	d.spread = spread.New(cfg.Node.Name, cfg.Handover.FlowGrace(), spread.FromConfig(d.state.Config, d.table), log.With("component", "spread"))
+	d.propose = newProposer(d)
 	d.cluster = gossip.NewCluster(gossip.ClusterConfig{
 		Name: cfg.Node.Name, Bind: cfg.Gossip.Bind, Peers: cfg.Gossip.Peers,
 		Keys: cfg.Gossip.Keys, KeyFile: cfg.Gossip.KeyFile, Label: cfg.Gossip.Cluster,
@@ -188,7 +191,7 @@ func (d *Daemon) Run(ctx context.Context, configPath string) error {
 	d.handover.Open()
 	d.spread.Update(nil) // loads the program if a VIP has routers
 
-	all := []task.Task{d.cluster, task.ReadyOnStart(d.views), task.ReadyOnStart(d.repointer), task.ReadyOnStart(d.handover), task.ReadyOnStart(d.spread), d.api,
+	all := []task.Task{d.cluster, task.ReadyOnStart(d.views), task.ReadyOnStart(d.repointer), task.ReadyOnStart(d.handover), task.ReadyOnStart(d.spread), task.ReadyOnStart(d.propose), d.api,
 		d.newReloader(configPath), task.ReadyOnStart(d.newWatchdog()),
 		task.ReadyOnStart(d.sysctls), task.ReadyOnStart(d.reports)}
 	if d.metrics != nil {

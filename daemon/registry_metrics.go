@@ -18,5 +18,5 @@ func (d *Daemon) NewRegistry() *prometheus.Registry {
 
 // collectors are the daemon's own metrics, every arpshare_ series.
 func (d *Daemon) collectors() []prometheus.Collector {
-	return []prometheus.Collector{metrics.NewCollector(metrics.Sources{Version: d.version, Served: d.serving, Host: d.state, Cluster: d.cluster, Repointer: d.repointer, Table: d.table, Owners: &d.owners}), d.reloads, d.lastReload, d.handover.Collector(), d.spread.Collector(), d.cluster.Collector(), d.sysctls.Collector(), d.serving.links}
+	return []prometheus.Collector{metrics.NewCollector(metrics.Sources{Version: d.version, Served: d.serving, Host: d.state, Cluster: d.cluster, Repointer: d.repointer, Table: d.table, Owners: &d.owners}), d.reloads, d.lastReload, d.handover.Collector(), d.spread.Collector(), d.propose.Collector(), d.cluster.Collector(), d.sysctls.Collector(), d.serving.links}
 }

@@ -52,6 +52,7 @@ func (d *Daemon) Reload(path string) error {
 	}
 	d.handover.Update(nil)
 	d.spread.Update(nil)
+	d.propose.Update()
 	d.repointer.ViewChanged(d.cluster.View())
 	var names []string
 	for _, v := range d.config().VIPs {

@@ -41,6 +41,7 @@ func (d *Daemon) Status() api.Status {
 		Repointing: d.repointer.Status(),
 		Handover:   d.handover.Status(),
 		Spread:     d.spread.Status(),
+		Proposals:  d.propose.Status(),
 	}
 	if s.Draining {
 		p := drain.ProgressIn(v, cfg.Node.Name, cfg.VIPs)
@@ -54,6 +55,7 @@ func (d *Daemon) Status() api.Status {
 			Name: vip.Name, Address: vip.Address, Interface: vip.Interface, Mode: vip.Mode,
 			Answering: r.MAC() != nil, Healthy: healthy[vip.Address], Link: d.state.LinkFault(vip.Address), Fallback: v.Fallback(vip.Address),
 			Owners: map[string]int{}, Frames: map[string]uint64{}, Eligible: []string{}, Unhealthy: []string{},
+			ProposedRouters: d.propose.Proposed(vip.Address),
 		}
 		for _, c := range v.Eligible(vip.Address) {
 			vs.Eligible = append(vs.Eligible, c.Name)

@@ -20,6 +20,7 @@ func (d *Daemon) viewChanged(v *gossip.View) {
 	d.watch.Observe(d.log, v, d.config().VIPs)
 	d.responders.setView(v)
 	d.spread.ViewChanged(v)
+	d.propose.ViewChanged(v)
 	d.views.publish(v)
 	d.seams.notify("STATUS=" + d.statusLine())
 }

@@ -36,7 +36,7 @@ import (
 
 func main() {
 	bench := flag.Bool("bench", false, "measure and write the results to -out")
-	modes := flag.String("modes", "reply,failover,table", "what -bench measures: reply, failover (with -hosts hosts and -clients clients), table (memory and gossip with -table clients; its made-up clients stay, so it goes last), tradeoff (failover against false deaths under a flood and a throttled daemon, for each -sweep setting, in 3-host labs of its own), idle (CPU and wake-ups per daemon at rest, and of memberlist alone, for each -idle-hosts count, in labs of its own)")
+	modes := flag.String("modes", "reply,failover,table", "what -bench measures: reply, failover (with -hosts hosts and -clients clients), table (memory and gossip with -table clients; its made-up clients stay, so it goes last), tradeoff (failover against false deaths under a flood and a throttled daemon, for each -sweep setting, in 3-host labs of its own), idle (CPU and wake-ups per daemon at rest, and of memberlist alone, for each -idle-hosts count, in labs of its own), routed (the latency spreading adds to a routed client's request, against the same request unspread, in a lab of its own)")
 	tableSize := flag.Int("table", 100_000, "clients the table mode of -bench makes up")
 	profiles := flag.String("profiles", "", "a directory where the table mode of -bench writes every daemon's heap profile (pprof, over the API socket) once the clients are made up and after the gossip window")
 	runs := flag.Int("runs", 5, "power losses to measure with -bench")
@@ -121,6 +121,17 @@ func run(bench bool, opts benchOptions, hosts, clients int) error {
 			return fmt.Errorf("idle: %w", err)
 		}
 		opts.modes = slices.DeleteFunc(opts.modes, func(m string) bool { return m == "idle" })
+		if len(opts.modes) == 0 {
+			return nil
+		}
+	}
+	if bench && slices.Contains(opts.modes, "routed") {
+		// A lab of its own, with a router.
+		s, err := routedSections(bin)
+		if err := errors.Join(err, write(opts.out, s)); err != nil {
+			return fmt.Errorf("routed: %w", err)
+		}
+		opts.modes = slices.DeleteFunc(opts.modes, func(m string) bool { return m == "routed" })
 		if len(opts.modes) == 0 {
 			return nil
 		}

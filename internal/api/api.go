@@ -23,6 +23,7 @@ import (
 	"github.com/arpshare/arpshare/internal/bpf/handover"
 	"github.com/arpshare/arpshare/internal/bpf/spread"
 	"github.com/arpshare/arpshare/internal/config"
+	"github.com/arpshare/arpshare/internal/propose"
 )
 
 // Status is what `arpshare status` shows: this host's view of the cluster.
@@ -56,6 +57,8 @@ type Status struct {
 	Handover handover.Status `json:"handover"`
 	// Spread: whether routed clients' flows are spread over the hosts.
 	Spread spread.Status `json:"spread"`
+	// Proposals: the watching for routers (node.propose_routers).
+	Proposals propose.Status `json:"router_proposals"`
 }
 
 // RepointStatus is the re-pointing round in progress.
@@ -160,6 +163,10 @@ type VIPStatus struct {
 	Frames map[string]uint64 `json:"frames"`
 	// KernelFrames is the part of Frames the kernel fast path decided on.
 	KernelFrames map[string]uint64 `json:"kernel_frames,omitempty"`
+	// ProposedRouters are neighbours that forward new connections from
+	// several addresses to the VIP (node.propose_routers), not in
+	// vip.routers: candidates for it, never applied.
+	ProposedRouters []propose.Proposal `json:"proposed_routers,omitempty"`
 }
 
 // api serves Status on a unix socket, and Go's pprof with api.pprof: the

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"testing"
 
 	"github.com/arpshare/arpshare/internal/api"
+	"github.com/arpshare/arpshare/internal/propose"
 )
 
 func runCLI(args ...string) (code int, stdout, stderr string) {
@@ -306,4 +308,30 @@ func hasCap(t *testing.T, bit uint) bool {
 	}
 	t.Fatal("no CapEff in /proc/self/status")
 	return false
+}
+
+// TestStatusProposedRouters: with node.propose_routers, status lists each
+// VIP's proposed routers as a routers line to copy, and says nothing
+// without it.
+func TestStatusProposedRouters(t *testing.T) {
+	t.Parallel()
+	s := api.Status{Node: "h1", Quorum: true, VIPs: []api.VIPStatus{{Name: "db", Answering: true, Healthy: true, ProposedRouters: []propose.Proposal{
+		{Addresses: []netip.Addr{netip.MustParseAddr("198.18.0.254")}, MAC: "02:00:00:00:00:fe", Sources: 4},
+		{MAC: "02:00:00:00:00:fd", Sources: 4},
+	}}}}
+	s.Explain()
+	if _, out, _ := runCLI("status", "--socket", fakeDaemon(t, s)); strings.Contains(out, "router proposals") {
+		t.Errorf("status shows proposals with node.propose_routers off:\n%s", out)
+	}
+	s.Proposals = propose.Status{Enabled: true, Interfaces: []string{"eth0"}, Segments: map[string]uint64{propose.Counted: 12}}
+	_, out, _ := runCLI("status", "--socket", fakeDaemon(t, s))
+	for _, want := range []string{
+		"router proposals: watching eth0 (12 new connections counted)",
+		`db: proposed router 02:00:00:00:00:fe: routers = ["198.18.0.254"]`,
+		"db: proposed router 02:00:00:00:00:fd: address not known yet",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status does not say %q:\n%s", want, out)
+		}
+	}
 }

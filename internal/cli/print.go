@@ -12,6 +12,7 @@ import (
 	"github.com/arpshare/arpshare/arp/policy"
 	"github.com/arpshare/arpshare/internal/api"
 	"github.com/arpshare/arpshare/internal/bpf/spread"
+	"github.com/arpshare/arpshare/internal/propose"
 )
 
 func printClients(w io.Writer, cs []api.ClientStatus) {
@@ -128,6 +129,40 @@ func printStatus(w io.Writer, s api.Status) {
 	fmt.Fprint(tw, repointLine(s.Repointing))
 	fmt.Fprintln(tw, "handover: "+s.Handover.Summary())
 	fmt.Fprint(tw, spreadLine(s.Spread))
+	fmt.Fprint(tw, proposalLines(s))
+}
+
+// proposalLines lists the proposed routers of each VIP, with
+// node.propose_routers.
+func proposalLines(s api.Status) string {
+	p := s.Proposals
+	if !p.Enabled {
+		return ""
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "router proposals: watching %s", strings.Join(p.Interfaces, ", "))
+	if len(p.Interfaces) == 0 {
+		b.WriteString("no interface")
+	}
+	for iface, why := range p.Unopened {
+		fmt.Fprintf(&b, "; not %s: %s", iface, why)
+	}
+	fmt.Fprintf(&b, " (%d new connections counted)\n", p.Segments[propose.Counted])
+	for _, v := range s.VIPs {
+		for _, r := range v.ProposedRouters {
+			addrs := "address not known yet"
+			if len(r.Addresses) > 0 {
+				var as []string
+				for _, a := range r.Addresses {
+					as = append(as, strconv.Quote(a.String()))
+				}
+				addrs = "routers = [" + strings.Join(as, ", ") + "]"
+			}
+			fmt.Fprintf(&b, "  %s: proposed router %s: %s (connections from %d+ addresses, last %s; not applied)\n",
+				v.Name, r.MAC, addrs, r.Sources, r.LastSeen.Format(time.RFC3339))
+		}
+	}
+	return b.String()
 }
 
 // spreadLine says how routed clients are spread, if any VIP has routers.

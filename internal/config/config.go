@@ -140,6 +140,10 @@ type NodeConfig struct {
 	// FastPath says whether ARP requests of known clients are answered in
 	// the kernel (package internal/bpf/fastpath).
 	FastPath FastPath
+	// ProposeRouters: neighbours that forward new connections from
+	// several addresses to a VIP are proposed for vip.routers in status
+	// (package internal/propose).
+	ProposeRouters bool
 }
 
 // FastPath is node.fast_path.
@@ -223,8 +227,9 @@ type rawNode struct {
 	RepointRate      *int    `toml:"repoint_rate"`
 	ReassertInterval *string `toml:"reassert_interval"`
 	// ReassertRate is packets per second.
-	ReassertRate *int    `toml:"reassert_rate"`
-	FastPath     *string `toml:"fast_path"`
+	ReassertRate   *int    `toml:"reassert_rate"`
+	FastPath       *string `toml:"fast_path"`
+	ProposeRouters *bool   `toml:"propose_routers"`
 }
 
 type rawGossip struct {
@@ -520,6 +525,9 @@ func (c *checker) node(raw *rawNode) NodeConfig {
 		if f := n.FastPath; f != FastPathAuto && f != FastPathOn && f != FastPathOff {
 			c.errAt(c.line("node", 0, "fast_path"), "node.fast_path %q: must be \"auto\", \"on\" or \"off\"", f)
 		}
+	}
+	if raw.ProposeRouters != nil {
+		n.ProposeRouters = *raw.ProposeRouters
 	}
 	return n
 }

@@ -113,8 +113,11 @@ type HostConfig struct {
 	// Peers is how many of the lab's hosts gossip.peers names, the first
 	// ones; 0: three.
 	Peers int
-	// Routers sets the VIP "web"'s vip.routers.
-	Routers []netip.Addr
+	// ProposeRouters sets node.propose_routers.
+	ProposeRouters bool
+	// Routers sets the VIP "web"'s vip.routers, Routers6 those of
+	// "web6" (with IPv6VIP).
+	Routers, Routers6 []netip.Addr
 }
 
 // SecondVIP is the address of the optional second VIP, "db".
@@ -425,6 +428,9 @@ func (h *Host) WriteConfig(hc HostConfig) error {
 	if hc.FastPath != "" {
 		fmt.Fprintf(&b, "fast_path = %q\n", hc.FastPath)
 	}
+	if hc.ProposeRouters {
+		b.WriteString("propose_routers = true\n")
+	}
 	fmt.Fprintf(&b, "\n[gossip]\nbind = \"%s:7946\"\npeers = [%s]\nkey_file = %q\ncluster = %q\n",
 		h.Gossip, strings.Join(peers, ", "), hc.KeyFile, hc.Cluster)
 	if hc.Expect != 0 {
@@ -437,13 +443,7 @@ func (h *Host) WriteConfig(hc HostConfig) error {
 	if hc.Mode != "" {
 		fmt.Fprintf(&b, "mode = %q\n", hc.Mode)
 	}
-	if len(hc.Routers) > 0 {
-		var rs []string
-		for _, r := range hc.Routers {
-			rs = append(rs, fmt.Sprintf("%q", r.String()))
-		}
-		fmt.Fprintf(&b, "routers = [%s]\n", strings.Join(rs, ", "))
-	}
+	writeRouters(&b, hc.Routers)
 	if hc.Check {
 		fmt.Fprintf(&b, "[vip.check]\ntcp = \"127.0.0.1:%d\"\ninterval = \"200ms\"\ntimeout = \"200ms\"\nfall = 3\n", port)
 	}
@@ -452,6 +452,7 @@ func (h *Host) WriteConfig(hc HostConfig) error {
 		if hc.Mode != "" {
 			fmt.Fprintf(&b, "mode = %q\n", hc.Mode)
 		}
+		writeRouters(&b, hc.Routers6)
 	}
 	if hc.SecondVIP {
 		fmt.Fprintf(&b, "\n[[vip]]\nname = \"db\"\naddress = %q\ninterface = \"eth0\"\n", SecondVIP)
@@ -476,6 +477,18 @@ func (h *Host) WriteConfig(hc HostConfig) error {
 		return err
 	}
 	return h.lab.own(h.Config)
+}
+
+// writeRouters writes a VIP's routers line, if it has any.
+func writeRouters(b *strings.Builder, routers []netip.Addr) {
+	if len(routers) == 0 {
+		return
+	}
+	var rs []string
+	for _, r := range routers {
+		rs = append(rs, fmt.Sprintf("%q", r.String()))
+	}
+	fmt.Fprintf(b, "routers = [%s]\n", strings.Join(rs, ", "))
 }
 
 // writeTableVIPs writes the config of HostConfig.TableVIPs.
@@ -931,8 +944,15 @@ func (c *Client) Dial(timeout time.Duration) (string, error) {
 
 // DialVIP is Dial to another VIP.
 func (c *Client) DialVIP(vip netip.Addr, timeout time.Duration) (string, error) {
-	var name string
-	err := inNS(c.NS, func() error {
+	name, _, err := c.DialTimed(vip, timeout)
+	return name, err
+}
+
+// DialTimed is DialVIP that also says how long the connection took to be
+// made and greeted, timed in the client's namespace.
+func (c *Client) DialTimed(vip netip.Addr, timeout time.Duration) (name string, took time.Duration, err error) {
+	err = inNS(c.NS, func() error {
+		start := time.Now()
 		conn, err := net.DialTimeout("tcp", netip.AddrPortFrom(vip, uint16(port)).String(), timeout)
 		if err != nil {
 			return err
@@ -940,13 +960,14 @@ func (c *Client) DialVIP(vip netip.Addr, timeout time.Duration) (string, error) 
 		defer conn.Close()
 		conn.SetDeadline(time.Now().Add(timeout))
 		name, err = bufio.NewReader(conn).ReadString('\n')
+		took = time.Since(start)
 		name = strings.TrimSpace(name)
 		if err != nil && !(errors.Is(err, io.EOF) && name != "") {
 			return err
 		}
 		return nil
 	})
-	return name, err
+	return name, took, err
 }
 
 // Close stops every daemon and removes every namespace and file of the lab.
