@@ -70,26 +70,7 @@ func printStatus(w io.Writer, s api.Status) {
 		fmt.Fprintf(tw, "draining: waiting for %s to re-point this host's clients\n", strings.Join(s.Drain.Waiting, ", "))
 	}
 	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "MEMBER\tADDRESS\tSTATE\tWEIGHT\tVERSION\tPROTOCOL\tNOTE")
-	for _, m := range s.Members {
-		note := ""
-		switch {
-		case m.Error != "":
-			note = m.Error
-		case m.Unreachable:
-			note = "unreachable from here"
-		case m.Draining:
-			note = "draining"
-		}
-		sw, proto := m.Software, strconv.Itoa(m.MetadataVersion)
-		if sw == "" {
-			sw = "-" // a build from before it was gossiped
-		}
-		if m.MinMetadataVersion != 0 && m.MinMetadataVersion < m.MetadataVersion {
-			proto = fmt.Sprintf("%d-%d", m.MinMetadataVersion, m.MetadataVersion)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", m.Name, m.Address, m.State, m.Weight, sw, proto, note)
-	}
+	printMembers(tw, s.Members)
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "VIP\tADDRESS\tINTERFACE\tMODE\tHERE\tCLIENTS\tCLIENTS PER HOST\tUNHEALTHY")
 	for _, v := range s.VIPs {
@@ -130,6 +111,30 @@ func printStatus(w io.Writer, s api.Status) {
 	fmt.Fprintln(tw, "handover: "+s.Handover.Summary())
 	fmt.Fprint(tw, spreadLine(s.Spread))
 	fmt.Fprint(tw, proposalLines(s))
+}
+
+// printMembers writes the members table, one row a member.
+func printMembers(tw io.Writer, members []api.MemberStatus) {
+	fmt.Fprintln(tw, "MEMBER\tADDRESS\tSTATE\tWEIGHT\tVERSION\tPROTOCOL\tNOTE")
+	for _, m := range members {
+		note := ""
+		switch {
+		case m.Error != "":
+			note = m.Error
+		case m.Unreachable:
+			note = "unreachable from here"
+		case m.Draining:
+			note = "draining"
+		}
+		sw, proto := m.Software, strconv.Itoa(m.MetadataVersion)
+		if sw == "" {
+			sw = "-" // a build from before it was gossiped
+		}
+		if m.MinMetadataVersion != 0 && m.MinMetadataVersion < m.MetadataVersion {
+			proto = fmt.Sprintf("%d-%d", m.MinMetadataVersion, m.MetadataVersion)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", m.Name, m.Address, m.State, m.Weight, sw, proto, note)
+	}
 }
 
 // proposalLines lists the proposed routers of each VIP, with
