@@ -12,7 +12,8 @@ import (
 // state folder (a reinstall must not start drained); a removal that keeps
 // the configuration, or an upgrade, keeps it.
 func TestPostremovePurges(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it writes programs and runs them, and a parallel
+	// test's fork can hold the written file open ("text file busy").
 	// The script's PATH: rm, and a systemctl that reloads nothing on the
 	// machine that runs the test.
 	bin := t.TempDir()
@@ -59,7 +60,8 @@ func TestPostremovePurges(t *testing.T) {
 // TestPrermDisables: removing the deb stops and disables the service;
 // an upgrade (or a failed one) leaves it running and enabled.
 func TestPrermDisables(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it writes programs and runs them, and a parallel
+	// test's fork can hold the written file open ("text file busy").
 	bin := t.TempDir()
 	log := filepath.Join(bin, "calls")
 	for _, tool := range []string{"systemctl", "deb-systemd-invoke"} {

@@ -12,10 +12,11 @@ import (
 // TestVersionsSort: the versions packaging/version.sh gives along a
 // project's history sort in that order in dpkg and rpm alike, and every
 // untagged build of an upcoming release sorts before the release itself, so
-// installing the release over a development build is an upgrade (issue 20:
-// 0.1.0+221.g8c20851 sorted after 0.1.0).
+// installing the release over a development build is an upgrade (0.1.0+221.g8c20851
+// once sorted after 0.1.0).
 func TestVersionsSort(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it writes programs and runs them, and a parallel
+	// test's fork can hold the written file open ("text file busy").
 	requireTools(t, "git", "dpkg", "rpm")
 	repo := t.TempDir()
 	script, err := os.ReadFile("version.sh")
