@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -134,7 +135,7 @@ func costRow(what string, n int, cs []idleCost) string {
 func idleSections(bin string, opts benchOptions) ([]section, error) {
 	var rows []string
 	for _, n := range opts.idleHosts {
-		r, err := idleLab(bin, n)
+		r, err := idleLab(bin, n, opts.profiles)
 		if err != nil {
 			return nil, err
 		}
@@ -185,9 +186,11 @@ shared machine.
 `, strings.Join(counts, ","), today(), config.DefaultProbeInterval, config.DefaultGossipInterval, idleSettle, idleWindow, strings.Join(rows, "\n"))}}, nil
 }
 
-// idleLab measures the daemons of an n-host lab at rest, then the floor.
-func idleLab(bin string, n int) ([]string, error) {
-	l, err := newLab(lab.Options{Hosts: n, Clients: 20, Binary: bin})
+// idleLab measures the daemons of an n-host lab at rest, then the floor;
+// with profiles set, it then profiles them at rest into that directory
+// (idleProfiles).
+func idleLab(bin string, n int, profiles string) ([]string, error) {
+	l, err := newLab(lab.Options{Hosts: n, Clients: 20, Binary: bin, Config: lab.HostConfig{Pprof: profiles != ""}})
 	if err != nil {
 		return nil, err
 	}
@@ -210,6 +213,9 @@ func idleLab(bin string, n int) ([]string, error) {
 		return nil, err
 	}
 	rows := []string{costRow("arpshare", n, daemons)}
+	if err := idleProfiles(l, profiles); err != nil {
+		return nil, err
+	}
 	for _, h := range l.Hosts {
 		if err := h.Stop(10 * time.Second); err != nil {
 			return nil, fmt.Errorf("%s: stop: %w", h.Name, err)
@@ -314,3 +320,46 @@ func addFloorFlags() floorFlags {
 		key:   flag.String("floor-key", "", "internal"),
 	}
 }
+
+// idleProfiles writes, if dir is set, each daemon's CPU profile at rest
+// over idleProfileFor (<host>-idle.cpu.pb.gz) and its allocations before
+// and after (allocs0, allocs1), its goroutines
+// (<host>-idle.goroutine.txt), and the first daemon's runtime trace over
+// 5 s (<host>-idle.trace): what wakes a daemon at rest, and for what.
+// It runs after the measured window: the profiler's own ticks would
+// count in it.
+func idleProfiles(l *lab.Lab, dir string) error {
+	if dir == "" {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	say("  profiling the daemons for %s into %s", idleProfileFor, dir)
+	save := func(h *lab.Host, name, file string) error {
+		b, err := h.Profile(name)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, h.Name+"-idle."+file), b, 0o644)
+		}
+		return err
+	}
+	errs := make(chan error, len(l.Hosts))
+	for _, h := range l.Hosts {
+		go func() {
+			// The allocations over the window: go tool pprof -base
+			// <host>-idle.allocs0.pb.gz <host>-idle.allocs1.pb.gz.
+			err := save(h, "allocs", "allocs0.pb.gz")
+			err = errors.Join(err, save(h, fmt.Sprintf("profile?seconds=%d", int(idleProfileFor.Seconds())), "cpu.pb.gz"))
+			errs <- errors.Join(err, save(h, "allocs", "allocs1.pb.gz"))
+		}()
+	}
+	var err error
+	for range l.Hosts {
+		err = errors.Join(err, <-errs)
+	}
+	return errors.Join(err, save(l.Hosts[0], "trace?seconds=5", "trace"), save(l.Hosts[0], "goroutine?debug=1", "goroutine.txt"))
+}
+
+// idleProfileFor is how long idleProfiles profiles: within Host.Profile's
+// timeout.
+const idleProfileFor = 20 * time.Second
