@@ -286,7 +286,8 @@ func (c *Cluster) plug(mc *memberlist.Config) error {
 // loop keeps the view current until ctx ends.
 func (c *Cluster) loop(ctx context.Context) error {
 	// memberlist reports joins and deaths as events, but not suspicion:
-	// look at the members every probe interval as well.
+	// look at the members every probe interval as well. The same tick
+	// measures how late this host runs (see lagged).
 	poll := time.NewTicker(c.cfg.ProbeInterval)
 	defer poll.Stop()
 	// Deaths in doubt are checked each on a goroutine of its own: a ping
@@ -311,21 +312,21 @@ func (c *Cluster) loop(ctx context.Context) error {
 	defer rechecking.wait()
 	defer resyncing.wait()
 	defer telling.wait()
-	// Self-slowness is measured on a goroutine that does nothing else: the
-	// loop below also builds views and hands them on, and its own lateness
-	// would count that work against this host.
-	var lag sync.WaitGroup
-	defer lag.Wait()
-	lag.Go(func() { c.measureLag(ctx) })
 	for {
-		c.heartbeat.Store(time.Now().UnixNano())
+		waiting := time.Now()
+		c.heartbeat.Store(waiting.UnixNano())
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-c.changed:
 			rebuild()
-		case <-poll.C:
-			rebuild()
+		case tick := <-poll.C:
+			if lag, ok := lagged(tick, waiting); ok {
+				c.checkSelf(lag)
+			}
+			if c.due(time.Now()) {
+				rebuild()
+			}
 			if polls++; polls%recheckEvery == 0 && c.diedRecently() {
 				rechecking.start(c.recheckDead)
 			}
@@ -517,20 +518,28 @@ func (c *Cluster) ownMeta() Meta {
 }
 
 // metaStale reports whether what gossip says of this host differs from its
-// metadata now: an update was lost or overtaken.
+// metadata now: an update was lost or overtaken. The loop asks every probe
+// interval: it compares fields, not encodings, which cost two JSON
+// encodings a turn.
 func (c *Cluster) metaStale() bool {
-	want, err := c.ownMeta().Encode()
-	if err != nil {
-		return false
-	}
+	want := c.ownMeta()
 	c.mu.Lock()
 	self, ok := c.live[c.cfg.Name]
 	c.mu.Unlock()
-	if !ok {
+	if !ok || sameMeta(self.Meta, want) {
 		return false
 	}
-	have, err := self.Meta.Encode()
-	return err == nil && string(have) != string(want)
+	_, err := want.Encode() // one too large is never gossiped: not stale
+	return err == nil
+}
+
+// sameMeta reports whether a and b gossip the same: a nil list and an
+// empty one say the same.
+func sameMeta(a, b Meta) bool {
+	return a.Version == b.Version && a.MinVersion == b.MinVersion && a.Software == b.Software &&
+		a.Algorithm == b.Algorithm && a.Weight == b.Weight && a.Draining == b.Draining &&
+		slices.Equal(a.VIPs, b.VIPs) && slices.Equal(a.Unhealthy, b.Unhealthy) && slices.Equal(a.MACs, b.MACs) &&
+		a.Leaving == b.Leaving && a.Repointed == b.Repointed
 }
 
 // Leave tells the cluster this host is going, so it is not taken for dead.
@@ -727,19 +736,39 @@ func (c *Cluster) refusal(peer string, err error) string {
 	return fmt.Sprintf("peer %s refuses this host: %s", peer, strings.TrimSpace(err.Error()))
 }
 
-// measureLag checks every probe interval how late its own timer fires,
-// until ctx ends.
-func (c *Cluster) measureLag(ctx context.Context) {
-	t := time.NewTicker(c.cfg.ProbeInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case tick := <-t.C:
-			c.checkSelf(time.Since(tick))
+// lagged returns how late the loop's tick came, if it came while the loop
+// waited (since waiting): a tick that waited for the loop's own work (a
+// view built and handed on) would count that work against this host, and
+// is not a measure.
+func lagged(tick, waiting time.Time) (time.Duration, bool) {
+	if tick.Before(waiting) {
+		return 0, false
+	}
+	return time.Since(tick), true
+}
+
+// due reports whether a view built now could differ from the current one
+// while memberlist reported nothing: a member's time to answer this host's
+// probes ran out, or one that had not answered did, a held death's time
+// ran out, or the reason peers refuse this host changed. Events and
+// reconfigurations signal changed; so the loop's tick builds (and
+// allocates) a view only when one of these is so.
+func (c *Cluster) due(now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	window := c.probeWindow()
+	if c.rejection(now, window) != c.view.Rejected {
+		return true
+	}
+	for _, m := range c.view.Members {
+		if heard, ok := c.heard[m.Name]; ok && m.Name != c.cfg.Name && (now.Sub(heard) > window) != m.Unreachable {
+			return true
+		}
+		if until, held := c.hold[m.Name]; held && !now.Before(until) {
+			return true
 		}
 	}
+	return false
 }
 
 // checkSelf notes when this host cannot trust its own verdicts on others:
