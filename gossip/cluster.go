@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"maps"
 	"math"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
@@ -108,7 +109,7 @@ type Cluster struct {
 	// time while the report is in doubt (see events.NotifyLeave, verify).
 	hold      map[string]time.Time
 	toVerify  []string             // held, and not yet pinged
-	rechecked map[string]time.Time // when each held member was last joined (recheckDead)
+	rechecked map[string]time.Time // when each dead member was last joined, or is next (recheckDead)
 	// Members back from a death this host counted, since when: each is
 	// told so (tellCounted).
 	owed map[string]time.Time
@@ -374,41 +375,48 @@ func (s *single) start(task func()) {
 // wait waits for the run going on, if any.
 func (s *single) wait() { s.runs.Wait() }
 
-// A member declared dead is contacted again every recheckEvery probe
-// intervals for recheckFor. A host that was cut off briefly (a link flap)
-// never hears that it was declared dead: the death was gossiped while it
-// could not hear, and peers no longer probe it. It keeps answering its
-// clients, which the others re-pointed to themselves, and nobody tells it.
-// A push-pull with it (a join) shows it its death, it refutes at once, and
-// each side re-asserts its clients (daemon.Repointer); without this, the
-// next periodic re-join, up to RejoinInterval later, does it.
+// A member declared dead is contacted again, for recheckFor, by every host
+// (recheckGap apart, checked every recheckEvery probe intervals). A host
+// that was cut off briefly (a link flap) never hears that it was declared
+// dead: the death was gossiped while it could not hear, and peers no longer
+// probe it. It keeps answering its clients, which the others re-pointed to
+// themselves, and nobody tells it. A push-pull with it (a join) shows it
+// its death, it refutes at once, and each side re-asserts its clients
+// (daemon.Repointer); without this, the next periodic re-join, up to
+// RejoinInterval later, does it.
 const (
 	recheckEvery = 2
 	recheckFor   = time.Minute
 	recheckHeld  = time.Second
+	// recheckLoad bounds the joins a dead member gets from all hosts
+	// together, per second.
+	recheckLoad = 8
 )
 
-// recheckDead joins the members that died less than recheckFor ago; those
-// whose death is still held (verify checks them) once every recheckHeld at
-// most: one that answers hears of its death by gossip too, as any member
-// that UDP reaches does, and a join is a TCP push-pull of the whole state:
-// one to each falsely dead member every two probe intervals, from every
-// host, loads a busy cluster into more false deaths.
+// recheckGap is how long this host waits between two joins of one dead
+// member. A join is a TCP push-pull of the whole state, and every host
+// rechecks every member it counts dead: a falsely dead member gets n-1 of
+// them per gap, and a busy cluster, its members starved into false
+// deaths, is loaded into more (64 hosts on two cores never settled), so
+// the gap grows with the cluster to keep them under recheckLoad a second.
+// A member whose death is still held (verify checks it) gets one a second
+// at most: it answers, so it hears of its death by gossip too, as any
+// member that UDP reaches does. Call with mu held.
+func (c *Cluster) recheckGap(held bool) time.Duration {
+	gap := max(recheckEvery*c.cfg.ProbeInterval, time.Duration(len(c.live))*time.Second/recheckLoad)
+	if held {
+		gap = max(gap, recheckHeld)
+	}
+	return gap
+}
+
+// recheckDead joins the members that died less than recheckFor ago, each
+// once per recheckGap; the first time at a random point of the first gap,
+// and later ones a little late at random, so that the hosts, which all
+// heard of the death at once, do not all join the member at once.
 func (c *Cluster) recheckDead() {
 	c.mu.Lock()
-	var addrs []string
-	now := time.Now()
-	for name, m := range c.departed {
-		if _, held := c.hold[name]; held {
-			if now.Sub(c.rechecked[name]) < recheckHeld {
-				continue
-			}
-			c.rechecked[name] = now
-		}
-		if time.Since(c.diedAt[name]) < recheckFor {
-			addrs = append(addrs, m.Addr.String())
-		}
-	}
+	addrs := c.dueRechecks(time.Now())
 	c.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, a := range addrs {
@@ -416,6 +424,30 @@ func (c *Cluster) recheckDead() {
 		wg.Go(func() { c.ml.Join([]string{a}) })
 	}
 	wg.Wait()
+}
+
+// dueRechecks returns the addresses of the dead members to join now, and
+// notes them joined. Call with mu held.
+func (c *Cluster) dueRechecks(now time.Time) []string {
+	var addrs []string
+	for name, m := range c.departed {
+		if now.Sub(c.diedAt[name]) >= recheckFor {
+			continue
+		}
+		_, held := c.hold[name]
+		gap := c.recheckGap(held)
+		last, ok := c.rechecked[name]
+		if !ok {
+			last = now.Add(-rand.N(gap))
+			c.rechecked[name] = last
+		}
+		if now.Sub(last) < gap {
+			continue
+		}
+		c.rechecked[name] = now.Add(rand.N(gap/4 + 1))
+		addrs = append(addrs, m.Addr.String())
+	}
+	return addrs
 }
 
 // diedRecently reports whether a member died less than recheckFor ago:

@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -167,6 +168,49 @@ func TestSameMeta(t *testing.T) {
 		}
 		if sameMeta(base, other) {
 			t.Errorf("metadata that differs in %s is the same", mt.Field(i).Name)
+		}
+	}
+}
+
+// TestRecheckPaced: a member counted dead is joined again soon (its first
+// join within the first gap), and then, from this host, at a pace that
+// keeps the joins of all hosts together under recheckLoad a second: in a
+// cluster of 64, a falsely dead member got 63 push-pulls of the whole state
+// every two probe intervals, and the cluster never settled.
+func TestRecheckPaced(t *testing.T) {
+	t.Parallel()
+	for _, n := range []int{3, 16, 64} {
+		c := idleCluster(t)
+		for i := 4; i <= n; i++ {
+			events{c}.NotifyJoin(&memberlist.Node{Name: fmt.Sprintf("h%d", i), Addr: []byte{198, 18, 0, byte(10 + i)}, Port: 7946})
+		}
+		start := time.Now()
+		events{c}.NotifyLeave(&memberlist.Node{Name: "h2", Addr: []byte{198, 18, 0, 12}, Port: 7946})
+		c.mu.Lock()
+		delete(c.hold, "h2") // counted: not in doubt
+		gap := c.recheckGap(false)
+		var joins []time.Duration
+		for at := time.Duration(0); at < recheckFor+time.Second; at += recheckEvery * c.cfg.ProbeInterval {
+			if addrs := c.dueRechecks(start.Add(at)); len(addrs) > 0 {
+				if len(addrs) != 1 || addrs[0] != "198.18.0.12:7946" {
+					t.Fatalf("%d hosts: rechecks %v, want h2's address", n, addrs)
+				}
+				joins = append(joins, at)
+			}
+		}
+		c.mu.Unlock()
+		if len(joins) == 0 || joins[0] > gap {
+			t.Fatalf("%d hosts: joins of h2 at %v, want the first within %s", n, joins, gap)
+		}
+		if joins[len(joins)-1] > recheckFor {
+			t.Errorf("%d hosts: h2 joined %s after its death, want none after %s", n, joins[len(joins)-1], recheckFor)
+		}
+		perSecond := float64(len(joins)) * float64(n-1) / recheckFor.Seconds()
+		if perSecond > recheckLoad {
+			t.Errorf("%d hosts: %d joins of h2 in %s from this host, %.1f a second from all of them, want at most %d", n, len(joins), recheckFor, perSecond, recheckLoad)
+		}
+		if min := int(recheckFor / (gap + gap/4 + 2*c.cfg.ProbeInterval)); len(joins) < min {
+			t.Errorf("%d hosts: %d joins of h2 in %s, want at least %d (one per %s gap)", n, len(joins), recheckFor, min, gap)
 		}
 	}
 }
