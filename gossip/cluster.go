@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"maps"
 	"math"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
@@ -117,7 +118,7 @@ type Cluster struct {
 	// time while the report is in doubt (see events.NotifyLeave, verify).
 	hold      map[string]time.Time
 	toVerify  []string             // held, and not yet pinged
-	rechecked map[string]time.Time // when each held member was last joined (recheckDead)
+	rechecked map[string]time.Time // when each dead member was last joined, or is next (recheckDead)
 	// Members back from a death this host counted, since when: each is
 	// told so (tellCounted).
 	owed map[string]time.Time
@@ -300,7 +301,8 @@ func (c *Cluster) plug(mc *memberlist.Config) error {
 // loop keeps the view current until ctx ends.
 func (c *Cluster) loop(ctx context.Context) error {
 	// memberlist reports joins and deaths as events, but not suspicion:
-	// look at the members every probe interval as well.
+	// look at the members every probe interval as well. The same tick
+	// measures how late this host runs (see lagged).
 	poll := c.clock.NewTicker(c.cfg.ProbeInterval)
 	defer poll.Stop()
 	// Deaths in doubt are checked each on a goroutine of its own: a ping
@@ -325,21 +327,23 @@ func (c *Cluster) loop(ctx context.Context) error {
 	defer rechecking.wait()
 	defer resyncing.wait()
 	defer telling.wait()
-	// Self-slowness is measured on a goroutine that does nothing else: the
-	// loop below also builds views and hands them on, and its own lateness
-	// would count that work against this host.
-	var lag sync.WaitGroup
-	defer lag.Wait()
-	lag.Go(func() { c.measureLag(ctx) })
 	for {
-		c.heartbeat.Store(c.clock.Now().UnixNano())
+		waiting := c.clock.Now()
+		c.heartbeat.Store(waiting.UnixNano())
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-c.changed:
 			rebuild()
-		case <-poll.C():
-			rebuild()
+		case tick := <-poll.C():
+			now := c.clock.Now()
+			if lag, ok := lagged(now, tick, waiting); ok {
+				// memberlist's lock, never held while it calls this package.
+				c.checkSelf(lag, c.ml.GetHealthScore())
+			}
+			if c.due(now) {
+				rebuild()
+			}
 			if polls++; polls%recheckEvery == 0 && c.diedRecently() {
 				rechecking.start(c.recheckDead)
 			}
@@ -387,26 +391,45 @@ func (s *single) start(task func()) {
 // wait waits for the run going on, if any.
 func (s *single) wait() { s.runs.Wait() }
 
-// A member declared dead is contacted again every recheckEvery probe
-// intervals for recheckFor. A host that was cut off briefly (a link flap)
-// never hears that it was declared dead: the death was gossiped while it
-// could not hear, and peers no longer probe it. It keeps answering its
-// clients, which the others re-pointed to themselves, and nobody tells it.
-// A push-pull with it (a join) shows it its death, it refutes at once, and
-// each side re-asserts its clients (daemon.Repointer); without this, the
-// next periodic re-join, up to RejoinInterval later, does it.
+// A member declared dead is contacted again, for recheckFor, by every host
+// (recheckGap apart, checked every recheckEvery probe intervals). A host
+// that was cut off briefly (a link flap) never hears that it was declared
+// dead: the death was gossiped while it could not hear, and peers no longer
+// probe it. It keeps answering its clients, which the others re-pointed to
+// themselves, and nobody tells it. A push-pull with it (a join) shows it
+// its death, it refutes at once, and each side re-asserts its clients
+// (daemon.Repointer); without this, the next periodic re-join, up to
+// RejoinInterval later, does it.
 const (
 	recheckEvery = 2
 	recheckFor   = time.Minute
 	recheckHeld  = time.Second
+	// recheckLoad bounds the joins a dead member gets from all hosts
+	// together, per second.
+	recheckLoad = 8
 )
 
-// recheckDead joins the members that died less than recheckFor ago; those
-// whose death is still held (verify checks them) once every recheckHeld at
-// most: one that answers hears of its death by gossip too, as any member
-// that UDP reaches does, and a join is a TCP push-pull of the whole state:
-// one to each falsely dead member every two probe intervals, from every
-// host, loads a busy cluster into more false deaths.
+// recheckGap is how long this host waits between two joins of one dead
+// member. A join is a TCP push-pull of the whole state, and every host
+// rechecks every member it counts dead: a falsely dead member gets n-1 of
+// them per gap, and a busy cluster, its members starved into false
+// deaths, is loaded into more (64 hosts on two cores never settled), so
+// the gap grows with the cluster to keep them under recheckLoad a second.
+// A member whose death is still held (verify checks it) gets one a second
+// at most: it answers, so it hears of its death by gossip too, as any
+// member that UDP reaches does. Call with mu held.
+func (c *Cluster) recheckGap(held bool) time.Duration {
+	gap := max(recheckEvery*c.cfg.ProbeInterval, time.Duration(len(c.live))*time.Second/recheckLoad)
+	if held {
+		gap = max(gap, recheckHeld)
+	}
+	return gap
+}
+
+// recheckDead joins the members that died less than recheckFor ago, each
+// once per recheckGap; the first time at a random point of the first gap,
+// and later ones a little late at random, so that the hosts, which all
+// heard of the death at once, do not all join the member at once.
 func (c *Cluster) recheckDead() {
 	var wg sync.WaitGroup
 	for _, a := range c.recheckTargets(c.clock.Now()) {
@@ -416,22 +439,28 @@ func (c *Cluster) recheckDead() {
 	wg.Wait()
 }
 
-// recheckTargets are the addresses recheckDead joins at now; the held
-// members among them are noted as rechecked then.
+// recheckTargets returns the addresses of the dead members to join at
+// now, and notes them joined.
 func (c *Cluster) recheckTargets(now time.Time) []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var addrs []string
 	for name, m := range c.departed {
-		if _, held := c.hold[name]; held {
-			if now.Sub(c.rechecked[name]) < recheckHeld {
-				continue
-			}
-			c.rechecked[name] = now
+		if now.Sub(c.diedAt[name]) >= recheckFor {
+			continue
 		}
-		if now.Sub(c.diedAt[name]) < recheckFor {
-			addrs = append(addrs, m.Addr.String())
+		_, held := c.hold[name]
+		gap := c.recheckGap(held)
+		last, ok := c.rechecked[name]
+		if !ok {
+			last = now.Add(-rand.N(gap))
+			c.rechecked[name] = last
 		}
+		if now.Sub(last) < gap {
+			continue
+		}
+		c.rechecked[name] = now.Add(rand.N(gap/4 + 1))
+		addrs = append(addrs, m.Addr.String())
 	}
 	return addrs
 }
@@ -541,20 +570,28 @@ func (c *Cluster) ownMeta() Meta {
 }
 
 // metaStale reports whether what gossip says of this host differs from its
-// metadata now: an update was lost or overtaken.
+// metadata now: an update was lost or overtaken. The loop asks every probe
+// interval: it compares fields, not encodings, which cost two JSON
+// encodings a turn.
 func (c *Cluster) metaStale() bool {
-	want, err := c.ownMeta().Encode()
-	if err != nil {
-		return false
-	}
+	want := c.ownMeta()
 	c.mu.Lock()
 	self, ok := c.live[c.cfg.Name]
 	c.mu.Unlock()
-	if !ok {
+	if !ok || sameMeta(self.Meta, want) {
 		return false
 	}
-	have, err := self.Meta.Encode()
-	return err == nil && string(have) != string(want)
+	_, err := want.Encode() // one too large is never gossiped: not stale
+	return err == nil
+}
+
+// sameMeta reports whether a and b gossip the same: a nil list and an
+// empty one say the same.
+func sameMeta(a, b Meta) bool {
+	return a.Version == b.Version && a.MinVersion == b.MinVersion && a.Software == b.Software &&
+		a.Algorithm == b.Algorithm && a.Weight == b.Weight && a.Draining == b.Draining &&
+		slices.Equal(a.VIPs, b.VIPs) && slices.Equal(a.Unhealthy, b.Unhealthy) && slices.Equal(a.MACs, b.MACs) &&
+		a.Leaving == b.Leaving && a.Repointed == b.Repointed
 }
 
 // Leave tells the cluster this host is going, so it is not taken for dead.
@@ -751,20 +788,39 @@ func (c *Cluster) refusal(peer string, err error) string {
 	return fmt.Sprintf("peer %s refuses this host: %s", peer, strings.TrimSpace(err.Error()))
 }
 
-// measureLag checks every probe interval how late its own timer fires,
-// until ctx ends.
-func (c *Cluster) measureLag(ctx context.Context) {
-	t := c.clock.NewTicker(c.cfg.ProbeInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case tick := <-t.C():
-			// memberlist's lock, never held while it calls this package.
-			c.checkSelf(c.clock.Now().Sub(tick), c.ml.GetHealthScore())
+// lagged returns how late the loop's tick came, if it came while the loop
+// waited (since waiting): a tick that waited for the loop's own work (a
+// view built and handed on) would count that work against this host, and
+// is not a measure.
+func lagged(now, tick, waiting time.Time) (time.Duration, bool) {
+	if tick.Before(waiting) {
+		return 0, false
+	}
+	return now.Sub(tick), true
+}
+
+// due reports whether a view built now could differ from the current one
+// while memberlist reported nothing: a member's time to answer this host's
+// probes ran out, or one that had not answered did, a held death's time
+// ran out, or the reason peers refuse this host changed. Events and
+// reconfigurations signal changed; so the loop's tick builds (and
+// allocates) a view only when one of these is so.
+func (c *Cluster) due(now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	window := c.probeWindow()
+	if c.rejection(now, window) != c.view.Rejected {
+		return true
+	}
+	for _, m := range c.view.Members {
+		if heard, ok := c.heard[m.Name]; ok && m.Name != c.cfg.Name && (now.Sub(heard) > window) != m.Unreachable {
+			return true
+		}
+		if until, held := c.hold[m.Name]; held && !now.Before(until) {
+			return true
 		}
 	}
+	return false
 }
 
 // checkSelf notes when this host cannot trust its own verdicts on others:

@@ -101,37 +101,35 @@ func TestUnreachableWindow(t *testing.T) {
 	}
 }
 
-// TestRecheckWindow: members that died less than recheckFor ago are joined
-// again; a held one at most once every recheckHeld.
+// TestRecheckWindow: the members that died are joined again while they
+// died less than recheckFor ago, each at least once, a held one (its death
+// in doubt) no more often than once every recheckHeld, and none after.
 func TestRecheckWindow(t *testing.T) {
 	t.Parallel()
 	held, drained := unitNode(t, "held", 2, false), unitNode(t, "drained", 3, true)
 	c, clk := unitCluster(t, nil, held, drained)
 	events{c}.NotifyLeave(held)
 	events{c}.NotifyLeave(drained) // draining: not held
-	targets := func() []string {
-		got := c.recheckTargets(clk.Now())
-		slices.Sort(got)
-		return got
+	heldAt := unitAddr(2).String()
+	start := clk.Now()
+	step := recheckEvery * c.cfg.ProbeInterval // the loop's look
+	last, joins := map[string]time.Time{}, map[string]int{}
+	for ; clk.Now().Sub(start) < recheckFor; clk.Advance(step) {
+		if !c.diedRecently() {
+			t.Fatalf("%s after the deaths: not died recently", clk.Now().Sub(start))
+		}
+		for _, a := range c.recheckTargets(clk.Now()) {
+			if a == heldAt && joins[a] > 0 && clk.Now().Sub(last[a]) < recheckHeld {
+				t.Errorf("the held member joined %s after the last time, want at least %s", clk.Now().Sub(last[a]), recheckHeld)
+			}
+			last[a] = clk.Now()
+			joins[a]++
+		}
 	}
-	both := []string{unitAddr(2).String(), unitAddr(3).String()}
-	if got := targets(); !slices.Equal(got, both) || !c.diedRecently() {
-		t.Fatalf("at the deaths: rechecks %v (died recently %v), want %v", got, c.diedRecently(), both)
+	if joins[heldAt] == 0 || joins[unitAddr(3).String()] == 0 || len(joins) != 2 {
+		t.Errorf("joins within recheckFor: %v, want both members", joins)
 	}
-	clk.Advance(recheckHeld - time.Nanosecond)
-	if got, want := targets(), both[1:]; !slices.Equal(got, want) {
-		t.Errorf("within recheckHeld: rechecks %v, want only the member not held, %v", got, want)
-	}
-	clk.Advance(time.Nanosecond)
-	if got := targets(); !slices.Equal(got, both) {
-		t.Errorf("recheckHeld after the last: rechecks %v, want %v", got, both)
-	}
-	clk.Advance(recheckFor - recheckHeld - time.Nanosecond)
-	if !c.diedRecently() {
-		t.Error("not died recently just within recheckFor")
-	}
-	clk.Advance(time.Nanosecond)
-	if got := targets(); len(got) != 0 || c.diedRecently() {
+	if got := c.recheckTargets(clk.Now()); len(got) != 0 || c.diedRecently() {
 		t.Errorf("recheckFor after the deaths: rechecks %v (died recently %v), want none", got, c.diedRecently())
 	}
 }

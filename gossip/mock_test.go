@@ -197,7 +197,7 @@ func TestRejoin(t *testing.T) {
 	b.ready(t)
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
-	if err := clk.WaitTickers(ctx, 3); err != nil { // a's loop: poll, rejoin, lateness
+	if err := clk.WaitTickers(ctx, 2); err != nil { // a's loop: poll (and lateness), rejoin
 		t.Fatal(err)
 	}
 	if _, ok := a.c.View().Member("b"); ok {

@@ -13,6 +13,7 @@ import (
 	"github.com/arpshare/arpshare/daemon"
 	"github.com/arpshare/arpshare/internal/cli"
 	"github.com/arpshare/arpshare/internal/config"
+	"github.com/arpshare/arpshare/internal/gcfloor"
 )
 
 // Set at build time by `make`: -X main.version=1.2.3 -X main.commit=abc123.
@@ -41,5 +42,6 @@ func buildCommit() string {
 
 // run runs the daemon: `arpshare run`.
 func run(ctx context.Context, cfg *config.Config, log *slog.Logger, version, path string) error {
+	defer gcfloor.Start(gcfloor.Growth)()
 	return daemon.New(cfg, log, version).Run(ctx, path)
 }

@@ -161,3 +161,51 @@ func TestRefutationsRateLimited(t *testing.T) {
 		t.Errorf("%d packets in 30 s of refutations, want %d (3 rounds of %d clients, %d each)", len(at), want, owned, reassertRounds)
 	}
 }
+
+// TestReassertSleeps: a periodic round spread over the interval wakes the
+// loop for its packets (and the wait for their answers), not every tick:
+// driven by nextWake, as Run is, it keeps the pace of TestReassertPaced in
+// a few turns per packet, where ticking through the minute takes 3,000.
+func TestReassertSleeps(t *testing.T) {
+	t.Parallel()
+	const clients = 30
+	table := pacingTable(clients)
+	alone := view("h1", "h1")
+	var at []time.Time
+	var now time.Time
+	r := New(Config{
+		Table: table, VIPs: served(policy.Hash), Logger: quietLog(), Rate: 5000,
+		Reassert: time.Minute, ReassertRate: 5,
+		Send: fakeSender{repoint: func(netip.Addr, arp.Client) error { at = append(at, now); return nil }},
+	})
+	r.last = alone
+	now = time.Unix(1000, 0)
+	r.reassert(alone, now)
+	turns := 0
+	for end := now.Add(2 * time.Minute); now.Before(end); turns++ {
+		next, ok := r.nextWake(now)
+		if !ok {
+			break
+		}
+		if next.Before(now.Add(time.Millisecond)) && turns > 0 {
+			t.Fatalf("turn %d at %s: next wake-up %s, not later than now", turns, now, next)
+		}
+		now = next
+		r.round(alone, now)
+	}
+	if len(at) != clients {
+		t.Fatalf("%d packets, want one for each of %d clients", len(at), clients)
+	}
+	if got := maxPerSecond(at); got > 1 {
+		t.Errorf("%d packets in one second, want at most 1 (30 spread over a minute)", got)
+	}
+	if took, want := at[len(at)-1].Sub(at[0]), 29*2*time.Second; took < want || took > want+clients*repointTick {
+		t.Errorf("the round took %s, want %s", took, want)
+	}
+	if turns > 3*clients {
+		t.Errorf("the loop turned %d times for %d packets, want at most %d", turns, clients, 3*clients)
+	}
+	if _, ok := r.nextWake(now); ok {
+		t.Errorf("work still due after the round: %+v", r.Status())
+	}
+}

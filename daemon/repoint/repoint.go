@@ -274,10 +274,11 @@ func (r *Repointer) Status() Status {
 }
 
 // Run re-points clients until ctx ends. Nothing wakes it while there is
-// no work: the queue is looked at every repointTick only while packets are
-// owed; otherwise the loop sleeps until the next thing due (an
-// announcement, a settle, a refutation's re-assertion, the end of a wait
-// for answers), or until a view, a refutation or the periodic timers come.
+// no work: the queue is looked at every repointTick only while failover or
+// settling packets are owed; otherwise the loop sleeps until the next thing
+// due (a packet of the periodic round, at its pace, an announcement, a
+// settle, a refutation's re-assertion, the end of a wait for answers), or
+// until a view, a refutation or the periodic timers come.
 func (r *Repointer) Run(ctx context.Context) error {
 	wake := time.NewTimer(time.Hour)
 	wake.Stop()
@@ -327,10 +328,11 @@ func (r *Repointer) Run(ctx context.Context) error {
 }
 
 // nextWake returns when the loop must next look at its work, if it has
-// any: every repointTick while packets are owed (the pace of refill), else
-// the earliest of what is due later.
+// any: every repointTick while failover packets are owed (the pace of
+// refill), else the earliest of what is due later, the periodic round's
+// next packet included.
 func (r *Repointer) nextWake(now time.Time) (time.Time, bool) {
-	if len(r.queue) > 0 || len(r.slow) > 0 {
+	if len(r.queue) > 0 {
 		return now.Add(repointTick), true
 	}
 	var next time.Time
@@ -339,6 +341,7 @@ func (r *Repointer) nextWake(now time.Time) (time.Time, bool) {
 			next = t
 		}
 	}
+	due(r.slowDue(now))
 	for _, a := range r.announce {
 		due(a.next)
 	}
@@ -350,6 +353,35 @@ func (r *Repointer) nextWake(now time.Time) (time.Time, bool) {
 	}
 	due(r.refuteAt)
 	return next, !next.IsZero()
+}
+
+// slowDue returns when the periodic round can send its next packet, or
+// zero if it has none left. The round is spread over the whole interval
+// (30 clients a minute: one packet every 2 s), so ticking through it would
+// keep the loop turning all the time: it sleeps until its pace earns the
+// next packet, and at least a tick, so that a fast round still goes out in
+// a tick's batches.
+func (r *Repointer) slowDue(now time.Time) time.Time {
+	var first time.Time
+	for _, q := range r.slow {
+		if q.left > 0 && (first.IsZero() || q.next.Before(first)) {
+			first = q.next
+		}
+	}
+	if first.IsZero() {
+		return time.Time{}
+	}
+	at := later(now.Add(repointTick), first)
+	// A nanosecond more than the exact time: the refill's sum must reach a
+	// whole packet, not fall short of it by a rounding.
+	earn := func(tokens, rate float64) {
+		if tokens < 1 && rate > 0 {
+			at = later(at, now.Add(time.Duration((1-tokens)/rate*float64(time.Second))+time.Nanosecond))
+		}
+	}
+	earn(r.slowTokens, r.slowRate)
+	earn(r.tokens, float64(r.cfg.Rate))
+	return at
 }
 
 // enqueue makes sure client c gets at least rounds more packets, at the
