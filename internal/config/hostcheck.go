@@ -232,7 +232,8 @@ func portOwner(port uint16) *process {
 }
 
 // checkKeyFile wants the gossip key readable by root and the service user
-// only: whoever reads it can join the cluster and take clients.
+// only: whoever reads it can join the cluster and take clients. A key owned
+// by the user this runs as is that user's already.
 func checkKeyFile(path string) []Finding {
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -256,7 +257,7 @@ func checkKeyFile(path string) []Finding {
 	if g, err := user.LookupGroupId(group); err == nil {
 		group = g.Name
 	}
-	if owner != "root" && owner != ServiceUser {
+	if owner != "root" && owner != ServiceUser && int(st.Uid) != os.Geteuid() {
 		out = append(out, Finding{Error: true, Message: fmt.Sprintf(
 			"gossip.key_file %s belongs to %s: make it root's (chown root:%s %s)", path, owner, ServiceUser, path)})
 	}
