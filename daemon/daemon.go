@@ -134,7 +134,7 @@ func newDaemon(cfg *config.Config, log *slog.Logger, version string, sm seams) *
 	d.handover = handover.New(cfg.Handover, cfg.Node.Name, cfg.Node.MaxClients, handoverSource{d.state, d.table}, log.With("component", "handover"))
 	d.views = newViewTask(d.handover, d.repointer)
 	d.spread = spread.New(cfg.Node.Name, cfg.Handover.FlowGrace(), spread.FromConfig(d.state.Config, d.table), log.With("component", "spread"))
-	d.propose = newProposer(d)
+	d.propose = propose.FromConfig(d.state.Config, d.table, log.With("component", "propose"))
 	d.cluster = gossip.NewCluster(gossip.ClusterConfig{
 		Name: cfg.Node.Name, Bind: cfg.Gossip.Bind, Peers: cfg.Gossip.Peers,
 		Keys: cfg.Gossip.Keys, KeyFile: cfg.Gossip.KeyFile, Label: cfg.Gossip.Cluster,

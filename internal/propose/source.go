@@ -1,36 +1,44 @@
-package daemon
+package propose
 
 import (
 	"bytes"
+	"log/slog"
 	"net/netip"
 	"slices"
 
 	"github.com/arpshare/arpshare/arp"
-	"github.com/arpshare/arpshare/internal/propose"
+	"github.com/arpshare/arpshare/internal/config"
 )
 
-// newProposer watches for routers with node.propose_routers: the VIPs of
-// the config in force, by interface.
-func newProposer(d *Daemon) *propose.Watcher {
+// Table is what the watcher reads of the client table.
+type Table interface {
+	Clients() []arp.Client
+	MAC(vip, ip netip.Addr) ([6]byte, bool)
+}
+
+// FromConfig is the daemon's Watcher: the VIPs of the config in force (cfg
+// returns it, new after each reload) by interface, while
+// node.propose_routers is on, and the neighbours' addresses from table.
+func FromConfig(cfg func() *config.Config, table Table, log *slog.Logger) *Watcher {
 	watched := func() map[string][]netip.Addr {
-		cfg := d.config()
-		if !cfg.Node.ProposeRouters {
+		c := cfg()
+		if !c.Node.ProposeRouters {
 			return nil
 		}
 		out := map[string][]netip.Addr{}
-		for _, v := range cfg.VIPs {
+		for _, v := range c.VIPs {
 			out[v.Interface] = append(out[v.Interface], v.Address)
 		}
 		return out
 	}
-	return propose.New(watched, routerAddrs(d.table), listedRouter(d), d.log.With("component", "propose"))
+	return New(watched, routerAddrs(table), listedRouter(cfg, table), log)
 }
 
 // routerAddrs finds the addresses a neighbour asked for a VIP from, in
 // the client table (a router asks for the VIP like any client). It scans
 // the table: the counter calls it once a neighbour is proposed, and at
 // most once a minute while it finds none.
-func routerAddrs(table *arp.ClientTable) func(vip netip.Addr, mac [6]byte) []netip.Addr {
+func routerAddrs(table Table) func(vip netip.Addr, mac [6]byte) []netip.Addr {
 	return func(vip netip.Addr, mac [6]byte) []netip.Addr {
 		var out []netip.Addr
 		for _, c := range table.Clients() {
@@ -46,9 +54,9 @@ func routerAddrs(table *arp.ClientTable) func(vip netip.Addr, mac [6]byte) []net
 // listedRouter says whether vip lists a neighbour in its routers already:
 // by one of its addresses, or by the MAC the client table knows for a
 // listed router.
-func listedRouter(d *Daemon) func(vip netip.Addr, mac [6]byte, addrs []netip.Addr) bool {
+func listedRouter(cfg func() *config.Config, table Table) func(vip netip.Addr, mac [6]byte, addrs []netip.Addr) bool {
 	return func(vip netip.Addr, mac [6]byte, addrs []netip.Addr) bool {
-		v, ok := d.config().FindVIP(vip.String())
+		v, ok := cfg().FindVIP(vip.String())
 		if !ok {
 			return false
 		}
@@ -56,7 +64,7 @@ func listedRouter(d *Daemon) func(vip netip.Addr, mac [6]byte, addrs []netip.Add
 			if slices.Contains(addrs, r) {
 				return true
 			}
-			if m, ok := d.table.MAC(vip, r); ok && m == mac {
+			if m, ok := table.MAC(vip, r); ok && m == mac {
 				return true
 			}
 		}
