@@ -226,10 +226,6 @@ func (s *Spreader) table(vip netip.Addr, hosts []Host, st *vipState) []Slot {
 	if s.grace <= 0 || table == nil || s.last == nil {
 		return table
 	}
-	old := st.table
-	if !st.made {
-		old = Table(vip, slices.DeleteFunc(slices.Clone(hosts), func(h Host) bool { return h.Name == s.self }), "")
-	}
 	live := map[[6]byte]bool{}
 	for _, m := range s.last.Members {
 		if mac, ok := segmentMAC(s.last, m.Name); ok && m.Name != s.self {
@@ -237,7 +233,26 @@ func (s *Spreader) table(vip netip.Addr, hosts []Host, st *vipState) []Slot {
 		}
 	}
 	now := s.now()
-	withPrev(table, old, live, now, now+s.grace)
+	if st.made {
+		withPrev(table, st.table, live, now, now+s.grace)
+	}
+	// A table with no other host (none yet, or only this one: a starting
+	// host makes one before gossip brings it the others) does not say
+	// who served the others' flows: they served them as the hash over
+	// them gives, as for a host that joins. For a host that was really
+	// alone, a segment with no socket here then goes to a host that has
+	// none either, which sends it back: reset as before, one hop later.
+	// A mark still running from an older table stays.
+	if !slices.ContainsFunc(st.hosts, func(h Host) bool { return h.Name != s.self }) {
+		others := slices.DeleteFunc(slices.Clone(hosts), func(h Host) bool { return h.Name == s.self })
+		joined := slices.Clone(table)
+		withPrev(joined, Table(vip, others, ""), live, now, now+s.grace)
+		for i := range table {
+			if table[i].Deadline == 0 {
+				table[i] = joined[i]
+			}
+		}
+	}
 	return table
 }
 
