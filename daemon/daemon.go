@@ -132,8 +132,8 @@ func newDaemon(cfg *config.Config, log *slog.Logger, version string, sm seams) *
 		Progress: d.reports,
 	})
 	d.handover = handover.New(cfg.Handover, cfg.Node.Name, cfg.Node.MaxClients, handoverSource{d.state, d.table}, log.With("component", "handover"))
-	d.views = newViewTask(d.handover, d.repointer)
 	d.spread = spread.New(cfg.Node.Name, cfg.Handover.FlowGrace(), spread.FromConfig(d.state.Config, d.table), log.With("component", "spread"))
+	d.views = newViewTask(d.spread, d.handover, d.repointer)
 	d.propose = propose.FromConfig(d.state.Config, d.table, log.With("component", "propose"))
 	d.cluster = gossip.NewCluster(gossip.ClusterConfig{
 		Name: cfg.Node.Name, Bind: cfg.Gossip.Bind, Peers: cfg.Gossip.Peers,

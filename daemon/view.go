@@ -8,6 +8,7 @@ import (
 	"github.com/arpshare/arpshare/daemon/repoint"
 	"github.com/arpshare/arpshare/gossip"
 	"github.com/arpshare/arpshare/internal/bpf/handover"
+	"github.com/arpshare/arpshare/internal/bpf/spread"
 )
 
 // viewChanged is the path of a failover through the daemon. Gossip hands
@@ -25,13 +26,15 @@ func (d *Daemon) viewChanged(v *gossip.View) {
 	d.seams.notify("STATUS=" + d.statusLine())
 }
 
-// viewTask hands each new view to the handover (whose flows go back to
-// their previous owner), then to the repointer (which clients to re-point
-// here), on a goroutine of its own: the handover's update copies and
-// hashes the client table, and gossip's loop must not wait for it. A view
+// viewTask hands each new view to the spreader (routed flows spread by
+// it), the handover (whose flows go back to their previous owner), then to
+// the repointer (which clients to re-point here), on a goroutine of its
+// own: the spread tables and the handover's update take time (a table, and
+// a copy of the client table), and gossip's loop must not wait for them. A view
 // that comes while it works replaces the one waiting: the latest is what
 // counts, as in the repointer's own mailbox.
 type viewTask struct {
+	spread    *spread.Spreader
 	handover  *handover.Handover
 	repointer *repoint.Repointer
 	latest    atomic.Pointer[gossip.View]
@@ -39,8 +42,8 @@ type viewTask struct {
 	busy      atomic.Int64 // Unix ns the work in hand began; 0 while waiting
 }
 
-func newViewTask(h *handover.Handover, r *repoint.Repointer) *viewTask {
-	return &viewTask{handover: h, repointer: r, wake: make(chan struct{}, 1)}
+func newViewTask(s *spread.Spreader, h *handover.Handover, r *repoint.Repointer) *viewTask {
+	return &viewTask{spread: s, handover: h, repointer: r, wake: make(chan struct{}, 1)}
 }
 
 // publish makes v the view to hand on; it never blocks.
@@ -72,6 +75,7 @@ func (t *viewTask) Run(ctx context.Context) error {
 		}
 		t.busy.Store(time.Now().UnixNano())
 		v := t.latest.Load()
+		t.spread.Sync()      // before re-pointing: a router re-pointed here must find its flows spread
 		t.handover.Update(v) // before re-pointing: a moved client's flows must be handed over at once
 		t.repointer.ViewChanged(v)
 		t.busy.Store(0)

@@ -89,6 +89,7 @@ type Spreader struct {
 	vips      map[netip.Addr]*vipState
 	unseen    map[netip.Addr]bool // routers not yet seen, logged once
 	peers     [][6]byte           // the hosts' MACs in the kernel
+	closed    bool                // Run has ended: Sync loads nothing again
 }
 
 // New returns a Spreader for host self; it loads the program once a VIP
@@ -114,9 +115,7 @@ func (s *Spreader) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-s.wake:
-			if v := s.pending.Swap(nil); v != nil {
-				s.Update(v)
-			}
+			s.Sync()
 		case <-t.C:
 			s.Update(nil)
 		}
@@ -125,7 +124,8 @@ func (s *Spreader) Run(ctx context.Context) error {
 
 // ViewChanged hands the spreader a new view, for Run: a table over many
 // hosts of high weight takes tens of milliseconds to make (BenchmarkTable),
-// which the gossip path, and the re-pointing after it, must not wait for.
+// which the gossip path must not wait for. The re-pointing waits for it
+// (see Sync).
 func (s *Spreader) ViewChanged(v *gossip.View) {
 	s.pending.Store(v)
 	select {
@@ -137,6 +137,7 @@ func (s *Spreader) ViewChanged(v *gossip.View) {
 func (s *Spreader) close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.closed = true
 	if s.prog != nil {
 		if err := s.prog.Close(); err != nil {
 			s.log.Warn("unload spread program", "error", err)
@@ -145,11 +146,30 @@ func (s *Spreader) close() {
 	}
 }
 
+// Sync acts on the latest view ViewChanged handed over, unless Run has
+// already. The daemon calls it before it re-points clients here: a router
+// re-pointed to this host before its table and the router's MAC are in
+// the kernel has its packets go to this host's stack, which resets every
+// routed connection another host serves (a host that joins and becomes
+// the router's director did so). The pending view is taken under the lock,
+// so that Run and Sync never act on an older view after a newer one.
+func (s *Spreader) Sync() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if v := s.pending.Swap(nil); v != nil && !s.closed {
+		s.update(v)
+	}
+}
+
 // Update takes a new view (nil: the same view, after a reload or to look
 // at the client table again).
 func (s *Spreader) Update(v *gossip.View) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.update(v)
+}
+
+func (s *Spreader) update(v *gossip.View) {
 	if v != nil {
 		s.last = v
 	}
@@ -226,10 +246,6 @@ func (s *Spreader) table(vip netip.Addr, hosts []Host, st *vipState) []Slot {
 	if s.grace <= 0 || table == nil || s.last == nil {
 		return table
 	}
-	old := st.table
-	if !st.made {
-		old = Table(vip, slices.DeleteFunc(slices.Clone(hosts), func(h Host) bool { return h.Name == s.self }), "")
-	}
 	live := map[[6]byte]bool{}
 	for _, m := range s.last.Members {
 		if mac, ok := segmentMAC(s.last, m.Name); ok && m.Name != s.self {
@@ -237,7 +253,26 @@ func (s *Spreader) table(vip netip.Addr, hosts []Host, st *vipState) []Slot {
 		}
 	}
 	now := s.now()
-	withPrev(table, old, live, now, now+s.grace)
+	if st.made {
+		withPrev(table, st.table, live, now, now+s.grace)
+	}
+	// A table with no other host (none yet, or only this one: a starting
+	// host makes one before gossip brings it the others) does not say
+	// who served the others' flows: they served them as the hash over
+	// them gives, as for a host that joins. For a host that was really
+	// alone, a segment with no socket here then goes to a host that has
+	// none either, which sends it back: reset as before, one hop later.
+	// A mark still running from an older table stays.
+	if !slices.ContainsFunc(st.hosts, func(h Host) bool { return h.Name != s.self }) {
+		others := slices.DeleteFunc(slices.Clone(hosts), func(h Host) bool { return h.Name == s.self })
+		joined := slices.Clone(table)
+		withPrev(joined, Table(vip, others, ""), live, now, now+s.grace)
+		for i := range table {
+			if table[i].Deadline == 0 {
+				table[i] = joined[i]
+			}
+		}
+	}
 	return table
 }
 

@@ -306,6 +306,46 @@ func TestSpreaderMarksMoves(t *testing.T) {
 	}
 }
 
+// TestSpreaderMarksJoinAfterLoneTable checks that a host whose first
+// tables had no other host (it starts before gossip brings it the others,
+// and is not eligible yet, or is for a moment alone) still marks the slots
+// it takes from the others when they come, as a host joining does; and
+// that the slots a host that was alone gives away are marked as moved.
+func TestSpreaderMarksJoinAfterLoneTable(t *testing.T) {
+	t.Parallel()
+	alive := func(name string) gossip.Member { return member(name, gossip.StateAlive) }
+	for _, first := range [][]gossip.Member{nil, {alive("c")}} {
+		src := &source{served: []RoutedVIP{{VIP: vip4, Name: "web", Interface: "lo", Routers: []netip.Addr{routerIP}}}}
+		f := newFake()
+		s := New("c", time.Minute, src, slog.New(slog.DiscardHandler))
+		s.load = func(int) (program, error) { return f, nil }
+		now := time.Hour
+		s.now = func() time.Duration { return now }
+		s.Update(gossip.NewView("c", first, 0))
+		if got := len(s.vips[vip4].hosts); got != len(first) {
+			t.Fatalf("first view %d members: table of %d hosts", len(first), got)
+		}
+		now += time.Second
+		s.Update(gossip.NewView("c", []gossip.Member{alive("a"), alive("b"), alive("c")}, 0))
+		marked, moved := 0, 0
+		for i, sl := range f.tables[vip4] {
+			switch {
+			case sl.Local && (sl.Prev != macOf("a") && sl.Prev != macOf("b") || sl.Deadline != now+time.Minute):
+				t.Fatalf("first view %d members: slot %d taken over is not marked with its host: %+v", len(first), i, sl)
+			case sl.Local:
+				marked++
+			case sl.WasLocal != (len(first) == 1):
+				t.Fatalf("first view %d members: slot %d given away: %+v", len(first), i, sl)
+			case sl.WasLocal:
+				moved++
+			}
+		}
+		if marked == 0 || marked+moved != Slots && len(first) == 1 {
+			t.Errorf("first view %d members: %d slots taken over, %d marked as moved away", len(first), marked, moved)
+		}
+	}
+}
+
 // TestSpreaderRunTakesViews checks that a view handed over by ViewChanged
 // is acted on by Run, not by the caller.
 func TestSpreaderRunTakesViews(t *testing.T) {
