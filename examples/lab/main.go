@@ -31,6 +31,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/arpshare/arpshare/internal/api"
 	"github.com/arpshare/arpshare/internal/lab"
 )
 
@@ -258,9 +259,17 @@ func demo(l *lab.Lab) error {
 	base := serve(l)
 	show(l, base)
 
-	s, err := l.Hosts[0].Status()
-	if err != nil {
-		return err
+	// Status recounts the clients at most once a second while the table
+	// changes: wait for it to count them all, for up to 3 s.
+	var s api.Status
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		var err error
+		if s, err = l.Hosts[0].Status(); err != nil {
+			return err
+		}
+		if len(s.VIPs) > 0 && s.VIPs[0].Clients >= len(l.Clients) || time.Now().After(deadline) {
+			break
+		}
 	}
 	say("what h1's `arpshare status` says: %d known clients, per host %v", s.VIPs[0].Clients, s.VIPs[0].Owners)
 
