@@ -61,6 +61,47 @@ func AttachIngress(what string, ifindex int, prog *ebpf.Program, first bool) (li
 	return l, nil
 }
 
+// Links are a program's tcx attachments, one per interface index; the zero
+// value has none.
+type Links struct{ by map[int]link.Link }
+
+// Attach attaches prog at the interface's ingress (see AttachIngress),
+// unless it is attached there already.
+func (l *Links) Attach(what string, ifindex int, prog *ebpf.Program, first bool) error {
+	if _, ok := l.by[ifindex]; ok {
+		return nil
+	}
+	k, err := AttachIngress(what, ifindex, prog, first)
+	if err != nil {
+		return err
+	}
+	if l.by == nil {
+		l.by = map[int]link.Link{}
+	}
+	l.by[ifindex] = k
+	return nil
+}
+
+// Detach takes the program off the interface.
+func (l *Links) Detach(ifindex int) error {
+	k, ok := l.by[ifindex]
+	if !ok {
+		return nil
+	}
+	delete(l.by, ifindex)
+	return k.Close()
+}
+
+// Close takes the program off every interface.
+func (l *Links) Close() error {
+	var errs []error
+	for i, k := range l.by {
+		errs = append(errs, k.Close())
+		delete(l.by, i)
+	}
+	return errors.Join(errs...)
+}
+
 // Counters reads a per-CPU array of counters, one per name in index
 // order, each summed over the CPUs.
 func Counters(what string, m *ebpf.Map, names []string) (map[string]uint64, error) {

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 
 	"github.com/arpshare/arpshare/internal/bpf"
 )
@@ -49,7 +48,7 @@ type Map interface {
 // Program is the loaded kernel program and its maps.
 type Program struct {
 	objs  handoverBPFObjects
-	links map[int]link.Link // by interface index
+	links bpf.Links
 }
 
 var _ Map = (*Program)(nil)
@@ -58,7 +57,7 @@ var _ Map = (*Program)(nil)
 // moved clients (0: as compiled, 65,536). It needs CAP_BPF and
 // CAP_NET_ADMIN (or root) and a kernel with tcx (Linux 6.6).
 func LoadProgram(clients int) (*Program, error) {
-	p := &Program{links: map[int]link.Link{}}
+	p := &Program{}
 	err := bpf.Load("handover program", loadHandoverBPF, func(spec *ebpf.CollectionSpec) {
 		if clients > 0 {
 			// By MAC and by IP. The kernel allocates the hash buckets up
@@ -76,45 +75,17 @@ func LoadProgram(clients int) (*Program, error) {
 // programs on it keep running: this one passes on what it does not hand
 // over.
 func (p *Program) Attach(ifindex int) error {
-	if _, ok := p.links[ifindex]; ok {
-		return nil
-	}
-	l, err := bpf.AttachIngress("handover program", ifindex, p.objs.Handover, false)
-	if err != nil {
-		return err
-	}
-	p.links[ifindex] = l
-	return nil
+	return p.links.Attach("handover program", ifindex, p.objs.Handover, false)
 }
 
 // Detach takes the program off the interface.
 func (p *Program) Detach(ifindex int) error {
-	l, ok := p.links[ifindex]
-	if !ok {
-		return nil
-	}
-	delete(p.links, ifindex)
-	return l.Close()
-}
-
-// Attached returns the interfaces the program runs on.
-func (p *Program) Attached() []int {
-	var out []int
-	for i := range p.links {
-		out = append(out, i)
-	}
-	return out
+	return p.links.Detach(ifindex)
 }
 
 // Close detaches the program everywhere and unloads it.
 func (p *Program) Close() error {
-	var errs []error
-	for i, l := range p.links {
-		errs = append(errs, l.Close())
-		delete(p.links, i)
-	}
-	errs = append(errs, p.objs.Close())
-	return errors.Join(errs...)
+	return errors.Join(p.links.Close(), p.objs.Close())
 }
 
 // maxMoved bounds how many moved clients the kernel's table holds at once.

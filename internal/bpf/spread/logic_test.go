@@ -13,8 +13,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cilium/ebpf/link"
-
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/gossip"
 	"github.com/arpshare/arpshare/internal/bpf/bpftest"
@@ -428,7 +426,7 @@ func TestProgramPlaces(t *testing.T) {
 	if err := p.Detach(7); err != nil {
 		t.Errorf("detach from an interface it is not on: %v", err)
 	}
-	if err := (&Program{links: map[int]link.Link{}}).Close(); err != nil {
+	if err := (&Program{}).Close(); err != nil {
 		t.Errorf("close an empty program: %v", err)
 	}
 }

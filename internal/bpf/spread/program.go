@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 
 	"github.com/arpshare/arpshare/internal/bpf"
 )
@@ -40,7 +39,7 @@ type Slot struct {
 // Program is the loaded kernel program and its maps.
 type Program struct {
 	objs  spreadBPFObjects
-	links map[int]link.Link // by interface index
+	links bpf.Links
 	// index is each VIP's place in the slots map (two tables each);
 	// half, which of its two tables is in use.
 	index map[netip.Addr]uint32
@@ -53,7 +52,7 @@ type Program struct {
 // tcx (Linux 6.6).
 func LoadProgram(vips int) (*Program, error) {
 	vips = min(max(vips, 1), MaxVIPs)
-	p := &Program{links: map[int]link.Link{}, index: map[netip.Addr]uint32{}, half: map[netip.Addr]uint32{}, vips: vips}
+	p := &Program{index: map[netip.Addr]uint32{}, half: map[netip.Addr]uint32{}, vips: vips}
 	err := bpf.Load("spread program", loadSpreadBPF, func(spec *ebpf.CollectionSpec) {
 		spec.Maps["slots"].MaxEntries = uint32(2 * vips * Slots)
 	}, &p.objs)
@@ -67,36 +66,17 @@ func LoadProgram(vips int) (*Program, error) {
 // programs already there: a routed flow is spread before the handover
 // looks at it.
 func (p *Program) Attach(ifindex int) error {
-	if _, ok := p.links[ifindex]; ok {
-		return nil
-	}
-	l, err := bpf.AttachIngress("spread program", ifindex, p.objs.Spread, true)
-	if err != nil {
-		return err
-	}
-	p.links[ifindex] = l
-	return nil
+	return p.links.Attach("spread program", ifindex, p.objs.Spread, true)
 }
 
 // Detach takes the program off the interface.
 func (p *Program) Detach(ifindex int) error {
-	l, ok := p.links[ifindex]
-	if !ok {
-		return nil
-	}
-	delete(p.links, ifindex)
-	return l.Close()
+	return p.links.Detach(ifindex)
 }
 
 // Close detaches the program everywhere and unloads it.
 func (p *Program) Close() error {
-	var errs []error
-	for i, l := range p.links {
-		errs = append(errs, l.Close())
-		delete(p.links, i)
-	}
-	errs = append(errs, p.objs.Close())
-	return errors.Join(errs...)
+	return errors.Join(p.links.Close(), p.objs.Close())
 }
 
 // place returns vip's place in the slots map, taking a free one if it has
