@@ -335,6 +335,10 @@ func (c *Cluster) loop(ctx context.Context) error {
 			return nil
 		case <-c.changed:
 			rebuild()
+			// A peer leaving waits for the others' Meta.Seen: say at once.
+			if !c.left.Load() && c.metaStale() {
+				resyncing.start(func() { c.UpdateMeta(time.Second) })
+			}
 		case tick := <-poll.C():
 			now := c.clock.Now()
 			if lag, ok := lagged(now, tick, waiting); ok {
@@ -557,7 +561,7 @@ func (c *Cluster) UpdateMeta(timeout time.Duration) error {
 }
 
 // ownMeta is this host's metadata as gossiped: cfg.Meta's, with the
-// protocol range and the release filled in.
+// protocol range, the release and what it sees leaving filled in.
 func (c *Cluster) ownMeta() Meta {
 	meta := c.cfg.Meta()
 	if meta.MinVersion == 0 && meta.Version == MetaVersion {
@@ -566,6 +570,7 @@ func (c *Cluster) ownMeta() Meta {
 	if meta.Software == "" {
 		meta.Software = c.cfg.Software[:min(len(c.cfg.Software), MaxSoftwareLen)]
 	}
+	meta.Seen = LeavingDigest(c.View(), c.cfg.Name, meta.Leaving)
 	return meta
 }
 
@@ -591,7 +596,7 @@ func sameMeta(a, b Meta) bool {
 	return a.Version == b.Version && a.MinVersion == b.MinVersion && a.Software == b.Software &&
 		a.Algorithm == b.Algorithm && a.Weight == b.Weight && a.Draining == b.Draining &&
 		slices.Equal(a.VIPs, b.VIPs) && slices.Equal(a.Unhealthy, b.Unhealthy) && slices.Equal(a.MACs, b.MACs) &&
-		a.Leaving == b.Leaving && a.Repointed == b.Repointed
+		a.Leaving == b.Leaving && a.Repointed == b.Repointed && a.Seen == b.Seen
 }
 
 // Leave tells the cluster this host is going, so it is not taken for dead.

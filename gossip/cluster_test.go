@@ -85,6 +85,7 @@ type node struct {
 	cancel   context.CancelFunc
 	done     chan struct{}
 	draining bool
+	leaving  bool
 	mu       sync.Mutex
 	state    *memState
 }
@@ -99,7 +100,7 @@ func startNode(t *testing.T, name string, bind netip.AddrPort, peers []netip.Add
 		Meta: func() Meta {
 			n.mu.Lock()
 			defer n.mu.Unlock()
-			return Meta{Version: MetaVersion, Algorithm: Algorithm, Weight: 1, Draining: n.draining, VIPs: []netip.Addr{netip.MustParseAddr("198.18.0.200")}}
+			return Meta{Version: MetaVersion, Algorithm: Algorithm, Weight: 1, Draining: n.draining, Leaving: n.leaving, VIPs: []netip.Addr{netip.MustParseAddr("198.18.0.200")}}
 		},
 		State:  n.state,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -184,6 +185,25 @@ func TestCluster(t *testing.T) {
 	if !strings.Contains(got, "table of n") {
 		t.Errorf("n1 merged %s, want a whole table from a peer that joined", got)
 	}
+
+	// n3 says it is leaving: the others gossip that they saw it
+	// (Meta.Seen), without being asked.
+	nodes[2].mu.Lock()
+	nodes[2].leaving = true
+	nodes[2].mu.Unlock()
+	if err := nodes[2].c.UpdateMeta(time.Second); err != nil {
+		t.Logf("n3's update not confirmed yet: %v", err)
+	}
+	waitView(t, nodes[2], "n1 and n2 saw n3 leaving", func(v *View) bool {
+		want := LeavingDigest(v, "n3", true)
+		m1, _ := v.Member("n1")
+		m2, _ := v.Member("n2")
+		return want != 0 && m1.Meta.Seen == want && m2.Meta.Seen == want
+	})
+	nodes[2].mu.Lock()
+	nodes[2].leaving = false
+	nodes[2].mu.Unlock()
+	nodes[2].c.UpdateMeta(time.Second)
 
 	// Metadata changes travel: n2 drains and drops out of the candidates.
 	nodes[1].mu.Lock()

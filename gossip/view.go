@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"net"
 	"net/netip"
 	"slices"
@@ -52,6 +53,11 @@ type Meta struct {
 	// has finished (0: none yet): a draining host waits until its peers
 	// report the digest of its own view.
 	Repointed uint32 `json:"r,omitempty"`
+	// Seen is the digest of the members this host sees leaving
+	// (LeavingDigest; 0: none): a leaving host learns from it that a peer
+	// has seen it leave, and what the peer itself was doing then. Builds
+	// before 0.1.0, which do not gossip Software, do not gossip it either.
+	Seen uint32 `json:"k,omitempty"`
 }
 
 // Encode returns the metadata as gossiped, or an error if it is too large.
@@ -222,6 +228,36 @@ type Member struct {
 	// Unreachable: gossip still lists the member, but this host's own
 	// probes of it have gone unanswered lately.
 	Unreachable bool `json:"unreachable,omitempty"`
+}
+
+// LeavingDigest is the digest of the names of v's live members that are
+// leaving (Meta.Leaving), self counted by selfLeaving rather than by v
+// (its own metadata may not be back from gossip yet); 0 when none is.
+// Each host gossips its own view's (Meta.Seen).
+func LeavingDigest(v *View, self string, selfLeaving bool) uint32 {
+	var names []string
+	if selfLeaving {
+		names = append(names, self)
+	}
+	if v != nil {
+		for _, m := range v.Members {
+			if m.Name != self && m.Live() && m.Meta.Leaving {
+				names = append(names, m.Name)
+			}
+		}
+	}
+	if len(names) == 0 {
+		return 0
+	}
+	slices.Sort(names)
+	h := fnv.New32a()
+	for _, n := range names {
+		h.Write(append([]byte(n), 0))
+	}
+	if d := h.Sum32(); d != 0 {
+		return d
+	}
+	return 1
 }
 
 // Live reports whether the member is up and trusted.

@@ -766,7 +766,7 @@ func (c *checker) vipCheck(i int, where string, rc *rawCheck) *Check {
 // every interface's MAC.
 func (c *checker) metaFits(cfg *Config) {
 	full := cfg.Meta(true, nil)
-	full.Leaving, full.Repointed = true, math.MaxUint32 // a stop's and a drain's
+	full.Leaving, full.Repointed, full.Seen = true, math.MaxUint32, math.MaxUint32 // a stop's and a drain's
 	full.MinVersion, full.Software = gossip.MinMetaVersion, strings.Repeat("0", gossip.MaxSoftwareLen)
 	for range cfg.Interfaces() {
 		full.MACs = append(full.MACs, "00:00:00:00:00:00")

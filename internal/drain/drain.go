@@ -9,10 +9,14 @@
 //     waits a little for one of them to come back (see Drainer.Stop).
 //   - Two hosts leaving at once each see the other still eligible. So a
 //     host first says it is leaving (gossip.Meta.Leaving, which changes no
-//     eligibility), waits for that and the others' answers to spread
-//     (the Drainer's wait), and looks again: another leaving host counts as staying
-//     only if its name sorts after this host's. Of hosts leaving at once,
-//     the one whose name sorts last stays.
+//     eligibility), waits until every peer that could stay has gossiped
+//     that it saw this (gossip.Meta.Seen), and looks again: another
+//     leaving host counts as staying only if its name sorts after this
+//     host's. Of hosts leaving at once, the one whose name sorts last
+//     stays. Waiting for the peers' word, not for a time, is what makes
+//     this hold on a loaded host: when a host decides, each peer either
+//     had seen it leaving before deciding itself, or had decided before
+//     it answered, and says so in the same metadata (Draining).
 //   - While a host stops, it drains only as long as another host stays
 //     eligible for each of its VIPs: if the others go (a restart of the
 //     whole fleet at once), it answers again until it exits.
@@ -28,6 +32,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -44,6 +49,17 @@ import (
 // (30 s by default) and the leave, a stop stays under the unit's
 // TimeoutStopSec= (45 s).
 const repointStopWait = 10 * time.Second
+
+// How long a host that asks to leave waits for its peers to say they saw
+// it (gossip.Meta.Seen), in Drainer waits: usually two gossip hops, a
+// fraction of a second; more when an update is lost and sent again at the
+// next probe. A drain that gets no word is refused; a stop decides by
+// what gossip shows (guardStop heals it), within the unit's stop time.
+const (
+	setConfirmWaits  = 5
+	stopConfirmWaits = 2
+	confirmPoll      = 20 * time.Millisecond
+)
 
 // State is this host's drain state and the config in force.
 type State interface {
@@ -72,9 +88,8 @@ type Drainer struct {
 	log     *slog.Logger
 	state   State
 	cluster Cluster
-	// wait is how long a host that asks to drain or stops waits for that,
-	// and the other hosts' news, to spread before it looks whether another
-	// host stays eligible.
+	// wait is how long news usually takes to spread: the unit of the
+	// waits for the peers' word, and the bound on each metadata update.
 	wait time.Duration
 	lock sync.Mutex
 }
@@ -115,19 +130,29 @@ func (d *Drainer) Set(ctx context.Context, drained, force bool) error {
 		return nil
 	}
 	if drained && !force {
-		vs := d.mayLeave(ctx)
-		d.state.SetLeaving(false) // the drain flag replaces it, or nothing does
+		vs, unconfirmed := d.mayLeave(ctx, setConfirmWaits*d.wait)
+		var err error
 		switch {
 		case ctx.Err() != nil:
-			d.updateMeta("drain cancelled")
-			return fmt.Errorf("drain cancelled: %w", ctx.Err())
+			err = fmt.Errorf("drain cancelled: %w", ctx.Err())
+		case len(unconfirmed) > 0:
+			d.log.Warn("drain refused: peers did not say in time that they saw this host leave", "peers", unconfirmed)
+			err = fmt.Errorf("drain refused: %s did not gossip within %s that they saw this host leave, so it cannot tell whether they leave too; try again once gossip reaches them (arpshare status), or drain --force",
+				strings.Join(unconfirmed, ", "), setConfirmWaits*d.wait)
 		case len(vs) > 0:
-			d.updateMeta("drain refused")
 			d.log.Warn("drain refused: this host is the last eligible host", "vips", vipNames(vs))
-			return &api.RefusedError{VIPs: vs}
+			err = &api.RefusedError{VIPs: vs}
+		}
+		if err != nil {
+			d.state.SetLeaving(false)
+			d.updateMeta("drain refused")
+			return err
 		}
 	}
 	changed, err := d.state.SetDrained(drained)
+	// The drain flag replaces leaving: cleared after it, so that no
+	// metadata gossiped between the two shows this host staying.
+	d.state.SetLeaving(false)
 	switch {
 	case err != nil:
 	case !drained && changed:
@@ -144,18 +169,46 @@ func (d *Drainer) Set(ctx context.Context, drained, force bool) error {
 }
 
 // mayLeave says whether this host may stop answering: it returns the VIPs
-// it would leave to nobody. Unless it is the last at once, it tells the
-// cluster it is leaving and looks again once that and the others' news
-// have spread (see the comment at the top). Leaving stays set.
-func (d *Drainer) mayLeave(ctx context.Context) []config.VIP {
+// it would leave to nobody, and the peers that did not confirm within
+// confirm that they saw it leave. Unless it is the last at once, it tells
+// the cluster it is leaving, waits for every peer that could stay to
+// gossip that it saw this, and looks again (see the comment at the top).
+// Leaving stays set.
+func (d *Drainer) mayLeave(ctx context.Context, confirm time.Duration) (vs []config.VIP, unconfirmed []string) {
 	self, vips := d.state.Config().Node.Name, d.state.Config().VIPs
 	if vs := orphans(d.cluster.View(), self, vips); len(vs) > 0 {
-		return vs
+		return vs, nil
 	}
 	d.state.SetLeaving(true)
 	d.updateMeta("leaving")
-	clock.Sleep(ctx, d.wait)
-	return orphans(d.cluster.View(), self, vips)
+	wait, done := context.WithTimeout(ctx, confirm)
+	defer done()
+	for {
+		v := d.cluster.View()
+		unconfirmed = unconfirmedPeers(v, self, vips)
+		if len(unconfirmed) == 0 || !clock.Sleep(wait, confirmPoll) {
+			return orphans(v, self, vips), unconfirmed
+		}
+	}
+}
+
+// unconfirmedPeers returns the members of v that could stay eligible for
+// one of vips (as in orphans) but whose Meta.Seen is not the digest of
+// the hosts v shows leaving, self included: they have not gossiped yet
+// that they saw self leave. Peers of a build before 0.1.0, which gossip
+// neither their release nor Seen, are taken at their word in v.
+func unconfirmedPeers(v *gossip.View, self string, vips []config.VIP) []string {
+	want := gossip.LeavingDigest(v, self, true)
+	var out []string
+	for _, m := range v.Members {
+		if m.Name == self || !m.Live() || m.Meta.Draining || m.Meta.Software == "" || m.Meta.Seen == want {
+			continue
+		}
+		if slices.ContainsFunc(vips, func(vip config.VIP) bool { return m.Serves(vip.Address) }) {
+			out = append(out, m.Name)
+		}
+	}
+	return out
 }
 
 func (d *Drainer) updateMeta(what string) {
@@ -206,7 +259,11 @@ func (d *Drainer) Stop(ctx context.Context) (drained bool, guard func()) {
 	if d.state.Draining() {
 		return true, func() {}
 	}
-	vs := d.mayLeave(ctx)
+	vs, unconfirmed := d.mayLeave(ctx, stopConfirmWaits*d.wait)
+	if len(unconfirmed) > 0 {
+		// guardStop answers again if the others go too.
+		d.log.Warn("stopping: peers did not say in time that they saw this host leave; deciding by what gossip shows", "peers", unconfirmed)
+	}
 	// One wait for a host to come back and for the re-pointing.
 	wait, done := context.WithTimeout(ctx, repointStopWait)
 	defer done()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -23,7 +24,7 @@ var testVIP = netip.MustParseAddr("198.18.0.200")
 // member is a live member serving testVIP, healthy unless unhealthy.
 func member(name string, edit func(*gossip.Member)) gossip.Member {
 	m := gossip.Member{Name: name, State: gossip.StateAlive,
-		Meta: gossip.Meta{Version: gossip.MetaVersion, Algorithm: gossip.Algorithm, Weight: 1, VIPs: []netip.Addr{testVIP}}}
+		Meta: gossip.Meta{Version: gossip.MetaVersion, Software: "0.1.0", Algorithm: gossip.Algorithm, Weight: 1, VIPs: []netip.Addr{testVIP}}}
 	if edit != nil {
 		edit(&m)
 	}
@@ -113,6 +114,37 @@ func TestDrainProgress(t *testing.T) {
 	}
 }
 
+// TestUnconfirmedPeers: a peer that could stay confirms it saw self leave
+// by gossiping the digest of the hosts self sees leaving; draining, dead
+// and other VIPs' peers, and peers of a build before 0.1.0, are not
+// waited for.
+func TestUnconfirmedPeers(t *testing.T) {
+	t.Parallel()
+	vips := []config.VIP{{Name: "web", Address: testVIP}}
+	leaving := func(m *gossip.Member) { m.Meta.Leaving = true }
+	base := []gossip.Member{member("h1", leaving), member("h3", leaving)}
+	want := gossip.LeavingDigest(gossip.NewView("h1", base, 0), "h1", true)
+	seen := func(d uint32) func(*gossip.Member) { return func(m *gossip.Member) { m.Meta.Seen = d } }
+	for _, tt := range []struct {
+		name string
+		peer gossip.Member
+		want bool // h2 unconfirmed
+	}{
+		{"said so", member("h2", seen(want)), false},
+		{"saw h1 only", member("h2", seen(gossip.LeavingDigest(gossip.NewView("h2", base[:1], 0), "h2", false))), true},
+		{"saw nobody leave", member("h2", nil), true},
+		{"draining", member("h2", func(m *gossip.Member) { m.Meta.Draining = true }), false},
+		{"dead", member("h2", func(m *gossip.Member) { m.State = gossip.StateDead }), false},
+		{"another VIP", member("h2", func(m *gossip.Member) { m.Meta.VIPs = []netip.Addr{netip.MustParseAddr("198.18.0.9")} }), false},
+		{"a build before 0.1.0", member("h2", func(m *gossip.Member) { m.Meta.Software = "" }), false},
+	} {
+		v := gossip.NewView("h1", append(slices.Clone(base), tt.peer), 0)
+		if got := slices.Contains(unconfirmedPeers(v, "h1", vips), "h2"); got != tt.want {
+			t.Errorf("%s: unconfirmed %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
 // fakeState is a host's drain state in memory.
 type fakeState struct {
 	mu                         sync.Mutex
@@ -147,13 +179,34 @@ func (s *fakeState) SetStopping(st bool) bool {
 }
 
 // fakeCluster is a view the test sets, and the metadata updates it counts.
+// Its peers have seen at once whether self is leaving (Meta.Seen), unless
+// the test set their Seen.
 type fakeCluster struct {
 	mu      sync.Mutex
 	v       *gossip.View
+	state   *fakeState
 	updates int
 }
 
-func (c *fakeCluster) View() *gossip.View { c.mu.Lock(); defer c.mu.Unlock(); return c.v }
+func (c *fakeCluster) View() *gossip.View {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.state.mu.Lock()
+	leaving := c.state.leaving
+	c.state.mu.Unlock()
+	ms := slices.Clone(c.v.Members)
+	for i, m := range ms {
+		if m.Name == c.v.Self {
+			ms[i].Meta.Leaving = leaving
+		}
+	}
+	for i, m := range ms {
+		if m.Name != c.v.Self && m.Meta.Seen == 0 {
+			ms[i].Meta.Seen = gossip.LeavingDigest(gossip.NewView(m.Name, ms, 0), m.Name, m.Meta.Leaving)
+		}
+	}
+	return gossip.NewView(c.v.Self, ms, c.v.Expect)
+}
 func (c *fakeCluster) set(v *gossip.View) { c.mu.Lock(); c.v = v; c.mu.Unlock() }
 func (c *fakeCluster) UpdateMeta(time.Duration) error {
 	c.mu.Lock()
@@ -165,13 +218,14 @@ func (c *fakeCluster) UpdateMeta(time.Duration) error {
 func newDrainer(members ...gossip.Member) (*Drainer, *fakeState, *fakeCluster) {
 	st := &fakeState{cfg: &config.Config{Node: config.NodeConfig{Name: "h1"},
 		Gossip: config.GossipConfig{ProbeInterval: 5 * time.Millisecond}, VIPs: []config.VIP{{Name: "web", Address: testVIP}}}}
-	cl := &fakeCluster{v: gossip.NewView("h1", members, 0)}
+	cl := &fakeCluster{v: gossip.NewView("h1", members, 0), state: st}
 	return New(slog.New(slog.DiscardHandler), st, cl, 10*time.Millisecond), st, cl
 }
 
 // TestSet: the last eligible host refuses a drain, naming the VIP, unless
 // forced; with another host eligible it drains, and resumes; a failed
-// write is returned.
+// write is returned; without the peer's word that it saw this host leave,
+// the drain is refused.
 func TestSet(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -199,6 +253,12 @@ func TestSet(t *testing.T) {
 	st.failWrite = errors.New("disk full")
 	if err := d.Set(ctx, false, false); err == nil {
 		t.Error("resume with a failing disk: nil")
+	}
+	// h2 does not say it saw h1 leave (it gossips another host's leaving):
+	// refused, naming h2, and h1 does not drain.
+	d, st, _ = newDrainer(member("h1", nil), member("h2", func(m *gossip.Member) { m.Meta.Seen = 42 }))
+	if err := d.Set(ctx, true, false); err == nil || !strings.Contains(err.Error(), "h2 did not gossip") || st.Draining() || st.leaving {
+		t.Errorf("drain without h2's word: %v, draining %v, leaving %v", err, st.Draining(), st.leaving)
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
