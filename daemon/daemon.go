@@ -133,6 +133,8 @@ func newDaemon(cfg *config.Config, log *slog.Logger, version string, sm seams) *
 	})
 	d.handover = handover.New(cfg.Handover, cfg.Node.Name, cfg.Node.MaxClients, handoverSource{d.state, d.table}, log.With("component", "handover"))
 	d.spread = spread.New(cfg.Node.Name, cfg.Handover.FlowGrace(), spread.FromConfig(d.state.Config, d.table), log.With("component", "spread"))
+	d.spread.OnJoined = d.reports.metaChanged
+	d.state.spreadHeld = d.spread.Held
 	d.views = newViewTask(d.spread, d.handover, d.repointer)
 	d.propose = propose.FromConfig(d.state.Config, d.table, log.With("component", "propose"))
 	d.cluster = gossip.NewCluster(gossip.ClusterConfig{

@@ -9,8 +9,10 @@ import (
 )
 
 // repointReports gossips the digest of each view whose re-pointing is done
-// here, for the drains of the other hosts. The repointer's loop tells it;
-// the update waits for its broadcast on this task's goroutine.
+// here, for the drains of the other hosts, and this host's metadata again
+// when the spreader no longer holds a routed VIP. The repointer's loop and
+// the spreader tell it; the update waits for its broadcast on this task's
+// goroutine.
 type repointReports struct {
 	state   *hostState
 	cluster *gossip.Cluster
@@ -27,6 +29,11 @@ func (r *repointReports) String() string { return "re-pointing reports" }
 
 func (r *repointReports) Repointed(digest uint32) {
 	r.state.setRepointed(digest)
+	r.metaChanged()
+}
+
+// metaChanged has this host's metadata gossiped again; it never blocks.
+func (r *repointReports) metaChanged() {
 	select {
 	case r.changed <- struct{}{}:
 	default:

@@ -32,6 +32,9 @@ type hostState struct {
 	warning string
 	// linkFaults says why this host's link cannot serve a VIP (link.go).
 	linkFaults map[netip.Addr]string
+	// spreadHeld reports whether a VIP's routed flows are held
+	// (spread.Spreader.Held); nil: none is.
+	spreadHeld func(netip.Addr) bool
 }
 
 // newHostState starts drained if the operator left it drained (see
@@ -166,23 +169,38 @@ func (s *hostState) setLinkFaults(f map[netip.Addr]string) {
 	s.linkFaults = f
 }
 
-// linkFault says why this host's link cannot serve vip, as gossiped; ""
-// if it can.
+// LinkFault says why this host's link cannot serve vip, as gossiped, or
+// that its routed flows are held; "" if neither.
 func (s *hostState) LinkFault(vip netip.Addr) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.linkFaults[vip]
+	if f := s.linkFaults[vip]; f != "" || s.spreadHeld == nil || !s.spreadHeld(vip) {
+		return f
+	}
+	return "routed flows: spread table not made with the other hosts yet"
 }
 
-// eligible is each VIP's health with the VIPs whose link cannot serve
-// counted as failing: what this host gossips. s.mu is held.
+// eligible is each VIP's health with the VIPs whose link cannot serve,
+// and those whose routed flows are held (spread.Spreader.Held), counted as
+// failing: what this host gossips. s.mu is held.
 func (s *hostState) eligible() map[netip.Addr]bool {
-	if len(s.linkFaults) == 0 {
-		return s.healthy
-	}
-	out := maps.Clone(s.healthy)
-	for vip := range s.linkFaults {
+	var out map[netip.Addr]bool
+	fail := func(vip netip.Addr) {
+		if out == nil {
+			out = maps.Clone(s.healthy)
+		}
 		out[vip] = false
+	}
+	for vip := range s.linkFaults {
+		fail(vip)
+	}
+	for _, v := range s.cfg.VIPs {
+		if s.spreadHeld != nil && s.spreadHeld(v.Address) {
+			fail(v.Address)
+		}
+	}
+	if out == nil {
+		return s.healthy
 	}
 	return out
 }

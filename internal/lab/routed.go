@@ -91,14 +91,20 @@ func (l *Lab) AddRouter(clients int) (*Router, error) {
 	hosts := append([]*Host(nil), l.Hosts...)
 	l.mu.Unlock()
 	for _, h := range hosts {
-		if err := ipSteps([][]string{
-			{"-n", h.NS, "route", "add", RoutedNet.String(), "via", r.Addr.String(), "dev", "eth0"},
-			{"-n", h.NS, "-6", "route", "add", RoutedNet6.String(), "via", r.Addr6.String(), "dev", "eth0"},
-		}); err != nil {
+		if err := r.Route(h); err != nil {
 			return nil, err
 		}
 	}
 	return r, nil
+}
+
+// Route routes RoutedNet and RoutedNet6 through the router from h: a host
+// added after the router needs it to answer the routed clients.
+func (r *Router) Route(h *Host) error {
+	return ipSteps([][]string{
+		{"-n", h.NS, "route", "add", RoutedNet.String(), "via", r.Addr.String(), "dev", "eth0"},
+		{"-n", h.NS, "-6", "route", "add", RoutedNet6.String(), "via", r.Addr6.String(), "dev", "eth0"},
+	})
 }
 
 func ipSteps(steps [][]string) error {

@@ -492,3 +492,58 @@ func TestWithPrevKeepsWasLocal(t *testing.T) {
 		t.Errorf("marks %+v, want %+v", table, want)
 	}
 }
+
+// TestHeld: a routed VIP is held from the start until this host has made
+// its table over a view with the hosts that already serve it, or seen that
+// none does; OnJoined says when it is no longer held; a VIP removed and
+// served again is held again; without the program nothing is held.
+func TestHeld(t *testing.T) {
+	t.Parallel()
+	held := func(m gossip.Member) gossip.Member { m.Meta.Unhealthy, m.Meta.VIPs = m.Meta.VIPs, nil; return m }
+	s, _, src, _ := newFailing(t, web)
+	joined := 0
+	s.OnJoined = func() { joined++ }
+	s.Update(nil)
+	if !s.Held(vip4) {
+		t.Fatal("not held before any view")
+	}
+	// The view of a host that starts: itself only, another host not yet.
+	alone := gossip.NewView("a", []gossip.Member{held(member("a", gossip.StateAlive))}, 0)
+	withB := gossip.NewView("a", []gossip.Member{held(member("a", gossip.StateAlive)), member("b", gossip.StateAlive)}, 0)
+	s.Update(withB)
+	if s.Held(vip4) || joined != 1 {
+		t.Fatalf("with b's table made: held %v, OnJoined %d times", s.Held(vip4), joined)
+	}
+	s.Update(twoHosts())
+	if joined != 1 {
+		t.Errorf("OnJoined %d times, want once", joined)
+	}
+	src.served = nil
+	s.Update(nil)
+	src.served = []RoutedVIP{web}
+	s.Update(withB)
+	if s.Held(vip4) || joined != 2 {
+		t.Errorf("served again with b: held %v, OnJoined %d times", s.Held(vip4), joined)
+	}
+
+	s, _, _, _ = newFailing(t, web)
+	s.Update(alone)
+	if s.Held(vip4) {
+		t.Error("held while no other host serves the VIP")
+	}
+	s, _, _, _ = newFailing(t, web)
+	// b is there but sends no frames yet (no MAC): no table over it.
+	noMAC := member("b", gossip.StateAlive)
+	noMAC.Meta.MACs = nil
+	s.Update(gossip.NewView("a", []gossip.Member{held(member("a", gossip.StateAlive)), noMAC}, 0))
+	if !s.Held(vip4) {
+		t.Error("not held with no table over b")
+	}
+
+	s, _, _, _ = newFailing(t, web)
+	s.load = func(int) (program, error) { return nil, errors.New("no tcx") }
+	s.Update(nil)
+	if s.Held(vip4) {
+		t.Error("held without the program")
+	}
+}

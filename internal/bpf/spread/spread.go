@@ -90,6 +90,13 @@ type Spreader struct {
 	unseen    map[netip.Addr]bool // routers not yet seen, logged once
 	peers     [][6]byte           // the hosts' MACs in the kernel
 	closed    bool                // Run has ended: Sync loads nothing again
+	// joined: the routed VIPs whose table has been made over a view with
+	// the hosts that already serve them (see Held); held, the others.
+	joined map[netip.Addr]bool
+	held   atomic.Pointer[map[netip.Addr]bool]
+	// OnJoined, if set, is called when a VIP is no longer held, with the
+	// Spreader's lock held: it must not block.
+	OnJoined func()
 }
 
 // New returns a Spreader for host self; it loads the program once a VIP
@@ -98,7 +105,21 @@ type Spreader struct {
 // served them.
 func New(self string, grace time.Duration, src Source, log *slog.Logger) *Spreader {
 	return &Spreader{self: self, log: log, src: src, load: loadProgram, grace: grace, now: bpf.Monotonic, wake: make(chan struct{}, 1),
-		attachErr: map[string]error{}, ifaces: map[string]int{}, vips: map[netip.Addr]*vipState{}, unseen: map[netip.Addr]bool{}}
+		attachErr: map[string]error{}, ifaces: map[string]int{}, vips: map[netip.Addr]*vipState{}, unseen: map[netip.Addr]bool{},
+		joined: map[netip.Addr]bool{}}
+}
+
+// Held reports whether this host must not take vip's routed flows yet:
+// spreading works, vip has routers, and this host has not made vip's
+// table over a view with the hosts that already serve it (nor seen that
+// none does). A starting host's first table has only itself: were the
+// others to send it flows before its own table holds them, the open
+// connections of the flows that move to it would find no host to go back
+// to, and its stack would reset them. The daemon gossips vip as failing
+// here meanwhile.
+func (s *Spreader) Held(vip netip.Addr) bool {
+	m := s.held.Load()
+	return m != nil && (*m)[vip]
 }
 
 func (s *Spreader) String() string { return "spread" }
@@ -178,6 +199,7 @@ func (s *Spreader) update(v *gossip.View) {
 		s.open(len(served))
 	}
 	if s.prog == nil {
+		s.held.Store(nil)
 		return
 	}
 	s.attach(served)
@@ -194,7 +216,30 @@ func (s *Spreader) update(v *gossip.View) {
 				continue
 			}
 			delete(s.vips, vip)
+			delete(s.joined, vip)
 		}
+	}
+	s.hold(served)
+}
+
+// hold works out which of the served VIPs are held (see Held), and calls
+// OnJoined when one no longer is.
+func (s *Spreader) hold(served []RoutedVIP) {
+	held, released := map[netip.Addr]bool{}, false
+	for _, sv := range served {
+		if st := s.vips[sv.VIP]; !s.joined[sv.VIP] && s.last != nil && st.made &&
+			(slices.ContainsFunc(st.hosts, func(h Host) bool { return h.Name != s.self }) ||
+				!slices.ContainsFunc(s.last.Eligible(sv.VIP), func(c gossip.Candidate) bool { return c.Name != s.self })) {
+			s.joined[sv.VIP], released = true, true
+			s.log.Info("spread table made with the cluster: taking routed flows", "vip", sv.Name)
+		}
+		if !s.joined[sv.VIP] {
+			held[sv.VIP] = true
+		}
+	}
+	s.held.Store(&held)
+	if released && s.OnJoined != nil {
+		s.OnJoined()
 	}
 }
 
