@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/arpshare/arpshare/gossip"
+	"github.com/arpshare/arpshare/internal/config"
 	"github.com/arpshare/arpshare/internal/linkwatch"
 )
 
@@ -262,4 +264,32 @@ func TestLinkMetrics(t *testing.T) {
 	h1.kernel.set(linkwatch.Link{Index: 2, Name: "test0", Up: true, Oper: "down"})
 	waitLink(t, h1, h2, "link test0: no carrier")
 	check(0, 0)
+}
+
+// TestSpreadHeldIneligible: a VIP whose routed flows the spreader holds is
+// gossiped as failing, with the reason in the status, and only that VIP;
+// its health is kept for when the hold ends.
+func TestSpreadHeldIneligible(t *testing.T) {
+	t.Parallel()
+	db := netip.MustParseAddr("198.18.0.201")
+	s := &hostState{cfg: &config.Config{VIPs: []config.VIP{{Name: "web", Address: web}, {Name: "db", Address: db}}},
+		healthy: map[netip.Addr]bool{web: true, db: true}}
+	held := true
+	s.spreadHeld = func(v netip.Addr) bool { return held && v == web }
+	s.mu.Lock()
+	got := maps.Clone(s.eligible())
+	s.mu.Unlock()
+	if got[web] || !got[db] || !s.healthy[web] {
+		t.Errorf("held: eligible %v, healthy %v; want web failing, db and web's health kept", got, s.healthy)
+	}
+	if f := s.LinkFault(web); !strings.Contains(f, "routed flows") || s.LinkFault(db) != "" {
+		t.Errorf("status: web %q, db %q", f, s.LinkFault(db))
+	}
+	held = false
+	s.mu.Lock()
+	got = maps.Clone(s.eligible())
+	s.mu.Unlock()
+	if !got[web] || s.LinkFault(web) != "" {
+		t.Errorf("no longer held: eligible %v, status %q", got, s.LinkFault(web))
+	}
 }
