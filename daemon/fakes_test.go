@@ -312,7 +312,7 @@ func (c *cluster) prepare(t *testing.T, name, vips string, mac net.HardwareAddr)
 	}
 	n.d = newDaemon(cfg, slog.New(slog.NewTextHandler(n.log, &slog.HandlerOptions{Level: slog.LevelDebug})), "test", seams{
 		host: n.host, listen: n.links.listen, listenNDP: n.links.listenNDP,
-		transport: c.trans[name], notify: n.notes.add, drainWait: 200 * time.Millisecond, links: n.kernel,
+		transport: c.trans[name], notify: n.notes.add, drainWait: 500 * time.Millisecond, links: n.kernel,
 	})
 	return n
 }

@@ -52,7 +52,7 @@ func TestWatchdogCoversResponders(t *testing.T) {
 	}
 	n.d = newDaemon(n.d.config(), slog.New(slog.NewTextHandler(n.log, nil)), "test", seams{
 		host: n.host, listen: listen, listenNDP: n.links.listenNDP,
-		transport: c.trans["h1"], notify: n.notes.add, drainWait: 200 * time.Millisecond, links: n.kernel,
+		transport: c.trans["h1"], notify: n.notes.add, drainWait: 500 * time.Millisecond, links: n.kernel,
 	})
 	n.run()
 	n.waitReady()
