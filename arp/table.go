@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"iter"
 	"maps"
 	"math"
 	"net"
@@ -571,6 +572,64 @@ func (t *ClientTable) Clients() []Client {
 		}
 	}
 	return cs
+}
+
+// Entry is one client as a walk of the table (All) gives it: the same as
+// Client, without an allocation.
+type Entry struct {
+	VIP, IP   netip.Addr
+	MAC       [6]byte
+	Protected bool
+	LastSeen  time.Time
+	FirstSeen time.Time
+}
+
+// walkChunk is how many clients a walk copies at a time, under the table's
+// lock: a walk of a large table neither holds the lock long (learning
+// waits for it) nor copies the whole table at once.
+const walkChunk = 1024
+
+// All returns every client, in the table's own order. It copies walkChunk
+// clients at a time under the table's lock and yields them with the lock
+// released, so the caller may take its time and call the table. A walk is
+// not a snapshot: a client known throughout is yielded once; one learned,
+// forgotten or evicted meanwhile may or may not be (and one evicted and
+// learned again may be yielded twice).
+func (t *ClientTable) All() iter.Seq[Entry] {
+	return func(yield func(Entry) bool) {
+		buf := make([]slot, 0, walkChunk)
+		for from := 0; ; {
+			var vips []netip.Addr
+			var c tableClock
+			buf, from, vips, c = t.chunk(buf[:0], from)
+			if len(buf) == 0 {
+				return
+			}
+			for i := range buf {
+				s := &buf[i]
+				e := Entry{VIP: vips[s.key.vip], IP: netip.AddrFrom16(s.key.ip).Unmap(), MAC: s.mac,
+					Protected: s.list == listProtected, LastSeen: c.at(s.seen), FirstSeen: c.at(int64(s.first) * int64(time.Second))}
+				if !yield(e) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// chunk appends to buf up to its capacity of the clients in slots from on,
+// and returns it, where the next chunk starts, the VIPs its keys index and
+// the clock of its times.
+func (t *ClientTable) chunk(buf []slot, from int) ([]slot, int, []netip.Addr, tableClock) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for ; from < len(t.slots) && len(buf) < cap(buf); from++ {
+		if s := &t.slots[from]; s.list != listFree {
+			buf = append(buf, *s)
+		}
+	}
+	// The VIPs only grow, and only past their length: this prefix stays.
+	return buf, from, t.vips[:len(t.vips):len(t.vips)], t.clock()
 }
 
 // The wire form of the table, exchanged between hosts: version 2 is

@@ -3,6 +3,7 @@ package repoint
 import (
 	"context"
 	"encoding/binary"
+	"iter"
 	"log/slog"
 	"maps"
 	"net/netip"
@@ -170,7 +171,7 @@ type Repointer struct {
 	refuted  chan struct{}
 	last     *gossip.View // the view in force
 	queue    []*queued    // failover and settling, at Rate
-	slow     []*queued    // the periodic re-assertion, at slowRate
+	slow     *slowRound   // the periodic re-assertion, at slowRate; nil: none
 	pending  map[clientKey]*queued
 	awaiting []awaited // in deadline order
 	announce map[netip.Addr]announcement
@@ -306,7 +307,7 @@ func (r *Repointer) Run(ctx context.Context) error {
 			return nil
 		case v := <-r.views:
 			r.heartbeat.Store(time.Now().UnixNano())
-			r.plan(v, r.cfg.Table.Clients(), time.Now())
+			r.plan(v, r.cfg.Table.All(), time.Now())
 			r.round(v, time.Now())
 		case <-r.refuted:
 			r.heartbeat.Store(time.Now().UnixNano())
@@ -362,12 +363,10 @@ func (r *Repointer) nextWake(now time.Time) (time.Time, bool) {
 // next packet, and at least a tick, so that a fast round still goes out in
 // a tick's batches.
 func (r *Repointer) slowDue(now time.Time) time.Time {
-	var first time.Time
-	for _, q := range r.slow {
-		if q.left > 0 && (first.IsZero() || q.next.Before(first)) {
-			first = q.next
-		}
+	if r.slow == nil {
+		return time.Time{}
 	}
+	first := r.slow.due()
 	if first.IsZero() {
 		return time.Time{}
 	}
@@ -386,8 +385,11 @@ func (r *Repointer) slowDue(now time.Time) time.Time {
 
 // enqueue makes sure client c gets at least rounds more packets, at the
 // full rate: a client waiting in the periodic round moves up.
-func (r *Repointer) enqueue(c arp.Client, rounds int, now time.Time) bool {
+func (r *Repointer) enqueue(c arp.Entry, rounds int, now time.Time) bool {
 	k := clientKey{c.VIP, c.IP}
+	if r.slow != nil {
+		r.slow.moved[k] = true
+	}
 	if q, ok := r.pending[k]; ok {
 		if !q.periodic {
 			q.left = max(q.left, rounds)
@@ -398,19 +400,6 @@ func (r *Repointer) enqueue(c arp.Client, rounds int, now time.Time) bool {
 	q := &queued{key: k, seen: c.LastSeen, firstSeen: c.FirstSeen, protected: c.Protected, left: rounds, next: now}
 	r.pending[k] = q
 	r.queue = append(r.queue, q)
-	return true
-}
-
-// enqueueSlow puts client c in the periodic round, unless it is pending
-// already.
-func (r *Repointer) enqueueSlow(c arp.Client, now time.Time) bool {
-	k := clientKey{c.VIP, c.IP}
-	if _, ok := r.pending[k]; ok {
-		return false
-	}
-	q := &queued{key: k, seen: c.LastSeen, firstSeen: c.FirstSeen, protected: c.Protected, left: 1, next: now, periodic: true}
-	r.pending[k] = q
-	r.slow = append(r.slow, q)
 	return true
 }
 
@@ -450,7 +439,7 @@ func (r *Repointer) policies() map[netip.Addr]policy.Policy {
 }
 
 // plan queues what v gives this host that the previous view did not.
-func (r *Repointer) plan(v *gossip.View, clients []arp.Client, now time.Time) {
+func (r *Repointer) plan(v *gossip.View, clients iter.Seq[arp.Entry], now time.Time) {
 	pols := r.policies()
 	for vip, p := range pols {
 		if !slices.Equal(v.Eligible(vip), r.last.Eligible(vip)) {
@@ -463,7 +452,7 @@ func (r *Repointer) plan(v *gossip.View, clients []arp.Client, now time.Time) {
 		}
 	}
 	n := 0
-	for _, c := range clients {
+	for c := range clients {
 		if p, ok := pols[c.VIP]; ok && p.Moved(r.last, v, c.VIP, c.IP) {
 			r.enqueue(c, repointRounds, now)
 			r.moved[clientKey{c.VIP, c.IP}] = true
@@ -483,18 +472,15 @@ func (r *Repointer) plan(v *gossip.View, clients []arp.Client, now time.Time) {
 // failover. The round is spread over the whole interval, and never faster
 // than ReassertRate: a switch that polices ARP per port (DAI) sees a trickle
 // every minute, not a burst. A safety net is never a flood: no new round
-// while a failover round or the last periodic one is still going.
+// while a failover round or the last periodic one is still going, so
+// nothing is pending when one begins.
 func (r *Repointer) reassert(v *gossip.View, now time.Time) {
-	if len(r.queue) > 0 || len(r.slow) > 0 {
+	if len(r.queue) > 0 || r.slow != nil {
 		return
 	}
 	pols := r.policies()
-	n := 0
-	for _, c := range r.cfg.Table.Clients() {
-		if p, ok := pols[c.VIP]; ok && p.Holds(v, c.VIP, c.IP) && r.enqueueSlow(c, now) {
-			n++
-		}
-	}
+	round := newSlowRound(v, pols, r.cfg.Table.All(), now)
+	n := len(round.items)
 	for vip, p := range pols {
 		if _, ok := r.announce[vip]; !ok && p.Announces(v, vip) {
 			r.announce[vip] = announcement{left: 1, next: now}
@@ -503,7 +489,7 @@ func (r *Repointer) reassert(v *gossip.View, now time.Time) {
 	if n == 0 {
 		return
 	}
-	sortByEvidence(r.slow)
+	r.slow = round
 	r.slowRate = float64(r.cfg.ReassertRate)
 	if r.cfg.Reassert > 0 {
 		r.slowRate = min(r.slowRate, float64(n)/r.cfg.Reassert.Seconds())
@@ -530,7 +516,7 @@ func (r *Repointer) round(v *gossip.View, now time.Time) {
 	r.refill(now)
 	r.sendDue(v, pols, now)
 	r.queue = r.drop(r.queue)
-	r.slow = r.drop(r.slow)
+	r.dropSlow()
 	r.confirm(now)
 	r.report()
 	r.done()
@@ -631,14 +617,7 @@ func (r *Repointer) sendDue(v *gossip.View, pols map[netip.Addr]policy.Policy, n
 			try(q)
 		}
 	}
-	for _, q := range r.slow {
-		if r.tokens < 1 || r.slowTokens < 1 {
-			break
-		}
-		if q.left > 0 && !now.Before(q.next) && try(q) {
-			r.slowTokens--
-		}
-	}
+	r.sendSlow(try, now)
 	if failed > 0 {
 		r.cfg.Logger.Warn("re-pointing packets not sent, trying again", "packets", failed, "error", lastErr)
 	}
@@ -699,8 +678,9 @@ func (r *Repointer) report() {
 	r.count(func(s *Status) {
 		s.Clients, s.Packets = len(r.queue), packets
 		s.Remaining = max(spread, time.Duration(packets)*time.Second/time.Duration(r.cfg.Rate))
-		s.Reasserting, s.ReassertRate = len(r.slow), 0
-		if len(r.slow) > 0 {
+		s.Reasserting, s.ReassertRate = 0, 0
+		if r.slow != nil {
+			s.Reasserting = r.slow.left()
 			s.ReassertRate = r.slowRate
 		}
 	})
@@ -776,7 +756,7 @@ func (r *Repointer) settle(v *gossip.View, now time.Time) {
 	pols := r.policies()
 	rounds := max(1, r.settleRounds)
 	n := 0
-	for _, c := range r.cfg.Table.Clients() {
+	for c := range r.cfg.Table.All() {
 		if p := pols[c.VIP]; r.unsettled[c.VIP] && p != nil && p.Holds(v, c.VIP, c.IP) && r.enqueue(c, rounds, now) {
 			n++
 		}
