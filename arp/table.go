@@ -821,14 +821,14 @@ const maxMergeVIPs = 1024
 // protected ones, unicast MACs and client addresses only; the rest is
 // dropped and counted by reason (Stats).
 func (t *ClientTable) Merge(b []byte, now time.Time) ([]Client, error) {
-	return t.merge(b, now, false)
+	return t.merge(b, now, false, true)
 }
 
 // MergeChanges is Merge for the changes a peer sends in a periodic
 // exchange: what is news here is passed on in this host's own exchanges, so
 // that it reaches every host of a big cluster.
 func (t *ClientTable) MergeChanges(b []byte, now time.Time) ([]Client, error) {
-	return t.merge(b, now, true)
+	return t.merge(b, now, true, true)
 }
 
 // mergeVIPs reads the VIPs at the start of a peer's table, and returns
@@ -889,7 +889,10 @@ func (t *ClientTable) check(vip, ip netip.Addr, mac []byte, protected *bool, b *
 	return true
 }
 
-func (t *ClientTable) merge(b []byte, now time.Time, relay bool) ([]Client, error) {
+// merge is Merge, or MergeChanges if relay is set; it lists the clients
+// that were new only if collect is set (a whole table merged at a join
+// would list them all: 1,000,000 clients, 130 MB).
+func (t *ClientTable) merge(b []byte, now time.Time, relay, collect bool) ([]Client, error) {
 	if len(b) == 0 {
 		return nil, nil
 	}
@@ -946,7 +949,7 @@ func (t *ClientTable) merge(b []byte, now time.Time, relay bool) ([]Client, erro
 		k, _ := t.key(vips[vi], ip, true)
 		_, known := t.byKey.get(&k, &t.slots)
 		w := sighting{seen: nowNS - int64(age), protect: protected, mark: relay, markNew: relay, now: nowS}
-		if t.learn(k, [6]byte(rest[:6]), w) && !known {
+		if t.learn(k, [6]byte(rest[:6]), w) && !known && collect {
 			i, _ := t.byKey.get(&k, &t.slots)
 			added = append(added, t.client(t.slots.at(i), c, make(net.HardwareAddr, 6)))
 		}
