@@ -30,7 +30,6 @@ func TestReassertOrder(t *testing.T) {
 	table.Learn(testVIP, ip(4), net.HardwareAddr{2, 0, 0, 0, 1, 4}, time.Unix(600, 0)) // seen last
 	failures := 2
 	var order []netip.Addr
-	var now time.Time
 	r := New(Config{
 		Table: table, VIPs: served(policy.Hash), Logger: quietLog(), Rate: 5000,
 		Reassert: time.Minute, ReassertRate: 50,
@@ -45,12 +44,12 @@ func TestReassertOrder(t *testing.T) {
 	})
 	alone := view("h1", "h1")
 	r.last = alone
-	now = time.Unix(1000, 0)
+	now := time.Unix(1000, 0)
 	r.reassert(alone, now)
 	if st := r.Status(); r.slow == nil || len(r.slow.items) != 10 {
 		t.Fatalf("the round holds %+v, want the 10 clients (status %+v)", r.slow, st)
 	}
-	now = run(r, alone, now, 2*time.Minute)
+	run(r, alone, now, 2*time.Minute)
 	// 0 is the first without evidence: its two failures take its turn's
 	// budget (a packet every 6 s: 10 clients over the minute), then it goes.
 	want := []netip.Addr{ip(4), ip(8), ip(0), ip(1), ip(2), ip(3), ip(5), ip(6), ip(7), ip(9)}
