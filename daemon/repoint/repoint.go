@@ -1,6 +1,7 @@
 package repoint
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"iter"
@@ -69,19 +70,27 @@ const (
 	maxSendFailures = 20
 )
 
-type clientKey struct{ vip, ip netip.Addr }
+// clientKey is a client of a VIP, compact: a failover or a settle queues
+// every client a host holds, hundreds of thousands of them, each with a
+// key in the queue and in pending. The VIP is an index into
+// Repointer.vips (see keyOf).
+type clientKey struct {
+	ip  [16]byte
+	vip uint16
+}
 
 // queued is a client this host is re-pointing.
 type queued struct {
 	key       clientKey
-	seen      time.Time // when the client was last seen, for the order
-	firstSeen time.Time // when this host first learned it, for the order
-	protected bool      // protected clients go first
-	left      int       // packets still to send
-	first     time.Time // when the first packet went out; zero before
-	next      time.Time // when the next packet is due
-	fails     int       // packets that could not be sent
-	periodic  bool      // in the periodic re-assertion, paced apart
+	protected bool  // protected clients go first
+	periodic  bool  // in the periodic re-assertion, paced apart
+	left      int32 // packets still to send
+	fails     int32 // packets that could not be sent
+	// When the client was last seen and first learned, for the order:
+	// nanoseconds from Repointer.epoch.
+	seen, firstSeen int64
+	first           time.Time // when the first packet went out; zero before
+	next            time.Time // when the next packet is due
 }
 
 // awaited is a client that got its packets and has yet to answer.
@@ -166,13 +175,18 @@ type Config struct {
 
 // Repointer re-points clients when the view gives them to this host.
 type Repointer struct {
-	cfg      Config
-	views    chan *gossip.View // the latest view not yet planned
-	refuted  chan struct{}
-	last     *gossip.View // the view in force
-	queue    []*queued    // failover and settling, at Rate
-	slow     *slowRound   // the periodic re-assertion, at slowRate; nil: none
-	pending  map[clientKey]*queued
+	cfg     Config
+	views   chan *gossip.View // the latest view not yet planned
+	refuted chan struct{}
+	last    *gossip.View // the view in force
+	queue   []*queued    // failover and settling, at Rate
+	slow    *slowRound   // the periodic re-assertion, at slowRate; nil: none
+	pending map[clientKey]*queued
+	// The VIPs clientKeys index, and their indices: the VIPs served since
+	// the start, a handful.
+	vips     []netip.Addr
+	vipIdx   map[netip.Addr]uint16
+	epoch    time.Time // what queued times count from
 	awaiting []awaited // in deadline order
 	announce map[netip.Addr]announcement
 	// VIPs whose eligible hosts changed, and when to settle them.
@@ -230,6 +244,8 @@ func New(cfg Config) *Repointer {
 	r.views = make(chan *gossip.View, 1)
 	r.refuted = make(chan struct{}, 1)
 	r.pending = map[clientKey]*queued{}
+	r.vipIdx = map[netip.Addr]uint16{}
+	r.epoch = time.Now()
 	r.announce = map[netip.Addr]announcement{}
 	r.unsettled = map[netip.Addr]bool{}
 	r.moved = map[clientKey]bool{}
@@ -383,21 +399,38 @@ func (r *Repointer) slowDue(now time.Time) time.Time {
 	return at
 }
 
+// keyOf returns the key of client ip of vip.
+func (r *Repointer) keyOf(vip, ip netip.Addr) clientKey {
+	i, ok := r.vipIdx[vip]
+	if !ok {
+		i = uint16(len(r.vips))
+		r.vips = append(r.vips, vip)
+		r.vipIdx[vip] = i
+	}
+	return clientKey{ip: ip.As16(), vip: i}
+}
+
+// addrs returns the VIP and the client of key k.
+func (r *Repointer) addrs(k clientKey) (vip, ip netip.Addr) {
+	return r.vips[k.vip], netip.AddrFrom16(k.ip).Unmap()
+}
+
 // enqueue makes sure client c gets at least rounds more packets, at the
 // full rate: a client waiting in the periodic round moves up.
 func (r *Repointer) enqueue(c arp.Entry, rounds int, now time.Time) bool {
-	k := clientKey{c.VIP, c.IP}
+	k := r.keyOf(c.VIP, c.IP)
 	if r.slow != nil {
 		r.slow.moved[k] = true
 	}
 	if q, ok := r.pending[k]; ok {
 		if !q.periodic {
-			q.left = max(q.left, rounds)
+			q.left = max(q.left, int32(rounds))
 			return false
 		}
 		q.left = 0 // dropped from the slow queue at the next round
 	}
-	q := &queued{key: k, seen: c.LastSeen, firstSeen: c.FirstSeen, protected: c.Protected, left: rounds, next: now}
+	q := &queued{key: k, seen: int64(c.LastSeen.Sub(r.epoch)), firstSeen: int64(c.FirstSeen.Sub(r.epoch)),
+		protected: c.Protected, left: int32(rounds), next: now}
 	r.pending[k] = q
 	r.queue = append(r.queue, q)
 	return true
@@ -421,11 +454,11 @@ func sortByEvidence(queue []*queued) {
 			}
 			return 1
 		case !a.protected:
-			if c := a.firstSeen.Compare(b.firstSeen); c != 0 {
+			if c := cmp.Compare(a.firstSeen, b.firstSeen); c != 0 {
 				return c
 			}
 		}
-		return b.seen.Compare(a.seen)
+		return cmp.Compare(b.seen, a.seen)
 	})
 }
 
@@ -455,7 +488,7 @@ func (r *Repointer) plan(v *gossip.View, clients iter.Seq[arp.Entry], now time.T
 	for c := range clients {
 		if p, ok := pols[c.VIP]; ok && p.Moved(r.last, v, c.VIP, c.IP) {
 			r.enqueue(c, repointRounds, now)
-			r.moved[clientKey{c.VIP, c.IP}] = true
+			r.moved[r.keyOf(c.VIP, c.IP)] = true
 			n++
 		}
 	}
@@ -479,7 +512,7 @@ func (r *Repointer) reassert(v *gossip.View, now time.Time) {
 		return
 	}
 	pols := r.policies()
-	round := newSlowRound(v, pols, r.cfg.Table.All(), now)
+	round := r.newSlowRound(v, pols, r.cfg.Table.All(), now)
 	n := len(round.items)
 	for vip, p := range pols {
 		if _, ok := r.announce[vip]; !ok && p.Announces(v, vip) {
@@ -627,18 +660,19 @@ func (r *Repointer) sendDue(v *gossip.View, pols map[netip.Addr]policy.Policy, n
 // host's or answered already, and says whether that took a packet from the
 // budget.
 func (r *Repointer) sendOne(q *queued, v *gossip.View, pols map[netip.Addr]policy.Policy, now time.Time) (bool, error) {
-	c, known := r.cfg.Table.Get(q.key.vip, q.key.ip)
-	if p := pols[q.key.vip]; !known || p == nil || !p.Claims(v, q.key.vip, q.key.ip) {
+	vip, ip := r.addrs(q.key)
+	c, known := r.cfg.Table.Get(vip, ip)
+	if p := pols[vip]; !known || p == nil || !p.Claims(v, vip, ip) {
 		q.left = 0
 		return false, nil
 	}
 	if r.answered(c, q.first) {
 		q.left = 0
-		r.count(func(s *Status) { s.result(q.key.vip, true, 1) })
+		r.count(func(s *Status) { s.result(vip, true, 1) })
 		return false, nil
 	}
 	r.tokens--
-	if err := r.cfg.Send.Repoint(q.key.vip, c); err != nil {
+	if err := r.cfg.Send.Repoint(vip, c); err != nil {
 		r.failed(q, now)
 		return true, err
 	}
@@ -672,7 +706,7 @@ func (r *Repointer) sent(q *queued, now time.Time) {
 func (r *Repointer) report() {
 	packets, spread := 0, time.Duration(0)
 	for _, q := range r.queue {
-		packets += q.left
+		packets += int(q.left)
 		spread = max(spread, time.Duration(q.left-1)*repointSpacing)
 	}
 	r.count(func(s *Status) {
@@ -699,15 +733,16 @@ func (r *Repointer) confirm(now time.Time) {
 	i := 0
 	for ; i < len(r.awaiting) && !now.Before(r.awaiting[i].deadline); i++ {
 		a := r.awaiting[i]
-		c, known := r.cfg.Table.Get(a.key.vip, a.key.ip)
+		vip, ip := r.addrs(a.key)
+		c, known := r.cfg.Table.Get(vip, ip)
 		switch {
 		case !known:
 		case r.answered(c, a.first):
-			r.count(func(s *Status) { s.result(a.key.vip, true, 1) })
+			r.count(func(s *Status) { s.result(vip, true, 1) })
 		default:
 			unanswered++
-			r.count(func(s *Status) { s.result(a.key.vip, false, 1) })
-			r.cfg.Logger.Debug("client did not answer its re-pointing requests", "vip_address", a.key.vip, "client", a.key.ip)
+			r.count(func(s *Status) { s.result(vip, false, 1) })
+			r.cfg.Logger.Debug("client did not answer its re-pointing requests", "vip_address", vip, "client", ip)
 		}
 	}
 	r.awaiting = slices.Delete(r.awaiting, 0, i)

@@ -19,8 +19,7 @@ import (
 // (sortByEvidence), 32 bytes, and makes the failover queue's entry for it
 // only when its packet is due.
 type slowItem struct {
-	ip        [16]byte
-	vip       uint16 // into slowRound.vips
+	key       clientKey
 	protected bool
 	first     int32 // first seen: seconds from the round's start, rounded down
 	seen      int64 // last seen: nanoseconds from the round's start
@@ -31,7 +30,6 @@ type slowItem struct {
 // could not be sent and is owed still (in pending, as failover's are).
 type slowRound struct {
 	start time.Time
-	vips  []netip.Addr
 	items []slowItem
 	next  int
 	retry []*queued
@@ -44,27 +42,16 @@ type slowRound struct {
 // skip.
 func (s *slowRound) left() int { return len(s.items) - s.next + len(s.retry) }
 
-func (s *slowRound) key(it *slowItem) clientKey {
-	return clientKey{s.vips[it.vip], netip.AddrFrom16(it.ip).Unmap()}
-}
-
 // newSlowRound makes the round of the clients of clients this host holds
 // in v, sorted by evidence.
-func newSlowRound(v *gossip.View, pols map[netip.Addr]policy.Policy, clients iter.Seq[arp.Entry], now time.Time) *slowRound {
+func (r *Repointer) newSlowRound(v *gossip.View, pols map[netip.Addr]policy.Policy, clients iter.Seq[arp.Entry], now time.Time) *slowRound {
 	s := &slowRound{start: now, moved: map[clientKey]bool{}}
-	index := map[netip.Addr]uint16{}
 	for c := range clients {
 		p, ok := pols[c.VIP]
 		if !ok || !p.Holds(v, c.VIP, c.IP) {
 			continue
 		}
-		i, ok := index[c.VIP]
-		if !ok {
-			i = uint16(len(s.vips))
-			index[c.VIP] = i
-			s.vips = append(s.vips, c.VIP)
-		}
-		s.items = append(s.items, slowItem{ip: c.IP.As16(), vip: i, protected: c.Protected,
+		s.items = append(s.items, slowItem{key: r.keyOf(c.VIP, c.IP), protected: c.Protected,
 			first: floorSeconds(c.FirstSeen.Sub(now)), seen: int64(c.LastSeen.Sub(now))})
 	}
 	// A walk of the table may yield a client twice (see
@@ -82,10 +69,10 @@ func newSlowRound(v *gossip.View, pols map[netip.Addr]policy.Policy, clients ite
 }
 
 func compareKeys(a, b slowItem) int {
-	if a.vip != b.vip {
-		return int(a.vip) - int(b.vip)
+	if a.key.vip != b.key.vip {
+		return int(a.key.vip) - int(b.key.vip)
 	}
-	return slices.Compare(a.ip[:], b.ip[:])
+	return slices.Compare(a.key.ip[:], b.key.ip[:])
 }
 
 // compare is sortByEvidence's order.
@@ -154,7 +141,7 @@ func (r *Repointer) sendSlow(try func(*queued) bool, now time.Time) {
 		}
 	}
 	for ; s.next < len(s.items) && r.tokens >= 1 && r.slowTokens >= 1; s.next++ {
-		k := s.key(&s.items[s.next])
+		k := s.items[s.next].key
 		if s.moved[k] {
 			continue
 		}
