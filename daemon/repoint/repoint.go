@@ -187,6 +187,7 @@ type Repointer struct {
 	vips     []netip.Addr
 	vipIdx   map[netip.Addr]uint16
 	epoch    time.Time // what queued times count from
+	held     int       // the most clients pending since the maps were made
 	awaiting []awaited // in deadline order
 	announce map[netip.Addr]announcement
 	// VIPs whose eligible hosts changed, and when to settle them.
@@ -433,6 +434,7 @@ func (r *Repointer) enqueue(c arp.Entry, rounds int, now time.Time) bool {
 		protected: c.Protected, left: int32(rounds), next: now}
 	r.pending[k] = q
 	r.queue = append(r.queue, q)
+	r.held = max(r.held, len(r.pending))
 	return true
 }
 
@@ -553,6 +555,21 @@ func (r *Repointer) round(v *gossip.View, now time.Time) {
 	r.confirm(now)
 	r.report()
 	r.done()
+	r.shrink()
+}
+
+// shrinkAfter is how many clients a round must have queued for its maps
+// and slices to be made anew once it is over: Go's maps keep their buckets
+// when emptied, and slices their arrays, so a failover's hundreds of
+// thousands of clients would keep their memory for ever.
+const shrinkAfter = 1024
+
+func (r *Repointer) shrink() {
+	if r.held < shrinkAfter || len(r.queue) > 0 || len(r.pending) > 0 || len(r.moved) > 0 || len(r.awaiting) > 0 {
+		return
+	}
+	r.queue, r.awaiting, r.held = nil, nil, 0
+	r.pending, r.moved = map[clientKey]*queued{}, map[clientKey]bool{}
 }
 
 // Progress hears when this host has re-pointed every client a view gave it.
