@@ -34,11 +34,8 @@ func (s SharedTable) LocalState(since time.Time) []byte {
 }
 
 func (s SharedTable) MergeState(b []byte, join bool) {
-	merge := s.t.MergeChanges
-	if join {
-		merge = s.t.Merge
-	}
-	if _, err := merge(b, time.Now()); err != nil {
+	// What was new is not listed: nobody here needs the list.
+	if _, err := s.t.merge(b, time.Now(), !join, false); err != nil {
 		s.log.Warn("client table from a peer dropped", "error", err)
 	}
 }

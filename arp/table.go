@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"iter"
 	"maps"
 	"math"
 	"net"
@@ -120,8 +121,8 @@ type ClientTable struct {
 	vips     []netip.Addr
 	vipIdx   map[netip.Addr]uint16
 	served   map[netip.Addr]bool // the VIPs peers' tables may bring; nil: any
-	byKey    map[tableKey]uint32
-	slots    []slot
+	byKey    keyIndex
+	slots    slotPages
 	free     uint32
 	heads    [2]uint32 // most recently seen of each list
 	tails    [2]uint32
@@ -139,7 +140,7 @@ type ClientTable struct {
 // not seen for ttl.
 func NewClientTable(max int, ttl time.Duration) *ClientTable {
 	return &ClientTable{
-		max: max, ttl: ttl, start: time.Now(), vipIdx: map[netip.Addr]uint16{}, byKey: map[tableKey]uint32{},
+		max: max, ttl: ttl, start: time.Now(), vipIdx: map[netip.Addr]uint16{}, byKey: newKeyIndex(),
 		free: nilSlot, heads: [2]uint32{nilSlot, nilSlot}, tails: [2]uint32{nilSlot, nilSlot},
 		rejected: map[MergeReject]uint64{},
 	}
@@ -215,15 +216,15 @@ func (t *ClientTable) key(vip, ip netip.Addr, add bool) (tableKey, bool) {
 }
 
 func (t *ClientTable) unlink(i uint32) {
-	s := &t.slots[i]
+	s := t.slots.at(i)
 	l := s.list
 	if s.prev != nilSlot {
-		t.slots[s.prev].next = s.next
+		t.slots.at(s.prev).next = s.next
 	} else {
 		t.heads[l] = s.next
 	}
 	if s.next != nilSlot {
-		t.slots[s.next].prev = s.prev
+		t.slots.at(s.next).prev = s.prev
 	} else {
 		t.tails[l] = s.prev
 	}
@@ -231,10 +232,10 @@ func (t *ClientTable) unlink(i uint32) {
 }
 
 func (t *ClientTable) pushFront(i uint32, l uint8) {
-	s := &t.slots[i]
+	s := t.slots.at(i)
 	s.list, s.prev, s.next = l, nilSlot, t.heads[l]
 	if t.heads[l] != nilSlot {
-		t.slots[t.heads[l]].prev = i
+		t.slots.at(t.heads[l]).prev = i
 	} else {
 		t.tails[l] = i
 	}
@@ -243,10 +244,10 @@ func (t *ClientTable) pushFront(i uint32, l uint8) {
 }
 
 func (t *ClientTable) pushBack(i uint32, l uint8) {
-	s := &t.slots[i]
+	s := t.slots.at(i)
 	s.list, s.prev, s.next = l, t.tails[l], nilSlot
 	if t.tails[l] != nilSlot {
-		t.slots[t.tails[l]].next = i
+		t.slots.at(t.tails[l]).next = i
 	} else {
 		t.heads[l] = i
 	}
@@ -257,8 +258,9 @@ func (t *ClientTable) pushBack(i uint32, l uint8) {
 // remove frees slot i. Call with t.mu held.
 func (t *ClientTable) remove(i uint32) {
 	t.unlink(i)
-	delete(t.byKey, t.slots[i].key)
-	t.slots[i] = slot{list: listFree, next: t.free}
+	s := t.slots.at(i)
+	t.byKey.del(&s.key, i, &t.slots)
+	*s = slot{list: listFree, next: t.free}
 	t.free = i
 }
 
@@ -282,8 +284,8 @@ type sighting struct {
 // and a new client if w.markNew is set. It reports whether the client is
 // new or changed its MAC.
 func (t *ClientTable) learn(k tableKey, mac [6]byte, w sighting) bool {
-	if i, ok := t.byKey[k]; ok {
-		s := &t.slots[i]
+	if i, ok := t.byKey.get(&k, &t.slots); ok {
+		s := t.slots.at(i)
 		if w.seen < s.seen {
 			if w.protect && s.list != listProtected {
 				t.unlink(i)
@@ -311,22 +313,22 @@ func (t *ClientTable) learn(k tableKey, mac [6]byte, w sighting) bool {
 		t.arrivals, t.arrivalsFrom = 0, w.now
 	}
 	t.arrivals++
-	for len(t.byKey) >= t.max {
+	for t.byKey.n >= t.max {
 		t.remove(t.victim())
 		t.evicts++
 	}
 	i := t.free
 	if i != nilSlot {
-		t.free = t.slots[i].next
+		t.free = t.slots.at(i).next
 	} else {
-		i = uint32(len(t.slots))
-		t.slots = append(t.slots, slot{})
+		i = t.slots.add()
 	}
-	t.slots[i] = slot{key: k, mac: mac, seen: w.seen, first: toSecs(w.seen), asked: never, shared: never}
+	s := t.slots.at(i)
+	*s = slot{key: k, mac: mac, seen: w.seen, first: toSecs(w.seen), asked: never, shared: never}
 	if w.mark && w.markNew {
-		t.slots[i].shared = w.now
+		s.shared = w.now
 	}
-	t.byKey[k] = i
+	t.byKey.put(i, &t.slots)
 	if w.protect {
 		t.protect(i, w)
 	} else {
@@ -355,8 +357,8 @@ func (t *ClientTable) victim() uint32 {
 // clients known longest. A newly protected client is marked to be gossiped
 // if w.mark is set.
 func (t *ClientTable) protect(i uint32, w sighting) {
-	if t.slots[i].list != listProtected && w.mark {
-		t.slots[i].shared = w.now
+	if s := t.slots.at(i); s.list != listProtected && w.mark {
+		s.shared = w.now
 	}
 	t.pushFront(i, listProtected)
 	for t.lens[listProtected] > t.maxProtected() {
@@ -398,8 +400,8 @@ func (t *ClientTable) learnWire(vip, ip netip.Addr, mac net.HardwareAddr, now ti
 	defer t.mu.Unlock()
 	k, _ := t.key(vip, ip, true)
 	w := sighting{seen: t.nanos(now), mark: direct, now: t.secs(now)}
-	if i, known := t.byKey[k]; known {
-		s := &t.slots[i]
+	if i, known := t.byKey.get(&k, &t.slots); known {
+		s := t.slots.at(i)
 		s.flags |= slotRepeat
 		span := w.now - s.first
 		asked := s.asked != never && w.now-s.asked >= 0 && w.now-s.asked <= int32(confirmWindow/time.Second)
@@ -417,8 +419,8 @@ func (t *ClientTable) Asked(vip, ip netip.Addr, now time.Time) {
 	if !ok {
 		return
 	}
-	if i, ok := t.byKey[k]; ok {
-		t.slots[i].asked = t.secs(now)
+	if i, ok := t.byKey.get(&k, &t.slots); ok {
+		t.slots.at(i).asked = t.secs(now)
 	}
 }
 
@@ -431,7 +433,7 @@ func (t *ClientTable) Protect(vip, ip netip.Addr) {
 	if !ok {
 		return
 	}
-	if i, ok := t.byKey[k]; ok && t.slots[i].list != listProtected {
+	if i, ok := t.byKey.get(&k, &t.slots); ok && t.slots.at(i).list != listProtected {
 		t.unlink(i)
 		t.protect(i, sighting{mark: true, now: t.secs(time.Now())})
 	}
@@ -452,11 +454,11 @@ func (t *ClientTable) lookup(vip, ip netip.Addr) (*slot, bool) {
 	if !ok {
 		return nil, false
 	}
-	i, ok := t.byKey[k]
+	i, ok := t.byKey.get(&k, &t.slots)
 	if !ok {
 		return nil, false
 	}
-	return &t.slots[i], true
+	return t.slots.at(i), true
 }
 
 // Get returns the client ip of vip.
@@ -506,9 +508,9 @@ func (t *ClientTable) Expire(now time.Time) int {
 	n := 0
 	// Merged entries keep their own age, so the lists are only roughly in
 	// last-seen order: look at every entry.
-	for i := range t.slots {
-		if s := &t.slots[i]; s.list != listFree && s.seen <= limit {
-			t.remove(uint32(i))
+	for i := range uint32(t.slots.n) {
+		if s := t.slots.at(i); s.list != listFree && s.seen <= limit {
+			t.remove(i)
 			n++
 		}
 	}
@@ -523,9 +525,9 @@ func (t *ClientTable) Forget(vip netip.Addr) {
 	if !ok {
 		return
 	}
-	for i := range t.slots {
-		if s := &t.slots[i]; s.list != listFree && s.key.vip == vi {
-			t.remove(uint32(i))
+	for i := range uint32(t.slots.n) {
+		if s := t.slots.at(i); s.list != listFree && s.key.vip == vi {
+			t.remove(i)
 		}
 	}
 }
@@ -534,7 +536,7 @@ func (t *ClientTable) Forget(vip netip.Addr) {
 func (t *ClientTable) Len() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return len(t.byKey)
+	return t.byKey.n
 }
 
 // TableStats counts a table's clients by list, its evictions, and the
@@ -560,17 +562,75 @@ func (t *ClientTable) Stats() TableStats {
 func (t *ClientTable) Clients() []Client {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	cs := make([]Client, 0, len(t.byKey))
+	cs := make([]Client, 0, t.byKey.n)
 	// One block for every MAC: a client each would be an allocation each.
-	macs := make([]byte, 6*len(t.byKey))
+	macs := make([]byte, 6*t.byKey.n)
 	c := t.clock()
 	for _, l := range []uint8{listProtected, listProbation} {
-		for i := t.heads[l]; i != nilSlot; i = t.slots[i].next {
-			cs = append(cs, t.client(&t.slots[i], c, macs[:6:6]))
+		for i := t.heads[l]; i != nilSlot; i = t.slots.at(i).next {
+			cs = append(cs, t.client(t.slots.at(i), c, macs[:6:6]))
 			macs = macs[6:]
 		}
 	}
 	return cs
+}
+
+// Entry is one client as a walk of the table (All) gives it: the same as
+// Client, without an allocation.
+type Entry struct {
+	VIP, IP   netip.Addr
+	MAC       [6]byte
+	Protected bool
+	LastSeen  time.Time
+	FirstSeen time.Time
+}
+
+// walkChunk is how many clients a walk copies at a time, under the table's
+// lock: a walk of a large table neither holds the lock long (learning
+// waits for it) nor copies the whole table at once.
+const walkChunk = 1024
+
+// All returns every client, in the table's own order. It copies walkChunk
+// clients at a time under the table's lock and yields them with the lock
+// released, so the caller may take its time and call the table. A walk is
+// not a snapshot: a client known throughout is yielded once; one learned,
+// forgotten or evicted meanwhile may or may not be (and one evicted and
+// learned again may be yielded twice).
+func (t *ClientTable) All() iter.Seq[Entry] {
+	return func(yield func(Entry) bool) {
+		buf := make([]slot, 0, walkChunk)
+		for from := 0; ; {
+			var vips []netip.Addr
+			var c tableClock
+			buf, from, vips, c = t.chunk(buf[:0], from)
+			if len(buf) == 0 {
+				return
+			}
+			for i := range buf {
+				s := &buf[i]
+				e := Entry{VIP: vips[s.key.vip], IP: netip.AddrFrom16(s.key.ip).Unmap(), MAC: s.mac,
+					Protected: s.list == listProtected, LastSeen: c.at(s.seen), FirstSeen: c.at(int64(s.first) * int64(time.Second))}
+				if !yield(e) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// chunk appends to buf up to its capacity of the clients in slots from on,
+// and returns it, where the next chunk starts, the VIPs its keys index and
+// the clock of its times.
+func (t *ClientTable) chunk(buf []slot, from int) ([]slot, int, []netip.Addr, tableClock) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for ; from < t.slots.n && len(buf) < cap(buf); from++ {
+		if s := t.slots.at(uint32(from)); s.list != listFree {
+			buf = append(buf, *s)
+		}
+	}
+	// The VIPs only grow, and only past their length: this prefix stays.
+	return buf, from, t.vips[:len(t.vips):len(t.vips)], t.clock()
 }
 
 // The wire form of the table, exchanged between hosts: version 2 is
@@ -618,8 +678,8 @@ func (t *ClientTable) EncodeAtMost(now, since time.Time, limit int) []byte {
 		sinceS = t.secs(since)
 	}
 	n := 0
-	for i := range t.slots {
-		if s := &t.slots[i]; s.list != listFree && s.shared >= sinceS {
+	for i := range uint32(t.slots.n) {
+		if s := t.slots.at(i); s.list != listFree && s.shared >= sinceS {
 			n++
 		}
 	}
@@ -635,12 +695,12 @@ func (t *ClientTable) EncodeAtMost(now, since time.Time, limit int) []byte {
 		b = append(b, a[:]...)
 	}
 	start := 0
-	if limit > 0 && len(t.slots) > 0 {
-		start = t.cursor % len(t.slots)
+	if limit > 0 && t.slots.n > 0 {
+		start = t.cursor % t.slots.n
 	}
-	for j := range t.slots {
-		i := (start + j) % len(t.slots)
-		s := &t.slots[i]
+	for j := range t.slots.n {
+		i := (start + j) % t.slots.n
+		s := t.slots.at(uint32(i))
 		if s.list == listFree || s.shared < sinceS {
 			continue
 		}
@@ -761,14 +821,14 @@ const maxMergeVIPs = 1024
 // protected ones, unicast MACs and client addresses only; the rest is
 // dropped and counted by reason (Stats).
 func (t *ClientTable) Merge(b []byte, now time.Time) ([]Client, error) {
-	return t.merge(b, now, false)
+	return t.merge(b, now, false, true)
 }
 
 // MergeChanges is Merge for the changes a peer sends in a periodic
 // exchange: what is news here is passed on in this host's own exchanges, so
 // that it reaches every host of a big cluster.
 func (t *ClientTable) MergeChanges(b []byte, now time.Time) ([]Client, error) {
-	return t.merge(b, now, true)
+	return t.merge(b, now, true, true)
 }
 
 // mergeVIPs reads the VIPs at the start of a peer's table, and returns
@@ -829,7 +889,10 @@ func (t *ClientTable) check(vip, ip netip.Addr, mac []byte, protected *bool, b *
 	return true
 }
 
-func (t *ClientTable) merge(b []byte, now time.Time, relay bool) ([]Client, error) {
+// merge is Merge, or MergeChanges if relay is set; it lists the clients
+// that were new only if collect is set (a whole table merged at a join
+// would list them all: 1,000,000 clients, 130 MB).
+func (t *ClientTable) merge(b []byte, now time.Time, relay, collect bool) ([]Client, error) {
 	if len(b) == 0 {
 		return nil, nil
 	}
@@ -884,10 +947,11 @@ func (t *ClientTable) merge(b []byte, now time.Time, relay bool) ([]Client, erro
 			continue
 		}
 		k, _ := t.key(vips[vi], ip, true)
-		_, known := t.byKey[k]
+		_, known := t.byKey.get(&k, &t.slots)
 		w := sighting{seen: nowNS - int64(age), protect: protected, mark: relay, markNew: relay, now: nowS}
-		if t.learn(k, [6]byte(rest[:6]), w) && !known {
-			added = append(added, t.client(&t.slots[t.byKey[k]], c, make(net.HardwareAddr, 6)))
+		if t.learn(k, [6]byte(rest[:6]), w) && !known && collect {
+			i, _ := t.byKey.get(&k, &t.slots)
+			added = append(added, t.client(t.slots.at(i), c, make(net.HardwareAddr, 6)))
 		}
 	}
 	return added, nil
@@ -908,8 +972,8 @@ func (t *ClientTable) AppendSettled(dst []Known, vip netip.Addr) []Known {
 	if !ok {
 		return dst
 	}
-	for i := range t.slots {
-		s := &t.slots[i]
+	for i := range uint32(t.slots.n) {
+		s := t.slots.at(i)
 		if s.list != listFree && s.key.vip == vi && (s.list == listProtected || s.flags&slotRepeat != 0) {
 			dst = append(dst, Known{IP: netip.AddrFrom16(s.key.ip).Unmap(), MAC: s.mac})
 		}

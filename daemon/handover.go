@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"iter"
+
 	"github.com/arpshare/arpshare/arp"
 	"github.com/arpshare/arpshare/internal/bpf/handover"
 )
@@ -22,5 +24,5 @@ func (s handoverSource) Served() []handover.ServedVIP {
 	return out
 }
 
-func (s handoverSource) Clients() []arp.Client { return s.table.Clients() }
-func (s handoverSource) Len() int              { return s.table.Len() }
+func (s handoverSource) All() iter.Seq[arp.Entry] { return s.table.All() }
+func (s handoverSource) Len() int                 { return s.table.Len() }

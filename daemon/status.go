@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -109,12 +110,12 @@ func (d *Daemon) Clients(vip string) ([]api.ClientStatus, error) {
 	}
 	view := d.cluster.View()
 	out := []api.ClientStatus{}
-	for _, c := range d.table.Clients() {
+	for c := range d.table.All() {
 		v, ok := names[c.VIP]
 		if !ok || (only.IsValid() && c.VIP != only) {
 			continue
 		}
-		cs := api.ClientStatus{VIP: v.Name, IP: c.IP, MAC: c.MAC.String(), LastSeen: c.LastSeen}
+		cs := api.ClientStatus{VIP: v.Name, IP: c.IP, MAC: net.HardwareAddr(c.MAC[:]).String(), LastSeen: c.LastSeen}
 		if p := v.Policy(); p.Exclusive() {
 			cs.Owner = p.Owner(view, c.VIP, c.IP)
 		}
@@ -126,7 +127,8 @@ func (d *Daemon) Clients(vip string) ([]api.ClientStatus, error) {
 		}
 		return a.IP.Compare(b.IP)
 	})
-	return out, nil
+	// A walk of the table may yield a client twice (arp.ClientTable.All).
+	return slices.CompactFunc(out, func(a, b api.ClientStatus) bool { return a.VIP == b.VIP && a.IP == b.IP }), nil
 }
 
 // Owner says which host answers client for vip (a name or address), from

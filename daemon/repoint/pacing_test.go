@@ -95,7 +95,7 @@ func TestFailoverOvertakesReassert(t *testing.T) {
 	r.reassert(all, now)
 	now = run(r, all, now, time.Second)
 	start := now
-	r.plan(noH2, table.Clients(), now)
+	r.plan(noH2, table.All(), now)
 	now = run(r, noH2, now, 1500*time.Millisecond) // before the settle, settleDelay after the change
 	moved := 0
 	for _, c := range table.Clients() {

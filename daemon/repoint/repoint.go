@@ -1,8 +1,10 @@
 package repoint
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
+	"iter"
 	"log/slog"
 	"maps"
 	"net/netip"
@@ -68,19 +70,27 @@ const (
 	maxSendFailures = 20
 )
 
-type clientKey struct{ vip, ip netip.Addr }
+// clientKey is a client of a VIP, compact: a failover or a settle queues
+// every client a host holds, hundreds of thousands of them, each with a
+// key in the queue and in pending. The VIP is an index into
+// Repointer.vips (see keyOf).
+type clientKey struct {
+	ip  [16]byte
+	vip uint16
+}
 
 // queued is a client this host is re-pointing.
 type queued struct {
 	key       clientKey
-	seen      time.Time // when the client was last seen, for the order
-	firstSeen time.Time // when this host first learned it, for the order
-	protected bool      // protected clients go first
-	left      int       // packets still to send
-	first     time.Time // when the first packet went out; zero before
-	next      time.Time // when the next packet is due
-	fails     int       // packets that could not be sent
-	periodic  bool      // in the periodic re-assertion, paced apart
+	protected bool  // protected clients go first
+	periodic  bool  // in the periodic re-assertion, paced apart
+	left      int32 // packets still to send
+	fails     int32 // packets that could not be sent
+	// When the client was last seen and first learned, for the order:
+	// nanoseconds from Repointer.epoch.
+	seen, firstSeen int64
+	first           time.Time // when the first packet went out; zero before
+	next            time.Time // when the next packet is due
 }
 
 // awaited is a client that got its packets and has yet to answer.
@@ -165,13 +175,19 @@ type Config struct {
 
 // Repointer re-points clients when the view gives them to this host.
 type Repointer struct {
-	cfg      Config
-	views    chan *gossip.View // the latest view not yet planned
-	refuted  chan struct{}
-	last     *gossip.View // the view in force
-	queue    []*queued    // failover and settling, at Rate
-	slow     []*queued    // the periodic re-assertion, at slowRate
-	pending  map[clientKey]*queued
+	cfg     Config
+	views   chan *gossip.View // the latest view not yet planned
+	refuted chan struct{}
+	last    *gossip.View // the view in force
+	queue   []*queued    // failover and settling, at Rate
+	slow    *slowRound   // the periodic re-assertion, at slowRate; nil: none
+	pending map[clientKey]*queued
+	// The VIPs clientKeys index, and their indices: the VIPs served since
+	// the start, a handful.
+	vips     []netip.Addr
+	vipIdx   map[netip.Addr]uint16
+	epoch    time.Time // what queued times count from
+	held     int       // the most clients pending since the maps were made
 	awaiting []awaited // in deadline order
 	announce map[netip.Addr]announcement
 	// VIPs whose eligible hosts changed, and when to settle them.
@@ -229,6 +245,8 @@ func New(cfg Config) *Repointer {
 	r.views = make(chan *gossip.View, 1)
 	r.refuted = make(chan struct{}, 1)
 	r.pending = map[clientKey]*queued{}
+	r.vipIdx = map[netip.Addr]uint16{}
+	r.epoch = time.Now()
 	r.announce = map[netip.Addr]announcement{}
 	r.unsettled = map[netip.Addr]bool{}
 	r.moved = map[clientKey]bool{}
@@ -306,7 +324,7 @@ func (r *Repointer) Run(ctx context.Context) error {
 			return nil
 		case v := <-r.views:
 			r.heartbeat.Store(time.Now().UnixNano())
-			r.plan(v, r.cfg.Table.Clients(), time.Now())
+			r.plan(v, r.cfg.Table.All(), time.Now())
 			r.round(v, time.Now())
 		case <-r.refuted:
 			r.heartbeat.Store(time.Now().UnixNano())
@@ -362,12 +380,10 @@ func (r *Repointer) nextWake(now time.Time) (time.Time, bool) {
 // next packet, and at least a tick, so that a fast round still goes out in
 // a tick's batches.
 func (r *Repointer) slowDue(now time.Time) time.Time {
-	var first time.Time
-	for _, q := range r.slow {
-		if q.left > 0 && (first.IsZero() || q.next.Before(first)) {
-			first = q.next
-		}
+	if r.slow == nil {
+		return time.Time{}
 	}
+	first := r.slow.due()
 	if first.IsZero() {
 		return time.Time{}
 	}
@@ -384,33 +400,41 @@ func (r *Repointer) slowDue(now time.Time) time.Time {
 	return at
 }
 
+// keyOf returns the key of client ip of vip.
+func (r *Repointer) keyOf(vip, ip netip.Addr) clientKey {
+	i, ok := r.vipIdx[vip]
+	if !ok {
+		i = uint16(len(r.vips))
+		r.vips = append(r.vips, vip)
+		r.vipIdx[vip] = i
+	}
+	return clientKey{ip: ip.As16(), vip: i}
+}
+
+// addrs returns the VIP and the client of key k.
+func (r *Repointer) addrs(k clientKey) (vip, ip netip.Addr) {
+	return r.vips[k.vip], netip.AddrFrom16(k.ip).Unmap()
+}
+
 // enqueue makes sure client c gets at least rounds more packets, at the
 // full rate: a client waiting in the periodic round moves up.
-func (r *Repointer) enqueue(c arp.Client, rounds int, now time.Time) bool {
-	k := clientKey{c.VIP, c.IP}
+func (r *Repointer) enqueue(c arp.Entry, rounds int, now time.Time) bool {
+	k := r.keyOf(c.VIP, c.IP)
+	if r.slow != nil {
+		r.slow.moved[k] = true
+	}
 	if q, ok := r.pending[k]; ok {
 		if !q.periodic {
-			q.left = max(q.left, rounds)
+			q.left = max(q.left, int32(rounds))
 			return false
 		}
 		q.left = 0 // dropped from the slow queue at the next round
 	}
-	q := &queued{key: k, seen: c.LastSeen, firstSeen: c.FirstSeen, protected: c.Protected, left: rounds, next: now}
+	q := &queued{key: k, seen: int64(c.LastSeen.Sub(r.epoch)), firstSeen: int64(c.FirstSeen.Sub(r.epoch)),
+		protected: c.Protected, left: int32(rounds), next: now}
 	r.pending[k] = q
 	r.queue = append(r.queue, q)
-	return true
-}
-
-// enqueueSlow puts client c in the periodic round, unless it is pending
-// already.
-func (r *Repointer) enqueueSlow(c arp.Client, now time.Time) bool {
-	k := clientKey{c.VIP, c.IP}
-	if _, ok := r.pending[k]; ok {
-		return false
-	}
-	q := &queued{key: k, seen: c.LastSeen, firstSeen: c.FirstSeen, protected: c.Protected, left: 1, next: now, periodic: true}
-	r.pending[k] = q
-	r.slow = append(r.slow, q)
+	r.held = max(r.held, len(r.pending))
 	return true
 }
 
@@ -432,11 +456,11 @@ func sortByEvidence(queue []*queued) {
 			}
 			return 1
 		case !a.protected:
-			if c := a.firstSeen.Compare(b.firstSeen); c != 0 {
+			if c := cmp.Compare(a.firstSeen, b.firstSeen); c != 0 {
 				return c
 			}
 		}
-		return b.seen.Compare(a.seen)
+		return cmp.Compare(b.seen, a.seen)
 	})
 }
 
@@ -450,7 +474,7 @@ func (r *Repointer) policies() map[netip.Addr]policy.Policy {
 }
 
 // plan queues what v gives this host that the previous view did not.
-func (r *Repointer) plan(v *gossip.View, clients []arp.Client, now time.Time) {
+func (r *Repointer) plan(v *gossip.View, clients iter.Seq[arp.Entry], now time.Time) {
 	pols := r.policies()
 	for vip, p := range pols {
 		if !slices.Equal(v.Eligible(vip), r.last.Eligible(vip)) {
@@ -463,10 +487,10 @@ func (r *Repointer) plan(v *gossip.View, clients []arp.Client, now time.Time) {
 		}
 	}
 	n := 0
-	for _, c := range clients {
+	for c := range clients {
 		if p, ok := pols[c.VIP]; ok && p.Moved(r.last, v, c.VIP, c.IP) {
 			r.enqueue(c, repointRounds, now)
-			r.moved[clientKey{c.VIP, c.IP}] = true
+			r.moved[r.keyOf(c.VIP, c.IP)] = true
 			n++
 		}
 	}
@@ -483,18 +507,15 @@ func (r *Repointer) plan(v *gossip.View, clients []arp.Client, now time.Time) {
 // failover. The round is spread over the whole interval, and never faster
 // than ReassertRate: a switch that polices ARP per port (DAI) sees a trickle
 // every minute, not a burst. A safety net is never a flood: no new round
-// while a failover round or the last periodic one is still going.
+// while a failover round or the last periodic one is still going, so
+// nothing is pending when one begins.
 func (r *Repointer) reassert(v *gossip.View, now time.Time) {
-	if len(r.queue) > 0 || len(r.slow) > 0 {
+	if len(r.queue) > 0 || r.slow != nil {
 		return
 	}
 	pols := r.policies()
-	n := 0
-	for _, c := range r.cfg.Table.Clients() {
-		if p, ok := pols[c.VIP]; ok && p.Holds(v, c.VIP, c.IP) && r.enqueueSlow(c, now) {
-			n++
-		}
-	}
+	round := r.newSlowRound(v, pols, r.cfg.Table.All(), now)
+	n := len(round.items)
 	for vip, p := range pols {
 		if _, ok := r.announce[vip]; !ok && p.Announces(v, vip) {
 			r.announce[vip] = announcement{left: 1, next: now}
@@ -503,7 +524,7 @@ func (r *Repointer) reassert(v *gossip.View, now time.Time) {
 	if n == 0 {
 		return
 	}
-	sortByEvidence(r.slow)
+	r.slow = round
 	r.slowRate = float64(r.cfg.ReassertRate)
 	if r.cfg.Reassert > 0 {
 		r.slowRate = min(r.slowRate, float64(n)/r.cfg.Reassert.Seconds())
@@ -530,10 +551,25 @@ func (r *Repointer) round(v *gossip.View, now time.Time) {
 	r.refill(now)
 	r.sendDue(v, pols, now)
 	r.queue = r.drop(r.queue)
-	r.slow = r.drop(r.slow)
+	r.dropSlow()
 	r.confirm(now)
 	r.report()
 	r.done()
+	r.shrink()
+}
+
+// shrinkAfter is how many clients a round must have queued for its maps
+// and slices to be made anew once it is over: Go's maps keep their buckets
+// when emptied, and slices their arrays, so a failover's hundreds of
+// thousands of clients would keep their memory for ever.
+const shrinkAfter = 1024
+
+func (r *Repointer) shrink() {
+	if r.held < shrinkAfter || len(r.queue) > 0 || len(r.pending) > 0 || len(r.moved) > 0 || len(r.awaiting) > 0 {
+		return
+	}
+	r.queue, r.awaiting, r.held = nil, nil, 0
+	r.pending, r.moved = map[clientKey]*queued{}, map[clientKey]bool{}
 }
 
 // Progress hears when this host has re-pointed every client a view gave it.
@@ -631,14 +667,7 @@ func (r *Repointer) sendDue(v *gossip.View, pols map[netip.Addr]policy.Policy, n
 			try(q)
 		}
 	}
-	for _, q := range r.slow {
-		if r.tokens < 1 || r.slowTokens < 1 {
-			break
-		}
-		if q.left > 0 && !now.Before(q.next) && try(q) {
-			r.slowTokens--
-		}
-	}
+	r.sendSlow(try, now)
 	if failed > 0 {
 		r.cfg.Logger.Warn("re-pointing packets not sent, trying again", "packets", failed, "error", lastErr)
 	}
@@ -648,18 +677,19 @@ func (r *Repointer) sendDue(v *gossip.View, pols map[netip.Addr]policy.Policy, n
 // host's or answered already, and says whether that took a packet from the
 // budget.
 func (r *Repointer) sendOne(q *queued, v *gossip.View, pols map[netip.Addr]policy.Policy, now time.Time) (bool, error) {
-	c, known := r.cfg.Table.Get(q.key.vip, q.key.ip)
-	if p := pols[q.key.vip]; !known || p == nil || !p.Claims(v, q.key.vip, q.key.ip) {
+	vip, ip := r.addrs(q.key)
+	c, known := r.cfg.Table.Get(vip, ip)
+	if p := pols[vip]; !known || p == nil || !p.Claims(v, vip, ip) {
 		q.left = 0
 		return false, nil
 	}
 	if r.answered(c, q.first) {
 		q.left = 0
-		r.count(func(s *Status) { s.result(q.key.vip, true, 1) })
+		r.count(func(s *Status) { s.result(vip, true, 1) })
 		return false, nil
 	}
 	r.tokens--
-	if err := r.cfg.Send.Repoint(q.key.vip, c); err != nil {
+	if err := r.cfg.Send.Repoint(vip, c); err != nil {
 		r.failed(q, now)
 		return true, err
 	}
@@ -693,14 +723,15 @@ func (r *Repointer) sent(q *queued, now time.Time) {
 func (r *Repointer) report() {
 	packets, spread := 0, time.Duration(0)
 	for _, q := range r.queue {
-		packets += q.left
+		packets += int(q.left)
 		spread = max(spread, time.Duration(q.left-1)*repointSpacing)
 	}
 	r.count(func(s *Status) {
 		s.Clients, s.Packets = len(r.queue), packets
 		s.Remaining = max(spread, time.Duration(packets)*time.Second/time.Duration(r.cfg.Rate))
-		s.Reasserting, s.ReassertRate = len(r.slow), 0
-		if len(r.slow) > 0 {
+		s.Reasserting, s.ReassertRate = 0, 0
+		if r.slow != nil {
+			s.Reasserting = r.slow.left()
 			s.ReassertRate = r.slowRate
 		}
 	})
@@ -719,15 +750,16 @@ func (r *Repointer) confirm(now time.Time) {
 	i := 0
 	for ; i < len(r.awaiting) && !now.Before(r.awaiting[i].deadline); i++ {
 		a := r.awaiting[i]
-		c, known := r.cfg.Table.Get(a.key.vip, a.key.ip)
+		vip, ip := r.addrs(a.key)
+		c, known := r.cfg.Table.Get(vip, ip)
 		switch {
 		case !known:
 		case r.answered(c, a.first):
-			r.count(func(s *Status) { s.result(a.key.vip, true, 1) })
+			r.count(func(s *Status) { s.result(vip, true, 1) })
 		default:
 			unanswered++
-			r.count(func(s *Status) { s.result(a.key.vip, false, 1) })
-			r.cfg.Logger.Debug("client did not answer its re-pointing requests", "vip_address", a.key.vip, "client", a.key.ip)
+			r.count(func(s *Status) { s.result(vip, false, 1) })
+			r.cfg.Logger.Debug("client did not answer its re-pointing requests", "vip_address", vip, "client", ip)
 		}
 	}
 	r.awaiting = slices.Delete(r.awaiting, 0, i)
@@ -776,7 +808,7 @@ func (r *Repointer) settle(v *gossip.View, now time.Time) {
 	pols := r.policies()
 	rounds := max(1, r.settleRounds)
 	n := 0
-	for _, c := range r.cfg.Table.Clients() {
+	for c := range r.cfg.Table.All() {
 		if p := pols[c.VIP]; r.unsettled[c.VIP] && p != nil && p.Holds(v, c.VIP, c.IP) && r.enqueue(c, rounds, now) {
 			n++
 		}

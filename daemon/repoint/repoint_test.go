@@ -34,7 +34,7 @@ func TestRepointer(t *testing.T) {
 	// The first view: this host re-points every known client it owns.
 	all := view("h1", "h1", "h2", "h3")
 	current = all
-	r.plan(all, table.Clients(), now)
+	r.plan(all, table.All(), now)
 	for range repointRounds + 1 {
 		step()
 	}
@@ -52,7 +52,7 @@ func TestRepointer(t *testing.T) {
 	clear(sent)
 	noH2 := view("h1", "h1", "h3")
 	current = noH2
-	r.plan(noH2, table.Clients(), now)
+	r.plan(noH2, table.All(), now)
 	step()
 	moved := 0
 	for _, c := range table.Clients() {
@@ -72,7 +72,7 @@ func TestRepointer(t *testing.T) {
 	// h2 is back before the other rounds: h1 no longer owns those clients
 	// and must stop sending to them.
 	current = all
-	r.plan(all, table.Clients(), now)
+	r.plan(all, table.All(), now)
 	step()
 	step()
 	for ip, n := range sent {
@@ -114,9 +114,9 @@ func TestRepointerSingleAndRace(t *testing.T) {
 			Logger: quietLog(),
 		})
 		now := time.Unix(1000, 0)
-		r.plan(view(self, "h1", "h2", "h3"), table.Clients(), now)
+		r.plan(view(self, "h1", "h2", "h3"), table.All(), now)
 		after := view(self, others...) // the single owner died
-		r.plan(after, table.Clients(), now)
+		r.plan(after, table.All(), now)
 		run(r, after, now, 20*repointSpacing)
 		owner := policy.Of(policy.Single).Owner(after, testVIP, netip.Addr{})
 		want, wantUnicast := 0, 0
@@ -139,12 +139,12 @@ func TestRepointerSingleAndRace(t *testing.T) {
 			Logger: quietLog(),
 		})
 		now := time.Unix(1000, 0)
-		r.plan(view(self, "h1", "h2", "h3"), table.Clients(), now)
+		r.plan(view(self, "h1", "h2", "h3"), table.All(), now)
 		if len(r.pending) != 0 {
 			t.Fatalf("race mode re-points %d clients with nobody lost", len(r.pending))
 		}
 		v := view(self, "h1", "h3")
-		r.plan(v, table.Clients(), now)
+		r.plan(v, table.All(), now)
 		run(r, v, now, repointSpacing)
 	}
 	for _, c := range table.Clients() {
@@ -211,7 +211,7 @@ func TestRepointerRateOrderConfirm(t *testing.T) {
 	})
 	alone := view("h1", "h1") // owns every client
 	now := time.Unix(1000, 0)
-	r.plan(alone, table.Clients(), now)
+	r.plan(alone, table.All(), now)
 	now = run(r, alone, now, time.Second)
 	if len(order) < 9 || len(order) > 11 {
 		t.Fatalf("%d packets in 1 s at 10 packets/s", len(order))
@@ -270,7 +270,7 @@ func TestRepointerProtectedFirst(t *testing.T) {
 	})
 	alone := view("h1", "h1")
 	now := time.Unix(1000, 0)
-	r.plan(alone, table.Clients(), now)
+	r.plan(alone, table.All(), now)
 	run(r, alone, now, time.Second)
 	if len(order) < 4 {
 		t.Fatalf("%d packets in 1 s at 4 packets/s", len(order))
@@ -432,7 +432,7 @@ func TestRepointerReportsDone(t *testing.T) {
 	})
 	now := time.Unix(1000, 0)
 	all := view("h1", "h1", "h2")
-	r.plan(all, table.Clients(), now)
+	r.plan(all, table.All(), now)
 	for start := now; len(reports) == 0 && now.Sub(start) < time.Minute; {
 		now = run(r, all, now, repointTick)
 	}
@@ -451,7 +451,7 @@ func TestRepointerReportsDone(t *testing.T) {
 		t.Fatalf("only %d clients move: the test needs more", moved)
 	}
 	start := now
-	r.plan(alone, table.Clients(), now)
+	r.plan(alone, table.All(), now)
 	for len(reports) == 1 && now.Sub(start) < time.Minute {
 		now = run(r, alone, now, repointTick)
 	}

@@ -4,6 +4,7 @@
 package ownership
 
 import (
+	"iter"
 	"net/netip"
 	"sync"
 	"time"
@@ -64,20 +65,21 @@ func (c *Cache) Get(cfg *config.Config, v *gossip.View, table *arp.ClientTable) 
 	if c.byVIP != nil && (sig == c.sig || (sig.view == c.sig.view && sig.cfg == c.sig.cfg && time.Since(c.at) < maxAge)) {
 		return c.byVIP
 	}
-	c.byVIP, c.sig, c.at = Count(cfg, v, table.Clients()), sig, time.Now()
+	c.byVIP, c.sig, c.at = Count(cfg, v, table.All()), sig, time.Now()
 	return c.byVIP
 }
 
-// Count walks the clients once: every VIP of cfg gets its counts,
-// clients of a VIP a reload removed are left out.
-func Count(cfg *config.Config, v *gossip.View, clients []arp.Client) map[netip.Addr]Counts {
+// Count walks the clients once, copying none (see arp.ClientTable.All):
+// every VIP of cfg gets its counts, clients of a VIP a reload removed are
+// left out.
+func Count(cfg *config.Config, v *gossip.View, clients iter.Seq[arp.Entry]) map[netip.Addr]Counts {
 	out := map[netip.Addr]Counts{}
 	vips := map[netip.Addr]config.VIP{}
 	for _, vip := range cfg.VIPs {
 		vips[vip.Address] = vip
 		out[vip.Address] = Counts{Owners: map[string]int{}}
 	}
-	for _, cl := range clients {
+	for cl := range clients {
 		vip, ok := vips[cl.VIP]
 		if !ok {
 			continue

@@ -87,7 +87,7 @@ func BenchmarkOwnerCounts(b *testing.B) {
 	cfg, v, table := countsSetup(100_000)
 	b.Run("walk", func(b *testing.B) {
 		for b.Loop() {
-			Count(cfg, v, table.Clients())
+			Count(cfg, v, table.All())
 		}
 	})
 	b.Run("cached", func(b *testing.B) {

@@ -1,7 +1,7 @@
 package propose
 
 import (
-	"bytes"
+	"iter"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -12,7 +12,7 @@ import (
 
 // Table is what the watcher reads of the client table.
 type Table interface {
-	Clients() []arp.Client
+	All() iter.Seq[arp.Entry] // walks the clients, copying none
 	MAC(vip, ip netip.Addr) ([6]byte, bool)
 }
 
@@ -41,13 +41,14 @@ func FromConfig(cfg func() *config.Config, table Table, log *slog.Logger) *Watch
 func routerAddrs(table Table) func(vip netip.Addr, mac [6]byte) []netip.Addr {
 	return func(vip netip.Addr, mac [6]byte) []netip.Addr {
 		var out []netip.Addr
-		for _, c := range table.Clients() {
-			if c.VIP == vip && bytes.Equal(c.MAC, mac[:]) {
+		for c := range table.All() {
+			if c.VIP == vip && c.MAC == mac {
 				out = append(out, c.IP)
 			}
 		}
 		slices.SortFunc(out, netip.Addr.Compare)
-		return out
+		// A walk may yield a client twice (arp.ClientTable.All).
+		return slices.Compact(out)
 	}
 }
 

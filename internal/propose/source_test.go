@@ -1,6 +1,7 @@
 package propose
 
 import (
+	"iter"
 	"net"
 	"net/netip"
 	"slices"
@@ -12,7 +13,15 @@ import (
 
 type fakeTable []arp.Client
 
-func (t fakeTable) Clients() []arp.Client { return t }
+func (t fakeTable) All() iter.Seq[arp.Entry] {
+	return func(yield func(arp.Entry) bool) {
+		for _, c := range t {
+			if !yield(arp.Entry{VIP: c.VIP, IP: c.IP, MAC: [6]byte(c.MAC)}) {
+				return
+			}
+		}
+	}
+}
 
 func (t fakeTable) MAC(vip, ip netip.Addr) ([6]byte, bool) {
 	for _, c := range t {

@@ -2,6 +2,7 @@ package handover
 
 import (
 	"context"
+	"iter"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -71,7 +72,9 @@ type ServedVIP struct {
 // knows.
 type Source interface {
 	Served() []ServedVIP
-	Clients() []arp.Client
+	// All walks the clients without copying the table (see
+	// arp.ClientTable.All).
+	All() iter.Seq[arp.Entry]
 	Len() int // how many clients, cheaply
 }
 
@@ -297,13 +300,17 @@ func (h *Handover) update(v *gossip.View) {
 		}
 		return
 	}
-	served, clients := h.src.Served(), h.src.Clients()
-	h.served, h.known = served, len(clients)
+	served := h.src.Served()
+	h.served = served
 	h.attach()
 	if v == nil {
 		v = h.last
 	}
 	if v == nil {
+		h.known = 0
+		for range h.src.All() {
+			h.known++
+		}
 		return
 	}
 	old := h.last
@@ -316,7 +323,7 @@ func (h *Handover) update(v *gossip.View) {
 	for _, s := range served {
 		byVIP[s.VIP] = s
 	}
-	h.addMoved(v, old, byVIP, clients)
+	h.known = h.addMoved(v, old, byVIP, h.src.All())
 	for _, s := range served {
 		if s.MAC != nil {
 			h.primed[s.VIP] = true
@@ -343,21 +350,24 @@ func (h *Handover) update(v *gossip.View) {
 }
 
 // addMoved starts handing over the clients that moved here from a live host
-// between old and v, and keeps handing over those that still need it.
-func (h *Handover) addMoved(v, old *gossip.View, byVIP map[netip.Addr]ServedVIP, clients []arp.Client) {
+// between old and v, and keeps handing over those that still need it. It
+// returns how many clients it looked at.
+func (h *Handover) addMoved(v, old *gossip.View, byVIP map[netip.Addr]ServedVIP, clients iter.Seq[arp.Entry]) int {
 	now := h.now()
 	known := h.stillKnown(clients)
 	added, failed := map[string]int{}, 0
 	var failure error
-	for _, c := range clients {
+	n := 0
+	for c := range clients {
+		n++
 		s, ok := byVIP[c.VIP]
-		if !ok || len(c.MAC) != 6 || s.MAC == nil {
+		if !ok || s.MAC == nil {
 			continue
 		}
 		if !s.Policy.Exclusive() || !s.Policy.Answers(v, c.VIP, c.IP) {
 			continue // not ours, or no single owner to hand back to (race)
 		}
-		k := Key{VIP: c.VIP, MAC: [6]byte(c.MAC)}
+		k := Key{VIP: c.VIP, MAC: c.MAC}
 		if m, ok := h.moved[k]; ok && m.client != c.IP && known[k] {
 			continue
 		}
@@ -391,6 +401,7 @@ func (h *Handover) addMoved(v, old *gossip.View, byVIP map[netip.Addr]ServedVIP,
 	if failed > 0 {
 		h.log.Warn("cannot hand some moved clients over: their open connections will be reset", "clients", failed, "error", failure)
 	}
+	return n
 }
 
 // stillKnown returns the moved entries whose client is still known with
@@ -398,17 +409,15 @@ func (h *Handover) addMoved(v, old *gossip.View, byVIP map[netip.Addr]ServedVIP,
 // one entry: the first IP that needs it keeps it, while it is known. Sized
 // by the moved entries, not the table: it is made on every update, and a
 // set of every client was tens of megabytes a second during a flood.
-func (h *Handover) stillKnown(clients []arp.Client) map[Key]bool {
+func (h *Handover) stillKnown(clients iter.Seq[arp.Entry]) map[Key]bool {
 	known := map[Key]bool{}
 	if len(h.moved) == 0 {
 		return known
 	}
-	for _, c := range clients {
-		if len(c.MAC) == 6 {
-			k := Key{VIP: c.VIP, MAC: [6]byte(c.MAC)}
-			if m, ok := h.moved[k]; ok && m.client == c.IP {
-				known[k] = true
-			}
+	for c := range clients {
+		k := Key{VIP: c.VIP, MAC: c.MAC}
+		if m, ok := h.moved[k]; ok && m.client == c.IP {
+			known[k] = true
 		}
 	}
 	return known
@@ -417,7 +426,7 @@ func (h *Handover) stillKnown(clients []arp.Client) map[Key]bool {
 // previous says who owned client c (key k) before this host, "" if nobody
 // else did; newly, whether it moved here since old; first, whether this is
 // the first look at the VIP's clients (see primed).
-func (h *Handover) previous(v, old *gossip.View, s ServedVIP, c arp.Client, k Key) (prev string, newly, first bool) {
+func (h *Handover) previous(v, old *gossip.View, s ServedVIP, c arp.Entry, k Key) (prev string, newly, first bool) {
 	newly, first = true, !h.primed[c.VIP]
 	if first {
 		prev = s.Policy.OwnerWithout(v, c.VIP, c.IP, h.self)

@@ -3,6 +3,7 @@ package handover
 import (
 	"fmt"
 	"io"
+	"iter"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -66,9 +67,18 @@ type source struct {
 	clients []arp.Client
 }
 
-func (s *source) Served() []ServedVIP   { return s.served }
-func (s *source) Clients() []arp.Client { return s.clients }
-func (s *source) Len() int              { return len(s.clients) }
+func (s *source) Served() []ServedVIP { return s.served }
+func (s *source) All() iter.Seq[arp.Entry] {
+	return func(yield func(arp.Entry) bool) {
+		for _, c := range s.clients {
+			e := arp.Entry{VIP: c.VIP, IP: c.IP, MAC: [6]byte(c.MAC), Protected: c.Protected, LastSeen: c.LastSeen, FirstSeen: c.FirstSeen}
+			if !yield(e) {
+				return
+			}
+		}
+	}
+}
+func (s *source) Len() int { return len(s.clients) }
 
 type clock struct{ t time.Duration }
 
