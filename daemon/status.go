@@ -109,7 +109,7 @@ func (d *Daemon) Clients(vip string) ([]api.ClientStatus, error) {
 		names[v.Address] = v
 	}
 	view := d.cluster.View()
-	out := []api.ClientStatus{}
+	out := make([]api.ClientStatus, 0, d.table.Len())
 	for c := range d.table.All() {
 		v, ok := names[c.VIP]
 		if !ok || (only.IsValid() && c.VIP != only) {

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -226,6 +227,25 @@ type Backend interface {
 	SetDrained(ctx context.Context, drained, force bool) error
 }
 
+// writeList writes items as one JSON array, an item at a time: a table of
+// a million clients is not encoded into one buffer first, as
+// json.Encoder.Encode would.
+func writeList[T any](w io.Writer, items []T) {
+	b := bufio.NewWriter(w)
+	e := json.NewEncoder(b)
+	b.WriteByte('[')
+	for i := range items {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		if e.Encode(items[i]) != nil {
+			return
+		}
+	}
+	b.WriteString("]\n")
+	b.Flush()
+}
+
 func (a *Server) String() string         { return "api on " + a.path }
 func (a *Server) Ready() <-chan struct{} { return a.ready }
 func (a *Server) handler() http.Handler {
@@ -243,7 +263,12 @@ func (a *Server) handler() http.Handler {
 	})
 	mux.HandleFunc("GET /v1/clients", func(w http.ResponseWriter, r *http.Request) {
 		cs, err := a.backend.Clients(r.URL.Query().Get("vip"))
-		reply(w, cs, err)
+		if err != nil {
+			reply(w, nil, err)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		writeList(w, cs)
 	})
 	mux.HandleFunc("GET /v1/owner", func(w http.ResponseWriter, r *http.Request) {
 		o, err := a.backend.Owner(r.URL.Query().Get("vip"), r.URL.Query().Get("client"))
