@@ -20,7 +20,7 @@ func NewSharedTable(t *ClientTable, log *slog.Logger) SharedTable {
 
 // maxChanges bounds the client-table changes one periodic exchange
 // carries: a host takes part in about two exchanges every 30 s, so at most
-// about 35 KB/s before memberlist compresses it (BenchmarkTableExchange),
+// about 35 KB/s (BenchmarkTableExchange),
 // whatever happens to the table (100,000 clients re-asking at once would be
 // 1.7 MB an exchange). Changes that do not fit go in the next
 // exchanges. A joining host gets the whole table regardless.

@@ -135,7 +135,7 @@ type Cluster struct {
 	logs     *logLimiter  // memberlist's log lines
 	refutes  atomic.Uint64
 	// tableOut and tableIn count the client-table state of push-pulls,
-	// before memberlist compresses and encrypts it: [0] periodic
+	// before memberlist encrypts it: [0] periodic
 	// exchanges, [1] joins.
 	tableOut, tableIn [2]stateCount
 
@@ -259,6 +259,10 @@ func (c *Cluster) memberlistConfig() (*memberlist.Config, error) {
 	mc.TCPTimeout = 2 * time.Second // a LAN answers far sooner; joins wait on it
 	mc.PushPullInterval = PushPullInterval
 	mc.Label = c.cfg.Label
+	// memberlist compresses every message with a new LZW writer, pings and
+	// acks too: at rest most of what the daemon allocates. A peer's
+	// compressed messages are read all the same.
+	mc.EnableCompression = false
 	if len(c.cfg.Keys) > 0 {
 		kr, err := memberlist.NewKeyring(c.cfg.Keys, c.cfg.Keys[0])
 		if err != nil {

@@ -21,7 +21,7 @@ var (
 	descRejected = prometheus.NewDesc(MetricMembersRejected,
 		"Members in view whose gossiped metadata is rejected (never trusted with clients, not counted toward quorum), by reason.", []string{"reason"}, nil)
 	descTableBytes = prometheus.NewDesc(MetricTableBytes,
-		"Bytes of client table carried by memberlist's push-pull exchanges, before memberlist compresses and encrypts them, by direction (sent, received) and exchange (periodic: changes only; join: the whole table).", []string{"direction", "exchange"}, nil)
+		"Bytes of client table carried by memberlist's push-pull exchanges, before memberlist encrypts them, by direction (sent, received) and exchange (periodic: changes only; join: the whole table).", []string{"direction", "exchange"}, nil)
 	descTableStates = prometheus.NewDesc(MetricTableStates,
 		"Client-table states carried by memberlist's push-pull exchanges (one each way per exchange), by direction (sent, received) and exchange (periodic, join).", []string{"direction", "exchange"}, nil)
 )

@@ -190,7 +190,7 @@ type hostSample struct {
 	rss, heap, heapSys int64 // bytes: resident, Go heap in use, Go heap from the OS
 	known              int   // clients, all VIPs
 	// Client-table bytes and states in push-pulls, sent and received,
-	// before compression (arpshare_gossip_table_*).
+	// as handed to memberlist (arpshare_gossip_table_*).
 	tableOut, tableIn   float64
 	statesOut, statesIn float64
 }
@@ -378,7 +378,7 @@ func gossipSection(l *lab.Lab, p tablePlan, filled time.Time) (section, error) {
 		if err != nil {
 			return section{}, err
 		}
-		say("  %s: gossip sent %s: UDP %s, TCP %s (client table %s in %.0f states, before compression); received %s: UDP %s, TCP %s (client table %s in %.0f); %s push-pulls; ARP sent %s; all sent %s, received %s; heap %.1f MB; re-pointing rounds: %s",
+		say("  %s: gossip sent %s: UDP %s, TCP %s (client table %s in %.0f states); received %s: UDP %s, TCP %s (client table %s in %.0f); %s push-pulls; ARP sent %s; all sent %s, received %s; heap %.1f MB; re-pointing rounds: %s",
 			h.Name, kbs(float64(b.Sent.Gossip().Bytes)), kind(b.Sent.GossipUDP), kind(b.Sent.GossipTCP), kbs(d.tableOut), d.statesOut,
 			kbs(float64(b.Received.Gossip().Bytes)), kind(b.Received.GossipUDP), kind(b.Received.GossipTCP), kbs(d.tableIn), d.statesIn,
 			exchanges[h.Name], kind(b.Sent.ARP), kbs(float64(b.Sent.All.Bytes)), kbs(float64(b.Received.All.Bytes)), mb(s1[i].heap), rounds)
@@ -442,18 +442,16 @@ func (a accounting) explain(hosts int, secs float64) string {
   %.0f of the ping or ack itself (msgpack: sequence number, node name and
   address). %s
 - TCP, %s: %.2f push-pull states a second, %.0f bytes each on the wire
-  (compressed, encrypted, with TCP's headers and the acks of the states it
-  received), carrying %.0f bytes of client table each before compression
-  (%s): a backlog of changes larger than the 512 KiB a state carries at
+  (encrypted, with TCP's headers and the acks of the states it received),
+  carrying %.0f bytes of client table each (%s): a backlog of changes larger than the 512 KiB a state carries at
   most (maxChanges in arp/shared.go) fills every state, so this is the
   most a periodic push-pull sends whatever the table's size; memberlist's
   own part (its header and the members with their metadata, a few hundred
-  bytes) is the rest. LZW shrinks the table %.1f×: the made-up clients'
-  addresses and MACs are consecutive, real ones compress less, at worst
-  %s (the client table uncompressed).
+  bytes) is the rest. Memberlist's compression is off (see docs/design.md):
+  real clients would compress less than the made-up ones anyway.
 `, hosts, kb(float64(a.gossip)), kb(float64(a.allSent)), kb(float64(a.udp.Bytes)), per(float64(a.udp.Packets)), udpEach,
 		config.DefaultProbeInterval, 1/config.DefaultProbeInterval.Seconds(), 2/config.DefaultProbeInterval.Seconds(), udpHeaders, labelHeader, gcm, crc, msg, extra,
-		kb(float64(a.tcp.Bytes)), per(a.states), tcpEach, tableEach, kb(a.table), tableEach/max(1, tcpEach), kb(a.table))
+		kb(float64(a.tcp.Bytes)), per(a.states), tcpEach, tableEach, kb(a.table))
 }
 
 const gossipText = `Written by ` + "`go run ./examples/lab -bench -modes table -table %d`" + ` on %s, right
@@ -474,9 +472,9 @@ per host with 1,000,000 clients.
   told by one) go this way too. A push-pull carries memberlist's list of
   members and this host's client-table changes of the last 4 push-pull
   intervals, at most 512 KiB of them (17 bytes a client) each way; a join
-  would carry the whole table. Memberlist compresses it (LZW) and encrypts it.
+  would carry the whole table. Memberlist encrypts it (its compression is off).
 - **client table**: the part of the push-pulls that is client table,
-  before memberlist compresses it, from the daemon's
+  as the daemon hands it to memberlist, from the daemon's
   ` + "`arpshare_gossip_table_bytes_total`" + `, and how many such states went.
 - **push-pulls**: the exchanges the host took part in, begun by it or by a
   peer (from memberlist's log lines; a join is named).

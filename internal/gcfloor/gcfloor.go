@@ -12,9 +12,9 @@ import (
 
 // Growth is how far the heap may grow past what is live before a
 // collection, at least: GOGC's 100 % of a small live heap (a few MiB at
-// rest) means a collection for every few MiB that memberlist allocates (an
-// LZW compressor for every datagram it sends, a 64 KiB buffer for every
-// one it receives): about one a second at rest, and so many in a lab of 64
+// rest) means a collection for every few MiB that memberlist allocates (a
+// 64 KiB buffer for every datagram it receives, and an LZW compressor for
+// every one it sends, before gossip turned compression off): about one a second at rest, and so many in a lab of 64
 // hosts starting up that the collector took a third of the daemons' CPU and
 // the lab never settled. Above Growth of live heap (a large client table),
 // GOGC's own 100 % applies, and the heap's peak is the same as without.
