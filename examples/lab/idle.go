@@ -204,9 +204,9 @@ collects every few seconds; the daemon lets its heap grow 24 MiB past what
 is live before it collects (internal/gcfloor), for an RSS larger by up to
 as much. Both run with memberlist's compression off, as the daemon does:
 it made a new LZW compressor for every datagram sent, pings and acks too,
-and cost about a third of each process's CPU at rest (3 hosts on
-2026-12-02: arpshare 1.30 %% with it, 0.86 %% without; the bare memberlist
-0.89 %% and 0.55 %%).
+and cost about a third of each process's CPU at rest (with it, 3 hosts:
+arpshare 1.30 %%, the bare memberlist 0.89 %%, in this section at commit
+5872295: `+"`git show 5872295:docs/benchmarks.md`"+`).
 `, strings.Join(counts, ","), today(), config.DefaultProbeInterval, config.DefaultGossipInterval, idleSettle, idleWindow, strings.Join(rows, "\n"))}}, nil
 }
 

@@ -204,7 +204,7 @@ func unconfirmedPeers(v *gossip.View, self string, vips []config.VIP) []string {
 		if m.Name == self || !m.Live() || m.Meta.Draining || m.Meta.Software == "" || m.Meta.Seen == want {
 			continue
 		}
-		if slices.ContainsFunc(vips, func(vip config.VIP) bool { return m.Serves(vip.Address) }) {
+		if servesAny(m, vips) {
 			out = append(out, m.Name)
 		}
 	}
@@ -215,6 +215,11 @@ func (d *Drainer) updateMeta(what string) {
 	if err := d.cluster.UpdateMeta(d.wait); err != nil {
 		d.log.Warn("gossip "+what, "error", err)
 	}
+}
+
+// servesAny reports whether m serves one of vips, healthy or not.
+func servesAny(m gossip.Member, vips []config.VIP) bool {
+	return slices.ContainsFunc(vips, func(vip config.VIP) bool { return m.Serves(vip.Address) })
 }
 
 func vipNames(vs []config.VIP) []string {
@@ -234,7 +239,7 @@ func ProgressIn(v *gossip.View, self string, vips []config.VIP) api.DrainStatus 
 		if m.Name == self || !m.Live() || m.Meta.Draining || m.Meta.Repointed == digest {
 			continue
 		}
-		if slices.ContainsFunc(vips, func(vip config.VIP) bool { return m.Serves(vip.Address) }) {
+		if servesAny(m, vips) {
 			s.Waiting = append(s.Waiting, m.Name)
 		}
 	}
